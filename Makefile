@@ -1,0 +1,37 @@
+# Every target bootstraps the virtualenv first; re-running is cheap (a stamp file tracks pyproject.toml).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo run test lint bench migrate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+migrate: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+
+demo: migrate
+	$(BIN)/python manage.py demo
+
+run: migrate
+	$(BIN)/python manage.py serve
+
+# Tests run with production settings when REDIS_URL is set; they need a secret and plain-http test clients.
+test: $(STAMP)
+	SECRET_KEY=$${SECRET_KEY:-tests-only-not-a-secret-0123456789abcdef0123456789} SECURE_SSL_REDIRECT=0 \
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) db.sqlite3*

@@ -1,0 +1,26 @@
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry loaded above)
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from core.ws import BrowserOriginValidator  # noqa: E402
+from deliveries.consumers import OpsConsumer  # noqa: E402
+from drivers.consumers import DriverConsumer  # noqa: E402
+
+websocket_urls = [
+    path("ws/driver/", DriverConsumer.as_asgi()),
+    path("ws/ops/", OpsConsumer.as_asgi()),
+]
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urls))),
+    }
+)

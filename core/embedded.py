@@ -1,0 +1,42 @@
+"""Celery inside the serving process for the embedded mode (no Redis): a solo worker and beat in threads,
+on the in-memory broker (see GOTCHAS.md for why exactly these options)."""
+
+import logging
+import threading
+
+from celery.beat import EmbeddedService
+
+from config.celery import app
+
+log = logging.getLogger(__name__)
+
+
+class EmbeddedCelery:
+    def __init__(self) -> None:
+        self.worker = None
+        self.beat = None
+
+    def start(self) -> None:
+        self.worker = app.Worker(
+            pool="solo",
+            concurrency=1,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            hostname="embedded@localhost",
+            loglevel="WARNING",
+            redirect_stdouts=False,
+        )
+        threading.Thread(target=self.worker.start, name="celery-worker", daemon=True).start()
+        self.beat = EmbeddedService(app, thread=True)
+        self.beat.start()
+        log.info("embedded Celery worker and beat started")
+
+    def stop(self) -> None:
+        if self.beat is not None:
+            self.beat.stop()
+        if self.worker is not None:
+            try:
+                self.worker.stop(in_sighandler=False)
+            except Exception:  # stopping a half-started worker at exit must not mask the real exit
+                log.debug("embedded worker stop", exc_info=True)

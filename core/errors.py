@@ -1,0 +1,98 @@
+"""Domain errors and the one place that maps them (and DRF's own errors) to API.md's error format."""
+
+from http import HTTPStatus
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class DomainError(Exception):
+    """A precondition of a use case failed. `code` is the API's error code; `status` its HTTP status."""
+
+    code = "domain_error"
+    status = HTTPStatus.CONFLICT
+    default_detail = "The request conflicts with the current state."
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None, fields: dict | None = None, status=None):
+        self.detail = detail or self.default_detail
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+        self.fields = fields
+        super().__init__(self.detail)
+
+
+class InvalidTransition(DomainError):
+    code = "invalid_transition"
+    default_detail = "This change is not allowed in the current state."
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status = HTTPStatus.NOT_FOUND
+    default_detail = "Not found."
+
+
+class BadInput(DomainError):
+    code = "invalid"
+    status = HTTPStatus.BAD_REQUEST
+    default_detail = "The request is not valid."
+
+
+class Gone(DomainError):
+    code = "gone"
+    status = HTTPStatus.GONE
+    default_detail = "This resource is no longer available."
+
+
+def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
+    body = {"code": code, "detail": detail}
+    if fields:
+        body["fields"] = fields
+    return body
+
+
+_DRF_CODES = {
+    drf_exceptions.NotAuthenticated: "not_authenticated",
+    drf_exceptions.AuthenticationFailed: "authentication_failed",
+    drf_exceptions.PermissionDenied: "permission_denied",
+    drf_exceptions.NotFound: "not_found",
+    drf_exceptions.MethodNotAllowed: "method_not_allowed",
+    drf_exceptions.NotAcceptable: "not_acceptable",
+    drf_exceptions.UnsupportedMediaType: "unsupported_media_type",
+    drf_exceptions.Throttled: "throttled",
+    drf_exceptions.ParseError: "parse_error",
+}
+
+
+def _flatten(detail) -> object:
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_flatten(item) for item in detail]
+    return str(detail)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DomainError):
+        return Response(error_body(exc.code, exc.detail, exc.fields), status=exc.status)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, drf_exceptions.ValidationError):
+        fields = _flatten(exc.detail)
+        if not isinstance(fields, dict):
+            fields = {"non_field_errors": fields}
+        response.data = error_body("invalid", "The request is not valid; see fields.", fields)
+        return response
+    code = _DRF_CODES.get(type(exc), getattr(exc, "default_code", "error"))
+    response.data = error_body(code, str(exc.detail))
+    return response

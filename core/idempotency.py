@@ -1,0 +1,115 @@
+"""`Idempotency-Key` for every API POST (API.md, conventions).
+
+The first response for (caller, key) is stored for 24 h and replayed byte for byte; the same key with another
+body answers 422; a retry while the first is still running answers 409 `request_in_progress`. A request that
+crashed (5xx, or a process that died mid-way and left its claim older than `CLAIM_TIMEOUT`) releases the key,
+so the client's retry runs for real instead of being stuck.
+"""
+
+import hashlib
+import json
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.utils import timezone
+
+from core.errors import error_body
+from core.models import IdempotencyRecord
+
+HEADER = "HTTP_IDEMPOTENCY_KEY"
+MAX_KEY_LENGTH = 255
+RETENTION = timedelta(hours=24)
+CLAIM_TIMEOUT = timedelta(seconds=60)
+
+
+def _json(status: int, code: str, detail: str) -> HttpResponse:
+    return HttpResponse(json.dumps(error_body(code, detail)), status=status, content_type="application/json")
+
+
+def _caller(request) -> str:
+    credential = request.META.get("HTTP_AUTHORIZATION", "")
+    if not credential:
+        credential = "anonymous:" + request.META.get("REMOTE_ADDR", "")
+    return hashlib.sha256(credential.encode()).hexdigest()
+
+
+def _fingerprint(request) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.path.encode() + b"\n")
+    digest.update(request.body)
+    return digest.hexdigest()
+
+
+class IdempotencyMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        key = request.META.get(HEADER)
+        if request.method != "POST" or key is None or not request.path.startswith("/api/"):
+            return self.get_response(request)
+        if not key or len(key) > MAX_KEY_LENGTH:
+            return _json(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+
+        caller, fingerprint = _caller(request), _fingerprint(request)
+        record, conflict = self._claim(caller, key, fingerprint)
+        if conflict is not None:
+            return conflict
+        try:
+            response = self.get_response(request)
+        except BaseException:
+            record.delete()
+            raise
+        if response.status_code >= 500 or response.streaming:
+            record.delete()
+            return response
+        # An update, not a save: if this request ran so long that a retry took its claim over, the retry's
+        # record stands and this one is simply not stored.
+        IdempotencyRecord.objects.filter(pk=record.pk).update(
+            completed=True,
+            status_code=response.status_code,
+            content_type=response.get("Content-Type", ""),
+            body=bytes(response.content),
+        )
+        return response
+
+    def _claim(self, caller: str, key: str, fingerprint: str):
+        now = timezone.now()
+        for _ in range(3):
+            try:
+                with transaction.atomic():
+                    record = IdempotencyRecord.objects.create(
+                        caller=caller, key=key, fingerprint=fingerprint, expires_at=now + RETENTION
+                    )
+                return record, None
+            except IntegrityError:
+                pass
+            existing = IdempotencyRecord.objects.filter(caller=caller, key=key).first()
+            if existing is None:
+                continue  # released between our insert and our read: try again
+            abandoned = not existing.completed and existing.created_at < now - CLAIM_TIMEOUT
+            if existing.expires_at <= now or abandoned:
+                IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
+                continue
+            if existing.fingerprint != fingerprint:
+                return None, _json(
+                    422,
+                    "idempotency_key_reused",
+                    "This Idempotency-Key was already used with a different request body.",
+                )
+            if not existing.completed:
+                return None, _json(
+                    409,
+                    "request_in_progress",
+                    "A request with this Idempotency-Key is still being processed.",
+                )
+            replay = HttpResponse(bytes(existing.body), status=existing.status_code, content_type=existing.content_type)
+            replay["Idempotent-Replayed"] = "true"
+            return None, replay
+        return None, _json(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
+
+
+def purge_expired_idempotency_records() -> int:
+    deleted, _ = IdempotencyRecord.objects.filter(expires_at__lte=timezone.now()).delete()
+    return deleted

@@ -1,0 +1,34 @@
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from core.embedded import EmbeddedCelery
+
+
+class Command(BaseCommand):
+    help = (
+        "Run Relay's ASGI server (HTTP + websockets). Embedded mode (no REDIS_URL) also runs the Celery worker "
+        "and beat inside this process, so one command is a running system. In production, scale out by running "
+        "more of these processes behind a load balancer, with `celery -A config worker` and one `celery -A "
+        "config beat` beside them."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+
+    def handle(self, *args, host, port, **options):
+        celery = EmbeddedCelery() if settings.EMBEDDED else None
+        if celery is not None:
+            celery.start()
+        server = uvicorn.Server(
+            uvicorn.Config("config.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
+        )
+        mode = "embedded: SQLite, in-memory channel layer, Celery in-process" if settings.EMBEDDED else "production"
+        self.stdout.write(f"Relay serving on http://{host}:{port}/ ({mode})")
+        self.stdout.flush()
+        try:
+            server.run()  # returns on SIGINT/SIGTERM
+        finally:
+            if celery is not None:
+                celery.stop()

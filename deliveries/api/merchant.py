@@ -1,0 +1,73 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.audit import Actor
+from core.permissions import IsMerchant
+from deliveries.models import Delivery
+from deliveries.serializers import (
+    DeliveryCreateInput,
+    MerchantDeliveryDetailSerializer,
+    MerchantDeliverySerializer,
+    ReasonInput,
+)
+from deliveries.services.creation import create_delivery
+from deliveries.services.progress import cancel_delivery
+
+
+def merchant_deliveries(request):
+    return Delivery.objects.filter(merchant=request.user.merchant).select_related("zone", "driver", "merchant")
+
+
+class DeliveryListCreateView(generics.ListAPIView):
+    permission_classes = [IsMerchant]
+    serializer_class = MerchantDeliverySerializer
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, description="Only deliveries in this status"),
+            OpenApiParameter("external_id", str, description="Only the delivery with this external_id"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        rows = merchant_deliveries(self.request)
+        for name in ("status", "external_id"):
+            if value := self.request.query_params.get(name):
+                rows = rows.filter(**{name: value})
+        return rows
+
+    @extend_schema(request=DeliveryCreateInput, responses={201: MerchantDeliveryDetailSerializer})
+    def post(self, request):
+        data = DeliveryCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        delivery, created = create_delivery(merchant=request.user.merchant, data=data.validated_data)
+        return Response(
+            MerchantDeliveryDetailSerializer(delivery).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class DeliveryDetailView(generics.RetrieveAPIView):
+    permission_classes = [IsMerchant]
+    serializer_class = MerchantDeliveryDetailSerializer
+
+    def get_queryset(self):
+        return merchant_deliveries(self.request)
+
+
+class DeliveryCancelView(APIView):
+    permission_classes = [IsMerchant]
+
+    @extend_schema(request=ReasonInput, responses={200: MerchantDeliveryDetailSerializer})
+    def post(self, request, pk):
+        data = ReasonInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        merchant = request.user.merchant
+        delivery = cancel_delivery(
+            pk, actor=Actor.merchant(merchant), reason=data.validated_data["reason"], merchant=merchant
+        )
+        return Response(MerchantDeliveryDetailSerializer(delivery).data)

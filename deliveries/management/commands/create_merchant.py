@@ -1,0 +1,27 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from deliveries.models import Merchant
+
+
+class Command(BaseCommand):
+    help = "Create (or update) a merchant account. Prints its webhook signing secret."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--password", required=True)
+        parser.add_argument("--name", help="merchant name shown to customers (default: the username)")
+        parser.add_argument("--webhook-url", default="")
+
+    def handle(self, *args, username, password, name, webhook_url, **options):
+        with transaction.atomic():
+            user, _ = get_user_model().objects.get_or_create(username=username)
+            user.set_password(password)
+            user.save()
+            merchant, created = Merchant.objects.update_or_create(
+                user=user, defaults={"name": name or username, "webhook_url": webhook_url}
+            )
+        self.stdout.write(
+            f"{'created' if created else 'updated'} merchant {username}; webhook secret {merchant.webhook_secret}"
+        )

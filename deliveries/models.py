@@ -1,0 +1,326 @@
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from drivers.models import Driver
+from zones.models import Zone
+
+
+def _secret() -> str:
+    return secrets.token_hex(32)
+
+
+def _tracking_token() -> str:
+    # 192 random bits (SPEC 4.1 asks for at least 128).
+    return secrets.token_urlsafe(24)
+
+
+class Merchant(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="merchant")
+    name = models.CharField(max_length=100)
+    webhook_url = models.URLField(blank=True)
+    webhook_secret = models.CharField(max_length=64, default=_secret)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending"
+    OFFERED = "offered"
+    ASSIGNED = "assigned"
+    PICKED_UP = "picked_up"
+    DELIVERED = "delivered"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED)
+ACTIVE_STATUSES = (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP)
+TERMINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED)
+
+
+class Delivery(FSMModelMixin, models.Model):
+    """A merchant's delivery through its lifecycle (SPEC 1). Only the transitions below write `status`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.PROTECT, related_name="deliveries")
+    external_id = models.CharField(max_length=100)
+    request_fingerprint = models.CharField(max_length=64, editable=False)
+    status = FSMField(default=DeliveryStatus.PENDING, choices=DeliveryStatus.choices, protected=True)
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="deliveries")
+    driver = models.ForeignKey(Driver, null=True, blank=True, on_delete=models.PROTECT, related_name="deliveries")
+
+    pickup_name = models.CharField(max_length=200)
+    pickup_address = models.CharField(max_length=300)
+    pickup_lat = models.FloatField()
+    pickup_lng = models.FloatField()
+    pickup_phone = models.CharField(max_length=32, blank=True)
+    dropoff_name = models.CharField(max_length=200)
+    dropoff_address = models.CharField(max_length=300)
+    dropoff_lat = models.FloatField()
+    dropoff_lng = models.FloatField()
+    dropoff_phone = models.CharField(max_length=32, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    promised_by = models.DateTimeField(null=True, blank=True)
+    value = models.DecimalField(max_digits=10, decimal_places=2, null=True, blank=True)
+    notes = models.TextField(blank=True)
+    fee = models.DecimalField(max_digits=8, decimal_places=2)
+    distance_km = models.FloatField(help_text="Straight-line pickup to dropoff")
+
+    tracking_token = models.CharField(max_length=64, unique=True, default=_tracking_token, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    status_changed_at = models.DateTimeField(default=timezone.now)
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    picked_up_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome_reason = models.CharField(max_length=300, blank=True, help_text="Why it was cancelled or failed")
+    proof = models.JSONField(null=True, blank=True)
+    reassignment_count = models.PositiveSmallIntegerField(default=0)
+    # Since when it has needed a driver (creation, or the last hand-back); None while a driver has it.
+    unassigned_since = models.DateTimeField(null=True, blank=True, default=timezone.now)
+    # Escalation ladder step reached while unassigned (SPEC 2.3): 0 none, 1 warn, 2 alert, 3 critical.
+    escalation_level = models.PositiveSmallIntegerField(default=0)
+    # Just-in-time hold for `ready_at`: not offered before this time.
+    dispatch_not_before = models.DateTimeField(null=True, blank=True)
+    # Outcome of the last dispatch attempt (offered, held, no_candidate): the audit trail records changes only.
+    dispatch_outcome = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["merchant", "external_id"], name="delivery_external_id_per_merchant")
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="delivery_status_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} ({self.status})"
+
+    @property
+    def tracking_url(self) -> str:
+        return f"{settings.RELAY_PUBLIC_URL}/t/{self.tracking_token}"
+
+    def _entered(self) -> None:
+        self.status_changed_at = timezone.now()
+
+    # --- lifecycle transitions: they only set fields; the actions in services/ save and audit ------------
+    @transition(field=status, source=DeliveryStatus.PENDING, target=DeliveryStatus.OFFERED)
+    def mark_offered(self) -> None:
+        self._entered()
+
+    @transition(field=status, source=DeliveryStatus.OFFERED, target=DeliveryStatus.PENDING)
+    def mark_unoffered(self) -> None:
+        self._entered()
+
+    @transition(field=status, source=[DeliveryStatus.PENDING, DeliveryStatus.OFFERED], target=DeliveryStatus.ASSIGNED)
+    def assign(self, driver: Driver) -> None:
+        self._entered()
+        self.driver = driver
+        self.assigned_at = self.status_changed_at
+        self.unassigned_since = None
+        self.escalation_level = 0
+
+    @transition(field=status, source=DeliveryStatus.ASSIGNED, target=DeliveryStatus.PENDING)
+    def unassign(self) -> None:
+        self._entered()
+        self.driver = None
+        self.assigned_at = None
+        self.unassigned_since = self.status_changed_at
+        self.reassignment_count += 1
+
+    @transition(field=status, source=DeliveryStatus.ASSIGNED, target=DeliveryStatus.PICKED_UP)
+    def pick_up(self) -> None:
+        self._entered()
+        self.picked_up_at = self.status_changed_at
+
+    @transition(field=status, source=DeliveryStatus.PICKED_UP, target=DeliveryStatus.DELIVERED)
+    def deliver(self, proof: dict | None) -> None:
+        self._entered()
+        self.finished_at = self.status_changed_at
+        self.proof = proof
+
+    @transition(field=status, source=DeliveryStatus.PICKED_UP, target=DeliveryStatus.FAILED)
+    def fail(self, reason: str) -> None:
+        self._entered()
+        self.finished_at = self.status_changed_at
+        self.outcome_reason = reason
+
+    @transition(field=status, source=[*OPEN_STATUSES, DeliveryStatus.ASSIGNED], target=DeliveryStatus.CANCELLED)
+    def cancel(self, reason: str) -> None:
+        self._entered()
+        self.finished_at = self.status_changed_at
+        self.outcome_reason = reason
+
+
+class OfferStatus(models.TextChoices):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+
+
+class DeclineReason(models.TextChoices):
+    TOO_FAR = "too_far"
+    BUSY = "busy"
+    VEHICLE = "vehicle"
+    OTHER = "other"
+
+
+class Offer(FSMModelMixin, models.Model):
+    """One delivery offered to one driver with a deadline (SPEC 2.1). A forced assignment by ops is recorded
+    as an offer of kind `forced`, accepted at once, so every assignment has its offer."""
+
+    class Kind(models.TextChoices):
+        DISPATCH = "dispatch"
+        DIRECT = "direct"
+        FORCED = "forced"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="offers")
+    driver = models.ForeignKey(Driver, on_delete=models.PROTECT, related_name="offers")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DISPATCH)
+    status = FSMField(default=OfferStatus.PENDING, choices=OfferStatus.choices, protected=True)
+    sent_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+    responded_at = models.DateTimeField(null=True, blank=True)
+    decline_reason = models.CharField(max_length=16, choices=DeclineReason.choices, blank=True)
+    decline_note = models.CharField(max_length=300, blank=True)
+    withdraw_reason = models.CharField(max_length=32, blank=True)
+    # Set when an accepted offer's delivery was later taken from the driver (release rate, SPEC 3.1).
+    release_reason = models.CharField(max_length=300, blank=True)
+    distance_km = models.FloatField()
+    eta_to_pickup_s = models.PositiveIntegerField()
+    estimated_pay = models.DecimalField(max_digits=8, decimal_places=2)
+    surge_multiplier = models.DecimalField(max_digits=4, decimal_places=2, default=1)
+
+    class Meta:
+        ordering = ["-sent_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery"],
+                condition=models.Q(status="pending"),
+                name="one_pending_offer_per_delivery",
+            ),
+            models.UniqueConstraint(
+                fields=["driver"], condition=models.Q(status="pending"), name="one_pending_offer_per_driver"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.delivery.external_id} → {self.driver} ({self.status})"
+
+    def _responded(self) -> None:
+        self.responded_at = timezone.now()
+
+    @transition(field=status, source=OfferStatus.PENDING, target=OfferStatus.ACCEPTED)
+    def accept(self) -> None:
+        self._responded()
+
+    @transition(field=status, source=OfferStatus.PENDING, target=OfferStatus.DECLINED)
+    def decline(self, reason: str, note: str) -> None:
+        self._responded()
+        self.decline_reason = reason
+        self.decline_note = note
+
+    @transition(field=status, source=OfferStatus.PENDING, target=OfferStatus.EXPIRED)
+    def expire(self) -> None:
+        pass
+
+    @transition(field=status, source=OfferStatus.PENDING, target=OfferStatus.WITHDRAWN)
+    def withdraw(self, reason: str) -> None:
+        self.withdraw_reason = reason
+
+
+class EscalationStatus(models.TextChoices):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Escalation(models.Model):
+    """Something ops must look at (SPEC 2.3). At most one unresolved escalation per delivery."""
+
+    class Reason(models.TextChoices):
+        UNASSIGNED = "unassigned", "Unassigned too long"
+        OFFER_ROUNDS = "offer_rounds", "Offer rounds without acceptance"
+        REASSIGNMENTS = "reassignments", "Too many reassignments"
+        NOT_MOVING = "not_moving", "Driver not moving toward pickup"
+        OVERDUE = "overdue", "Past its dropoff ETA"
+        DRIVER_STALE = "driver_stale", "Driver went stale holding it"
+        DRIVER_OFFLINE = "driver_offline", "Driver went offline holding it"
+
+    class Level(models.IntegerChoices):
+        ALERT = 2
+        CRITICAL = 3
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="escalations")
+    reason = models.CharField(max_length=32, choices=Reason.choices)
+    level = models.PositiveSmallIntegerField(choices=Level.choices, default=Level.ALERT)
+    status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN)
+    detail = models.CharField(max_length=300, blank=True)
+    opened_at = models.DateTimeField(default=timezone.now, db_index=True)
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolution_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-level", "opened_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["delivery"],
+                condition=~models.Q(status="resolved"),
+                name="one_unresolved_escalation_per_delivery",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"L{self.level} {self.get_reason_display()} ({self.status})"
+
+    @property
+    def open_seconds(self) -> float | None:
+        if self.resolved_at is None:
+            return None
+        return (self.resolved_at - self.opened_at).total_seconds()
+
+
+class WebhookDelivery(models.Model):
+    """One webhook to a merchant: written with the change it reports, sent after commit, retried with backoff."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    merchant = models.ForeignKey(Merchant, on_delete=models.CASCADE, related_name="webhooks")
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="webhooks")
+    type = models.CharField(max_length=64)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.type} → {self.merchant} ({self.status})"

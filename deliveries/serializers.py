@@ -1,0 +1,221 @@
+import json
+
+from rest_framework import serializers
+from rest_framework.utils.encoders import JSONEncoder
+
+from core.models import AuditEvent
+from deliveries import eta
+from deliveries.models import DeclineReason, Delivery, Offer
+
+
+class PlaceInput(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    address = serializers.CharField(max_length=300)
+    lat = serializers.FloatField(min_value=-90, max_value=90)
+    lng = serializers.FloatField(min_value=-180, max_value=180)
+    phone = serializers.CharField(max_length=32, required=False, allow_blank=True)
+
+
+class DeliveryCreateInput(serializers.Serializer):
+    external_id = serializers.CharField(max_length=100)
+    pickup = PlaceInput()
+    dropoff = PlaceInput()
+    ready_at = serializers.DateTimeField(required=False, allow_null=True)
+    promised_by = serializers.DateTimeField(required=False, allow_null=True)
+    value = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0, required=False, allow_null=True)
+    notes = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+
+    def validate(self, attrs):
+        ready_at, promised_by = attrs.get("ready_at"), attrs.get("promised_by")
+        if ready_at and promised_by and promised_by < ready_at:
+            raise serializers.ValidationError({"promised_by": ["Must not be before ready_at."]})
+        return attrs
+
+
+class ReasonInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=300)
+
+
+class DeliverInput(serializers.Serializer):
+    proof = serializers.JSONField(required=False, allow_null=True)
+
+
+class DeclineInput(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=DeclineReason.choices)
+    note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
+
+
+def place(delivery: Delivery, which: str, *, with_phone: bool) -> dict:
+    data = {
+        "name": getattr(delivery, f"{which}_name"),
+        "address": getattr(delivery, f"{which}_address"),
+        "lat": getattr(delivery, f"{which}_lat"),
+        "lng": getattr(delivery, f"{which}_lng"),
+    }
+    if with_phone:
+        data["phone"] = getattr(delivery, f"{which}_phone")
+    return data
+
+
+class EtaSerializer(serializers.Serializer):
+    pickup = serializers.DateTimeField()
+    dropoff = serializers.DateTimeField()
+    window_start = serializers.DateTimeField()
+    window_end = serializers.DateTimeField()
+
+
+class DriverBriefSerializer(serializers.Serializer):
+    first_name = serializers.CharField()
+    vehicle = serializers.CharField()
+
+
+class TimelineEventSerializer(serializers.ModelSerializer):
+    at = serializers.DateTimeField(source="occurred_at")
+    actor = serializers.CharField(source="actor_kind")
+    from_state = serializers.CharField()
+    to_state = serializers.CharField()
+
+    class Meta:
+        model = AuditEvent
+        fields = ["type", "at", "actor", "from_state", "to_state"]
+
+
+class MerchantDeliverySerializer(serializers.ModelSerializer):
+    zone = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    tracking_url = serializers.CharField(read_only=True)
+    pickup = serializers.SerializerMethodField()
+    dropoff = serializers.SerializerMethodField()
+    driver = serializers.SerializerMethodField()
+    eta = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "external_id",
+            "status",
+            "zone",
+            "tracking_url",
+            "created_at",
+            "fee",
+            "pickup",
+            "dropoff",
+            "ready_at",
+            "promised_by",
+            "value",
+            "notes",
+            "driver",
+            "eta",
+            "assigned_at",
+            "picked_up_at",
+            "finished_at",
+            "outcome_reason",
+            "reassignment_count",
+        ]
+
+    def get_pickup(self, delivery) -> dict:
+        return place(delivery, "pickup", with_phone=True)
+
+    def get_dropoff(self, delivery) -> dict:
+        return place(delivery, "dropoff", with_phone=True)
+
+    def get_driver(self, delivery) -> DriverBriefSerializer | None:
+        if delivery.driver is None:
+            return None
+        return {"first_name": delivery.driver.first_name, "vehicle": delivery.driver.vehicle}
+
+    def get_eta(self, delivery) -> EtaSerializer | None:
+        estimate = eta.estimate(delivery)
+        return EtaSerializer(estimate).data if estimate else None
+
+
+class MerchantDeliveryDetailSerializer(MerchantDeliverySerializer):
+    events = serializers.SerializerMethodField()
+
+    class Meta(MerchantDeliverySerializer.Meta):
+        fields = [*MerchantDeliverySerializer.Meta.fields, "events"]
+
+    def get_events(self, delivery) -> TimelineEventSerializer(many=True):
+        events = AuditEvent.objects.for_delivery(delivery.pk).filter(
+            subject_kind="delivery", type__startswith="delivery."
+        )
+        return TimelineEventSerializer(events, many=True).data
+
+
+class DriverDeliverySerializer(serializers.ModelSerializer):
+    merchant = serializers.CharField(source="merchant.name")
+    pickup = serializers.SerializerMethodField()
+    dropoff = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "id",
+            "external_id",
+            "status",
+            "merchant",
+            "pickup",
+            "dropoff",
+            "ready_at",
+            "promised_by",
+            "notes",
+            "assigned_at",
+            "picked_up_at",
+            "finished_at",
+        ]
+
+    def get_pickup(self, delivery) -> dict:
+        return place(delivery, "pickup", with_phone=True)
+
+    def get_dropoff(self, delivery) -> dict:
+        return place(delivery, "dropoff", with_phone=True)
+
+
+def _jsonable(data) -> dict:
+    return json.loads(json.dumps(data, cls=JSONEncoder))
+
+
+def driver_delivery_payload(delivery: Delivery) -> dict:
+    """The delivery as a driver sees it, JSON-ready (for websocket messages)."""
+    return _jsonable(DriverDeliverySerializer(delivery).data)
+
+
+class OfferDeliverySerializer(serializers.ModelSerializer):
+    pickup = serializers.SerializerMethodField()
+    dropoff = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Delivery
+        fields = ["id", "pickup", "dropoff", "ready_at", "distance_km"]
+
+    # Before accepting, a driver sees where, not who: phone numbers come with the assignment.
+    def get_pickup(self, delivery) -> dict:
+        return place(delivery, "pickup", with_phone=False)
+
+    def get_dropoff(self, delivery) -> dict:
+        return place(delivery, "dropoff", with_phone=False)
+
+
+class OfferSerializer(serializers.ModelSerializer):
+    delivery = OfferDeliverySerializer()
+
+    class Meta:
+        model = Offer
+        fields = [
+            "id",
+            "status",
+            "kind",
+            "delivery",
+            "sent_at",
+            "expires_at",
+            "responded_at",
+            "distance_km",
+            "eta_to_pickup_s",
+            "estimated_pay",
+            "surge_multiplier",
+            "decline_reason",
+        ]
+
+
+def offer_payload(offer: Offer) -> dict:
+    return _jsonable(OfferSerializer(offer).data)

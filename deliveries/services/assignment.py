@@ -1,0 +1,35 @@
+"""The one assignment action: offer acceptance and ops' forced assignment both end here."""
+
+from core.audit import Actor
+from core.errors import DomainError
+from deliveries.models import ACTIVE_STATUSES, Delivery
+from deliveries.serializers import driver_delivery_payload
+from deliveries.services.common import transition_delivery
+from drivers.models import Driver, DriverState
+from drivers.notifications import notify_driver
+from drivers.services import transition_driver
+
+
+class DriverUnavailable(DomainError):
+    code = "driver_unavailable"
+    default_detail = "The driver is not available for another delivery."
+
+
+def active_delivery_count(driver: Driver) -> int:
+    return Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).count()
+
+
+def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str, payload=None) -> None:
+    """Assign a locked delivery to a locked driver. `how` says what led here ("offer", "forced")."""
+    if driver.state != DriverState.AVAILABLE:
+        raise DriverUnavailable(f"{driver.name} is {driver.state.replace('_', ' ')}.")
+    active = active_delivery_count(driver)
+    if active >= driver.capacity:
+        raise DriverUnavailable(f"{driver.name} already carries {active} of {driver.capacity} deliveries.")
+    transition_delivery(delivery, "assign", driver, actor=actor, payload={"how": how} | (payload or {}))
+    driver.missed_offers_in_row = 0
+    if active + 1 >= driver.capacity:
+        transition_driver(driver, "fill_capacity", actor=actor, reason="at capacity")
+    else:
+        driver.save(update_fields=["missed_offers_in_row"])
+    notify_driver(driver.pk, "delivery.assigned", driver_delivery_payload(delivery))

@@ -1,0 +1,162 @@
+"""A driver's availability (SPEC 2.2): online, breaks, offline by choice, by silence (stale) or by missed
+offers. These live here, not in drivers/, because each change also decides what happens to the driver's
+offer and deliveries."""
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import Actor, record_event
+from core.errors import InvalidTransition
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
+from deliveries.services.common import lock_delivery
+from deliveries.services.dispatch import dispatch_locked
+from deliveries.services.offers import withdraw_offer
+from deliveries.services.reassignment import reassign_after_driver_loss
+from drivers import locations
+from drivers.models import Break, Driver, DriverState
+from drivers.notifications import notify_driver
+from drivers.services import current_shift, end_shift, lock_driver, start_shift, transition_driver
+
+# What a driver may ask for from each state (API.md: 409 lists them).
+ALLOWED = {
+    DriverState.OFFLINE: [DriverState.AVAILABLE],
+    DriverState.AVAILABLE: [DriverState.ON_BREAK, DriverState.OFFLINE],
+    DriverState.ON_BREAK: [DriverState.AVAILABLE, DriverState.OFFLINE],
+    DriverState.BUSY: [DriverState.OFFLINE],
+}
+
+
+def set_availability(driver: Driver, requested: str) -> Driver:
+    """The driver app's availability switch. Asking for the current state changes nothing."""
+    driver.refresh_from_db()
+    if requested == driver.state:
+        return driver
+    if requested not in ALLOWED[driver.state]:
+        allowed = ", ".join(ALLOWED[driver.state])
+        raise InvalidTransition(f"A driver who is {driver.state} can go to: {allowed}.")
+    actor = Actor.driver(driver)
+    if requested == DriverState.OFFLINE:
+        take_offline(driver.pk, actor=actor, reason="driver", manual=True)
+    elif requested == DriverState.ON_BREAK:
+        start_break(driver.pk, actor=actor)
+    elif driver.state == DriverState.ON_BREAK:
+        end_break(driver.pk, actor=actor)
+    else:
+        go_online(driver.pk, actor=actor)
+    driver.refresh_from_db()
+    return driver
+
+
+def go_online(driver_id, *, actor: Actor) -> None:
+    with transaction.atomic():
+        driver = lock_driver(driver_id)
+        if driver.state != DriverState.OFFLINE:
+            raise InvalidTransition(f"The driver is already {driver.state}.")
+        transition_driver(driver, "go_online", actor=actor, reason="shift started")
+        start_shift(driver, actor=actor)
+
+
+def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer | None]:
+    """Lock the driver's pending offer and its delivery before the driver (the fixed lock order)."""
+    delivery_id = (
+        Offer.objects.filter(driver_id=driver_id, status=OfferStatus.PENDING)
+        .values_list("delivery_id", flat=True)
+        .first()
+    )
+    delivery = lock_delivery(delivery_id) if delivery_id else None
+    offer = (
+        Offer.objects.select_for_update()
+        .filter(driver_id=driver_id, delivery=delivery, status=OfferStatus.PENDING)
+        .first()
+        if delivery
+        else None
+    )
+    return lock_driver(driver_id), delivery, offer
+
+
+def start_break(driver_id, *, actor: Actor) -> None:
+    with transaction.atomic():
+        driver, delivery, offer = _lock_with_pending_offer(driver_id)
+        if driver.state != DriverState.AVAILABLE:
+            raise InvalidTransition(f"A driver who is {driver.state} cannot take a break.")
+        transition_driver(driver, "start_break", actor=actor, reason="break")
+        Break.objects.create(driver=driver, shift=current_shift(driver))
+        if offer is not None:
+            withdraw_offer(delivery, offer, reason="driver_on_break", actor=actor)
+            dispatch_locked(delivery)
+
+
+def end_break(driver_id, *, actor: Actor) -> None:
+    with transaction.atomic():
+        driver = lock_driver(driver_id)
+        if driver.state != DriverState.ON_BREAK:
+            raise InvalidTransition(f"A driver who is {driver.state} is not on a break.")
+        transition_driver(driver, "end_break", actor=actor, reason="break ended")
+        _close_break(driver, actor=actor)
+
+
+def _close_break(driver: Driver, *, actor: Actor) -> None:
+    open_break = driver.breaks.filter(ended_at__isnull=True).first()
+    if open_break is None:
+        return
+    open_break.ended_at = timezone.now()
+    open_break.over_limit = open_break.seconds > driver.home_zone.break_limit_s
+    open_break.save(update_fields=["ended_at", "over_limit"])
+    if open_break.over_limit:
+        record_event(
+            "driver.break_over_limit",
+            actor=actor,
+            subject=driver,
+            driver_id=driver.pk,
+            payload={"seconds": open_break.seconds, "limit_s": driver.home_zone.break_limit_s},
+        )
+
+
+def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manual: bool = False) -> None:
+    """Set a driver offline. By choice (`manual`) it is refused while carrying a picked-up delivery; set by
+    the system (stale, missed offers) the driver is told why. A pending offer is withdrawn and passed on;
+    deliveries not yet picked up go back to dispatch; picked-up ones escalate."""
+    with transaction.atomic():
+        driver, delivery, offer = _lock_with_pending_offer(driver_id)
+        if driver.state == DriverState.OFFLINE:
+            return
+        held = dict(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).values_list("pk", "status"))
+        if manual and DeliveryStatus.PICKED_UP in held.values():
+            raise InvalidTransition("You cannot go offline while carrying a picked-up delivery: deliver it first.")
+        transition_driver(driver, "go_offline", actor=actor, reason=reason, detail=detail)
+        if driver.breaks.filter(ended_at__isnull=True).exists():
+            _close_break(driver, actor=actor)
+        end_shift(driver, actor=actor)
+        if offer is not None:
+            withdraw_offer(delivery, offer, reason="driver_offline", actor=actor)
+            dispatch_locked(delivery)
+        if not manual:
+            notify_driver(driver.pk, "driver.state", {"state": driver.state, "reason": reason, "detail": detail})
+        transaction.on_commit(lambda: locations.remove_from_index(driver))
+    # Each held delivery in its own transaction, locked delivery-first like every other action.
+    for delivery_id in held:
+        reassign_after_driver_loss(delivery_id, driver_id=driver_id, actor=actor, reason=reason)
+
+
+def mark_stale_drivers(*, now: datetime | None = None) -> int:
+    """Drivers whose pings stopped for the zone's stale limit (default 90 s) go offline. Returns how many."""
+    locations.flush_positions()
+    now = now or timezone.now()
+    online = Driver.objects.exclude(state=DriverState.OFFLINE).select_related("home_zone")
+    stale = [
+        driver.pk
+        for driver in online.only("pk", "last_seen_at", "state_changed_at", "home_zone__stale_after_s")
+        # Going online counts as a sign of life: a driver gets the full limit to send its first ping.
+        if max(filter(None, [driver.last_seen_at, driver.state_changed_at]))
+        < now - timedelta(seconds=driver.home_zone.stale_after_s)
+    ]
+    for driver_id in stale:
+        take_offline(
+            driver_id,
+            actor=Actor.system("stale-sweep"),
+            reason="stale",
+            detail="No location received for too long: you were set offline.",
+        )
+    return len(stale)

@@ -1,0 +1,115 @@
+import hashlib
+import json
+import logging
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+
+from core.audit import Actor, record_event
+from core.errors import BadInput, DomainError
+from deliveries.models import Delivery, Merchant
+from deliveries.pricing import delivery_fee
+from deliveries.services.dispatch import dispatch
+from deliveries.webhooks import enqueue_webhook
+from zones.geometry import haversine_km
+from zones.selectors import zone_for_point
+
+log = logging.getLogger(__name__)
+
+
+class OutsideServiceArea(BadInput):
+    code = "outside_service_area"
+    default_detail = "The pickup is outside every active zone."
+
+
+class DuplicateExternalId(DomainError):
+    code = "duplicate_external_id"
+    default_detail = "A different delivery with this external_id already exists."
+
+
+def _fingerprint(data: dict) -> str:
+    def default(value):
+        if isinstance(value, datetime):
+            return value.isoformat()
+        if isinstance(value, Decimal):
+            return str(value)
+        raise TypeError(type(value))
+
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=default).encode()).hexdigest()
+
+
+def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
+    """Create a delivery from validated input. Returns (delivery, created).
+
+    `(merchant, external_id)` is unique: sending the same delivery again returns the existing one; sending a
+    different one under a used external_id is refused, so nothing the merchant sent is silently dropped.
+    """
+    pickup, dropoff = data["pickup"], data["dropoff"]
+    zone = zone_for_point(pickup["lat"], pickup["lng"])
+    if zone is None:
+        raise OutsideServiceArea(fields={"pickup": ["This point is outside every active zone."]})
+    fingerprint = _fingerprint(data)
+    existing = Delivery.objects.filter(merchant=merchant, external_id=data["external_id"]).first()
+    if existing is not None:
+        return _same_or_conflict(existing, fingerprint), False
+
+    distance = haversine_km(pickup["lat"], pickup["lng"], dropoff["lat"], dropoff["lng"])
+    delivery = Delivery(
+        merchant=merchant,
+        external_id=data["external_id"],
+        request_fingerprint=fingerprint,
+        zone=zone,
+        pickup_name=pickup["name"],
+        pickup_address=pickup["address"],
+        pickup_lat=pickup["lat"],
+        pickup_lng=pickup["lng"],
+        pickup_phone=pickup.get("phone", ""),
+        dropoff_name=dropoff["name"],
+        dropoff_address=dropoff["address"],
+        dropoff_lat=dropoff["lat"],
+        dropoff_lng=dropoff["lng"],
+        dropoff_phone=dropoff.get("phone", ""),
+        ready_at=data.get("ready_at"),
+        promised_by=data.get("promised_by"),
+        value=data.get("value"),
+        notes=data.get("notes", ""),
+        distance_km=distance,
+        fee=delivery_fee(zone, distance),
+    )
+    try:
+        with transaction.atomic():
+            delivery.save(force_insert=True)
+            record_event(
+                "delivery.created",
+                actor=Actor.merchant(merchant),
+                subject=delivery,
+                delivery_id=delivery.pk,
+                to_state=delivery.status,
+                payload={"zone": zone.code, "fee": str(delivery.fee), "distance_km": round(distance, 3)},
+            )
+            enqueue_webhook(delivery, "delivery.pending")
+    except IntegrityError:
+        # A concurrent request with the same external_id won the insert.
+        existing = Delivery.objects.get(merchant=merchant, external_id=data["external_id"])
+        return _same_or_conflict(existing, fingerprint), False
+    _first_dispatch(delivery)
+    return delivery, True
+
+
+def _first_dispatch(delivery: Delivery) -> None:
+    """Offer it right away, in its own transaction: the delivery is saved whatever happens here, and the
+    dispatch sweep retries any pending delivery a failure left behind."""
+    try:
+        dispatch(delivery.pk)
+    except Exception:
+        log.exception("first dispatch of %s failed; the sweep will retry", delivery.pk)
+    delivery.refresh_from_db()
+
+
+def _same_or_conflict(existing: Delivery, fingerprint: str) -> Delivery:
+    if existing.request_fingerprint != fingerprint:
+        raise DuplicateExternalId(
+            f"external_id {existing.external_id!r} is already used by delivery {existing.pk} with other details."
+        )
+    return existing

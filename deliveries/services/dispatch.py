@@ -1,0 +1,274 @@
+"""Choosing the driver to offer a delivery to (SPEC 2.1), with the reasoning recorded (SPEC 3.2)."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, OuterRef, Q
+from django.utils import timezone
+
+from core.audit import Actor, record_event
+from deliveries import eta
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
+from deliveries.pricing import driver_pay
+from deliveries.serializers import offer_payload
+from deliveries.services.common import lock_delivery, transition_delivery
+from drivers.locations import nearest_drivers
+from drivers.models import Driver, DriverState, Shift
+from drivers.notifications import notify_driver
+
+CANDIDATE_POOL = 50
+FRESH_LOCATION_S = 60
+NEAR_TIE_S = 60
+JUST_IN_TIME_MARGIN = timedelta(minutes=2)
+SYSTEM = Actor.system("dispatcher")
+# Zone balancing (SPEC 4.2), which will set a surge per zone, is not built yet: offers show 1.00.
+NO_SURGE = Decimal("1.00")
+
+
+@dataclass
+class Candidate:
+    driver: Driver
+    distance_km: float
+    eta_to_pickup_s: int
+
+    @property
+    def idle_since(self) -> datetime:
+        return self.driver.state_changed_at
+
+    def describe(self) -> dict:
+        return {
+            "driver_id": str(self.driver.pk),
+            "name": self.driver.name,
+            "distance_km": round(self.distance_km, 3),
+            "eta_to_pickup_s": self.eta_to_pickup_s,
+            "score": self.eta_to_pickup_s,
+            "idle_since": self.idle_since.isoformat(),
+        }
+
+
+@dataclass
+class Decision:
+    candidates: list[Candidate]
+    excluded: list[dict]
+    radius_km: float
+    zones: list[str]
+
+    def reasoning(self, chosen: Candidate | None) -> dict:
+        return {
+            "chosen": chosen.describe() if chosen else None,
+            "candidates": [c.describe() for c in self.candidates],
+            "excluded": self.excluded,
+            "radius_km": round(self.radius_km, 3),
+            "zones": self.zones,
+        }
+
+
+def search_area(delivery: Delivery) -> tuple[float, list[str]]:
+    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from escalation level 1."""
+    zone = delivery.zone
+    if delivery.escalation_level >= 1:
+        neighbours = sorted(zone.neighbours.filter(active=True).values_list("code", flat=True))
+        return zone.search_radius_km * zone.escalation_radius_factor, [zone.code, *neighbours]
+    return zone.search_radius_km, [zone.code]
+
+
+def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
+    radius_km, zone_codes = search_area(delivery)
+    nearby = nearest_drivers(
+        delivery.pickup_lat,
+        delivery.pickup_lng,
+        radius_km=radius_km,
+        limit=CANDIDATE_POOL,
+        max_age_s=FRESH_LOCATION_S,
+        zone_codes=zone_codes,
+        now=now,
+    )
+    ids = [hit.driver_id for hit in nearby]
+    drivers = {
+        str(d.pk): d
+        for d in Driver.objects.filter(pk__in=ids).annotate(
+            active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
+            has_pending_offer=Exists(Offer.objects.filter(driver=OuterRef("pk"), status=OfferStatus.PENDING)),
+        )
+    }
+    history = dict(
+        Offer.objects.filter(delivery=delivery)
+        .exclude(status__in=[OfferStatus.WITHDRAWN, OfferStatus.PENDING])
+        .values_list("driver_id", "status")
+    )
+    history = {str(driver_id): status for driver_id, status in history.items()}
+    shift_ends = {
+        str(driver_id): planned_end
+        for driver_id, planned_end in Shift.objects.filter(
+            driver_id__in=ids, started_at__isnull=False, ended_at__isnull=True, planned_end__isnull=False
+        ).values_list("driver_id", "planned_end")
+    }
+    candidates, excluded = [], []
+    for hit in nearby:
+        driver = drivers.get(hit.driver_id)
+        if driver is None:
+            continue
+        to_pickup = eta.travel_seconds(hit.distance_km, driver.vehicle)
+        job_s = to_pickup + eta.PICKUP_SERVICE_S + eta.travel_seconds(delivery.distance_km, driver.vehicle)
+        job_s += eta.DROPOFF_SERVICE_S
+        reason = None
+        if driver.state != DriverState.AVAILABLE:
+            reason = driver.state
+        elif driver.active_count >= driver.capacity:
+            reason = "at_capacity"
+        elif driver.has_pending_offer:
+            reason = "has_pending_offer"
+        elif hit.driver_id in history:
+            reason = {"accepted": "previous_driver"}.get(history[hit.driver_id], history[hit.driver_id])
+        elif hit.driver_id in shift_ends and now + timedelta(seconds=job_s) > shift_ends[hit.driver_id]:
+            reason = "shift_ending"
+        if reason:
+            excluded.append(
+                {
+                    "driver_id": hit.driver_id,
+                    "name": driver.name,
+                    "reason": reason,
+                    "distance_km": round(hit.distance_km, 3),
+                }
+            )
+        else:
+            candidates.append(Candidate(driver, hit.distance_km, to_pickup))
+    excluded.extend(_out_of_reach(zone_codes, exclude=set(ids), now=now))
+    candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
+    return Decision(candidates, excluded, radius_km, zone_codes)
+
+
+def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, limit: int = 20) -> list[dict]:
+    """Available drivers of the searched zones the location search did not return: stale or too far."""
+    rows = (
+        Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__in=zone_codes)
+        .exclude(pk__in=exclude)
+        .values_list("pk", "name", "last_seen_at")[:limit]
+    )
+    fresh_after = now - timedelta(seconds=FRESH_LOCATION_S)
+    return [
+        {
+            "driver_id": str(pk),
+            "name": name,
+            "reason": "stale_location" if seen is None or seen < fresh_after else "too_far",
+        }
+        for pk, name, seen in rows
+    ]
+
+
+def choose(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates in the order to try: lowest ETA to pickup; among near-ties (within 60 s of the best) the
+    driver idle longest first."""
+    if not candidates:
+        return []
+    best = candidates[0].eta_to_pickup_s
+    near = sorted((c for c in candidates if c.eta_to_pickup_s <= best + NEAR_TIE_S), key=lambda c: c.idle_since)
+    rest = [c for c in candidates if c.eta_to_pickup_s > best + NEAR_TIE_S]
+    return near + rest
+
+
+def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> Offer | None:
+    with transaction.atomic():
+        return dispatch_locked(lock_delivery(delivery_id), actor=actor)
+
+
+def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> Offer | None:
+    """Offer a locked pending delivery to the best candidate. Returns the offer, or None when the delivery is
+    held back (just in time for `ready_at`), not dispatchable, or nobody can take it now (the sweep retries)."""
+    if delivery.status != DeliveryStatus.PENDING:
+        return None
+    if delivery.reassignment_count > delivery.zone.max_reassignments:
+        return None  # escalated to ops instead (SPEC 3.1)
+    now = timezone.now()
+    decision = rank_candidates(delivery, now=now)
+    ordered = choose(decision.candidates)
+    if ordered and delivery.ready_at:
+        hold_until = delivery.ready_at - timedelta(seconds=ordered[0].eta_to_pickup_s) - JUST_IN_TIME_MARGIN
+        if now < hold_until:
+            _note_outcome(delivery, "held", actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
+            delivery.dispatch_not_before = hold_until
+            delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
+            return None
+    for candidate in ordered:
+        offer = _offer_to(delivery, candidate, decision, actor=actor, now=now)
+        if offer is not None:
+            return offer
+    _note_outcome(delivery, "no_candidate", actor, decision.reasoning(None))
+    delivery.save(update_fields=["dispatch_outcome"])
+    return None
+
+
+def _note_outcome(delivery: Delivery, outcome: str, actor: Actor, payload: dict) -> None:
+    """Record a dispatch that offered nothing, once per change of outcome (the sweep retries every few seconds)."""
+    if delivery.dispatch_outcome != outcome:
+        record_event(f"dispatch.{outcome}", actor=actor, subject=delivery, delivery_id=delivery.pk, payload=payload)
+    delivery.dispatch_outcome = outcome
+
+
+def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, actor: Actor, now) -> Offer | None:
+    # Lock the driver (delivery, then offer, then driver) and check again: it may have changed since the search.
+    driver = Driver.objects.select_for_update().get(pk=candidate.driver.pk)
+    if driver.state != DriverState.AVAILABLE:
+        return None
+    try:
+        with transaction.atomic():
+            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
+    except IntegrityError:
+        return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
+    record_event(
+        "dispatch.decided",
+        actor=actor,
+        subject=delivery,
+        delivery_id=delivery.pk,
+        driver_id=driver.pk,
+        payload=decision.reasoning(candidate) | {"offer_id": str(offer.pk)},
+    )
+    announce_offer(delivery, offer, actor=actor)
+    return offer
+
+
+def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
+    zone = delivery.zone
+    minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
+    surge = NO_SURGE
+    return Offer.objects.create(
+        delivery=delivery,
+        driver=driver,
+        kind=kind,
+        sent_at=now,
+        expires_at=now + timedelta(seconds=zone.offer_timeout_s),
+        distance_km=round(candidate.distance_km, 3),
+        eta_to_pickup_s=candidate.eta_to_pickup_s,
+        estimated_pay=driver_pay(
+            zone, distance_km=candidate.distance_km + delivery.distance_km, minutes=minutes, surge=surge
+        ),
+        surge_multiplier=surge,
+    )
+
+
+def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
+    """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
+    transition_delivery(delivery, "mark_offered", actor=actor, payload={"offer_id": str(offer.pk)})
+    delivery.dispatch_outcome = "offered"
+    delivery.save(update_fields=["dispatch_outcome"])
+    record_event(
+        "offer.created",
+        actor=actor,
+        subject=offer,
+        delivery_id=delivery.pk,
+        driver_id=offer.driver_id,
+        to_state=offer.status,
+        payload={
+            "kind": offer.kind,
+            "expires_at": offer.expires_at.isoformat(),
+            "distance_km": offer.distance_km,
+            "eta_to_pickup_s": offer.eta_to_pickup_s,
+            "estimated_pay": str(offer.estimated_pay),
+        },
+    )
+    notify_driver(offer.driver_id, "offer.created", offer_payload(offer))
+    from deliveries.tasks import expire_offer_task
+
+    transaction.on_commit(lambda: expire_offer_task.apply_async((str(offer.pk),), eta=offer.expires_at))

@@ -1,0 +1,150 @@
+"""Escalations (SPEC 2.3): opening or raising one, closing it when its cause goes away, and ops' hand on it."""
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import Actor, record_event
+from core.errors import DomainError, NotFound
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus
+from deliveries.services.ops_feed import push_ops
+from deliveries.webhooks import enqueue_webhook
+
+# Which causes go away with which delivery status.
+_GONE_WHEN = {
+    DeliveryStatus.ASSIGNED: {
+        Escalation.Reason.UNASSIGNED,
+        Escalation.Reason.OFFER_ROUNDS,
+        Escalation.Reason.REASSIGNMENTS,
+        Escalation.Reason.DRIVER_OFFLINE,
+    },
+    DeliveryStatus.PICKED_UP: {Escalation.Reason.NOT_MOVING},
+}
+
+
+class EscalationClosed(DomainError):
+    code = "escalation_resolved"
+    default_detail = "This escalation is already resolved."
+
+
+def escalation_payload(escalation: Escalation) -> dict:
+    delivery = escalation.delivery
+    return {
+        "id": str(escalation.pk),
+        "delivery_id": str(delivery.pk),
+        "external_id": delivery.external_id,
+        "zone": delivery.zone.code,
+        "delivery_status": delivery.status,
+        "reason": escalation.reason,
+        "level": escalation.level,
+        "status": escalation.status,
+        "detail": escalation.detail,
+        "opened_at": escalation.opened_at.isoformat(),
+        "acknowledged_at": escalation.acknowledged_at.isoformat() if escalation.acknowledged_at else None,
+        "resolved_at": escalation.resolved_at.isoformat() if escalation.resolved_at else None,
+    }
+
+
+def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str, payload: dict | None = None):
+    record_event(
+        type,
+        actor=actor,
+        subject=escalation,
+        delivery_id=escalation.delivery_id,
+        from_state=from_state,
+        to_state=escalation.status,
+        payload={"reason": escalation.reason, "level": escalation.level} | (payload or {}),
+    )
+
+
+def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", actor: Actor | None = None):
+    """Open an escalation for a locked delivery, or raise the level of its unresolved one. Returns it."""
+    actor = actor or Actor.system("escalation")
+    escalation = delivery.escalations.exclude(status=EscalationStatus.RESOLVED).first()
+    if escalation is not None and escalation.level >= level:
+        return escalation
+    if escalation is None:
+        escalation = Escalation.objects.create(delivery=delivery, reason=reason, level=level, detail=detail)
+        _record(escalation, "escalation.opened", actor=actor, from_state="", payload={"detail": detail})
+        push_ops("escalation.opened", escalation_payload(escalation))
+    else:
+        previous = escalation.level
+        escalation.level = level
+        escalation.detail = detail or escalation.detail
+        escalation.save(update_fields=["level", "detail"])
+        _record(
+            escalation,
+            "escalation.raised",
+            actor=actor,
+            from_state=escalation.status,
+            payload={"from_level": previous},
+        )
+        push_ops("escalation.updated", escalation_payload(escalation))
+    if level >= Escalation.Level.CRITICAL:
+        enqueue_webhook(delivery, "delivery.escalated", {"level": level, "reason": escalation.reason, "detail": detail})
+    return escalation
+
+
+def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
+    """Close the delivery's escalations whose cause its new status removed (called on every transition)."""
+    if delivery.status in (DeliveryStatus.DELIVERED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED):
+        reasons = None  # a finished delivery has nothing left to escalate
+    else:
+        reasons = _GONE_WHEN.get(delivery.status)
+        if not reasons:
+            return
+    unresolved = delivery.escalations.exclude(status=EscalationStatus.RESOLVED)
+    if reasons is not None:
+        unresolved = unresolved.filter(reason__in=reasons)
+    for escalation in unresolved:
+        _close(escalation, actor=actor, note=f"Closed automatically: the delivery is {delivery.status}.")
+
+
+def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> None:
+    previous = escalation.status
+    escalation.status = EscalationStatus.RESOLVED
+    escalation.resolved_at = timezone.now()
+    escalation.resolved_by = user
+    escalation.resolution_note = note
+    escalation.save(update_fields=["status", "resolved_at", "resolved_by", "resolution_note"])
+    _record(
+        escalation,
+        "escalation.resolved",
+        actor=actor,
+        from_state=previous,
+        payload={"note": note, "open_seconds": escalation.open_seconds},
+    )
+    push_ops("escalation.updated", escalation_payload(escalation))
+
+
+def _lock_escalation(escalation_id) -> Escalation:
+    escalation = (
+        Escalation.objects.select_for_update().select_related("delivery__zone").filter(pk=escalation_id).first()
+    )
+    if escalation is None:
+        raise NotFound("No such escalation.")
+    return escalation
+
+
+def acknowledge_escalation(escalation_id, *, user: AbstractBaseUser) -> Escalation:
+    with transaction.atomic():
+        escalation = _lock_escalation(escalation_id)
+        if escalation.status == EscalationStatus.RESOLVED:
+            raise EscalationClosed()
+        if escalation.status == EscalationStatus.OPEN:
+            escalation.status = EscalationStatus.ACKNOWLEDGED
+            escalation.acknowledged_at = timezone.now()
+            escalation.acknowledged_by = user
+            escalation.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
+            _record(escalation, "escalation.acknowledged", actor=Actor.ops(user), from_state=EscalationStatus.OPEN)
+            push_ops("escalation.updated", escalation_payload(escalation))
+    return escalation
+
+
+def resolve_escalation(escalation_id, *, user: AbstractBaseUser, note: str) -> Escalation:
+    with transaction.atomic():
+        escalation = _lock_escalation(escalation_id)
+        if escalation.status == EscalationStatus.RESOLVED:
+            raise EscalationClosed()
+        _close(escalation, actor=Actor.ops(user), note=note, user=user)
+    return escalation

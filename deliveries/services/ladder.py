@@ -1,0 +1,111 @@
+"""The escalation ladder's scheduled half (SPEC 2.3); its event half lives in the actions (offer rounds,
+reassignments, a driver lost while carrying a delivery)."""
+
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from core.audit import Actor, record_event
+from deliveries import eta
+from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.services.common import lock_delivery
+from deliveries.services.dispatch import dispatch_locked
+from deliveries.services.escalations import escalate
+from zones.geometry import haversine_km
+
+LADDER = Actor.system("escalation")
+# A driver counts as moving toward pickup once it is this much closer than when it was assigned.
+PROGRESS_KM = 0.2
+
+
+def run_ladder(*, now: datetime | None = None) -> int:
+    """One pass over every delivery that may need escalating. Returns how many changed."""
+    now = now or timezone.now()
+    changed = 0
+    for delivery_id in Delivery.objects.filter(status__in=OPEN_STATUSES, escalation_level__lt=3).values_list(
+        "pk", flat=True
+    ):
+        changed += _climb_unassigned(delivery_id, now=now)
+    assigned_long = Delivery.objects.filter(
+        status=DeliveryStatus.ASSIGNED, assigned_at__lte=now - timedelta(seconds=60)
+    ).select_related("zone", "driver")
+    for delivery in assigned_long:
+        if delivery.assigned_at <= now - timedelta(seconds=delivery.zone.not_moving_alert_s) and _not_moving(delivery):
+            changed += _escalate(delivery.pk, Escalation.Reason.NOT_MOVING, "Driver not moving toward pickup")
+    for delivery in Delivery.objects.filter(status=DeliveryStatus.PICKED_UP).select_related("zone", "driver"):
+        due = delivery.picked_up_at + timedelta(
+            seconds=eta.travel_seconds(delivery.distance_km, delivery.driver.vehicle) + eta.DROPOFF_SERVICE_S
+        )
+        if now > due + timedelta(seconds=delivery.zone.dropoff_overdue_alert_s):
+            changed += _escalate(delivery.pk, Escalation.Reason.OVERDUE, f"Dropoff was due at {due:%H:%M} UTC")
+    return changed
+
+
+def _climb_unassigned(delivery_id, *, now: datetime) -> int:
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id)
+        if delivery.status not in OPEN_STATUSES or delivery.unassigned_since is None:
+            return 0
+        zone = delivery.zone
+        waited = (now - delivery.unassigned_since).total_seconds()
+        level = 0
+        for threshold, step in (
+            (zone.escalation_warn_s, 1),
+            (zone.escalation_alert_s, 2),
+            (zone.escalation_critical_s, 3),
+        ):
+            if waited >= threshold:
+                level = step
+        if level <= delivery.escalation_level:
+            return 0
+        previous = delivery.escalation_level
+        delivery.escalation_level = level
+        delivery.save(update_fields=["escalation_level"])
+        detail = f"Unassigned for {int(waited // 60)} min"
+        if level == 1:
+            record_event(
+                "escalation.warned",
+                actor=LADDER,
+                subject=delivery,
+                delivery_id=delivery.pk,
+                payload={"level": 1, "detail": detail + ": search widened to neighbouring zones"},
+            )
+        else:
+            escalate(delivery, reason=Escalation.Reason.UNASSIGNED, level=level, detail=detail, actor=LADDER)
+        if previous < 1 <= level:
+            dispatch_locked(delivery)  # widened search, right away
+        return 1
+
+
+def _escalate(delivery_id, reason: str, detail: str) -> int:
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id)
+        if delivery.escalations.filter(reason=reason).exists():
+            return 0  # escalated for this once already
+        escalate(delivery, reason=reason, level=2, detail=detail, actor=LADDER)
+        return 1
+
+
+def _not_moving(delivery: Delivery) -> bool:
+    driver = delivery.driver
+    offer = (
+        Offer.objects.filter(delivery=delivery, driver=driver, status=OfferStatus.ACCEPTED).order_by("-sent_at").first()
+    )
+    if driver.last_lat is None or offer is None:
+        return True
+    now_km = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
+    return now_km > PROGRESS_KM and now_km > offer.distance_km - PROGRESS_KM
+
+
+def dispatch_waiting(*, now: datetime | None = None) -> int:
+    """Retry dispatch for every pending delivery whose just-in-time hold is over (drivers come and go)."""
+    now = now or timezone.now()
+    waiting = Delivery.objects.filter(status=DeliveryStatus.PENDING).exclude(dispatch_not_before__gt=now)
+    waiting = waiting.exclude(reassignment_count__gt=F("zone__max_reassignments"))
+    offered = 0
+    for delivery_id in waiting.order_by("created_at").values_list("pk", flat=True):
+        with transaction.atomic():
+            offered += dispatch_locked(lock_delivery(delivery_id)) is not None
+    return offered

@@ -1,0 +1,159 @@
+"""A driver's answer to an offer (accept, decline), its expiry, and its withdrawal (SPEC 2.1)."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import Actor, record_event
+from core.errors import DomainError, NotFound
+from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.services.assignment import assign_locked
+from deliveries.services.common import lock_delivery, transition_delivery
+from deliveries.services.dispatch import dispatch_locked
+from deliveries.services.escalations import escalate
+from drivers.models import Driver, DriverState
+from drivers.notifications import notify_driver
+from drivers.services import lock_driver
+
+
+class OfferExpired(DomainError):
+    code = "offer_expired"
+    default_detail = "The offer expired before it was accepted."
+
+
+class OfferNotPending(DomainError):
+    code = "offer_not_pending"
+    default_detail = "The offer has already been answered or withdrawn."
+
+
+def _lock_offer(offer_id, *, driver: Driver | None = None) -> tuple[Delivery, Offer]:
+    """Lock in the fixed order: the offer's delivery first, then the offer."""
+    rows = Offer.objects.all() if driver is None else Offer.objects.filter(driver=driver)
+    delivery_id = rows.filter(pk=offer_id).values_list("delivery_id", flat=True).first()
+    if delivery_id is None:
+        raise NotFound("No such offer.")
+    delivery = lock_delivery(delivery_id)
+    return delivery, Offer.objects.select_for_update().get(pk=offer_id)
+
+
+def _check_answerable(offer: Offer) -> None:
+    # The deadline is checked here, not left to the expiry job: an accept after it fails even if no job ran.
+    if offer.status == OfferStatus.EXPIRED or (
+        offer.status == OfferStatus.PENDING and timezone.now() >= offer.expires_at
+    ):
+        raise OfferExpired()
+    if offer.status != OfferStatus.PENDING:
+        raise OfferNotPending(f"The offer is {offer.status}.")
+
+
+def _record_offer(offer: Offer, type: str, *, actor: Actor, payload: dict | None = None) -> None:
+    record_event(
+        type,
+        actor=actor,
+        subject=offer,
+        delivery_id=offer.delivery_id,
+        driver_id=offer.driver_id,
+        from_state=OfferStatus.PENDING,
+        to_state=offer.status,
+        payload=payload or {},
+    )
+
+
+def accept_offer(offer_id, *, driver: Driver) -> Delivery:
+    with transaction.atomic():
+        delivery, offer = _lock_offer(offer_id, driver=driver)
+        _check_answerable(offer)
+        locked_driver = lock_driver(driver.pk)
+        offer.accept()
+        offer.save()
+        actor = Actor.driver(driver)
+        _record_offer(offer, "offer.accepted", actor=actor, payload={"response_s": _response_s(offer)})
+        assign_locked(delivery, locked_driver, actor=actor, how="offer", payload={"offer_id": str(offer.pk)})
+    return delivery
+
+
+def decline_offer(offer_id, *, driver: Driver, reason: str, note: str = "") -> Offer:
+    with transaction.atomic():
+        delivery, offer = _lock_offer(offer_id, driver=driver)
+        _check_answerable(offer)
+        locked_driver = lock_driver(driver.pk)
+        offer.decline(reason, note)
+        offer.save()
+        actor = Actor.driver(driver)
+        _record_offer(offer, "offer.declined", actor=actor, payload={"reason": reason, "note": note})
+        locked_driver.missed_offers_in_row = 0
+        locked_driver.save(update_fields=["missed_offers_in_row"])
+        _pass_on(delivery, actor=actor)
+    return offer
+
+
+def expire_offer(offer_id) -> bool:
+    """Expire a pending offer whose deadline has passed and pass the delivery on. Safe to run twice and
+    early (it does nothing before the deadline). Returns whether it expired the offer."""
+    took_offline = None
+    with transaction.atomic():
+        try:
+            delivery, offer = _lock_offer(offer_id)
+        except NotFound:
+            return False
+        if offer.status != OfferStatus.PENDING or timezone.now() < offer.expires_at:
+            return False
+        driver = lock_driver(offer.driver_id)
+        offer.expire()
+        offer.save()
+        actor = Actor.system("offer-expiry")
+        _record_offer(offer, "offer.expired", actor=actor)
+        notify_driver(driver.pk, "offer.withdrawn", {"offer_id": str(offer.pk), "reason": "expired"})
+        driver.missed_offers_in_row += 1
+        driver.save(update_fields=["missed_offers_in_row"])
+        limit = delivery.zone.missed_offers_before_offline
+        if driver.missed_offers_in_row >= limit and driver.state != DriverState.OFFLINE:
+            took_offline = driver.pk
+        _pass_on(delivery, actor=actor)
+    if took_offline is not None:
+        from deliveries.services.availability import take_offline
+
+        take_offline(
+            took_offline,
+            actor=Actor.system("offer-expiry"),
+            reason="missed_offers",
+            detail=f"You were set offline after {limit} offers in a row expired without an answer.",
+        )
+    return True
+
+
+def withdraw_offer(delivery: Delivery, offer: Offer, *, reason: str, actor: Actor) -> None:
+    """Withdraw a locked pending offer of a locked delivery; the delivery needs a driver again."""
+    offer.withdraw(reason)
+    offer.save()
+    _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
+    notify_driver(offer.driver_id, "offer.withdrawn", {"offer_id": str(offer.pk), "reason": reason})
+    if delivery.status == DeliveryStatus.OFFERED:
+        transition_delivery(delivery, "mark_unoffered", actor=actor, payload={"offer_id": str(offer.pk)})
+
+
+def pending_offer_of(delivery: Delivery) -> Offer | None:
+    return Offer.objects.select_for_update().filter(delivery=delivery, status=OfferStatus.PENDING).first()
+
+
+def _pass_on(delivery: Delivery, *, actor: Actor) -> None:
+    """After a decline or expiry: back to pending, escalate after too many rounds, offer the next candidate."""
+    transition_delivery(delivery, "mark_unoffered", actor=actor)
+    rounds = Offer.objects.filter(
+        delivery=delivery,
+        status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
+        sent_at__gte=delivery.unassigned_since or delivery.created_at,
+    ).count()
+    if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < 2:
+        escalate(
+            delivery,
+            reason=Escalation.Reason.OFFER_ROUNDS,
+            level=2,
+            detail=f"{rounds} offers without acceptance",
+        )
+        delivery.escalation_level = 2
+        delivery.save(update_fields=["escalation_level"])
+    dispatch_locked(delivery)
+
+
+def _response_s(offer: Offer) -> float:
+    return round((offer.responded_at - offer.sent_at).total_seconds(), 3)

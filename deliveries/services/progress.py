@@ -1,0 +1,67 @@
+"""What happens to an assigned delivery: picked up, delivered or failed by its driver; cancelled by its
+merchant or by ops before pickup."""
+
+from django.db import transaction
+
+from core.audit import Actor
+from core.errors import DomainError
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Merchant
+from deliveries.serializers import driver_delivery_payload
+from deliveries.services.common import lock_delivery, transition_delivery
+from deliveries.services.offers import pending_offer_of, withdraw_offer
+from drivers.models import Driver, DriverState
+from drivers.notifications import notify_driver
+from drivers.services import lock_driver, transition_driver
+
+
+class AlreadyPickedUp(DomainError):
+    code = "already_picked_up"
+    default_detail = "The delivery has been picked up; it can no longer be cancelled or handed back."
+
+
+def pick_up_delivery(delivery_id, *, driver: Driver) -> Delivery:
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id, driver=driver)
+        transition_delivery(delivery, "pick_up", actor=Actor.driver(driver))
+    return delivery
+
+
+def deliver_delivery(delivery_id, *, driver: Driver, proof: dict | None = None) -> Delivery:
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id, driver=driver)
+        transition_delivery(delivery, "deliver", proof, actor=Actor.driver(driver))
+        release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
+    return delivery
+
+
+def fail_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id, driver=driver)
+        transition_delivery(delivery, "fail", reason, actor=Actor.driver(driver), payload={"reason": reason})
+        release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
+    return delivery
+
+
+def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchant | None = None) -> Delivery:
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id, merchant=merchant)
+        if delivery.status in (DeliveryStatus.PICKED_UP, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+            raise AlreadyPickedUp()
+        offer = pending_offer_of(delivery)
+        if offer is not None:
+            withdraw_offer(delivery, offer, reason="cancelled", actor=actor)
+        driver_id = delivery.driver_id
+        transition_delivery(delivery, "cancel", reason, actor=actor, payload={"reason": reason})
+        if driver_id is not None:
+            release_capacity(lock_driver(driver_id), actor=actor)
+            notify_driver(driver_id, "delivery.cancelled", driver_delivery_payload(delivery) | {"reason": reason})
+    return delivery
+
+
+def release_capacity(driver: Driver, *, actor: Actor) -> None:
+    """A busy driver whose load dropped below capacity is available again (SPEC 2.2, busy → available)."""
+    if driver.state != DriverState.BUSY:
+        return
+    active = Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).count()
+    if active < driver.capacity:
+        transition_driver(driver, "free_capacity", actor=actor, reason="capacity freed")

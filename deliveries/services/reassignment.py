@@ -1,0 +1,129 @@
+"""Handing a delivery back to dispatch (SPEC 3.1): released by its driver, its driver gone offline or stale,
+or ops pressing "reassign". It keeps its history; the previous driver is not offered it again."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from core.audit import Actor
+from core.errors import InvalidTransition, NotFound
+from deliveries import eta
+from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.serializers import driver_delivery_payload
+from deliveries.services.assignment import DriverUnavailable, assign_locked
+from deliveries.services.common import lock_delivery, transition_delivery
+from deliveries.services.dispatch import Candidate, announce_offer, create_offer, dispatch_locked
+from deliveries.services.escalations import escalate
+from deliveries.services.offers import pending_offer_of, withdraw_offer
+from deliveries.services.progress import AlreadyPickedUp, release_capacity
+from drivers.models import Driver, DriverState
+from drivers.notifications import notify_driver
+from drivers.services import lock_driver
+from zones.geometry import haversine_km
+
+
+def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
+    """Unassign a locked, assigned delivery and tell its driver it was taken away."""
+    driver_id = delivery.driver_id
+    Offer.objects.filter(delivery=delivery, driver_id=driver_id, status=OfferStatus.ACCEPTED).update(
+        release_reason=reason
+    )
+    transition_delivery(
+        delivery, "unassign", actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
+    )
+    driver = lock_driver(driver_id)
+    release_capacity(driver, actor=actor)
+    notify_driver(driver_id, "delivery.reassigned", driver_delivery_payload(delivery) | {"reason": reason})
+
+
+def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
+    if delivery.reassignment_count > delivery.zone.max_reassignments:
+        escalate(
+            delivery,
+            reason=Escalation.Reason.REASSIGNMENTS,
+            level=2,
+            detail=f"Reassigned {delivery.reassignment_count} times",
+            actor=actor,
+        )
+        delivery.escalation_level = max(delivery.escalation_level, 2)
+        delivery.save(update_fields=["escalation_level"])
+        return
+    dispatch_locked(delivery)
+
+
+def release_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
+    """The driver hands back an accepted delivery before pickup."""
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id, driver=driver)
+        if delivery.status != DeliveryStatus.ASSIGNED:
+            if delivery.status == DeliveryStatus.PICKED_UP:
+                raise AlreadyPickedUp()
+            raise InvalidTransition(f"A delivery that is {delivery.status} cannot be released.")
+        actor = Actor.driver(driver)
+        _hand_back(delivery, actor=actor, reason=f"released: {reason}")
+        _redispatch(delivery, actor=actor)
+    return delivery
+
+
+def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: str) -> None:
+    """The driver went offline or stale holding this delivery: before pickup it goes back to dispatch; after
+    pickup it is never reassigned automatically, it escalates (SPEC 3.1)."""
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id)
+        if str(delivery.driver_id) != str(driver_id):
+            return  # already handed back or finished meanwhile
+        if delivery.status == DeliveryStatus.ASSIGNED:
+            _hand_back(delivery, actor=actor, reason=reason)
+            _redispatch(delivery, actor=actor)
+        elif delivery.status == DeliveryStatus.PICKED_UP:
+            cause = Escalation.Reason.DRIVER_STALE if reason == "stale" else Escalation.Reason.DRIVER_OFFLINE
+            escalate(delivery, reason=cause, level=2, detail=f"Driver {reason} while carrying it", actor=actor)
+
+
+def reassign_by_ops(delivery_id, *, user, driver_id=None, force: bool = False) -> Delivery:
+    """Ops press "reassign": back to dispatch, or straight to a named driver as a direct offer, or (force)
+    as a forced assignment. Each is recorded as what it was."""
+    actor = Actor.ops(user)
+    with transaction.atomic():
+        delivery = lock_delivery(delivery_id)
+        if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED):
+            if delivery.status == DeliveryStatus.PICKED_UP:
+                raise AlreadyPickedUp()
+            raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
+        offer = pending_offer_of(delivery)
+        if offer is not None:
+            withdraw_offer(delivery, offer, reason="reassigned_by_ops", actor=actor)
+        if delivery.status == DeliveryStatus.ASSIGNED:
+            _hand_back(delivery, actor=actor, reason="reassigned by ops")
+        if driver_id is None:
+            # Ops' explicit reassign overrides the automatic limit: the delivery is dispatched again.
+            dispatch_locked(delivery, actor=actor)
+            return delivery
+        driver = Driver.objects.select_for_update().filter(pk=driver_id).first()
+        if driver is None:
+            raise NotFound("No such driver.")
+        candidate = _candidate(delivery, driver)
+        if force:
+            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.FORCED, now=timezone.now())
+            offer.accept()
+            offer.save()
+            assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
+        else:
+            _require_offerable(driver)
+            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DIRECT, now=timezone.now())
+            announce_offer(delivery, offer, actor=actor)
+    return delivery
+
+
+def _candidate(delivery: Delivery, driver: Driver) -> Candidate:
+    if driver.last_lat is None:
+        distance = 0.0
+    else:
+        distance = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
+    return Candidate(driver, distance, eta.travel_seconds(distance, driver.vehicle))
+
+
+def _require_offerable(driver: Driver) -> None:
+    if driver.state != DriverState.AVAILABLE:
+        raise DriverUnavailable(f"{driver.name} is {driver.state.replace('_', ' ')}.")
+    if Offer.objects.filter(driver=driver, status=OfferStatus.PENDING).exists():
+        raise DriverUnavailable(f"{driver.name} is answering another offer.")

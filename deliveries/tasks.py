@@ -1,0 +1,80 @@
+"""Celery tasks: each takes ids, loads fresh rows through an action, and is safe to run twice."""
+
+from celery import shared_task
+from django.db.models import F
+from django.utils import timezone
+
+from core.idempotency import purge_expired_idempotency_records
+from deliveries import webhooks
+from deliveries.models import Offer, OfferStatus, WebhookDelivery
+from deliveries.services import availability, dispatch, ladder, offers
+from drivers import locations
+
+
+@shared_task(acks_late=True)
+def dispatch_delivery_task(delivery_id: str) -> None:
+    dispatch.dispatch(delivery_id)
+
+
+@shared_task(acks_late=True)
+def expire_offer_task(offer_id: str) -> None:
+    """Scheduled for the offer's deadline. The beat sweep below catches any that a lost task missed."""
+    offers.expire_offer(offer_id)
+
+
+@shared_task
+def expire_overdue_offers() -> int:
+    overdue = Offer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=timezone.now())
+    return sum(offers.expire_offer(offer_id) for offer_id in overdue.values_list("pk", flat=True))
+
+
+@shared_task
+def dispatch_waiting_deliveries() -> int:
+    return ladder.dispatch_waiting()
+
+
+@shared_task
+def run_escalation_ladder() -> int:
+    return ladder.run_ladder()
+
+
+@shared_task
+def mark_stale_drivers() -> int:
+    return availability.mark_stale_drivers()
+
+
+@shared_task
+def flush_driver_positions() -> int:
+    return locations.flush_positions()
+
+
+@shared_task
+def purge_idempotency_records() -> int:
+    return purge_expired_idempotency_records()
+
+
+@shared_task(bind=True, max_retries=webhooks.MAX_ATTEMPTS - 1, acks_late=True)
+def send_webhook(self, webhook_id: str) -> None:
+    """At-least-once (receivers dedupe on the body's `id`); a webhook already sent is not sent again.
+
+    No row lock is held across the HTTP call: on SQLite that would stop every other writer meanwhile.
+    """
+    webhook = WebhookDelivery.objects.select_related("merchant").filter(pk=webhook_id).first()
+    if webhook is None or webhook.status != WebhookDelivery.Status.PENDING:
+        return
+    pending = WebhookDelivery.objects.filter(pk=webhook.pk, status=WebhookDelivery.Status.PENDING)
+    try:
+        webhooks.post_webhook(webhook)
+    except Exception as exc:
+        attempts = webhook.attempts + 1
+        final = attempts >= webhooks.MAX_ATTEMPTS
+        pending.update(
+            attempts=F("attempts") + 1,
+            last_error=str(exc)[:300],
+            status=WebhookDelivery.Status.FAILED if final else WebhookDelivery.Status.PENDING,
+        )
+        if not final:
+            # Backoff 2, 4, 8, 16, 32 s between the 6 attempts.
+            raise self.retry(countdown=2**attempts) from exc
+        return
+    pending.update(attempts=F("attempts") + 1, status=WebhookDelivery.Status.SENT, sent_at=timezone.now())

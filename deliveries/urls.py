@@ -1,0 +1,24 @@
+from django.urls import path
+
+from deliveries.api import driver, merchant, ops
+
+urlpatterns = [
+    path("deliveries", merchant.DeliveryListCreateView.as_view(), name="deliveries"),
+    path("deliveries/<uuid:pk>", merchant.DeliveryDetailView.as_view(), name="delivery"),
+    path("deliveries/<uuid:pk>/cancel", merchant.DeliveryCancelView.as_view(), name="delivery-cancel"),
+    path("deliveries/<uuid:pk>/pickup", driver.PickupView.as_view(), name="delivery-pickup"),
+    path("deliveries/<uuid:pk>/deliver", driver.DeliverView.as_view(), name="delivery-deliver"),
+    path("deliveries/<uuid:pk>/fail", driver.FailView.as_view(), name="delivery-fail"),
+    path("deliveries/<uuid:pk>/release", driver.ReleaseView.as_view(), name="delivery-release"),
+    path("driver/me", driver.MeView.as_view(), name="driver-me"),
+    path("driver/availability", driver.AvailabilityView.as_view(), name="driver-availability"),
+    path("driver/offers", driver.OfferListView.as_view(), name="driver-offers"),
+    path("driver/deliveries", driver.DriverDeliveryListView.as_view(), name="driver-deliveries"),
+    path("offers/<uuid:pk>/accept", driver.OfferAcceptView.as_view(), name="offer-accept"),
+    path("offers/<uuid:pk>/decline", driver.OfferDeclineView.as_view(), name="offer-decline"),
+    path("ops/deliveries/<uuid:pk>/reassign", ops.ReassignView.as_view(), name="ops-reassign"),
+    path("ops/escalations", ops.EscalationListView.as_view(), name="ops-escalations"),
+    path("ops/escalations/<uuid:pk>/acknowledge", ops.EscalationAcknowledgeView.as_view(), name="ops-ack"),
+    path("ops/escalations/<uuid:pk>/resolve", ops.EscalationResolveView.as_view(), name="ops-resolve"),
+    path("ops/zones", ops.ZoneListView.as_view(), name="ops-zones"),
+]

@@ -1,0 +1,65 @@
+"""Signed webhooks to merchants (API.md, Merchant): an outbox row per event, sent after commit by a task."""
+
+import hashlib
+import hmac
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+from django.db import transaction
+from django.utils import timezone
+
+from deliveries.models import Delivery, WebhookDelivery
+
+MAX_ATTEMPTS = 6
+TIMEOUT_S = 5
+
+
+def sign(secret: str, timestamp: int, body: str) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def enqueue_webhook(delivery: Delivery, type: str, data: dict | None = None) -> WebhookDelivery | None:
+    """Queue a webhook about the delivery, inside the transaction of the change it reports."""
+    merchant = delivery.merchant
+    if not merchant.webhook_url:
+        return None
+    event_id = uuid.uuid4()
+    body = json.dumps(
+        {
+            "id": str(event_id),
+            "type": type,
+            "delivery_id": str(delivery.pk),
+            "external_id": delivery.external_id,
+            "status": delivery.status,
+            "occurred_at": timezone.now().isoformat(),
+            "data": data or {},
+        },
+        separators=(",", ":"),
+    )
+    webhook = WebhookDelivery.objects.create(id=event_id, merchant=merchant, delivery=delivery, type=type, body=body)
+    from deliveries.tasks import send_webhook
+
+    transaction.on_commit(lambda: send_webhook.delay(str(webhook.pk)))
+    return webhook
+
+
+def post_webhook(webhook: WebhookDelivery) -> None:
+    """One attempt. Raises on a network error or a non-2xx answer."""
+    timestamp = int(time.time())
+    request = urllib.request.Request(
+        webhook.merchant.webhook_url,
+        data=webhook.body.encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "X-Relay-Signature": sign(webhook.merchant.webhook_secret, timestamp, webhook.body),
+            "X-Relay-Event": webhook.type,
+        },
+    )
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        if not 200 <= response.status < 300:
+            raise urllib.error.HTTPError(webhook.merchant.webhook_url, response.status, "not 2xx", None, None)

@@ -1,0 +1,49 @@
+from django.contrib import admin
+
+from drivers.models import Break, Driver, DriverMessage, Shift
+
+
+@admin.register(Driver)
+class DriverAdmin(admin.ModelAdmin):
+    list_display = ["name", "state", "vehicle", "home_zone", "capacity", "last_seen_at", "current_zone"]
+    list_filter = ["state", "vehicle", "home_zone"]
+    search_fields = ["name", "phone", "user__username"]
+    list_select_related = ["home_zone", "current_zone"]
+    readonly_fields = [
+        "state",
+        "state_changed_at",
+        "last_lat",
+        "last_lng",
+        "last_seen_at",
+        "current_zone",
+        "message_seq",
+    ]
+    raw_id_fields = ["user"]
+
+
+@admin.register(Shift)
+class ShiftAdmin(admin.ModelAdmin):
+    list_display = ["driver", "planned_start", "planned_end", "started_at", "ended_at"]
+    list_select_related = ["driver"]
+    raw_id_fields = ["driver"]
+
+
+@admin.register(Break)
+class BreakAdmin(admin.ModelAdmin):
+    list_display = ["driver", "started_at", "ended_at", "over_limit"]
+    list_filter = ["over_limit"]
+    list_select_related = ["driver"]
+    readonly_fields = ["driver", "shift", "started_at", "ended_at", "over_limit"]
+
+
+@admin.register(DriverMessage)
+class DriverMessageAdmin(admin.ModelAdmin):
+    list_display = ["driver", "seq", "type", "sent_at"]
+    list_filter = ["type"]
+    list_select_related = ["driver"]
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_add_permission(self, request):
+        return False

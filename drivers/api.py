@@ -1,0 +1,44 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.permissions import IsDriver
+from drivers import locations
+
+
+class PointInput(serializers.Serializer):
+    lat = serializers.FloatField(min_value=-90, max_value=90)
+    lng = serializers.FloatField(min_value=-180, max_value=180)
+    recorded_at = serializers.DateTimeField()
+    accuracy = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    speed = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    heading = serializers.FloatField(min_value=0, max_value=360, required=False, allow_null=True)
+
+
+class LocationBatchInput(serializers.Serializer):
+    points = PointInput(many=True, min_length=1, max_length=100)
+
+
+def points_from(validated: list[dict]) -> list[locations.Point]:
+    return [locations.Point(**point) for point in validated]
+
+
+class LocationsView(APIView):
+    permission_classes = [IsDriver]
+
+    @extend_schema(
+        request=LocationBatchInput,
+        responses={
+            202: inline_serializer(
+                "LocationBatchResult",
+                {"accepted": serializers.IntegerField(), "dropped": serializers.IntegerField()},
+            )
+        },
+    )
+    def post(self, request):
+        data = LocationBatchInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        points = points_from(data.validated_data["points"])
+        accepted = locations.record_positions(request.user.driver, points)
+        return Response({"accepted": accepted, "dropped": len(points) - accepted}, status=status.HTTP_202_ACCEPTED)

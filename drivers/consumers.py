@@ -1,0 +1,91 @@
+"""`/ws/driver/?token=<key>`: a driver's own message stream, with `resume` from the stored stream."""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.core.exceptions import ObjectDoesNotExist
+
+from core.ws import CLOSE_UNAUTHORIZED, token_from_scope, user_for_token
+from drivers import locations
+from drivers.api import PointInput, points_from
+from drivers.models import Driver, DriverMessage
+from drivers.notifications import driver_group
+
+REPLAY_LIMIT = 500
+
+
+@database_sync_to_async
+def _driver_of(user) -> Driver | None:
+    try:
+        return Driver.objects.get(user=user)
+    except ObjectDoesNotExist:
+        return None
+
+
+@database_sync_to_async
+def _missed(driver_id, after_seq: int) -> list[dict]:
+    rows = DriverMessage.objects.filter(driver_id=driver_id, seq__gt=after_seq).order_by("seq")[:REPLAY_LIMIT]
+    return [message.envelope() for message in rows]
+
+
+@database_sync_to_async
+def _record_point(driver_id, point: dict) -> int:
+    driver = Driver.objects.get(pk=driver_id)
+    return locations.record_positions(driver, points_from([point]))
+
+
+class DriverConsumer(AsyncJsonWebsocketConsumer):
+    driver: Driver | None = None
+    last_seq = 0
+
+    async def connect(self):
+        user = await user_for_token(token_from_scope(self.scope))
+        self.driver = await _driver_of(user) if user else None
+        if self.driver is None:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        self.group = driver_group(self.driver.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        if self.driver is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        kind = content.get("type") if isinstance(content, dict) else None
+        handler = {"location": self.on_location, "resume": self.on_resume}.get(kind)
+        if handler is None:
+            await self.send_error("unknown_type", f"Unknown message type {kind!r}; expected location or resume.")
+            return
+        await handler(content.get("data") or {})
+
+    async def on_location(self, data):
+        point = PointInput(data=data)
+        if not point.is_valid():
+            await self.send_error("invalid", "The location is not valid.", fields=point.errors)
+            return
+        await _record_point(self.driver.pk, point.validated_data)
+
+    async def on_resume(self, data):
+        after = data.get("after_seq")
+        if not isinstance(after, int) or after < 0:
+            await self.send_error("invalid", "resume needs data.after_seq, a whole number ≥ 0.")
+            return
+        # Messages are handled one at a time, so pushes that arrive meanwhile wait and are de-duplicated by seq.
+        for envelope in await _missed(self.driver.pk, after):
+            await self._deliver(envelope)
+
+    async def stream_message(self, event):
+        await self._deliver(event["message"])
+
+    async def _deliver(self, envelope: dict):
+        if envelope["seq"] <= self.last_seq:
+            return
+        self.last_seq = envelope["seq"]
+        await self.send_json(envelope)
+
+    async def send_error(self, code: str, detail: str, fields=None):
+        body = {"code": code, "detail": detail}
+        if fields:
+            body["fields"] = {name: [str(error) for error in errors] for name, errors in fields.items()}
+        await self.send_json({"type": "error", "data": body})

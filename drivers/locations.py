@@ -1,0 +1,269 @@
+"""The live location index of online drivers (SPEC 1, "Location index").
+
+With Redis: one GEO set per zone holds every indexed driver's position, a sorted set holds when each was last
+seen, and a hash plus a "dirty" set buffer positions until `flush_positions` writes them to the database in
+one batch. Without Redis, or while it is unreachable, positions go to the database (one UPDATE per batch, not
+per ping) and searches run there: a bounding box on the indexed lat/lng columns, then exact haversine ordering.
+Every fallback is counted (`relay_location_fallbacks_total`).
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import redis
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from core import metrics
+from drivers.models import Driver
+from zones.geometry import bounding_box, haversine_km
+from zones.selectors import active_zone_codes, cached_zone_for_point, zone_cache
+
+log = logging.getLogger(__name__)
+
+MAX_POINT_AGE = timedelta(minutes=10)
+FALLBACKS = "relay_location_fallbacks_total"
+metrics.describe(FALLBACKS, "Location index operations that fell back to the database because Redis failed")
+# After a failure, skip Redis for this long instead of paying its timeout on every request.
+_RETRY_AFTER_S = 5.0
+
+
+@dataclass(frozen=True)
+class Point:
+    lat: float
+    lng: float
+    recorded_at: datetime
+    accuracy: float | None = None
+    speed: float | None = None
+    heading: float | None = None
+
+
+@dataclass(frozen=True)
+class NearbyDriver:
+    driver_id: str
+    distance_km: float
+    lat: float
+    lng: float
+    seen_at: datetime
+
+
+class _Redis:
+    def __init__(self) -> None:
+        self._client: redis.Redis | None = None
+        self._url = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def client(self) -> redis.Redis | None:
+        url = settings.RELAY_LOCATION_REDIS_URL
+        if not url or time.monotonic() < self._down_until:
+            return None
+        with self._lock:
+            if self._client is None or self._url != url:
+                timeout = settings.RELAY_REDIS_TIMEOUT_S
+                self._client = redis.Redis.from_url(
+                    url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
+                )
+                self._url = url
+            return self._client
+
+    def failed(self, exc: Exception) -> None:
+        log.warning("location index: Redis unavailable (%s); using the database", exc)
+        metrics.inc(FALLBACKS)
+        self._down_until = time.monotonic() + _RETRY_AFTER_S
+
+    def reset(self) -> None:
+        with self._lock:
+            self._client = None
+            self._down_until = 0.0
+
+
+_redis = _Redis()
+reset_redis = _redis.reset
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _key(*parts: str) -> str:
+    return settings.RELAY_REDIS_KEY_PREFIX + ":".join(parts)
+
+
+def usable_points(points: list[Point], *, now: datetime | None = None) -> list[Point]:
+    """Points older than 10 minutes or from the future are dropped, not errors (API.md)."""
+    now = now or timezone.now()
+    return [p for p in points if now - MAX_POINT_AGE <= p.recorded_at <= now + timedelta(seconds=5)]
+
+
+def record_positions(driver: Driver, points: list[Point]) -> int:
+    """Take a batch of pings and index the newest one. Returns how many points were usable."""
+    points = usable_points(points)
+    if not points:
+        return 0
+    latest = max(points, key=lambda p: p.recorded_at)
+    zone = cached_zone_for_point(latest.lat, latest.lng)
+    indexed = driver.state != "offline"
+    client = _redis.client()
+    if client is not None:
+        try:
+            _write_redis(client, driver, latest, zone.code if zone else None, indexed)
+            return len(points)
+        except _REDIS_ERRORS as exc:
+            _redis.failed(exc)
+    elif settings.RELAY_LOCATION_REDIS_URL:
+        metrics.inc(FALLBACKS)
+    _write_database([(str(driver.pk), latest, zone.pk if zone else None)])
+    return len(points)
+
+
+def _write_redis(client: redis.Redis, driver: Driver, point: Point, zone_code: str | None, indexed: bool) -> None:
+    member = str(driver.pk)
+    seen = point.recorded_at.timestamp()
+    pipe = client.pipeline(transaction=False)
+    for code in active_zone_codes():
+        if code != zone_code or not indexed:
+            pipe.zrem(_key("geo", code), member)
+    if zone_code and indexed:
+        pipe.geoadd(_key("geo", zone_code), (point.lng, point.lat, member))
+        pipe.zadd(_key("seen"), {member: seen})
+    pipe.hset(_key("pos", member), mapping={"lat": point.lat, "lng": point.lng, "t": seen, "zone": zone_code or ""})
+    pipe.sadd(_key("dirty"), member)
+    pipe.execute()
+
+
+def _write_database(rows: list[tuple[str, Point, int | None]]) -> None:
+    """Last positions, one UPDATE per driver in the batch: the API sends one driver, the flush many."""
+    by_id = {driver_id: (point, zone_id) for driver_id, point, zone_id in rows}
+    drivers = [
+        Driver(
+            pk=driver_id,
+            last_lat=point.lat,
+            last_lng=point.lng,
+            last_seen_at=point.recorded_at,
+            current_zone_id=zone_id,
+        )
+        for driver_id, (point, zone_id) in by_id.items()
+    ]
+    Driver.objects.bulk_update(drivers, ["last_lat", "last_lng", "last_seen_at", "current_zone"], batch_size=500)
+
+
+def remove_from_index(driver: Driver) -> None:
+    """Called when a driver goes offline: it no longer appears in searches."""
+    client = _redis.client()
+    if client is None:
+        return
+    member = str(driver.pk)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for code in active_zone_codes():
+            pipe.zrem(_key("geo", code), member)
+        pipe.zrem(_key("seen"), member)
+        pipe.execute()
+    except _REDIS_ERRORS as exc:
+        _redis.failed(exc)
+
+
+def flush_positions(batch: int = 5000) -> int:
+    """Write buffered positions from Redis to the database in bulk. Returns how many drivers were written."""
+    client = _redis.client()
+    if client is None:
+        return 0
+    written = 0
+    try:
+        while True:
+            members = client.spop(_key("dirty"), batch)
+            if not members:
+                return written
+            pipe = client.pipeline(transaction=False)
+            for member in members:
+                pipe.hgetall(_key("pos", member))
+            rows = []
+            zone_ids = {zone.code: zone.pk for zone in zone_cache.zones()}
+            for member, pos in zip(members, pipe.execute(), strict=True):
+                if pos:
+                    point = Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
+                    rows.append((member, point, zone_ids.get(pos.get("zone") or "")))
+            _write_database(rows)
+            written += len(rows)
+    except _REDIS_ERRORS as exc:
+        _redis.failed(exc)
+        return written
+
+
+def _from_ts(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
+
+
+def nearest_drivers(
+    lat: float,
+    lng: float,
+    *,
+    radius_km: float,
+    limit: int,
+    max_age_s: int = 60,
+    zone_codes: list[str] | None = None,
+    now: datetime | None = None,
+) -> list[NearbyDriver]:
+    """Indexed drivers within radius_km of the point, nearest first, seen in the last max_age_s seconds."""
+    now = now or timezone.now()
+    zone_codes = zone_codes if zone_codes is not None else active_zone_codes()
+    client = _redis.client()
+    if client is not None:
+        try:
+            return _nearest_redis(client, lat, lng, radius_km, limit, max_age_s, zone_codes, now)
+        except _REDIS_ERRORS as exc:
+            _redis.failed(exc)
+    elif settings.RELAY_LOCATION_REDIS_URL:
+        metrics.inc(FALLBACKS)
+    return _nearest_database(lat, lng, radius_km, limit, max_age_s, zone_codes, now)
+
+
+def _nearest_redis(client, lat, lng, radius_km, limit, max_age_s, zone_codes, now) -> list[NearbyDriver]:
+    pipe = client.pipeline(transaction=False)
+    for code in zone_codes:
+        pipe.geosearch(
+            _key("geo", code),
+            longitude=lng,
+            latitude=lat,
+            radius=radius_km,
+            unit="km",
+            sort="ASC",
+            count=limit,
+            withdist=True,
+            withcoord=True,
+        )
+    found = [hit for hits in pipe.execute() for hit in hits]
+    if not found:
+        return []
+    seen = client.zmscore(_key("seen"), [member for member, *_ in found])
+    oldest = now.timestamp() - max_age_s
+    results = [
+        NearbyDriver(member, float(dist), float(coord[1]), float(coord[0]), _from_ts(ts))
+        for (member, dist, coord), ts in zip(found, seen, strict=True)
+        if ts is not None and ts >= oldest
+    ]
+    results.sort(key=lambda hit: (hit.distance_km, hit.driver_id))
+    return results[:limit]
+
+
+def _nearest_database(lat, lng, radius_km, limit, max_age_s, zone_codes, now) -> list[NearbyDriver]:
+    min_lat, max_lat, min_lng, max_lng = bounding_box(lat, lng, radius_km)
+    rows = (
+        Driver.objects.filter(
+            last_lat__range=(min_lat, max_lat),
+            last_lng__range=(min_lng, max_lng),
+            last_seen_at__gte=now - timedelta(seconds=max_age_s),
+            current_zone__code__in=zone_codes,
+        )
+        .exclude(Q(state="offline"))
+        .values_list("pk", "last_lat", "last_lng", "last_seen_at")
+    )
+    results = []
+    for pk, dlat, dlng, seen_at in rows:
+        distance = haversine_km(lat, lng, dlat, dlng)
+        if distance <= radius_km:
+            results.append(NearbyDriver(str(pk), distance, dlat, dlng, seen_at))
+    results.sort(key=lambda hit: (hit.distance_km, hit.driver_id))
+    return results[:limit]

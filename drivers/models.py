@@ -1,0 +1,172 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from zones.models import Zone
+
+
+class Vehicle(models.TextChoices):
+    BICYCLE = "bicycle"
+    SCOOTER = "scooter"
+    CAR = "car"
+
+
+class DriverState(models.TextChoices):
+    OFFLINE = "offline"
+    AVAILABLE = "available"
+    ON_BREAK = "on_break"
+    BUSY = "busy"
+
+
+class Driver(FSMModelMixin, models.Model):
+    """A driver's profile, availability state (SPEC 2.2) and last known position.
+
+    The state field is written only by the transitions below, called from the actions in
+    `deliveries/services/availability.py` (which also own what a change means for the driver's deliveries).
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="driver")
+    name = models.CharField(max_length=100)
+    phone = models.CharField(max_length=32, blank=True)
+    vehicle = models.CharField(max_length=16, choices=Vehicle.choices, default=Vehicle.BICYCLE)
+    home_zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="home_drivers")
+    capacity = models.PositiveSmallIntegerField(default=1)
+
+    state = FSMField(default=DriverState.OFFLINE, choices=DriverState.choices, protected=True, db_index=True)
+    state_changed_at = models.DateTimeField(default=timezone.now)
+    # Reset on every accept or decline; the driver is set offline when it reaches the zone's limit.
+    missed_offers_in_row = models.PositiveSmallIntegerField(default=0)
+
+    # Last known position, flushed from the location index in batches (never one write per ping).
+    last_lat = models.FloatField(null=True, blank=True)
+    last_lng = models.FloatField(null=True, blank=True)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    current_zone = models.ForeignKey(
+        Zone, null=True, blank=True, on_delete=models.SET_NULL, related_name="present_drivers"
+    )
+
+    # Per-driver stream of websocket messages (the next `seq`); see DriverMessage.
+    message_seq = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["last_lat", "last_lng"], name="driver_position_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name else ""
+
+    # --- availability transitions: they only set fields; the actions around them save --------------------
+    def _entered(self) -> None:
+        self.state_changed_at = timezone.now()
+
+    @transition(field=state, source=DriverState.OFFLINE, target=DriverState.AVAILABLE)
+    def go_online(self) -> None:
+        self._entered()
+        self.missed_offers_in_row = 0
+
+    @transition(
+        field=state,
+        source=[DriverState.AVAILABLE, DriverState.ON_BREAK, DriverState.BUSY],
+        target=DriverState.OFFLINE,
+    )
+    def go_offline(self) -> None:
+        self._entered()
+
+    @transition(field=state, source=DriverState.AVAILABLE, target=DriverState.ON_BREAK)
+    def start_break(self) -> None:
+        self._entered()
+
+    @transition(field=state, source=DriverState.ON_BREAK, target=DriverState.AVAILABLE)
+    def end_break(self) -> None:
+        self._entered()
+
+    @transition(field=state, source=DriverState.AVAILABLE, target=DriverState.BUSY)
+    def fill_capacity(self) -> None:
+        self._entered()
+
+    @transition(field=state, source=DriverState.BUSY, target=DriverState.AVAILABLE)
+    def free_capacity(self) -> None:
+        self._entered()
+
+
+class Shift(models.Model):
+    """A stretch of work: started by going online, ended by going offline (planned times are optional)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    driver = models.ForeignKey(Driver, on_delete=models.PROTECT, related_name="shifts")
+    planned_start = models.DateTimeField(null=True, blank=True)
+    planned_end = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["driver"],
+                condition=models.Q(started_at__isnull=False, ended_at__isnull=True),
+                name="one_open_shift_per_driver",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.driver} {self.started_at:%Y-%m-%d %H:%M}" if self.started_at else f"{self.driver} (planned)"
+
+
+class DriverMessage(models.Model):
+    """Every websocket message sent to a driver, numbered per driver, so a reconnecting app can `resume`.
+
+    The channel layer delivers at most once; this table is the source of truth.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    driver = models.ForeignKey(Driver, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveBigIntegerField()
+    type = models.CharField(max_length=32)
+    sent_at = models.DateTimeField(default=timezone.now)
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["driver", "seq"]
+        constraints = [models.UniqueConstraint(fields=["driver", "seq"], name="driver_message_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.driver_id} #{self.seq} {self.type}"
+
+    def envelope(self) -> dict:
+        return {
+            "type": self.type,
+            "id": str(self.id),
+            "seq": self.seq,
+            "sent_at": self.sent_at.isoformat(),
+            "data": self.data,
+        }
+
+
+class Break(models.Model):
+    """A break within a shift. One over the zone's limit is flagged to ops."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    driver = models.ForeignKey(Driver, on_delete=models.CASCADE, related_name="breaks")
+    shift = models.ForeignKey(Shift, null=True, blank=True, on_delete=models.SET_NULL, related_name="breaks")
+    started_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    over_limit = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.driver} break {self.started_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None

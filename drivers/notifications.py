@@ -1,0 +1,37 @@
+"""Messages to a driver's app: stored first (numbered per driver), pushed over the websocket after commit."""
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection, transaction
+from django.db.models import F
+
+from drivers.models import Driver, DriverMessage
+
+
+def driver_group(driver_id) -> str:
+    return f"driver.{driver_id}"
+
+
+def notify_driver(driver_id, type: str, data: dict) -> DriverMessage:
+    """Store the message in the driver's stream and send it when the surrounding transaction commits."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("notify_driver must run inside the transaction of the change it reports")
+    Driver.objects.filter(pk=driver_id).update(message_seq=F("message_seq") + 1)
+    seq = Driver.objects.filter(pk=driver_id).values_list("message_seq", flat=True).get()
+    message = DriverMessage.objects.create(driver_id=driver_id, seq=seq, type=type, data=data)
+    envelope = message.envelope()
+    transaction.on_commit(lambda: push_to_group(driver_group(driver_id), envelope))
+    return message
+
+
+def push_to_group(group: str, envelope: dict) -> None:
+    """Best effort: the channel layer is at-most-once; the stored stream is what `resume` replays."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, {"type": "stream.message", "message": envelope})
+    except Exception:  # a down channel layer must not fail the committed change; the app resumes from seq
+        import logging
+
+        logging.getLogger(__name__).warning("push to %s failed; the client will resume", group, exc_info=True)

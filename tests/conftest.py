@@ -1,0 +1,110 @@
+import io
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+import time_machine
+from django.core.management import call_command
+from django.db import connection
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from drivers import locations
+from tests import factories
+from zones.selectors import zone_cache
+
+DEMO_ZONES = Path(__file__).parent / "data" / "demo_zones.geojson"
+REQUIRE_SERVICES = os.environ.get("RELAY_REQUIRE_SERVICES") == "1"
+# Every test run gets its own Redis key space, so runs (and developers) sharing one Redis never meet.
+RUN_PREFIX = f"relay-test-{uuid.uuid4().hex[:8]}:"
+
+
+def _unavailable(why: str):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def _services(request, settings):
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        _unavailable("needs PostgreSQL: set DATABASE_URL=postgres://...")
+    if request.node.get_closest_marker("redis"):
+        if not settings.REDIS_URL:
+            _unavailable("needs Redis: set REDIS_URL=redis://...")
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping()
+        except redis.exceptions.ConnectionError as exc:
+            _unavailable(f"Redis at REDIS_URL is not reachable: {exc}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings):
+    """Fresh in-process caches and a private Redis key prefix for each test."""
+    settings.RELAY_REDIS_KEY_PREFIX = RUN_PREFIX + uuid.uuid4().hex[:8] + ":"
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    zone_cache.clear()
+    locations.reset_redis()
+    yield
+    if settings.RELAY_LOCATION_REDIS_URL:
+        try:
+            client = redis.Redis.from_url(settings.RELAY_LOCATION_REDIS_URL, socket_connect_timeout=1)
+            keys = list(client.scan_iter(settings.RELAY_REDIS_KEY_PREFIX + "*"))
+            if keys:
+                client.delete(*keys)
+        except redis.exceptions.ConnectionError:
+            pass
+    locations.reset_redis()
+    zone_cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery():
+    from config.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+
+
+@pytest.fixture
+def zones(db):
+    call_command("load_zones", str(DEMO_ZONES), stdout=io.StringIO())
+    from zones.models import Zone
+
+    return {zone.code: zone for zone in Zone.objects.all()}
+
+
+@pytest.fixture
+def clock():
+    """A controllable clock: frozen at a fixed instant; `clock.shift(seconds)` moves it."""
+    with time_machine.travel("2026-11-25 12:00:00+00:00", tick=False) as traveller:
+        yield traveller
+
+
+def api_client_for(user) -> APIClient:
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def merchant(zones):
+    return factories.MerchantFactory()
+
+
+@pytest.fixture
+def merchant_api(merchant):
+    return api_client_for(merchant.user)
+
+
+@pytest.fixture
+def ops_user(db):
+    return factories.UserFactory(is_staff=True)
+
+
+@pytest.fixture
+def ops_api(ops_user):
+    return api_client_for(ops_user)

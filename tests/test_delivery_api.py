@@ -1,0 +1,203 @@
+"""Merchant and driver REST round trip, and API.md's error codes."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from core.models import AuditEvent
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+
+def create(api, **kwargs):
+    return api.post("/api/v1/deliveries", factories.delivery_payload(**kwargs), format="json")
+
+
+def test_token_endpoint_returns_token_and_role(merchant, ops_user):
+    client = APIClient()
+    response = client.post(
+        "/api/v1/auth/token",
+        {"username": merchant.user.username, "password": "secret-pass-123"},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert response.json()["role"] == "merchant"
+    assert len(response.json()["token"]) >= 20
+    ops = client.post(
+        "/api/v1/auth/token", {"username": ops_user.username, "password": "secret-pass-123"}, format="json"
+    )
+    assert ops.json()["role"] == "ops"
+
+
+def test_token_endpoint_refuses_wrong_password(merchant):
+    response = APIClient().post(
+        "/api/v1/auth/token", {"username": merchant.user.username, "password": "nope"}, format="json"
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_credentials"
+
+
+def test_round_trip_create_assign_pickup_deliver(merchant_api, ops_api, zones):
+    created = create(merchant_api)
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["status"] == "pending"  # nobody online yet
+    assert body["zone"] == "centro"
+    assert body["tracking_url"].split("/t/")[1]
+    # Zone defaults: 3.50 base + 0.80 per km over the straight-line ~1.03 km.
+    assert body["fee"] == "4.32"
+    delivery_id = body["id"]
+
+    driver = factories.online_driver(*factories.CENTRO)
+    forced = ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
+        {"driver_id": str(driver.pk), "force": True},
+        format="json",
+    )
+    assert forced.status_code == 200, forced.content
+    assert forced.json()["status"] == "assigned"
+
+    driver_api = api_client_for(driver.user)
+    mine = driver_api.get("/api/v1/driver/deliveries?active=true").json()["results"]
+    assert [d["id"] for d in mine] == [delivery_id]
+    assert driver_api.get("/api/v1/driver/me").json()["state"] == "busy"
+
+    assert driver_api.post(f"/api/v1/deliveries/{delivery_id}/pickup").json()["status"] == "picked_up"
+    delivered = driver_api.post(f"/api/v1/deliveries/{delivery_id}/deliver", {"proof": {"photo": "x"}}, format="json")
+    assert delivered.json()["status"] == "delivered"
+    assert driver_api.get("/api/v1/driver/me").json()["state"] == "available"
+
+    detail = merchant_api.get(f"/api/v1/deliveries/{delivery_id}").json()
+    assert detail["status"] == "delivered"
+    assert detail["driver"] == {"first_name": driver.first_name, "vehicle": "bicycle"}
+    assert [e["to_state"] for e in detail["events"]] == ["pending", "assigned", "picked_up", "delivered"]
+    assigned = AuditEvent.objects.get(delivery_id=delivery_id, type="delivery.assigned")
+    assert assigned.actor_kind == "ops" and assigned.payload["how"] == "forced"
+
+
+def test_pickup_outside_every_zone_is_refused(merchant_api):
+    response = create(merchant_api, pickup=factories.OUTSIDE)
+    assert response.status_code == 400
+    assert response.json()["code"] == "outside_service_area"
+    assert "pickup" in response.json()["fields"]
+
+
+def test_bad_input_lists_the_fields(merchant_api):
+    response = merchant_api.post("/api/v1/deliveries", {"external_id": "", "pickup": {"lat": 100}}, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert {"external_id", "pickup", "dropoff"} <= set(body["fields"])
+
+
+def test_unauthenticated_and_wrong_role(merchant_api, zones):
+    assert APIClient().get("/api/v1/deliveries").status_code == 401
+    assert APIClient().get("/api/v1/deliveries").json()["code"] == "not_authenticated"
+    driver_api = api_client_for(factories.DriverFactory().user)
+    response = driver_api.post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+
+
+def test_another_merchants_delivery_is_not_found(merchant_api, zones):
+    delivery_id = create(merchant_api).json()["id"]
+    other = api_client_for(factories.MerchantFactory().user)
+    assert other.get(f"/api/v1/deliveries/{delivery_id}").status_code == 404
+    response = other.post(f"/api/v1/deliveries/{delivery_id}/cancel", {"reason": "x"}, format="json")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_a_driver_cannot_touch_another_drivers_delivery(merchant_api, ops_api):
+    delivery_id = create(merchant_api).json()["id"]
+    holder = factories.online_driver(*factories.CENTRO)
+    ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
+        {"driver_id": str(holder.pk), "force": True},
+        format="json",
+    )
+    intruder = api_client_for(factories.online_driver(*factories.CENTRO).user)
+    for action in ("pickup", "deliver", "fail", "release"):
+        response = intruder.post(f"/api/v1/deliveries/{delivery_id}/{action}", {"reason": "x"}, format="json")
+        assert response.status_code == 404, action
+    assert intruder.get("/api/v1/driver/deliveries").json()["results"] == []
+
+
+def test_cancel_after_pickup_is_a_conflict(merchant_api, ops_api):
+    delivery_id = create(merchant_api).json()["id"]
+    driver = factories.online_driver(*factories.CENTRO)
+    ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
+        {"driver_id": str(driver.pk), "force": True},
+        format="json",
+    )
+    api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery_id}/pickup")
+    response = merchant_api.post(f"/api/v1/deliveries/{delivery_id}/cancel", {"reason": "changed mind"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "already_picked_up"
+    assert merchant_api.get(f"/api/v1/deliveries/{delivery_id}").json()["status"] == "picked_up"
+
+
+def test_cancel_before_pickup_frees_the_driver(merchant_api, ops_api):
+    delivery_id = create(merchant_api).json()["id"]
+    driver = factories.online_driver(*factories.CENTRO)
+    ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
+        {"driver_id": str(driver.pk), "force": True},
+        format="json",
+    )
+    response = merchant_api.post(f"/api/v1/deliveries/{delivery_id}/cancel", {"reason": "out of stock"}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    driver.refresh_from_db()
+    assert driver.state == "available"
+
+
+def test_an_impossible_transition_is_a_conflict_and_changes_nothing(merchant_api, ops_api):
+    delivery_id = create(merchant_api).json()["id"]
+    driver = factories.online_driver(*factories.CENTRO)
+    ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
+        {"driver_id": str(driver.pk), "force": True},
+        format="json",
+    )
+    driver_api = api_client_for(driver.user)
+    response = driver_api.post(f"/api/v1/deliveries/{delivery_id}/deliver", {}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "invalid_transition"
+    assert merchant_api.get(f"/api/v1/deliveries/{delivery_id}").json()["status"] == "assigned"
+
+
+def test_same_external_id_returns_the_existing_delivery(merchant_api):
+    first = create(merchant_api)
+    again = create(merchant_api)
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    different = create(merchant_api, dropoff=(38.725, -9.135))
+    assert different.status_code == 409
+    assert different.json()["code"] == "duplicate_external_id"
+    assert len(merchant_api.get("/api/v1/deliveries").json()["results"]) == 1
+
+
+def test_list_filters_by_status_and_external_id(merchant_api):
+    create(merchant_api, external_id="a")
+    create(merchant_api, external_id="b")
+    listed = merchant_api.get("/api/v1/deliveries?external_id=b").json()
+    assert [d["external_id"] for d in listed["results"]] == ["b"]
+    assert merchant_api.get("/api/v1/deliveries?status=delivered").json()["count"] == 0
+    assert merchant_api.get("/api/v1/deliveries?status=pending").json()["count"] == 2
+
+
+def test_schema_and_docs_are_served(client):
+    schema = client.get("/api/schema/")
+    assert schema.status_code == 200
+    text = schema.content.decode()
+    for path in (
+        "/api/v1/deliveries",
+        "/api/v1/offers/{id}/accept",
+        "/api/v1/driver/locations",
+        "/api/v1/auth/token",
+    ):
+        assert path in text
+    assert client.get("/api/docs/").status_code == 200

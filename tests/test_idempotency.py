@@ -1,0 +1,90 @@
+"""API.md: Idempotency-Key on every POST."""
+
+import pytest
+
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def post(api, key, **payload):
+    return api.post(
+        "/api/v1/deliveries", factories.delivery_payload(**payload), format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+
+
+def test_a_retry_replays_the_first_response_byte_for_byte(merchant_api):
+    first = post(merchant_api, "key-1")
+    retry = post(merchant_api, "key-1")
+    assert first.status_code == retry.status_code == 201
+    assert retry.content == first.content
+    assert retry["Idempotent-Replayed"] == "true"
+    assert merchant_api.get("/api/v1/deliveries").json()["count"] == 1
+
+
+def test_the_same_key_with_another_body_is_refused(merchant_api):
+    post(merchant_api, "key-1")
+    response = post(merchant_api, "key-1", external_id="order-2")
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert merchant_api.get("/api/v1/deliveries").json()["count"] == 1
+
+
+def _retry_during_first(monkeypatch, api, before_retry=lambda: None) -> list:
+    """Make the first request send its own retry while it is still running; returns the retry's response."""
+    from deliveries.api import merchant
+
+    real, retries, started = merchant.create_delivery, [], []
+
+    def create_and_retry(**kwargs):
+        if not started:
+            started.append(True)
+            before_retry()
+            retries.append(post(api, "key-1"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(merchant, "create_delivery", create_and_retry)
+    return retries
+
+
+def test_a_retry_while_the_first_is_running_is_a_conflict(merchant_api, monkeypatch):
+    retries = _retry_during_first(monkeypatch, merchant_api)
+    first = post(merchant_api, "key-1")
+    assert first.status_code == 201
+    assert retries[0].status_code == 409
+    assert retries[0].json()["code"] == "request_in_progress"
+    assert post(merchant_api, "key-1").content == first.content
+
+
+def test_a_claim_abandoned_for_a_minute_is_taken_over(merchant_api, monkeypatch, clock):
+    retries = _retry_during_first(monkeypatch, merchant_api, before_retry=lambda: clock.shift(61))
+    post(merchant_api, "key-1")
+    assert retries[0].status_code == 201
+    assert merchant_api.get("/api/v1/deliveries").json()["count"] == 1
+
+
+def test_keys_are_per_caller(merchant_api, zones):
+    from tests.conftest import api_client_for
+
+    other = api_client_for(factories.MerchantFactory().user)
+    assert post(merchant_api, "shared").status_code == 201
+    assert post(other, "shared").status_code == 201
+
+
+def test_a_key_longer_than_255_characters_is_refused(merchant_api):
+    response = post(merchant_api, "k" * 256)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_idempotency_key"
+
+
+def test_a_server_error_releases_the_key(merchant_api, monkeypatch):
+    from deliveries.api import merchant
+
+    def boom(**kwargs):
+        raise RuntimeError("database fell over")
+
+    monkeypatch.setattr(merchant, "create_delivery", boom)
+    with pytest.raises(RuntimeError):
+        post(merchant_api, "key-1")
+    monkeypatch.undo()
+    assert post(merchant_api, "key-1").status_code == 201

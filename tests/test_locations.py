@@ -1,0 +1,148 @@
+"""The location index (SPEC 1): Redis GEO search, the database fallback, and batched writes."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from core import metrics
+from drivers import locations
+from drivers.models import Driver
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+# Drivers around the Centro pickup at known offsets (km east), and one stale.
+OFFSETS_KM = [0.3, 1.1, 0.7, 2.5, 4.2, 6.0]
+
+
+def _place_drivers():
+    lat, lng = factories.CENTRO
+    drivers = []
+    for km in OFFSETS_KM:
+        drivers.append(factories.online_driver(lat, lng + km / 87.0))
+    stale = factories.online_driver(lat, lng + 0.1 / 87.0, seen_at=timezone.now() - timedelta(seconds=120))
+    return drivers, stale
+
+
+def _search(**kwargs):
+    return locations.nearest_drivers(*factories.CENTRO, radius_km=5, limit=10, zone_codes=["centro", "este"], **kwargs)
+
+
+@pytest.mark.redis
+def test_redis_and_database_searches_agree(zones, settings):
+    drivers, stale = _place_drivers()
+    assert locations.flush_positions() == len(drivers) + 1  # buffered in Redis until the flush
+    from_redis = _search()
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    from_database = _search()
+
+    assert [hit.driver_id for hit in from_redis] == [hit.driver_id for hit in from_database]
+    ordered = sorted(zip(OFFSETS_KM, drivers, strict=True), key=lambda pair: pair[0])
+    expected = [str(d.pk) for km, d in ordered if km <= 5]
+    assert [hit.driver_id for hit in from_redis] == expected  # nearest first, the 6 km one and the stale one out
+    for a, b in zip(from_redis, from_database, strict=True):
+        assert a.distance_km == pytest.approx(b.distance_km, abs=0.002)
+    assert str(stale.pk) not in {hit.driver_id for hit in from_redis}
+
+
+def test_database_search_without_redis(zones, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    drivers, _ = _place_drivers()
+    hits = _search()
+    assert [hit.driver_id for hit in hits] == [
+        str(d.pk) for km, d in sorted(zip(OFFSETS_KM, drivers, strict=True), key=lambda p: p[0]) if km <= 5
+    ]
+
+
+def test_unreachable_redis_falls_back_to_the_database_and_counts(zones, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    drivers, _ = _place_drivers()  # positions are in the database
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    locations.reset_redis()
+    before = metrics.value(locations.FALLBACKS)
+    hits = _search()
+    assert len(hits) == 5
+    assert metrics.value(locations.FALLBACKS) == before + 1
+
+    # A driver's pings still land (in the database) and the client sees no error.
+    driver_api = api_client_for(drivers[0].user)
+    moved = {"lat": 38.716, "lng": -9.141, "recorded_at": timezone.now().isoformat()}
+    response = driver_api.post("/api/v1/driver/locations", {"points": [moved]}, format="json")
+    assert response.status_code == 202
+    drivers[0].refresh_from_db()
+    assert (drivers[0].last_lat, drivers[0].last_lng) == (38.716, -9.141)
+
+
+def _batch(n: int) -> dict:
+    now = timezone.now()
+    return {
+        "points": [
+            {
+                "lat": 38.715 + i * 1e-5,
+                "lng": -9.14,
+                "recorded_at": (now - timedelta(seconds=n - i)).isoformat(),
+            }
+            for i in range(n)
+        ]
+    }
+
+
+def _queries_for_batch(api, n: int) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert api.post("/api/v1/driver/locations", _batch(n), format="json").status_code == 202
+    return len(queries)
+
+
+def test_a_100_point_batch_costs_the_same_few_queries_as_one_point(zones, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    api = api_client_for(factories.online_driver(*factories.CENTRO).user)
+    one, hundred = _queries_for_batch(api, 1), _queries_for_batch(api, 100)
+    assert hundred == one
+    assert hundred <= 4  # token, driver, one UPDATE of the last position (+ the zone list when not cached)
+
+
+@pytest.mark.redis
+def test_with_redis_pings_never_write_the_database(zones):
+    driver = factories.online_driver(*factories.CENTRO)
+    locations.flush_positions()
+    api = api_client_for(driver.user)
+    with CaptureQueriesContext(connection) as queries:
+        api.post("/api/v1/driver/locations", _batch(100), format="json")
+    writes = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith(("UPDATE", "INSERT"))]
+    assert writes == []
+    driver.refresh_from_db()
+    assert driver.last_lat == 38.715  # still the earlier position, until the batch flush
+    assert locations.flush_positions() == 1
+    driver.refresh_from_db()
+    assert driver.last_lat == pytest.approx(38.715 + 99e-5)
+
+
+def test_old_and_future_points_are_dropped_not_refused(zones, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.CENTRO)
+    api = api_client_for(driver.user)
+    now = timezone.now()
+    points = [
+        {"lat": 38.70, "lng": -9.15, "recorded_at": (now - timedelta(minutes=11)).isoformat()},
+        {"lat": 38.71, "lng": -9.15, "recorded_at": (now + timedelta(minutes=5)).isoformat()},
+        {"lat": 38.72, "lng": -9.15, "recorded_at": now.isoformat()},
+    ]
+    response = api.post("/api/v1/driver/locations", {"points": points}, format="json")
+    assert response.status_code == 202
+    assert response.json() == {"accepted": 1, "dropped": 2}
+    driver.refresh_from_db()
+    assert driver.last_lat == 38.72
+
+
+def test_batch_size_limits(zones):
+    api = api_client_for(factories.DriverFactory().user)
+    assert api.post("/api/v1/driver/locations", {"points": []}, format="json").status_code == 400
+    too_many = api.post("/api/v1/driver/locations", _batch(101), format="json")
+    assert too_many.status_code == 400
+    assert "points" in too_many.json()["fields"]
+    assert Driver.objects.filter(last_lat__isnull=False).count() == 0

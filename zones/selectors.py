@@ -1,0 +1,51 @@
+import time
+from threading import Lock
+
+from zones.models import Zone
+
+
+def zone_for_point(lat: float, lng: float) -> Zone | None:
+    """The active zone containing the point, or None. Zones do not overlap; the first match wins."""
+    candidates = Zone.objects.filter(
+        active=True, min_lat__lte=lat, max_lat__gte=lat, min_lng__lte=lng, max_lng__gte=lng
+    ).order_by("code")
+    for zone in candidates:
+        if zone.contains(lat, lng):
+            return zone
+    return None
+
+
+class _ZoneCache:
+    """Active zones held in memory for a short while: the location hot path maps every batch to a zone."""
+
+    ttl_s = 30.0
+
+    def __init__(self) -> None:
+        self._zones: list[Zone] = []
+        self._loaded_at = float("-inf")
+        self._lock = Lock()
+
+    def zones(self) -> list[Zone]:
+        with self._lock:
+            if time.monotonic() - self._loaded_at > self.ttl_s:
+                self._zones = list(Zone.objects.filter(active=True).order_by("code"))
+                self._loaded_at = time.monotonic()
+            return self._zones
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded_at = float("-inf")
+
+
+zone_cache = _ZoneCache()
+
+
+def cached_zone_for_point(lat: float, lng: float) -> Zone | None:
+    for zone in zone_cache.zones():
+        if zone.min_lat <= lat <= zone.max_lat and zone.min_lng <= lng <= zone.max_lng and zone.contains(lat, lng):
+            return zone
+    return None
+
+
+def active_zone_codes() -> list[str]:
+    return [zone.code for zone in zone_cache.zones()]
