@@ -108,3 +108,17 @@ def ops_user(db):
 @pytest.fixture
 def ops_api(ops_user):
     return api_client_for(ops_user)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Async tests run ORM calls in executor threads whose connections outlive the test; PostgreSQL will not
+    drop the test database while they are open, so end them before teardown."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )

@@ -1,0 +1,184 @@
+"""The websocket side of dispatch: offers reach drivers live, a reconnecting app resumes exactly, and ops see
+escalations as they open."""
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from rest_framework.authtoken.models import Token
+
+from config.asgi import application
+from core.audit import Actor
+from core.models import AuditEvent
+from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.services import ladder, offers
+from deliveries.services.creation import create_delivery
+from deliveries.services.ladder import dispatch_waiting
+from deliveries.services.progress import cancel_delivery
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+LAT, LNG = factories.CENTRO
+db = database_sync_to_async
+
+
+def east(km: float) -> tuple[float, float]:
+    return LAT, LNG + km / 87.0
+
+
+def _new_delivery(merchant, external_id: str) -> Delivery:
+    from deliveries.serializers import DeliveryCreateInput
+
+    data = DeliveryCreateInput(data=factories.delivery_payload(external_id=external_id))
+    data.is_valid(raise_exception=True)
+    return create_delivery(merchant=merchant, data=data.validated_data)[0]
+
+
+async def _socket(path: str) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def _driver_socket(driver) -> WebsocketCommunicator:
+    token = await db(lambda: Token.objects.get_or_create(user=driver.user)[0].key)()
+    return await _socket(f"/ws/driver/?token={token}")
+
+
+async def _next(communicator, type_: str) -> dict:
+    while True:
+        message = await communicator.receive_json_from(timeout=3)
+        if message["type"] == type_:
+            return message
+
+
+async def test_decline_then_expiry_then_accept(zones, clock):
+    drivers = [await db(factories.online_driver)(*east(km)) for km in (0.3, 0.6, 0.9)]
+    sockets = [await _driver_socket(d) for d in drivers]
+    merchant = await db(factories.MerchantFactory)()
+    delivery = await db(_new_delivery)(merchant, "three-drivers")
+
+    first = await _next(sockets[0], "offer.created")
+    assert first["data"]["delivery"]["id"] == str(delivery.pk)
+    assert set(first) == {"type", "id", "seq", "sent_at", "data"}
+    await db(offers.decline_offer)(first["data"]["id"], driver=drivers[0], reason="too_far")
+
+    second = await _next(sockets[1], "offer.created")
+    clock.shift(31)
+    assert await db(offers.expire_offer)(second["data"]["id"])
+    withdrawn = await _next(sockets[1], "offer.withdrawn")
+    assert withdrawn["data"] == {"offer_id": second["data"]["id"], "reason": "expired"}
+
+    third = await _next(sockets[2], "offer.created")
+    await db(offers.accept_offer)(third["data"]["id"], driver=drivers[2])
+    assigned = await _next(sockets[2], "delivery.assigned")
+    assert assigned["data"]["status"] == "assigned"
+
+    await db(delivery.refresh_from_db)()
+    assert (delivery.status, delivery.driver_id) == ("assigned", drivers[2].pk)
+    types = await db(
+        lambda: list(
+            AuditEvent.objects.for_delivery(delivery.pk)
+            .filter(type__startswith="offer.")
+            .values_list("type", "driver_id")
+        )
+    )()
+    assert types == [
+        ("offer.created", drivers[0].pk),
+        ("offer.declined", drivers[0].pk),
+        ("offer.created", drivers[1].pk),
+        ("offer.expired", drivers[1].pk),
+        ("offer.created", drivers[2].pk),
+        ("offer.accepted", drivers[2].pk),
+    ]
+    for socket in sockets:
+        await socket.disconnect()
+
+
+async def test_resume_replays_exactly_what_was_missed(zones):
+    driver = await db(factories.online_driver)(*east(0.3))
+    merchant = await db(factories.MerchantFactory)()
+    socket = await _driver_socket(driver)
+    first = await db(_new_delivery)(merchant, "seen")
+    seen = await _next(socket, "offer.created")
+    await socket.disconnect()
+
+    # While the app is away: that offer is withdrawn (cancelled) and a new one arrives.
+    await db(cancel_delivery)(first.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
+    await db(_new_delivery)(merchant, "missed")
+
+    socket = await _driver_socket(driver)
+    await socket.send_json_to({"type": "resume", "data": {"after_seq": seen["seq"]}})
+    replayed = [await socket.receive_json_from(timeout=3) for _ in range(2)]
+    assert [m["type"] for m in replayed] == ["offer.withdrawn", "offer.created"]
+    assert [m["seq"] for m in replayed] == [seen["seq"] + 1, seen["seq"] + 2]
+    # Asking again replays nothing twice: the stream is already delivered up to there.
+    await socket.send_json_to({"type": "resume", "data": {"after_seq": seen["seq"]}})
+    assert await socket.receive_nothing(timeout=0.3)
+    await socket.disconnect()
+
+
+async def test_locations_sent_over_the_socket_are_recorded(zones, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = await db(factories.online_driver)(*east(0.3))
+    socket = await _driver_socket(driver)
+    from django.utils import timezone
+
+    point = {"lat": 38.7161, "lng": -9.1411, "recorded_at": timezone.now().isoformat()}
+    await socket.send_json_to({"type": "location", "data": point})
+    await socket.send_json_to({"type": "location", "data": {"lat": 500}})
+    error = await _next(socket, "error")  # handled in order: the first was recorded before this answer
+    assert error["data"]["code"] == "invalid"
+    await db(driver.refresh_from_db)()
+    assert (driver.last_lat, driver.last_lng) == (38.7161, -9.1411)
+    await socket.disconnect()
+
+
+async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts(zones, clock):
+    ops = await db(factories.UserFactory)(is_staff=True)
+    ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
+    ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
+    merchant = await db(factories.MerchantFactory)(webhook_url="https://merchant.invalid/hook")
+    delivery = await db(_new_delivery)(merchant, "nobody-around")
+    assert delivery.status == "pending"
+
+    async def level_after(seconds):
+        clock.shift(seconds)
+        await db(ladder.run_ladder)()
+        await db(delivery.refresh_from_db)()
+        return delivery.escalation_level
+
+    assert await level_after(119) == 0
+    assert await level_after(1) == 1  # 2 min: warn, search widened
+    warned = await db(lambda: AuditEvent.objects.get(delivery_id=delivery.pk, type="escalation.warned"))()
+    assert "widened" in warned.payload["detail"]
+    assert await level_after(179) == 1
+    assert await level_after(1) == 2  # 5 min: an escalation opens for ops
+    opened = await _next(ops_socket, "escalation.opened")
+    assert opened["data"]["delivery_id"] == str(delivery.pk)
+    assert (opened["data"]["level"], opened["data"]["reason"]) == (2, "unassigned")
+    assert opened["seq"] == 1
+    assert await level_after(300) == 3  # 10 min: critical, and the merchant is told
+    raised = await _next(ops_socket, "escalation.updated")
+    assert raised["data"]["level"] == 3
+    webhook_types = await db(lambda: list(delivery.webhooks.values_list("type", flat=True)))()
+    assert "delivery.escalated" in webhook_types
+
+    driver = await db(factories.online_driver)(*east(0.3))
+    assert await db(dispatch_waiting)() == 1
+    offer = await db(lambda: Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING))()
+    await db(offers.accept_offer)(offer.pk, driver=driver)
+    closed = await _next(ops_socket, "escalation.updated")
+    assert closed["data"]["status"] == "resolved"
+    escalation = await db(lambda: delivery.escalations.get())()
+    assert escalation.open_seconds == 300  # opened at 5 min, closed at 10 min on the frozen clock
+    await ops_socket.disconnect()
+
+
+async def test_ops_socket_refuses_non_staff(zones):
+    merchant = await db(factories.MerchantFactory)()
+    token = await db(lambda: Token.objects.get_or_create(user=merchant.user)[0].key)()
+    communicator = WebsocketCommunicator(application, f"/ws/ops/?token={token}")
+    connected, code = await communicator.connect()
+    assert not connected and code == 4403
