@@ -16,7 +16,7 @@ class EmbeddedCelery:
         self.worker = None
         self.beat = None
 
-    def start(self) -> None:
+    def start(self, *, beat: bool = True) -> None:
         self.worker = app.Worker(
             pool="solo",
             concurrency=1,
@@ -28,9 +28,10 @@ class EmbeddedCelery:
             redirect_stdouts=False,
         )
         threading.Thread(target=self.worker.start, name="celery-worker", daemon=True).start()
-        self.beat = EmbeddedService(app, thread=True)
-        self.beat.start()
-        log.info("embedded Celery worker and beat started")
+        if beat:
+            self.beat = EmbeddedService(app, thread=True)
+            self.beat.start()
+        log.info("embedded Celery worker%s started", " and beat" if beat else "")
 
     def stop(self) -> None:
         if self.beat is not None:

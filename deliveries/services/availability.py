@@ -150,7 +150,7 @@ def mark_stale_drivers(*, now: datetime | None = None) -> int:
         for driver in online.only("pk", "last_seen_at", "state_changed_at", "home_zone__stale_after_s")
         # Going online counts as a sign of life: a driver gets the full limit to send its first ping.
         if max(filter(None, [driver.last_seen_at, driver.state_changed_at]))
-        < now - timedelta(seconds=driver.home_zone.stale_after_s)
+        <= now - timedelta(seconds=driver.home_zone.stale_after_s)
     ]
     for driver_id in stale:
         take_offline(

@@ -1,0 +1,142 @@
+"""ADR-025: the driver availability state machine, breaks, shifts and stale drivers."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core.models import AuditEvent
+from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.services.availability import mark_stale_drivers
+from drivers.models import Break, DriverMessage, Shift
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+LAT, LNG = factories.CENTRO
+
+
+def east(km):
+    return LAT, LNG + km / 87.0
+
+
+def set_state(driver, state):
+    return api_client_for(driver.user).post("/api/v1/driver/availability", {"state": state}, format="json")
+
+
+def create(merchant_api, external_id="order-1"):
+    response = merchant_api.post(
+        "/api/v1/deliveries", factories.delivery_payload(external_id=external_id), format="json"
+    )
+    return Delivery.objects.get(pk=response.json()["id"])
+
+
+def test_going_online_starts_a_shift_and_offline_ends_it(zones, clock):
+    driver = factories.DriverFactory()
+    assert set_state(driver, "available").json()["state"] == "available"
+    clock.shift(3600)
+    assert set_state(driver, "offline").json()["state"] == "offline"
+    shift = Shift.objects.get(driver=driver)
+    assert shift.ended_at - shift.started_at == timedelta(hours=1)
+    went_offline = AuditEvent.objects.filter(driver_id=driver.pk, type="driver.state_changed").last()
+    assert (went_offline.from_state, went_offline.to_state) == ("available", "offline")
+    assert went_offline.payload["seconds_in_previous"] == 3600
+
+
+@pytest.mark.parametrize(
+    ("start", "requested", "allowed"),
+    [("offline", "on_break", "available"), ("busy", "on_break", "offline"), ("busy", "available", "offline")],
+)
+def test_transitions_that_are_not_allowed_are_refused_and_change_nothing(
+    merchant_api, ops_api, start, requested, allowed
+):
+    driver = factories.DriverFactory()
+    if start == "busy":
+        driver = factories.online_driver(*east(0.3))
+        create(merchant_api)
+        offer = Offer.objects.get(driver=driver, status=OfferStatus.PENDING)
+        api_client_for(driver.user).post(f"/api/v1/offers/{offer.pk}/accept")
+    events = AuditEvent.objects.count()
+    response = set_state(driver, requested)
+    assert response.status_code == 409
+    assert response.json()["code"] == "invalid_transition"
+    assert allowed in response.json()["detail"]
+    driver.refresh_from_db()
+    assert driver.state == start
+    assert AuditEvent.objects.count() == events
+
+
+def test_unknown_state_is_bad_input(zones):
+    response = set_state(factories.DriverFactory(), "busy")
+    assert response.status_code == 400
+    assert "state" in response.json()["fields"]
+
+
+def test_asking_for_the_current_state_changes_nothing(zones):
+    driver = factories.DriverFactory()
+    response = set_state(driver, "offline")
+    assert (response.status_code, response.json()["state"]) == (200, "offline")
+    assert not AuditEvent.objects.filter(driver_id=driver.pk).exists()
+
+
+def test_a_break_withdraws_the_pending_offer_and_passes_it_on(merchant_api):
+    resting = factories.online_driver(*east(0.3))
+    other = factories.online_driver(*east(0.9))
+    delivery = create(merchant_api)
+    first = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    assert first.driver == resting
+    assert set_state(resting, "on_break").json()["state"] == "on_break"
+    first.refresh_from_db()
+    assert (first.status, first.withdraw_reason) == ("withdrawn", "driver_on_break")
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other
+    told = DriverMessage.objects.filter(driver=resting, type="offer.withdrawn").get()
+    assert told.data["reason"] == "driver_on_break"
+
+
+def test_a_break_over_the_limit_is_flagged(zones, clock):
+    driver = factories.online_driver(*east(0.3))
+    set_state(driver, "on_break")
+    clock.shift(31 * 60)
+    assert set_state(driver, "available").json()["state"] == "available"
+    assert Break.objects.get(driver=driver).over_limit
+    assert AuditEvent.objects.filter(driver_id=driver.pk, type="driver.break_over_limit").exists()
+
+
+def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_api):
+    driver = factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    api = api_client_for(driver.user)
+    api.post(f"/api/v1/offers/{Offer.objects.get(delivery=delivery).pk}/accept")
+    api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    response = set_state(driver, "offline")
+    assert response.status_code == 409
+    assert "picked-up" in response.json()["detail"]
+    driver.refresh_from_db()
+    assert driver.state == "busy"
+
+
+def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    silent = factories.online_driver(*east(0.3))
+    chatty = factories.online_driver(*east(0.6))
+    clock.shift(89)
+    factories.ping(chatty, *east(0.6))
+    assert mark_stale_drivers() == 0
+    clock.shift(1)
+    assert mark_stale_drivers() == 1
+    silent.refresh_from_db()
+    chatty.refresh_from_db()
+    assert (silent.state, chatty.state) == ("offline", "available")
+    told = DriverMessage.objects.get(driver=silent, type="driver.state")
+    assert told.data["reason"] == "stale"
+
+
+def test_a_driver_who_just_came_online_gets_the_full_stale_limit(zones, clock, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*east(0.3), seen_at=timezone.now() - timedelta(minutes=9))
+    assert mark_stale_drivers() == 0
+    clock.shift(91)
+    assert mark_stale_drivers() == 1
+    driver.refresh_from_db()
+    assert driver.state == "offline"

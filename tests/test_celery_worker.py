@@ -1,0 +1,57 @@
+"""A real Celery worker (the in-process one of embedded mode; on CI its broker is Redis) runs the sweeps that
+catch what a lost task missed."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import close_old_connections
+from django.utils import timezone
+
+from config.celery import app
+from core.embedded import EmbeddedCelery
+from deliveries.models import Offer, OfferStatus
+from deliveries.serializers import DeliveryCreateInput
+from deliveries.services.creation import create_delivery
+from deliveries.tasks import expire_overdue_offers
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def worker():
+    app.conf.task_always_eager = False
+    celery = EmbeddedCelery()
+    celery.start(beat=False)
+    yield
+    celery.stop()
+    app.conf.task_always_eager = True
+
+
+def wait_for(predicate, *, timeout_s: float = 20.0):
+    """Poll for an end state the worker produces (not a sleep standing in for app time)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        close_old_connections()
+        if predicate():
+            return True
+        threading.Event().wait(0.1)
+    return False
+
+
+def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worker):
+    driver = factories.online_driver(*factories.CENTRO)
+    data = DeliveryCreateInput(data=factories.delivery_payload())
+    data.is_valid(raise_exception=True)
+    delivery, _ = create_delivery(merchant=factories.MerchantFactory(), data=data.validated_data)
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    # The deadline passed and the task scheduled for it never ran (say the worker holding it died).
+    Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    expire_overdue_offers.delay()
+
+    assert wait_for(lambda: Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED)
+    driver.refresh_from_db()
+    assert driver.missed_offers_in_row == 1

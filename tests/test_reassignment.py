@@ -1,0 +1,176 @@
+"""ADR-026: deliveries go back to dispatch, keeping their history; after pickup they escalate instead."""
+
+import pytest
+
+from core.models import AuditEvent
+from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.services.availability import mark_stale_drivers
+from drivers.models import DriverMessage
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+LAT, LNG = factories.CENTRO
+
+
+def east(km):
+    return LAT, LNG + km / 87.0
+
+
+def create(merchant_api, external_id="order-1"):
+    response = merchant_api.post(
+        "/api/v1/deliveries", factories.delivery_payload(external_id=external_id), format="json"
+    )
+    return Delivery.objects.get(pk=response.json()["id"])
+
+
+def accept_pending(delivery):
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    assert api_client_for(offer.driver.user).post(f"/api/v1/offers/{offer.pk}/accept").status_code == 200
+    return offer.driver
+
+
+def test_a_released_delivery_goes_to_another_driver_and_never_back(merchant_api):
+    first = factories.online_driver(*east(0.3))
+    second = factories.online_driver(*east(0.9))
+    delivery = create(merchant_api)
+    assert accept_pending(delivery) == first
+
+    response = api_client_for(first.user).post(
+        f"/api/v1/deliveries/{delivery.pk}/release", {"reason": "flat tyre"}, format="json"
+    )
+    assert response.status_code == 200
+    delivery.refresh_from_db()
+    assert delivery.status == "offered"  # within the same dispatch cycle
+    assert delivery.reassignment_count == 1
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == second
+    taken = DriverMessage.objects.get(driver=first, type="delivery.reassigned")
+    assert taken.data["id"] == str(delivery.pk) and "flat tyre" in taken.data["reason"]
+    first.refresh_from_db()
+    assert first.state == "available"
+    released = Offer.objects.get(delivery=delivery, driver=first)
+    assert released.release_reason == "released: flat tyre"
+
+    # The second declines: the first, who handed it back, is not asked again.
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    api_client_for(second.user).post(f"/api/v1/offers/{offer.pk}/decline", {"reason": "busy"}, format="json")
+    assert not Offer.objects.filter(delivery=delivery, status=OfferStatus.PENDING).exists()
+    chain = list(
+        AuditEvent.objects.for_delivery(delivery.pk)
+        .filter(type__startswith="delivery.")
+        .values_list("from_state", "to_state")
+    )
+    assert chain == [
+        ("", "pending"),
+        ("pending", "offered"),
+        ("offered", "assigned"),
+        ("assigned", "pending"),
+        ("pending", "offered"),
+        ("offered", "pending"),
+    ]
+    no_one = AuditEvent.objects.filter(delivery_id=delivery.pk, type="dispatch.no_candidate").get()
+    assert {"driver_id": str(first.pk), "reason": "previous_driver"}.items() <= next(
+        e for e in no_one.payload["excluded"] if e["driver_id"] == str(first.pk)
+    ).items()
+
+
+def test_a_picked_up_delivery_cannot_be_released(merchant_api):
+    factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    driver = accept_pending(delivery)
+    api = api_client_for(driver.user)
+    api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    response = api.post(f"/api/v1/deliveries/{delivery.pk}/release", {"reason": "tired"}, format="json")
+    assert response.status_code == 409
+    assert response.json()["code"] == "already_picked_up"
+
+
+def test_a_driver_gone_stale_before_pickup_loses_the_delivery_to_another(merchant_api, clock, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    quiet = factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    assert accept_pending(delivery) == quiet
+    clock.shift(60)
+    other = factories.online_driver(*east(0.9))
+    clock.shift(30)
+    factories.ping(other, *east(0.9))
+    assert mark_stale_drivers() == 1
+    delivery.refresh_from_db()
+    assert delivery.status == "offered"
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other
+    assert DriverMessage.objects.filter(driver=quiet, type="delivery.reassigned").exists()
+
+
+def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_api, clock, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    quiet = factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    accept_pending(delivery)
+    api_client_for(quiet.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    factories.online_driver(*east(0.9))
+    clock.shift(90)
+    mark_stale_drivers()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.driver) == ("picked_up", quiet)  # never reassigned after pickup
+    escalation = delivery.escalations.get()
+    assert (escalation.level, escalation.reason) == (2, "driver_stale")
+
+
+def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
+    drivers = [factories.online_driver(*east(0.2 + 0.1 * n)) for n in range(5)]
+    delivery = create(merchant_api)
+    for n in range(4):
+        holder = accept_pending(delivery)
+        api_client_for(holder.user).post(
+            f"/api/v1/deliveries/{delivery.pk}/release", {"reason": f"release {n}"}, format="json"
+        )
+        delivery.refresh_from_db()
+    assert delivery.reassignment_count == 4
+    assert delivery.status == "pending"
+    assert not Offer.objects.filter(delivery=delivery, status=OfferStatus.PENDING).exists()
+    escalation = delivery.escalations.get()
+    assert (escalation.level, escalation.reason) == (2, "reassignments")
+    assert len({o.driver_id for o in Offer.objects.filter(delivery=delivery)}) == 4
+    assert drivers
+
+
+def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_api):
+    factories.online_driver(*east(0.3))
+    chosen = factories.online_driver(*east(1.2))
+    delivery = create(merchant_api)
+    response = ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {"driver_id": str(chosen.pk)}, format="json"
+    )
+    assert response.status_code == 200
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    assert (offer.driver, offer.kind) == (chosen, "direct")
+    withdrawn = Offer.objects.get(delivery=delivery, status=OfferStatus.WITHDRAWN)
+    assert withdrawn.withdraw_reason == "reassigned_by_ops"
+
+
+def test_ops_cannot_reassign_after_pickup_or_to_a_busy_driver(merchant_api, ops_api):
+    factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    holder = accept_pending(delivery)
+    other = create(merchant_api, external_id="order-2")
+    busy = ops_api.post(
+        f"/api/v1/ops/deliveries/{other.pk}/reassign", {"driver_id": str(holder.pk), "force": True}, format="json"
+    )
+    assert busy.status_code == 409
+    assert busy.json()["code"] == "driver_unavailable"
+    api_client_for(holder.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    late = ops_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json")
+    assert late.status_code == 409
+    missing = ops_api.post(
+        f"/api/v1/ops/deliveries/{other.pk}/reassign",
+        {"driver_id": "00000000-0000-0000-0000-000000000000", "force": True},
+        format="json",
+    )
+    assert missing.status_code == 404
+
+
+def test_ops_endpoints_are_for_staff_only(merchant_api):
+    delivery = create(merchant_api)
+    response = merchant_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json")
+    assert response.status_code == 403
