@@ -124,6 +124,14 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
+        "OfferStatusEnum": "deliveries.models.OfferStatus",
+        "DeclineReasonEnum": "deliveries.models.DeclineReason",
+        "EscalationReasonEnum": "deliveries.models.Escalation.Reason",
+        "EscalationStatusEnum": "deliveries.models.EscalationStatus",
+        "DriverStateEnum": "drivers.models.DriverState",
+    },
 }
 
 # --- Channels -----------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import json
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -119,12 +120,14 @@ class MerchantDeliverySerializer(serializers.ModelSerializer):
     def get_dropoff(self, delivery) -> dict:
         return place(delivery, "dropoff", with_phone=True)
 
-    def get_driver(self, delivery) -> DriverBriefSerializer | None:
+    @extend_schema_field(DriverBriefSerializer(allow_null=True))
+    def get_driver(self, delivery):
         if delivery.driver is None:
             return None
         return {"first_name": delivery.driver.first_name, "vehicle": delivery.driver.vehicle}
 
-    def get_eta(self, delivery) -> EtaSerializer | None:
+    @extend_schema_field(EtaSerializer(allow_null=True))
+    def get_eta(self, delivery):
         estimate = eta.estimate(delivery)
         return EtaSerializer(estimate).data if estimate else None
 

@@ -7,7 +7,9 @@ from django.utils import timezone
 from core.idempotency import purge_expired_idempotency_records
 from deliveries import webhooks
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
+from deliveries.selectors import zone_pressure
 from deliveries.services import availability, dispatch, ladder, offers
+from deliveries.services.ops_feed import push_ops
 from drivers import locations
 
 
@@ -41,6 +43,12 @@ def run_escalation_ladder() -> int:
 @shared_task
 def mark_stale_drivers() -> int:
     return availability.mark_stale_drivers()
+
+
+@shared_task
+def push_zone_pressure() -> None:
+    """The ops board's live zone pressure (`zone.pressure` on /ws/ops/)."""
+    push_ops("zone.pressure", {"zones": zone_pressure()})
 
 
 @shared_task

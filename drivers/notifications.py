@@ -1,11 +1,15 @@
 """Messages to a driver's app: stored first (numbered per driver), pushed over the websocket after commit."""
 
+import logging
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.db.models import F
 
 from drivers.models import Driver, DriverMessage
+
+log = logging.getLogger(__name__)
 
 
 def driver_group(driver_id) -> str:
@@ -32,6 +36,4 @@ def push_to_group(group: str, envelope: dict) -> None:
     try:
         async_to_sync(layer.group_send)(group, {"type": "stream.message", "message": envelope})
     except Exception:  # a down channel layer must not fail the committed change; the app resumes from seq
-        import logging
-
-        logging.getLogger(__name__).warning("push to %s failed; the client will resume", group, exc_info=True)
+        log.warning("push to %s failed; the client will resume", group, exc_info=True)

@@ -182,3 +182,18 @@ async def test_ops_socket_refuses_non_staff(zones):
     communicator = WebsocketCommunicator(application, f"/ws/ops/?token={token}")
     connected, code = await communicator.connect()
     assert not connected and code == 4403
+
+
+async def test_ops_see_zone_pressure(zones):
+    from deliveries.tasks import push_zone_pressure
+
+    ops = await db(factories.UserFactory)(is_staff=True)
+    token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
+    socket = await _socket(f"/ws/ops/?token={token}")
+    merchant = await db(factories.MerchantFactory)()
+    await db(_new_delivery)(merchant, "waiting")  # nobody online: Centro is under pressure
+    await db(push_zone_pressure)()
+    message = await _next(socket, "zone.pressure")
+    centro = next(z for z in message["data"]["zones"] if z["code"] == "centro")
+    assert (centro["open_deliveries"], centro["available_drivers"], centro["band"]) == (1, 0, "critical")
+    await socket.disconnect()

@@ -174,3 +174,55 @@ def test_ops_endpoints_are_for_staff_only(merchant_api):
     delivery = create(merchant_api)
     response = merchant_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json")
     assert response.status_code == 403
+
+
+def test_a_driver_not_moving_toward_pickup_for_10_minutes_is_escalated(merchant_api, clock, settings):
+    from deliveries.services.ladder import run_ladder
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    stuck = factories.online_driver(*east(1.0))
+    delivery = create(merchant_api)
+    accept_pending(delivery)
+    clock.shift(599)
+    factories.ping(stuck, *east(1.0))
+    run_ladder()
+    assert not delivery.escalations.exists()
+    clock.shift(1)
+    run_ladder()
+    assert delivery.escalations.get().reason == "not_moving"
+    run_ladder()
+    assert delivery.escalations.count() == 1  # once, not every sweep
+
+
+def test_a_moving_driver_is_not_escalated(merchant_api, clock, settings):
+    from deliveries.services.ladder import run_ladder
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*east(1.0))
+    delivery = create(merchant_api)
+    accept_pending(delivery)
+    clock.shift(600)
+    factories.ping(driver, *east(0.5))
+    run_ladder()
+    assert not delivery.escalations.exists()
+
+
+def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api, clock):
+    from deliveries import eta
+    from deliveries.services.ladder import run_ladder
+
+    driver = factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    accept_pending(delivery)
+    api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    due_s = eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
+    clock.shift(due_s + 15 * 60)
+    run_ladder()
+    assert not delivery.escalations.exists()
+    clock.shift(1)
+    run_ladder()
+    escalation = delivery.escalations.get()
+    assert (escalation.reason, escalation.level) == ("overdue", 2)
+    api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+    escalation.refresh_from_db()
+    assert escalation.status == "resolved"  # delivered: the cause is gone

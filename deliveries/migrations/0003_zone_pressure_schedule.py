@@ -1,0 +1,19 @@
+from django.db import migrations
+
+
+def create(apps, schema_editor):
+    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
+    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
+    interval, _ = IntervalSchedule.objects.get_or_create(every=60, period="seconds")
+    PeriodicTask.objects.update_or_create(
+        name="Push zone pressure to ops", defaults={"task": "deliveries.tasks.push_zone_pressure", "interval": interval}
+    )
+
+
+def remove(apps, schema_editor):
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name="Push zone pressure to ops").delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [("deliveries", "0002_beat_schedules")]
+    operations = [migrations.RunPython(create, remove)]

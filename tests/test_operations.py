@@ -1,0 +1,110 @@
+"""Operations: settings from the environment, the deploy check, and the management commands."""
+
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from drivers.models import Driver
+from tests.conftest import DEMO_ZONES
+from zones.models import Zone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(*args, **env):
+    ours = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "SECURE_SSL_REDIRECT")
+    base = {k: v for k, v in os.environ.items() if k not in ours}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=base | env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_deploy_check_passes_with_production_variables():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="relay.example.com",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/relay",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEBUG": "0"}, "SECRET_KEY must be set"),
+        ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
+        ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must start with"),
+        ({"DB_CONN_MAX_AGE": "ten"}, "DB_CONN_MAX_AGE must be an integer"),
+    ],
+)
+def test_bad_settings_stop_the_process_with_a_clear_message(env, message):
+    result = manage("check", **env)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.django_db
+def test_load_zones_creates_then_updates(tmp_path):
+    out = io.StringIO()
+    call_command("load_zones", str(DEMO_ZONES), stdout=out)
+    assert Zone.objects.count() == 3
+    assert Zone.objects.get(code="este").offer_timeout_s == 45
+    assert set(Zone.objects.get(code="centro").neighbours.values_list("code", flat=True)) == {"norte", "este"}
+    changed = json.loads(DEMO_ZONES.read_text())
+    changed["features"][0]["properties"]["search_radius_km"] = 7.5
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps(changed))
+    call_command("load_zones", str(path), stdout=out)
+    assert Zone.objects.count() == 3
+    assert Zone.objects.get(code="centro").search_radius_km == 7.5
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda f: f["properties"].pop("code"), "needs 'code'"),
+        (lambda f: f["properties"].update(offer_timeout=3), "unknown properties"),
+        (lambda f: f["geometry"]["coordinates"][0].pop(), "closed"),
+        (lambda f: f["properties"].update(neighbours=["atlantis"]), "unknown neighbours"),
+    ],
+)
+def test_load_zones_refuses_bad_files_and_loads_nothing(tmp_path, mutate, message):
+    collection = json.loads(DEMO_ZONES.read_text())
+    mutate(collection["features"][0])
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps(collection))
+    with pytest.raises(CommandError, match=message):
+        call_command("load_zones", str(path), stdout=io.StringIO())
+    assert Zone.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_account_commands(zones):
+    out = io.StringIO()
+    call_command("create_driver", "ana", "--password", "pw-123456", "--zone", "norte", "--vehicle", "car", stdout=out)
+    driver = Driver.objects.get(user__username="ana")
+    assert (driver.home_zone.code, driver.vehicle, driver.state) == ("norte", "car", "offline")
+    with pytest.raises(CommandError, match="no zone"):
+        call_command("create_driver", "ben", "--password", "pw", "--zone", "nowhere", stdout=out)
+    call_command("create_merchant", "shop", "--password", "pw-123456", "--webhook-url", "https://x.test/h", stdout=out)
+    assert "webhook secret" in out.getvalue()
+    call_command("create_ops", "olga", "--password", "pw-123456", stdout=out)
+    from django.contrib.auth import get_user_model
+
+    olga = get_user_model().objects.get(username="olga")
+    assert olga.is_staff and olga.has_perm("deliveries.change_escalation")

@@ -1,0 +1,90 @@
+"""Signed webhooks to merchants, against a real HTTP endpoint on this machine."""
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from deliveries.models import Delivery, WebhookDelivery
+from deliveries.tasks import send_webhook
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+
+class Endpoint:
+    """A merchant's webhook receiver: records what it gets, answers with a configurable status."""
+
+    def __init__(self, status: int = 200):
+        self.received: list[tuple[dict, bytes]] = []
+        self.status = status
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                endpoint.received.append((dict(self.headers), body))
+                self.send_response(endpoint.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def endpoint():
+    server = Endpoint()
+    yield server
+    server.close()
+
+
+def test_every_status_change_is_posted_signed(zones, endpoint):
+    merchant = factories.MerchantFactory(webhook_url=endpoint.url)
+    api = api_client_for(merchant.user)
+    created = api.post("/api/v1/deliveries", factories.delivery_payload(), format="json").json()
+    api.post(f"/api/v1/deliveries/{created['id']}/cancel", {"reason": "no stock"}, format="json")
+    for webhook in WebhookDelivery.objects.order_by("created_at"):
+        send_webhook.apply(args=[str(webhook.pk)])
+
+    bodies = [json.loads(body) for _, body in endpoint.received]
+    assert [b["status"] for b in bodies] == ["pending", "cancelled"]
+    assert set(bodies[0]) == {"id", "type", "delivery_id", "external_id", "status", "occurred_at", "data"}
+    headers, raw = endpoint.received[1]
+    timestamp, signature = (part.split("=", 1)[1] for part in headers["X-Relay-Signature"].split(","))
+    expected = hmac.new(merchant.webhook_secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(signature, expected)
+    assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_failing_endpoint_is_retried_six_times_then_marked_failed(zones, endpoint):
+    endpoint.status = 500
+    merchant = factories.MerchantFactory(webhook_url=endpoint.url)
+    api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    webhook = WebhookDelivery.objects.get()
+    send_webhook.apply(args=[str(webhook.pk)])  # eager: each retry runs at once
+    webhook.refresh_from_db()
+    assert (webhook.status, webhook.attempts) == ("failed", 6)
+    assert len(endpoint.received) == 6
+    assert "500" in webhook.last_error
+
+
+def test_a_sent_webhook_is_not_sent_twice(zones, endpoint):
+    merchant = factories.MerchantFactory(webhook_url=endpoint.url)
+    api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    webhook = WebhookDelivery.objects.get()
+    send_webhook.apply(args=[str(webhook.pk)])
+    send_webhook.apply(args=[str(webhook.pk)])
+    assert len(endpoint.received) == 1
+    assert Delivery.objects.count() == 1
