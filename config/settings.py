@@ -1,5 +1,6 @@
 """Relay settings. Every knob comes from the environment; the defaults give the embedded mode."""
 
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -189,5 +190,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        # Django's own config also prints to the console when DEBUG is on: one line per message is enough.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django.channels.server": {"level": "WARNING"},
+    },
 }
+
+# WhiteNoise hands the ASGI handler a file iterator; Django warns that it is read synchronously. That is the
+# embedded mode's static files only (production puts a CDN or proxy in front), so the warning is noise.
+warnings.filterwarnings("ignore", message="StreamingHttpResponse must consume synchronous iterators")

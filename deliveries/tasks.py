@@ -1,5 +1,7 @@
 """Celery tasks: each takes ids, loads fresh rows through an action, and is safe to run twice."""
 
+from datetime import timedelta
+
 from celery import shared_task
 from django.db.models import F
 from django.utils import timezone
@@ -59,6 +61,18 @@ def flush_driver_positions() -> int:
 @shared_task
 def purge_idempotency_records() -> int:
     return purge_expired_idempotency_records()
+
+
+@shared_task
+def send_unsent_webhooks() -> int:
+    """Safety net for webhooks whose task was never queued or was lost: never attempted after a minute."""
+    stale = WebhookDelivery.objects.filter(
+        status=WebhookDelivery.Status.PENDING, attempts=0, created_at__lte=timezone.now() - timedelta(minutes=1)
+    )
+    ids = list(stale.values_list("pk", flat=True)[:500])
+    for webhook_id in ids:
+        send_webhook.delay(str(webhook_id))
+    return len(ids)
 
 
 @shared_task(bind=True, max_retries=webhooks.MAX_ATTEMPTS - 1, acks_late=True)

@@ -8,9 +8,9 @@ import urllib.error
 import urllib.request
 import uuid
 
-from django.db import transaction
 from django.utils import timezone
 
+from core.queue import enqueue_on_commit
 from deliveries.models import Delivery, WebhookDelivery
 
 MAX_ATTEMPTS = 6
@@ -43,7 +43,7 @@ def enqueue_webhook(delivery: Delivery, type: str, data: dict | None = None) -> 
     webhook = WebhookDelivery.objects.create(id=event_id, merchant=merchant, delivery=delivery, type=type, body=body)
     from deliveries.tasks import send_webhook
 
-    transaction.on_commit(lambda: send_webhook.delay(str(webhook.pk)))
+    enqueue_on_commit(send_webhook, str(webhook.pk))
     return webhook
 
 

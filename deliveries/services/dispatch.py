@@ -9,6 +9,7 @@ from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
 from core.audit import Actor, record_event
+from core.queue import enqueue_on_commit
 from deliveries import eta
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
 from deliveries.pricing import driver_pay
@@ -271,4 +272,4 @@ def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     notify_driver(offer.driver_id, "offer.created", offer_payload(offer))
     from deliveries.tasks import expire_offer_task
 
-    transaction.on_commit(lambda: expire_offer_task.apply_async((str(offer.pk),), eta=offer.expires_at))
+    enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)

@@ -8,10 +8,15 @@ def create(apps, schema_editor):
     PeriodicTask.objects.update_or_create(
         name="Push zone pressure to ops", defaults={"task": "deliveries.tasks.push_zone_pressure", "interval": interval}
     )
+    PeriodicTask.objects.update_or_create(
+        name="Send unsent webhooks", defaults={"task": "deliveries.tasks.send_unsent_webhooks", "interval": interval}
+    )
 
 
 def remove(apps, schema_editor):
-    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(name="Push zone pressure to ops").delete()
+    apps.get_model("django_celery_beat", "PeriodicTask").objects.filter(
+        name__in=["Push zone pressure to ops", "Send unsent webhooks"]
+    ).delete()
 
 
 class Migration(migrations.Migration):

@@ -1,0 +1,66 @@
+"""Failure paths: a down broker or channel layer delays work but loses nothing."""
+
+from datetime import timedelta
+
+import pytest
+from kombu.exceptions import OperationalError
+
+from core import metrics
+from core.queue import ENQUEUE_FAILURES
+from deliveries.models import Offer, OfferStatus, WebhookDelivery
+from deliveries.tasks import expire_offer_task, expire_overdue_offers, send_unsent_webhooks, send_webhook
+from drivers.models import DriverMessage
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def broken(*args, **kwargs):
+    raise OperationalError("Error 111 connecting to broker. Connection refused.")
+
+
+def test_a_down_broker_does_not_fail_a_delivery_and_the_sweeps_catch_up(zones, monkeypatch, clock):
+    monkeypatch.setattr(expire_offer_task, "apply_async", broken)
+    monkeypatch.setattr(send_webhook, "apply_async", broken)
+    before = metrics.value(ENQUEUE_FAILURES)
+    factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory(webhook_url="http://127.0.0.1:9/hook")
+    response = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+
+    assert response.status_code == 201
+    assert response.json()["status"] == "offered"
+    assert metrics.value(ENQUEUE_FAILURES) >= before + 2  # the expiry task and webhooks could not be queued
+    unsent = set(WebhookDelivery.objects.filter(attempts=0).values_list("pk", flat=True))
+    assert unsent
+    monkeypatch.undo()
+
+    clock.shift(31)
+    assert expire_overdue_offers() == 1  # the offer still expires on time, by the sweep
+    assert Offer.objects.filter(status=OfferStatus.EXPIRED).count() == 1
+    clock.shift(60)
+    assert send_unsent_webhooks() == len(unsent)
+    assert not WebhookDelivery.objects.filter(pk__in=unsent, attempts=0).exists()
+
+
+def test_a_down_channel_layer_keeps_the_message_for_resume(zones, monkeypatch):
+    class DownLayer:
+        async def group_send(self, *args, **kwargs):
+            raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: DownLayer())
+    driver = factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory()
+    response = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    assert response.status_code == 201
+    stored = DriverMessage.objects.get(driver=driver, type="offer.created")
+    assert stored.data["delivery"]["id"] == response.json()["id"]
+
+
+def test_expiry_sweep_is_safe_to_run_twice(zones, clock):
+    factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory()
+    api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    clock.shift(timedelta(seconds=31))
+    assert expire_overdue_offers() == 1
+    assert expire_overdue_offers() == 0
