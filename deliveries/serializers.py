@@ -58,6 +58,18 @@ def place(delivery: Delivery, which: str, *, with_phone: bool) -> dict:
     return data
 
 
+@extend_schema_field(PlaceInput)
+class PlaceField(serializers.Field):
+    """The pickup or dropoff of a delivery as one object; phone numbers only for those who may call."""
+
+    def __init__(self, which: str, *, with_phone: bool, **kwargs):
+        self.which, self.with_phone = which, with_phone
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, delivery) -> dict:
+        return place(delivery, self.which, with_phone=self.with_phone)
+
+
 class EtaSerializer(serializers.Serializer):
     pickup = serializers.DateTimeField()
     dropoff = serializers.DateTimeField()
@@ -84,8 +96,8 @@ class TimelineEventSerializer(serializers.ModelSerializer):
 class MerchantDeliverySerializer(serializers.ModelSerializer):
     zone = serializers.SlugRelatedField(slug_field="code", read_only=True)
     tracking_url = serializers.CharField(read_only=True)
-    pickup = serializers.SerializerMethodField()
-    dropoff = serializers.SerializerMethodField()
+    pickup = PlaceField("pickup", with_phone=True)
+    dropoff = PlaceField("dropoff", with_phone=True)
     driver = serializers.SerializerMethodField()
     eta = serializers.SerializerMethodField()
 
@@ -114,12 +126,6 @@ class MerchantDeliverySerializer(serializers.ModelSerializer):
             "reassignment_count",
         ]
 
-    def get_pickup(self, delivery) -> dict:
-        return place(delivery, "pickup", with_phone=True)
-
-    def get_dropoff(self, delivery) -> dict:
-        return place(delivery, "dropoff", with_phone=True)
-
     @extend_schema_field(DriverBriefSerializer(allow_null=True))
     def get_driver(self, delivery):
         if delivery.driver is None:
@@ -147,8 +153,8 @@ class MerchantDeliveryDetailSerializer(MerchantDeliverySerializer):
 
 class DriverDeliverySerializer(serializers.ModelSerializer):
     merchant = serializers.CharField(source="merchant.name")
-    pickup = serializers.SerializerMethodField()
-    dropoff = serializers.SerializerMethodField()
+    pickup = PlaceField("pickup", with_phone=True)
+    dropoff = PlaceField("dropoff", with_phone=True)
 
     class Meta:
         model = Delivery
@@ -167,12 +173,6 @@ class DriverDeliverySerializer(serializers.ModelSerializer):
             "finished_at",
         ]
 
-    def get_pickup(self, delivery) -> dict:
-        return place(delivery, "pickup", with_phone=True)
-
-    def get_dropoff(self, delivery) -> dict:
-        return place(delivery, "dropoff", with_phone=True)
-
 
 def _jsonable(data) -> dict:
     return json.loads(json.dumps(data, cls=JSONEncoder))
@@ -184,19 +184,13 @@ def driver_delivery_payload(delivery: Delivery) -> dict:
 
 
 class OfferDeliverySerializer(serializers.ModelSerializer):
-    pickup = serializers.SerializerMethodField()
-    dropoff = serializers.SerializerMethodField()
+    # Before accepting, a driver sees where, not who: phone numbers come with the assignment.
+    pickup = PlaceField("pickup", with_phone=False)
+    dropoff = PlaceField("dropoff", with_phone=False)
 
     class Meta:
         model = Delivery
         fields = ["id", "pickup", "dropoff", "ready_at", "distance_km"]
-
-    # Before accepting, a driver sees where, not who: phone numbers come with the assignment.
-    def get_pickup(self, delivery) -> dict:
-        return place(delivery, "pickup", with_phone=False)
-
-    def get_dropoff(self, delivery) -> dict:
-        return place(delivery, "dropoff", with_phone=False)
 
 
 class OfferSerializer(serializers.ModelSerializer):
