@@ -4,20 +4,16 @@ from rest_framework import serializers, status
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from core.errors import DomainError
 from core.permissions import role_of
+from core.throttling import LoginThrottle
 
 
 class TokenInput(serializers.Serializer):
     username = serializers.CharField(max_length=150)
     password = serializers.CharField(max_length=128, trim_whitespace=False)
-
-
-class LoginThrottle(AnonRateThrottle):
-    rate = "30/min"
 
 
 class TokenView(APIView):

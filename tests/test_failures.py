@@ -5,10 +5,13 @@ from datetime import timedelta
 import pytest
 from kombu.exceptions import OperationalError
 
+from django.utils import timezone
+
 from core import metrics
 from core.queue import ENQUEUE_FAILURES
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
 from deliveries.tasks import expire_offer_task, expire_overdue_offers, send_unsent_webhooks, send_webhook
+from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
@@ -64,3 +67,23 @@ def test_expiry_sweep_is_safe_to_run_twice(zones, clock):
     clock.shift(timedelta(seconds=31))
     assert expire_overdue_offers() == 1
     assert expire_overdue_offers() == 0
+
+
+def test_with_redis_down_the_api_still_takes_deliveries_and_pings(zones, settings):
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+    }
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"
+    locations.reset_redis()
+    driver = factories.DriverFactory()
+    api_client_for(driver.user).post("/api/v1/driver/availability", {"state": "available"}, format="json")
+    ping = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": timezone.now().isoformat()}
+    assert (
+        api_client_for(driver.user).post("/api/v1/driver/locations", {"points": [ping]}, format="json").status_code
+        == 202
+    )
+    merchant = factories.MerchantFactory()
+    response = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    assert response.status_code == 201
+    assert response.json()["status"] == "offered"  # found through the database fallback
+    assert Offer.objects.get(status=OfferStatus.PENDING).driver == driver
