@@ -3,9 +3,8 @@
 from datetime import timedelta
 
 import pytest
-from kombu.exceptions import OperationalError
-
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from core import metrics
 from core.queue import ENQUEUE_FAILURES
