@@ -38,18 +38,20 @@ class NoteForm(forms.Form):
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
 
 
-def note_or_form_page(modeladmin, request, queryset, *, title: str, label: str, submit: str):
+def note_or_form_page(
+    modeladmin, request, queryset, *, title: str, note_label: str, submit: str, label: Callable = str
+):
     """An intermediate page asking for a note before a bulk action. Returns the note once the page was
     submitted with one, else the page (a TemplateResponse) for the action to return."""
     form = NoteForm(request.POST if "apply" in request.POST else None)
     if form.is_valid():
         return form.cleaned_data["note"]
-    form.fields["note"].label = label
+    form.fields["note"].label = note_label
     context = {
         **modeladmin.admin_site.each_context(request),
         "title": title,
         "form": form,
-        "objects": list(queryset),
+        "objects": [(row.pk, label(row)) for row in queryset],
         "action": request.POST["action"],
         "submit": submit,
         "opts": modeladmin.model._meta,

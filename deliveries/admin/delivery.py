@@ -178,7 +178,13 @@ class DeliveryAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel…", permissions=["change"])
     def cancel_deliveries(self, request, queryset):
         reason = note_or_form_page(
-            self, request, queryset, title="Cancel deliveries", label="Reason", submit="Cancel these deliveries"
+            self,
+            request,
+            queryset,
+            title="Cancel deliveries",
+            note_label="Reason",
+            submit="Cancel these deliveries",
+            label=_external_id,
         )
         if not isinstance(reason, str):
             return reason
