@@ -216,3 +216,19 @@ def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, mercha
     assert (delivery.status, delivery.driver_id, delivery.reassignment_count) == ("assigned", ana.pk, 0)
     assert ana.state == "busy"
     assert AuditEvent.objects.count() == events_before
+
+
+def test_forcing_onto_a_driver_answering_another_offer_is_refused(admin_client, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    new_delivery(merchant, "offered-to-ana")
+    waiting = new_delivery(merchant, "waiting")
+    assert waiting.status == DeliveryStatus.PENDING  # Ana is busy answering the first offer
+    events_before = AuditEvent.objects.count()
+
+    url = reverse("admin:deliveries_delivery_reassign", args=[waiting.pk])
+    response = admin_client.post(url, {"driver": ana.pk, "force": "on"})
+    assert response.status_code == 200
+    assert "Ana Silva is answering another offer." in response.content.decode()
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.driver_id) == (DeliveryStatus.PENDING, None)
+    assert AuditEvent.objects.count() == events_before
