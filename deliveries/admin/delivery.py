@@ -133,7 +133,10 @@ class DeliveryAdmin(admin.ModelAdmin):
             driver = form.cleaned_data["driver"]
             try:
                 reassign_by_ops(
-                    delivery.pk, user=request.user, driver_id=driver and driver.pk, force=form.cleaned_data["force"]
+                    delivery.pk,
+                    user=request.user,
+                    driver_id=driver.pk if driver else None,
+                    force=form.cleaned_data["force"],
                 )
             except DomainError as exc:
                 form.add_error(None, exc.detail)
