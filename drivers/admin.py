@@ -1,10 +1,12 @@
 from django.contrib import admin
 
-from drivers.models import Break, Driver, DriverMessage, Shift
+from drivers.models import Break, DriverMessage, Shift
 
 
-@admin.register(Driver)
-class DriverAdmin(admin.ModelAdmin):
+class DriverProfileAdmin(admin.ModelAdmin):
+    """The driver's profile. Registered by `deliveries.admin.driver`, which adds the driver's deliveries and
+    the actions that change availability: those need the deliveries app, and drivers must not import it."""
+
     list_display = ["name", "state", "vehicle", "home_zone", "capacity", "last_seen_at", "current_zone"]
     list_filter = ["state", "vehicle", "home_zone"]
     search_fields = ["name", "phone", "user__username"]

@@ -103,6 +103,9 @@ def reassign_by_ops(delivery_id, *, user, driver_id=None, force: bool = False) -
             raise NotFound("No such driver.")
         candidate = _candidate(delivery, driver)
         if force:
+            # The forced offer is inserted as pending: a driver answering another offer would break the
+            # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
+            _require_no_pending_offer(driver)
             offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.FORCED, now=timezone.now())
             offer.accept()
             offer.save()
@@ -125,5 +128,9 @@ def _candidate(delivery: Delivery, driver: Driver) -> Candidate:
 def _require_offerable(driver: Driver) -> None:
     if driver.state != DriverState.AVAILABLE:
         raise DriverUnavailable(f"{driver.name} is {driver.state.replace('_', ' ')}.")
+    _require_no_pending_offer(driver)
+
+
+def _require_no_pending_offer(driver: Driver) -> None:
     if Offer.objects.filter(driver=driver, status=OfferStatus.PENDING).exists():
         raise DriverUnavailable(f"{driver.name} is answering another offer.")

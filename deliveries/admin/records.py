@@ -1,24 +1,14 @@
+"""Merchants, offers and webhooks: records ops look up, changed only by the actions that own them."""
+
 from django.contrib import admin
 
-from deliveries.models import Delivery, Escalation, Merchant, Offer, WebhookDelivery
+from deliveries.models import Merchant, Offer, WebhookDelivery
 
 
 @admin.register(Merchant)
 class MerchantAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "webhook_url"]
     raw_id_fields = ["user"]
-
-
-@admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["external_id", "merchant", "status", "zone", "driver", "escalation_level", "created_at"]
-    list_filter = ["status", "zone", "escalation_level"]
-    search_fields = ["external_id", "=id", "pickup_name", "dropoff_name"]
-    list_select_related = ["merchant", "zone", "driver"]
-    readonly_fields = [f.name for f in Delivery._meta.fields]
-
-    def has_add_permission(self, request):
-        return False
 
 
 @admin.register(Offer)
@@ -30,13 +20,6 @@ class OfferAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
-
-
-@admin.register(Escalation)
-class EscalationAdmin(admin.ModelAdmin):
-    list_display = ["delivery", "reason", "level", "status", "opened_at"]
-    list_filter = ["status", "level", "reason"]
-    list_select_related = ["delivery"]
 
 
 @admin.register(WebhookDelivery)

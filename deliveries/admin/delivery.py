@@ -1,0 +1,203 @@
+"""The delivery console: find deliveries (status, zone, escalation level, age), read one's timeline with the
+dispatch reasoning, and send them back to dispatch, dispatch them again, cancel or reassign them. Every change
+goes through the same actions as the API, so it is locked, audited and announced the same way."""
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+
+from core.admin_actions import Skipped, apply_each, note_or_form_page
+from core.audit import Actor
+from core.errors import DomainError
+from core.models import AuditEvent
+from deliveries import timeline
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.dispatch import dispatch
+from deliveries.services.progress import cancel_delivery
+from deliveries.services.reassignment import reassign_by_ops
+from drivers.models import Driver, DriverState
+
+
+class AgeFilter(admin.SimpleListFilter):
+    """How long ago the delivery was created: what ops scan for first when orders pile up."""
+
+    title = "age"
+    parameter_name = "age"
+    # lookup: (label, at least minutes old, less than minutes old)
+    BANDS = {"lt5": ("under 5 min", 0, 5), "5-15": ("5–15 min", 5, 15), "gt15": ("over 15 min", 15, None)}
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _, _) in self.BANDS.items()]
+
+    def queryset(self, request, queryset):
+        if self.value() not in self.BANDS:
+            return queryset
+        _, at_least, less_than = self.BANDS[self.value()]
+        now = timezone.now()
+        queryset = queryset.filter(created_at__lte=now - timedelta(minutes=at_least))
+        if less_than is not None:
+            queryset = queryset.filter(created_at__gt=now - timedelta(minutes=less_than))
+        return queryset
+
+
+class EscalationLevelFilter(admin.SimpleListFilter):
+    """A fixed list of levels: the default filter would SELECT DISTINCT over every delivery on each page."""
+
+    title = "escalation level"
+    parameter_name = "level"
+    LEVELS = {"0": "none", "1": "1 warn", "2": "2 alert", "3": "3 critical"}
+
+    def lookups(self, request, model_admin):
+        return list(self.LEVELS.items())
+
+    def queryset(self, request, queryset):
+        if self.value() in self.LEVELS:
+            return queryset.filter(escalation_level=int(self.value()))
+        return queryset
+
+
+class ReassignForm(forms.Form):
+    driver = forms.ModelChoiceField(
+        Driver.objects.exclude(state=DriverState.OFFLINE).order_by("name"),
+        required=False,
+        help_text="Leave empty to send it back to dispatch. A named driver gets a direct offer.",
+    )
+    force = forms.BooleanField(required=False, help_text="Assign to the named driver at once, without an offer.")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("force") and not data.get("driver"):
+            self.add_error("driver", "A forced assignment needs a driver.")
+        return data
+
+
+def _external_id(delivery: Delivery) -> str:
+    return delivery.external_id
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["external_id", "merchant", "status", "zone", "driver", "escalation_level", "age", "created_at"]
+    list_filter = ["status", "zone", EscalationLevelFilter, AgeFilter]
+    search_fields = ["external_id"]
+    list_select_related = ["merchant", "zone", "driver"]
+    # The exact total costs a second COUNT over all deliveries on every page; the filtered count is enough.
+    show_full_result_count = False
+    readonly_fields = [f.name for f in Delivery._meta.fields]
+    actions = ["send_back_to_dispatch", "dispatch_again", "cancel_deliveries"]
+    change_form_template = "admin/deliveries/delivery/change_form.html"
+
+    def has_add_permission(self, request):
+        return False  # merchants create deliveries
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # deliveries are cancelled, never deleted: their history must stay
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, delivery: Delivery) -> str:
+        return timeline.duration((timezone.now() - delivery.created_at).total_seconds())
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            events = AuditEvent.objects.for_delivery(obj.pk)
+            context["timeline"] = [
+                (event, timeline.describe(event.type, event.from_state, event.to_state, event.payload))
+                for event in events
+            ]
+            if self.has_change_permission(request, obj):
+                context["reassign_url"] = reverse("admin:deliveries_delivery_reassign", args=[obj.pk])
+        # Every field is read-only: a delivery changes through the actions above, not by saving the form.
+        context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        reassign = path(
+            "<uuid:object_id>/reassign/",
+            self.admin_site.admin_view(self.reassign_view),
+            name="deliveries_delivery_reassign",
+        )
+        return [reassign, *super().get_urls()]
+
+    def reassign_view(self, request, object_id):
+        delivery = get_object_or_404(Delivery.objects.select_related("driver"), pk=object_id)
+        if not self.has_change_permission(request, delivery):
+            raise PermissionDenied
+        form = ReassignForm(request.POST or None)
+        if form.is_valid():
+            driver = form.cleaned_data["driver"]
+            try:
+                reassign_by_ops(
+                    delivery.pk,
+                    user=request.user,
+                    driver_id=driver.pk if driver else None,
+                    force=form.cleaned_data["force"],
+                )
+            except DomainError as exc:
+                form.add_error(None, exc.detail)
+            else:
+                delivery.refresh_from_db()
+                self.message_user(request, f"{delivery.external_id} is now {delivery.status}.", messages.SUCCESS)
+                return redirect("admin:deliveries_delivery_change", delivery.pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Reassign {delivery.external_id}",
+            "form": form,
+            "delivery": delivery,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/deliveries/delivery/reassign.html", context)
+
+    @admin.action(description="Reassign (back to dispatch)", permissions=["change"])
+    def send_back_to_dispatch(self, request, queryset):
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda delivery: reassign_by_ops(delivery.pk, user=request.user),
+            done="Sent back to dispatch",
+            label=_external_id,
+        )
+
+    @admin.action(description="Re-run dispatch", permissions=["change"])
+    def dispatch_again(self, request, queryset):
+        actor = Actor.ops(request.user)
+
+        def offer(delivery: Delivery) -> None:
+            if dispatch(delivery.pk, actor=actor) is not None:
+                return
+            delivery.refresh_from_db(fields=["status", "dispatch_outcome"])
+            if delivery.status != DeliveryStatus.PENDING:
+                raise Skipped(f"not offered: it is {delivery.status} (only a pending delivery is dispatched).")
+            raise Skipped(f"not offered: {timeline.words(delivery.dispatch_outcome or 'no candidate')}.")
+
+        apply_each(self, request, queryset, offer, done="Offered to a driver", label=_external_id)
+
+    @admin.action(description="Cancel…", permissions=["change"])
+    def cancel_deliveries(self, request, queryset):
+        reason = note_or_form_page(
+            self,
+            request,
+            queryset,
+            title="Cancel deliveries",
+            note_label="Reason",
+            submit="Cancel these deliveries",
+            label=_external_id,
+        )
+        if not isinstance(reason, str):
+            return reason
+        actor = Actor.ops(request.user)
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda delivery: cancel_delivery(delivery.pk, actor=actor, reason=reason),
+            done="Cancelled",
+            label=_external_id,
+        )
+        return None

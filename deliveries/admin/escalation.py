@@ -1,0 +1,80 @@
+"""The escalation queue (SPEC 2.3): most severe first, then oldest; ops acknowledge and resolve with a note.
+Escalations change only through those actions, so each change is audited and pushed to the ops feed."""
+
+from django.contrib import admin
+from django.utils import timezone
+
+from core.admin_actions import apply_each, note_or_form_page
+from deliveries import timeline
+from deliveries.models import Escalation
+from deliveries.services.escalations import acknowledge_escalation, resolve_escalation
+
+
+def _label(escalation: Escalation) -> str:
+    return f"{escalation.delivery.external_id} ({escalation.get_reason_display()})"
+
+
+@admin.register(Escalation)
+class EscalationAdmin(admin.ModelAdmin):
+    list_display = ["delivery", "zone", "reason", "level", "status", "age", "opened_at", "acknowledged_at"]
+    list_filter = ["status", "level", "reason"]
+    list_select_related = ["delivery__zone"]
+    ordering = ["-level", "opened_at"]
+    search_fields = ["delivery__external_id"]
+    readonly_fields = [f.name for f in Escalation._meta.fields]
+    actions = ["acknowledge", "resolve"]
+
+    def has_add_permission(self, request):
+        return False  # the escalation ladder opens them
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # resolved, never deleted: how long they stayed open is a metric
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="zone", ordering="delivery__zone__code")
+    def zone(self, escalation: Escalation) -> str:
+        return escalation.delivery.zone.code
+
+    @admin.display(description="open for")
+    def age(self, escalation: Escalation) -> str:
+        seconds = escalation.open_seconds
+        if seconds is None:
+            seconds = (timezone.now() - escalation.opened_at).total_seconds()
+        return timeline.duration(seconds)
+
+    @admin.action(description="Acknowledge", permissions=["change"])
+    def acknowledge(self, request, queryset):
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda escalation: acknowledge_escalation(escalation.pk, user=request.user),
+            done="Acknowledged",
+            label=_label,
+        )
+
+    @admin.action(description="Resolve…", permissions=["change"])
+    def resolve(self, request, queryset):
+        note = note_or_form_page(
+            self,
+            request,
+            queryset,
+            title="Resolve escalations",
+            note_label="What was done",
+            submit="Resolve",
+            label=_label,
+        )
+        if not isinstance(note, str):
+            return note
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda escalation: resolve_escalation(escalation.pk, user=request.user, note=note),
+            done="Resolved",
+            label=_label,
+        )
+        return None

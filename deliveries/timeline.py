@@ -1,0 +1,79 @@
+"""A delivery's audit events as sentences ops can read at a glance on its admin page (SPEC 3.2: the dispatch
+reasoning must be readable, not a JSON blob). Pure functions of the event's fields: no queries."""
+
+from datetime import datetime
+
+# Event types whose payload carries a dispatch decision (see deliveries.services.dispatch.Decision).
+DISPATCH_TYPES = {"dispatch.decided", "dispatch.no_candidate", "dispatch.held"}
+
+
+def words(code: str) -> str:
+    return str(code).replace("_", " ")
+
+
+def duration(seconds: float) -> str:
+    """45 s, 4 min, 1 h 5 min."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
+def distance(km: float) -> str:
+    return f"{km:.1f} km"
+
+
+def _ranked(candidate: dict) -> str:
+    return f"{candidate['name']}, {distance(candidate['distance_km'])}, {duration(candidate['eta_to_pickup_s'])}"
+
+
+def _skipped(excluded: dict) -> str:
+    where = f" ({distance(excluded['distance_km'])})" if excluded.get("distance_km") is not None else ""
+    return f"{excluded['name']}{where}: {words(excluded['reason'])}"
+
+
+def describe_dispatch(event_type: str, payload: dict) -> str:
+    """e.g. "offered to Ana, 1.2 km, 4 min; also ranked Carl, 2.0 km, 6 min; skipped Ben: declined"."""
+    chosen = payload.get("chosen")
+    if event_type == "dispatch.held":
+        until = datetime.fromisoformat(payload["until"])
+        parts = [f"held until {until:%H:%M:%S} so the driver does not wait for the food"]
+    elif chosen:
+        parts = [f"offered to {_ranked(chosen)}"]
+    else:
+        parts = ["no driver could be offered it"]
+    chosen_id = chosen.get("driver_id") if chosen else None
+    others = [c for c in payload.get("candidates", []) if c.get("driver_id") != chosen_id]
+    if others:
+        parts.append("also ranked " + "; ".join(_ranked(c) for c in others))
+    if payload.get("excluded"):
+        parts.append("skipped " + ", ".join(_skipped(e) for e in payload["excluded"]))
+    return "; ".join(parts)
+
+
+def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> str:
+    """One line for one event: what changed and why, from the fields the event recorded."""
+    if event_type in DISPATCH_TYPES:
+        return describe_dispatch(event_type, payload)
+    change = f"{words(from_state)} → {words(to_state)}" if from_state and to_state else words(to_state)
+    details = []
+    if payload.get("how"):
+        details.append(f"by {words(payload['how'])}")
+    if payload.get("reason") and event_type != "driver.state_changed":
+        details.append(words(payload["reason"]))
+    if payload.get("note"):
+        details.append(f"“{payload['note']}”")
+    if payload.get("detail"):
+        details.append(payload["detail"])
+    if event_type == "offer.created":
+        details.append(
+            f"{words(payload['kind'])}, {distance(payload['distance_km'])}, "
+            f"{duration(payload['eta_to_pickup_s'])} to pickup, pay {payload['estimated_pay']}"
+        )
+    if event_type.startswith("escalation.") and "level" in payload:
+        details.insert(0, f"level {payload['level']}")
+    return ": ".join(filter(None, [change, ", ".join(details)]))

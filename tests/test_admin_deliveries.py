@@ -1,0 +1,234 @@
+"""The delivery console: a list that stays cheap with thousands of rows, filters ops rely on, the timeline
+with readable dispatch reasoning, and bulk actions that go through the domain actions one delivery at a time."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.messages import get_messages
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from core.models import AuditEvent
+from deliveries.models import Delivery, DeliveryStatus
+from deliveries.services.creation import create_delivery
+from deliveries.services.progress import pick_up_delivery
+from deliveries.services.reassignment import reassign_by_ops
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "admin:deliveries_delivery_changelist"
+
+
+def new_delivery(merchant, external_id: str, **extra) -> Delivery:
+    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id, **extra))
+    return delivery
+
+
+def forced(delivery, driver, user) -> Delivery:
+    reassign_by_ops(delivery.pk, user=user, driver_id=driver.pk, force=True)
+    delivery.refresh_from_db()
+    return delivery
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def bulk_deliveries(merchant, zone, drivers, count: int, *, start: int = 0, age=timedelta(0)) -> None:
+    """Rows straight into the table: what matters here is how many there are, not how they got there."""
+    now = timezone.now()
+    Delivery.objects.bulk_create(
+        Delivery(
+            merchant=merchant,
+            zone=zone,
+            driver=drivers[n % len(drivers)] if n % 2 else None,
+            external_id=f"bulk-{n}",
+            request_fingerprint=f"{n:064}",
+            pickup_name="P",
+            pickup_address="A",
+            pickup_lat=38.715,
+            pickup_lng=-9.14,
+            dropoff_name="D",
+            dropoff_address="B",
+            dropoff_lat=38.72,
+            dropoff_lng=-9.13,
+            fee="4.00",
+            distance_km=1.0,
+            escalation_level=n % 4,
+            created_at=now - age - timedelta(seconds=n),
+        )
+        for n in range(start, start + count)
+    )
+
+
+def test_the_list_costs_the_same_queries_for_20_and_2000_deliveries(admin_client, merchant, zones):
+    drivers = [factories.DriverFactory() for _ in range(3)]
+    url = reverse(CHANGELIST)
+
+    def render():
+        with CaptureQueriesContext(connection) as queries:
+            response = admin_client.get(url)
+        assert response.status_code == 200
+        return response, len(queries)
+
+    bulk_deliveries(merchant, zones["centro"], drivers, 20)
+    small, small_queries = render()
+    bulk_deliveries(merchant, zones["centro"], drivers, 1980, start=20)
+    big, big_queries = render()
+    assert big_queries == small_queries <= 15
+    assert len(small.context["cl"].result_list) == 20
+    assert len(big.context["cl"].result_list) == 100  # one page
+    assert big.context["cl"].result_count == 2000
+    html = big.content.decode()
+    assert "bulk-0" in html and drivers[1].name in html
+
+
+def test_the_list_filters_by_status_zone_level_and_age_and_searches_external_id(admin_client, merchant, zones, clock):
+    bulk_deliveries(merchant, zones["centro"], [factories.DriverFactory()], 4, age=timedelta(minutes=2))
+    bulk_deliveries(merchant, zones["norte"], [factories.DriverFactory()], 4, start=10, age=timedelta(minutes=10))
+    bulk_deliveries(merchant, zones["centro"], [factories.DriverFactory()], 2, start=20, age=timedelta(minutes=30))
+    url = reverse(CHANGELIST)
+
+    def listed(**params) -> set[str]:
+        return {d.external_id for d in admin_client.get(url, params).context["cl"].result_list}
+
+    assert listed(age="lt5") == {"bulk-0", "bulk-1", "bulk-2", "bulk-3"}
+    assert listed(age="5-15") == {"bulk-10", "bulk-11", "bulk-12", "bulk-13"}
+    assert listed(age="gt15") == {"bulk-20", "bulk-21"}
+    assert listed(zone__id__exact=zones["norte"].pk) == {"bulk-10", "bulk-11", "bulk-12", "bulk-13"}
+    assert listed(level="3") == {"bulk-3", "bulk-11"}
+    assert listed(level="2", age="gt15") == set()
+    assert listed(status__exact="pending") == listed()
+    assert listed(status__exact="delivered") == set()
+    assert listed(q="bulk-12") == {"bulk-12"}
+
+
+def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(admin_client, merchant, clock):
+    factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    delivery = new_delivery(merchant, "order-7")
+    page = admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "offered to Ana Silva, 0.0 km, 0 s" in html
+    assert "pending → offered" in html
+    assert reverse("admin:deliveries_delivery_reassign", args=[delivery.pk]) in html
+    assert 'name="_save"' not in html  # a delivery changes through actions, not by saving the form
+    timeline = page.context["timeline"]
+    assert [event.type for event, _ in timeline][:2] == ["delivery.created", "dispatch.decided"]
+
+
+def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_client, admin_user, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    held = forced(new_delivery(merchant, "held"), ana, admin_user)
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
+    pick_up_delivery(carried.pk, driver=ben)
+
+    response = admin_client.post(
+        reverse(CHANGELIST), {"action": "send_back_to_dispatch", "_selected_action": [held.pk, carried.pk]}, follow=True
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "carried: The delivery has been picked up; it can no longer be cancelled or handed back.",
+        "Sent back to dispatch: 1 of 2.",
+    ]
+    held.refresh_from_db()
+    carried.refresh_from_db()
+    assert held.driver_id is None and held.reassignment_count == 1
+    assert (carried.status, carried.driver_id) == (DeliveryStatus.PICKED_UP, ben.pk)
+    handed_back = AuditEvent.objects.get(delivery_id=held.pk, type="delivery.pending", from_state="assigned")
+    assert handed_back.actor_kind == "ops" and handed_back.payload["reason"] == "reassigned by ops"
+
+
+def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, clock):
+    delivery = new_delivery(merchant, "lonely")
+    url = reverse(CHANGELIST)
+    first = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
+    assert messages_of(first) == ["lonely: not offered: no candidate."]
+    factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    second = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
+    assert messages_of(second) == ["Offered to a driver: 1 of 1."]
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.OFFERED
+    decided = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided")
+    assert decided.actor_kind == "ops" and decided.payload["chosen"]["name"] == "Ana Silva"
+
+
+def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin_user, merchant, clock):
+    waiting = new_delivery(merchant, "waiting")
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
+    pick_up_delivery(carried.pk, driver=ben)
+    url = reverse(CHANGELIST)
+    selection = {"action": "cancel_deliveries", "_selected_action": [waiting.pk, carried.pk]}
+
+    page = admin_client.post(url, selection)
+    assert page.status_code == 200
+    assert "Cancel these deliveries" in page.content.decode()
+    assert Delivery.objects.filter(status=DeliveryStatus.CANCELLED).count() == 0
+    empty = admin_client.post(url, selection | {"apply": "1", "note": ""})
+    assert empty.status_code == 200 and "This field is required" in empty.content.decode()
+
+    done = admin_client.post(url, selection | {"apply": "1", "note": "shop closed early"}, follow=True)
+    assert messages_of(done) == [
+        "carried: The delivery has been picked up; it can no longer be cancelled or handed back.",
+        "Cancelled: 1 of 2.",
+    ]
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.outcome_reason) == (DeliveryStatus.CANCELLED, "shop closed early")
+    assert Delivery.objects.get(pk=carried.pk).status == DeliveryStatus.PICKED_UP
+
+
+def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merchant, clock):
+    delivery = new_delivery(merchant, "order-9")
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    assert admin_client.get(url).status_code == 200
+
+    refused = admin_client.post(url, {"force": "on"})
+    assert "A forced assignment needs a driver." in refused.content.decode()
+    response = admin_client.post(url, {"driver": ana.pk, "force": "on"}, follow=True)
+    assert response.redirect_chain == [(reverse("admin:deliveries_delivery_change", args=[delivery.pk]), 302)]
+    assert messages_of(response) == ["order-9 is now assigned."]
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.driver_id) == (DeliveryStatus.ASSIGNED, ana.pk)
+    assigned = AuditEvent.objects.get(delivery_id=delivery.pk, type="delivery.assigned")
+    assert assigned.actor_kind == "ops" and assigned.payload["how"] == "forced"
+
+
+def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    delivery = forced(new_delivery(merchant, "order-1"), ana, admin_user)
+    forced(new_delivery(merchant, "order-2"), ben, admin_user)  # Ben is now at capacity
+    events_before = AuditEvent.objects.count()
+
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    response = admin_client.post(url, {"driver": ben.pk, "force": "on"})
+    assert response.status_code == 200
+    assert "Ben Costa is busy." in response.content.decode()
+    delivery.refresh_from_db()
+    ana.refresh_from_db()
+    # Handing it back from Ana happened before Ben was found busy: all of it was rolled back.
+    assert (delivery.status, delivery.driver_id, delivery.reassignment_count) == ("assigned", ana.pk, 0)
+    assert ana.state == "busy"
+    assert AuditEvent.objects.count() == events_before
+
+
+def test_forcing_onto_a_driver_answering_another_offer_is_refused(admin_client, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    new_delivery(merchant, "offered-to-ana")
+    waiting = new_delivery(merchant, "waiting")
+    assert waiting.status == DeliveryStatus.PENDING  # Ana is busy answering the first offer
+    events_before = AuditEvent.objects.count()
+
+    url = reverse("admin:deliveries_delivery_reassign", args=[waiting.pk])
+    response = admin_client.post(url, {"driver": ana.pk, "force": "on"})
+    assert response.status_code == 200
+    assert "Ana Silva is answering another offer." in response.content.decode()
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.driver_id) == (DeliveryStatus.PENDING, None)
+    assert AuditEvent.objects.count() == events_before

@@ -1,0 +1,131 @@
+"""The escalation queue and the driver page of the ops console: what ops see first, and the actions that
+acknowledge, resolve, or take a driver offline, each recorded as done by ops."""
+
+import pytest
+from django.contrib.messages import get_messages
+from django.db import transaction
+from django.urls import reverse
+
+from core.models import AuditEvent
+from deliveries.models import DeliveryStatus, Escalation, EscalationStatus
+from deliveries.services.creation import create_delivery
+from deliveries.services.escalations import escalate, resolve_escalation
+from deliveries.services.progress import deliver_delivery, pick_up_delivery
+from deliveries.services.reassignment import reassign_by_ops
+from drivers.models import DriverState
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+QUEUE = "admin:deliveries_escalation_changelist"
+
+
+def messages_of(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def escalated(merchant, external_id: str, *, level: int, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
+    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
+    with transaction.atomic():
+        return escalate(delivery, reason=reason, level=level, detail="test")
+
+
+def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, merchant, clock):
+    old_alert = escalated(merchant, "old-alert", level=2)
+    clock.shift(60)
+    critical = escalated(merchant, "critical", level=3)
+    clock.shift(60)
+    new_alert = escalated(merchant, "new-alert", level=2)
+    clock.shift(240)
+    page = admin_client.get(reverse(QUEUE))
+    assert [e.pk for e in page.context["cl"].result_list] == [critical.pk, old_alert.pk, new_alert.pk]
+    assert "6 min" in page.content.decode()  # how long the oldest has been open
+
+    resolve_escalation(critical.pk, user=factories.UserFactory(), note="called the shop")
+    open_only = admin_client.get(reverse(QUEUE), {"status__exact": "open"})
+    assert [e.pk for e in open_only.context["cl"].result_list] == [old_alert.pk, new_alert.pk]
+    resolved = admin_client.get(reverse(QUEUE), {"status__exact": "resolved"})
+    assert [e.pk for e in resolved.context["cl"].result_list] == [critical.pk]
+
+
+def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_user, merchant, clock):
+    waiting = escalated(merchant, "waiting", level=2)
+    done = escalated(merchant, "done", level=2)
+    resolve_escalation(done.pk, user=admin_user, note="sorted")
+    response = admin_client.post(
+        reverse(QUEUE), {"action": "acknowledge", "_selected_action": [waiting.pk, done.pk]}, follow=True
+    )
+    assert messages_of(response) == [
+        "done (Unassigned too long): This escalation is already resolved.",
+        "Acknowledged: 1 of 2.",
+    ]
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.acknowledged_by) == (EscalationStatus.ACKNOWLEDGED, admin_user)
+    event = AuditEvent.objects.get(subject_id=waiting.pk, type="escalation.acknowledged")
+    assert (event.actor_kind, event.actor_id) == ("ops", str(admin_user.pk))
+
+
+def test_resolve_asks_for_a_note_on_an_intermediate_page(admin_client, admin_user, merchant, clock):
+    escalation = escalated(merchant, "stuck", level=2)
+    selection = {"action": "resolve", "_selected_action": [escalation.pk]}
+    page = admin_client.post(reverse(QUEUE), selection)
+    assert page.status_code == 200
+    assert "What was done" in page.content.decode()
+    assert "stuck (Unassigned too long)" in page.content.decode()
+    assert Escalation.objects.get(pk=escalation.pk).status == EscalationStatus.OPEN
+
+    response = admin_client.post(
+        reverse(QUEUE), selection | {"apply": "1", "note": "found a driver by phone"}, follow=True
+    )
+    assert messages_of(response) == ["Resolved: 1 of 1."]
+    escalation.refresh_from_db()
+    assert escalation.status == EscalationStatus.RESOLVED
+    assert (escalation.resolution_note, escalation.resolved_by) == ("found a driver by phone", admin_user)
+    event = AuditEvent.objects.get(subject_id=escalation.pk, type="escalation.resolved")
+    assert event.actor_kind == "ops" and event.payload["note"] == "found a driver by phone"
+
+
+def test_escalations_are_not_edited_or_deleted_in_the_admin(admin_client, merchant, clock):
+    escalation = escalated(merchant, "stuck", level=2)
+    change_url = reverse("admin:deliveries_escalation_change", args=[escalation.pk])
+    html = admin_client.get(change_url).content.decode()
+    assert 'name="_save"' not in html
+    admin_client.post(change_url, {"status": "resolved", "level": 2, "reason": "unassigned"})
+    delete = admin_client.post(reverse("admin:deliveries_escalation_delete", args=[escalation.pk]), {"post": "yes"})
+    assert delete.status_code == 403
+    assert Escalation.objects.get(pk=escalation.pk).status == EscalationStatus.OPEN
+
+
+def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_client, admin_user, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    for external_id in ("earlier", "now"):
+        delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
+        reassign_by_ops(delivery.pk, user=admin_user, driver_id=ana.pk, force=True)
+        if external_id == "earlier":
+            pick_up_delivery(delivery.pk, driver=ana)
+            deliver_delivery(delivery.pk, driver=ana)
+    page = admin_client.get(reverse("admin:drivers_driver_change", args=[ana.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert '<div class="readonly">Busy</div>' in html
+    assert html.index(">now</a></td><td>assigned") < html.index(">earlier</a></td><td>delivered")
+
+
+def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload("held"))
+    reassign_by_ops(delivery.pk, user=admin_user, driver_id=ana.pk, force=True)
+    gone = factories.DriverFactory(name="Ben Costa")  # never came online
+
+    response = admin_client.post(
+        reverse("admin:drivers_driver_changelist"),
+        {"action": "force_offline", "_selected_action": [ana.pk, gone.pk]},
+        follow=True,
+    )
+    assert messages_of(response) == ["Ben Costa: already offline.", "Set offline: 1 of 2."]
+    ana.refresh_from_db()
+    delivery.refresh_from_db()
+    assert ana.state == DriverState.OFFLINE
+    assert delivery.status == DeliveryStatus.PENDING and delivery.driver_id is None
+    went = AuditEvent.objects.get(driver_id=ana.pk, type="driver.state_changed", to_state="offline")
+    assert went.actor_kind == "ops" and went.payload["reason"] == "ops"
