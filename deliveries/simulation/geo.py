@@ -10,6 +10,8 @@ from zones.geometry import bbox, contains, haversine_km
 
 # The speeds Relay's ETAs assume (SPEC 4.1); a simulated driver rides at exactly these, times the speedup.
 VEHICLE_SPEED_KMH = {"bicycle": 15.0, "scooter": 20.0, "car": 25.0}
+# Closer than a millimetre is there: floating-point steps would otherwise leave a last step of nothing.
+ARRIVED_WITHIN_KM = 1e-6
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ def step_toward(position: Position, target: Position, *, speed_kmh: float, secon
     Linear in lat/lng: over a city's few kilometres the error against the great circle is negligible."""
     remaining_km = position.km_to(target)
     travel_km = max(0.0, speed_kmh) * max(0.0, seconds) / 3600
-    if travel_km >= remaining_km:
+    if travel_km >= remaining_km - ARRIVED_WITHIN_KM:
         return target, True
     fraction = travel_km / remaining_km
     return (
