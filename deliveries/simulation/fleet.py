@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import signal
 import time
 import uuid
 from collections import Counter
@@ -123,3 +124,13 @@ def configure_logging(*, level: int = logging.WARNING, path: Path | None = None)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         log.propagate = False
+
+
+async def until_stopped(coroutine):
+    """Await `coroutine`; SIGTERM cancels it as Ctrl-C does, so the drivers still sign off."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await coroutine
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

@@ -24,7 +24,7 @@ from deliveries.management.commands.simulate import (
     fleet_config,
 )
 from deliveries.simulation.client import Account
-from deliveries.simulation.fleet import Fleet, configure_logging
+from deliveries.simulation.fleet import Fleet, configure_logging, until_stopped
 
 OPS_USER, OPS_PASSWORD = "admin", "admin-pass"
 MERCHANT = "demo-merchant"
@@ -63,8 +63,8 @@ class Command(BaseCommand):
         server = self.start_server(options, url)
         try:
             self.banner(url, options, fleet_log)
-            asyncio.run(self.watch(fleet, url, every=options["status_every"]))
-        except KeyboardInterrupt:
+            asyncio.run(until_stopped(self.watch(fleet, url, every=options["status_every"])))
+        except (KeyboardInterrupt, asyncio.CancelledError):
             self.stdout.write("\nstopping…")
         finally:
             self.stop_server(server)

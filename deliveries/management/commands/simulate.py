@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from deliveries.simulation.behaviour import Mix
-from deliveries.simulation.fleet import Fleet, FleetConfig, configure_logging
+from deliveries.simulation.fleet import Fleet, FleetConfig, configure_logging, until_stopped
 
 DRIVER_PREFIX = "demo-driver-"
 DEMO_PASSWORD = "demo-pass"
@@ -53,8 +53,9 @@ class Command(BaseCommand):
         configure_logging(level=logging.INFO if options["verbosity"] > 1 else logging.WARNING)
         fleet = Fleet(config)
         self.stdout.write(f"simulating {len(config.drivers)} drivers and {config.rate_per_min:g} deliveries/min")
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the run; the drivers have signed off
-            asyncio.run(fleet.run())
+        # Ctrl-C or SIGTERM ends the run; the drivers have signed off by then.
+        with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+            asyncio.run(until_stopped(fleet.run()))
         self.stdout.write(fleet.summary())
 
 
