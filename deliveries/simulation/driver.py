@@ -21,6 +21,8 @@ from deliveries.simulation.geo import Position, speed_kmh, step_toward
 
 log = logging.getLogger("relay.simulation")
 
+RETRY_S = 5.0  # after a failed state change (server unreachable, a conflict), try again this much later
+
 
 @dataclass
 class DriverSettings:
@@ -108,7 +110,12 @@ class SimDriver:
                 await asyncio.wait_for(self.connected.wait(), timeout=10)
             except TimeoutError:
                 log.warning("%s: websocket not connected yet; going online anyway", self.name)
-            await self._catch_up()  # schedules going online right away when offline or on a break
+            try:
+                await self._catch_up()  # schedules going online right away when offline or on a break
+            except Exception:
+                self.stats["driver_errors"] += 1
+                log.exception("%s: could not read its state; starting from offline", self.name)
+                self.clock.online_at = time.monotonic()
             await self._live()
         finally:
             reader.cancel()
@@ -182,11 +189,9 @@ class SimDriver:
             log.info("%s: back from being stale", self.name)
             await self._catch_up()
         if self.clock.online_at is not None and now >= self.clock.online_at:
-            self.clock.online_at = None
-            await self._set_state("available")
+            self.clock.online_at = None if await self._set_state("available") else now + RETRY_S
         if self.clock.break_until is not None and now >= self.clock.break_until:
-            self.clock.break_until = None
-            await self._set_state("available")
+            self.clock.break_until = None if await self._set_state("available") else now + RETRY_S
         if self.offer is not None and self.offer.answer != "ignore" and now >= self.offer.answer_at:
             await self._answer(self.offer)
         if self.job is not None:

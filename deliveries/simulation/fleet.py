@@ -20,6 +20,7 @@ from deliveries.simulation.merchant import SimMerchant
 log = logging.getLogger("relay.simulation")
 
 SIGN_OFF_TIMEOUT_S = 10
+REMEMBER_CREATED = 20
 
 
 @dataclass
@@ -47,7 +48,7 @@ class Fleet:
     def __init__(self, config: FleetConfig):
         self.config = config
         self.stats: Counter = Counter()
-        self.created: list[dict] = []  # deliveries the merchant created (id, tracking_url, ...)
+        self.created: list[dict] = []  # the first deliveries the merchant created (id, tracking_url, ...)
         self.run_id = f"sim-{uuid.uuid4().hex[:8]}" if config.seed is None else f"sim-{config.seed}-{int(time.time())}"
         self.drivers: list[SimDriver] = []
 
@@ -83,7 +84,7 @@ class Fleet:
                     run_id=self.run_id,
                     rng=seeded(config.seed, config.merchant),
                     stats=self.stats,
-                    on_created=self.created.append,
+                    on_created=self._remember,
                 )
                 tasks.append(asyncio.create_task(merchant.run(), name="merchant"))
             try:
@@ -97,6 +98,10 @@ class Fleet:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self._sign_off()
         return self.stats
+
+    def _remember(self, delivery: dict) -> None:
+        if len(self.created) < REMEMBER_CREATED:
+            self.created.append(delivery)
 
     async def _sign_off(self) -> None:
         try:

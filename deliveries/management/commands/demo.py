@@ -3,6 +3,7 @@ import io
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +99,13 @@ class Command(BaseCommand):
     # --- the server -----------------------------------------------------------------------------------
     def start_server(self, options, url: str) -> subprocess.Popen:
         log_path = options["log"]
+        with socket.socket() as probe:
+            # Another server on this port would answer the readiness check in place of ours.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no obstacle
+            try:
+                probe.bind((options["host"], options["port"]))
+            except OSError as exc:
+                raise CommandError(f"cannot listen on {options['host']}:{options['port']} ({exc}); try --port") from exc
         env = dict(os.environ)
         env.setdefault("RELAY_PUBLIC_URL", url)
         command = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"]
