@@ -55,7 +55,7 @@ class Habits:
     break_s: tuple[float, float] = (300, 900)
     release_chance: float = 0.05
     stale_chance: float = 0.03
-    stale_real_s: tuple[float, float] = (100, 130)
+    stale_real_s: tuple[float, float] = (110, 140)  # past the server's 90 s limit plus its 15 s sweep
     back_online_real_s: tuple[float, float] = (10, 30)
     answer_real_s: tuple[float, float] = (0.3, 2.5)
     service_s: tuple[float, float] = (30, 90)
