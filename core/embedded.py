@@ -29,7 +29,7 @@ class EmbeddedCelery:
         )
         threading.Thread(target=self.worker.start, name="celery-worker", daemon=True).start()
         if beat:
-            self.beat = EmbeddedService(app, thread=True)
+            self.beat = embedded_beat()
             self.beat.start()
         log.info("embedded Celery worker%s started", " and beat" if beat else "")
 
@@ -41,3 +41,10 @@ class EmbeddedCelery:
                 self.worker.stop(in_sighandler=False)
             except Exception:  # stopping a half-started worker at exit must not mask the real exit
                 log.debug("embedded worker stop", exc_info=True)
+
+
+def embedded_beat():
+    """Beat in a thread, on the configured scheduler: `EmbeddedService` would otherwise use Celery's default
+    file-based scheduler, whose schedule is empty here, and no sweep (offer expiry, dispatch retries, the
+    escalation ladder, stale drivers) would ever run."""
+    return EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)

@@ -1,3 +1,5 @@
+import signal
+
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -27,8 +29,18 @@ class Command(BaseCommand):
         mode = "embedded: SQLite, in-memory channel layer, Celery in-process" if settings.EMBEDDED else "production"
         self.stdout.write(f"Relay serving on http://{host}:{port}/ ({mode})")
         self.stdout.flush()
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again: SIGINT surfaces as a
+        # KeyboardInterrupt (a traceback on every Ctrl-C) and SIGTERM's default action would kill the process
+        # before the embedded Celery stops. Both are the normal way out here.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
-            server.run()  # returns on SIGINT/SIGTERM
+            server.run()
+        except KeyboardInterrupt:
+            pass
         finally:
             if celery is not None:
                 celery.stop()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -1,0 +1,117 @@
+"""End to end: a real `manage.py serve` (embedded mode, its own SQLite file) driven by `manage.py simulate`
+through the public API only, until a delivery is delivered. Runs everywhere, CI included: it needs no
+service, whatever DATABASE_URL and REDIS_URL the rest of the suite uses."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+DEADLINE_S = 45
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _manage(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), *args]
+
+
+def _embedded_env(database: Path, url: str) -> dict:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"REDIS_URL", "CELERY_BROKER_URL", "RELAY_LOCATION_REDIS_URL", "ALLOWED_HOSTS"}
+    }
+    env.update(DATABASE_URL=f"sqlite:///{database}", DEBUG="1", RELAY_PUBLIC_URL=url, LOG_LEVEL="WARNING")
+    env.setdefault("SECRET_KEY", "e2e-only-not-a-secret")
+    return env
+
+
+def _wait_until_up(url: str, server: subprocess.Popen, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the server exited during startup"
+        try:
+            if httpx.get(f"{url}/api/schema/", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    pytest.fail("the server did not answer in time")
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _embedded_env(tmp_path / "e2e.sqlite3", url)
+    subprocess.run(_manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
+    subprocess.run(
+        _manage("demo", "--setup-only", "--drivers", "4"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+    )
+
+    server_log, fleet_log = tmp_path / "server.log", tmp_path / "fleet.log"
+    server = fleet = None
+    delivered = 0
+    try:
+        with open(server_log, "wb") as out:
+            server = subprocess.Popen(_manage("serve", "--port", str(port)), env=env, cwd=ROOT, stdout=out, stderr=out)
+        deadline = time.monotonic() + DEADLINE_S
+        _wait_until_up(url, server, deadline)
+        with open(fleet_log, "wb") as out:
+            fleet = subprocess.Popen(
+                _manage(
+                    "simulate",
+                    "--url", url,
+                    "--drivers", "4",
+                    "--rate", "30",
+                    "--speedup", "100",
+                    "--mix", "accept=0.9,decline=0.1",
+                    "--seed", "1",
+                    "--duration", str(DEADLINE_S),
+                ),
+                env=env, cwd=ROOT, stdout=out, stderr=out,
+            )  # fmt: skip
+        token = httpx.post(
+            f"{url}/api/v1/auth/token", json={"username": "demo-merchant", "password": "demo-pass"}
+        ).json()["token"]
+        with httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=5) as merchant:
+            # Poll the end state with a deadline; the app's own clocks (offer expiry, sweeps) run untouched.
+            while time.monotonic() < deadline and not delivered:
+                delivered = merchant.get("/api/v1/deliveries", params={"status": "delivered"}).json()["count"]
+                if not delivered:
+                    time.sleep(0.5)
+            if delivered:
+                one = merchant.get("/api/v1/deliveries", params={"status": "delivered"}).json()["results"][0]
+                detail = merchant.get(f"/api/v1/deliveries/{one['id']}").json()
+                steps = [event["to_state"] for event in detail["events"]]
+                assert {"assigned", "picked_up", "delivered"} <= set(steps)
+    finally:
+        _stop(fleet)
+        _stop(server)
+    fleet_output, server_output = fleet_log.read_text(), server_log.read_text()
+    assert delivered >= 1, f"nothing delivered in {DEADLINE_S} s\n{fleet_output[-3000:]}\n{server_output[-3000:]}"
+    assert fleet.returncode == 0 and "Traceback" not in fleet_output, fleet_output[-3000:]
+    assert server.returncode == 0 and "Traceback" not in server_output, server_output[-3000:]
