@@ -140,3 +140,17 @@ def test_a_driver_who_just_came_online_gets_the_full_stale_limit(zones, clock, s
     assert mark_stale_drivers() == 1
     driver.refresh_from_db()
     assert driver.state == "offline"
+
+
+def test_me_shows_state_shift_pending_offer_and_active_deliveries(merchant_api):
+    driver = factories.online_driver(*east(0.3), capacity=2)
+    api = api_client_for(driver.user)
+    first = create(merchant_api)
+    me = api.get("/api/v1/driver/me").json()
+    assert me["state"] == "available" and me["current_shift"]["started_at"]
+    assert me["pending_offer"]["delivery"]["id"] == str(first.pk)
+    api.post(f"/api/v1/offers/{me['pending_offer']['id']}/accept")
+    me = api.get("/api/v1/driver/me").json()
+    assert me["pending_offer"] is None
+    assert [d["id"] for d in me["active_deliveries"]] == [str(first.pk)]
+    assert me["state"] == "available"  # one of two places taken
