@@ -3,8 +3,9 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django_fsm import FSMField, FSMModelMixin, transition
+from django_fsm import FSMField, transition
 
+from core.fsm import FSMModelMixin
 from zones.models import Zone
 
 
