@@ -25,6 +25,7 @@ class DriverSockets:
         self.readers: list[asyncio.Task] = []
         self.probes: list[collections.deque] = [collections.deque() for _ in drivers]
         self.probe_latencies: list[float] = []
+        self.outstanding = 0  # probes sent and not answered yet, all sockets
         self.on_offer: Callable[[int, dict, float], None] | None = None
         self.unexpected: collections.Counter = collections.Counter()
         self.failed_connects = 0
@@ -60,6 +61,7 @@ class DriverSockets:
                 kind = message.get("type")
                 if kind == "error" and message["data"].get("code") == "unknown_type" and self.probes[i]:
                     self.probe_latencies.append(now - self.probes[i].popleft())
+                    self.outstanding -= 1
                 elif kind == "offer.created" and self.on_offer is not None:
                     self.on_offer(i, message, now)
                 else:
@@ -75,6 +77,7 @@ class DriverSockets:
         try:
             if probe:
                 self.probes[i].append(time.perf_counter())
+                self.outstanding += 1
                 await ws.send(json.dumps(point))
                 await ws.send(PROBE)
             else:
