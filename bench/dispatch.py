@@ -78,6 +78,9 @@ async def app(sockets, port: int, merchant_token: str, *, listened: int, rate: f
     while time.perf_counter() < deadline and (len(set(sent_at) - set(offers)) > 0 or accepts):
         await asyncio.sleep(0.05)
     sockets.on_offer = None
+    for task in accepts:
+        task.cancel()
+    await asyncio.gather(*accepts, return_exceptions=True)
     merchant.close()
     drivers.close()
 

@@ -178,6 +178,17 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
         spy = phase("ingest_ws")
         ws = await ingest.websocket(sockets, points_per_s=args.points_per_s, duration=args.ingest_seconds)
         done("ingest_ws", spy)
+        # First at a tenth of the rate, where nothing queues: the cost of one dispatch on its own.
+        spy = phase("dispatch_light")
+        light = await dispatch.app(
+            sockets,
+            port,
+            fixture["merchant_token"],
+            listened=args.listened,
+            rate=args.dispatch_rate / 10,
+            duration=min(15.0, args.dispatch_seconds),
+        )
+        done("dispatch_light", spy)
         spy = phase("dispatch")
         disp = await dispatch.app(
             sockets,
@@ -194,9 +205,9 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     finally:
         await sockets.close()
 
-    results["dispatch"] = {"app": disp, "lower_bound": lb_dispatch}
+    results["dispatch"] = {"app": disp, "app_light": light, "lower_bound": lb_dispatch}
     results["ingest"] = {"rest": rest, "rest_batched": rest_batched, "websocket": ws, "lower_bound": lb_ingest}
-    results["accept"] = {"app": disp.pop("accept"), "lower_bound": lb_accept}
+    results["accept"] = {"app": disp.pop("accept"), "app_light": light.pop("accept"), "lower_bound": lb_accept}
     results["tracking_fanout"] = "not_measured"
     results["memory"] = mem
     results["server_cpu_s_by_phase"] = cpu
@@ -230,6 +241,11 @@ def report(results: dict) -> list[str]:
     rows.append(line("p99 / lower-bound p99", r["dispatch_p99"], "×", "≤ 4×", verdict(r["dispatch_p99"], 4.0001)))
     rows.append(line("p50 / lower-bound p50", r["dispatch_p50"], "×", "≤ 4×", verdict(r["dispatch_p50"], 4.0001)))
     rows.append(line("offers not heard", results["dispatch"]["app"]["offers_not_heard"], "", "0", ""))
+    light = results["dispatch"]["app_light"]
+    rows.append(
+        f"  at {light['rate_per_s']:g}/s (no queueing): p50 {light['latency']['p50_ms']} ms, p99 "
+        f"{light['latency']['p99_ms']} ms, p50 ×{ratio(light['latency']['p50_ms'], lb['p50_ms'])} lower bound"
+    )
     for name, label in (("rest", "REST, 1 point/request"), ("rest_batched", "REST, batched")):
         x = ing[name]
         rows.append(f"location ingest, {label} ({x['points_per_request']} points/request):")
@@ -276,6 +292,10 @@ def report(results: dict) -> list[str]:
     rows.append("offer accept:")
     rows.append(line("p50", acc["p50_ms"], "ms", "", f"lower bound {acc_lb['p50_ms']} ms, ×{r['accept_p50']}"))
     rows.append(line("p99", acc["p99_ms"], "ms", "< 30 ms", verdict(acc["p99_ms"], 30)))
+    acc_light = results["accept"]["app_light"]["latency"]
+    rows.append(
+        f"  at {light['rate_per_s']:g} deliveries/s: p50 {acc_light['p50_ms']} ms, p99 {acc_light['p99_ms']} ms"
+    )
     rows.append("tracking fan-out: not_measured (not built yet)")
     rows.append(f"memory ({mem['sockets_open']} driver sockets open):")
     rows.append(line("server RSS", mem["rss_mb"], "MB", "< 300 MB", verdict(mem["rss_mb"], 300)))
