@@ -26,9 +26,11 @@ class DriverSockets:
         self.probes: list[collections.deque] = [collections.deque() for _ in drivers]
         self.probe_latencies: list[float] = []
         self.outstanding = 0  # probes sent and not answered yet, all sockets
+        self.last_answer = 0.0  # perf_counter of the last probe answer
         self.on_offer: Callable[[int, dict, float], None] | None = None
         self.unexpected: collections.Counter = collections.Counter()
         self.failed_connects = 0
+        self.lost_probes = 0
 
     async def open(self, concurrency: int = 50, timeout: float = 120.0) -> float:
         """Connect every driver; returns seconds taken. Bounded in time; failures are counted."""
@@ -62,12 +64,16 @@ class DriverSockets:
                 if kind == "error" and message["data"].get("code") == "unknown_type" and self.probes[i]:
                     self.probe_latencies.append(now - self.probes[i].popleft())
                     self.outstanding -= 1
+                    self.last_answer = now
                 elif kind == "offer.created" and self.on_offer is not None:
                     self.on_offer(i, message, now)
                 else:
                     self.unexpected[kind if kind != "error" else f"error:{message['data'].get('code')}"] += 1
         except websockets.exceptions.ConnectionClosed:
             self.conns[i] = None
+            self.outstanding -= len(self.probes[i])  # never to be answered
+            self.lost_probes += len(self.probes[i])
+            self.probes[i].clear()
 
     async def send_location(self, i: int, lat: float, lng: float, recorded_at: str, *, probe: bool) -> bool:
         ws = self.conns[i]

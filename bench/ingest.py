@@ -135,10 +135,11 @@ async def websocket(sockets, *, points_per_s: float, duration: float, max_outsta
     window = await paced(points_per_s, duration, launch, max_in_flight=4 * n)
     # Wait (bounded) for the outstanding probes: they tell when the server has worked through the backlog.
     deadline = time.perf_counter() + 30
-    while any(sockets.probes) and time.perf_counter() < deadline:
+    while sockets.outstanding > 0 and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
-    drained_s = time.perf_counter() - start
     latencies = list(sockets.probe_latencies)
+    # Processed = points whose probe was answered, over the time until the last answer.
+    drained_s = sockets.last_answer - start
     return {
         "offered_points_per_s": points_per_s,
         "sockets": sockets.open_count,
@@ -148,9 +149,9 @@ async def websocket(sockets, *, points_per_s: float, duration: float, max_outsta
         "skipped_generator_full": window["skipped"],
         "skipped_server_behind": sent["server_behind"],
         "max_outstanding": max_outstanding,
-        "probes_unanswered": sum(len(q) for q in sockets.probes),
-        # Points sent / time until the server had processed the last probe (all earlier points included).
-        "processed_points_per_s": round(sent["ok"] / drained_s, 1) if drained_s else None,
+        "probes_unanswered": sockets.outstanding,
+        "probes_lost_on_closed_sockets": sockets.lost_probes,
+        "processed_points_per_s": round(len(latencies) / drained_s, 1) if drained_s > 0 else None,
         "drain_s": round(drained_s, 2),
         "latency": summary_ms(latencies),
     }

@@ -132,6 +132,17 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     drivers = fixture["drivers"]
     results: dict = {}
     cpu = {}
+    settled = {}
+
+    async def settle(limit_s: float = 30.0) -> float:
+        """Wait (bounded) until the server is idle, so that no phase pays for the backlog of the one before."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < limit_s:
+            before = cpu_seconds(server.pid)
+            await asyncio.sleep(0.5)
+            if cpu_seconds(server.pid) - before < 0.05:
+                break
+        return round(time.perf_counter() - start, 1)
 
     def phase(name: str):
         cpu[name] = cpu_seconds(server.pid)
@@ -150,6 +161,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     lb_accept = await accept_bench.lower_bound(rate=args.dispatch_rate, duration=10)
     done("lower_bounds", spy)
 
+    settled["ingest_rest"] = await settle()
     spy = phase("ingest_rest")
     rest = ingest.rest(
         port,
@@ -160,6 +172,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
         processes=args.generators,
     )
     done("ingest_rest", spy)
+    settled["ingest_rest_batched"] = await settle()
     spy = phase("ingest_rest_batched")
     rest_batched = ingest.rest(
         port,
@@ -171,14 +184,17 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     )
     done("ingest_rest_batched", spy)
 
+    settled["memory"] = await settle()
     spy = phase("memory")
     sockets, mem = await memory.open_sockets(port, server.pid, drivers[: args.sockets])
     done("memory", spy)
     try:
+        settled["ingest_ws"] = await settle()
         spy = phase("ingest_ws")
         ws = await ingest.websocket(sockets, points_per_s=args.points_per_s, duration=args.ingest_seconds)
         done("ingest_ws", spy)
         # First at a tenth of the rate, where nothing queues: the cost of one dispatch on its own.
+        settled["dispatch_light"] = await settle()
         spy = phase("dispatch_light")
         light = await dispatch.app(
             sockets,
@@ -189,6 +205,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
             duration=min(15.0, args.dispatch_seconds),
         )
         done("dispatch_light", spy)
+        settled["dispatch"] = await settle()
         spy = phase("dispatch")
         disp = await dispatch.app(
             sockets,
@@ -211,6 +228,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     results["tracking_fanout"] = "not_measured"
     results["memory"] = mem
     results["server_cpu_s_by_phase"] = cpu
+    results["settle_s_before_phase"] = settled
     return results
 
 
