@@ -31,6 +31,7 @@ class DriverSockets:
         self.unexpected: collections.Counter = collections.Counter()
         self.failed_connects = 0
         self.lost_probes = 0
+        self.closed_by_server = 0
 
     async def open(self, concurrency: int = 50, timeout: float = 120.0) -> float:
         """Connect every driver; returns seconds taken. Bounded in time; failures are counted."""
@@ -51,6 +52,21 @@ class DriverSockets:
         await asyncio.wait_for(asyncio.gather(*(connect(i) for i in range(len(self.drivers)))), timeout)
         return time.perf_counter() - start
 
+    async def reopen(self, indices: list[int]) -> int:
+        """Reconnect those of the given drivers whose socket the server closed, as the app would. Returns how
+        many were reconnected."""
+        closed = [i for i in indices if self.conns[i] is None]
+        for i in closed:
+            url = f"ws://{HOST}:{self.port}/ws/driver/?token={self.drivers[i]['token']}"
+            try:
+                ws = await websockets.connect(url, compression=None, ping_interval=None, open_timeout=30)
+            except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
+                self.failed_connects += 1
+                continue
+            self.conns[i] = ws
+            self.readers.append(asyncio.create_task(self._read(i, ws)))
+        return len(closed)
+
     @property
     def open_count(self) -> int:
         return sum(1 for ws in self.conns if ws is not None)
@@ -70,10 +86,13 @@ class DriverSockets:
                 else:
                     self.unexpected[kind if kind != "error" else f"error:{message['data'].get('code')}"] += 1
         except websockets.exceptions.ConnectionClosed:
-            self.conns[i] = None
-            self.outstanding -= len(self.probes[i])  # never to be answered
-            self.lost_probes += len(self.probes[i])
-            self.probes[i].clear()
+            pass
+        # Closed by the server, cleanly or not: what was awaiting an answer never will be.
+        self.conns[i] = None
+        self.closed_by_server += 1
+        self.outstanding -= len(self.probes[i])
+        self.lost_probes += len(self.probes[i])
+        self.probes[i].clear()
 
     async def send_location(self, i: int, lat: float, lng: float, recorded_at: str, *, probe: bool) -> bool:
         ws = self.conns[i]

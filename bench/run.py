@@ -194,6 +194,8 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
         ws = await ingest.websocket(sockets, points_per_s=args.points_per_s, duration=args.ingest_seconds)
         done("ingest_ws", spy)
         # First at a tenth of the rate, where nothing queues: the cost of one dispatch on its own.
+        mem["sockets_closed_by_server"] = sockets.closed_by_server
+        mem["listened_sockets_reopened"] = await sockets.reopen(list(range(args.listened)))
         settled["dispatch_light"] = await settle()
         spy = phase("dispatch_light")
         light = await dispatch.app(
@@ -218,6 +220,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
         done("dispatch", spy)
         mem["rss_after_all_mb"] = rss_mb(server.pid)
         mem["sockets_open_at_end"] = sockets.open_count
+        mem["sockets_closed_by_server_at_end"] = sockets.closed_by_server
         mem["unexpected_messages"] = dict(sockets.unexpected)
     finally:
         await sockets.close()
