@@ -30,8 +30,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Needs PostgreSQL and Redis on 127.0.0.1 (database relay_bench and Redis db 5 are the bench's own: both are
+# wiped). BENCH_ARGS="--quick" for a short check run; py-spy (extra `bench`) for `--profile PHASE`.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) db.sqlite3*

@@ -1,8 +1,6 @@
 """A real Celery worker (the in-process one of embedded mode; on CI its broker is Redis) runs the sweeps that
 catch what a lost task missed."""
 
-import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +14,7 @@ from deliveries.serializers import DeliveryCreateInput
 from deliveries.services.creation import create_delivery
 from deliveries.tasks import expire_overdue_offers
 from tests import factories
+from tests.polling import eventually
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -30,17 +29,6 @@ def worker():
     app.conf.task_always_eager = True
 
 
-def wait_for(predicate, *, timeout_s: float = 20.0):
-    """Poll for an end state the worker produces (not a sleep standing in for app time)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        close_old_connections()
-        if predicate():
-            return True
-        threading.Event().wait(0.1)
-    return False
-
-
 def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worker):
     driver = factories.online_driver(*factories.CENTRO)
     data = DeliveryCreateInput(data=factories.delivery_payload())
@@ -52,6 +40,10 @@ def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worke
 
     expire_overdue_offers.delay()
 
-    assert wait_for(lambda: Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED)
+    def expired() -> bool:
+        close_old_connections()
+        return Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+
+    assert eventually(expired, timeout_s=20)
     driver.refresh_from_db()
     assert driver.missed_offers_in_row == 1

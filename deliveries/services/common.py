@@ -13,7 +13,10 @@ from deliveries.webhooks import enqueue_webhook
 def lock_delivery(delivery_id, *, driver=None, merchant=None) -> Delivery:
     """Lock the delivery row (always the first lock an action takes). Scoped to a driver or merchant, a
     delivery that is not theirs is reported as missing (API.md: 404, never reveal another party's objects)."""
-    rows = Delivery.objects.select_for_update().select_related("merchant", "zone")
+    # of=("self",): lock the delivery row only. A plain FOR UPDATE over the join also locks its merchant and zone
+    # rows: every action on a zone's or merchant's deliveries then waits for the others, the rows of a join are
+    # locked in no fixed order (deadlocks), and inserting a delivery (FOR KEY SHARE on its merchant) waits too.
+    rows = Delivery.objects.select_for_update(of=("self",)).select_related("merchant", "zone")
     if driver is not None:
         rows = rows.filter(driver=driver)
     if merchant is not None:

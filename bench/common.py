@@ -1,0 +1,254 @@
+"""Shared pieces of the benchmarks: environment, subprocesses, percentiles, a lean keep-alive HTTP client."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PYTHON = os.environ.get("BENCH_PYTHON", sys.executable)
+DB_NAME = "relay_bench"
+DB_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
+REDIS_URL = "redis://127.0.0.1:6379/5"
+KEY_PREFIX = "relay-bench:"
+HOST = "127.0.0.1"
+
+
+def app_env(**extra: str) -> dict[str, str]:
+    """Production mode (PostgreSQL, Redis) on the bench's own database and Redis db."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=DB_URL,
+        REDIS_URL=REDIS_URL,
+        SECRET_KEY="bench-only-not-a-secret-0123456789abcdef0123456789abcdef",
+        DEBUG="0",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        SECURE_SSL_REDIRECT="0",
+        RELAY_REDIS_KEY_PREFIX=KEY_PREFIX,
+        LOG_LEVEL="WARNING",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+# --- numbers ---------------------------------------------------------------------------------------------
+def percentile(values: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of the values; None when there are none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(p / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    """p50/p95/p99/max in milliseconds of latencies given in seconds."""
+    out = {"n": len(seconds)}
+    for name, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100)):
+        value = percentile(seconds, p)
+        out[f"{name}_ms"] = None if value is None else round(value * 1000, 2)
+    return out
+
+
+def verdict(value: float | None, target: float, *, higher_is_better: bool = False) -> str:
+    if value is None:
+        return "miss (no data)"
+    ok = value >= target if higher_is_better else value < target
+    return "pass" if ok else "miss"
+
+
+def line(name: str, value, unit: str, target: str, result: str) -> str:
+    shown = "n/a" if value is None else f"{value:,.2f}" if isinstance(value, float) else f"{value}"
+    return f"  {name:<38} {shown:>12} {unit:<6} target {target:<18} {result}"
+
+
+# --- processes -------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {HOST}:{port} after {timeout}s")
+
+
+@dataclass
+class Service:
+    """A subprocess the runner started and must stop, with its output in bench/results/<name>.log."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    log: Path | None = field(default=None)
+
+    def start(self) -> "Service":
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.log = RESULTS / f"{self.name}.log"
+        out = self.log.open("w")
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+def rss_mb(pid: int) -> float:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmRSS:"):
+            return round(int(row.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by the process (from /proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+# --- a lean HTTP/1.1 keep-alive client -------------------------------------------------------------------
+class HttpError(Exception):
+    pass
+
+
+class HttpConnection:
+    """One keep-alive connection, one request at a time. Costs the load generator far less CPU per request
+    than a general-purpose client, which matters when generator and server share 2 cores."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: dict | None = None, token: str | None = None):
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", f"Content-Length: {len(payload)}"]
+        if body is not None:
+            head.append("Content-Type: application/json")
+        if token:
+            head.append(f"Authorization: Token {token}")
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        try:
+            status, data = await self._response()
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            self.close()
+            raise HttpError(str(exc)) from exc
+        return status, data
+
+    async def _response(self) -> tuple[int, bytes]:
+        assert self.reader is not None
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        lines = header.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for row in lines[1:]:
+            if ":" in row:
+                name, value = row.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            data = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            chunks = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                chunk = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                chunks.append(chunk[:-2])
+            data = b"".join(chunks)
+        else:
+            data = b""
+        if headers.get("connection") == "close":
+            self.close()
+        return status, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class HttpPool:
+    """A fixed number of keep-alive connections; a request waits for a free one."""
+
+    def __init__(self, port: int, size: int) -> None:
+        self._free: asyncio.Queue[HttpConnection] = asyncio.Queue()
+        for _ in range(size):
+            self._free.put_nowait(HttpConnection(port))
+
+    async def request(self, method: str, path: str, body: dict | None = None, token: str | None = None):
+        conn = await self._free.get()
+        try:
+            return await conn.request(method, path, body, token)
+        finally:
+            self._free.put_nowait(conn)
+
+    def close(self) -> None:
+        while not self._free.empty():
+            self._free.get_nowait().close()
+
+
+async def paced(rate: float, duration: float, launch, *, max_in_flight: int) -> dict:
+    """Open-loop load: call `launch(i)` (a coroutine function) `rate` times a second for `duration` seconds,
+    without waiting for earlier calls, but never with more than max_in_flight outstanding (a launch that would
+    exceed it is skipped and counted: the generator or the server could not keep up)."""
+    total = int(rate * duration)
+    tasks: set[asyncio.Task] = set()
+    skipped = 0
+    start = time.perf_counter()
+    for i in range(total):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(tasks) >= max_in_flight:
+            skipped += 1
+            continue
+        task = asyncio.create_task(launch(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    offered_s = time.perf_counter() - start
+    if tasks:
+        await asyncio.wait(tasks, timeout=10)
+    for task in tasks:
+        task.cancel()
+    return {"planned": total, "skipped": skipped, "offer_window_s": round(offered_s, 2)}
