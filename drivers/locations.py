@@ -21,7 +21,7 @@ from django.utils import timezone
 from core import metrics
 from drivers.models import Driver
 from zones.geometry import bounding_box, haversine_km
-from zones.selectors import active_zone_codes, cached_zone_for_point, zone_cache
+from zones.selectors import active_zone_codes, zone_cache, zone_for_point
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def record_positions(driver: Driver, points: list[Point]) -> int:
     if not points:
         return 0
     latest = max(points, key=lambda p: p.recorded_at)
-    zone = cached_zone_for_point(latest.lat, latest.lng)
+    zone = zone_for_point(latest.lat, latest.lng)
     indexed = driver.state != "offline"
     client = _redis.client()
     if client is not None:

@@ -93,18 +93,21 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
         # A concurrent request with the same external_id won the insert.
         existing = Delivery.objects.get(merchant=merchant, external_id=data["external_id"])
         return _same_or_conflict(existing, fingerprint), False
-    _first_dispatch(delivery)
-    return delivery, True
+    return _first_dispatch(delivery), True
 
 
-def _first_dispatch(delivery: Delivery) -> None:
+def _first_dispatch(delivery: Delivery) -> Delivery:
     """Offer it right away, in its own transaction: the delivery is saved whatever happens here, and the
-    dispatch sweep retries any pending delivery a failure left behind."""
+    dispatch sweep retries any pending delivery a failure left behind. Returns the delivery as it now is."""
     try:
-        dispatch(delivery.pk)
+        offer = dispatch(delivery.pk)
     except Exception:
         log.exception("first dispatch of %s failed; the sweep will retry", delivery.pk)
+        offer = None
+    if offer is not None:
+        return offer.delivery  # the row dispatch locked and changed: already current
     delivery.refresh_from_db()
+    return delivery
 
 
 def _same_or_conflict(existing: Delivery, fingerprint: str) -> Delivery:
