@@ -124,17 +124,41 @@ class Service:
         return self.proc.pid
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its children (a multi-worker server is a supervisor with one child per worker)."""
+    tree = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid:
+            tree.append(int(stat.parent.name))
+    return tree
+
+
+def rss_by_process_mb(pid: int) -> dict[int, float]:
+    """Resident memory of the process and of each of its children."""
+    sizes = {}
+    for member in process_tree(pid):
+        for row in Path(f"/proc/{member}/status").read_text().splitlines():
+            if row.startswith("VmRSS:"):
+                sizes[member] = round(int(row.split()[1]) / 1024, 1)
+    return sizes
+
+
 def rss_mb(pid: int) -> float:
-    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if row.startswith("VmRSS:"):
-            return round(int(row.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    """Resident memory of the process and its children, summed."""
+    return round(sum(rss_by_process_mb(pid).values()), 1)
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time used so far by the process (from /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time used so far by the process and its children (from /proc/<pid>/stat)."""
+    total = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from bench.common import rss_mb
+from bench.common import rss_by_process_mb, rss_mb
 from bench.driverws import DriverSockets
 
 
@@ -20,5 +20,6 @@ async def open_sockets(port: int, server_pid: int, drivers: list[dict]) -> tuple
         "open_s": round(took, 2),
         "rss_before_sockets_mb": idle,
         "rss_mb": loaded,
+        "rss_by_process_mb": sorted(rss_by_process_mb(server_pid).values(), reverse=True),
         "kb_per_socket": round((loaded - idle) * 1024 / n, 1) if n else None,
     }

@@ -88,9 +88,13 @@ class SeenRefresher(threading.Thread):
             client.zadd(f"{KEY_PREFIX}seen", dict.fromkeys(self.ids, now))
 
 
-def start_services(port: int) -> tuple[Service, Service]:
+def start_services(port: int, workers: int) -> tuple[Service, Service]:
     env = app_env()
-    server = Service("server", [PYTHON, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)], env)
+    server = Service(
+        "server",
+        [PYTHON, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+        env,
+    )
     worker = Service(
         "worker",
         [PYTHON, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "WARNING"],
@@ -320,6 +324,7 @@ def report(results: dict) -> list[str]:
     rows.append("tracking fan-out: not_measured (not built yet)")
     rows.append(f"memory ({mem['sockets_open']} driver sockets open):")
     rows.append(line("server RSS", mem["rss_mb"], "MB", "< 300 MB", verdict(mem["rss_mb"], 300)))
+    rows.append(f"  by process (supervisor and workers): {' / '.join(str(m) for m in mem['rss_by_process_mb'])} MB")
     rows.append(
         line(
             "server RSS after all phases",
@@ -345,6 +350,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=5, help="points per request in the batched REST run")
     parser.add_argument("--generators", type=int, default=2, help="load-generator processes for REST ingest")
     parser.add_argument("--db-pool", type=int, default=10, help="DB_POOL_SIZE for the server and worker (0: none)")
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=2,
+        help="server processes (manage.py serve --workers; one per core here); RSS and CPU are summed",
+    )
     parser.add_argument("--profile", help="py-spy the server during this phase (e.g. dispatch, ingest_rest)")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -359,7 +370,7 @@ def main() -> int:
     refresher = SeenRefresher([d["id"] for d in fixture["drivers"]])
     try:
         log(f"starting server on 127.0.0.1:{port} and a Celery worker")
-        server, worker = start_services(port)
+        server, worker = start_services(port, args.server_workers)
         refresher.start()
         results = asyncio.run(benchmarks(args, fixture, server, port))
     finally:

@@ -108,3 +108,9 @@ def test_account_commands(zones):
 
     olga = get_user_model().objects.get(username="olga")
     assert olga.is_staff and olga.has_perm("deliveries.change_escalation")
+
+
+def test_serve_refuses_several_processes_in_embedded_mode():
+    result = manage("serve", "--workers", "2")
+    assert result.returncode != 0
+    assert "--workers needs production mode" in result.stderr

@@ -2,7 +2,7 @@ import signal
 
 import uvicorn
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from core.embedded import EmbeddedCelery
 
@@ -18,8 +18,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="server processes sharing the port (production mode; embedded runs one)",
+        )
 
-    def handle(self, *args, host, port, **options):
+    def handle(self, *args, host, port, workers, **options):
+        if workers > 1:
+            if settings.EMBEDDED:
+                raise CommandError("--workers needs production mode (REDIS_URL): embedded mode is one process")
+            self.stdout.write(f"Relay serving on http://{host}:{port}/ (production, {workers} processes)")
+            self.stdout.flush()
+            uvicorn.run(
+                "config.asgi:application", host=host, port=port, workers=workers, log_level="warning", lifespan="off"
+            )
+            return
         celery = EmbeddedCelery() if settings.EMBEDDED else None
         if celery is not None:
             celery.start()
