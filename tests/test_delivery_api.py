@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from core.models import AuditEvent
+from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
 
@@ -72,6 +73,12 @@ def test_round_trip_create_assign_pickup_deliver(merchant_api, ops_api, zones):
     assert detail["status"] == "delivered"
     assert detail["driver"] == {"first_name": driver.first_name, "vehicle": "bicycle"}
     assert [e["to_state"] for e in detail["events"]] == ["pending", "assigned", "picked_up", "delivered"]
+    stream = DriverMessage.objects.filter(driver=driver).values_list("type", "data__status")
+    assert list(stream) == [
+        ("delivery.assigned", "assigned"),
+        ("delivery.updated", "picked_up"),
+        ("delivery.updated", "delivered"),
+    ]
     assigned = AuditEvent.objects.get(delivery_id=delivery_id, type="delivery.assigned")
     assert assigned.actor_kind == "ops" and assigned.payload["how"] == "forced"
 

@@ -23,6 +23,7 @@ def pick_up_delivery(delivery_id, *, driver: Driver) -> Delivery:
     with transaction.atomic():
         delivery = lock_delivery(delivery_id, driver=driver)
         transition_delivery(delivery, "pick_up", actor=Actor.driver(driver))
+        _tell_driver(delivery)
     return delivery
 
 
@@ -31,6 +32,7 @@ def deliver_delivery(delivery_id, *, driver: Driver, proof: dict | None = None) 
         delivery = lock_delivery(delivery_id, driver=driver)
         transition_delivery(delivery, "deliver", proof, actor=Actor.driver(driver))
         release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
+        _tell_driver(delivery)
     return delivery
 
 
@@ -39,7 +41,13 @@ def fail_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
         delivery = lock_delivery(delivery_id, driver=driver)
         transition_delivery(delivery, "fail", reason, actor=Actor.driver(driver), payload={"reason": reason})
         release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
+        _tell_driver(delivery)
     return delivery
+
+
+def _tell_driver(delivery: Delivery) -> None:
+    """`delivery.updated` on the driver's stream: the app (and any other device of the driver) stays in step."""
+    notify_driver(delivery.driver_id, "delivery.updated", driver_delivery_payload(delivery))
 
 
 def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchant | None = None) -> Delivery:
