@@ -43,12 +43,6 @@ class BadInput(DomainError):
     default_detail = "The request is not valid."
 
 
-class Gone(DomainError):
-    code = "gone"
-    status = HTTPStatus.GONE
-    default_detail = "This resource is no longer available."
-
-
 def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
     body = {"code": code, "detail": detail}
     if fields:

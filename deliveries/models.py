@@ -46,7 +46,6 @@ class DeliveryStatus(models.TextChoices):
 
 OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED)
 ACTIVE_STATUSES = (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP)
-TERMINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.CANCELLED, DeliveryStatus.FAILED)
 
 
 class Delivery(FSMModelMixin, models.Model):

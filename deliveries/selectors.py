@@ -12,14 +12,6 @@ BUSY_AT = 1.0
 CRITICAL_AT = 2.0
 
 
-def open_escalations():
-    return (
-        Escalation.objects.exclude(status=EscalationStatus.RESOLVED)
-        .select_related("delivery__zone")
-        .order_by("-level", "opened_at")
-    )
-
-
 def zone_pressure() -> list[dict]:
     """Live demand and supply per active zone: open deliveries (and created in the last 15 min) against
     available and busy drivers present in the zone."""

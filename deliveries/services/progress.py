@@ -5,8 +5,9 @@ from django.db import transaction
 
 from core.audit import Actor
 from core.errors import DomainError
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Merchant
+from deliveries.models import Delivery, DeliveryStatus, Merchant
 from deliveries.serializers import driver_delivery_payload
+from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.offers import pending_offer_of, withdraw_offer
 from drivers.models import Driver, DriverState
@@ -70,6 +71,5 @@ def release_capacity(driver: Driver, *, actor: Actor) -> None:
     """A busy driver whose load dropped below capacity is available again (SPEC 2.2, busy → available)."""
     if driver.state != DriverState.BUSY:
         return
-    active = Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).count()
-    if active < driver.capacity:
+    if active_delivery_count(driver) < driver.capacity:
         transition_driver(driver, "free_capacity", actor=actor, reason="capacity freed")
