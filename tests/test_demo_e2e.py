@@ -18,7 +18,7 @@ from tests.polling import eventually
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parent.parent
-DEADLINE_S = 45
+DEADLINE_S = 90  # headroom on a busy machine: the poll returns as soon as a delivery is delivered
 
 
 def _free_port() -> int:
