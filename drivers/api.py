@@ -5,6 +5,7 @@ from rest_framework.views import APIView
 
 from core.permissions import IsDriver
 from drivers import locations
+from drivers.models import DriverState
 
 
 class PointInput(serializers.Serializer):
@@ -40,5 +41,6 @@ class LocationsView(APIView):
         data = LocationBatchInput(data=request.data)
         data.is_valid(raise_exception=True)
         points = points_from(data.validated_data["points"])
-        accepted = locations.record_positions(request.user.driver, points)
+        driver = request.user.driver
+        accepted = locations.record_positions(driver.pk, points, online=driver.state != DriverState.OFFLINE)
         return Response({"accepted": accepted, "dropped": len(points) - accepted}, status=status.HTTP_202_ACCEPTED)

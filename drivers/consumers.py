@@ -1,5 +1,7 @@
 """`/ws/driver/?token=<key>`: a driver's own message stream, with `resume` from the stored stream."""
 
+import time
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import ObjectDoesNotExist
@@ -7,10 +9,11 @@ from django.core.exceptions import ObjectDoesNotExist
 from core.ws import CLOSE_UNAUTHORIZED, token_from_scope, user_for_token
 from drivers import locations
 from drivers.api import PointInput, points_from
-from drivers.models import Driver, DriverMessage
+from drivers.models import Driver, DriverMessage, DriverState
 from drivers.notifications import driver_group
 
 REPLAY_LIMIT = 500
+ONLINE_RECHECK_S = 30
 
 
 @database_sync_to_async
@@ -28,14 +31,23 @@ def _missed(driver_id, after_seq: int) -> list[dict]:
 
 
 @database_sync_to_async
-def _record_point(driver_id, point: dict) -> int:
-    driver = Driver.objects.get(pk=driver_id)
-    return locations.record_positions(driver, points_from([point]))
+def _record_point(driver_id, point: dict, online: bool) -> int:
+    return locations.record_positions(driver_id, points_from([point]), online=online)
+
+
+@database_sync_to_async
+def _is_online(driver_id) -> bool:
+    return Driver.objects.filter(pk=driver_id).exclude(state=DriverState.OFFLINE).exists()
 
 
 class DriverConsumer(AsyncJsonWebsocketConsumer):
     driver: Driver | None = None
     last_seq = 0
+    # Whether pings make the driver searchable: read at connect, kept current by `driver.state` messages and
+    # re-read at most every ONLINE_RECHECK_S, so a ping costs no database query (REST state changes show
+    # within that time; dispatch checks the live state anyway).
+    online = False
+    online_read_at = float("-inf")
 
     async def connect(self):
         user = await user_for_token(token_from_scope(self.scope))
@@ -64,7 +76,9 @@ class DriverConsumer(AsyncJsonWebsocketConsumer):
         if not point.is_valid():
             await self.send_error("invalid", "The location is not valid.", fields=point.errors)
             return
-        await _record_point(self.driver.pk, point.validated_data)
+        if time.monotonic() - self.online_read_at > ONLINE_RECHECK_S:
+            self.online, self.online_read_at = await _is_online(self.driver.pk), time.monotonic()
+        await _record_point(self.driver.pk, point.validated_data, self.online)
 
     async def on_resume(self, data):
         after = data.get("after_seq")
@@ -82,6 +96,8 @@ class DriverConsumer(AsyncJsonWebsocketConsumer):
         if envelope["seq"] <= self.last_seq:
             return
         self.last_seq = envelope["seq"]
+        if envelope["type"] == "driver.state":
+            self.online, self.online_read_at = envelope["data"]["state"] != DriverState.OFFLINE, time.monotonic()
         await self.send_json(envelope)
 
     async def send_error(self, code: str, detail: str, fields=None):

@@ -97,29 +97,28 @@ def usable_points(points: list[Point], *, now: datetime | None = None) -> list[P
     return [p for p in points if now - MAX_POINT_AGE <= p.recorded_at <= now + timedelta(seconds=5)]
 
 
-def record_positions(driver: Driver, points: list[Point]) -> int:
-    """Take a batch of pings and index the newest one. Returns how many points were usable."""
+def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
+    """Take a batch of pings and index the newest one (searchable only while the driver is online). Returns
+    how many points were usable. Reads nothing from the database: callers pass what they know."""
     points = usable_points(points)
     if not points:
         return 0
     latest = max(points, key=lambda p: p.recorded_at)
     zone = zone_for_point(latest.lat, latest.lng)
-    indexed = driver.state != "offline"
     client = _redis.client()
     if client is not None:
         try:
-            _write_redis(client, driver, latest, zone.code if zone else None, indexed)
+            _write_redis(client, str(driver_id), latest, zone.code if zone else None, online)
             return len(points)
         except _REDIS_ERRORS as exc:
             _redis.failed(exc)
     elif settings.RELAY_LOCATION_REDIS_URL:
         metrics.inc(FALLBACKS)
-    _write_database([(str(driver.pk), latest, zone.pk if zone else None)])
+    _write_database([(str(driver_id), latest, zone.pk if zone else None)])
     return len(points)
 
 
-def _write_redis(client: redis.Redis, driver: Driver, point: Point, zone_code: str | None, indexed: bool) -> None:
-    member = str(driver.pk)
+def _write_redis(client: redis.Redis, member: str, point: Point, zone_code: str | None, indexed: bool) -> None:
     seen = point.recorded_at.timestamp()
     pipe = client.pipeline(transaction=False)
     for code in active_zone_codes():

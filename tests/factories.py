@@ -76,4 +76,5 @@ def online_driver(lat: float, lng: float, *, seen_at: datetime | None = None, **
 
 
 def ping(driver: Driver, lat: float, lng: float, *, seen_at: datetime | None = None) -> None:
-    locations.record_positions(driver, [locations.Point(lat, lng, seen_at or timezone.now())])
+    points = [locations.Point(lat, lng, seen_at or timezone.now())]
+    locations.record_positions(driver.pk, points, online=driver.state != "offline")

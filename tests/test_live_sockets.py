@@ -197,3 +197,28 @@ async def test_ops_see_zone_pressure(zones):
     centro = next(z for z in message["data"]["zones"] if z["code"] == "centro")
     assert (centro["open_deliveries"], centro["available_drivers"], centro["band"]) == (1, 0, "critical")
     await socket.disconnect()
+
+
+@pytest.mark.redis
+async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
+    from django.utils import timezone
+
+    from deliveries.services.availability import go_online
+    from drivers.locations import nearest_drivers
+
+    driver = await db(factories.DriverFactory)()
+    socket = await _driver_socket(driver)
+
+    async def ping_and_search():
+        point = {"lat": LAT, "lng": LNG, "recorded_at": timezone.now().isoformat()}
+        await socket.send_json_to({"type": "location", "data": point})
+        await socket.send_json_to({"type": "probe"})  # answered after the location is handled
+        await _next(socket, "error")
+        hits = await db(nearest_drivers)(LAT, LNG, radius_km=1, limit=5, zone_codes=["centro"])
+        return [hit.driver_id for hit in hits]
+
+    assert await ping_and_search() == []  # offline: recorded, not searchable
+    await db(go_online)(driver.pk, actor=Actor.driver(driver))
+    assert (await _next(socket, "driver.state"))["data"]["state"] == "available"
+    assert await ping_and_search() == [str(driver.pk)]  # no wait for a re-read: the stream said so
+    await socket.disconnect()

@@ -157,7 +157,7 @@ def test_three_expired_offers_in_a_row_set_the_driver_offline(merchant_api, cloc
         assert offers.expire_offer(offer.pk)
     sleepy.refresh_from_db()
     assert sleepy.state == "offline"
-    told = DriverMessage.objects.filter(driver=sleepy, type="driver.state").get()
+    told = DriverMessage.objects.filter(driver=sleepy, type="driver.state").last()
     assert told.data["state"] == "offline" and told.data["reason"] == "missed_offers"
     assert "3 offers" in told.data["detail"]
 

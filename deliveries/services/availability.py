@@ -56,6 +56,7 @@ def go_online(driver_id, *, actor: Actor) -> None:
             raise InvalidTransition(f"The driver is already {driver.state}.")
         transition_driver(driver, "go_online", actor=actor, reason="shift started")
         start_shift(driver, actor=actor)
+        announce_state(driver, reason="online")
 
 
 def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer | None]:
@@ -83,6 +84,7 @@ def start_break(driver_id, *, actor: Actor) -> None:
             raise InvalidTransition(f"A driver who is {driver.state} cannot take a break.")
         transition_driver(driver, "start_break", actor=actor, reason="break")
         Break.objects.create(driver=driver, shift=current_shift(driver))
+        announce_state(driver, reason="break")
         if offer is not None:
             withdraw_offer(delivery, offer, reason="driver_on_break", actor=actor)
             dispatch_locked(delivery)
@@ -95,6 +97,7 @@ def end_break(driver_id, *, actor: Actor) -> None:
             raise InvalidTransition(f"A driver who is {driver.state} is not on a break.")
         transition_driver(driver, "end_break", actor=actor, reason="break ended")
         _close_break(driver, actor=actor)
+        announce_state(driver, reason="break ended")
 
 
 def _close_break(driver: Driver, *, actor: Actor) -> None:
@@ -112,6 +115,13 @@ def _close_break(driver: Driver, *, actor: Actor) -> None:
             driver_id=driver.pk,
             payload={"seconds": open_break.seconds, "limit_s": driver.home_zone.break_limit_s},
         )
+
+
+def announce_state(driver: Driver, *, reason: str, detail: str = "") -> None:
+    """`driver.state` on the driver's stream when it goes online, on or off a break, or offline (busy ⇄
+    available follow its own deliveries): the app and the driver's open socket, which decides from it whether
+    pings make the driver searchable, always know; a change the driver did not ask for says why."""
+    notify_driver(driver.pk, "driver.state", {"state": driver.state, "reason": reason, "detail": detail})
 
 
 def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manual: bool = False) -> None:
@@ -132,8 +142,7 @@ def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manu
         if offer is not None:
             withdraw_offer(delivery, offer, reason="driver_offline", actor=actor)
             dispatch_locked(delivery)
-        if not manual:
-            notify_driver(driver.pk, "driver.state", {"state": driver.state, "reason": reason, "detail": detail})
+        announce_state(driver, reason=reason, detail=detail)
         transaction.on_commit(lambda: locations.remove_from_index(driver))
     # Each held delivery in its own transaction, locked delivery-first like every other action.
     for delivery_id in held:
