@@ -159,7 +159,8 @@ class SimDriver:
 
     def _told_state(self, data: dict) -> None:
         self.state = data.get("state", self.state)
-        if self.state == "offline":
+        # Every availability change is announced; only one the driver did not ask for needs a reaction.
+        if self.state == "offline" and data.get("reason") != "driver":
             self.stats["set_offline"] += 1
             log.info("%s: set offline by the server (%s)", self.name, data.get("reason", ""))
             self.offer = None
