@@ -1,5 +1,6 @@
 import io
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests import factories
 from zones.selectors import zone_cache
 
 DEMO_ZONES = Path(__file__).parent / "data" / "demo_zones.geojson"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 REQUIRE_SERVICES = os.environ.get("RELAY_REQUIRE_SERVICES") == "1"
 # Every test run gets its own Redis key space, so runs (and developers) sharing one Redis never meet.
 RUN_PREFIX = f"relay-test-{uuid.uuid4().hex[:8]}:"
@@ -38,6 +40,8 @@ def _services(request, settings):
             redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1).ping()
         except redis.exceptions.ConnectionError as exc:
             _unavailable(f"Redis at REDIS_URL is not reachable: {exc}")
+    if request.node.get_closest_marker("browser") and not os.path.exists(CHROMIUM):
+        _unavailable("needs Debian's chromium: apt-get install chromium")
 
 
 @pytest.fixture(autouse=True)
