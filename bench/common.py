@@ -58,18 +58,6 @@ def summary_ms(seconds: list[float]) -> dict:
     return out
 
 
-def verdict(value: float | None, target: float, *, higher_is_better: bool = False) -> str:
-    if value is None:
-        return "miss (no data)"
-    ok = value >= target if higher_is_better else value < target
-    return "pass" if ok else "miss"
-
-
-def line(name: str, value, unit: str, target: str, result: str) -> str:
-    shown = "n/a" if value is None else f"{value:,.2f}" if isinstance(value, float) else f"{value}"
-    return f"  {name:<38} {shown:>12} {unit:<6} target {target:<18} {result}"
-
-
 # --- processes -------------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
