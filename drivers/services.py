@@ -3,7 +3,8 @@
 from django.utils import timezone
 
 from core.audit import Actor, record_event
-from drivers.models import Driver, Shift
+from drivers import credentials
+from drivers.models import Driver, DriverState, Shift
 
 
 def lock_driver(driver_id) -> Driver:
@@ -16,6 +17,8 @@ def transition_driver(driver: Driver, transition: str, *, actor: Actor, reason: 
     previous, entered_at = driver.state, driver.state_changed_at
     getattr(driver, transition)()
     driver.save(update_fields=["state", "state_changed_at", "missed_offers_in_row"])
+    if driver.state == DriverState.OFFLINE:
+        credentials.on_driver_offline(driver)  # the ingest route's cached "online" is void in every process
     record_event(
         "driver.state_changed",
         actor=actor,
