@@ -1,8 +1,10 @@
 """Shared pieces of the benchmarks: environment, subprocesses, percentiles, a lean keep-alive HTTP client."""
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,12 +101,17 @@ class Service:
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        children = process_tree(self.proc.pid)[1:]
         self.proc.terminate()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        # A supervisor killed while its workers drained their sockets leaves them orphaned: end them too.
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     @property
     def pid(self) -> int:

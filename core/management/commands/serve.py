@@ -1,4 +1,6 @@
+import os
 import signal
+import sys
 
 import uvicorn
 from django.conf import settings
@@ -31,10 +33,11 @@ class Command(BaseCommand):
                 raise CommandError("--workers needs production mode (REDIS_URL): embedded mode is one process")
             self.stdout.write(f"Relay serving on http://{host}:{port}/ (production, {workers} processes)")
             self.stdout.flush()
-            uvicorn.run(
-                "config.asgi:application", host=host, port=port, workers=workers, log_level="warning", lifespan="off"
-            )
-            return
+            # The supervisor only starts, watches and stops the workers: it becomes a bare uvicorn (no Django, no
+            # apps: ~20 MB instead of ~85 MB); each worker imports the application itself.
+            argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)]
+            argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off"]
+            os.execv(sys.executable, argv)
         celery = EmbeddedCelery() if settings.EMBEDDED else None
         if celery is not None:
             celery.start()
