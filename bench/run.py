@@ -131,6 +131,7 @@ def profile(server: Service, name: str, seconds: float) -> subprocess.Popen | No
             "--format",
             "raw",
             "--nonblocking",
+            "--subprocesses",  # the server's workers, not only its supervisor
             "-o",
             out,
         ],
