@@ -153,14 +153,14 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     usable = usable_points(points)
     client = async_client()
     if not usable or client is None:
-        return await DatabaseSyncToAsync(record_positions, thread_sensitive=False)(driver_id, points, online=online)
+        return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
     pipe = client.pipeline(transaction=False)
     accepted = await aqueue_positions(pipe, driver_id, usable, online=online)
     try:
         await pipe.execute()
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
-        return await DatabaseSyncToAsync(record_positions, thread_sensitive=False)(driver_id, points, online=online)
+        return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
     return accepted
 
 

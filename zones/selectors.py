@@ -26,7 +26,7 @@ class _ZoneCache:
     async def aload(self) -> list[Zone]:
         """The same list from async code: the database is read (in a thread) only when the list is stale."""
         if time.monotonic() - self._loaded_at > self.ttl_s:
-            return await DatabaseSyncToAsync(self.zones, thread_sensitive=False)()
+            return await DatabaseSyncToAsync(self.zones)()
         return self._zones
 
     def clear(self) -> None:
