@@ -1,12 +1,9 @@
-import json
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.utils.encoders import JSONEncoder
 
 from core.models import AuditEvent
 from deliveries import eta
-from deliveries.models import DeclineReason, Delivery, Offer
+from deliveries.models import DeclineReason, Delivery, Escalation, Offer
 
 
 class PlaceInput(serializers.Serializer):
@@ -174,15 +171,6 @@ class DriverDeliverySerializer(serializers.ModelSerializer):
         ]
 
 
-def _jsonable(data) -> dict:
-    return json.loads(json.dumps(data, cls=JSONEncoder))
-
-
-def driver_delivery_payload(delivery: Delivery) -> dict:
-    """The delivery as a driver sees it, JSON-ready (for websocket messages)."""
-    return _jsonable(DriverDeliverySerializer(delivery).data)
-
-
 class OfferDeliverySerializer(serializers.ModelSerializer):
     # Before accepting, a driver sees where, not who: phone numbers come with the assignment.
     pickup = PlaceField("pickup", with_phone=False)
@@ -214,5 +202,26 @@ class OfferSerializer(serializers.ModelSerializer):
         ]
 
 
-def offer_payload(offer: Offer) -> dict:
-    return _jsonable(OfferSerializer(offer).data)
+class EscalationSerializer(serializers.ModelSerializer):
+    delivery_id = serializers.UUIDField()
+    external_id = serializers.CharField(source="delivery.external_id")
+    zone = serializers.CharField(source="delivery.zone.code")
+    delivery_status = serializers.CharField(source="delivery.status")
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "id",
+            "delivery_id",
+            "external_id",
+            "zone",
+            "delivery_status",
+            "reason",
+            "level",
+            "status",
+            "detail",
+            "opened_at",
+            "acknowledged_at",
+            "resolved_at",
+            "resolution_note",
+        ]

@@ -7,7 +7,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.idempotency import purge_expired_idempotency_records
-from deliveries import webhooks
+from deliveries import messages, webhooks
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
 from deliveries.selectors import zone_pressure
 from deliveries.services import availability, dispatch, ladder, offers
@@ -50,7 +50,7 @@ def mark_stale_drivers() -> int:
 @shared_task
 def push_zone_pressure() -> None:
     """The ops board's live zone pressure (`zone.pressure` on /ws/ops/)."""
-    push_ops("zone.pressure", {"zones": zone_pressure()})
+    push_ops("zone.pressure", messages.zone_pressure(zone_pressure()))
 
 
 @shared_task

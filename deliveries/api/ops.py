@@ -6,7 +6,7 @@ from rest_framework.views import APIView
 from core.permissions import IsOps
 from deliveries.models import Escalation, EscalationStatus
 from deliveries.selectors import zone_pressure
-from deliveries.serializers import MerchantDeliveryDetailSerializer
+from deliveries.serializers import EscalationSerializer, MerchantDeliveryDetailSerializer
 from deliveries.services import escalations
 from deliveries.services.reassignment import reassign_by_ops
 
@@ -23,31 +23,6 @@ class ReassignInput(serializers.Serializer):
 
 class NoteInput(serializers.Serializer):
     note = serializers.CharField(max_length=2000)
-
-
-class EscalationSerializer(serializers.ModelSerializer):
-    delivery_id = serializers.UUIDField()
-    external_id = serializers.CharField(source="delivery.external_id")
-    zone = serializers.CharField(source="delivery.zone.code")
-    delivery_status = serializers.CharField(source="delivery.status")
-
-    class Meta:
-        model = Escalation
-        fields = [
-            "id",
-            "delivery_id",
-            "external_id",
-            "zone",
-            "delivery_status",
-            "reason",
-            "level",
-            "status",
-            "detail",
-            "opened_at",
-            "acknowledged_at",
-            "resolved_at",
-            "resolution_note",
-        ]
 
 
 class ReassignView(APIView):

@@ -2,8 +2,8 @@
 
 from core.audit import Actor
 from core.errors import DomainError
+from deliveries import messages
 from deliveries.models import ACTIVE_STATUSES, Delivery
-from deliveries.serializers import driver_delivery_payload
 from deliveries.services.common import transition_delivery
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
@@ -32,4 +32,4 @@ def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str,
         transition_driver(driver, "fill_capacity", actor=actor, reason="at capacity")
     else:
         driver.save(update_fields=["missed_offers_in_row"])
-    notify_driver(driver.pk, "delivery.assigned", driver_delivery_payload(delivery))
+    notify_driver(driver.pk, "delivery.assigned", messages.driver_delivery(delivery))

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import InvalidTransition
+from deliveries import messages
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
@@ -121,7 +122,7 @@ def announce_state(driver: Driver, *, reason: str, detail: str = "") -> None:
     """`driver.state` on the driver's stream when it goes online, on or off a break, or offline (busy ⇄
     available follow its own deliveries): the app and the driver's open socket, which decides from it whether
     pings make the driver searchable, always know; a change the driver did not ask for says why."""
-    notify_driver(driver.pk, "driver.state", {"state": driver.state, "reason": reason, "detail": detail})
+    notify_driver(driver.pk, "driver.state", messages.driver_state(driver, reason=reason, detail=detail))
 
 
 def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manual: bool = False) -> None:

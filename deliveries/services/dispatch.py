@@ -10,10 +10,9 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.queue import enqueue_on_commit
-from deliveries import eta
+from deliveries import eta, messages
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
 from deliveries.pricing import driver_pay
-from deliveries.serializers import offer_payload
 from deliveries.services.common import lock_delivery, transition_delivery
 from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift
@@ -268,7 +267,7 @@ def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
             "estimated_pay": str(offer.estimated_pay),
         },
     )
-    notify_driver(offer.driver_id, "offer.created", offer_payload(offer))
+    notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)

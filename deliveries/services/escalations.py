@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
+from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus
 from deliveries.services.ops_feed import push_ops
 from deliveries.webhooks import enqueue_webhook
@@ -25,24 +26,6 @@ _GONE_WHEN = {
 class EscalationClosed(DomainError):
     code = "escalation_resolved"
     default_detail = "This escalation is already resolved."
-
-
-def escalation_payload(escalation: Escalation) -> dict:
-    delivery = escalation.delivery
-    return {
-        "id": str(escalation.pk),
-        "delivery_id": str(delivery.pk),
-        "external_id": delivery.external_id,
-        "zone": delivery.zone.code,
-        "delivery_status": delivery.status,
-        "reason": escalation.reason,
-        "level": escalation.level,
-        "status": escalation.status,
-        "detail": escalation.detail,
-        "opened_at": escalation.opened_at.isoformat(),
-        "acknowledged_at": escalation.acknowledged_at.isoformat() if escalation.acknowledged_at else None,
-        "resolved_at": escalation.resolved_at.isoformat() if escalation.resolved_at else None,
-    }
 
 
 def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str, payload: dict | None = None):
@@ -66,7 +49,7 @@ def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", a
     if escalation is None:
         escalation = Escalation.objects.create(delivery=delivery, reason=reason, level=level, detail=detail)
         _record(escalation, "escalation.opened", actor=actor, from_state="", payload={"detail": detail})
-        push_ops("escalation.opened", escalation_payload(escalation))
+        push_ops("escalation.opened", messages.escalation(escalation))
     else:
         previous = escalation.level
         escalation.level = level
@@ -79,7 +62,7 @@ def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", a
             from_state=escalation.status,
             payload={"from_level": previous},
         )
-        push_ops("escalation.updated", escalation_payload(escalation))
+        push_ops("escalation.updated", messages.escalation(escalation))
     if level >= Escalation.Level.CRITICAL:
         enqueue_webhook(delivery, "delivery.escalated", {"level": level, "reason": escalation.reason, "detail": detail})
     return escalation
@@ -114,7 +97,7 @@ def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> Non
         from_state=previous,
         payload={"note": note, "open_seconds": escalation.open_seconds},
     )
-    push_ops("escalation.updated", escalation_payload(escalation))
+    push_ops("escalation.updated", messages.escalation(escalation))
 
 
 def _lock_escalation(escalation_id) -> Escalation:
@@ -137,7 +120,7 @@ def acknowledge_escalation(escalation_id, *, user: AbstractBaseUser) -> Escalati
             escalation.acknowledged_by = user
             escalation.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
             _record(escalation, "escalation.acknowledged", actor=Actor.ops(user), from_state=EscalationStatus.OPEN)
-            push_ops("escalation.updated", escalation_payload(escalation))
+            push_ops("escalation.updated", messages.escalation(escalation))
     return escalation
 
 

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
+from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
@@ -102,7 +103,7 @@ def expire_offer(offer_id) -> bool:
         offer.save()
         actor = Actor.system("offer-expiry")
         _record_offer(offer, "offer.expired", actor=actor)
-        notify_driver(driver.pk, "offer.withdrawn", {"offer_id": str(offer.pk), "reason": "expired"})
+        notify_driver(driver.pk, "offer.withdrawn", messages.offer_withdrawn(offer, reason="expired"))
         driver.missed_offers_in_row += 1
         driver.save(update_fields=["missed_offers_in_row"])
         limit = delivery.zone.missed_offers_before_offline
@@ -126,7 +127,7 @@ def withdraw_offer(delivery: Delivery, offer: Offer, *, reason: str, actor: Acto
     offer.withdraw(reason)
     offer.save()
     _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
-    notify_driver(offer.driver_id, "offer.withdrawn", {"offer_id": str(offer.pk), "reason": reason})
+    notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
     if delivery.status == DeliveryStatus.OFFERED:
         transition_delivery(delivery, "mark_unoffered", actor=actor, payload={"offer_id": str(offer.pk)})
 

@@ -5,8 +5,8 @@ from django.db import transaction
 
 from core.audit import Actor
 from core.errors import DomainError
+from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Merchant
-from deliveries.serializers import driver_delivery_payload
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.offers import pending_offer_of, withdraw_offer
@@ -48,7 +48,7 @@ def fail_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
 
 def _tell_driver(delivery: Delivery) -> None:
     """`delivery.updated` on the driver's stream: the app (and any other device of the driver) stays in step."""
-    notify_driver(delivery.driver_id, "delivery.updated", driver_delivery_payload(delivery))
+    notify_driver(delivery.driver_id, "delivery.updated", messages.driver_delivery(delivery))
 
 
 def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchant | None = None) -> Delivery:
@@ -63,7 +63,7 @@ def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchan
         transition_delivery(delivery, "cancel", reason, actor=actor, payload={"reason": reason})
         if driver_id is not None:
             release_capacity(lock_driver(driver_id), actor=actor)
-            notify_driver(driver_id, "delivery.cancelled", driver_delivery_payload(delivery) | {"reason": reason})
+            notify_driver(driver_id, "delivery.cancelled", messages.delivery_taken(delivery, reason=reason))
     return delivery
 
 

@@ -6,9 +6,8 @@ from django.utils import timezone
 
 from core.audit import Actor
 from core.errors import InvalidTransition, NotFound
-from deliveries import eta
+from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
-from deliveries.serializers import driver_delivery_payload
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.dispatch import Candidate, announce_offer, create_offer, dispatch_locked
@@ -32,7 +31,7 @@ def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
     )
     driver = lock_driver(driver_id)
     release_capacity(driver, actor=actor)
-    notify_driver(driver_id, "delivery.reassigned", driver_delivery_payload(delivery) | {"reason": reason})
+    notify_driver(driver_id, "delivery.reassigned", messages.delivery_taken(delivery, reason=reason))
 
 
 def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
