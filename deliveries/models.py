@@ -48,6 +48,16 @@ OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED)
 ACTIVE_STATUSES = (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP)
 
 
+class EscalationLevel(models.IntegerChoices):
+    """The escalation ladder's steps (SPEC 2.3). WARN widens the search; an Escalation for ops exists from ALERT;
+    CRITICAL also tells the merchant. Raised only through `deliveries.services.escalations.raise_escalation`."""
+
+    NONE = 0
+    WARN = 1
+    ALERT = 2
+    CRITICAL = 3
+
+
 class Delivery(FSMModelMixin, models.Model):
     """A merchant's delivery through its lifecycle (SPEC 1). Only the transitions below write `status`."""
 
@@ -87,8 +97,8 @@ class Delivery(FSMModelMixin, models.Model):
     reassignment_count = models.PositiveSmallIntegerField(default=0)
     # Since when it has needed a driver (creation, or the last hand-back); None while a driver has it.
     unassigned_since = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    # Escalation ladder step reached while unassigned (SPEC 2.3): 0 none, 1 warn, 2 alert, 3 critical.
-    escalation_level = models.PositiveSmallIntegerField(default=0)
+    # The highest EscalationLevel reached since the delivery was last assigned (SPEC 2.3).
+    escalation_level = models.PositiveSmallIntegerField(default=EscalationLevel.NONE)
     # Just-in-time hold for `ready_at`: not offered before this time.
     dispatch_not_before = models.DateTimeField(null=True, blank=True)
     # Outcome of the last dispatch attempt (offered, held, no_candidate): the audit trail records changes only.
@@ -127,7 +137,7 @@ class Delivery(FSMModelMixin, models.Model):
         self.driver = driver
         self.assigned_at = self.status_changed_at
         self.unassigned_since = None
-        self.escalation_level = 0
+        self.escalation_level = EscalationLevel.NONE
 
     @transition(field=status, source=DeliveryStatus.ASSIGNED, target=DeliveryStatus.PENDING)
     def unassign(self) -> None:
@@ -259,14 +269,16 @@ class Escalation(models.Model):
         DRIVER_STALE = "driver_stale", "Driver went stale holding it"
         DRIVER_OFFLINE = "driver_offline", "Driver went offline holding it"
 
-    class Level(models.IntegerChoices):
-        ALERT = 2
-        CRITICAL = 3
+    Level = EscalationLevel
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="escalations")
     reason = models.CharField(max_length=32, choices=Reason.choices)
-    level = models.PositiveSmallIntegerField(choices=Level.choices, default=Level.ALERT)
+    # A record exists from ALERT up: WARN only widens the search.
+    level = models.PositiveSmallIntegerField(
+        choices=[(level.value, level.label) for level in (EscalationLevel.ALERT, EscalationLevel.CRITICAL)],
+        default=EscalationLevel.ALERT,
+    )
     status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN)
     detail = models.CharField(max_length=300, blank=True)
     opened_at = models.DateTimeField(default=timezone.now, db_index=True)

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.models import AuditEvent
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
 from deliveries.services.creation import create_delivery
 from deliveries.services.progress import pick_up_delivery
 from deliveries.services.reassignment import reassign_by_ops
@@ -57,7 +57,7 @@ def bulk_deliveries(merchant, zone, drivers, count: int, *, start: int = 0, age=
             dropoff_lng=-9.13,
             fee="4.00",
             distance_km=1.0,
-            escalation_level=n % 4,
+            escalation_level=list(EscalationLevel)[n % len(EscalationLevel)],
             created_at=now - age - timedelta(seconds=n),
         )
         for n in range(start, start + count)
@@ -99,8 +99,8 @@ def test_the_list_filters_by_status_zone_level_and_age_and_searches_external_id(
     assert listed(age="5-15") == {"bulk-10", "bulk-11", "bulk-12", "bulk-13"}
     assert listed(age="gt15") == {"bulk-20", "bulk-21"}
     assert listed(zone__id__exact=zones["norte"].pk) == {"bulk-10", "bulk-11", "bulk-12", "bulk-13"}
-    assert listed(level="3") == {"bulk-3", "bulk-11"}
-    assert listed(level="2", age="gt15") == set()
+    assert listed(level=EscalationLevel.CRITICAL) == {"bulk-3", "bulk-11"}
+    assert listed(level=EscalationLevel.ALERT, age="gt15") == set()
     assert listed(status__exact="pending") == listed()
     assert listed(status__exact="delivered") == set()
     assert listed(q="bulk-12") == {"bulk-12"}

@@ -7,9 +7,9 @@ from django.db import transaction
 from django.urls import reverse
 
 from core.models import AuditEvent
-from deliveries.models import DeliveryStatus, Escalation, EscalationStatus
+from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.creation import create_delivery
-from deliveries.services.escalations import escalate, resolve_escalation
+from deliveries.services.escalations import raise_escalation, resolve_escalation
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import reassign_by_ops
 from drivers.models import DriverState
@@ -24,18 +24,18 @@ def messages_of(response) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 
 
-def escalated(merchant, external_id: str, *, level: int, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
+def escalated(merchant, external_id: str, *, level: EscalationLevel, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
     delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
     with transaction.atomic():
-        return escalate(delivery, reason=reason, level=level, detail="test")
+        return raise_escalation(delivery, level=level, reason=reason, detail="test")
 
 
 def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, merchant, clock):
-    old_alert = escalated(merchant, "old-alert", level=2)
+    old_alert = escalated(merchant, "old-alert", level=EscalationLevel.ALERT)
     clock.shift(60)
-    critical = escalated(merchant, "critical", level=3)
+    critical = escalated(merchant, "critical", level=EscalationLevel.CRITICAL)
     clock.shift(60)
-    new_alert = escalated(merchant, "new-alert", level=2)
+    new_alert = escalated(merchant, "new-alert", level=EscalationLevel.ALERT)
     clock.shift(240)
     page = admin_client.get(reverse(QUEUE))
     assert [e.pk for e in page.context["cl"].result_list] == [critical.pk, old_alert.pk, new_alert.pk]
@@ -49,8 +49,8 @@ def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, mer
 
 
 def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_user, merchant, clock):
-    waiting = escalated(merchant, "waiting", level=2)
-    done = escalated(merchant, "done", level=2)
+    waiting = escalated(merchant, "waiting", level=EscalationLevel.ALERT)
+    done = escalated(merchant, "done", level=EscalationLevel.ALERT)
     resolve_escalation(done.pk, user=admin_user, note="sorted")
     response = admin_client.post(
         reverse(QUEUE), {"action": "acknowledge", "_selected_action": [waiting.pk, done.pk]}, follow=True
@@ -66,7 +66,7 @@ def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_u
 
 
 def test_resolve_asks_for_a_note_on_an_intermediate_page(admin_client, admin_user, merchant, clock):
-    escalation = escalated(merchant, "stuck", level=2)
+    escalation = escalated(merchant, "stuck", level=EscalationLevel.ALERT)
     selection = {"action": "resolve", "_selected_action": [escalation.pk]}
     page = admin_client.post(reverse(QUEUE), selection)
     assert page.status_code == 200
@@ -86,11 +86,11 @@ def test_resolve_asks_for_a_note_on_an_intermediate_page(admin_client, admin_use
 
 
 def test_escalations_are_not_edited_or_deleted_in_the_admin(admin_client, merchant, clock):
-    escalation = escalated(merchant, "stuck", level=2)
+    escalation = escalated(merchant, "stuck", level=EscalationLevel.ALERT)
     change_url = reverse("admin:deliveries_escalation_change", args=[escalation.pk])
     html = admin_client.get(change_url).content.decode()
     assert 'name="_save"' not in html
-    admin_client.post(change_url, {"status": "resolved", "level": 2, "reason": "unassigned"})
+    admin_client.post(change_url, {"status": "resolved", "level": EscalationLevel.ALERT, "reason": "unassigned"})
     delete = admin_client.post(reverse("admin:deliveries_escalation_delete", args=[escalation.pk]), {"post": "yes"})
     assert delete.status_code == 403
     assert Escalation.objects.get(pk=escalation.pk).status == EscalationStatus.OPEN

@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 from config.asgi import application
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.models import Delivery, EscalationLevel, Offer, OfferStatus
 from deliveries.services import ladder, offers
 from deliveries.services.creation import create_delivery
 from deliveries.services.ladder import dispatch_waiting
@@ -149,19 +149,19 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
         await db(delivery.refresh_from_db)()
         return delivery.escalation_level
 
-    assert await level_after(119) == 0
-    assert await level_after(1) == 1  # 2 min: warn, search widened
+    assert await level_after(119) == EscalationLevel.NONE
+    assert await level_after(1) == EscalationLevel.WARN  # 2 min: warn, search widened
     warned = await db(lambda: AuditEvent.objects.get(delivery_id=delivery.pk, type="escalation.warned"))()
     assert "widened" in warned.payload["detail"]
-    assert await level_after(179) == 1
-    assert await level_after(1) == 2  # 5 min: an escalation opens for ops
+    assert await level_after(179) == EscalationLevel.WARN
+    assert await level_after(1) == EscalationLevel.ALERT  # 5 min: an escalation opens for ops
     opened = await _next(ops_socket, "escalation.opened")
     assert opened["data"]["delivery_id"] == str(delivery.pk)
-    assert (opened["data"]["level"], opened["data"]["reason"]) == (2, "unassigned")
+    assert (opened["data"]["level"], opened["data"]["reason"]) == (EscalationLevel.ALERT, "unassigned")
     assert opened["seq"] == 1
-    assert await level_after(300) == 3  # 10 min: critical, and the merchant is told
+    assert await level_after(300) == EscalationLevel.CRITICAL  # 10 min: critical, and the merchant is told
     raised = await _next(ops_socket, "escalation.updated")
-    assert raised["data"]["level"] == 3
+    assert raised["data"]["level"] == EscalationLevel.CRITICAL
     webhook_types = await db(lambda: list(delivery.webhooks.values_list("type", flat=True)))()
     assert "delivery.escalated" in webhook_types
 

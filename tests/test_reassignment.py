@@ -3,7 +3,7 @@
 import pytest
 
 from core.models import AuditEvent
-from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.models import Delivery, EscalationLevel, Offer, OfferStatus
 from deliveries.services.availability import mark_stale_drivers
 from drivers.models import DriverMessage
 from tests import factories
@@ -114,7 +114,7 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_
     delivery.refresh_from_db()
     assert (delivery.status, delivery.driver) == ("picked_up", quiet)  # never reassigned after pickup
     escalation = delivery.escalations.get()
-    assert (escalation.level, escalation.reason) == (2, "driver_stale")
+    assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "driver_stale")
 
 
 def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
@@ -130,7 +130,7 @@ def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
     assert delivery.status == "pending"
     assert not Offer.objects.filter(delivery=delivery, status=OfferStatus.PENDING).exists()
     escalation = delivery.escalations.get()
-    assert (escalation.level, escalation.reason) == (2, "reassignments")
+    assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "reassignments")
     assert len({o.driver_id for o in Offer.objects.filter(delivery=delivery)}) == 4
     assert drivers
 
@@ -222,7 +222,7 @@ def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api,
     clock.shift(1)
     run_ladder()
     escalation = delivery.escalations.get()
-    assert (escalation.reason, escalation.level) == ("overdue", 2)
+    assert (escalation.reason, escalation.level) == ("overdue", EscalationLevel.ALERT)
     api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
     escalation.refresh_from_db()
     assert escalation.status == "resolved"  # delivered: the cause is gone

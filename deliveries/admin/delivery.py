@@ -17,7 +17,7 @@ from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
 from deliveries import timeline
-from deliveries.models import Delivery, DeliveryStatus
+from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
 from deliveries.services.dispatch import dispatch
 from deliveries.services.progress import cancel_delivery
 from deliveries.services.reassignment import reassign_by_ops
@@ -51,7 +51,9 @@ class EscalationLevelFilter(admin.SimpleListFilter):
 
     title = "escalation level"
     parameter_name = "level"
-    LEVELS = {"0": "none", "1": "1 warn", "2": "2 alert", "3": "3 critical"}
+    LEVELS = {
+        str(level.value): f"{level.value} {level.label.lower()}" if level else "none" for level in EscalationLevel
+    }
 
     def lookups(self, request, model_admin):
         return list(self.LEVELS.items())

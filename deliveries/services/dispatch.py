@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.queue import enqueue_on_commit
 from deliveries import eta, messages
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import driver_pay
 from deliveries.services.common import lock_delivery, transition_delivery
 from drivers.locations import nearest_drivers
@@ -66,9 +66,9 @@ class Decision:
 
 
 def search_area(delivery: Delivery) -> tuple[float, list[str]]:
-    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from escalation level 1."""
+    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from EscalationLevel.WARN."""
     zone = delivery.zone
-    if delivery.escalation_level >= 1:
+    if delivery.escalation_level >= EscalationLevel.WARN:
         neighbours = sorted(zone.neighbours.filter(active=True).values_list("code", flat=True))
         return zone.search_radius_km * zone.escalation_radius_factor, [zone.code, *neighbours]
     return zone.search_radius_km, [zone.code]

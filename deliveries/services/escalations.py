@@ -7,7 +7,7 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
 from deliveries import messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.ops_feed import push_ops
 from deliveries.webhooks import enqueue_webhook
 
@@ -40,9 +40,25 @@ def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str,
     )
 
 
-def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", actor: Actor | None = None):
-    """Open an escalation for a locked delivery, or raise the level of its unresolved one. Returns it."""
+def raise_escalation(
+    delivery: Delivery, *, level: EscalationLevel, reason: str, detail: str = "", actor: Actor | None = None
+) -> Escalation | None:
+    """Raise a locked delivery to `level`: the delivery's own level (never lowered) and, from ALERT, its one
+    unresolved Escalation (opened, or raised; never lowered). WARN only records that the search widens.
+    Returns the unresolved escalation, if any. Must run inside the caller's transaction."""
     actor = actor or Actor.system("escalation")
+    if level > delivery.escalation_level:
+        delivery.escalation_level = level
+        delivery.save(update_fields=["escalation_level"])
+    if level < EscalationLevel.ALERT:
+        record_event(
+            "escalation.warned",
+            actor=actor,
+            subject=delivery,
+            delivery_id=delivery.pk,
+            payload={"level": level, "detail": detail},
+        )
+        return None
     escalation = delivery.escalations.exclude(status=EscalationStatus.RESOLVED).first()
     if escalation is not None and escalation.level >= level:
         return escalation
@@ -63,7 +79,7 @@ def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", a
             payload={"from_level": previous},
         )
         push_ops("escalation.updated", messages.escalation(escalation))
-    if level >= Escalation.Level.CRITICAL:
+    if level >= EscalationLevel.CRITICAL:
         enqueue_webhook(delivery, "delivery.escalated", {"level": level, "reason": escalation.reason, "detail": detail})
     return escalation
 

@@ -7,12 +7,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor
 from deliveries import eta
-from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.escalations import escalate
+from deliveries.services.escalations import raise_escalation
 from zones.geometry import haversine_km
 
 LADDER = Actor.system("escalation")
@@ -24,9 +24,8 @@ def run_ladder(*, now: datetime | None = None) -> int:
     """One pass over every delivery that may need escalating. Returns how many changed."""
     now = now or timezone.now()
     changed = 0
-    for delivery_id in Delivery.objects.filter(status__in=OPEN_STATUSES, escalation_level__lt=3).values_list(
-        "pk", flat=True
-    ):
+    climbing = Delivery.objects.filter(status__in=OPEN_STATUSES, escalation_level__lt=EscalationLevel.CRITICAL)
+    for delivery_id in climbing.values_list("pk", flat=True):
         changed += _climb_unassigned(delivery_id, now=now)
     assigned_long = Delivery.objects.filter(
         status=DeliveryStatus.ASSIGNED, assigned_at__lte=now - timedelta(seconds=60)
@@ -50,31 +49,22 @@ def _climb_unassigned(delivery_id, *, now: datetime) -> int:
             return 0
         zone = delivery.zone
         waited = (now - delivery.unassigned_since).total_seconds()
-        level = 0
+        level = EscalationLevel.NONE
         for threshold, step in (
-            (zone.escalation_warn_s, 1),
-            (zone.escalation_alert_s, 2),
-            (zone.escalation_critical_s, 3),
+            (zone.escalation_warn_s, EscalationLevel.WARN),
+            (zone.escalation_alert_s, EscalationLevel.ALERT),
+            (zone.escalation_critical_s, EscalationLevel.CRITICAL),
         ):
             if waited >= threshold:
                 level = step
         if level <= delivery.escalation_level:
             return 0
         previous = delivery.escalation_level
-        delivery.escalation_level = level
-        delivery.save(update_fields=["escalation_level"])
         detail = f"Unassigned for {int(waited // 60)} min"
-        if level == 1:
-            record_event(
-                "escalation.warned",
-                actor=LADDER,
-                subject=delivery,
-                delivery_id=delivery.pk,
-                payload={"level": 1, "detail": detail + ": search widened to neighbouring zones"},
-            )
-        else:
-            escalate(delivery, reason=Escalation.Reason.UNASSIGNED, level=level, detail=detail, actor=LADDER)
-        if previous < 1 <= level:
+        if level == EscalationLevel.WARN:
+            detail += ": search widened to neighbouring zones"
+        raise_escalation(delivery, level=level, reason=Escalation.Reason.UNASSIGNED, detail=detail, actor=LADDER)
+        if previous < EscalationLevel.WARN <= level:
             dispatch_locked(delivery)  # widened search, right away
         return 1
 
@@ -84,7 +74,7 @@ def _escalate(delivery_id, reason: str, detail: str) -> int:
         delivery = lock_delivery(delivery_id)
         if delivery.escalations.filter(reason=reason).exists():
             return 0  # escalated for this once already
-        escalate(delivery, reason=reason, level=2, detail=detail, actor=LADDER)
+        raise_escalation(delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, actor=LADDER)
         return 1
 
 

@@ -6,11 +6,11 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
 from deliveries import messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.escalations import escalate
+from deliveries.services.escalations import raise_escalation
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver
@@ -144,15 +144,13 @@ def _pass_on(delivery: Delivery, *, actor: Actor) -> None:
         status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
         sent_at__gte=delivery.unassigned_since or delivery.created_at,
     ).count()
-    if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < 2:
-        escalate(
+    if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < EscalationLevel.ALERT:
+        raise_escalation(
             delivery,
+            level=EscalationLevel.ALERT,
             reason=Escalation.Reason.OFFER_ROUNDS,
-            level=2,
             detail=f"{rounds} offers without acceptance",
         )
-        delivery.escalation_level = 2
-        delivery.save(update_fields=["escalation_level"])
     dispatch_locked(delivery)
 
 

@@ -7,11 +7,11 @@ from django.utils import timezone
 from core.audit import Actor
 from core.errors import InvalidTransition, NotFound
 from deliveries import eta, messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.dispatch import Candidate, announce_offer, create_offer, dispatch_locked
-from deliveries.services.escalations import escalate
+from deliveries.services.escalations import raise_escalation
 from deliveries.services.offers import pending_offer_of, withdraw_offer
 from deliveries.services.progress import AlreadyPickedUp, release_capacity
 from drivers.models import Driver, DriverState
@@ -36,15 +36,13 @@ def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
 
 def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
     if delivery.reassignment_count > delivery.zone.max_reassignments:
-        escalate(
+        raise_escalation(
             delivery,
+            level=EscalationLevel.ALERT,
             reason=Escalation.Reason.REASSIGNMENTS,
-            level=2,
             detail=f"Reassigned {delivery.reassignment_count} times",
             actor=actor,
         )
-        delivery.escalation_level = max(delivery.escalation_level, 2)
-        delivery.save(update_fields=["escalation_level"])
         return
     dispatch_locked(delivery)
 
@@ -75,7 +73,13 @@ def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: 
             _redispatch(delivery, actor=actor)
         elif delivery.status == DeliveryStatus.PICKED_UP:
             cause = Escalation.Reason.DRIVER_STALE if reason == "stale" else Escalation.Reason.DRIVER_OFFLINE
-            escalate(delivery, reason=cause, level=2, detail=f"Driver {reason} while carrying it", actor=actor)
+            raise_escalation(
+                delivery,
+                level=EscalationLevel.ALERT,
+                reason=cause,
+                detail=f"Driver {reason} while carrying it",
+                actor=actor,
+            )
 
 
 def reassign_by_ops(delivery_id, *, user, driver_id=None, force: bool = False) -> Delivery:
