@@ -17,8 +17,8 @@ from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
 from deliveries import timeline
-from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
-from deliveries.services.dispatch import dispatch
+from deliveries.models import Delivery, EscalationLevel
+from deliveries.services.dispatch import Outcome, dispatch
 from deliveries.services.progress import cancel_delivery
 from deliveries.services.reassignment import reassign_by_ops
 from drivers.models import Driver, DriverState
@@ -171,12 +171,13 @@ class DeliveryAdmin(admin.ModelAdmin):
         actor = Actor.ops(request.user)
 
         def offer(delivery: Delivery) -> None:
-            if dispatch(delivery.pk, actor=actor) is not None:
+            result = dispatch(delivery.pk, actor=actor)
+            if result.offered:
                 return
-            delivery.refresh_from_db(fields=["status", "dispatch_outcome"])
-            if delivery.status != DeliveryStatus.PENDING:
-                raise Skipped(f"not offered: it is {delivery.status} (only a pending delivery is dispatched).")
-            raise Skipped(f"not offered: {timeline.words(delivery.dispatch_outcome or 'no candidate')}.")
+            if result.outcome == Outcome.NOT_PENDING:
+                status = result.delivery.status
+                raise Skipped(f"not offered: it is {status} (only a pending delivery is dispatched).")
+            raise Skipped(f"not offered: {timeline.words(result.outcome)}.")
 
         apply_each(self, request, queryset, offer, done="Offered to a driver", label=_external_id)
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
@@ -25,6 +26,28 @@ JUST_IN_TIME_MARGIN = timedelta(minutes=2)
 SYSTEM = Actor.system("dispatcher")
 # Zone balancing (SPEC 4.2), which will set a surge per zone, is not built yet: offers show 1.00.
 NO_SURGE = Decimal("1.00")
+
+
+class Outcome(StrEnum):
+    """What one dispatch attempt did. The first three are also kept on the delivery (`dispatch_outcome`)."""
+
+    OFFERED = "offered"
+    HELD = "held"  # just in time: not offered before `hold_until`, for `ready_at`
+    NO_CANDIDATE = "no_candidate"  # nobody can take it now; the sweep retries
+    NOT_PENDING = "not_pending"  # offered, assigned or finished already: nothing to dispatch
+    REASSIGNED_TOO_OFTEN = "reassigned_too_often"  # escalated to ops instead (SPEC 3.1)
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    outcome: Outcome
+    delivery: Delivery  # the locked row, as the attempt left it
+    offer: Offer | None = None
+    hold_until: datetime | None = None
+
+    @property
+    def offered(self) -> bool:
+        return self.offer is not None
 
 
 @dataclass
@@ -169,38 +192,37 @@ def choose(candidates: list[Candidate]) -> list[Candidate]:
     return near + rest
 
 
-def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> Offer | None:
+def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
     with transaction.atomic():
         return dispatch_locked(lock_delivery(delivery_id), actor=actor)
 
 
-def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> Offer | None:
-    """Offer a locked pending delivery to the best candidate. Returns the offer, or None when the delivery is
-    held back (just in time for `ready_at`), not dispatchable, or nobody can take it now (the sweep retries)."""
+def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchResult:
+    """Offer a locked pending delivery to the best candidate, or say why not."""
     if delivery.status != DeliveryStatus.PENDING:
-        return None
+        return DispatchResult(Outcome.NOT_PENDING, delivery)
     if delivery.reassignment_count > delivery.zone.max_reassignments:
-        return None  # escalated to ops instead (SPEC 3.1)
+        return DispatchResult(Outcome.REASSIGNED_TOO_OFTEN, delivery)
     now = timezone.now()
     decision = rank_candidates(delivery, now=now)
     ordered = choose(decision.candidates)
     if ordered and delivery.ready_at:
         hold_until = delivery.ready_at - timedelta(seconds=ordered[0].eta_to_pickup_s) - JUST_IN_TIME_MARGIN
         if now < hold_until:
-            _note_outcome(delivery, "held", actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
+            _note_outcome(delivery, Outcome.HELD, actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
             delivery.dispatch_not_before = hold_until
             delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
-            return None
+            return DispatchResult(Outcome.HELD, delivery, hold_until=hold_until)
     for candidate in ordered:
         offer = _offer_to(delivery, candidate, decision, actor=actor, now=now)
         if offer is not None:
-            return offer
-    _note_outcome(delivery, "no_candidate", actor, decision.reasoning(None))
+            return DispatchResult(Outcome.OFFERED, delivery, offer=offer)
+    _note_outcome(delivery, Outcome.NO_CANDIDATE, actor, decision.reasoning(None))
     delivery.save(update_fields=["dispatch_outcome"])
-    return None
+    return DispatchResult(Outcome.NO_CANDIDATE, delivery)
 
 
-def _note_outcome(delivery: Delivery, outcome: str, actor: Actor, payload: dict) -> None:
+def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: dict) -> None:
     """Record a dispatch that offered nothing, once per change of outcome (the sweep retries every few seconds)."""
     if delivery.dispatch_outcome != outcome:
         record_event(f"dispatch.{outcome}", actor=actor, subject=delivery, delivery_id=delivery.pk, payload=payload)
@@ -250,7 +272,7 @@ def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, ki
 
 def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
-    delivery.dispatch_outcome = "offered"  # saved with the transition
+    delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
     transition_delivery(delivery, "mark_offered", actor=actor, payload={"offer_id": str(offer.pk)})
     record_event(
         "offer.created",

@@ -97,5 +97,5 @@ def dispatch_waiting(*, now: datetime | None = None) -> int:
     offered = 0
     for delivery_id in waiting.order_by("created_at").values_list("pk", flat=True):
         with transaction.atomic():
-            offered += dispatch_locked(lock_delivery(delivery_id)) is not None
+            offered += dispatch_locked(lock_delivery(delivery_id)).offered
     return offered
