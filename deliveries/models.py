@@ -257,8 +257,9 @@ class EscalationStatus(models.TextChoices):
     RESOLVED = "resolved"
 
 
-class Escalation(models.Model):
-    """Something ops must look at (SPEC 2.3). At most one unresolved escalation per delivery."""
+class Escalation(FSMModelMixin, models.Model):
+    """Something ops must look at (SPEC 2.3). At most one unresolved escalation per delivery. Only the
+    transitions below write `status`."""
 
     class Reason(models.TextChoices):
         UNASSIGNED = "unassigned", "Unassigned too long"
@@ -279,7 +280,7 @@ class Escalation(models.Model):
         choices=[(level.value, level.label) for level in (EscalationLevel.ALERT, EscalationLevel.CRITICAL)],
         default=EscalationLevel.ALERT,
     )
-    status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN)
+    status = FSMField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN, protected=True)
     detail = models.CharField(max_length=300, blank=True)
     opened_at = models.DateTimeField(default=timezone.now, db_index=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
@@ -310,6 +311,21 @@ class Escalation(models.Model):
         if self.resolved_at is None:
             return None
         return (self.resolved_at - self.opened_at).total_seconds()
+
+    # --- transitions: they only set fields; the actions in services/escalations.py save and audit ----------
+    @transition(field=status, source=EscalationStatus.OPEN, target=EscalationStatus.ACKNOWLEDGED)
+    def acknowledge(self, user) -> None:
+        self.acknowledged_at = timezone.now()
+        self.acknowledged_by = user
+
+    @transition(
+        field=status, source=[EscalationStatus.OPEN, EscalationStatus.ACKNOWLEDGED], target=EscalationStatus.RESOLVED
+    )
+    def resolve(self, note: str, user=None) -> None:
+        """By ops (`user`), or by the system when the cause went away."""
+        self.resolved_at = timezone.now()
+        self.resolved_by = user
+        self.resolution_note = note
 
 
 class WebhookDelivery(models.Model):

@@ -65,10 +65,17 @@ class Driver(FSMModelMixin, models.Model):
         return self.name.split()[0] if self.name else ""
 
     # --- availability transitions: they only set fields; the actions around them save --------------------
+    # `requested`: the driver app may ask for it (POST /api/v1/driver/availability); the others follow from
+    # the driver's deliveries. `refused`: the 409's words when the current state does not allow it.
     def _entered(self) -> None:
         self.state_changed_at = timezone.now()
 
-    @transition(field=state, source=DriverState.OFFLINE, target=DriverState.AVAILABLE)
+    @transition(
+        field=state,
+        source=DriverState.OFFLINE,
+        target=DriverState.AVAILABLE,
+        custom={"requested": True, "refused": "The driver is already {state}."},
+    )
     def go_online(self) -> None:
         self._entered()
         self.missed_offers_in_row = 0
@@ -77,15 +84,26 @@ class Driver(FSMModelMixin, models.Model):
         field=state,
         source=[DriverState.AVAILABLE, DriverState.ON_BREAK, DriverState.BUSY],
         target=DriverState.OFFLINE,
+        custom={"requested": True},
     )
     def go_offline(self) -> None:
         self._entered()
 
-    @transition(field=state, source=DriverState.AVAILABLE, target=DriverState.ON_BREAK)
+    @transition(
+        field=state,
+        source=DriverState.AVAILABLE,
+        target=DriverState.ON_BREAK,
+        custom={"requested": True, "refused": "A driver who is {state} cannot take a break."},
+    )
     def start_break(self) -> None:
         self._entered()
 
-    @transition(field=state, source=DriverState.ON_BREAK, target=DriverState.AVAILABLE)
+    @transition(
+        field=state,
+        source=DriverState.ON_BREAK,
+        target=DriverState.AVAILABLE,
+        custom={"requested": True, "refused": "A driver who is {state} is not on a break."},
+    )
     def end_break(self) -> None:
         self._entered()
 

@@ -26,10 +26,10 @@ def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str,
     active = active_delivery_count(driver)
     if active >= driver.capacity:
         raise DriverUnavailable(f"{driver.name} already carries {active} of {driver.capacity} deliveries.")
-    transition_delivery(delivery, "assign", driver, actor=actor, payload={"how": how} | (payload or {}))
+    transition_delivery(delivery.assign, driver, actor=actor, payload={"how": how} | (payload or {}))
     driver.missed_offers_in_row = 0
     if active + 1 >= driver.capacity:
-        transition_driver(driver, "fill_capacity", actor=actor, reason="at capacity")
+        transition_driver(driver.fill_capacity, actor=actor, reason="at capacity")
     else:
         driver.save(update_fields=["missed_offers_in_row"])
     notify_driver(driver.pk, "delivery.assigned", messages.driver_delivery(delivery))

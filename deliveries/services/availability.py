@@ -3,6 +3,7 @@ offers. These live here, not in drivers/, because each change also decides what 
 offer and deliveries."""
 
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
@@ -20,32 +21,25 @@ from drivers.models import Break, Driver, DriverState
 from drivers.notifications import notify_driver
 from drivers.services import current_shift, end_shift, lock_driver, start_shift, transition_driver
 
-# What a driver may ask for from each state (API.md: 409 lists them).
-ALLOWED = {
-    DriverState.OFFLINE: [DriverState.AVAILABLE],
-    DriverState.AVAILABLE: [DriverState.ON_BREAK, DriverState.OFFLINE],
-    DriverState.ON_BREAK: [DriverState.AVAILABLE, DriverState.OFFLINE],
-    DriverState.BUSY: [DriverState.OFFLINE],
-}
-
 
 def set_availability(driver: Driver, requested: str) -> Driver:
-    """The driver app's availability switch. Asking for the current state changes nothing."""
+    """The driver app's availability switch: the action behind the transition that leads to the requested state
+    from the current one. Asking for the current state changes nothing."""
     driver.refresh_from_db()
     if requested == driver.state:
         return driver
-    if requested not in ALLOWED[driver.state]:
-        allowed = ", ".join(ALLOWED[driver.state])
+    requestable = [t for t in driver.get_available_state_transitions() if t.custom.get("requested")]
+    chosen = next((t for t in requestable if t.target == requested), None)
+    if chosen is None:
+        allowed = ", ".join(t.target for t in requestable)
         raise InvalidTransition(f"A driver who is {driver.state} can go to: {allowed}.")
-    actor = Actor.driver(driver)
-    if requested == DriverState.OFFLINE:
-        take_offline(driver.pk, actor=actor, reason="driver", manual=True)
-    elif requested == DriverState.ON_BREAK:
-        start_break(driver.pk, actor=actor)
-    elif driver.state == DriverState.ON_BREAK:
-        end_break(driver.pk, actor=actor)
-    else:
-        go_online(driver.pk, actor=actor)
+    action = {
+        "go_online": go_online,
+        "start_break": start_break,
+        "end_break": end_break,
+        "go_offline": partial(take_offline, reason="driver", manual=True),
+    }[chosen.name]
+    action(driver.pk, actor=Actor.driver(driver))
     driver.refresh_from_db()
     return driver
 
@@ -53,9 +47,7 @@ def set_availability(driver: Driver, requested: str) -> Driver:
 def go_online(driver_id, *, actor: Actor) -> None:
     with transaction.atomic():
         driver = lock_driver(driver_id)
-        if driver.state != DriverState.OFFLINE:
-            raise InvalidTransition(f"The driver is already {driver.state}.")
-        transition_driver(driver, "go_online", actor=actor, reason="shift started")
+        transition_driver(driver.go_online, actor=actor, reason="shift started")
         start_shift(driver, actor=actor)
         announce_state(driver, reason="online")
 
@@ -81,9 +73,7 @@ def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer 
 def start_break(driver_id, *, actor: Actor) -> None:
     with transaction.atomic():
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
-        if driver.state != DriverState.AVAILABLE:
-            raise InvalidTransition(f"A driver who is {driver.state} cannot take a break.")
-        transition_driver(driver, "start_break", actor=actor, reason="break")
+        transition_driver(driver.start_break, actor=actor, reason="break")
         Break.objects.create(driver=driver, shift=current_shift(driver))
         announce_state(driver, reason="break")
         if offer is not None:
@@ -94,9 +84,7 @@ def start_break(driver_id, *, actor: Actor) -> None:
 def end_break(driver_id, *, actor: Actor) -> None:
     with transaction.atomic():
         driver = lock_driver(driver_id)
-        if driver.state != DriverState.ON_BREAK:
-            raise InvalidTransition(f"A driver who is {driver.state} is not on a break.")
-        transition_driver(driver, "end_break", actor=actor, reason="break ended")
+        transition_driver(driver.end_break, actor=actor, reason="break ended")
         _close_break(driver, actor=actor)
         announce_state(driver, reason="break ended")
 
@@ -136,7 +124,7 @@ def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manu
         held = dict(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).values_list("pk", "status"))
         if manual and DeliveryStatus.PICKED_UP in held.values():
             raise InvalidTransition("You cannot go offline while carrying a picked-up delivery: deliver it first.")
-        transition_driver(driver, "go_offline", actor=actor, reason=reason, detail=detail)
+        transition_driver(driver.go_offline, actor=actor, reason=reason, detail=detail)
         if driver.breaks.filter(ended_at__isnull=True).exists():
             _close_break(driver, actor=actor)
         end_shift(driver, actor=actor)

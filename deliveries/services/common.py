@@ -1,10 +1,9 @@
 """Helpers every delivery action shares: locking in the fixed order, applying a transition with its audit
 event and webhook, and reporting to the driver."""
 
-from django_fsm import can_proceed
-
 from core.audit import Actor, record_event
-from core.errors import InvalidTransition, NotFound
+from core.errors import NotFound
+from core.fsm import run_transition
 from deliveries.models import Delivery
 from deliveries.services.escalations import resolve_gone_causes
 from deliveries.webhooks import enqueue_webhook
@@ -27,16 +26,12 @@ def lock_delivery(delivery_id, *, driver=None, merchant=None) -> Delivery:
     return delivery
 
 
-def transition_delivery(
-    delivery: Delivery, transition: str, *args, actor: Actor, event: str | None = None, payload=None
-) -> None:
-    """Apply one lifecycle transition to a locked delivery, save it, audit it and queue the merchant's webhook.
-    Must run inside the caller's transaction."""
-    method = getattr(delivery, transition)
-    if not can_proceed(method):
-        raise InvalidTransition(f"A delivery that is {delivery.status} cannot be {transition.replace('_', ' ')}.")
+def transition_delivery(transition, *args, actor: Actor, event: str | None = None, payload=None) -> None:
+    """Apply one lifecycle transition of a locked delivery (`transition_delivery(delivery.pick_up, ...)`), save
+    it, audit it and queue the merchant's webhook. Must run inside the caller's transaction."""
+    delivery: Delivery = transition.__self__
     previous = delivery.status
-    method(*args)
+    run_transition(transition, *args)
     delivery.save()
     record_event(
         event or f"delivery.{delivery.status}",

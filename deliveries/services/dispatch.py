@@ -273,7 +273,7 @@ def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, ki
 def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
     delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
-    transition_delivery(delivery, "mark_offered", actor=actor, payload={"offer_id": str(offer.pk)})
+    transition_delivery(delivery.mark_offered, actor=actor, payload={"offer_id": str(offer.pk)})
     record_event(
         "offer.created",
         actor=actor,

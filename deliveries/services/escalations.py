@@ -2,10 +2,11 @@
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
+from django_fsm import can_proceed
 
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
+from core.fsm import run_transition
 from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.ops_feed import push_ops
@@ -101,10 +102,7 @@ def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
 
 def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> None:
     previous = escalation.status
-    escalation.status = EscalationStatus.RESOLVED
-    escalation.resolved_at = timezone.now()
-    escalation.resolved_by = user
-    escalation.resolution_note = note
+    run_transition(escalation.resolve, note, user)
     escalation.save(update_fields=["status", "resolved_at", "resolved_by", "resolution_note"])
     _record(
         escalation,
@@ -130,10 +128,8 @@ def acknowledge_escalation(escalation_id, *, user: AbstractBaseUser) -> Escalati
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
-        if escalation.status == EscalationStatus.OPEN:
-            escalation.status = EscalationStatus.ACKNOWLEDGED
-            escalation.acknowledged_at = timezone.now()
-            escalation.acknowledged_by = user
+        if can_proceed(escalation.acknowledge):  # acknowledging twice changes nothing
+            run_transition(escalation.acknowledge, user)
             escalation.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
             _record(escalation, "escalation.acknowledged", actor=Actor.ops(user), from_state=EscalationStatus.OPEN)
             push_ops("escalation.updated", messages.escalation(escalation))

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
+from core.fsm import run_transition
 from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
@@ -64,7 +65,7 @@ def accept_offer(offer_id, *, driver: Driver) -> Delivery:
         delivery, offer = _lock_offer(offer_id, driver=driver)
         _check_answerable(offer)
         locked_driver = lock_driver(driver.pk)
-        offer.accept()
+        run_transition(offer.accept)
         offer.save()
         actor = Actor.driver(driver)
         _record_offer(offer, "offer.accepted", actor=actor, payload={"response_s": _response_s(offer)})
@@ -77,7 +78,7 @@ def decline_offer(offer_id, *, driver: Driver, reason: str, note: str = "") -> O
         delivery, offer = _lock_offer(offer_id, driver=driver)
         _check_answerable(offer)
         locked_driver = lock_driver(driver.pk)
-        offer.decline(reason, note)
+        run_transition(offer.decline, reason, note)
         offer.save()
         actor = Actor.driver(driver)
         _record_offer(offer, "offer.declined", actor=actor, payload={"reason": reason, "note": note})
@@ -99,7 +100,7 @@ def expire_offer(offer_id) -> bool:
         if offer.status != OfferStatus.PENDING or timezone.now() < offer.expires_at:
             return False
         driver = lock_driver(offer.driver_id)
-        offer.expire()
+        run_transition(offer.expire)
         offer.save()
         actor = Actor.system("offer-expiry")
         _record_offer(offer, "offer.expired", actor=actor)
@@ -124,12 +125,12 @@ def expire_offer(offer_id) -> bool:
 
 def withdraw_offer(delivery: Delivery, offer: Offer, *, reason: str, actor: Actor) -> None:
     """Withdraw a locked pending offer of a locked delivery; the delivery needs a driver again."""
-    offer.withdraw(reason)
+    run_transition(offer.withdraw, reason)
     offer.save()
     _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
     notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
     if delivery.status == DeliveryStatus.OFFERED:
-        transition_delivery(delivery, "mark_unoffered", actor=actor, payload={"offer_id": str(offer.pk)})
+        transition_delivery(delivery.mark_unoffered, actor=actor, payload={"offer_id": str(offer.pk)})
 
 
 def pending_offer_of(delivery: Delivery) -> Offer | None:
@@ -138,7 +139,7 @@ def pending_offer_of(delivery: Delivery) -> Offer | None:
 
 def _pass_on(delivery: Delivery, *, actor: Actor) -> None:
     """After a decline or expiry: back to pending, escalate after too many rounds, offer the next candidate."""
-    transition_delivery(delivery, "mark_unoffered", actor=actor)
+    transition_delivery(delivery.mark_unoffered, actor=actor)
     rounds = Offer.objects.filter(
         delivery=delivery,
         status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],

@@ -2,6 +2,7 @@
 merchant or by ops before pickup."""
 
 from django.db import transaction
+from django_fsm import can_proceed
 
 from core.audit import Actor
 from core.errors import DomainError
@@ -10,7 +11,7 @@ from deliveries.models import Delivery, DeliveryStatus, Merchant
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.offers import pending_offer_of, withdraw_offer
-from drivers.models import Driver, DriverState
+from drivers.models import Driver
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver, transition_driver
 
@@ -23,7 +24,7 @@ class AlreadyPickedUp(DomainError):
 def pick_up_delivery(delivery_id, *, driver: Driver) -> Delivery:
     with transaction.atomic():
         delivery = lock_delivery(delivery_id, driver=driver)
-        transition_delivery(delivery, "pick_up", actor=Actor.driver(driver))
+        transition_delivery(delivery.pick_up, actor=Actor.driver(driver))
         _tell_driver(delivery)
     return delivery
 
@@ -31,7 +32,7 @@ def pick_up_delivery(delivery_id, *, driver: Driver) -> Delivery:
 def deliver_delivery(delivery_id, *, driver: Driver, proof: dict | None = None) -> Delivery:
     with transaction.atomic():
         delivery = lock_delivery(delivery_id, driver=driver)
-        transition_delivery(delivery, "deliver", proof, actor=Actor.driver(driver))
+        transition_delivery(delivery.deliver, proof, actor=Actor.driver(driver))
         release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
         _tell_driver(delivery)
     return delivery
@@ -40,7 +41,7 @@ def deliver_delivery(delivery_id, *, driver: Driver, proof: dict | None = None) 
 def fail_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
     with transaction.atomic():
         delivery = lock_delivery(delivery_id, driver=driver)
-        transition_delivery(delivery, "fail", reason, actor=Actor.driver(driver), payload={"reason": reason})
+        transition_delivery(delivery.fail, reason, actor=Actor.driver(driver), payload={"reason": reason})
         release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
         _tell_driver(delivery)
     return delivery
@@ -60,7 +61,7 @@ def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchan
         if offer is not None:
             withdraw_offer(delivery, offer, reason="cancelled", actor=actor)
         driver_id = delivery.driver_id
-        transition_delivery(delivery, "cancel", reason, actor=actor, payload={"reason": reason})
+        transition_delivery(delivery.cancel, reason, actor=actor, payload={"reason": reason})
         if driver_id is not None:
             release_capacity(lock_driver(driver_id), actor=actor)
             notify_driver(driver_id, "delivery.cancelled", messages.delivery_taken(delivery, reason=reason))
@@ -69,7 +70,5 @@ def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchan
 
 def release_capacity(driver: Driver, *, actor: Actor) -> None:
     """A busy driver whose load dropped below capacity is available again (SPEC 2.2, busy → available)."""
-    if driver.state != DriverState.BUSY:
-        return
-    if active_delivery_count(driver) < driver.capacity:
-        transition_driver(driver, "free_capacity", actor=actor, reason="capacity freed")
+    if can_proceed(driver.free_capacity) and active_delivery_count(driver) < driver.capacity:
+        transition_driver(driver.free_capacity, actor=actor, reason="capacity freed")

@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from core.audit import Actor
 from core.errors import InvalidTransition, NotFound
+from core.fsm import run_transition
 from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import DriverUnavailable, assign_locked
@@ -27,7 +28,7 @@ def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
         release_reason=reason
     )
     transition_delivery(
-        delivery, "unassign", actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
+        delivery.unassign, actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
     )
     driver = lock_driver(driver_id)
     release_capacity(driver, actor=actor)
@@ -110,7 +111,7 @@ def reassign_by_ops(delivery_id, *, user, driver_id=None, force: bool = False) -
             # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
             _require_no_pending_offer(driver)
             offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.FORCED, now=timezone.now())
-            offer.accept()
+            run_transition(offer.accept)
             offer.save()
             assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
         else:
