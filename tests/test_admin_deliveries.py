@@ -10,11 +10,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
 from deliveries.services.creation import create_delivery
 from deliveries.services.progress import pick_up_delivery
-from deliveries.services.reassignment import reassign_by_ops
+from deliveries.services.reassignment import force_assign
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +29,7 @@ def new_delivery(merchant, external_id: str, **extra) -> Delivery:
 
 
 def forced(delivery, driver, user) -> Delivery:
-    reassign_by_ops(delivery.pk, user=user, driver_id=driver.pk, force=True)
+    force_assign(delivery.pk, driver_id=driver.pk, actor=Actor.ops(user))
     delivery.refresh_from_db()
     return delivery
 

@@ -6,12 +6,13 @@ from django.contrib.messages import get_messages
 from django.db import transaction
 from django.urls import reverse
 
+from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.creation import create_delivery
 from deliveries.services.escalations import raise_escalation, resolve_escalation
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
-from deliveries.services.reassignment import reassign_by_ops
+from deliveries.services.reassignment import force_assign
 from drivers.models import DriverState
 from tests import factories
 
@@ -100,7 +101,7 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     for external_id in ("earlier", "now"):
         delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
-        reassign_by_ops(delivery.pk, user=admin_user, driver_id=ana.pk, force=True)
+        force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
         if external_id == "earlier":
             pick_up_delivery(delivery.pk, driver=ana)
             deliver_delivery(delivery.pk, driver=ana)
@@ -114,7 +115,7 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
 def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload("held"))
-    reassign_by_ops(delivery.pk, user=admin_user, driver_id=ana.pk, force=True)
+    force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
     gone = factories.DriverFactory(name="Ben Costa")  # never came online
 
     response = admin_client.post(

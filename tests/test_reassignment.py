@@ -2,9 +2,11 @@
 
 import pytest
 
+from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Delivery, EscalationLevel, Offer, OfferStatus
 from deliveries.services.availability import mark_stale_drivers
+from deliveries.services.reassignment import DriverRequired, force_assign
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
@@ -226,3 +228,16 @@ def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api,
     api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
     escalation.refresh_from_db()
     assert escalation.status == "resolved"  # delivered: the cause is gone
+
+
+def test_a_forced_assignment_names_a_driver_whoever_asks(merchant_api, ops_api, ops_user):
+    factories.online_driver(*east(0.3))
+    delivery = create(merchant_api)
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    with pytest.raises(DriverRequired):
+        force_assign(delivery.pk, driver_id=None, actor=Actor.ops(ops_user))
+    response = ops_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {"force": True}, format="json")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"driver_id": ["A forced assignment needs a driver."]}
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.PENDING  # nothing was withdrawn or dispatched

@@ -3,22 +3,17 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.audit import Actor
 from core.permissions import IsOps
 from deliveries.models import Escalation, EscalationStatus
 from deliveries.selectors import zone_pressure
 from deliveries.serializers import EscalationSerializer, MerchantDeliveryDetailSerializer
-from deliveries.services import escalations
-from deliveries.services.reassignment import reassign_by_ops
+from deliveries.services import escalations, reassignment
 
 
 class ReassignInput(serializers.Serializer):
     driver_id = serializers.UUIDField(required=False, allow_null=True)
     force = serializers.BooleanField(default=False)
-
-    def validate(self, attrs):
-        if attrs["force"] and not attrs.get("driver_id"):
-            raise serializers.ValidationError({"driver_id": ["A forced assignment needs a driver."]})
-        return attrs
 
 
 class NoteInput(serializers.Serializer):
@@ -32,7 +27,12 @@ class ReassignView(APIView):
     def post(self, request, pk):
         data = ReassignInput(data=request.data)
         data.is_valid(raise_exception=True)
-        delivery = reassign_by_ops(pk, user=request.user, **data.validated_data)
+        delivery = reassignment.reassign_as_ops_ask(
+            pk,
+            driver_id=data.validated_data.get("driver_id"),
+            force=data.validated_data["force"],
+            actor=Actor.ops(request.user),
+        )
         delivery.refresh_from_db()
         return Response(MerchantDeliveryDetailSerializer(delivery).data)
 

@@ -1,11 +1,12 @@
 """Handing a delivery back to dispatch (SPEC 3.1): released by its driver, its driver gone offline or stale,
-or ops pressing "reassign". It keeps its history; the previous driver is not offered it again."""
+or ops pressing "reassign" (back to dispatch, a direct offer, or a forced assignment: one action each). It
+keeps its history; the previous driver is not offered it again."""
 
 from django.db import transaction
 from django.utils import timezone
 
 from core.audit import Actor
-from core.errors import InvalidTransition, NotFound
+from core.errors import BadInput, InvalidTransition, NotFound
 from core.fsm import run_transition
 from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
@@ -83,42 +84,83 @@ def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: 
             )
 
 
-def reassign_by_ops(delivery_id, *, user, driver_id=None, force: bool = False) -> Delivery:
-    """Ops press "reassign": back to dispatch, or straight to a named driver as a direct offer, or (force)
-    as a forced assignment. Each is recorded as what it was."""
-    actor = Actor.ops(user)
+class DriverRequired(BadInput):
+    default_detail = "A forced assignment needs a driver."
+
+    def __init__(self):
+        super().__init__(fields={"driver_id": [self.default_detail]})
+
+
+def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
+    """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once.
+    Ops' explicit reassign overrides the automatic limit on reassignments."""
     with transaction.atomic():
-        delivery = lock_delivery(delivery_id)
-        if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED):
-            if delivery.status == DeliveryStatus.PICKED_UP:
-                raise AlreadyPickedUp()
-            raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
-        offer = pending_offer_of(delivery)
-        if offer is not None:
-            withdraw_offer(delivery, offer, reason="reassigned_by_ops", actor=actor)
-        if delivery.status == DeliveryStatus.ASSIGNED:
-            _hand_back(delivery, actor=actor, reason="reassigned by ops")
-        if driver_id is None:
-            # Ops' explicit reassign overrides the automatic limit: the delivery is dispatched again.
-            dispatch_locked(delivery, actor=actor)
-            return delivery
-        driver = Driver.objects.select_for_update().filter(pk=driver_id).first()
-        if driver is None:
-            raise NotFound("No such driver.")
-        candidate = _candidate(delivery, driver)
-        if force:
-            # The forced offer is inserted as pending: a driver answering another offer would break the
-            # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
-            _require_no_pending_offer(driver)
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.FORCED, now=timezone.now())
-            run_transition(offer.accept)
-            offer.save()
-            assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
-        else:
-            _require_offerable(driver)
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DIRECT, now=timezone.now())
-            announce_offer(delivery, offer, actor=actor)
+        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        dispatch_locked(delivery, actor=actor)
     return delivery
+
+
+def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
+    """Ops reassign to a named driver: a direct offer, which the driver may decline or let expire."""
+    with transaction.atomic():
+        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        driver = _lock_named_driver(driver_id)
+        _require_offerable(driver)
+        offer = create_offer(
+            delivery, driver, candidate=_candidate(delivery, driver), kind=Offer.Kind.DIRECT, now=timezone.now()
+        )
+        announce_offer(delivery, offer, actor=actor)
+    return delivery
+
+
+def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
+    """Ops assign a named driver at once, without asking: recorded as an offer of kind `forced`, accepted."""
+    if driver_id is None:
+        raise DriverRequired()
+    with transaction.atomic():
+        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        driver = _lock_named_driver(driver_id)
+        # The forced offer is inserted as pending: a driver answering another offer would break the
+        # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
+        _require_no_pending_offer(driver)
+        offer = create_offer(
+            delivery, driver, candidate=_candidate(delivery, driver), kind=Offer.Kind.FORCED, now=timezone.now()
+        )
+        run_transition(offer.accept)
+        offer.save()
+        assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
+    return delivery
+
+
+def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor) -> Delivery:
+    """The reassign form of the API and the console, read as the one action it asks for."""
+    if force:
+        return force_assign(delivery_id, driver_id=driver_id, actor=actor)
+    if driver_id is not None:
+        return offer_directly(delivery_id, driver_id=driver_id, actor=actor)
+    return send_back_to_dispatch(delivery_id, actor=actor)
+
+
+def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
+    """Lock a delivery ops reassign and free it: its pending offer withdrawn, its driver (before pickup) relieved."""
+    delivery = lock_delivery(delivery_id)
+    if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED):
+        if delivery.status == DeliveryStatus.PICKED_UP:
+            raise AlreadyPickedUp()
+        raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
+    offer = pending_offer_of(delivery)
+    if offer is not None:
+        withdraw_offer(delivery, offer, reason="reassigned_by_ops", actor=actor)
+    if delivery.status == DeliveryStatus.ASSIGNED:
+        _hand_back(delivery, actor=actor, reason="reassigned by ops")
+    return delivery
+
+
+def _lock_named_driver(driver_id) -> Driver:
+    driver = Driver.objects.select_for_update().filter(pk=driver_id).first()
+    if driver is None:
+        raise NotFound("No such driver.")
+    return driver
 
 
 def _candidate(delivery: Delivery, driver: Driver) -> Candidate:
