@@ -50,7 +50,7 @@ ACTIVE_STATUSES = (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP)
 
 class EscalationLevel(models.IntegerChoices):
     """The escalation ladder's steps (SPEC 2.3). WARN widens the search; an Escalation for ops exists from ALERT;
-    CRITICAL also tells the merchant. Raised only through `deliveries.services.escalations.raise_escalation`."""
+    CRITICAL also tells the merchant. Raised only through `deliveries.services.escalations.raise_escalation_locked`."""
 
     NONE = 0
     WARN = 1
@@ -314,17 +314,17 @@ class Escalation(FSMModelMixin, models.Model):
 
     # --- transitions: they only set fields; the actions in services/escalations.py save and audit ----------
     @transition(field=status, source=EscalationStatus.OPEN, target=EscalationStatus.ACKNOWLEDGED)
-    def acknowledge(self, user) -> None:
+    def acknowledge(self, *, by_user_id) -> None:
         self.acknowledged_at = timezone.now()
-        self.acknowledged_by = user
+        self.acknowledged_by_id = by_user_id
 
     @transition(
         field=status, source=[EscalationStatus.OPEN, EscalationStatus.ACKNOWLEDGED], target=EscalationStatus.RESOLVED
     )
-    def resolve(self, note: str, user=None) -> None:
-        """By ops (`user`), or by the system when the cause went away."""
+    def resolve(self, note: str, *, by_user_id=None) -> None:
+        """By an ops user, or by the system (no user) when the cause went away."""
         self.resolved_at = timezone.now()
-        self.resolved_by = user
+        self.resolved_by_id = by_user_id
         self.resolution_note = note
 
 

@@ -126,7 +126,7 @@ def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_clien
     held = forced(new_delivery(merchant, "held"), ana, admin_user)
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
     carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
-    pick_up_delivery(carried.pk, driver=ben)
+    pick_up_delivery(carried.pk, actor=Actor.driver(ben))
 
     response = admin_client.post(
         reverse(CHANGELIST), {"action": "send_back_to_dispatch", "_selected_action": [held.pk, carried.pk]}, follow=True
@@ -162,7 +162,7 @@ def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin
     waiting = new_delivery(merchant, "waiting")
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
     carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
-    pick_up_delivery(carried.pk, driver=ben)
+    pick_up_delivery(carried.pk, actor=Actor.driver(ben))
     url = reverse(CHANGELIST)
     selection = {"action": "cancel_deliveries", "_selected_action": [waiting.pk, carried.pk]}
 

@@ -10,7 +10,7 @@ from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.creation import create_delivery
-from deliveries.services.escalations import raise_escalation, resolve_escalation
+from deliveries.services.escalations import raise_escalation_locked, resolve_escalation
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import force_assign
 from drivers.models import DriverState
@@ -28,7 +28,7 @@ def messages_of(response) -> list[str]:
 def escalated(merchant, external_id: str, *, level: EscalationLevel, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
     delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
     with transaction.atomic():
-        return raise_escalation(delivery, level=level, reason=reason, detail="test")
+        return raise_escalation_locked(delivery, level=level, reason=reason, detail="test")
 
 
 def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, merchant, clock):
@@ -42,7 +42,7 @@ def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, mer
     assert [e.pk for e in page.context["cl"].result_list] == [critical.pk, old_alert.pk, new_alert.pk]
     assert "6 min" in page.content.decode()  # how long the oldest has been open
 
-    resolve_escalation(critical.pk, user=factories.UserFactory(), note="called the shop")
+    resolve_escalation(critical.pk, actor=Actor.ops(factories.UserFactory()), note="called the shop")
     open_only = admin_client.get(reverse(QUEUE), {"status__exact": "open"})
     assert [e.pk for e in open_only.context["cl"].result_list] == [old_alert.pk, new_alert.pk]
     resolved = admin_client.get(reverse(QUEUE), {"status__exact": "resolved"})
@@ -52,7 +52,7 @@ def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, mer
 def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_user, merchant, clock):
     waiting = escalated(merchant, "waiting", level=EscalationLevel.ALERT)
     done = escalated(merchant, "done", level=EscalationLevel.ALERT)
-    resolve_escalation(done.pk, user=admin_user, note="sorted")
+    resolve_escalation(done.pk, actor=Actor.ops(admin_user), note="sorted")
     response = admin_client.post(
         reverse(QUEUE), {"action": "acknowledge", "_selected_action": [waiting.pk, done.pk]}, follow=True
     )
@@ -103,8 +103,8 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
         delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
         force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
         if external_id == "earlier":
-            pick_up_delivery(delivery.pk, driver=ana)
-            deliver_delivery(delivery.pk, driver=ana)
+            pick_up_delivery(delivery.pk, actor=Actor.driver(ana))
+            deliver_delivery(delivery.pk, actor=Actor.driver(ana))
     page = admin_client.get(reverse("admin:drivers_driver_change", args=[ana.pk]))
     assert page.status_code == 200
     html = page.content.decode()

@@ -5,7 +5,10 @@ import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
+from core.audit import Actor
+from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.common import lock_delivery
+from deliveries.services.progress import cancel_delivery
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -18,3 +21,12 @@ def test_lock_delivery_locks_only_the_delivery_row(merchant_api):
         lock_delivery(created["id"])
     sql = queries.captured_queries[-1]["sql"]
     assert 'FOR UPDATE OF "deliveries_delivery"' in sql, sql
+
+
+def test_an_action_refuses_to_run_inside_a_callers_transaction(merchant_api):
+    """Actions commit their change, audit and side effects as one: nested in someone else's transaction, a
+    rollback there would undo an audited, announced change (building blocks are the `*_locked` functions)."""
+    created = merchant_api.post("/api/v1/deliveries", factories.delivery_payload(), format="json").json()
+    with pytest.raises(RuntimeError, match="durable"), transaction.atomic():
+        cancel_delivery(created["id"], actor=Actor.system("test"), reason="nested")
+    assert Delivery.objects.get(pk=created["id"]).status == DeliveryStatus.PENDING

@@ -62,7 +62,7 @@ async def test_decline_then_expiry_then_accept(zones, clock):
     first = await _next(sockets[0], "offer.created")
     assert first["data"]["delivery"]["id"] == str(delivery.pk)
     assert set(first) == {"type", "id", "seq", "sent_at", "data"}
-    await db(offers.decline_offer)(first["data"]["id"], driver=drivers[0], reason="too_far")
+    await db(offers.decline_offer)(first["data"]["id"], actor=Actor.driver(drivers[0]), reason="too_far")
 
     second = await _next(sockets[1], "offer.created")
     clock.shift(31)
@@ -71,7 +71,7 @@ async def test_decline_then_expiry_then_accept(zones, clock):
     assert withdrawn["data"] == {"offer_id": second["data"]["id"], "reason": "expired"}
 
     third = await _next(sockets[2], "offer.created")
-    await db(offers.accept_offer)(third["data"]["id"], driver=drivers[2])
+    await db(offers.accept_offer)(third["data"]["id"], actor=Actor.driver(drivers[2]))
     assigned = await _next(sockets[2], "delivery.assigned")
     assert assigned["data"]["status"] == "assigned"
 
@@ -168,7 +168,7 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
     driver = await db(factories.online_driver)(*east(0.3))
     assert await db(dispatch_waiting)() == 1
     offer = await db(lambda: Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING))()
-    await db(offers.accept_offer)(offer.pk, driver=driver)
+    await db(offers.accept_offer)(offer.pk, actor=Actor.driver(driver))
     closed = await _next(ops_socket, "escalation.updated")
     assert closed["data"]["status"] == "resolved"
     escalation = await db(lambda: delivery.escalations.get())()

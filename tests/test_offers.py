@@ -6,6 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Delivery, Offer, OfferStatus
 from deliveries.services import offers
@@ -80,7 +81,7 @@ def test_decline_passes_on_and_never_comes_back(merchant_api):
     assert response.status_code == 200
     assert response.json()["status"] == "declined"
     assert pending_offer(delivery).driver == second
-    offers.decline_offer(pending_offer(delivery).pk, driver=second, reason="busy")
+    offers.decline_offer(pending_offer(delivery).pk, actor=Actor.driver(second), reason="busy")
     delivery.refresh_from_db()
     assert delivery.status == "pending"  # nobody left: the first driver is not asked again
     last = AuditEvent.objects.filter(delivery_id=delivery.pk, type="dispatch.no_candidate").get()
@@ -171,7 +172,7 @@ def test_accepting_resets_the_missed_offer_count(merchant_api, clock):
         offers.expire_offer(offer.pk)
     driver.refresh_from_db()
     assert driver.missed_offers_in_row == 2
-    offers.accept_offer(pending_offer(create(merchant_api, external_id="kept")).pk, driver=driver)
+    offers.accept_offer(pending_offer(create(merchant_api, external_id="kept")).pk, actor=Actor.driver(driver))
     driver.refresh_from_db()
     assert (driver.state, driver.missed_offers_in_row) == ("busy", 0)
 

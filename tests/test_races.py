@@ -80,7 +80,7 @@ def test_accept_racing_expiry_never_ends_both_ways(zones):
         Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() + timedelta(milliseconds=round_ % 4))
 
         run_together(
-            lambda o=offer, d=driver: offers.accept_offer(o.pk, driver=d),
+            lambda o=offer, d=driver: offers.accept_offer(o.pk, actor=Actor.driver(d)),
             lambda o=offer: offers.expire_offer(o.pk),
         )
 

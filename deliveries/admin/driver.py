@@ -54,6 +54,6 @@ class DriverAdmin(DriverProfileAdmin):
         def offline(driver: Driver) -> None:
             if driver.state == DriverState.OFFLINE:
                 raise Skipped("already offline.")
-            take_offline(driver.pk, actor=actor, reason="ops", manual=False)
+            take_offline(driver.pk, actor=actor, reason="ops")
 
         apply_each(self, request, queryset, offline, done="Set offline")

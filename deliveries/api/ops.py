@@ -57,7 +57,9 @@ class EscalationAcknowledgeView(APIView):
 
     @extend_schema(request=None, responses={200: EscalationSerializer})
     def post(self, request, pk):
-        return Response(EscalationSerializer(escalations.acknowledge_escalation(pk, user=request.user)).data)
+        return Response(
+            EscalationSerializer(escalations.acknowledge_escalation(pk, actor=Actor.ops(request.user))).data
+        )
 
 
 class EscalationResolveView(APIView):
@@ -67,7 +69,7 @@ class EscalationResolveView(APIView):
     def post(self, request, pk):
         data = NoteInput(data=request.data)
         data.is_valid(raise_exception=True)
-        escalation = escalations.resolve_escalation(pk, user=request.user, note=data.validated_data["note"])
+        escalation = escalations.resolve_escalation(pk, actor=Actor.ops(request.user), note=data.validated_data["note"])
         return Response(EscalationSerializer(escalation).data)
 
 

@@ -14,7 +14,7 @@ from deliveries import messages
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.offers import withdraw_offer
+from deliveries.services.offers import withdraw_offer_locked
 from deliveries.services.reassignment import reassign_after_driver_loss
 from drivers import locations
 from drivers.models import Break, Driver, DriverState
@@ -22,10 +22,10 @@ from drivers.notifications import notify_driver
 from drivers.services import current_shift, end_shift, lock_driver, start_shift, transition_driver
 
 
-def set_availability(driver: Driver, requested: str) -> Driver:
+def set_availability(requested: str, *, actor: Actor) -> Driver:
     """The driver app's availability switch: the action behind the transition that leads to the requested state
-    from the current one. Asking for the current state changes nothing."""
-    driver.refresh_from_db()
+    from the current one. Asking for the current state changes nothing. Returns the driver as it now is."""
+    driver = Driver.objects.get(pk=actor.id)
     if requested == driver.state:
         return driver
     requestable = [t for t in driver.get_available_state_transitions() if t.custom.get("requested")]
@@ -37,15 +37,15 @@ def set_availability(driver: Driver, requested: str) -> Driver:
         "go_online": go_online,
         "start_break": start_break,
         "end_break": end_break,
-        "go_offline": partial(take_offline, reason="driver", manual=True),
+        "go_offline": partial(take_offline, reason="driver"),
     }[chosen.name]
-    action(driver.pk, actor=Actor.driver(driver))
+    action(driver.pk, actor=actor)
     driver.refresh_from_db()
     return driver
 
 
 def go_online(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver = lock_driver(driver_id)
         transition_driver(driver.go_online, actor=actor, reason="shift started")
         start_shift(driver, actor=actor)
@@ -71,18 +71,18 @@ def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer 
 
 
 def start_break(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
         transition_driver(driver.start_break, actor=actor, reason="break")
         Break.objects.create(driver=driver, shift=current_shift(driver))
         announce_state(driver, reason="break")
         if offer is not None:
-            withdraw_offer(delivery, offer, reason="driver_on_break", actor=actor)
+            withdraw_offer_locked(delivery, offer, reason="driver_on_break", actor=actor)
             dispatch_locked(delivery)
 
 
 def end_break(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver = lock_driver(driver_id)
         transition_driver(driver.end_break, actor=actor, reason="break ended")
         _close_break(driver, actor=actor)
@@ -113,23 +113,23 @@ def announce_state(driver: Driver, *, reason: str, detail: str = "") -> None:
     notify_driver(driver.pk, "driver.state", messages.driver_state(driver, reason=reason, detail=detail))
 
 
-def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manual: bool = False) -> None:
-    """Set a driver offline. By choice (`manual`) it is refused while carrying a picked-up delivery; set by
-    the system (stale, missed offers) the driver is told why. A pending offer is withdrawn and passed on;
+def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> None:
+    """Set a driver offline. By the driver's own choice it is refused while carrying a picked-up delivery; set
+    by the system (stale, missed offers) or ops the driver is told why. A pending offer is withdrawn and passed on;
     deliveries not yet picked up go back to dispatch; picked-up ones escalate."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
         if driver.state == DriverState.OFFLINE:
             return
         held = dict(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).values_list("pk", "status"))
-        if manual and DeliveryStatus.PICKED_UP in held.values():
+        if actor.is_driver and DeliveryStatus.PICKED_UP in held.values():
             raise InvalidTransition("You cannot go offline while carrying a picked-up delivery: deliver it first.")
         transition_driver(driver.go_offline, actor=actor, reason=reason, detail=detail)
         if driver.breaks.filter(ended_at__isnull=True).exists():
             _close_break(driver, actor=actor)
         end_shift(driver, actor=actor)
         if offer is not None:
-            withdraw_offer(delivery, offer, reason="driver_offline", actor=actor)
+            withdraw_offer_locked(delivery, offer, reason="driver_offline", actor=actor)
             dispatch_locked(delivery)
         announce_state(driver, reason=reason, detail=detail)
         transaction.on_commit(lambda: locations.remove_from_index(driver))

@@ -9,17 +9,17 @@ from deliveries.services.escalations import resolve_gone_causes
 from deliveries.webhooks import enqueue_webhook
 
 
-def lock_delivery(delivery_id, *, driver=None, merchant=None) -> Delivery:
-    """Lock the delivery row (always the first lock an action takes). Scoped to a driver or merchant, a
-    delivery that is not theirs is reported as missing (API.md: 404, never reveal another party's objects)."""
+def lock_delivery(delivery_id, *, seen_by: Actor | None = None) -> Delivery:
+    """Lock the delivery row (always the first lock an action takes). Seen by a driver or merchant, a delivery
+    that is not theirs is reported as missing (API.md: 404, never reveal another party's objects)."""
     # of=("self",): lock the delivery row only. A plain FOR UPDATE over the join also locks its merchant and zone
     # rows: every action on a zone's or merchant's deliveries then waits for the others, the rows of a join are
     # locked in no fixed order (deadlocks), and inserting a delivery (FOR KEY SHARE on its merchant) waits too.
     rows = Delivery.objects.select_for_update(of=("self",)).select_related("merchant", "zone")
-    if driver is not None:
-        rows = rows.filter(driver=driver)
-    if merchant is not None:
-        rows = rows.filter(merchant=merchant)
+    if seen_by is not None and seen_by.is_driver:
+        rows = rows.filter(driver_id=seen_by.id)
+    if seen_by is not None and seen_by.is_merchant:
+        rows = rows.filter(merchant_id=seen_by.id)
     delivery = rows.filter(pk=delivery_id).first()
     if delivery is None:
         raise NotFound("No such delivery.")

@@ -78,7 +78,7 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
         fee=delivery_fee(zone, distance),
     )
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             delivery.save(force_insert=True)
             record_event(
                 "delivery.created",

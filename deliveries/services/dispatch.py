@@ -193,7 +193,7 @@ def choose(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         return dispatch_locked(lock_delivery(delivery_id), actor=actor)
 
 
@@ -236,7 +236,7 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         return None
     try:
         with transaction.atomic():
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
+            offer = create_offer_locked(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
     except IntegrityError:
         return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
     record_event(
@@ -247,11 +247,11 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         driver_id=driver.pk,
         payload=decision.reasoning(candidate) | {"offer_id": str(offer.pk)},
     )
-    announce_offer(delivery, offer, actor=actor)
+    announce_offer_locked(delivery, offer, actor=actor)
     return offer
 
 
-def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
+def create_offer_locked(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
     zone = delivery.zone
     minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
     surge = NO_SURGE
@@ -270,7 +270,7 @@ def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, ki
     )
 
 
-def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
+def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
     delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
     transition_delivery(delivery.mark_offered, actor=actor, payload={"offer_id": str(offer.pk)})

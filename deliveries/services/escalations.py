@@ -1,6 +1,5 @@
 """Escalations (SPEC 2.3): opening or raising one, closing it when its cause goes away, and ops' hand on it."""
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django_fsm import can_proceed
 
@@ -41,7 +40,7 @@ def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str,
     )
 
 
-def raise_escalation(
+def raise_escalation_locked(
     delivery: Delivery, *, level: EscalationLevel, reason: str, detail: str = "", actor: Actor | None = None
 ) -> Escalation | None:
     """Raise a locked delivery to `level`: the delivery's own level (never lowered) and, from ALERT, its one
@@ -100,9 +99,9 @@ def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
         _close(escalation, actor=actor, note=f"Closed automatically: the delivery is {delivery.status}.")
 
 
-def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> None:
+def _close(escalation: Escalation, *, actor: Actor, note: str) -> None:
     previous = escalation.status
-    run_transition(escalation.resolve, note, user)
+    run_transition(escalation.resolve, note, by_user_id=actor.user_id)
     escalation.save(update_fields=["status", "resolved_at", "resolved_by", "resolution_note"])
     _record(
         escalation,
@@ -123,23 +122,23 @@ def _lock_escalation(escalation_id) -> Escalation:
     return escalation
 
 
-def acknowledge_escalation(escalation_id, *, user: AbstractBaseUser) -> Escalation:
-    with transaction.atomic():
+def acknowledge_escalation(escalation_id, *, actor: Actor) -> Escalation:
+    with transaction.atomic(durable=True):
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
         if can_proceed(escalation.acknowledge):  # acknowledging twice changes nothing
-            run_transition(escalation.acknowledge, user)
+            run_transition(escalation.acknowledge, by_user_id=actor.user_id)
             escalation.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
-            _record(escalation, "escalation.acknowledged", actor=Actor.ops(user), from_state=EscalationStatus.OPEN)
+            _record(escalation, "escalation.acknowledged", actor=actor, from_state=EscalationStatus.OPEN)
             push_ops("escalation.updated", messages.escalation(escalation))
     return escalation
 
 
-def resolve_escalation(escalation_id, *, user: AbstractBaseUser, note: str) -> Escalation:
-    with transaction.atomic():
+def resolve_escalation(escalation_id, *, actor: Actor, note: str) -> Escalation:
+    with transaction.atomic(durable=True):
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
-        _close(escalation, actor=Actor.ops(user), note=note, user=user)
+        _close(escalation, actor=actor, note=note)
     return escalation

@@ -12,7 +12,7 @@ from deliveries import eta
 from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.escalations import raise_escalation
+from deliveries.services.escalations import raise_escalation_locked
 from zones.geometry import haversine_km
 
 LADDER = Actor.system("escalation")
@@ -43,7 +43,7 @@ def run_ladder(*, now: datetime | None = None) -> int:
 
 
 def _climb_unassigned(delivery_id, *, now: datetime) -> int:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
         if delivery.status not in OPEN_STATUSES or delivery.unassigned_since is None:
             return 0
@@ -63,18 +63,18 @@ def _climb_unassigned(delivery_id, *, now: datetime) -> int:
         detail = f"Unassigned for {int(waited // 60)} min"
         if level == EscalationLevel.WARN:
             detail += ": search widened to neighbouring zones"
-        raise_escalation(delivery, level=level, reason=Escalation.Reason.UNASSIGNED, detail=detail, actor=LADDER)
+        raise_escalation_locked(delivery, level=level, reason=Escalation.Reason.UNASSIGNED, detail=detail, actor=LADDER)
         if previous < EscalationLevel.WARN <= level:
             dispatch_locked(delivery)  # widened search, right away
         return 1
 
 
 def _escalate(delivery_id, reason: str, detail: str) -> int:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
         if delivery.escalations.filter(reason=reason).exists():
             return 0  # escalated for this once already
-        raise_escalation(delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, actor=LADDER)
+        raise_escalation_locked(delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, actor=LADDER)
         return 1
 
 
@@ -96,6 +96,6 @@ def dispatch_waiting(*, now: datetime | None = None) -> int:
     waiting = waiting.exclude(reassignment_count__gt=F("zone__max_reassignments"))
     offered = 0
     for delivery_id in waiting.order_by("created_at").values_list("pk", flat=True):
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             offered += dispatch_locked(lock_delivery(delivery_id)).offered
     return offered

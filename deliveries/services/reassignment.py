@@ -12,10 +12,10 @@ from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.dispatch import Candidate, announce_offer, create_offer, dispatch_locked
-from deliveries.services.escalations import raise_escalation
-from deliveries.services.offers import pending_offer_of, withdraw_offer
-from deliveries.services.progress import AlreadyPickedUp, release_capacity
+from deliveries.services.dispatch import Candidate, announce_offer_locked, create_offer_locked, dispatch_locked
+from deliveries.services.escalations import raise_escalation_locked
+from deliveries.services.offers import pending_offer_of, withdraw_offer_locked
+from deliveries.services.progress import AlreadyPickedUp, release_capacity_locked
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver
@@ -32,13 +32,13 @@ def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
         delivery.unassign, actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
     )
     driver = lock_driver(driver_id)
-    release_capacity(driver, actor=actor)
+    release_capacity_locked(driver, actor=actor)
     notify_driver(driver_id, "delivery.reassigned", messages.delivery_taken(delivery, reason=reason))
 
 
 def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
     if delivery.reassignment_count > delivery.zone.max_reassignments:
-        raise_escalation(
+        raise_escalation_locked(
             delivery,
             level=EscalationLevel.ALERT,
             reason=Escalation.Reason.REASSIGNMENTS,
@@ -49,15 +49,14 @@ def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
     dispatch_locked(delivery)
 
 
-def release_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
+def release_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
     """The driver hands back an accepted delivery before pickup."""
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id, driver=driver)
+    with transaction.atomic(durable=True):
+        delivery = lock_delivery(delivery_id, seen_by=actor)
         if delivery.status != DeliveryStatus.ASSIGNED:
             if delivery.status == DeliveryStatus.PICKED_UP:
                 raise AlreadyPickedUp()
             raise InvalidTransition(f"A delivery that is {delivery.status} cannot be released.")
-        actor = Actor.driver(driver)
         _hand_back(delivery, actor=actor, reason=f"released: {reason}")
         _redispatch(delivery, actor=actor)
     return delivery
@@ -66,7 +65,7 @@ def release_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
 def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: str) -> None:
     """The driver went offline or stale holding this delivery: before pickup it goes back to dispatch; after
     pickup it is never reassigned automatically, it escalates (SPEC 3.1)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
         if str(delivery.driver_id) != str(driver_id):
             return  # already handed back or finished meanwhile
@@ -75,7 +74,7 @@ def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: 
             _redispatch(delivery, actor=actor)
         elif delivery.status == DeliveryStatus.PICKED_UP:
             cause = Escalation.Reason.DRIVER_STALE if reason == "stale" else Escalation.Reason.DRIVER_OFFLINE
-            raise_escalation(
+            raise_escalation_locked(
                 delivery,
                 level=EscalationLevel.ALERT,
                 reason=cause,
@@ -94,7 +93,7 @@ class DriverRequired(BadInput):
 def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
     """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once.
     Ops' explicit reassign overrides the automatic limit on reassignments."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         dispatch_locked(delivery, actor=actor)
     return delivery
@@ -102,14 +101,14 @@ def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
 
 def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
     """Ops reassign to a named driver: a direct offer, which the driver may decline or let expire."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         driver = _lock_named_driver(driver_id)
         _require_offerable(driver)
-        offer = create_offer(
+        offer = create_offer_locked(
             delivery, driver, candidate=_candidate(delivery, driver), kind=Offer.Kind.DIRECT, now=timezone.now()
         )
-        announce_offer(delivery, offer, actor=actor)
+        announce_offer_locked(delivery, offer, actor=actor)
     return delivery
 
 
@@ -117,13 +116,13 @@ def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
     """Ops assign a named driver at once, without asking: recorded as an offer of kind `forced`, accepted."""
     if driver_id is None:
         raise DriverRequired()
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         driver = _lock_named_driver(driver_id)
         # The forced offer is inserted as pending: a driver answering another offer would break the
         # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
         _require_no_pending_offer(driver)
-        offer = create_offer(
+        offer = create_offer_locked(
             delivery, driver, candidate=_candidate(delivery, driver), kind=Offer.Kind.FORCED, now=timezone.now()
         )
         run_transition(offer.accept)
@@ -150,7 +149,7 @@ def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
         raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
     offer = pending_offer_of(delivery)
     if offer is not None:
-        withdraw_offer(delivery, offer, reason="reassigned_by_ops", actor=actor)
+        withdraw_offer_locked(delivery, offer, reason="reassigned_by_ops", actor=actor)
     if delivery.status == DeliveryStatus.ASSIGNED:
         _hand_back(delivery, actor=actor, reason="reassigned by ops")
     return delivery
