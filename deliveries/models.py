@@ -48,6 +48,22 @@ OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED)
 ACTIVE_STATUSES = (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP)
 
 
+class DeliveryQuerySet(models.QuerySet):
+    """The questions asked of deliveries everywhere, asked one way."""
+
+    def open(self):
+        """Needing a driver: pending or offered."""
+        return self.filter(status__in=OPEN_STATUSES)
+
+    def active(self):
+        """With a driver: assigned or picked up."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def carried_by(self, driver):
+        """What a driver (or driver id) holds right now."""
+        return self.active().filter(driver=driver)
+
+
 class EscalationLevel(models.IntegerChoices):
     """The escalation ladder's steps (SPEC 2.3). WARN widens the search; an Escalation for ops exists from ALERT;
     CRITICAL also tells the merchant. Raised only through `deliveries.services.escalations.raise_escalation_locked`."""
@@ -103,6 +119,8 @@ class Delivery(FSMModelMixin, models.Model):
     dispatch_not_before = models.DateTimeField(null=True, blank=True)
     # Outcome of the last dispatch attempt (offered, held, no_candidate): the audit trail records changes only.
     dispatch_outcome = models.CharField(max_length=16, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -186,6 +204,18 @@ class DeclineReason(models.TextChoices):
     OTHER = "other"
 
 
+class OfferQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(status=OfferStatus.PENDING)
+
+    def accepted(self):
+        return self.filter(status=OfferStatus.ACCEPTED)
+
+    def pending_for_driver(self, driver):
+        """The driver's (or driver id's) pending offer: at most one (a partial unique index)."""
+        return self.pending().filter(driver=driver)
+
+
 class Offer(FSMModelMixin, models.Model):
     """One delivery offered to one driver with a deadline (SPEC 2.1). A forced assignment by ops is recorded
     as an offer of kind `forced`, accepted at once, so every assignment has its offer."""
@@ -212,6 +242,8 @@ class Offer(FSMModelMixin, models.Model):
     eta_to_pickup_s = models.PositiveIntegerField()
     estimated_pay = models.DecimalField(max_digits=8, decimal_places=2)
     surge_multiplier = models.DecimalField(max_digits=4, decimal_places=2, default=1)
+
+    objects = OfferQuerySet.as_manager()
 
     class Meta:
         ordering = ["-sent_at"]

@@ -2,7 +2,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.models import AuditEvent
-from deliveries import eta
+from deliveries import eta, selectors
 from deliveries.models import DeclineReason, Delivery, Escalation, Offer
 
 
@@ -142,10 +142,7 @@ class MerchantDeliveryDetailSerializer(MerchantDeliverySerializer):
         fields = [*MerchantDeliverySerializer.Meta.fields, "events"]
 
     def get_events(self, delivery) -> TimelineEventSerializer(many=True):
-        events = AuditEvent.objects.for_delivery(delivery.pk).filter(
-            subject_kind="delivery", type__startswith="delivery."
-        )
-        return TimelineEventSerializer(events, many=True).data
+        return TimelineEventSerializer(selectors.status_changes(delivery), many=True).data
 
 
 class DriverDeliverySerializer(serializers.ModelSerializer):

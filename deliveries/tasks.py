@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from core.idempotency import purge_expired_idempotency_records
 from deliveries import messages, webhooks
-from deliveries.models import Offer, OfferStatus, WebhookDelivery
+from deliveries.models import Offer, WebhookDelivery
 from deliveries.selectors import zone_pressure
 from deliveries.services import availability, dispatch, ladder, offers
 from deliveries.services.ops_feed import push_ops
@@ -28,7 +28,7 @@ def expire_offer_task(offer_id: str) -> None:
 
 @shared_task
 def expire_overdue_offers() -> int:
-    overdue = Offer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=timezone.now())
+    overdue = Offer.objects.pending().filter(expires_at__lte=timezone.now())
     return sum(offers.expire_offer(offer_id) for offer_id in overdue.values_list("pk", flat=True))
 
 

@@ -116,6 +116,12 @@ class Driver(FSMModelMixin, models.Model):
         self._entered()
 
 
+class ShiftQuerySet(models.QuerySet):
+    def open(self):
+        """Started and not ended: at most one per driver (a partial unique index)."""
+        return self.filter(started_at__isnull=False, ended_at__isnull=True)
+
+
 class Shift(models.Model):
     """A stretch of work: started by going online, ended by going offline (planned times are optional)."""
 
@@ -125,6 +131,8 @@ class Shift(models.Model):
     planned_end = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ShiftQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -5,6 +5,7 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.fsm import run_transition
 from drivers.models import Driver, Shift
+from drivers.selectors import current_shift
 
 
 def lock_driver(driver_id) -> Driver:
@@ -58,7 +59,3 @@ def end_shift(driver: Driver, *, actor: Actor) -> Shift | None:
         payload={"seconds": (shift.ended_at - shift.started_at).total_seconds()},
     )
     return shift
-
-
-def current_shift(driver: Driver) -> Shift | None:
-    return Shift.objects.filter(driver=driver, started_at__isnull=False, ended_at__isnull=True).first()

@@ -24,7 +24,7 @@ class DriverAdmin(DriverProfileAdmin):
     def deliveries(self, driver: Driver) -> str:
         if driver.pk is None:
             return "-"
-        current = list(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).order_by("-assigned_at"))
+        current = list(Delivery.objects.carried_by(driver).order_by("-assigned_at"))
         recent = list(
             Delivery.objects.filter(driver=driver)
             .exclude(status__in=ACTIVE_STATUSES)

@@ -5,7 +5,7 @@ from rest_framework.views import APIView
 
 from core.audit import Actor
 from core.permissions import IsDriver
-from deliveries.models import ACTIVE_STATUSES, Delivery, Offer, OfferStatus
+from deliveries.models import Delivery, Offer, OfferStatus
 from deliveries.serializers import (
     DeclineInput,
     DeliverInput,
@@ -15,7 +15,7 @@ from deliveries.serializers import (
 )
 from deliveries.services import availability, offers, progress, reassignment
 from drivers.models import DriverState
-from drivers.services import current_shift
+from drivers.selectors import current_shift
 
 
 class AvailabilityInput(serializers.Serializer):
@@ -49,11 +49,11 @@ class DriverMeSerializer(serializers.Serializer):
         return ShiftSerializer(shift).data if shift else None
 
     def get_active_deliveries(self, driver) -> DriverDeliverySerializer(many=True):
-        rows = Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).select_related("merchant")
+        rows = Delivery.objects.carried_by(driver).select_related("merchant")
         return DriverDeliverySerializer(rows, many=True).data
 
     def get_pending_offer(self, driver) -> OfferSerializer(allow_null=True):
-        offer = Offer.objects.filter(driver=driver, status=OfferStatus.PENDING).select_related("delivery").first()
+        offer = Offer.objects.pending_for_driver(driver).select_related("delivery").first()
         return OfferSerializer(offer).data if offer else None
 
 
@@ -135,7 +135,7 @@ class DriverDeliveryListView(generics.ListAPIView):
     def get_queryset(self):
         rows = Delivery.objects.filter(driver=self.request.user.driver).select_related("merchant")
         if self.request.query_params.get("active", "").lower() in ("1", "true", "yes"):
-            rows = rows.filter(status__in=ACTIVE_STATUSES)
+            rows = rows.active()
         return rows
 
 

@@ -3,7 +3,7 @@
 from core.audit import Actor
 from core.errors import DomainError
 from deliveries import messages
-from deliveries.models import ACTIVE_STATUSES, Delivery
+from deliveries.models import Delivery
 from deliveries.services.common import transition_delivery
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
@@ -16,7 +16,7 @@ class DriverUnavailable(DomainError):
 
 
 def active_delivery_count(driver: Driver) -> int:
-    return Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).count()
+    return Delivery.objects.carried_by(driver).count()
 
 
 def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str, payload=None) -> None:

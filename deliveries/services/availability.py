@@ -11,7 +11,7 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.errors import InvalidTransition
 from deliveries import messages
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Offer
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.offers import withdraw_offer_locked
@@ -19,7 +19,8 @@ from deliveries.services.reassignment import reassign_after_driver_loss
 from drivers import locations
 from drivers.models import Break, Driver, DriverState
 from drivers.notifications import notify_driver
-from drivers.services import current_shift, end_shift, lock_driver, start_shift, transition_driver
+from drivers.selectors import current_shift
+from drivers.services import end_shift, lock_driver, start_shift, transition_driver
 
 
 def set_availability(requested: str, *, actor: Actor) -> Driver:
@@ -54,16 +55,10 @@ def go_online(driver_id, *, actor: Actor) -> None:
 
 def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer | None]:
     """Lock the driver's pending offer and its delivery before the driver (the fixed lock order)."""
-    delivery_id = (
-        Offer.objects.filter(driver_id=driver_id, status=OfferStatus.PENDING)
-        .values_list("delivery_id", flat=True)
-        .first()
-    )
+    delivery_id = Offer.objects.pending_for_driver(driver_id).values_list("delivery_id", flat=True).first()
     delivery = lock_delivery(delivery_id) if delivery_id else None
     offer = (
-        Offer.objects.select_for_update()
-        .filter(driver_id=driver_id, delivery=delivery, status=OfferStatus.PENDING)
-        .first()
+        Offer.objects.select_for_update().pending_for_driver(driver_id).filter(delivery=delivery).first()
         if delivery
         else None
     )
@@ -121,7 +116,7 @@ def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> N
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
         if driver.state == DriverState.OFFLINE:
             return
-        held = dict(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).values_list("pk", "status"))
+        held = dict(Delivery.objects.carried_by(driver).values_list("pk", "status"))
         if actor.is_driver and DeliveryStatus.PICKED_UP in held.values():
             raise InvalidTransition("You cannot go offline while carrying a picked-up delivery: deliver it first.")
         transition_driver(driver.go_offline, actor=actor, reason=reason, detail=detail)

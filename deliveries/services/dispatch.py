@@ -113,7 +113,7 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         str(d.pk): d
         for d in Driver.objects.filter(pk__in=ids).annotate(
             active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
-            has_pending_offer=Exists(Offer.objects.filter(driver=OuterRef("pk"), status=OfferStatus.PENDING)),
+            has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
         )
     }
     history = dict(
@@ -124,9 +124,9 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
     history = {str(driver_id): status for driver_id, status in history.items()}
     shift_ends = {
         str(driver_id): planned_end
-        for driver_id, planned_end in Shift.objects.filter(
-            driver_id__in=ids, started_at__isnull=False, ended_at__isnull=True, planned_end__isnull=False
-        ).values_list("driver_id", "planned_end")
+        for driver_id, planned_end in Shift.objects.open()
+        .filter(driver_id__in=ids, planned_end__isnull=False)
+        .values_list("driver_id", "planned_end")
     }
     candidates, excluded = [], []
     for hit in nearby:

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core.audit import Actor
 from deliveries import eta
-from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
+from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.escalations import raise_escalation_locked
@@ -24,7 +24,7 @@ def run_ladder(*, now: datetime | None = None) -> int:
     """One pass over every delivery that may need escalating. Returns how many changed."""
     now = now or timezone.now()
     changed = 0
-    climbing = Delivery.objects.filter(status__in=OPEN_STATUSES, escalation_level__lt=EscalationLevel.CRITICAL)
+    climbing = Delivery.objects.open().filter(escalation_level__lt=EscalationLevel.CRITICAL)
     for delivery_id in climbing.values_list("pk", flat=True):
         changed += _climb_unassigned(delivery_id, now=now)
     assigned_long = Delivery.objects.filter(
@@ -80,9 +80,7 @@ def _escalate(delivery_id, reason: str, detail: str) -> int:
 
 def _not_moving(delivery: Delivery) -> bool:
     driver = delivery.driver
-    offer = (
-        Offer.objects.filter(delivery=delivery, driver=driver, status=OfferStatus.ACCEPTED).order_by("-sent_at").first()
-    )
+    offer = Offer.objects.accepted().filter(delivery=delivery, driver=driver).order_by("-sent_at").first()
     if driver.last_lat is None or offer is None:
         return True
     now_km = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)

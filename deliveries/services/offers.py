@@ -133,7 +133,7 @@ def withdraw_offer_locked(delivery: Delivery, offer: Offer, *, reason: str, acto
 
 
 def pending_offer_of(delivery: Delivery) -> Offer | None:
-    return Offer.objects.select_for_update().filter(delivery=delivery, status=OfferStatus.PENDING).first()
+    return Offer.objects.select_for_update().pending().filter(delivery=delivery).first()
 
 
 def _pass_on(delivery: Delivery, *, actor: Actor) -> None:

@@ -9,7 +9,7 @@ from core.audit import Actor
 from core.errors import BadInput, InvalidTransition, NotFound
 from core.fsm import run_transition
 from deliveries import eta, messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.dispatch import Candidate, announce_offer_locked, create_offer_locked, dispatch_locked
@@ -25,9 +25,7 @@ from zones.geometry import haversine_km
 def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
     """Unassign a locked, assigned delivery and tell its driver it was taken away."""
     driver_id = delivery.driver_id
-    Offer.objects.filter(delivery=delivery, driver_id=driver_id, status=OfferStatus.ACCEPTED).update(
-        release_reason=reason
-    )
+    Offer.objects.accepted().filter(delivery=delivery, driver_id=driver_id).update(release_reason=reason)
     transition_delivery(
         delivery.unassign, actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
     )
@@ -177,5 +175,5 @@ def _require_offerable(driver: Driver) -> None:
 
 
 def _require_no_pending_offer(driver: Driver) -> None:
-    if Offer.objects.filter(driver=driver, status=OfferStatus.PENDING).exists():
+    if Offer.objects.pending_for_driver(driver).exists():
         raise DriverUnavailable(f"{driver.name} is answering another offer.")
