@@ -1,30 +1,27 @@
-"""Every REST route of the delivery work, grouped by who calls it (API.md). Driver routes are all here, the
-location pings included: their view lives in drivers/ (it needs nothing from deliveries), the rest in
+"""Every REST route of the work: merchants', drivers' and ops' (API.md). Every driver route is here, the
+location pings included: their view lives in drivers/api.py (it needs nothing from deliveries), the others in
 deliveries/api/driver.py."""
 
 from django.urls import path
 
 from deliveries.api import driver, merchant, ops
-from drivers.api import LocationsView
+from drivers import api as drivers_api
 
 urlpatterns = [
-    # merchants
     path("deliveries", merchant.DeliveryListCreateView.as_view(), name="deliveries"),
     path("deliveries/<uuid:pk>", merchant.DeliveryDetailView.as_view(), name="delivery"),
     path("deliveries/<uuid:pk>/cancel", merchant.DeliveryCancelView.as_view(), name="delivery-cancel"),
-    # drivers
-    path("driver/me", driver.MeView.as_view(), name="driver-me"),
-    path("driver/availability", driver.AvailabilityView.as_view(), name="driver-availability"),
-    path("driver/locations", LocationsView.as_view(), name="driver-locations"),
-    path("driver/offers", driver.OfferListView.as_view(), name="driver-offers"),
-    path("driver/deliveries", driver.DriverDeliveryListView.as_view(), name="driver-deliveries"),
-    path("offers/<uuid:pk>/accept", driver.OfferAcceptView.as_view(), name="offer-accept"),
-    path("offers/<uuid:pk>/decline", driver.OfferDeclineView.as_view(), name="offer-decline"),
     path("deliveries/<uuid:pk>/pickup", driver.PickupView.as_view(), name="delivery-pickup"),
     path("deliveries/<uuid:pk>/deliver", driver.DeliverView.as_view(), name="delivery-deliver"),
     path("deliveries/<uuid:pk>/fail", driver.FailView.as_view(), name="delivery-fail"),
     path("deliveries/<uuid:pk>/release", driver.ReleaseView.as_view(), name="delivery-release"),
-    # ops
+    path("driver/me", driver.MeView.as_view(), name="driver-me"),
+    path("driver/availability", driver.AvailabilityView.as_view(), name="driver-availability"),
+    path("driver/locations", drivers_api.LocationsView.as_view(), name="driver-locations"),
+    path("driver/offers", driver.OfferListView.as_view(), name="driver-offers"),
+    path("driver/deliveries", driver.DriverDeliveryListView.as_view(), name="driver-deliveries"),
+    path("offers/<uuid:pk>/accept", driver.OfferAcceptView.as_view(), name="offer-accept"),
+    path("offers/<uuid:pk>/decline", driver.OfferDeclineView.as_view(), name="offer-decline"),
     path("ops/deliveries/<uuid:pk>/reassign", ops.ReassignView.as_view(), name="ops-reassign"),
     path("ops/escalations", ops.EscalationListView.as_view(), name="ops-escalations"),
     path("ops/escalations/<uuid:pk>/acknowledge", ops.EscalationAcknowledgeView.as_view(), name="ops-ack"),

@@ -13,7 +13,6 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
-from deliveries.services.creation import create_delivery
 from deliveries.services.progress import pick_up_delivery
 from deliveries.services.reassignment import force_assign
 from tests import factories
@@ -23,15 +22,16 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "admin:deliveries_delivery_changelist"
 
 
-def new_delivery(merchant, external_id: str, **extra) -> Delivery:
-    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id, **extra))
-    return delivery
-
-
 def forced(delivery, driver, user) -> Delivery:
     force_assign(delivery.pk, driver_id=driver.pk, actor=Actor.ops(user))
     delivery.refresh_from_db()
     return delivery
+
+
+def force_in_console(admin_client, delivery, driver):
+    """Ops fill in the console's reassign form: this driver, forced."""
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    return admin_client.post(url, {"driver": driver.pk, "force": "on"})
 
 
 def messages_of(response) -> list[str]:
@@ -109,7 +109,7 @@ def test_the_list_filters_by_status_zone_level_and_age_and_searches_external_id(
 
 def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(admin_client, merchant, clock):
     factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    delivery = new_delivery(merchant, "order-7")
+    delivery = factories.new_delivery(merchant, "order-7")
     page = admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
     assert page.status_code == 200
     html = page.content.decode()
@@ -123,9 +123,9 @@ def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(adm
 
 def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    held = forced(new_delivery(merchant, "held"), ana, admin_user)
+    held = forced(factories.new_delivery(merchant, "held"), ana, admin_user)
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
-    carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
+    carried = forced(factories.new_delivery(merchant, "carried"), ben, admin_user)
     pick_up_delivery(carried.pk, actor=Actor.driver(ben))
 
     response = admin_client.post(
@@ -145,7 +145,7 @@ def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_clien
 
 
 def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, clock):
-    delivery = new_delivery(merchant, "lonely")
+    delivery = factories.new_delivery(merchant, "lonely")
     url = reverse(CHANGELIST)
     first = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
     assert messages_of(first) == ["lonely: not offered: no candidate."]
@@ -159,9 +159,9 @@ def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, cl
 
 
 def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin_user, merchant, clock):
-    waiting = new_delivery(merchant, "waiting")
+    waiting = factories.new_delivery(merchant, "waiting")
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
-    carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
+    carried = forced(factories.new_delivery(merchant, "carried"), ben, admin_user)
     pick_up_delivery(carried.pk, actor=Actor.driver(ben))
     url = reverse(CHANGELIST)
     selection = {"action": "cancel_deliveries", "_selected_action": [waiting.pk, carried.pk]}
@@ -184,7 +184,7 @@ def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin
 
 
 def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merchant, clock):
-    delivery = new_delivery(merchant, "order-9")
+    delivery = factories.new_delivery(merchant, "order-9")
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
     assert admin_client.get(url).status_code == 200
@@ -203,12 +203,11 @@ def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merc
 def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
-    delivery = forced(new_delivery(merchant, "order-1"), ana, admin_user)
-    forced(new_delivery(merchant, "order-2"), ben, admin_user)  # Ben is now at capacity
+    delivery = forced(factories.new_delivery(merchant, "order-1"), ana, admin_user)
+    forced(factories.new_delivery(merchant, "order-2"), ben, admin_user)  # Ben is now at capacity
     events_before = AuditEvent.objects.count()
 
-    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
-    response = admin_client.post(url, {"driver": ben.pk, "force": "on"})
+    response = force_in_console(admin_client, delivery, ben)
     assert response.status_code == 200
     assert "Ben Costa is busy." in response.content.decode()
     delivery.refresh_from_db()
@@ -221,13 +220,12 @@ def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, mercha
 
 def test_forcing_onto_a_driver_answering_another_offer_is_refused(admin_client, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    new_delivery(merchant, "offered-to-ana")
-    waiting = new_delivery(merchant, "waiting")
+    factories.new_delivery(merchant, "offered-to-ana")
+    waiting = factories.new_delivery(merchant, "waiting")
     assert waiting.status == DeliveryStatus.PENDING  # Ana is busy answering the first offer
     events_before = AuditEvent.objects.count()
 
-    url = reverse("admin:deliveries_delivery_reassign", args=[waiting.pk])
-    response = admin_client.post(url, {"driver": ana.pk, "force": "on"})
+    response = force_in_console(admin_client, waiting, ana)
     assert response.status_code == 200
     assert "Ana Silva is answering another offer." in response.content.decode()
     waiting.refresh_from_db()

@@ -9,7 +9,6 @@ from django.urls import reverse
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
-from deliveries.services.creation import create_delivery
 from deliveries.services.escalations import raise_escalation_locked, resolve_escalation
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import force_assign
@@ -26,7 +25,7 @@ def messages_of(response) -> list[str]:
 
 
 def escalated(merchant, external_id: str, *, level: EscalationLevel, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
-    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
+    delivery = factories.new_delivery(merchant, external_id)
     with transaction.atomic():
         return raise_escalation_locked(delivery, level=level, reason=reason, detail="test")
 
@@ -100,7 +99,7 @@ def test_escalations_are_not_edited_or_deleted_in_the_admin(admin_client, mercha
 def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     for external_id in ("earlier", "now"):
-        delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
+        delivery = factories.new_delivery(merchant, external_id)
         force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
         if external_id == "earlier":
             pick_up_delivery(delivery.pk, actor=Actor.driver(ana))
@@ -114,7 +113,7 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
 
 def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload("held"))
+    delivery = factories.new_delivery(merchant, "held")
     force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
     gone = factories.DriverFactory(name="Ben Costa")  # never came online
 

@@ -103,9 +103,7 @@ def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         driver = _lock_named_driver(driver_id)
         _require_offerable(driver)
-        offer = create_offer_locked(
-            delivery, driver, candidate=_candidate(delivery, driver), kind=Offer.Kind.DIRECT, now=timezone.now()
-        )
+        offer = _offer_to_named(delivery, driver, kind=Offer.Kind.DIRECT)
         announce_offer_locked(delivery, offer, actor=actor)
     return delivery
 
@@ -120,9 +118,7 @@ def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
         # The forced offer is inserted as pending: a driver answering another offer would break the
         # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
         _require_no_pending_offer(driver)
-        offer = create_offer_locked(
-            delivery, driver, candidate=_candidate(delivery, driver), kind=Offer.Kind.FORCED, now=timezone.now()
-        )
+        offer = _offer_to_named(delivery, driver, kind=Offer.Kind.FORCED)
         run_transition(offer.accept)
         offer.save()
         assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
@@ -160,12 +156,14 @@ def _lock_named_driver(driver_id) -> Driver:
     return driver
 
 
-def _candidate(delivery: Delivery, driver: Driver) -> Candidate:
+def _offer_to_named(delivery: Delivery, driver: Driver, *, kind: str) -> Offer:
+    """The offer to a driver ops named: distance and ETA from its last known position, as dispatch would show."""
     if driver.last_lat is None:
         distance = 0.0
     else:
         distance = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
-    return Candidate(driver, distance, eta.travel_seconds(distance, driver.vehicle))
+    candidate = Candidate(driver, distance, eta.travel_seconds(distance, driver.vehicle))
+    return create_offer_locked(delivery, driver, candidate=candidate, kind=kind, now=timezone.now())
 
 
 def _require_offerable(driver: Driver) -> None:

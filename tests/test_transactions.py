@@ -1,5 +1,6 @@
-"""A fix found by the benchmarks (BENCHMARKS.md): the delivery lock takes the delivery row only, not the
-merchant and zone rows it joins (which made one zone's deliveries queue behind each other)."""
+"""Transactions and locks: an action locks only the rows it changes (the delivery lock takes the delivery row,
+not the merchant and zone rows it joins, which made one zone's deliveries queue behind each other, as the
+benchmarks found) and commits on its own, never inside a caller's transaction."""
 
 import pytest
 from django.db import connection, transaction
