@@ -302,8 +302,6 @@ class Escalation(FSMModelMixin, models.Model):
         DRIVER_STALE = "driver_stale", "Driver went stale holding it"
         DRIVER_OFFLINE = "driver_offline", "Driver went offline holding it"
 
-    Level = EscalationLevel
-
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="escalations")
     reason = models.CharField(max_length=32, choices=Reason.choices)
