@@ -66,6 +66,11 @@ def zone_pressure(zones: list[dict]) -> dict:
 # --- to a merchant (webhooks) -----------------------------------------------------------------------------------
 
 
+def delivery_escalated(escalation: Escalation, *, detail: str) -> dict:
+    """The `data` of a `delivery.escalated` webhook (level CRITICAL): how bad, why, and what was just seen."""
+    return {"level": escalation.level, "reason": escalation.reason, "detail": detail}
+
+
 def webhook_body(event_id: uuid.UUID, type: str, delivery: Delivery, data: dict | None = None) -> str:
     """The signed body of a webhook (API.md, Merchant), compact: it is signed byte for byte."""
     return json.dumps(

@@ -65,12 +65,6 @@ def _isolated(settings):
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    """PBKDF2's deliberate slowness (seconds per user on a busy machine) buys a test nothing."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _eager_celery():
     from config.celery import app
 

@@ -1,7 +1,9 @@
+import functools
 from datetime import datetime
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 
 from core.audit import Actor
@@ -13,12 +15,20 @@ from drivers import locations
 from drivers.models import Driver
 from zones.models import Zone
 
+PASSWORD = "secret-pass-123"
 # Points inside the demo zones (tests/data/demo_zones.geojson).
 CENTRO = (38.715, -9.14)
-KM_PER_DEGREE_OF_LONGITUDE = 87.0  # at Lisbon's latitude
 NORTE = (38.745, -9.14)
 ESTE = (38.715, -9.10)
 OUTSIDE = (40.0, -3.7)
+KM_PER_DEGREE_OF_LONGITUDE = 87.0  # at Lisbon's latitude
+
+
+@functools.cache
+def _password_hash() -> str:
+    # Hashed once for every test user: PBKDF2 costs seconds a user on a busy machine. A real hash still, so a
+    # server started in a subprocess (its own settings) accepts the password.
+    return make_password(PASSWORD)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -27,7 +37,7 @@ class UserFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ["username"]
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.django.Password("secret-pass-123")
+    password = factory.LazyFunction(_password_hash)
 
 
 class MerchantFactory(factory.django.DjangoModelFactory):

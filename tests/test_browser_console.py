@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import sync_playwright
 
+from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.services.offers import decline_offer
 from tests import factories
@@ -35,7 +36,7 @@ def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_se
     declined_by = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     chosen = factories.online_driver(38.73, -9.135, name="Bruno Costa")  # in Norte: not offered at level 0
     delivery = factories.new_delivery(factories.MerchantFactory(), external_id="stuck-1")
-    decline_offer(delivery.offers.get().pk, driver=declined_by, reason="too_far")
+    decline_offer(delivery.offers.get().pk, actor=Actor.driver(declined_by), reason="too_far")
 
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1300, "height": 1000})

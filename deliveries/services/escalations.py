@@ -80,7 +80,7 @@ def raise_escalation_locked(
         )
         push_ops("escalation.updated", messages.escalation(escalation))
     if level >= EscalationLevel.CRITICAL:
-        enqueue_webhook(delivery, "delivery.escalated", {"level": level, "reason": escalation.reason, "detail": detail})
+        enqueue_webhook(delivery, "delivery.escalated", messages.delivery_escalated(escalation, detail=detail))
     return escalation
 
 
