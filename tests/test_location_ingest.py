@@ -171,7 +171,7 @@ async def test_a_driver_gone_offline_is_not_indexed_by_the_next_ping(zones, djan
     async with _client(django_app) as client:
         assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
         assert await _sync(_indexed)(driver)
-        await _sync(take_offline)(driver.pk, actor=Actor.driver(driver), reason="test", manual=True)
+        await _sync(take_offline)(driver.pk, actor=Actor.driver(driver), reason="test")
         assert not await _sync(_indexed)(driver)
         await client.post(URL, json={"points": [_point()]}, headers=auth)
     assert not await _sync(_indexed)(driver)
