@@ -1,9 +1,10 @@
 """`Idempotency-Key` for every API POST (API.md, conventions).
 
 The first response for (caller, key) is stored for 24 h and replayed byte for byte; the same key with another
-body answers 422; a retry while the first is still running answers 409 `request_in_progress`. A request that
-crashed (5xx, or a process that died mid-way and left its claim older than `CLAIM_TIMEOUT`) releases the key,
-so the client's retry runs for real instead of being stuck.
+body answers 422; a retry while the first is still running answers 409 `request_in_progress`. Only a response
+that completed the request is stored: 2xx, or a 4xx that the same body would always get. One that says nothing
+about the body (401, 403, 408, 429: credentials, rate, time) or a crash (5xx, or a process that died mid-way and
+left its claim older than `CLAIM_TIMEOUT`) releases the key, so the client's retry runs for real.
 """
 
 import hashlib
@@ -21,6 +22,8 @@ HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
+# Answers about the caller or the moment, not the body: the same retry may well succeed.
+NOT_FINAL = {401, 403, 408, 429}
 
 
 def _json(status: int, code: str, detail: str) -> HttpResponse:
@@ -61,7 +64,7 @@ class IdempotencyMiddleware:
         except BaseException:
             record.delete()
             raise
-        if response.status_code >= 500 or response.streaming:
+        if response.status_code >= 500 or response.status_code in NOT_FINAL or response.streaming:
             record.delete()
             return response
         # An update, not a save: if this request ran so long that a retry took its claim over, the retry's
