@@ -8,14 +8,13 @@ left its claim older than `CLAIM_TIMEOUT`) releases the key, so the client's ret
 """
 
 import hashlib
-import json
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 
-from core.errors import error_body
+from core.errors import json_error
 from core.models import IdempotencyRecord
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
@@ -24,10 +23,6 @@ RETENTION = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
 # Answers about the caller or the moment, not the body: the same retry may well succeed.
 NOT_FINAL = {401, 403, 408, 429}
-
-
-def _json(status: int, code: str, detail: str) -> HttpResponse:
-    return HttpResponse(json.dumps(error_body(code, detail)), status=status, content_type="application/json")
 
 
 def _caller(request) -> str:
@@ -53,7 +48,9 @@ class IdempotencyMiddleware:
         if request.method != "POST" or key is None or not request.path.startswith("/api/"):
             return self.get_response(request)
         if not key or len(key) > MAX_KEY_LENGTH:
-            return _json(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+            return json_error(
+                400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters."
+            )
 
         caller, fingerprint = _caller(request), _fingerprint(request)
         record, conflict = self._claim(caller, key, fingerprint)
@@ -96,13 +93,13 @@ class IdempotencyMiddleware:
                 IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
                 continue
             if existing.fingerprint != fingerprint:
-                return None, _json(
+                return None, json_error(
                     422,
                     "idempotency_key_reused",
                     "This Idempotency-Key was already used with a different request body.",
                 )
             if not existing.completed:
-                return None, _json(
+                return None, json_error(
                     409,
                     "request_in_progress",
                     "A request with this Idempotency-Key is still being processed.",
@@ -110,7 +107,7 @@ class IdempotencyMiddleware:
             replay = HttpResponse(bytes(existing.body), status=existing.status_code, content_type=existing.content_type)
             replay["Idempotent-Replayed"] = "true"
             return None, replay
-        return None, _json(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
+        return None, json_error(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
 
 
 def purge_expired_idempotency_records() -> int:
