@@ -42,9 +42,9 @@ def _is_online(driver_id) -> bool:
 class DriverConsumer(JsonSocket):
     driver: Driver | None = None
     last_seq = 0
-    # Whether pings make the driver searchable: read at connect, kept current by `driver.state` messages and
-    # re-read at most every ONLINE_RECHECK_S, so a ping costs no database query (REST state changes show
-    # within that time; dispatch checks the live state anyway).
+    # Whether pings are kept (an offline driver's are dropped): read at connect, kept current by `driver.state`
+    # messages and re-read at most every ONLINE_RECHECK_S, so a ping costs no database query (REST state changes
+    # show within that time; dispatch checks the live state anyway).
     online = False
     online_read_at = float("-inf")
 

@@ -98,17 +98,18 @@ def usable_points(points: list[Point], *, now: datetime | None = None) -> list[P
 
 
 def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
-    """Take a batch of pings and index the newest one (searchable only while the driver is online). Returns
-    how many points were usable. Reads nothing from the database: callers pass what they know."""
+    """Take a batch of pings and index the newest one. Returns how many points were usable: none while the
+    driver is offline, whose position is not tracked off shift at all. Reads nothing from the database:
+    callers pass what they know."""
     points = usable_points(points)
-    if not points:
+    if not points or not online:
         return 0
     latest = max(points, key=lambda p: p.recorded_at)
     zone = zone_for_point(latest.lat, latest.lng)
     client = _redis.client()
     if client is not None:
         try:
-            _write_redis(client, str(driver_id), latest, zone.code if zone else None, online)
+            _write_redis(client, str(driver_id), latest, zone.code if zone else None)
             return len(points)
         except _REDIS_ERRORS as exc:
             _redis.failed(exc)
@@ -118,13 +119,13 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
     return len(points)
 
 
-def _write_redis(client: redis.Redis, member: str, point: Point, zone_code: str | None, indexed: bool) -> None:
+def _write_redis(client: redis.Redis, member: str, point: Point, zone_code: str | None) -> None:
     seen = point.recorded_at.timestamp()
     pipe = client.pipeline(transaction=False)
     for code in active_zone_codes():
-        if code != zone_code or not indexed:
+        if code != zone_code:
             pipe.zrem(_key("geo", code), member)
-    if zone_code and indexed:
+    if zone_code:
         pipe.geoadd(_key("geo", zone_code), (point.lng, point.lat, member))
         pipe.zadd(_key("seen"), {member: seen})
     pipe.hset(_key("pos", member), mapping={"lat": point.lat, "lng": point.lng, "t": seen, "zone": zone_code or ""})

@@ -135,6 +135,21 @@ async def test_locations_sent_over_the_socket_are_recorded(zones, settings):
     await socket.disconnect()
 
 
+async def test_an_offline_drivers_socket_pings_are_dropped(zones, settings):
+    from django.utils import timezone
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = await db(factories.DriverFactory)()
+    socket = await _driver_socket(driver)
+    point = {"lat": LAT, "lng": LNG, "recorded_at": timezone.now().isoformat()}
+    await socket.send_json_to({"type": "location", "data": point})
+    await socket.send_json_to({"type": "probe"})  # answered after the location is handled
+    await _next(socket, "error")
+    await db(driver.refresh_from_db)()
+    assert (driver.last_lat, driver.last_seen_at) == (None, None)
+    await socket.disconnect()
+
+
 async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts(zones, clock):
     ops = await db(factories.UserFactory)(is_staff=True)
     ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
@@ -204,6 +219,7 @@ async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
     from django.utils import timezone
 
     from deliveries.services.availability import go_online
+    from drivers import locations
     from drivers.locations import nearest_drivers
 
     driver = await db(factories.DriverFactory)()
@@ -217,7 +233,8 @@ async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
         hits = await db(nearest_drivers)(LAT, LNG, radius_km=1, limit=5, zone_codes=["centro"])
         return [hit.driver_id for hit in hits]
 
-    assert await ping_and_search() == []  # offline: recorded, not searchable
+    assert await ping_and_search() == []  # offline: dropped
+    assert await db(locations.flush_positions)() == 0  # not even buffered for the database
     await db(go_online)(driver.pk, actor=Actor.driver(driver))
     assert (await _next(socket, "driver.state"))["data"]["state"] == "available"
     assert await ping_and_search() == [str(driver.pk)]  # no wait for a re-read: the stream said so
