@@ -118,11 +118,16 @@ def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> Non
 
 
 def _lock_escalation(escalation_id) -> Escalation:
-    escalation = (
-        Escalation.objects.select_for_update().select_related("delivery__zone").filter(pk=escalation_id).first()
-    )
-    if escalation is None:
+    """Lock in the order every action uses: the escalation's delivery first, then the escalation row alone.
+    (Escalation first, or one FOR UPDATE over the join, deadlocked against a driver accepting the delivery.)"""
+    from deliveries.services.common import lock_delivery  # common imports this module
+
+    delivery_id = Escalation.objects.filter(pk=escalation_id).values_list("delivery_id", flat=True).first()
+    if delivery_id is None:
         raise NotFound("No such escalation.")
+    delivery = lock_delivery(delivery_id)
+    escalation = Escalation.objects.select_for_update().get(pk=escalation_id)
+    escalation.delivery = delivery
     return escalation
 
 
