@@ -191,6 +191,22 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
     await ops_socket.disconnect()
 
 
+async def test_ops_hear_of_a_break_over_the_limit_while_it_lasts(zones, clock):
+    from deliveries.services.availability import start_break
+    from deliveries.tasks import flag_long_breaks
+
+    ops = await db(factories.UserFactory)(is_staff=True)
+    ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
+    ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
+    driver = await db(factories.online_driver)(*east(0.3))
+    await db(start_break)(driver.pk, actor=Actor.driver(driver))
+    clock.shift(31 * 60)
+    await db(flag_long_breaks)()
+    told = await _next(ops_socket, "driver.break_over_limit")
+    assert (told["data"]["driver_id"], told["data"]["seconds"], told["data"]["limit_s"]) == (str(driver.pk), 1860, 1800)
+    await ops_socket.disconnect()
+
+
 async def test_ops_socket_refuses_non_staff(zones):
     merchant = await db(factories.MerchantFactory)()
     token = await db(lambda: Token.objects.get_or_create(user=merchant.user)[0].key)()
