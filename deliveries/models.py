@@ -1,5 +1,6 @@
 import secrets
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -108,6 +109,14 @@ class Delivery(FSMModelMixin, models.Model):
     @property
     def tracking_url(self) -> str:
         return f"{settings.RELAY_PUBLIC_URL}/t/{self.tracking_token}"
+
+    @property
+    def waiting_since(self) -> datetime | None:
+        """When its wait for a driver began: when it last needed one or, held back on purpose for `ready_at`,
+        when the hold ends. The escalation ladder counts from here; None while a driver has it."""
+        if self.unassigned_since is None or self.dispatch_not_before is None:
+            return self.unassigned_since
+        return max(self.unassigned_since, self.dispatch_not_before)
 
     def _entered(self) -> None:
         self.status_changed_at = timezone.now()
@@ -258,6 +267,7 @@ class Escalation(models.Model):
         OVERDUE = "overdue", "Past its dropoff ETA"
         DRIVER_STALE = "driver_stale", "Driver went stale holding it"
         DRIVER_OFFLINE = "driver_offline", "Driver went offline holding it"
+        NO_CANDIDATE = "no_candidate", "No driver in reach"
 
     class Level(models.IntegerChoices):
         ALERT = 2

@@ -7,9 +7,10 @@ from django.db import transaction
 from django.urls import reverse
 
 from core.models import AuditEvent
-from deliveries.models import DeliveryStatus, Escalation, EscalationStatus
+from deliveries.models import DeliveryStatus, Escalation, EscalationStatus, Offer, OfferStatus
 from deliveries.services.creation import create_delivery
 from deliveries.services.escalations import escalate, resolve_escalation
+from deliveries.services.offers import decline_offer
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import reassign_by_ops
 from drivers.models import DriverState
@@ -25,7 +26,11 @@ def messages_of(response) -> list[str]:
 
 
 def escalated(merchant, external_id: str, *, level: int, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
+    # A driver in reach declines it first: nothing escalates it by itself ("no candidate at all" would).
+    factories.online_driver(*factories.CENTRO)
     delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    decline_offer(offer.pk, driver=offer.driver, reason="busy")
     with transaction.atomic():
         return escalate(delivery, reason=reason, level=level, detail="test")
 

@@ -155,7 +155,11 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
     ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
     merchant = await db(factories.MerchantFactory)(webhook_url="https://merchant.invalid/hook")
-    delivery = await db(_new_delivery)(merchant, "nobody-around")
+    declining = await db(factories.online_driver)(*east(0.5))  # the only driver in reach says no
+    delivery = await db(_new_delivery)(merchant, "declined")
+    offer = await db(lambda: Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING))()
+    await db(offers.decline_offer)(offer.pk, driver=declining, reason="busy")
+    await db(delivery.refresh_from_db)()
     assert delivery.status == "pending"
 
     async def level_after(seconds):

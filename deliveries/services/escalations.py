@@ -17,6 +17,7 @@ _GONE_WHEN = {
         Escalation.Reason.OFFER_ROUNDS,
         Escalation.Reason.REASSIGNMENTS,
         Escalation.Reason.DRIVER_OFFLINE,
+        Escalation.Reason.NO_CANDIDATE,
     },
     DeliveryStatus.PICKED_UP: {Escalation.Reason.NOT_MOVING},
 }
@@ -54,6 +55,19 @@ def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str,
         from_state=from_state,
         to_state=escalation.status,
         payload={"reason": escalation.reason, "level": escalation.level} | (payload or {}),
+    )
+
+
+def widen_search(delivery: Delivery, *, detail: str, actor: Actor) -> None:
+    """Level 1 (warn) for a locked delivery: its next searches take neighbouring zones and a wider radius."""
+    delivery.escalation_level = 1
+    delivery.save(update_fields=["escalation_level"])
+    record_event(
+        "escalation.warned",
+        actor=actor,
+        subject=delivery,
+        delivery_id=delivery.pk,
+        payload={"level": 1, "detail": detail},
     )
 
 

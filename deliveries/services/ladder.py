@@ -7,12 +7,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor
 from deliveries import eta
 from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.escalations import escalate
+from deliveries.services.escalations import escalate, widen_search
 from zones.geometry import haversine_km
 
 LADDER = Actor.system("escalation")
@@ -46,10 +46,11 @@ def run_ladder(*, now: datetime | None = None) -> int:
 def _climb_unassigned(delivery_id, *, now: datetime) -> int:
     with transaction.atomic():
         delivery = lock_delivery(delivery_id)
-        if delivery.status not in OPEN_STATUSES or delivery.unassigned_since is None:
+        since = delivery.waiting_since  # not creation: a delivery held for `ready_at` is not waiting yet
+        if delivery.status not in OPEN_STATUSES or since is None or since > now:
             return 0
         zone = delivery.zone
-        waited = (now - delivery.unassigned_since).total_seconds()
+        waited = (now - since).total_seconds()
         level = 0
         for threshold, step in (
             (zone.escalation_warn_s, 1),
@@ -61,18 +62,12 @@ def _climb_unassigned(delivery_id, *, now: datetime) -> int:
         if level <= delivery.escalation_level:
             return 0
         previous = delivery.escalation_level
-        delivery.escalation_level = level
-        delivery.save(update_fields=["escalation_level"])
         detail = f"Unassigned for {int(waited // 60)} min"
         if level == 1:
-            record_event(
-                "escalation.warned",
-                actor=LADDER,
-                subject=delivery,
-                delivery_id=delivery.pk,
-                payload={"level": 1, "detail": detail + ": search widened to neighbouring zones"},
-            )
+            widen_search(delivery, detail=detail + ": search widened to neighbouring zones", actor=LADDER)
         else:
+            delivery.escalation_level = level
+            delivery.save(update_fields=["escalation_level"])
             escalate(delivery, reason=Escalation.Reason.UNASSIGNED, level=level, detail=detail, actor=LADDER)
         if previous < 1 <= level:
             dispatch_locked(delivery)  # widened search, right away

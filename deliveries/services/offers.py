@@ -8,7 +8,7 @@ from core.errors import DomainError, NotFound
 from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.dispatch import dispatch_locked
+from deliveries.services.dispatch import dispatch_locked, offer_rounds
 from deliveries.services.escalations import escalate
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
@@ -138,11 +138,7 @@ def pending_offer_of(delivery: Delivery) -> Offer | None:
 def _pass_on(delivery: Delivery, *, actor: Actor) -> None:
     """After a decline or expiry: back to pending, escalate after too many rounds, offer the next candidate."""
     transition_delivery(delivery, "mark_unoffered", actor=actor)
-    rounds = Offer.objects.filter(
-        delivery=delivery,
-        status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
-        sent_at__gte=delivery.unassigned_since or delivery.created_at,
-    ).count()
+    rounds = offer_rounds(delivery)
     if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < 2:
         escalate(
             delivery,
