@@ -12,6 +12,7 @@ from deliveries.models import Delivery, Escalation, Offer, OfferStatus
 from deliveries.services import offers
 from deliveries.services.availability import start_break
 from deliveries.services.ladder import dispatch_waiting, run_ladder
+from drivers import locations
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -80,6 +81,7 @@ def test_no_candidate_at_all_widens_the_search_and_alerts_ops_at_once(merchant_a
     resting = factories.online_driver(*east(0.5), name="Rita Resting")
     start_break(resting.pk, actor=Actor.driver(resting))
     factories.online_driver(*east(0.8), name="Sam Silent", seen_at=timezone.now() - timedelta(minutes=2))
+    locations.flush_positions()  # with Redis, the beat flush that puts positions in the database
     delivery = create(merchant_api)
 
     assert (delivery.status, delivery.escalation_level) == ("pending", 2)
