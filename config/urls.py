@@ -4,11 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core.api import TokenView
 from core.views import metrics_view
-from drivers.api import LocationsView
 
 api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
-    path("driver/locations", LocationsView.as_view(), name="driver-locations"),
     path("", include("deliveries.urls")),
 ]
 

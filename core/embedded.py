@@ -1,12 +1,14 @@
 """Celery inside the serving process for the embedded mode (no Redis): a solo worker and beat in threads,
-on the in-memory broker (see GOTCHAS.md for why exactly these options)."""
+on the in-memory broker (see GOTCHAS.md for why exactly these options).
+
+They run Celery's current app, the one `config/celery.py` creates when Django loads `config`: core stays below
+config and never imports it."""
 
 import logging
 import threading
 
+from celery.app import app_or_default
 from celery.beat import EmbeddedService
-
-from config.celery import app
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +19,7 @@ class EmbeddedCelery:
         self.beat = None
 
     def start(self, *, beat: bool = True) -> None:
-        self.worker = app.Worker(
+        self.worker = app_or_default().Worker(
             pool="solo",
             concurrency=1,
             without_heartbeat=True,
@@ -47,4 +49,5 @@ def embedded_beat():
     """Beat in a thread, on the configured scheduler: `EmbeddedService` would otherwise use Celery's default
     file-based scheduler, whose schedule is empty here, and no sweep (offer expiry, dispatch retries, the
     escalation ladder, stale drivers) would ever run."""
+    app = app_or_default()
     return EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)

@@ -10,8 +10,6 @@ from django.utils import timezone
 from config.celery import app
 from core.embedded import EmbeddedCelery
 from deliveries.models import Offer, OfferStatus
-from deliveries.serializers import DeliveryCreateInput
-from deliveries.services.creation import create_delivery
 from deliveries.tasks import expire_overdue_offers
 from tests import factories
 from tests.polling import eventually
@@ -31,9 +29,7 @@ def worker():
 
 def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worker):
     driver = factories.online_driver(*factories.CENTRO)
-    data = DeliveryCreateInput(data=factories.delivery_payload())
-    data.is_valid(raise_exception=True)
-    delivery, _ = create_delivery(merchant=factories.MerchantFactory(), data=data.validated_data)
+    delivery = factories.new_delivery(factories.MerchantFactory())
     offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
     # The deadline passed and the task scheduled for it never ran (say the worker holding it died).
     Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))

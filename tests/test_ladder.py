@@ -17,24 +17,12 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 
-LAT, LNG = factories.CENTRO
-
-
-def east(km: float) -> tuple[float, float]:
-    return LAT, LNG + km / 87.0
-
 
 @pytest.fixture
 def merchant_api(merchant, merchant_api):
     merchant.webhook_url = "https://merchant.invalid/hook"  # so a webhook that should not be sent could be
     merchant.save()
     return merchant_api
-
-
-def create(merchant_api, **kwargs) -> Delivery:
-    response = merchant_api.post("/api/v1/deliveries", factories.delivery_payload(**kwargs), format="json")
-    assert response.status_code == 201, response.content
-    return Delivery.objects.get(pk=response.json()["id"])
 
 
 def ladder_at(delivery: Delivery, clock, when) -> tuple[int, list]:
@@ -45,9 +33,9 @@ def ladder_at(delivery: Delivery, clock, when) -> tuple[int, list]:
 
 
 def test_a_delivery_held_for_ready_at_climbs_only_from_when_it_is_dispatchable(merchant_api, clock):
-    driver = factories.online_driver(*east(1.0))
+    driver = factories.online_driver(*factories.east(1.0))
     created = timezone.now()
-    delivery = create(merchant_api, ready_at=(created + timedelta(minutes=30)).isoformat())
+    delivery = factories.delivery_via_api(merchant_api, ready_at=(created + timedelta(minutes=30)).isoformat())
     hold_until = delivery.dispatch_not_before
     assert delivery.status == "pending" and hold_until > created + timedelta(minutes=20)  # just in time
     for minutes in (2, 5, 10, 20):  # the rungs as counted from creation: nothing
@@ -55,9 +43,9 @@ def test_a_delivery_held_for_ready_at_climbs_only_from_when_it_is_dispatchable(m
     assert not delivery.webhooks.filter(type="delivery.escalated").exists()
 
     clock.move_to(hold_until)
-    factories.ping(driver, *east(1.0))
+    factories.ping(driver, *factories.east(1.0))
     assert dispatch_waiting() == 1
-    offers.decline_offer(Offer.objects.get(delivery=delivery).pk, driver=driver, reason="busy")
+    offers.decline_offer(Offer.objects.get(delivery=delivery).pk, actor=Actor.driver(driver), reason="busy")
     assert ladder_at(delivery, clock, hold_until + timedelta(seconds=119)) == (0, [])
     assert ladder_at(delivery, clock, hold_until + timedelta(minutes=2)) == (1, [])
     assert ladder_at(delivery, clock, hold_until + timedelta(minutes=5)) == (2, [("unassigned", 2)])
@@ -65,7 +53,7 @@ def test_a_delivery_held_for_ready_at_climbs_only_from_when_it_is_dispatchable(m
 
 def test_a_delivery_for_later_with_nobody_in_reach_yet_is_held_not_escalated(merchant_api, clock):
     created = timezone.now()
-    delivery = create(merchant_api, ready_at=(created + timedelta(hours=2)).isoformat())
+    delivery = factories.delivery_via_api(merchant_api, ready_at=(created + timedelta(hours=2)).isoformat())
     # Held until even a bicycle at the edge of the 5 km search (~26 min away) would have to set off.
     edge = timedelta(seconds=round(5 * 1.3 / 15 * 3600))
     assert delivery.dispatch_not_before == created + timedelta(hours=2) - edge - timedelta(minutes=2)
@@ -78,11 +66,11 @@ def test_a_delivery_for_later_with_nobody_in_reach_yet_is_held_not_escalated(mer
 
 
 def test_no_candidate_at_all_widens_the_search_and_alerts_ops_at_once(merchant_api, clock):
-    resting = factories.online_driver(*east(0.5), name="Rita Resting")
+    resting = factories.online_driver(*factories.east(0.5), name="Rita Resting")
     start_break(resting.pk, actor=Actor.driver(resting))
-    factories.online_driver(*east(0.8), name="Sam Silent", seen_at=timezone.now() - timedelta(minutes=2))
+    factories.online_driver(*factories.east(0.8), name="Sam Silent", seen_at=timezone.now() - timedelta(minutes=2))
     locations.flush_positions()  # with Redis, the beat flush that puts positions in the database
-    delivery = create(merchant_api)
+    delivery = factories.delivery_via_api(merchant_api)
 
     assert (delivery.status, delivery.escalation_level) == ("pending", 2)
     escalation = delivery.escalations.get()
@@ -105,15 +93,17 @@ def test_no_candidate_at_all_widens_the_search_and_alerts_ops_at_once(merchant_a
     assert delivery.escalations.get().level == 3
     assert delivery.webhooks.filter(type="delivery.escalated").exists()
 
-    arriving = factories.online_driver(*east(0.3))
+    arriving = factories.online_driver(*factories.east(0.3))
     assert dispatch_waiting() == 1
-    offers.accept_offer(Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).pk, driver=arriving)
+    offers.accept_offer(
+        Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).pk, actor=Actor.driver(arriving)
+    )
     assert delivery.escalations.get().status == "resolved"  # its cause went away
 
 
 def test_nobody_in_the_zone_but_a_neighbour_in_the_widened_search_gets_the_offer_at_once(merchant_api):
     neighbour = factories.online_driver(*factories.NORTE)  # 3.3 km north, in Norte
-    delivery = create(merchant_api)
+    delivery = factories.delivery_via_api(merchant_api)
     assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == neighbour
     assert delivery.escalation_level == 1
     assert not Escalation.objects.exists()

@@ -2,8 +2,9 @@
 
 import pytest
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Offer
+from deliveries.models import EscalationLevel, Offer
 from deliveries.services.ladder import run_ladder
 from deliveries.services.offers import decline_offer
 from tests import factories
@@ -16,14 +17,14 @@ def escalated(merchant_api, clock):
     # The only driver in reach declines: the time ladder opens the escalation at 5 min.
     driver = factories.online_driver(*factories.CENTRO)
     merchant_api.post("/api/v1/deliveries", factories.delivery_payload(), format="json")
-    decline_offer(Offer.objects.get(driver=driver).pk, driver=driver, reason="busy")
+    decline_offer(Offer.objects.get(driver=driver).pk, actor=Actor.driver(driver), reason="busy")
     clock.shift(300)
     run_ladder()
 
 
 def test_ops_list_acknowledge_and_resolve_an_escalation(ops_api, escalated):
     listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
-    assert [(e["level"], e["reason"], e["status"]) for e in listed] == [(2, "unassigned", "open")]
+    assert [(e["level"], e["reason"], e["status"]) for e in listed] == [(EscalationLevel.ALERT, "unassigned", "open")]
     pk = listed[0]["id"]
 
     acknowledged = ops_api.post(f"/api/v1/ops/escalations/{pk}/acknowledge")

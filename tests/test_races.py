@@ -6,16 +6,16 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Offer, OfferStatus
-from deliveries.serializers import DeliveryCreateInput
+from deliveries.models import Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services import offers
 from deliveries.services.availability import take_offline
-from deliveries.services.creation import create_delivery
+from deliveries.services.common import lock_delivery
+from deliveries.services.escalations import raise_escalation_locked
 from deliveries.services.progress import cancel_delivery
 from tests import factories
 from tests.conftest import api_client_for
@@ -46,16 +46,10 @@ def run_together(*targets):
     return results
 
 
-def new_delivery(merchant, external_id):
-    data = DeliveryCreateInput(data=factories.delivery_payload(external_id=external_id))
-    data.is_valid(raise_exception=True)
-    return create_delivery(merchant=merchant, data=data.validated_data)[0]
-
-
 def test_fifty_concurrent_accepts_of_one_offer_assign_once(zones):
     driver = factories.online_driver(*factories.CENTRO)
     merchant = factories.MerchantFactory()
-    delivery = new_delivery(merchant, "contested")
+    delivery = factories.new_delivery(merchant, "contested")
     offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
     api = api_client_for(driver.user)
 
@@ -74,13 +68,13 @@ def test_accept_racing_expiry_never_ends_both_ways(zones):
     outcomes = Counter()
     for round_ in range(200):
         driver = factories.online_driver(*factories.CENTRO)
-        delivery = new_delivery(merchant, f"race-{round_}")
+        delivery = factories.new_delivery(merchant, f"race-{round_}")
         offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=driver)
         # Put the deadline a hair from now, so both sides run right at it.
         Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() + timedelta(milliseconds=round_ % 4))
 
         run_together(
-            lambda o=offer, d=driver: offers.accept_offer(o.pk, driver=d),
+            lambda o=offer, d=driver: offers.accept_offer(o.pk, actor=Actor.driver(d)),
             lambda o=offer: offers.expire_offer(o.pk),
         )
 
@@ -102,19 +96,14 @@ def test_accept_racing_expiry_never_ends_both_ways(zones):
 def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones):
     """Ops acknowledge or resolve an escalation while its delivery's driver accepts, then releases, it: both
     sides lock the delivery first, so neither waits for the other in a circle (no deadlock, no 500)."""
-    from django.db import transaction
-
-    from deliveries.models import Escalation
-    from deliveries.services.common import lock_delivery
-    from deliveries.services.escalations import escalate
-
     driver = factories.online_driver(*factories.CENTRO)
     driver_api, ops_api = api_client_for(driver.user), api_client_for(factories.UserFactory(is_staff=True))
     merchant = factories.MerchantFactory()
 
     def open_escalation(delivery, reason) -> str:
         with transaction.atomic():
-            return str(escalate(lock_delivery(delivery.pk), reason=reason, level=2).pk)
+            delivery = lock_delivery(delivery.pk)
+            return str(raise_escalation_locked(delivery, level=EscalationLevel.ALERT, reason=reason).pk)
 
     def ops_on(escalation_id, round_):
         if round_ % 2:
@@ -127,7 +116,7 @@ def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones
     codes = Counter()
     for round_ in range(100):  # two races a round: 200
         factories.ping(driver, *factories.CENTRO)
-        delivery = new_delivery(merchant, f"race-{round_}")
+        delivery = factories.new_delivery(merchant, f"race-{round_}")
         offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=driver)
         unassigned = open_escalation(delivery, Escalation.Reason.UNASSIGNED)
         accepted, ops = run_together(

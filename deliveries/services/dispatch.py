@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
@@ -10,12 +11,11 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.queue import enqueue_on_commit
-from deliveries import eta
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries import eta, messages
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import driver_pay
-from deliveries.serializers import offer_payload
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.escalations import escalate, widen_search
+from deliveries.services.escalations import raise_escalation_locked
 from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift, Vehicle
 from drivers.notifications import notify_driver
@@ -27,6 +27,28 @@ JUST_IN_TIME_MARGIN = timedelta(minutes=2)
 SYSTEM = Actor.system("dispatcher")
 # Zone balancing (SPEC 4.2), which will set a surge per zone, is not built yet: offers show 1.00.
 NO_SURGE = Decimal("1.00")
+
+
+class Outcome(StrEnum):
+    """What one dispatch attempt did. The first three are also kept on the delivery (`dispatch_outcome`)."""
+
+    OFFERED = "offered"
+    HELD = "held"  # just in time: not offered before `hold_until`, for `ready_at`
+    NO_CANDIDATE = "no_candidate"  # nobody can take it now; the sweep retries
+    NOT_PENDING = "not_pending"  # offered, assigned or finished already: nothing to dispatch
+    REASSIGNED_TOO_OFTEN = "reassigned_too_often"  # escalated to ops instead (SPEC 3.1)
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    outcome: Outcome
+    delivery: Delivery  # the locked row, as the attempt left it
+    offer: Offer | None = None
+    hold_until: datetime | None = None
+
+    @property
+    def offered(self) -> bool:
+        return self.offer is not None
 
 
 @dataclass
@@ -68,9 +90,9 @@ class Decision:
 
 
 def search_area(delivery: Delivery) -> tuple[float, list[str]]:
-    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from escalation level 1."""
+    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from EscalationLevel.WARN."""
     zone = delivery.zone
-    if delivery.escalation_level >= 1:
+    if delivery.escalation_level >= EscalationLevel.WARN:
         neighbours = sorted(zone.neighbours.filter(active=True).values_list("code", flat=True))
         return zone.search_radius_km * zone.escalation_radius_factor, [zone.code, *neighbours]
     return zone.search_radius_km, [zone.code]
@@ -92,7 +114,7 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         str(d.pk): d
         for d in Driver.objects.filter(pk__in=ids).annotate(
             active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
-            has_pending_offer=Exists(Offer.objects.filter(driver=OuterRef("pk"), status=OfferStatus.PENDING)),
+            has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
         )
     }
     history = dict(
@@ -103,9 +125,9 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
     history = {str(driver_id): status for driver_id, status in history.items()}
     shift_ends = {
         str(driver_id): planned_end
-        for driver_id, planned_end in Shift.objects.filter(
-            driver_id__in=ids, started_at__isnull=False, ended_at__isnull=True, planned_end__isnull=False
-        ).values_list("driver_id", "planned_end")
+        for driver_id, planned_end in Shift.objects.open()
+        .filter(driver_id__in=ids, planned_end__isnull=False)
+        .values_list("driver_id", "planned_end")
     }
     candidates, excluded = [], []
     for hit in nearby:
@@ -171,63 +193,59 @@ def choose(candidates: list[Candidate]) -> list[Candidate]:
     return near + rest
 
 
-def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> Offer | None:
-    with transaction.atomic():
+def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
+    with transaction.atomic(durable=True):
         return dispatch_locked(lock_delivery(delivery_id), actor=actor)
 
 
-def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> Offer | None:
-    """Offer a locked pending delivery to the best candidate. Returns the offer, or None when the delivery is
-    held back (just in time for `ready_at`), not dispatchable, or nobody can take it now (the sweep retries).
+def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchResult:
+    """Offer a locked pending delivery to the best candidate, or say why not.
 
     No candidate at all is a level-2 cause (SPEC 2.3): the search widens at once rather than at the ladder's
     2-minute rung and, if still nobody, ops are alerted then (with who was excluded and why), not at 5 minutes."""
     if delivery.status != DeliveryStatus.PENDING:
-        return None
+        return DispatchResult(Outcome.NOT_PENDING, delivery)
     if delivery.reassignment_count > delivery.zone.max_reassignments:
-        return None  # escalated to ops instead (SPEC 3.1)
+        return DispatchResult(Outcome.REASSIGNED_TOO_OFTEN, delivery)
     now = timezone.now()
     decision = rank_candidates(delivery, now=now)
-    if delivery.escalation_level < 1 and _no_candidate_at_all(delivery, decision, now):
-        widen_search(delivery, detail="No driver in reach: search widened to neighbouring zones", actor=actor)
+    if delivery.escalation_level < EscalationLevel.WARN and _no_candidate_at_all(delivery, decision, now):
+        raise_escalation_locked(
+            delivery,
+            level=EscalationLevel.WARN,
+            reason=Escalation.Reason.NO_CANDIDATE,
+            detail="No driver in reach: search widened to neighbouring zones",
+            actor=actor,
+        )
         decision = rank_candidates(delivery, now=now)
     if hold_until := _held(delivery, decision, now):
-        _note_outcome(delivery, "held", actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
+        _note_outcome(delivery, Outcome.HELD, actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
         delivery.dispatch_not_before = hold_until
         delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
-        return None
+        return DispatchResult(Outcome.HELD, delivery, hold_until=hold_until)
     for candidate in choose(decision.candidates):
         offer = _offer_to(delivery, candidate, decision, actor=actor, now=now)
         if offer is not None:
-            return offer
-    _note_outcome(delivery, "no_candidate", actor, decision.reasoning(None))
+            return DispatchResult(Outcome.OFFERED, delivery, offer=offer)
+    _note_outcome(delivery, Outcome.NO_CANDIDATE, actor, decision.reasoning(None))
     delivery.save(update_fields=["dispatch_outcome"])
-    if delivery.escalation_level < Escalation.Level.ALERT and _no_candidate_at_all(delivery, decision, now):
-        escalate(
+    if delivery.escalation_level < EscalationLevel.ALERT and _no_candidate_at_all(delivery, decision, now):
+        raise_escalation_locked(
             delivery,
+            level=EscalationLevel.ALERT,
             reason=Escalation.Reason.NO_CANDIDATE,
-            level=Escalation.Level.ALERT,
             detail=_nobody_in_reach(decision),
             actor=actor,
         )
-        delivery.escalation_level = Escalation.Level.ALERT
-        delivery.save(update_fields=["escalation_level"])
-    return None
+    return DispatchResult(Outcome.NO_CANDIDATE, delivery)
 
 
 def _no_candidate_at_all(delivery: Delivery, decision: Decision, now: datetime) -> bool:
     """Nobody eligible, and nobody asked since it last needed a driver (a driver in reach who declined or let
     an offer expire leaves it to the clock and the offer-round count), and it is due now."""
-    return not decision.candidates and not _held(delivery, decision, now) and not offer_rounds(delivery)
-
-
-def offer_rounds(delivery: Delivery) -> int:
-    """Offers declined or let expire since the delivery last needed a driver."""
-    return Offer.objects.filter(
-        delivery=delivery,
-        status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
-        sent_at__gte=delivery.unassigned_since or delivery.created_at,
-    ).count()
+    return (
+        not decision.candidates and not _held(delivery, decision, now) and not Offer.objects.rounds(delivery).exists()
+    )
 
 
 def _held(delivery: Delivery, decision: Decision, now: datetime) -> datetime | None:
@@ -251,7 +269,7 @@ def _nobody_in_reach(decision: Decision) -> str:
     return detail if len(detail) <= 300 else detail[:299] + "…"
 
 
-def _note_outcome(delivery: Delivery, outcome: str, actor: Actor, payload: dict) -> None:
+def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: dict) -> None:
     """Record a dispatch that offered nothing, once per change of outcome (the sweep retries every few seconds)."""
     if delivery.dispatch_outcome != outcome:
         record_event(f"dispatch.{outcome}", actor=actor, subject=delivery, delivery_id=delivery.pk, payload=payload)
@@ -265,7 +283,7 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         return None
     try:
         with transaction.atomic():
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
+            offer = create_offer_locked(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
     except IntegrityError:
         return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
     record_event(
@@ -276,11 +294,11 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         driver_id=driver.pk,
         payload=decision.reasoning(candidate) | {"offer_id": str(offer.pk)},
     )
-    announce_offer(delivery, offer, actor=actor)
+    announce_offer_locked(delivery, offer, actor=actor)
     return offer
 
 
-def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
+def create_offer_locked(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
     zone = delivery.zone
     minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
     surge = NO_SURGE
@@ -299,10 +317,10 @@ def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, ki
     )
 
 
-def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
+def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
-    delivery.dispatch_outcome = "offered"  # saved with the transition
-    transition_delivery(delivery, "mark_offered", actor=actor, payload={"offer_id": str(offer.pk)})
+    delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
+    transition_delivery(delivery.mark_offered, actor=actor, payload={"offer_id": str(offer.pk)})
     record_event(
         "offer.created",
         actor=actor,
@@ -318,7 +336,7 @@ def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
             "estimated_pay": str(offer.estimated_pay),
         },
     )
-    notify_driver(offer.driver_id, "offer.created", offer_payload(offer))
+    notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)

@@ -24,5 +24,5 @@ def remove(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("deliveries", "0003_more_schedules")]
+    dependencies = [("deliveries", "0004_escalation_status_fsm")]
     operations = [migrations.RunPython(create, remove)]
