@@ -1,12 +1,10 @@
 """`/ws/ops/`: live escalations (and zone pressure) for staff, by session or token."""
 
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
-
-from core.ws import CLOSE_FORBIDDEN, token_from_scope, user_for_token
+from core.ws import CLOSE_FORBIDDEN, JsonSocket, token_from_scope, user_for_token
 from deliveries.services.ops_feed import OPS_GROUP
 
 
-class OpsConsumer(AsyncJsonWebsocketConsumer):
+class OpsConsumer(JsonSocket):
     seq = 0
     joined = False
 
