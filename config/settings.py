@@ -10,7 +10,15 @@ from config.env import env_bool, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", default=env_str("REDIS_URL") == "")
+# Embedded mode: no Redis. SQLite, an in-memory channel layer and Celery inside the serving process.
+REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
+EMBEDDED = REDIS_URL == ""
+DATABASE_URL = env_url(
+    "DATABASE_URL", {"sqlite", "postgres", "postgresql"}, default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+)
+# DEBUG shows tracebacks and settings to anyone who triggers an error: only the embedded mode on its own SQLite
+# file (a machine on a desk) has it on unless told otherwise. A PostgreSQL database means a shared deployment.
+DEBUG = env_bool("DEBUG", default=EMBEDDED and DATABASE_URL.startswith("sqlite:"))
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -18,10 +26,6 @@ if not SECRET_KEY:
     SECRET_KEY = "embedded-mode-only-not-a-secret-" + "x" * 32
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-
-# Embedded mode: no Redis. SQLite, an in-memory channel layer and Celery inside the serving process.
-REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
-EMBEDDED = REDIS_URL == ""
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -73,9 +77,6 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_url(
-    "DATABASE_URL", {"sqlite", "postgres", "postgresql"}, default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded server and its in-process worker write from several threads: WAL lets readers run beside
