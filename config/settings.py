@@ -28,7 +28,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "core.apps.RelayAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -120,14 +120,23 @@ WHITENOISE_USE_FINDERS = True
 
 # --- REST API -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["core.tokens.ExpiringTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["core.throttling.UserThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_THROTTLE_RATE", "6000/min"),
+        # Logins (API token and admin) per client address, and per username whatever the address.
+        "login": env_str("LOGIN_THROTTLE_RATE", "30/min"),
+        "login_username": env_str("LOGIN_USERNAME_THROTTLE_RATE", "10/min"),
+    },
+    # The client address is the peer's unless NUM_PROXIES trusted proxies in front add X-Forwarded-For: then it
+    # is the address the outermost of them saw. Left unset, DRF would take the header as sent, which any client
+    # can vary to get a fresh throttle budget on every request.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "COERCE_DECIMAL_TO_STRING": True,
 }
@@ -184,6 +193,14 @@ RELAY_REDIS_KEY_PREFIX = env_str("RELAY_REDIS_KEY_PREFIX", "relay:")
 RELAY_REDIS_TIMEOUT_S = float(env_int("RELAY_REDIS_TIMEOUT_MS", 250)) / 1000
 RELAY_PUBLIC_URL = env_str("RELAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 RELAY_CURRENCY = env_str("RELAY_CURRENCY", "EUR")
+# API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
+# merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
+# console and their token covers a working day.
+RELAY_TOKEN_DAYS = {
+    "driver": env_int("TOKEN_DAYS_DRIVER", 30),
+    "merchant": env_int("TOKEN_DAYS_MERCHANT", 365),
+    "ops": env_int("TOKEN_DAYS_OPS", 1),
+}
 
 # --- Production hardening (checked by `manage.py check --deploy`) -----------------------------------
 if not DEBUG:

@@ -1,6 +1,14 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Platform"
+
+
+class RelayAdminConfig(admin_apps.AdminConfig):
+    """The admin is Relay's ops console: its own site (branding, login limits) replaces Django's default."""
+
+    default = False  # named in INSTALLED_APPS; "core" itself is CoreConfig
+    default_site = "core.admin_site.RelayAdminSite"

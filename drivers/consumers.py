@@ -3,10 +3,9 @@
 import time
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.exceptions import ObjectDoesNotExist
 
-from core.ws import CLOSE_UNAUTHORIZED, token_from_scope, user_for_token
+from core.ws import CLOSE_UNAUTHORIZED, AuthenticatedConsumer
 from drivers import locations
 from drivers.api import PointInput, points_from
 from drivers.models import Driver, DriverMessage, DriverState
@@ -40,7 +39,7 @@ def _is_online(driver_id) -> bool:
     return Driver.objects.filter(pk=driver_id).exclude(state=DriverState.OFFLINE).exists()
 
 
-class DriverConsumer(AsyncJsonWebsocketConsumer):
+class DriverConsumer(AuthenticatedConsumer):
     driver: Driver | None = None
     last_seq = 0
     # Whether pings make the driver searchable: read at connect, kept current by `driver.state` messages and
@@ -49,8 +48,12 @@ class DriverConsumer(AsyncJsonWebsocketConsumer):
     online = False
     online_read_at = float("-inf")
 
+    async def current_user(self):
+        # Drivers' apps authenticate by token only.
+        return await super().current_user() if self.token_key else None
+
     async def connect(self):
-        user = await user_for_token(token_from_scope(self.scope))
+        user = await self.authenticate()
         self.driver = await _driver_of(user) if user else None
         if self.driver is None:
             await self.close(code=CLOSE_UNAUTHORIZED)
@@ -60,6 +63,7 @@ class DriverConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code):
+        await super().disconnect(code)
         if self.driver is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

@@ -20,6 +20,9 @@ class DriverAdmin(DriverProfileAdmin):
     readonly_fields = [*DriverProfileAdmin.readonly_fields, "deliveries"]
     actions = ["force_offline"]
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # "Force offline", then deactivate the user account: deliveries and offers point here
+
     @admin.display(description="current and recent deliveries")
     def deliveries(self, driver: Driver) -> str:
         if driver.pk is None:

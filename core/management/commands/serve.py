@@ -6,6 +6,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.embedded import EmbeddedCelery
 
+UVICORN_OPTIONS = {
+    "log_level": "warning",
+    "lifespan": "off",
+    # uvicorn would take the client address from X-Forwarded-For on any connection from 127.0.0.1, so a
+    # local client could pick a new address per request. Django decides instead, from NUM_PROXIES.
+    "proxy_headers": False,
+}
+
 
 class Command(BaseCommand):
     help = (
@@ -31,16 +39,12 @@ class Command(BaseCommand):
                 raise CommandError("--workers needs production mode (REDIS_URL): embedded mode is one process")
             self.stdout.write(f"Relay serving on http://{host}:{port}/ (production, {workers} processes)")
             self.stdout.flush()
-            uvicorn.run(
-                "config.asgi:application", host=host, port=port, workers=workers, log_level="warning", lifespan="off"
-            )
+            uvicorn.run("config.asgi:application", host=host, port=port, workers=workers, **UVICORN_OPTIONS)
             return
         celery = EmbeddedCelery() if settings.EMBEDDED else None
         if celery is not None:
             celery.start()
-        server = uvicorn.Server(
-            uvicorn.Config("config.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
-        )
+        server = uvicorn.Server(uvicorn.Config("config.asgi:application", host=host, port=port, **UVICORN_OPTIONS))
         mode = "embedded: SQLite, in-memory channel layer, Celery in-process" if settings.EMBEDDED else "production"
         self.stdout.write(f"Relay serving on http://{host}:{port}/ ({mode})")
         self.stdout.flush()
