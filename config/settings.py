@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from config.env import env_bool, env_int, env_list, env_str, env_url
 
@@ -184,6 +185,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Webhooks wait on merchants' servers: they have their own queue, so a slow merchant never holds up offer expiry
+# or dispatch. A worker started without -Q consumes both queues; production runs a worker per queue (README).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(WEBHOOK_QUEUE)]
+CELERY_TASK_ROUTES = {"deliveries.tasks.send_webhook": {"queue": WEBHOOK_QUEUE}}
 
 # --- Relay --------------------------------------------------------------------------------------------
 # Location index: Redis GEO sets per zone when REDIS_URL is set; the database otherwise and whenever Redis
@@ -201,6 +208,11 @@ RELAY_TOKEN_DAYS = {
     "merchant": env_int("TOKEN_DAYS_MERCHANT", 365),
     "ops": env_int("TOKEN_DAYS_OPS", 1),
 }
+# Webhooks: the whole call (connect, send, answer) is cut off after this many seconds. Merchants' URLs that
+# resolve to loopback, link-local or private addresses are refused (they would reach our own network) unless
+# this is on: the demo and the tests post to receivers on 127.0.0.1.
+RELAY_WEBHOOK_TIMEOUT_S = float(env_int("WEBHOOK_TIMEOUT_S", 10))
+RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 
 # --- Production hardening (checked by `manage.py check --deploy`) -----------------------------------
 if not DEBUG:
