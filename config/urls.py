@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import LogoutView, TokenView
 from core.views import metrics_view
 from drivers.api import LocationsView
+
+REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
 api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
@@ -18,5 +20,6 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name=REDOC), name="api-redoc"),
     path("metrics", metrics_view, name="metrics"),
 ]
