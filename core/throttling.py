@@ -40,14 +40,24 @@ class LoginUsernameThrottle(_FailOpen, SimpleRateThrottle):
     machines is limited too."""
 
     scope = "login_username"
+    username = ""
+
+    def allow_request(self, request, view) -> bool:
+        # Read outside the fail-open guard: a body that does not parse is the client's error (400), not the cache's.
+        self.username = _username(request)
+        return super().allow_request(request, view)
 
     def get_cache_key(self, request, view) -> str | None:
-        # A DRF request carries the JSON body in .data; the admin's login form is a plain Django request.
-        body = request.data if hasattr(request, "data") else request.POST
-        username = body.get("username") if hasattr(body, "get") else None
-        if not isinstance(username, str) or not username:
+        if not self.username:
             return None  # the serializer or the form refuses it
-        return self.cache_format % {"scope": self.scope, "ident": username.strip().lower()[:150]}
+        return self.cache_format % {"scope": self.scope, "ident": self.username.strip().lower()[:150]}
+
+
+def _username(request) -> str:
+    # A DRF request carries the JSON body in .data; the admin's login form is a plain Django request.
+    body = request.data if hasattr(request, "data") else request.POST
+    username = body.get("username") if hasattr(body, "get") else None
+    return username if isinstance(username, str) else ""
 
 
 LOGIN_THROTTLES = [LoginAddressThrottle, LoginUsernameThrottle]

@@ -63,6 +63,14 @@ def test_one_username_is_limited_whatever_the_address():
     assert _login(client, user.username, REMOTE_ADDR=_address()).status_code == 429
 
 
+def test_a_body_that_does_not_parse_is_still_a_clear_400():
+    response = APIClient().post(
+        "/api/v1/auth/token", data="{not json", content_type="application/json", REMOTE_ADDR=_address()
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
 def test_the_admin_login_form_is_limited_too(client):
     peer = _address()
     statuses = [
