@@ -101,7 +101,8 @@ async def app(sockets, port: int, merchant_token: str, *, listened: int, rate: f
 
 async def lower_bound(drivers: list[dict], *, listened: int, rate: float, duration: float) -> dict:
     redis_client = aioredis.Redis.from_url(REDIS_URL)
-    layer = RedisChannelLayer(hosts=[REDIS_URL], capacity=1000, expiry=60)
+    # As config/settings.py configures it: a read timeout longer than the layer's 5 s blocking pop.
+    layer = RedisChannelLayer(hosts=[{"address": REDIS_URL, "socket_timeout": 30}], capacity=1000, expiry=60)
     channel = await layer.new_channel()
     group = f"bench.lb.{uuid.uuid4().hex[:8]}"
     await layer.group_add(group, channel)

@@ -52,21 +52,6 @@ class DriverSockets:
         await asyncio.wait_for(asyncio.gather(*(connect(i) for i in range(len(self.drivers)))), timeout)
         return time.perf_counter() - start
 
-    async def reopen(self, indices: list[int]) -> int:
-        """Reconnect those of the given drivers whose socket the server closed, as the app would. Returns how
-        many were reconnected."""
-        closed = [i for i in indices if self.conns[i] is None]
-        for i in closed:
-            url = f"ws://{HOST}:{self.port}/ws/driver/?token={self.drivers[i]['token']}"
-            try:
-                ws = await websockets.connect(url, compression=None, ping_interval=None, open_timeout=30)
-            except (OSError, TimeoutError, websockets.exceptions.WebSocketException):
-                self.failed_connects += 1
-                continue
-            self.conns[i] = ws
-            self.readers.append(asyncio.create_task(self._read(i, ws)))
-        return len(closed)
-
     @property
     def open_count(self) -> int:
         return sum(1 for ws in self.conns if ws is not None)

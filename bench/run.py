@@ -199,7 +199,6 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
         done("ingest_ws", spy)
         # First at a tenth of the rate, where nothing queues: the cost of one dispatch on its own.
         mem["sockets_closed_by_server"] = sockets.closed_by_server
-        mem["listened_sockets_reopened"] = await sockets.reopen(list(range(args.listened)))
         settled["dispatch_light"] = await settle()
         spy = phase("dispatch_light")
         light = await dispatch.app(

@@ -166,10 +166,17 @@ SPECTACULAR_SETTINGS = {
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
+    # channels-redis waits for messages with a blocking pop of `brpop_timeout` (5 s) on its pool's clients, and
+    # redis-py (8+) gives every client a 5 s read timeout by default: an idle consumer's read then times out and
+    # its socket dies. The layer's clients need a read timeout longer than that block (core.checks holds it).
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 60},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                "capacity": 1000,
+                "expiry": 60,
+            },
         }
     }
 

@@ -6,6 +6,9 @@ class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Platform"
 
+    def ready(self):
+        from core import checks  # noqa: F401  (registers the system checks)
+
 
 class RelayAdminConfig(admin_apps.AdminConfig):
     """The admin is Relay's ops console: its own site (branding, login limits) replaces Django's default."""

@@ -3,10 +3,7 @@ through the public API only, until a delivery is delivered. Runs everywhere, CI 
 service, whatever DATABASE_URL and REDIS_URL the rest of the suite uses."""
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,21 +11,11 @@ import httpx
 import pytest
 
 from tests.polling import eventually
+from tests.servers import ROOT, free_port, manage, stop, wait_until_up
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 90  # headroom on a busy machine: the poll returns as soon as a delivery is delivered
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _manage(*args: str) -> list[str]:
-    return [sys.executable, str(ROOT / "manage.py"), *args]
 
 
 def _embedded_env(database: Path, url: str) -> dict:
@@ -42,36 +29,13 @@ def _embedded_env(database: Path, url: str) -> dict:
     return env
 
 
-def _wait_until_up(url: str, server: subprocess.Popen, deadline: float) -> None:
-    def answers() -> bool:
-        assert server.poll() is None, "the server exited during startup"
-        try:
-            return httpx.get(f"{url}/api/schema/", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    if not eventually(answers, timeout_s=deadline - time.monotonic()):
-        pytest.fail("the server did not answer in time")
-
-
-def _stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = _embedded_env(tmp_path / "e2e.sqlite3", url)
-    subprocess.run(_manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
+    subprocess.run(manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
     subprocess.run(
-        _manage("demo", "--setup-only", "--drivers", "4"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
+        manage("demo", "--setup-only", "--drivers", "4"), env=env, check=True, cwd=ROOT, stdout=subprocess.DEVNULL
     )
 
     server_log, fleet_log = tmp_path / "server.log", tmp_path / "fleet.log"
@@ -79,12 +43,12 @@ def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
     delivered = 0
     try:
         with open(server_log, "wb") as out:
-            server = subprocess.Popen(_manage("serve", "--port", str(port)), env=env, cwd=ROOT, stdout=out, stderr=out)
+            server = subprocess.Popen(manage("serve", "--port", str(port)), env=env, cwd=ROOT, stdout=out, stderr=out)
         deadline = time.monotonic() + DEADLINE_S
-        _wait_until_up(url, server, deadline)
+        wait_until_up(url, server, deadline)
         with open(fleet_log, "wb") as out:
             fleet = subprocess.Popen(
-                _manage(
+                manage(
                     "simulate",
                     "--url", url,
                     "--drivers", "4",
@@ -112,8 +76,8 @@ def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
                 steps = [event["to_state"] for event in detail["events"]]
                 assert {"assigned", "picked_up", "delivered"} <= set(steps)
     finally:
-        _stop(fleet)
-        _stop(server)
+        stop(fleet)
+        stop(server)
     fleet_output, server_output = fleet_log.read_text(), server_log.read_text()
     assert delivered, f"nothing delivered in {DEADLINE_S} s\n{fleet_output[-3000:]}\n{server_output[-3000:]}"
     assert fleet.returncode == 0 and "Traceback" not in fleet_output, fleet_output[-3000:]

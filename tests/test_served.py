@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.test_demo_e2e import ROOT, _embedded_env, _free_port, _manage, _stop, _wait_until_up
+from tests.servers import ROOT, free_port, manage, stop, wait_until_up
+from tests.test_demo_e2e import _embedded_env
 
 pytestmark = pytest.mark.e2e
 
@@ -16,20 +17,20 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("served")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     # A low login limit: each login checks a password with the real hasher (slow on a busy machine), and the
     # limit's window is one minute.
     env = _embedded_env(folder / "served.sqlite3", url) | {"LOGIN_THROTTLE_RATE": "5/min"}
-    subprocess.run(_manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
+    subprocess.run(manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
     log = folder / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(_manage("serve", "--port", str(port)), env=env, cwd=ROOT, stdout=out, stderr=out)
+        process = subprocess.Popen(manage("serve", "--port", str(port)), env=env, cwd=ROOT, stdout=out, stderr=out)
     try:
-        _wait_until_up(url, process, time.monotonic() + 60)
+        wait_until_up(url, process, time.monotonic() + 60)
         yield url
     finally:
-        _stop(process)
+        stop(process)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 

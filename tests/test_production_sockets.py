@@ -1,0 +1,89 @@
+"""Websockets in production mode: a real `manage.py serve` on the Redis channel layer and PostgreSQL, driven
+through the public API only. A socket that hears nothing for longer than any library timeout still receives what
+is pushed to it afterwards."""
+
+import io
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from django.core.checks import run_checks
+from django.core.management import call_command
+from websockets.sync.client import connect
+
+from deliveries.tasks import push_zone_pressure
+from tests import factories
+from tests.servers import production_env, running_server
+
+QUIET_S = 15  # three times the 5 s read timeout that once closed every idle socket
+
+
+def _login(url: str, username: str) -> str:
+    answer = httpx.post(f"{url}/api/v1/auth/token", json={"username": username, "password": "secret-pass-123"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["token"]
+
+
+def _create_accounts() -> None:
+    out = io.StringIO()
+    call_command("create_merchant", "shop", "--password", "secret-pass-123", stdout=out)
+    call_command("create_driver", "rider", "--password", "secret-pass-123", "--zone", "centro", stdout=out)
+    call_command("create_ops", "desk", "--password", "secret-pass-123", stdout=out)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_quiet_driver_and_ops_sockets_still_receive_what_is_pushed_later(zones, settings, tmp_path):
+    _create_accounts()
+    log = tmp_path / "server.log"
+    with running_server(production_env(settings), log) as url:
+        driver = {"Authorization": f"Token {_login(url, 'rider')}"}
+        assert httpx.post(f"{url}/api/v1/driver/availability", json={"state": "available"}, headers=driver).is_success
+        point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": datetime.now(UTC).isoformat()}
+        assert httpx.post(f"{url}/api/v1/driver/locations", json={"points": [point]}, headers=driver).status_code == 202
+        ws_url = url.replace("http", "ws", 1)
+
+        with (
+            connect(f"{ws_url}/ws/driver/?token={driver['Authorization'].split()[1]}") as driver_socket,
+            connect(f"{ws_url}/ws/ops/?token={_login(url, 'desk')}") as ops_socket,
+        ):
+            with pytest.raises(TimeoutError):  # nothing to say for a while: the socket must simply stay open
+                driver_socket.recv(timeout=QUIET_S)
+
+            merchant = {"Authorization": f"Token {_login(url, 'shop')}"}
+            created = httpx.post(f"{url}/api/v1/deliveries", json=factories.delivery_payload(), headers=merchant)
+            assert created.status_code == 201, created.text
+            offer = json.loads(driver_socket.recv(timeout=10))
+            assert offer["type"] == "offer.created"
+            assert offer["data"]["delivery"]["id"] == created.json()["id"]
+
+            push_zone_pressure()  # as the beat task does, from another process than the server
+            pressure = json.loads(ops_socket.recv(timeout=10))
+            assert pressure["type"] == "zone.pressure"
+            assert {zone["code"] for zone in pressure["data"]["zones"]} >= {"centro"}
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.mark.redis
+def test_the_configured_channel_layer_passes_the_startup_check():
+    """The installed redis-py / channels-redis pair, configured as settings do, reads longer than it blocks."""
+    assert [error.id for error in run_checks() if error.id == "relay.E001"] == []
+
+
+@pytest.mark.redis
+def test_the_startup_check_refuses_a_layer_that_times_out_its_own_blocking_reads(settings):
+    from channels.layers import channel_layers
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": settings.REDIS_URL, "socket_timeout": 5}]},
+        }
+    }
+    channel_layers.backends.clear()
+    try:
+        assert "relay.E001" in [error.id for error in run_checks()]
+    finally:
+        channel_layers.backends.clear()
