@@ -50,9 +50,6 @@ def _isolated(settings):
     settings.RELAY_REDIS_KEY_PREFIX = RUN_PREFIX + uuid.uuid4().hex[:8] + ":"
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # the tests' webhook receivers run on 127.0.0.1
-    # A password check costs ~1 s on a busy machine with the real hasher: tests that log in many times (the
-    # login limits) would outlast the limit's one-minute window.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     zone_cache.clear()
     locations.reset_redis()
     yield

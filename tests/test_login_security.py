@@ -15,6 +15,14 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "secret-pass-123"
 
 
+@pytest.fixture(autouse=True)
+def _quick_password_checks(settings):
+    """A password check costs ~1 s on a busy machine with the real hasher, and these tests log in dozens of
+    times within the limits' one-minute window. (Only here: servers started by other tests check passwords of
+    users made by the test process, with the default hashers.)"""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _address() -> str:
     """A client address of this test alone: throttle counts live in the cache (Redis with REDIS_URL), which
     outlives a test and a test run."""
