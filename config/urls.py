@@ -4,14 +4,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core.api import LogoutView, TokenView
 from core.views import metrics_view
-from drivers.api import LocationsView
 
 REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
 api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
     path("auth/logout", LogoutView.as_view(), name="auth-logout"),
-    path("driver/locations", LocationsView.as_view(), name="driver-locations"),
     path("", include("deliveries.urls")),
 ]
 

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 
 from core.models import AuditEvent
@@ -9,6 +10,9 @@ from core.models import AuditEvent
 
 @dataclass(frozen=True)
 class Actor:
+    """Who acts: every action takes one, records it in its audit events, and a driver or merchant only ever
+    reaches its own rows through it."""
+
     kind: str
     id: str = ""
 
@@ -27,6 +31,21 @@ class Actor:
     @classmethod
     def merchant(cls, merchant) -> "Actor":
         return cls(AuditEvent.ActorKind.MERCHANT, str(merchant.pk))
+
+    @property
+    def is_driver(self) -> bool:
+        return self.kind == AuditEvent.ActorKind.DRIVER
+
+    @property
+    def is_merchant(self) -> bool:
+        return self.kind == AuditEvent.ActorKind.MERCHANT
+
+    @property
+    def user_id(self):
+        """The ops user's primary key (for "acknowledged by" and the like); None for any other actor."""
+        if self.kind != AuditEvent.ActorKind.OPS:
+            return None
+        return get_user_model()._meta.pk.to_python(self.id)
 
 
 def record_event(

@@ -3,23 +3,25 @@ in-memory broker (see GOTCHAS.md for why exactly these options).
 
 Two workers, as production runs them: one for the default queue (offer expiry, dispatch, sweeps) and one for
 webhooks, so a merchant's slow server never holds up an offer's expiry. A worker's queue selection is kept on
-its Celery app, so the webhook worker gets an app of its own (same configuration and tasks)."""
+its Celery app, so the webhook worker gets an app of its own (same configuration and tasks).
+
+They run Celery's current app, the one `config/celery.py` creates when Django loads `config`: core stays below
+config and never imports it."""
 
 import logging
 import threading
 
 from celery import Celery
+from celery.app import app_or_default
 from celery.beat import EmbeddedService
 from celery.worker import state as worker_state
 from django.conf import settings
-
-from config.celery import app
 
 log = logging.getLogger(__name__)
 
 
 def _webhook_app() -> Celery:
-    webhook_app = Celery("relay-webhooks")
+    webhook_app = Celery("relay-webhooks", set_as_current=False)
     webhook_app.config_from_object("django.conf:settings", namespace="CELERY")
     webhook_app.autodiscover_tasks()
     return webhook_app
@@ -49,7 +51,7 @@ class EmbeddedCelery:
 
     def start(self, *, beat: bool = True) -> None:
         workers = [
-            _worker(app, queue=settings.CELERY_TASK_DEFAULT_QUEUE, hostname="embedded@localhost"),
+            _worker(app_or_default(), queue=settings.CELERY_TASK_DEFAULT_QUEUE, hostname="embedded@localhost"),
             _worker(_webhook_app(), queue=settings.WEBHOOK_QUEUE, hostname="embedded-webhooks@localhost"),
         ]
         worker_state.should_stop = None
@@ -78,4 +80,5 @@ def embedded_beat():
     """Beat in a thread, on the configured scheduler: `EmbeddedService` would otherwise use Celery's default
     file-based scheduler, whose schedule is empty here, and no sweep (offer expiry, dispatch retries, the
     escalation ladder, stale drivers) would ever run."""
+    app = app_or_default()
     return EmbeddedService(app, thread=True, scheduler_cls=app.conf.beat_scheduler)

@@ -48,6 +48,32 @@ OPEN_STATUSES = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED)
 ACTIVE_STATUSES = (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP)
 
 
+class DeliveryQuerySet(models.QuerySet):
+    """The questions asked of deliveries everywhere, asked one way."""
+
+    def open(self):
+        """Needing a driver: pending or offered."""
+        return self.filter(status__in=OPEN_STATUSES)
+
+    def active(self):
+        """With a driver: assigned or picked up."""
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def carried_by(self, driver):
+        """What a driver (or driver id) holds right now."""
+        return self.active().filter(driver=driver)
+
+
+class EscalationLevel(models.IntegerChoices):
+    """The escalation ladder's steps (SPEC 2.3). WARN widens the search; an Escalation for ops exists from ALERT;
+    CRITICAL also tells the merchant. Raised only through `deliveries.services.escalations.raise_escalation_locked`."""
+
+    NONE = 0
+    WARN = 1
+    ALERT = 2
+    CRITICAL = 3
+
+
 class Delivery(FSMModelMixin, models.Model):
     """A merchant's delivery through its lifecycle (SPEC 1). Only the transitions below write `status`."""
 
@@ -87,12 +113,14 @@ class Delivery(FSMModelMixin, models.Model):
     reassignment_count = models.PositiveSmallIntegerField(default=0)
     # Since when it has needed a driver (creation, or the last hand-back); None while a driver has it.
     unassigned_since = models.DateTimeField(null=True, blank=True, default=timezone.now)
-    # Escalation ladder step reached while unassigned (SPEC 2.3): 0 none, 1 warn, 2 alert, 3 critical.
-    escalation_level = models.PositiveSmallIntegerField(default=0)
+    # The highest EscalationLevel reached since the delivery was last assigned (SPEC 2.3).
+    escalation_level = models.PositiveSmallIntegerField(default=EscalationLevel.NONE)
     # Just-in-time hold for `ready_at`: not offered before this time.
     dispatch_not_before = models.DateTimeField(null=True, blank=True)
     # Outcome of the last dispatch attempt (offered, held, no_candidate): the audit trail records changes only.
     dispatch_outcome = models.CharField(max_length=16, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -127,7 +155,7 @@ class Delivery(FSMModelMixin, models.Model):
         self.driver = driver
         self.assigned_at = self.status_changed_at
         self.unassigned_since = None
-        self.escalation_level = 0
+        self.escalation_level = EscalationLevel.NONE
 
     @transition(field=status, source=DeliveryStatus.ASSIGNED, target=DeliveryStatus.PENDING)
     def unassign(self) -> None:
@@ -176,6 +204,18 @@ class DeclineReason(models.TextChoices):
     OTHER = "other"
 
 
+class OfferQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(status=OfferStatus.PENDING)
+
+    def accepted(self):
+        return self.filter(status=OfferStatus.ACCEPTED)
+
+    def pending_for_driver(self, driver):
+        """The driver's (or driver id's) pending offer: at most one (a partial unique index)."""
+        return self.pending().filter(driver=driver)
+
+
 class Offer(FSMModelMixin, models.Model):
     """One delivery offered to one driver with a deadline (SPEC 2.1). A forced assignment by ops is recorded
     as an offer of kind `forced`, accepted at once, so every assignment has its offer."""
@@ -202,6 +242,8 @@ class Offer(FSMModelMixin, models.Model):
     eta_to_pickup_s = models.PositiveIntegerField()
     estimated_pay = models.DecimalField(max_digits=8, decimal_places=2)
     surge_multiplier = models.DecimalField(max_digits=4, decimal_places=2, default=1)
+
+    objects = OfferQuerySet.as_manager()
 
     class Meta:
         ordering = ["-sent_at"]
@@ -247,8 +289,9 @@ class EscalationStatus(models.TextChoices):
     RESOLVED = "resolved"
 
 
-class Escalation(models.Model):
-    """Something ops must look at (SPEC 2.3). At most one unresolved escalation per delivery."""
+class Escalation(FSMModelMixin, models.Model):
+    """Something ops must look at (SPEC 2.3). At most one unresolved escalation per delivery. Only the
+    transitions below write `status`."""
 
     class Reason(models.TextChoices):
         UNASSIGNED = "unassigned", "Unassigned too long"
@@ -259,15 +302,15 @@ class Escalation(models.Model):
         DRIVER_STALE = "driver_stale", "Driver went stale holding it"
         DRIVER_OFFLINE = "driver_offline", "Driver went offline holding it"
 
-    class Level(models.IntegerChoices):
-        ALERT = 2
-        CRITICAL = 3
-
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="escalations")
     reason = models.CharField(max_length=32, choices=Reason.choices)
-    level = models.PositiveSmallIntegerField(choices=Level.choices, default=Level.ALERT)
-    status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN)
+    # A record exists from ALERT up: WARN only widens the search.
+    level = models.PositiveSmallIntegerField(
+        choices=[(level.value, level.label) for level in (EscalationLevel.ALERT, EscalationLevel.CRITICAL)],
+        default=EscalationLevel.ALERT,
+    )
+    status = FSMField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.OPEN, protected=True)
     detail = models.CharField(max_length=300, blank=True)
     opened_at = models.DateTimeField(default=timezone.now, db_index=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
@@ -298,6 +341,21 @@ class Escalation(models.Model):
         if self.resolved_at is None:
             return None
         return (self.resolved_at - self.opened_at).total_seconds()
+
+    # --- transitions: they only set fields; the actions in services/escalations.py save and audit ----------
+    @transition(field=status, source=EscalationStatus.OPEN, target=EscalationStatus.ACKNOWLEDGED)
+    def acknowledge(self, *, by_user_id) -> None:
+        self.acknowledged_at = timezone.now()
+        self.acknowledged_by_id = by_user_id
+
+    @transition(
+        field=status, source=[EscalationStatus.OPEN, EscalationStatus.ACKNOWLEDGED], target=EscalationStatus.RESOLVED
+    )
+    def resolve(self, note: str, *, by_user_id=None) -> None:
+        """By an ops user, or by the system (no user) when the cause went away."""
+        self.resolved_at = timezone.now()
+        self.resolved_by_id = by_user_id
+        self.resolution_note = note
 
 
 class WebhookDelivery(models.Model):

@@ -1,11 +1,20 @@
+"""Reads of the deliveries app, one function (or QuerySet method on the models) per question."""
+
 from datetime import timedelta
 
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from deliveries.models import OPEN_STATUSES, Delivery, Escalation, EscalationStatus
+from core.models import AuditEvent
+from deliveries.models import Delivery, Escalation, EscalationStatus
 from drivers.models import Driver, DriverState
 from zones.models import Zone
+
+
+def status_changes(delivery: Delivery):
+    """The delivery's lifecycle as its merchant sees it: its own status events, oldest first."""
+    return AuditEvent.objects.for_delivery(delivery.pk).filter(subject_kind="delivery", type__startswith="delivery.")
+
 
 # Pressure bands (SPEC 4.2): demand per available driver.
 BUSY_AT = 1.0
@@ -16,7 +25,7 @@ def zone_pressure() -> list[dict]:
     """Live demand and supply per active zone: open deliveries (and created in the last 15 min) against
     available and busy drivers present in the zone."""
     since = timezone.now() - timedelta(minutes=15)
-    demand = dict(Delivery.objects.filter(status__in=OPEN_STATUSES).values_list("zone_id").annotate(n=Count("pk")))
+    demand = dict(Delivery.objects.open().values_list("zone_id").annotate(n=Count("pk")))
     recent = dict(Delivery.objects.filter(created_at__gte=since).values_list("zone_id").annotate(n=Count("pk")))
     supply = {
         row["current_zone_id"]: row

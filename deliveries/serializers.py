@@ -1,12 +1,9 @@
-import json
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.utils.encoders import JSONEncoder
 
 from core.models import AuditEvent
-from deliveries import eta
-from deliveries.models import DeclineReason, Delivery, Offer
+from deliveries import eta, selectors
+from deliveries.models import DeclineReason, Delivery, Escalation, Offer
 
 
 class PlaceInput(serializers.Serializer):
@@ -145,10 +142,7 @@ class MerchantDeliveryDetailSerializer(MerchantDeliverySerializer):
         fields = [*MerchantDeliverySerializer.Meta.fields, "events"]
 
     def get_events(self, delivery) -> TimelineEventSerializer(many=True):
-        events = AuditEvent.objects.for_delivery(delivery.pk).filter(
-            subject_kind="delivery", type__startswith="delivery."
-        )
-        return TimelineEventSerializer(events, many=True).data
+        return TimelineEventSerializer(selectors.status_changes(delivery), many=True).data
 
 
 class DriverDeliverySerializer(serializers.ModelSerializer):
@@ -172,15 +166,6 @@ class DriverDeliverySerializer(serializers.ModelSerializer):
             "picked_up_at",
             "finished_at",
         ]
-
-
-def _jsonable(data) -> dict:
-    return json.loads(json.dumps(data, cls=JSONEncoder))
-
-
-def driver_delivery_payload(delivery: Delivery) -> dict:
-    """The delivery as a driver sees it, JSON-ready (for websocket messages)."""
-    return _jsonable(DriverDeliverySerializer(delivery).data)
 
 
 class OfferDeliverySerializer(serializers.ModelSerializer):
@@ -214,5 +199,26 @@ class OfferSerializer(serializers.ModelSerializer):
         ]
 
 
-def offer_payload(offer: Offer) -> dict:
-    return _jsonable(OfferSerializer(offer).data)
+class EscalationSerializer(serializers.ModelSerializer):
+    delivery_id = serializers.UUIDField()
+    external_id = serializers.CharField(source="delivery.external_id")
+    zone = serializers.CharField(source="delivery.zone.code")
+    delivery_status = serializers.CharField(source="delivery.status")
+
+    class Meta:
+        model = Escalation
+        fields = [
+            "id",
+            "delivery_id",
+            "external_id",
+            "zone",
+            "delivery_status",
+            "reason",
+            "level",
+            "status",
+            "detail",
+            "opened_at",
+            "acknowledged_at",
+            "resolved_at",
+            "resolution_note",
+        ]

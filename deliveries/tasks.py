@@ -8,8 +8,8 @@ from django.utils import timezone
 
 from core import outbound
 from core.idempotency import purge_expired_idempotency_records
-from deliveries import webhooks
-from deliveries.models import Offer, OfferStatus, WebhookDelivery
+from deliveries import messages, webhooks
+from deliveries.models import Offer, WebhookDelivery
 from deliveries.selectors import zone_pressure
 from deliveries.services import availability, dispatch, ladder, offers
 from deliveries.services.ops_feed import push_ops
@@ -29,7 +29,7 @@ def expire_offer_task(offer_id: str) -> None:
 
 @shared_task
 def expire_overdue_offers() -> int:
-    overdue = Offer.objects.filter(status=OfferStatus.PENDING, expires_at__lte=timezone.now())
+    overdue = Offer.objects.pending().filter(expires_at__lte=timezone.now())
     return sum(offers.expire_offer(offer_id) for offer_id in overdue.values_list("pk", flat=True))
 
 
@@ -51,7 +51,7 @@ def mark_stale_drivers() -> int:
 @shared_task
 def push_zone_pressure() -> None:
     """The ops board's live zone pressure (`zone.pressure` on /ws/ops/)."""
-    push_ops("zone.pressure", {"zones": zone_pressure()})
+    push_ops("zone.pressure", messages.zone_pressure(zone_pressure()))
 
 
 @shared_task

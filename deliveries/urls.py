@@ -1,6 +1,11 @@
+"""Every REST route of the work: merchants', drivers' and ops' (API.md). Every driver route is here, the
+location pings included: their view lives in drivers/api.py (it needs nothing from deliveries), the others in
+deliveries/api/driver.py."""
+
 from django.urls import path
 
 from deliveries.api import driver, merchant, ops
+from drivers import api as drivers_api
 
 urlpatterns = [
     path("deliveries", merchant.DeliveryListCreateView.as_view(), name="deliveries"),
@@ -12,6 +17,7 @@ urlpatterns = [
     path("deliveries/<uuid:pk>/release", driver.ReleaseView.as_view(), name="delivery-release"),
     path("driver/me", driver.MeView.as_view(), name="driver-me"),
     path("driver/availability", driver.AvailabilityView.as_view(), name="driver-availability"),
+    path("driver/locations", drivers_api.LocationsView.as_view(), name="driver-locations"),
     path("driver/offers", driver.OfferListView.as_view(), name="driver-offers"),
     path("driver/deliveries", driver.DriverDeliveryListView.as_view(), name="driver-deliveries"),
     path("offers/<uuid:pk>/accept", driver.OfferAcceptView.as_view(), name="offer-accept"),

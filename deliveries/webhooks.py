@@ -2,15 +2,14 @@
 
 import hashlib
 import hmac
-import json
 import time
 import uuid
 
 from django.conf import settings
-from django.utils import timezone
 
 from core import outbound
 from core.queue import enqueue_on_commit
+from deliveries import messages
 from deliveries.models import Delivery, WebhookDelivery
 
 MAX_ATTEMPTS = 6
@@ -27,18 +26,7 @@ def enqueue_webhook(delivery: Delivery, type: str, data: dict | None = None) -> 
     if not merchant.webhook_url:
         return None
     event_id = uuid.uuid4()
-    body = json.dumps(
-        {
-            "id": str(event_id),
-            "type": type,
-            "delivery_id": str(delivery.pk),
-            "external_id": delivery.external_id,
-            "status": delivery.status,
-            "occurred_at": timezone.now().isoformat(),
-            "data": data or {},
-        },
-        separators=(",", ":"),
-    )
+    body = messages.webhook_body(event_id, type, delivery, data)
     webhook = WebhookDelivery.objects.create(id=event_id, merchant=merchant, delivery=delivery, type=type, body=body)
     from deliveries.tasks import send_webhook
 

@@ -1,27 +1,9 @@
+"""Shifts, breaks and driver messages. The Driver page itself is `deliveries.admin.driver`: it shows the driver's
+deliveries and acts on availability, which need the deliveries app (and drivers must not import it)."""
+
 from django.contrib import admin
 
 from drivers.models import Break, DriverMessage, Shift
-
-
-class DriverProfileAdmin(admin.ModelAdmin):
-    """The driver's profile. Registered by `deliveries.admin.driver`, which adds the driver's deliveries and
-    the actions that change availability: those need the deliveries app, and drivers must not import it."""
-
-    list_display = ["name", "state", "vehicle", "home_zone", "capacity", "last_seen_at", "current_zone"]
-    list_filter = ["state", "vehicle", "home_zone"]
-    search_fields = ["name", "phone", "user__username"]
-    list_select_related = ["home_zone", "current_zone"]
-    readonly_fields = [
-        "state",
-        "state_changed_at",
-        "missed_offers_in_row",
-        "last_lat",
-        "last_lng",
-        "last_seen_at",
-        "current_zone",
-        "message_seq",
-    ]
-    raw_id_fields = ["user"]
 
 
 @admin.register(Shift)

@@ -22,6 +22,20 @@ class DriverState(models.TextChoices):
     BUSY = "busy"
 
 
+# Short names for the transition table below.
+OFFLINE, AVAILABLE, ON_BREAK, BUSY = DriverState.OFFLINE, DriverState.AVAILABLE, DriverState.ON_BREAK, DriverState.BUSY
+
+
+CANNOT_TAKE_A_BREAK = "A driver who is {state} cannot take a break."
+NOT_ON_A_BREAK = "A driver who is {state} is not on a break."
+
+
+def _requested(refused: str | None = None) -> dict:
+    """`custom` of a transition the driver app may ask for, with the 409's words when the state does not allow it
+    (`{state}` is the current one)."""
+    return {"requested": True} | ({"refused": refused} if refused else {})
+
+
 class Driver(FSMModelMixin, models.Model):
     """A driver's profile, availability state (SPEC 2.2) and last known position.
 
@@ -65,37 +79,41 @@ class Driver(FSMModelMixin, models.Model):
         return self.name.split()[0] if self.name else ""
 
     # --- availability transitions: they only set fields; the actions around them save --------------------
+    # `_requested` ones the driver app may ask for (POST /api/v1/driver/availability), with the 409's words when
+    # the current state does not allow them; the others follow from the driver's deliveries.
     def _entered(self) -> None:
         self.state_changed_at = timezone.now()
 
-    @transition(field=state, source=DriverState.OFFLINE, target=DriverState.AVAILABLE)
+    @transition(field=state, source=OFFLINE, target=AVAILABLE, custom=_requested("The driver is already {state}."))
     def go_online(self) -> None:
         self._entered()
         self.missed_offers_in_row = 0
 
-    @transition(
-        field=state,
-        source=[DriverState.AVAILABLE, DriverState.ON_BREAK, DriverState.BUSY],
-        target=DriverState.OFFLINE,
-    )
+    @transition(field=state, source=[AVAILABLE, ON_BREAK, BUSY], target=OFFLINE, custom=_requested())
     def go_offline(self) -> None:
         self._entered()
 
-    @transition(field=state, source=DriverState.AVAILABLE, target=DriverState.ON_BREAK)
+    @transition(field=state, source=AVAILABLE, target=ON_BREAK, custom=_requested(CANNOT_TAKE_A_BREAK))
     def start_break(self) -> None:
         self._entered()
 
-    @transition(field=state, source=DriverState.ON_BREAK, target=DriverState.AVAILABLE)
+    @transition(field=state, source=ON_BREAK, target=AVAILABLE, custom=_requested(NOT_ON_A_BREAK))
     def end_break(self) -> None:
         self._entered()
 
-    @transition(field=state, source=DriverState.AVAILABLE, target=DriverState.BUSY)
+    @transition(field=state, source=AVAILABLE, target=BUSY)
     def fill_capacity(self) -> None:
         self._entered()
 
-    @transition(field=state, source=DriverState.BUSY, target=DriverState.AVAILABLE)
+    @transition(field=state, source=BUSY, target=AVAILABLE)
     def free_capacity(self) -> None:
         self._entered()
+
+
+class ShiftQuerySet(models.QuerySet):
+    def open(self):
+        """Started and not ended: at most one per driver (a partial unique index)."""
+        return self.filter(started_at__isnull=False, ended_at__isnull=True)
 
 
 class Shift(models.Model):
@@ -107,6 +125,8 @@ class Shift(models.Model):
     planned_end = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ShiftQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -3,18 +3,21 @@
 from django.utils import timezone
 
 from core.audit import Actor, record_event
+from core.fsm import run_transition
 from drivers.models import Driver, Shift
+from drivers.selectors import current_shift
 
 
 def lock_driver(driver_id) -> Driver:
     return Driver.objects.select_for_update().get(pk=driver_id)
 
 
-def transition_driver(driver: Driver, transition: str, *, actor: Actor, reason: str = "", **payload) -> None:
-    """Apply one availability transition to a locked driver, save it, and audit it with the time spent in the
-    state it leaves. Must run inside the caller's transaction."""
+def transition_driver(transition, *, actor: Actor, reason: str = "", **payload) -> None:
+    """Apply one availability transition of a locked driver (`transition_driver(driver.go_online, ...)`), save
+    it, and audit it with the time spent in the state it leaves. Must run inside the caller's transaction."""
+    driver: Driver = transition.__self__
     previous, entered_at = driver.state, driver.state_changed_at
-    getattr(driver, transition)()
+    run_transition(transition)
     driver.save(update_fields=["state", "state_changed_at", "missed_offers_in_row"])
     record_event(
         "driver.state_changed",
@@ -56,7 +59,3 @@ def end_shift(driver: Driver, *, actor: Actor) -> Shift | None:
         payload={"seconds": (shift.ended_at - shift.started_at).total_seconds()},
     )
     return shift
-
-
-def current_shift(driver: Driver) -> Shift | None:
-    return Shift.objects.filter(driver=driver, started_at__isnull=False, ended_at__isnull=True).first()

@@ -1,22 +1,35 @@
+import functools
 from datetime import datetime
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 
 from core.audit import Actor
 from core.permissions import ops_group
-from deliveries.models import Merchant
+from deliveries.models import Delivery, Merchant, Offer, OfferStatus
+from deliveries.serializers import DeliveryCreateInput
 from deliveries.services.availability import go_online
+from deliveries.services.creation import create_delivery
 from drivers import locations
 from drivers.models import Driver
 from zones.models import Zone
 
+PASSWORD = "secret-pass-123"
 # Points inside the demo zones (tests/data/demo_zones.geojson).
 CENTRO = (38.715, -9.14)
 NORTE = (38.745, -9.14)
 ESTE = (38.715, -9.10)
 OUTSIDE = (40.0, -3.7)
+KM_PER_DEGREE_OF_LONGITUDE = 87.0  # at Lisbon's latitude
+
+
+@functools.cache
+def _password_hash() -> str:
+    # Hashed once for every test user: PBKDF2 costs seconds a user on a busy machine. A real hash still, so a
+    # server started in a subprocess (its own settings) accepts the password.
+    return make_password(PASSWORD)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -25,7 +38,7 @@ class UserFactory(factory.django.DjangoModelFactory):
         django_get_or_create = ["username"]
 
     username = factory.Sequence(lambda n: f"user{n}")
-    password = factory.django.Password("secret-pass-123")
+    password = factory.LazyFunction(_password_hash)
 
 
 class OpsUserFactory(UserFactory):
@@ -80,6 +93,31 @@ def delivery_payload(external_id: str = "order-1", pickup=CENTRO, dropoff=(38.72
         },
         **extra,
     }
+
+
+def east(km: float) -> tuple[float, float]:
+    """A point `km` east of CENTRO (still inside centro for a few km): distances to pickup at a glance."""
+    lat, lng = CENTRO
+    return lat, lng + km / KM_PER_DEGREE_OF_LONGITUDE
+
+
+def new_delivery(merchant: Merchant, external_id: str = "order-1", **extra) -> Delivery:
+    """A delivery created through the action, from input validated as the API validates it (and so dispatched)."""
+    data = DeliveryCreateInput(data=delivery_payload(external_id, **extra))
+    data.is_valid(raise_exception=True)
+    delivery, _ = create_delivery(merchant=merchant, data=data.validated_data)
+    return delivery
+
+
+def delivery_via_api(merchant_api, external_id: str = "order-1", **extra) -> Delivery:
+    """A delivery the merchant created with `POST /api/v1/deliveries`."""
+    response = merchant_api.post("/api/v1/deliveries", delivery_payload(external_id, **extra), format="json")
+    assert response.status_code == 201, response.content
+    return Delivery.objects.get(pk=response.json()["id"])
+
+
+def pending_offer(delivery: Delivery) -> Offer:
+    return Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
 
 
 def online_driver(lat: float, lng: float, *, seen_at: datetime | None = None, **kwargs) -> Driver:

@@ -10,11 +10,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services.creation import create_delivery
+from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
 from deliveries.services.progress import pick_up_delivery
-from deliveries.services.reassignment import reassign_by_ops
+from deliveries.services.reassignment import force_assign
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -22,15 +22,16 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "admin:deliveries_delivery_changelist"
 
 
-def new_delivery(merchant, external_id: str, **extra) -> Delivery:
-    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id, **extra))
-    return delivery
-
-
 def forced(delivery, driver, user) -> Delivery:
-    reassign_by_ops(delivery.pk, user=user, driver_id=driver.pk, force=True)
+    force_assign(delivery.pk, driver_id=driver.pk, actor=Actor.ops(user))
     delivery.refresh_from_db()
     return delivery
+
+
+def force_in_console(admin_client, delivery, driver):
+    """Ops fill in the console's reassign form: this driver, forced."""
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    return admin_client.post(url, {"driver": driver.pk, "force": "on"})
 
 
 def messages_of(response) -> list[str]:
@@ -57,7 +58,7 @@ def bulk_deliveries(merchant, zone, drivers, count: int, *, start: int = 0, age=
             dropoff_lng=-9.13,
             fee="4.00",
             distance_km=1.0,
-            escalation_level=n % 4,
+            escalation_level=list(EscalationLevel)[n % len(EscalationLevel)],
             created_at=now - age - timedelta(seconds=n),
         )
         for n in range(start, start + count)
@@ -99,8 +100,8 @@ def test_the_list_filters_by_status_zone_level_and_age_and_searches_external_id(
     assert listed(age="5-15") == {"bulk-10", "bulk-11", "bulk-12", "bulk-13"}
     assert listed(age="gt15") == {"bulk-20", "bulk-21"}
     assert listed(zone__id__exact=zones["norte"].pk) == {"bulk-10", "bulk-11", "bulk-12", "bulk-13"}
-    assert listed(level="3") == {"bulk-3", "bulk-11"}
-    assert listed(level="2", age="gt15") == set()
+    assert listed(level=EscalationLevel.CRITICAL) == {"bulk-3", "bulk-11"}
+    assert listed(level=EscalationLevel.ALERT, age="gt15") == set()
     assert listed(status__exact="pending") == listed()
     assert listed(status__exact="delivered") == set()
     assert listed(q="bulk-12") == {"bulk-12"}
@@ -108,7 +109,7 @@ def test_the_list_filters_by_status_zone_level_and_age_and_searches_external_id(
 
 def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(admin_client, merchant, clock):
     factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    delivery = new_delivery(merchant, "order-7")
+    delivery = factories.new_delivery(merchant, "order-7")
     page = admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
     assert page.status_code == 200
     html = page.content.decode()
@@ -122,10 +123,10 @@ def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(adm
 
 def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    held = forced(new_delivery(merchant, "held"), ana, admin_user)
+    held = forced(factories.new_delivery(merchant, "held"), ana, admin_user)
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
-    carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
-    pick_up_delivery(carried.pk, driver=ben)
+    carried = forced(factories.new_delivery(merchant, "carried"), ben, admin_user)
+    pick_up_delivery(carried.pk, actor=Actor.driver(ben))
 
     response = admin_client.post(
         reverse(CHANGELIST), {"action": "send_back_to_dispatch", "_selected_action": [held.pk, carried.pk]}, follow=True
@@ -144,7 +145,7 @@ def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_clien
 
 
 def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, clock):
-    delivery = new_delivery(merchant, "lonely")
+    delivery = factories.new_delivery(merchant, "lonely")
     url = reverse(CHANGELIST)
     first = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
     assert messages_of(first) == ["lonely: not offered: no candidate."]
@@ -158,10 +159,10 @@ def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, cl
 
 
 def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin_user, merchant, clock):
-    waiting = new_delivery(merchant, "waiting")
+    waiting = factories.new_delivery(merchant, "waiting")
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
-    carried = forced(new_delivery(merchant, "carried"), ben, admin_user)
-    pick_up_delivery(carried.pk, driver=ben)
+    carried = forced(factories.new_delivery(merchant, "carried"), ben, admin_user)
+    pick_up_delivery(carried.pk, actor=Actor.driver(ben))
     url = reverse(CHANGELIST)
     selection = {"action": "cancel_deliveries", "_selected_action": [waiting.pk, carried.pk]}
 
@@ -183,7 +184,7 @@ def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin
 
 
 def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merchant, clock):
-    delivery = new_delivery(merchant, "order-9")
+    delivery = factories.new_delivery(merchant, "order-9")
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
     assert admin_client.get(url).status_code == 200
@@ -202,12 +203,11 @@ def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merc
 def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
-    delivery = forced(new_delivery(merchant, "order-1"), ana, admin_user)
-    forced(new_delivery(merchant, "order-2"), ben, admin_user)  # Ben is now at capacity
+    delivery = forced(factories.new_delivery(merchant, "order-1"), ana, admin_user)
+    forced(factories.new_delivery(merchant, "order-2"), ben, admin_user)  # Ben is now at capacity
     events_before = AuditEvent.objects.count()
 
-    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
-    response = admin_client.post(url, {"driver": ben.pk, "force": "on"})
+    response = force_in_console(admin_client, delivery, ben)
     assert response.status_code == 200
     assert "Ben Costa is busy." in response.content.decode()
     delivery.refresh_from_db()
@@ -220,13 +220,12 @@ def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, mercha
 
 def test_forcing_onto_a_driver_answering_another_offer_is_refused(admin_client, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    new_delivery(merchant, "offered-to-ana")
-    waiting = new_delivery(merchant, "waiting")
+    factories.new_delivery(merchant, "offered-to-ana")
+    waiting = factories.new_delivery(merchant, "waiting")
     assert waiting.status == DeliveryStatus.PENDING  # Ana is busy answering the first offer
     events_before = AuditEvent.objects.count()
 
-    url = reverse("admin:deliveries_delivery_reassign", args=[waiting.pk])
-    response = admin_client.post(url, {"driver": ana.pk, "force": "on"})
+    response = force_in_console(admin_client, waiting, ana)
     assert response.status_code == 200
     assert "Ana Silva is answering another offer." in response.content.decode()
     waiting.refresh_from_db()

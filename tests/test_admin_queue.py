@@ -6,12 +6,12 @@ from django.contrib.messages import get_messages
 from django.db import transaction
 from django.urls import reverse
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import DeliveryStatus, Escalation, EscalationStatus
-from deliveries.services.creation import create_delivery
-from deliveries.services.escalations import escalate, resolve_escalation
+from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
+from deliveries.services.escalations import raise_escalation_locked, resolve_escalation
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
-from deliveries.services.reassignment import reassign_by_ops
+from deliveries.services.reassignment import force_assign
 from drivers.models import DriverState
 from tests import factories
 
@@ -24,24 +24,24 @@ def messages_of(response) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 
 
-def escalated(merchant, external_id: str, *, level: int, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
-    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
+def escalated(merchant, external_id: str, *, level: EscalationLevel, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
+    delivery = factories.new_delivery(merchant, external_id)
     with transaction.atomic():
-        return escalate(delivery, reason=reason, level=level, detail="test")
+        return raise_escalation_locked(delivery, level=level, reason=reason, detail="test")
 
 
 def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, merchant, clock):
-    old_alert = escalated(merchant, "old-alert", level=2)
+    old_alert = escalated(merchant, "old-alert", level=EscalationLevel.ALERT)
     clock.shift(60)
-    critical = escalated(merchant, "critical", level=3)
+    critical = escalated(merchant, "critical", level=EscalationLevel.CRITICAL)
     clock.shift(60)
-    new_alert = escalated(merchant, "new-alert", level=2)
+    new_alert = escalated(merchant, "new-alert", level=EscalationLevel.ALERT)
     clock.shift(240)
     page = admin_client.get(reverse(QUEUE))
     assert [e.pk for e in page.context["cl"].result_list] == [critical.pk, old_alert.pk, new_alert.pk]
     assert "6 min" in page.content.decode()  # how long the oldest has been open
 
-    resolve_escalation(critical.pk, user=factories.UserFactory(), note="called the shop")
+    resolve_escalation(critical.pk, actor=Actor.ops(factories.UserFactory()), note="called the shop")
     open_only = admin_client.get(reverse(QUEUE), {"status__exact": "open"})
     assert [e.pk for e in open_only.context["cl"].result_list] == [old_alert.pk, new_alert.pk]
     resolved = admin_client.get(reverse(QUEUE), {"status__exact": "resolved"})
@@ -49,9 +49,9 @@ def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, mer
 
 
 def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_user, merchant, clock):
-    waiting = escalated(merchant, "waiting", level=2)
-    done = escalated(merchant, "done", level=2)
-    resolve_escalation(done.pk, user=admin_user, note="sorted")
+    waiting = escalated(merchant, "waiting", level=EscalationLevel.ALERT)
+    done = escalated(merchant, "done", level=EscalationLevel.ALERT)
+    resolve_escalation(done.pk, actor=Actor.ops(admin_user), note="sorted")
     response = admin_client.post(
         reverse(QUEUE), {"action": "acknowledge", "_selected_action": [waiting.pk, done.pk]}, follow=True
     )
@@ -66,7 +66,7 @@ def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_u
 
 
 def test_resolve_asks_for_a_note_on_an_intermediate_page(admin_client, admin_user, merchant, clock):
-    escalation = escalated(merchant, "stuck", level=2)
+    escalation = escalated(merchant, "stuck", level=EscalationLevel.ALERT)
     selection = {"action": "resolve", "_selected_action": [escalation.pk]}
     page = admin_client.post(reverse(QUEUE), selection)
     assert page.status_code == 200
@@ -86,11 +86,11 @@ def test_resolve_asks_for_a_note_on_an_intermediate_page(admin_client, admin_use
 
 
 def test_escalations_are_not_edited_or_deleted_in_the_admin(admin_client, merchant, clock):
-    escalation = escalated(merchant, "stuck", level=2)
+    escalation = escalated(merchant, "stuck", level=EscalationLevel.ALERT)
     change_url = reverse("admin:deliveries_escalation_change", args=[escalation.pk])
     html = admin_client.get(change_url).content.decode()
     assert 'name="_save"' not in html
-    admin_client.post(change_url, {"status": "resolved", "level": 2, "reason": "unassigned"})
+    admin_client.post(change_url, {"status": "resolved", "level": EscalationLevel.ALERT, "reason": "unassigned"})
     delete = admin_client.post(reverse("admin:deliveries_escalation_delete", args=[escalation.pk]), {"post": "yes"})
     assert delete.status_code == 403
     assert Escalation.objects.get(pk=escalation.pk).status == EscalationStatus.OPEN
@@ -99,11 +99,11 @@ def test_escalations_are_not_edited_or_deleted_in_the_admin(admin_client, mercha
 def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     for external_id in ("earlier", "now"):
-        delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload(external_id))
-        reassign_by_ops(delivery.pk, user=admin_user, driver_id=ana.pk, force=True)
+        delivery = factories.new_delivery(merchant, external_id)
+        force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
         if external_id == "earlier":
-            pick_up_delivery(delivery.pk, driver=ana)
-            deliver_delivery(delivery.pk, driver=ana)
+            pick_up_delivery(delivery.pk, actor=Actor.driver(ana))
+            deliver_delivery(delivery.pk, actor=Actor.driver(ana))
     page = admin_client.get(reverse("admin:drivers_driver_change", args=[ana.pk]))
     assert page.status_code == 200
     html = page.content.decode()
@@ -113,8 +113,8 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
 
 def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
-    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload("held"))
-    reassign_by_ops(delivery.pk, user=admin_user, driver_id=ana.pk, force=True)
+    delivery = factories.new_delivery(merchant, "held")
+    force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
     gone = factories.DriverFactory(name="Ben Costa")  # never came online
 
     response = admin_client.post(

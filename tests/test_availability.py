@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from core.models import AuditEvent
-from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.models import Offer, OfferStatus
 from deliveries.services.availability import mark_stale_drivers
 from drivers.models import Break, DriverMessage, Shift
 from tests import factories
@@ -14,22 +14,9 @@ from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
 
-LAT, LNG = factories.CENTRO
-
-
-def east(km):
-    return LAT, LNG + km / 87.0
-
 
 def set_state(driver, state):
     return api_client_for(driver.user).post("/api/v1/driver/availability", {"state": state}, format="json")
-
-
-def create(merchant_api, external_id="order-1"):
-    response = merchant_api.post(
-        "/api/v1/deliveries", factories.delivery_payload(external_id=external_id), format="json"
-    )
-    return Delivery.objects.get(pk=response.json()["id"])
 
 
 def test_going_online_starts_a_shift_and_offline_ends_it(zones, clock):
@@ -55,8 +42,8 @@ def test_transitions_that_are_not_allowed_are_refused_and_change_nothing(
 ):
     driver = factories.DriverFactory()
     if start == "busy":
-        driver = factories.online_driver(*east(0.3))
-        create(merchant_api)
+        driver = factories.online_driver(*factories.east(0.3))
+        factories.delivery_via_api(merchant_api)
         offer = Offer.objects.get(driver=driver, status=OfferStatus.PENDING)
         api_client_for(driver.user).post(f"/api/v1/offers/{offer.pk}/accept")
     events = AuditEvent.objects.count()
@@ -83,9 +70,9 @@ def test_asking_for_the_current_state_changes_nothing(zones):
 
 
 def test_a_break_withdraws_the_pending_offer_and_passes_it_on(merchant_api):
-    resting = factories.online_driver(*east(0.3))
-    other = factories.online_driver(*east(0.9))
-    delivery = create(merchant_api)
+    resting = factories.online_driver(*factories.east(0.3))
+    other = factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
     first = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
     assert first.driver == resting
     assert set_state(resting, "on_break").json()["state"] == "on_break"
@@ -97,7 +84,7 @@ def test_a_break_withdraws_the_pending_offer_and_passes_it_on(merchant_api):
 
 
 def test_a_break_over_the_limit_is_flagged(zones, clock):
-    driver = factories.online_driver(*east(0.3))
+    driver = factories.online_driver(*factories.east(0.3))
     set_state(driver, "on_break")
     clock.shift(31 * 60)
     assert set_state(driver, "available").json()["state"] == "available"
@@ -106,8 +93,8 @@ def test_a_break_over_the_limit_is_flagged(zones, clock):
 
 
 def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_api):
-    driver = factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
     api = api_client_for(driver.user)
     api.post(f"/api/v1/offers/{Offer.objects.get(delivery=delivery).pk}/accept")
     api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
@@ -120,10 +107,10 @@ def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_a
 
 def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
-    silent = factories.online_driver(*east(0.3))
-    chatty = factories.online_driver(*east(0.6))
+    silent = factories.online_driver(*factories.east(0.3))
+    chatty = factories.online_driver(*factories.east(0.6))
     clock.shift(89)
-    factories.ping(chatty, *east(0.6))
+    factories.ping(chatty, *factories.east(0.6))
     assert mark_stale_drivers() == 0
     clock.shift(1)
     assert mark_stale_drivers() == 1
@@ -136,7 +123,7 @@ def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, set
 
 def test_a_driver_who_just_came_online_gets_the_full_stale_limit(zones, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
-    driver = factories.online_driver(*east(0.3), seen_at=timezone.now() - timedelta(minutes=9))
+    driver = factories.online_driver(*factories.east(0.3), seen_at=timezone.now() - timedelta(minutes=9))
     assert mark_stale_drivers() == 0
     clock.shift(91)
     assert mark_stale_drivers() == 1
@@ -145,9 +132,9 @@ def test_a_driver_who_just_came_online_gets_the_full_stale_limit(zones, clock, s
 
 
 def test_me_shows_state_shift_pending_offer_and_active_deliveries(merchant_api):
-    driver = factories.online_driver(*east(0.3), capacity=2)
+    driver = factories.online_driver(*factories.east(0.3), capacity=2)
     api = api_client_for(driver.user)
-    first = create(merchant_api)
+    first = factories.delivery_via_api(merchant_api)
     me = api.get("/api/v1/driver/me").json()
     assert me["state"] == "available" and me["current_shift"]["started_at"]
     assert me["pending_offer"]["delivery"]["id"] == str(first.pk)

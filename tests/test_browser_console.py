@@ -8,9 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import sync_playwright
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.serializers import DeliveryCreateInput
-from deliveries.services.creation import create_delivery
 from deliveries.services.offers import decline_offer
 from tests import factories
 from tests.conftest import CHROMIUM
@@ -36,10 +35,8 @@ def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_se
     get_user_model().objects.create_superuser("olga", "olga@example.com", "ops-pass-123")
     declined_by = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     chosen = factories.online_driver(38.73, -9.135, name="Bruno Costa")  # in Norte: not offered at level 0
-    data = DeliveryCreateInput(data=factories.delivery_payload(external_id="stuck-1"))
-    data.is_valid(raise_exception=True)
-    delivery, _ = create_delivery(merchant=factories.MerchantFactory(), data=data.validated_data)
-    decline_offer(delivery.offers.get().pk, driver=declined_by, reason="too_far")
+    delivery = factories.new_delivery(factories.MerchantFactory(), external_id="stuck-1")
+    decline_offer(delivery.offers.get().pk, actor=Actor.driver(declined_by), reason="too_far")
 
     with chromium() as browser:
         page = browser.new_page(viewport={"width": 1300, "height": 1000})

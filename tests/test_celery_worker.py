@@ -12,8 +12,6 @@ from django.utils import timezone
 from config.celery import app
 from core.embedded import EmbeddedCelery
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
-from deliveries.serializers import DeliveryCreateInput
-from deliveries.services.creation import create_delivery
 from deliveries.tasks import expire_overdue_offers
 from tests import factories
 from tests.polling import eventually
@@ -34,9 +32,7 @@ def worker(settings):
 
 def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worker):
     driver = factories.online_driver(*factories.CENTRO)
-    data = DeliveryCreateInput(data=factories.delivery_payload())
-    data.is_valid(raise_exception=True)
-    delivery, _ = create_delivery(merchant=factories.MerchantFactory(), data=data.validated_data)
+    delivery = factories.new_delivery(factories.MerchantFactory())
     offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
     # The deadline passed and the task scheduled for it never ran (say the worker holding it died).
     Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -90,10 +86,8 @@ def test_a_stalled_merchant_does_not_hold_up_offer_expiry(zones, worker, setting
     stalled = StalledMerchant()
     try:
         factories.online_driver(*factories.CENTRO)
-        data = DeliveryCreateInput(data=factories.delivery_payload())
-        data.is_valid(raise_exception=True)
         merchant = factories.MerchantFactory(webhook_url=stalled.url)
-        delivery, _ = create_delivery(merchant=merchant, data=data.validated_data)  # queues `delivery.pending`
+        delivery = factories.new_delivery(merchant)  # queues its `delivery.pending` webhook
         assert stalled.received.wait(20), "the webhook worker never called the merchant"
         offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
         Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))

@@ -15,6 +15,12 @@ def create(api, **kwargs):
     return api.post("/api/v1/deliveries", factories.delivery_payload(**kwargs), format="json")
 
 
+def force_onto(ops_api, delivery_id, driver) -> None:
+    ops_api.post(
+        f"/api/v1/ops/deliveries/{delivery_id}/reassign", {"driver_id": str(driver.pk), "force": True}, format="json"
+    )
+
+
 def test_token_endpoint_returns_token_and_role(merchant, ops_user):
     client = APIClient()
     response = client.post(
@@ -120,12 +126,7 @@ def test_another_merchants_delivery_is_not_found(merchant_api, zones):
 
 def test_a_driver_cannot_touch_another_drivers_delivery(merchant_api, ops_api):
     delivery_id = create(merchant_api).json()["id"]
-    holder = factories.online_driver(*factories.CENTRO)
-    ops_api.post(
-        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
-        {"driver_id": str(holder.pk), "force": True},
-        format="json",
-    )
+    force_onto(ops_api, delivery_id, factories.online_driver(*factories.CENTRO))
     intruder = api_client_for(factories.online_driver(*factories.CENTRO).user)
     for action in ("pickup", "deliver", "fail", "release"):
         response = intruder.post(f"/api/v1/deliveries/{delivery_id}/{action}", {"reason": "x"}, format="json")
@@ -136,11 +137,7 @@ def test_a_driver_cannot_touch_another_drivers_delivery(merchant_api, ops_api):
 def test_cancel_after_pickup_is_a_conflict(merchant_api, ops_api):
     delivery_id = create(merchant_api).json()["id"]
     driver = factories.online_driver(*factories.CENTRO)
-    ops_api.post(
-        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
-        {"driver_id": str(driver.pk), "force": True},
-        format="json",
-    )
+    force_onto(ops_api, delivery_id, driver)
     api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery_id}/pickup")
     response = merchant_api.post(f"/api/v1/deliveries/{delivery_id}/cancel", {"reason": "changed mind"}, format="json")
     assert response.status_code == 409
@@ -151,11 +148,7 @@ def test_cancel_after_pickup_is_a_conflict(merchant_api, ops_api):
 def test_cancel_before_pickup_frees_the_driver(merchant_api, ops_api):
     delivery_id = create(merchant_api).json()["id"]
     driver = factories.online_driver(*factories.CENTRO)
-    ops_api.post(
-        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
-        {"driver_id": str(driver.pk), "force": True},
-        format="json",
-    )
+    force_onto(ops_api, delivery_id, driver)
     response = merchant_api.post(f"/api/v1/deliveries/{delivery_id}/cancel", {"reason": "out of stock"}, format="json")
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
@@ -166,11 +159,7 @@ def test_cancel_before_pickup_frees_the_driver(merchant_api, ops_api):
 def test_an_impossible_transition_is_a_conflict_and_changes_nothing(merchant_api, ops_api):
     delivery_id = create(merchant_api).json()["id"]
     driver = factories.online_driver(*factories.CENTRO)
-    ops_api.post(
-        f"/api/v1/ops/deliveries/{delivery_id}/reassign",
-        {"driver_id": str(driver.pk), "force": True},
-        format="json",
-    )
+    force_onto(ops_api, delivery_id, driver)
     driver_api = api_client_for(driver.user)
     response = driver_api.post(f"/api/v1/deliveries/{delivery_id}/deliver", {}, format="json")
     assert response.status_code == 409

@@ -9,29 +9,15 @@ from rest_framework.authtoken.models import Token
 from config.asgi import application
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.models import EscalationLevel, Offer, OfferStatus
 from deliveries.services import ladder, offers
-from deliveries.services.creation import create_delivery
 from deliveries.services.ladder import dispatch_waiting
 from deliveries.services.progress import cancel_delivery
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-LAT, LNG = factories.CENTRO
 db = database_sync_to_async
-
-
-def east(km: float) -> tuple[float, float]:
-    return LAT, LNG + km / 87.0
-
-
-def _new_delivery(merchant, external_id: str) -> Delivery:
-    from deliveries.serializers import DeliveryCreateInput
-
-    data = DeliveryCreateInput(data=factories.delivery_payload(external_id=external_id))
-    data.is_valid(raise_exception=True)
-    return create_delivery(merchant=merchant, data=data.validated_data)[0]
 
 
 async def _socket(path: str) -> WebsocketCommunicator:
@@ -54,15 +40,15 @@ async def _next(communicator, type_: str) -> dict:
 
 
 async def test_decline_then_expiry_then_accept(zones, clock):
-    drivers = [await db(factories.online_driver)(*east(km)) for km in (0.3, 0.6, 0.9)]
+    drivers = [await db(factories.online_driver)(*factories.east(km)) for km in (0.3, 0.6, 0.9)]
     sockets = [await _driver_socket(d) for d in drivers]
     merchant = await db(factories.MerchantFactory)()
-    delivery = await db(_new_delivery)(merchant, "three-drivers")
+    delivery = await db(factories.new_delivery)(merchant, "three-drivers")
 
     first = await _next(sockets[0], "offer.created")
     assert first["data"]["delivery"]["id"] == str(delivery.pk)
     assert set(first) == {"type", "id", "seq", "sent_at", "data"}
-    await db(offers.decline_offer)(first["data"]["id"], driver=drivers[0], reason="too_far")
+    await db(offers.decline_offer)(first["data"]["id"], actor=Actor.driver(drivers[0]), reason="too_far")
 
     second = await _next(sockets[1], "offer.created")
     clock.shift(31)
@@ -71,7 +57,7 @@ async def test_decline_then_expiry_then_accept(zones, clock):
     assert withdrawn["data"] == {"offer_id": second["data"]["id"], "reason": "expired"}
 
     third = await _next(sockets[2], "offer.created")
-    await db(offers.accept_offer)(third["data"]["id"], driver=drivers[2])
+    await db(offers.accept_offer)(third["data"]["id"], actor=Actor.driver(drivers[2]))
     assigned = await _next(sockets[2], "delivery.assigned")
     assert assigned["data"]["status"] == "assigned"
 
@@ -97,16 +83,16 @@ async def test_decline_then_expiry_then_accept(zones, clock):
 
 
 async def test_resume_replays_exactly_what_was_missed(zones):
-    driver = await db(factories.online_driver)(*east(0.3))
+    driver = await db(factories.online_driver)(*factories.east(0.3))
     merchant = await db(factories.MerchantFactory)()
     socket = await _driver_socket(driver)
-    first = await db(_new_delivery)(merchant, "seen")
+    first = await db(factories.new_delivery)(merchant, "seen")
     seen = await _next(socket, "offer.created")
     await socket.disconnect()
 
     # While the app is away: that offer is withdrawn (cancelled) and a new one arrives.
     await db(cancel_delivery)(first.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
-    await db(_new_delivery)(merchant, "missed")
+    await db(factories.new_delivery)(merchant, "missed")
 
     socket = await _driver_socket(driver)
     await socket.send_json_to({"type": "resume", "data": {"after_seq": seen["seq"]}})
@@ -121,7 +107,7 @@ async def test_resume_replays_exactly_what_was_missed(zones):
 
 async def test_locations_sent_over_the_socket_are_recorded(zones, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
-    driver = await db(factories.online_driver)(*east(0.3))
+    driver = await db(factories.online_driver)(*factories.east(0.3))
     socket = await _driver_socket(driver)
     from django.utils import timezone
 
@@ -140,7 +126,7 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
     ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
     merchant = await db(factories.MerchantFactory)(webhook_url="https://merchant.invalid/hook")
-    delivery = await db(_new_delivery)(merchant, "nobody-around")
+    delivery = await db(factories.new_delivery)(merchant, "nobody-around")
     assert delivery.status == "pending"
 
     async def level_after(seconds):
@@ -149,26 +135,26 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
         await db(delivery.refresh_from_db)()
         return delivery.escalation_level
 
-    assert await level_after(119) == 0
-    assert await level_after(1) == 1  # 2 min: warn, search widened
+    assert await level_after(119) == EscalationLevel.NONE
+    assert await level_after(1) == EscalationLevel.WARN  # 2 min: warn, search widened
     warned = await db(lambda: AuditEvent.objects.get(delivery_id=delivery.pk, type="escalation.warned"))()
     assert "widened" in warned.payload["detail"]
-    assert await level_after(179) == 1
-    assert await level_after(1) == 2  # 5 min: an escalation opens for ops
+    assert await level_after(179) == EscalationLevel.WARN
+    assert await level_after(1) == EscalationLevel.ALERT  # 5 min: an escalation opens for ops
     opened = await _next(ops_socket, "escalation.opened")
     assert opened["data"]["delivery_id"] == str(delivery.pk)
-    assert (opened["data"]["level"], opened["data"]["reason"]) == (2, "unassigned")
+    assert (opened["data"]["level"], opened["data"]["reason"]) == (EscalationLevel.ALERT, "unassigned")
     assert opened["seq"] == 1
-    assert await level_after(300) == 3  # 10 min: critical, and the merchant is told
+    assert await level_after(300) == EscalationLevel.CRITICAL  # 10 min: critical, and the merchant is told
     raised = await _next(ops_socket, "escalation.updated")
-    assert raised["data"]["level"] == 3
+    assert raised["data"]["level"] == EscalationLevel.CRITICAL
     webhook_types = await db(lambda: list(delivery.webhooks.values_list("type", flat=True)))()
     assert "delivery.escalated" in webhook_types
 
-    driver = await db(factories.online_driver)(*east(0.3))
+    driver = await db(factories.online_driver)(*factories.east(0.3))
     assert await db(dispatch_waiting)() == 1
     offer = await db(lambda: Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING))()
-    await db(offers.accept_offer)(offer.pk, driver=driver)
+    await db(offers.accept_offer)(offer.pk, actor=Actor.driver(driver))
     closed = await _next(ops_socket, "escalation.updated")
     assert closed["data"]["status"] == "resolved"
     escalation = await db(lambda: delivery.escalations.get())()
@@ -191,7 +177,7 @@ async def test_ops_see_zone_pressure(zones):
     token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     socket = await _socket(f"/ws/ops/?token={token}")
     merchant = await db(factories.MerchantFactory)()
-    await db(_new_delivery)(merchant, "waiting")  # nobody online: Centro is under pressure
+    await db(factories.new_delivery)(merchant, "waiting")  # nobody online: Centro is under pressure
     await db(push_zone_pressure)()
     message = await _next(socket, "zone.pressure")
     centro = next(z for z in message["data"]["zones"] if z["code"] == "centro")
@@ -210,11 +196,11 @@ async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
     socket = await _driver_socket(driver)
 
     async def ping_and_search():
-        point = {"lat": LAT, "lng": LNG, "recorded_at": timezone.now().isoformat()}
+        point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": timezone.now().isoformat()}
         await socket.send_json_to({"type": "location", "data": point})
         await socket.send_json_to({"type": "probe"})  # answered after the location is handled
         await _next(socket, "error")
-        hits = await db(nearest_drivers)(LAT, LNG, radius_km=1, limit=5, zone_codes=["centro"])
+        hits = await db(nearest_drivers)(*factories.CENTRO, radius_km=1, limit=5, zone_codes=["centro"])
         return [hit.driver_id for hit in hits]
 
     assert await ping_and_search() == []  # offline: recorded, not searchable

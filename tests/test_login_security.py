@@ -18,9 +18,9 @@ PASSWORD = "secret-pass-123"
 @pytest.fixture(autouse=True)
 def _quick_password_checks(settings):
     """A password check costs ~1 s on a busy machine with the real hasher, and these tests log in dozens of
-    times within the limits' one-minute window. (Only here: servers started by other tests check passwords of
-    users made by the test process, with the default hashers.)"""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    times within the limits' one-minute window: a failed login of an unknown user hashes the attempt with the
+    first hasher (quick here); test users keep their real hash, checked with the default hashers after it."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
 
 
 def _address() -> str:

@@ -6,8 +6,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.models import Offer
 from deliveries.services import offers
 from drivers.models import DriverMessage
 from tests import factories
@@ -15,28 +16,12 @@ from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
 
-LAT, LNG = factories.CENTRO
-
-
-def east(km: float) -> tuple[float, float]:
-    return LAT, LNG + km / 87.0
-
-
-def create(merchant_api, **kwargs) -> Delivery:
-    response = merchant_api.post("/api/v1/deliveries", factories.delivery_payload(**kwargs), format="json")
-    assert response.status_code == 201, response.content
-    return Delivery.objects.get(pk=response.json()["id"])
-
-
-def pending_offer(delivery) -> Offer:
-    return Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
-
 
 def test_offered_to_the_nearest_driver_with_the_offer_details(merchant_api, clock):
-    near, far = factories.online_driver(*east(0.5)), factories.online_driver(*east(1.5))
-    delivery = create(merchant_api)
+    near, far = factories.online_driver(*factories.east(0.5)), factories.online_driver(*factories.east(1.5))
+    delivery = factories.delivery_via_api(merchant_api)
     assert delivery.status == "offered"
-    offer = pending_offer(delivery)
+    offer = factories.pending_offer(delivery)
     assert offer.driver == near
     assert offer.expires_at == timezone.now() + timedelta(seconds=30)
     assert offer.distance_km == pytest.approx(0.5, abs=0.01)
@@ -54,33 +39,33 @@ def test_offered_to_the_nearest_driver_with_the_offer_details(merchant_api, cloc
 
 def test_near_ties_go_to_the_driver_idle_longest(merchant_api, clock):
     # By bicycle 0.8 km is ~250 s from pickup and 0.7 km ~218 s: within 60 s, so idle time decides.
-    idle_longer = factories.online_driver(*east(0.8))
+    idle_longer = factories.online_driver(*factories.east(0.8))
     clock.shift(600)
-    factories.ping(idle_longer, *east(0.8))
-    factories.online_driver(*east(0.7))
-    assert pending_offer(create(merchant_api)).driver == idle_longer
+    factories.ping(idle_longer, *factories.east(0.8))
+    factories.online_driver(*factories.east(0.7))
+    assert factories.pending_offer(factories.delivery_via_api(merchant_api)).driver == idle_longer
 
 
 def test_a_clearly_nearer_driver_wins_over_idle_time(merchant_api, clock):
     # 1.2 km is ~374 s away, 0.7 km ~218 s: not a near-tie, so the nearer driver gets it.
-    idle_longer = factories.online_driver(*east(1.2))
+    idle_longer = factories.online_driver(*factories.east(1.2))
     clock.shift(600)
-    factories.ping(idle_longer, *east(1.2))
-    nearer = factories.online_driver(*east(0.7))
-    assert pending_offer(create(merchant_api)).driver == nearer
+    factories.ping(idle_longer, *factories.east(1.2))
+    nearer = factories.online_driver(*factories.east(0.7))
+    assert factories.pending_offer(factories.delivery_via_api(merchant_api)).driver == nearer
 
 
 def test_decline_passes_on_and_never_comes_back(merchant_api):
-    first, second = factories.online_driver(*east(0.3)), factories.online_driver(*east(0.9))
-    delivery = create(merchant_api)
-    offer = pending_offer(delivery)
+    first, second = factories.online_driver(*factories.east(0.3)), factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
+    offer = factories.pending_offer(delivery)
     response = api_client_for(first.user).post(
         f"/api/v1/offers/{offer.pk}/decline", {"reason": "too_far", "note": "bridge closed"}, format="json"
     )
     assert response.status_code == 200
     assert response.json()["status"] == "declined"
-    assert pending_offer(delivery).driver == second
-    offers.decline_offer(pending_offer(delivery).pk, driver=second, reason="busy")
+    assert factories.pending_offer(delivery).driver == second
+    offers.decline_offer(factories.pending_offer(delivery).pk, actor=Actor.driver(second), reason="busy")
     delivery.refresh_from_db()
     assert delivery.status == "pending"  # nobody left: the first driver is not asked again
     last = AuditEvent.objects.filter(delivery_id=delivery.pk, type="dispatch.no_candidate").get()
@@ -89,17 +74,17 @@ def test_decline_passes_on_and_never_comes_back(merchant_api):
 
 
 def test_a_decline_needs_a_known_reason(merchant_api):
-    driver = factories.online_driver(*east(0.3))
-    offer = pending_offer(create(merchant_api))
+    driver = factories.online_driver(*factories.east(0.3))
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
     response = api_client_for(driver.user).post(f"/api/v1/offers/{offer.pk}/decline", {"reason": "meh"}, format="json")
     assert response.status_code == 400
     assert "reason" in response.json()["fields"]
-    assert pending_offer(offer.delivery) == offer
+    assert factories.pending_offer(offer.delivery) == offer
 
 
 def test_accept_one_millisecond_after_the_deadline_is_refused(merchant_api, clock):
-    driver = factories.online_driver(*east(0.3))
-    offer = pending_offer(create(merchant_api))
+    driver = factories.online_driver(*factories.east(0.3))
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
     clock.shift(30.001)
     response = api_client_for(driver.user).post(f"/api/v1/offers/{offer.pk}/accept")
     assert response.status_code == 409
@@ -112,9 +97,9 @@ def test_accept_one_millisecond_after_the_deadline_is_refused(merchant_api, cloc
 
 
 def test_accept_just_before_the_deadline_assigns(merchant_api, clock):
-    driver = factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
-    offer = pending_offer(delivery)
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    offer = factories.pending_offer(delivery)
     clock.shift(29.999)
     response = api_client_for(driver.user).post(f"/api/v1/offers/{offer.pk}/accept")
     assert response.status_code == 200
@@ -126,20 +111,20 @@ def test_accept_just_before_the_deadline_assigns(merchant_api, clock):
 
 
 def test_an_answered_offer_cannot_be_answered_again(merchant_api):
-    driver = factories.online_driver(*east(0.3))
-    offer = pending_offer(create(merchant_api))
+    driver = factories.online_driver(*factories.east(0.3))
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
     api = api_client_for(driver.user)
     assert api.post(f"/api/v1/offers/{offer.pk}/accept").status_code == 200
     again = api.post(f"/api/v1/offers/{offer.pk}/accept")
     assert again.status_code == 409
     assert again.json()["code"] == "offer_not_pending"
-    other = api_client_for(factories.online_driver(*east(0.4)).user)
+    other = api_client_for(factories.online_driver(*factories.east(0.4)).user)
     assert other.post(f"/api/v1/offers/{offer.pk}/accept").status_code == 404  # not theirs
 
 
 def test_expiry_before_the_deadline_does_nothing(merchant_api, clock):
-    factories.online_driver(*east(0.3))
-    offer = pending_offer(create(merchant_api))
+    factories.online_driver(*factories.east(0.3))
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
     clock.shift(29)
     assert offers.expire_offer(offer.pk) is False
     offer.refresh_from_db()
@@ -147,13 +132,13 @@ def test_expiry_before_the_deadline_does_nothing(merchant_api, clock):
 
 
 def test_three_expired_offers_in_a_row_set_the_driver_offline(merchant_api, clock):
-    sleepy = factories.online_driver(*east(0.3))
+    sleepy = factories.online_driver(*factories.east(0.3))
     for n in range(3):
-        delivery = create(merchant_api, external_id=f"order-{n}")
-        offer = pending_offer(delivery)
+        delivery = factories.delivery_via_api(merchant_api, external_id=f"order-{n}")
+        offer = factories.pending_offer(delivery)
         assert offer.driver == sleepy
         clock.shift(31)
-        factories.ping(sleepy, *east(0.3))
+        factories.ping(sleepy, *factories.east(0.3))
         assert offers.expire_offer(offer.pk)
     sleepy.refresh_from_db()
     assert sleepy.state == "offline"
@@ -163,23 +148,26 @@ def test_three_expired_offers_in_a_row_set_the_driver_offline(merchant_api, cloc
 
 
 def test_accepting_resets_the_missed_offer_count(merchant_api, clock):
-    driver = factories.online_driver(*east(0.3))
+    driver = factories.online_driver(*factories.east(0.3))
     for n in range(2):
-        offer = pending_offer(create(merchant_api, external_id=f"missed-{n}"))
+        offer = factories.pending_offer(factories.delivery_via_api(merchant_api, external_id=f"missed-{n}"))
         clock.shift(31)
-        factories.ping(driver, *east(0.3))
+        factories.ping(driver, *factories.east(0.3))
         offers.expire_offer(offer.pk)
     driver.refresh_from_db()
     assert driver.missed_offers_in_row == 2
-    offers.accept_offer(pending_offer(create(merchant_api, external_id="kept")).pk, driver=driver)
+    offers.accept_offer(
+        factories.pending_offer(factories.delivery_via_api(merchant_api, external_id="kept")).pk,
+        actor=Actor.driver(driver),
+    )
     driver.refresh_from_db()
     assert (driver.state, driver.missed_offers_in_row) == ("busy", 0)
 
 
 def test_the_database_allows_one_pending_offer_per_delivery_and_per_driver(merchant_api):
-    a, b = factories.online_driver(*east(0.3)), factories.online_driver(*east(0.5))
-    delivery = create(merchant_api)
-    other = create(merchant_api, external_id="order-2")  # offered to b
+    a, b = factories.online_driver(*factories.east(0.3)), factories.online_driver(*factories.east(0.5))
+    delivery = factories.delivery_via_api(merchant_api)
+    other = factories.delivery_via_api(merchant_api, external_id="order-2")  # offered to b
     fields = {"expires_at": timezone.now(), "distance_km": 1, "eta_to_pickup_s": 1, "estimated_pay": 1}
     with pytest.raises(IntegrityError), transaction.atomic():
         Offer.objects.create(delivery=delivery, driver=factories.DriverFactory(), **fields)
@@ -190,9 +178,9 @@ def test_the_database_allows_one_pending_offer_per_delivery_and_per_driver(merch
 
 
 def test_ready_at_holds_the_offer_back_until_just_in_time(merchant_api, clock):
-    driver = factories.online_driver(*east(1.0))
+    driver = factories.online_driver(*factories.east(1.0))
     ready_at = timezone.now() + timedelta(minutes=20)
-    delivery = create(merchant_api, ready_at=ready_at.isoformat())
+    delivery = factories.delivery_via_api(merchant_api, ready_at=ready_at.isoformat())
     assert delivery.status == "pending"
     travel = timedelta(seconds=1.0 * 1.3 / 15 * 3600)  # ~1 km by bicycle
     expected = ready_at - travel - timedelta(minutes=2)
@@ -201,18 +189,18 @@ def test_ready_at_holds_the_offer_back_until_just_in_time(merchant_api, clock):
 
     assert dispatch_waiting() == 0
     clock.move_to(delivery.dispatch_not_before)
-    factories.ping(driver, *east(1.0))
+    factories.ping(driver, *factories.east(1.0))
     assert dispatch_waiting() == 1
-    assert pending_offer(delivery).driver == driver
+    assert factories.pending_offer(delivery).driver == driver
 
 
 def test_a_driver_whose_shift_ends_too_soon_is_skipped(merchant_api):
     from drivers.models import Shift
 
-    leaving = factories.online_driver(*east(0.3))
+    leaving = factories.online_driver(*factories.east(0.3))
     Shift.objects.filter(driver=leaving).update(planned_end=timezone.now() + timedelta(minutes=3))
-    staying = factories.online_driver(*east(1.5))
-    delivery = create(merchant_api)
-    assert pending_offer(delivery).driver == staying
+    staying = factories.online_driver(*factories.east(1.5))
+    delivery = factories.delivery_via_api(merchant_api)
+    assert factories.pending_offer(delivery).driver == staying
     decided = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided")
     assert {"driver_id": str(leaving.pk), "reason": "shift_ending"}.items() <= decided.payload["excluded"][0].items()

@@ -3,6 +3,7 @@
 import pytest
 
 from core.models import AuditEvent
+from deliveries.models import EscalationLevel
 from deliveries.services.ladder import run_ladder
 from tests import factories
 
@@ -18,7 +19,7 @@ def escalated(merchant_api, clock):
 
 def test_ops_list_acknowledge_and_resolve_an_escalation(ops_api, escalated):
     listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
-    assert [(e["level"], e["reason"], e["status"]) for e in listed] == [(2, "unassigned", "open")]
+    assert [(e["level"], e["reason"], e["status"]) for e in listed] == [(EscalationLevel.ALERT, "unassigned", "open")]
     pk = listed[0]["id"]
 
     acknowledged = ops_api.post(f"/api/v1/ops/escalations/{pk}/acknowledge")

@@ -12,10 +12,8 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Offer, OfferStatus
-from deliveries.serializers import DeliveryCreateInput
 from deliveries.services import offers
 from deliveries.services.availability import take_offline
-from deliveries.services.creation import create_delivery
 from deliveries.services.progress import cancel_delivery
 from tests import factories
 from tests.conftest import api_client_for
@@ -46,16 +44,10 @@ def run_together(*targets):
     return results
 
 
-def new_delivery(merchant, external_id):
-    data = DeliveryCreateInput(data=factories.delivery_payload(external_id=external_id))
-    data.is_valid(raise_exception=True)
-    return create_delivery(merchant=merchant, data=data.validated_data)[0]
-
-
 def test_fifty_concurrent_accepts_of_one_offer_assign_once(zones):
     driver = factories.online_driver(*factories.CENTRO)
     merchant = factories.MerchantFactory()
-    delivery = new_delivery(merchant, "contested")
+    delivery = factories.new_delivery(merchant, "contested")
     offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
     api = api_client_for(driver.user)
 
@@ -74,13 +66,13 @@ def test_accept_racing_expiry_never_ends_both_ways(zones):
     outcomes = Counter()
     for round_ in range(200):
         driver = factories.online_driver(*factories.CENTRO)
-        delivery = new_delivery(merchant, f"race-{round_}")
+        delivery = factories.new_delivery(merchant, f"race-{round_}")
         offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=driver)
         # Put the deadline a hair from now, so both sides run right at it.
         Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() + timedelta(milliseconds=round_ % 4))
 
         run_together(
-            lambda o=offer, d=driver: offers.accept_offer(o.pk, driver=d),
+            lambda o=offer, d=driver: offers.accept_offer(o.pk, actor=Actor.driver(d)),
             lambda o=offer: offers.expire_offer(o.pk),
         )
 

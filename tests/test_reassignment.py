@@ -2,27 +2,17 @@
 
 import pytest
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Delivery, Offer, OfferStatus
+from deliveries.models import EscalationLevel, Offer, OfferStatus
 from deliveries.services.availability import mark_stale_drivers
+from deliveries.services.ladder import run_ladder
+from deliveries.services.reassignment import DriverRequired, force_assign
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
-
-LAT, LNG = factories.CENTRO
-
-
-def east(km):
-    return LAT, LNG + km / 87.0
-
-
-def create(merchant_api, external_id="order-1"):
-    response = merchant_api.post(
-        "/api/v1/deliveries", factories.delivery_payload(external_id=external_id), format="json"
-    )
-    return Delivery.objects.get(pk=response.json()["id"])
 
 
 def accept_pending(delivery):
@@ -32,9 +22,9 @@ def accept_pending(delivery):
 
 
 def test_a_released_delivery_goes_to_another_driver_and_never_back(merchant_api):
-    first = factories.online_driver(*east(0.3))
-    second = factories.online_driver(*east(0.9))
-    delivery = create(merchant_api)
+    first = factories.online_driver(*factories.east(0.3))
+    second = factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
     assert accept_pending(delivery) == first
 
     response = api_client_for(first.user).post(
@@ -76,8 +66,8 @@ def test_a_released_delivery_goes_to_another_driver_and_never_back(merchant_api)
 
 
 def test_a_picked_up_delivery_cannot_be_released(merchant_api):
-    factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
+    factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
     driver = accept_pending(delivery)
     api = api_client_for(driver.user)
     api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
@@ -88,13 +78,13 @@ def test_a_picked_up_delivery_cannot_be_released(merchant_api):
 
 def test_a_driver_gone_stale_before_pickup_loses_the_delivery_to_another(merchant_api, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
-    quiet = factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
+    quiet = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
     assert accept_pending(delivery) == quiet
     clock.shift(60)
-    other = factories.online_driver(*east(0.9))
+    other = factories.online_driver(*factories.east(0.9))
     clock.shift(30)
-    factories.ping(other, *east(0.9))
+    factories.ping(other, *factories.east(0.9))
     assert mark_stale_drivers() == 1
     delivery.refresh_from_db()
     assert delivery.status == "offered"
@@ -104,22 +94,22 @@ def test_a_driver_gone_stale_before_pickup_loses_the_delivery_to_another(merchan
 
 def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_api, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
-    quiet = factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
+    quiet = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
     accept_pending(delivery)
     api_client_for(quiet.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
-    factories.online_driver(*east(0.9))
+    factories.online_driver(*factories.east(0.9))
     clock.shift(90)
     mark_stale_drivers()
     delivery.refresh_from_db()
     assert (delivery.status, delivery.driver) == ("picked_up", quiet)  # never reassigned after pickup
     escalation = delivery.escalations.get()
-    assert (escalation.level, escalation.reason) == (2, "driver_stale")
+    assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "driver_stale")
 
 
 def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
-    drivers = [factories.online_driver(*east(0.2 + 0.1 * n)) for n in range(5)]
-    delivery = create(merchant_api)
+    drivers = [factories.online_driver(*factories.east(0.2 + 0.1 * n)) for n in range(5)]
+    delivery = factories.delivery_via_api(merchant_api)
     for n in range(4):
         holder = accept_pending(delivery)
         api_client_for(holder.user).post(
@@ -130,15 +120,15 @@ def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
     assert delivery.status == "pending"
     assert not Offer.objects.filter(delivery=delivery, status=OfferStatus.PENDING).exists()
     escalation = delivery.escalations.get()
-    assert (escalation.level, escalation.reason) == (2, "reassignments")
+    assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "reassignments")
     assert len({o.driver_id for o in Offer.objects.filter(delivery=delivery)}) == 4
     assert drivers
 
 
 def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_api):
-    factories.online_driver(*east(0.3))
-    chosen = factories.online_driver(*east(1.2))
-    delivery = create(merchant_api)
+    factories.online_driver(*factories.east(0.3))
+    chosen = factories.online_driver(*factories.east(1.2))
+    delivery = factories.delivery_via_api(merchant_api)
     response = ops_api.post(
         f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {"driver_id": str(chosen.pk)}, format="json"
     )
@@ -150,10 +140,10 @@ def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_ap
 
 
 def test_ops_cannot_reassign_after_pickup_or_to_a_busy_driver(merchant_api, ops_api):
-    factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
+    factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
     holder = accept_pending(delivery)
-    other = create(merchant_api, external_id="order-2")
+    other = factories.delivery_via_api(merchant_api, external_id="order-2")
     busy = ops_api.post(
         f"/api/v1/ops/deliveries/{other.pk}/reassign", {"driver_id": str(holder.pk), "force": True}, format="json"
     )
@@ -171,20 +161,25 @@ def test_ops_cannot_reassign_after_pickup_or_to_a_busy_driver(merchant_api, ops_
 
 
 def test_ops_endpoints_are_for_staff_only(merchant_api):
-    delivery = create(merchant_api)
+    delivery = factories.delivery_via_api(merchant_api)
     response = merchant_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json")
     assert response.status_code == 403
 
 
-def test_a_driver_not_moving_toward_pickup_for_10_minutes_is_escalated(merchant_api, clock, settings):
-    from deliveries.services.ladder import run_ladder
-
+@pytest.fixture
+def assigned_1_km_away(merchant_api, clock, settings):
+    """A delivery accepted by a driver 1 km from pickup; positions straight to the database (no Redis)."""
     settings.RELAY_LOCATION_REDIS_URL = ""
-    stuck = factories.online_driver(*east(1.0))
-    delivery = create(merchant_api)
+    driver = factories.online_driver(*factories.east(1.0))
+    delivery = factories.delivery_via_api(merchant_api)
     accept_pending(delivery)
+    return delivery, driver
+
+
+def test_a_driver_not_moving_toward_pickup_for_10_minutes_is_escalated(assigned_1_km_away, clock):
+    delivery, stuck = assigned_1_km_away
     clock.shift(599)
-    factories.ping(stuck, *east(1.0))
+    factories.ping(stuck, *factories.east(1.0))
     run_ladder()
     assert not delivery.escalations.exists()
     clock.shift(1)
@@ -194,25 +189,19 @@ def test_a_driver_not_moving_toward_pickup_for_10_minutes_is_escalated(merchant_
     assert delivery.escalations.count() == 1  # once, not every sweep
 
 
-def test_a_moving_driver_is_not_escalated(merchant_api, clock, settings):
-    from deliveries.services.ladder import run_ladder
-
-    settings.RELAY_LOCATION_REDIS_URL = ""
-    driver = factories.online_driver(*east(1.0))
-    delivery = create(merchant_api)
-    accept_pending(delivery)
+def test_a_moving_driver_is_not_escalated(assigned_1_km_away, clock):
+    delivery, driver = assigned_1_km_away
     clock.shift(600)
-    factories.ping(driver, *east(0.5))
+    factories.ping(driver, *factories.east(0.5))
     run_ladder()
     assert not delivery.escalations.exists()
 
 
 def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api, clock):
     from deliveries import eta
-    from deliveries.services.ladder import run_ladder
 
-    driver = factories.online_driver(*east(0.3))
-    delivery = create(merchant_api)
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
     accept_pending(delivery)
     api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
     due_s = eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
@@ -222,7 +211,20 @@ def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api,
     clock.shift(1)
     run_ladder()
     escalation = delivery.escalations.get()
-    assert (escalation.reason, escalation.level) == ("overdue", 2)
+    assert (escalation.reason, escalation.level) == ("overdue", EscalationLevel.ALERT)
     api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
     escalation.refresh_from_db()
     assert escalation.status == "resolved"  # delivered: the cause is gone
+
+
+def test_a_forced_assignment_names_a_driver_whoever_asks(merchant_api, ops_api, ops_user):
+    factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    with pytest.raises(DriverRequired):
+        force_assign(delivery.pk, driver_id=None, actor=Actor.ops(ops_user))
+    response = ops_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {"force": True}, format="json")
+    assert response.status_code == 400
+    assert response.json()["fields"] == {"driver_id": ["A forced assignment needs a driver."]}
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.PENDING  # nothing was withdrawn or dispatched

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from deliveries.simulation.behaviour import Habits, Mix, seeded
-from deliveries.simulation.driver import DriverSettings, Job, SimDriver
-from deliveries.simulation.geo import Position, ServiceArea, speed_kmh, step_toward
+from simulator.behaviour import Habits, Mix, seeded
+from simulator.driver import DriverSettings, Job, SimDriver
+from simulator.geo import Position, ServiceArea, speed_kmh, step_toward
 
 DEMO_ZONES = Path(__file__).parent / "data" / "demo_zones.geojson"
 START = Position(38.715, -9.14)

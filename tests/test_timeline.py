@@ -1,5 +1,6 @@
 """The delivery timeline turns recorded dispatch reasoning and changes into readable sentences."""
 
+from deliveries.models import EscalationLevel
 from deliveries.timeline import describe, duration
 
 ANA = {"driver_id": "a", "name": "Ana", "distance_km": 1.234, "eta_to_pickup_s": 241, "score": 241}
@@ -54,9 +55,9 @@ def test_state_changes_read_with_their_reason():
     assert describe("offer.declined", "pending", "declined", {"reason": "too_far", "note": ""}) == (
         "pending → declined: too far"
     )
-    assert describe("escalation.opened", "", "open", {"reason": "unassigned", "level": 2, "detail": "5 min"}) == (
-        "open: level 2, unassigned, 5 min"
-    )
+    assert describe(
+        "escalation.opened", "", "open", {"reason": "unassigned", "level": EscalationLevel.ALERT, "detail": "5 min"}
+    ) == ("open: level 2, unassigned, 5 min")
 
 
 def test_an_offer_shows_what_the_driver_saw():

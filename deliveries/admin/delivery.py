@@ -17,10 +17,10 @@ from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
 from deliveries import timeline
-from deliveries.models import Delivery, DeliveryStatus
-from deliveries.services.dispatch import dispatch
+from deliveries.models import Delivery, EscalationLevel
+from deliveries.services import reassignment
+from deliveries.services.dispatch import Outcome, dispatch
 from deliveries.services.progress import cancel_delivery
-from deliveries.services.reassignment import reassign_by_ops
 from drivers.models import Driver, DriverState
 
 
@@ -51,7 +51,9 @@ class EscalationLevelFilter(admin.SimpleListFilter):
 
     title = "escalation level"
     parameter_name = "level"
-    LEVELS = {"0": "none", "1": "1 warn", "2": "2 alert", "3": "3 critical"}
+    LEVELS = {
+        str(level.value): f"{level.value} {level.label.lower()}" if level else "none" for level in EscalationLevel
+    }
 
     def lookups(self, request, model_admin):
         return list(self.LEVELS.items())
@@ -69,12 +71,6 @@ class ReassignForm(forms.Form):
         help_text="Leave empty to send it back to dispatch. A named driver gets a direct offer.",
     )
     force = forms.BooleanField(required=False, help_text="Assign to the named driver at once, without an offer.")
-
-    def clean(self):
-        data = super().clean()
-        if data.get("force") and not data.get("driver"):
-            self.add_error("driver", "A forced assignment needs a driver.")
-        return data
 
 
 def _external_id(delivery: Delivery) -> str:
@@ -132,14 +128,14 @@ class DeliveryAdmin(admin.ModelAdmin):
         if form.is_valid():
             driver = form.cleaned_data["driver"]
             try:
-                reassign_by_ops(
+                reassignment.reassign_as_ops_ask(
                     delivery.pk,
-                    user=request.user,
                     driver_id=driver.pk if driver else None,
                     force=form.cleaned_data["force"],
+                    actor=Actor.ops(request.user),
                 )
             except DomainError as exc:
-                form.add_error(None, exc.detail)
+                form.add_error("driver" if exc.fields and "driver_id" in exc.fields else None, exc.detail)
             else:
                 delivery.refresh_from_db()
                 self.message_user(request, f"{delivery.external_id} is now {delivery.status}.", messages.SUCCESS)
@@ -159,7 +155,7 @@ class DeliveryAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda delivery: reassign_by_ops(delivery.pk, user=request.user),
+            lambda delivery: reassignment.send_back_to_dispatch(delivery.pk, actor=Actor.ops(request.user)),
             done="Sent back to dispatch",
             label=_external_id,
         )
@@ -169,12 +165,13 @@ class DeliveryAdmin(admin.ModelAdmin):
         actor = Actor.ops(request.user)
 
         def offer(delivery: Delivery) -> None:
-            if dispatch(delivery.pk, actor=actor) is not None:
+            result = dispatch(delivery.pk, actor=actor)
+            if result.offered:
                 return
-            delivery.refresh_from_db(fields=["status", "dispatch_outcome"])
-            if delivery.status != DeliveryStatus.PENDING:
-                raise Skipped(f"not offered: it is {delivery.status} (only a pending delivery is dispatched).")
-            raise Skipped(f"not offered: {timeline.words(delivery.dispatch_outcome or 'no candidate')}.")
+            if result.outcome == Outcome.NOT_PENDING:
+                status = result.delivery.status
+                raise Skipped(f"not offered: it is {status} (only a pending delivery is dispatched).")
+            raise Skipped(f"not offered: {timeline.words(result.outcome)}.")
 
         apply_each(self, request, queryset, offer, done="Offered to a driver", label=_external_id)
 

@@ -9,15 +9,30 @@ from core.admin_actions import Skipped, apply_each
 from core.audit import Actor
 from deliveries.models import ACTIVE_STATUSES, Delivery
 from deliveries.services.availability import take_offline
-from drivers.admin import DriverProfileAdmin
 from drivers.models import Driver, DriverState
 
 RECENT = 10
 
 
 @admin.register(Driver)
-class DriverAdmin(DriverProfileAdmin):
-    readonly_fields = [*DriverProfileAdmin.readonly_fields, "deliveries"]
+class DriverAdmin(admin.ModelAdmin):
+    list_display = ["name", "state", "vehicle", "home_zone", "capacity", "last_seen_at", "current_zone"]
+    list_filter = ["state", "vehicle", "home_zone"]
+    search_fields = ["name", "phone", "user__username"]
+    list_select_related = ["home_zone", "current_zone"]
+    # The state changes only through the actions (here: "Force offline"), so it is audited like any other.
+    readonly_fields = [
+        "state",
+        "state_changed_at",
+        "missed_offers_in_row",
+        "last_lat",
+        "last_lng",
+        "last_seen_at",
+        "current_zone",
+        "message_seq",
+        "deliveries",
+    ]
+    raw_id_fields = ["user"]
     actions = ["force_offline"]
 
     def has_delete_permission(self, request, obj=None):
@@ -27,7 +42,7 @@ class DriverAdmin(DriverProfileAdmin):
     def deliveries(self, driver: Driver) -> str:
         if driver.pk is None:
             return "-"
-        current = list(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).order_by("-assigned_at"))
+        current = list(Delivery.objects.carried_by(driver).order_by("-assigned_at"))
         recent = list(
             Delivery.objects.filter(driver=driver)
             .exclude(status__in=ACTIVE_STATUSES)
@@ -57,6 +72,6 @@ class DriverAdmin(DriverProfileAdmin):
         def offline(driver: Driver) -> None:
             if driver.state == DriverState.OFFLINE:
                 raise Skipped("already offline.")
-            take_offline(driver.pk, actor=actor, reason="ops", manual=False)
+            take_offline(driver.pk, actor=actor, reason="ops")
 
         apply_each(self, request, queryset, offline, done="Set offline")

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from core.admin_actions import apply_each, note_or_form_page
+from core.audit import Actor
 from deliveries import timeline
 from deliveries.models import Escalation
 from deliveries.services.escalations import acknowledge_escalation, resolve_escalation
@@ -51,7 +52,7 @@ class EscalationAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda escalation: acknowledge_escalation(escalation.pk, user=request.user),
+            lambda escalation: acknowledge_escalation(escalation.pk, actor=Actor.ops(request.user)),
             done="Acknowledged",
             label=_label,
         )
@@ -73,7 +74,7 @@ class EscalationAdmin(admin.ModelAdmin):
             self,
             request,
             queryset,
-            lambda escalation: resolve_escalation(escalation.pk, user=request.user, note=note),
+            lambda escalation: resolve_escalation(escalation.pk, actor=Actor.ops(request.user), note=note),
             done="Resolved",
             label=_label,
         )

@@ -3,8 +3,9 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.audit import Actor
 from core.permissions import IsDriver
-from deliveries.models import ACTIVE_STATUSES, Delivery, Offer, OfferStatus
+from deliveries.models import Delivery, Offer, OfferStatus
 from deliveries.serializers import (
     DeclineInput,
     DeliverInput,
@@ -14,7 +15,7 @@ from deliveries.serializers import (
 )
 from deliveries.services import availability, offers, progress, reassignment
 from drivers.models import DriverState
-from drivers.services import current_shift
+from drivers.selectors import current_shift
 
 
 class AvailabilityInput(serializers.Serializer):
@@ -48,12 +49,16 @@ class DriverMeSerializer(serializers.Serializer):
         return ShiftSerializer(shift).data if shift else None
 
     def get_active_deliveries(self, driver) -> DriverDeliverySerializer(many=True):
-        rows = Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).select_related("merchant")
+        rows = Delivery.objects.carried_by(driver).select_related("merchant")
         return DriverDeliverySerializer(rows, many=True).data
 
     def get_pending_offer(self, driver) -> OfferSerializer(allow_null=True):
-        offer = Offer.objects.filter(driver=driver, status=OfferStatus.PENDING).select_related("delivery").first()
+        offer = Offer.objects.pending_for_driver(driver).select_related("delivery").first()
         return OfferSerializer(offer).data if offer else None
+
+
+def _actor(request) -> Actor:
+    return Actor.driver(request.user.driver)
 
 
 def _me(request):
@@ -80,7 +85,7 @@ class AvailabilityView(APIView):
     def post(self, request):
         data = AvailabilityInput(data=request.data)
         data.is_valid(raise_exception=True)
-        driver = availability.set_availability(request.user.driver, data.validated_data["state"])
+        driver = availability.set_availability(data.validated_data["state"], actor=_actor(request))
         return Response({"state": driver.state, "state_changed_at": driver.state_changed_at})
 
 
@@ -104,7 +109,7 @@ class OfferAcceptView(APIView):
 
     @extend_schema(request=None, responses={200: DriverDeliverySerializer})
     def post(self, request, pk):
-        delivery = offers.accept_offer(pk, driver=request.user.driver)
+        delivery = offers.accept_offer(pk, actor=_actor(request))
         return Response(DriverDeliverySerializer(delivery).data)
 
 
@@ -115,7 +120,7 @@ class OfferDeclineView(APIView):
     def post(self, request, pk):
         data = DeclineInput(data=request.data)
         data.is_valid(raise_exception=True)
-        offer = offers.decline_offer(pk, driver=request.user.driver, **data.validated_data)
+        offer = offers.decline_offer(pk, actor=_actor(request), **data.validated_data)
         return Response(OfferSerializer(offer).data)
 
 
@@ -130,7 +135,7 @@ class DriverDeliveryListView(generics.ListAPIView):
     def get_queryset(self):
         rows = Delivery.objects.filter(driver=self.request.user.driver).select_related("merchant")
         if self.request.query_params.get("active", "").lower() in ("1", "true", "yes"):
-            rows = rows.filter(status__in=ACTIVE_STATUSES)
+            rows = rows.active()
         return rows
 
 
@@ -139,7 +144,7 @@ class PickupView(APIView):
 
     @extend_schema(request=None, responses={200: DriverDeliverySerializer})
     def post(self, request, pk):
-        delivery = progress.pick_up_delivery(pk, driver=request.user.driver)
+        delivery = progress.pick_up_delivery(pk, actor=_actor(request))
         return Response(DriverDeliverySerializer(delivery).data)
 
 
@@ -150,7 +155,7 @@ class DeliverView(APIView):
     def post(self, request, pk):
         data = DeliverInput(data=request.data)
         data.is_valid(raise_exception=True)
-        delivery = progress.deliver_delivery(pk, driver=request.user.driver, proof=data.validated_data.get("proof"))
+        delivery = progress.deliver_delivery(pk, actor=_actor(request), proof=data.validated_data.get("proof"))
         return Response(DriverDeliverySerializer(delivery).data)
 
 
@@ -161,7 +166,7 @@ class FailView(APIView):
     def post(self, request, pk):
         data = ReasonInput(data=request.data)
         data.is_valid(raise_exception=True)
-        delivery = progress.fail_delivery(pk, driver=request.user.driver, reason=data.validated_data["reason"])
+        delivery = progress.fail_delivery(pk, actor=_actor(request), reason=data.validated_data["reason"])
         return Response(DriverDeliverySerializer(delivery).data)
 
 
@@ -172,5 +177,5 @@ class ReleaseView(APIView):
     def post(self, request, pk):
         data = ReasonInput(data=request.data)
         data.is_valid(raise_exception=True)
-        delivery = reassignment.release_delivery(pk, driver=request.user.driver, reason=data.validated_data["reason"])
+        delivery = reassignment.release_delivery(pk, actor=_actor(request), reason=data.validated_data["reason"])
         return Response(DriverDeliverySerializer(delivery).data)

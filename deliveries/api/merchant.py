@@ -66,8 +66,7 @@ class DeliveryCancelView(APIView):
     def post(self, request, pk):
         data = ReasonInput(data=request.data)
         data.is_valid(raise_exception=True)
-        merchant = request.user.merchant
         delivery = cancel_delivery(
-            pk, actor=Actor.merchant(merchant), reason=data.validated_data["reason"], merchant=merchant
+            pk, actor=Actor.merchant(request.user.merchant), reason=data.validated_data["reason"]
         )
         return Response(MerchantDeliveryDetailSerializer(delivery).data)

@@ -3,51 +3,21 @@ from rest_framework import generics, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.audit import Actor
 from core.permissions import IsOps
 from deliveries.models import Escalation, EscalationStatus
 from deliveries.selectors import zone_pressure
-from deliveries.serializers import MerchantDeliveryDetailSerializer
-from deliveries.services import escalations
-from deliveries.services.reassignment import reassign_by_ops
+from deliveries.serializers import EscalationSerializer, MerchantDeliveryDetailSerializer
+from deliveries.services import escalations, reassignment
 
 
 class ReassignInput(serializers.Serializer):
     driver_id = serializers.UUIDField(required=False, allow_null=True)
     force = serializers.BooleanField(default=False)
 
-    def validate(self, attrs):
-        if attrs["force"] and not attrs.get("driver_id"):
-            raise serializers.ValidationError({"driver_id": ["A forced assignment needs a driver."]})
-        return attrs
-
 
 class NoteInput(serializers.Serializer):
     note = serializers.CharField(max_length=2000)
-
-
-class EscalationSerializer(serializers.ModelSerializer):
-    delivery_id = serializers.UUIDField()
-    external_id = serializers.CharField(source="delivery.external_id")
-    zone = serializers.CharField(source="delivery.zone.code")
-    delivery_status = serializers.CharField(source="delivery.status")
-
-    class Meta:
-        model = Escalation
-        fields = [
-            "id",
-            "delivery_id",
-            "external_id",
-            "zone",
-            "delivery_status",
-            "reason",
-            "level",
-            "status",
-            "detail",
-            "opened_at",
-            "acknowledged_at",
-            "resolved_at",
-            "resolution_note",
-        ]
 
 
 class ReassignView(APIView):
@@ -58,7 +28,12 @@ class ReassignView(APIView):
     def post(self, request, pk):
         data = ReassignInput(data=request.data)
         data.is_valid(raise_exception=True)
-        delivery = reassign_by_ops(pk, user=request.user, **data.validated_data)
+        delivery = reassignment.reassign_as_ops_ask(
+            pk,
+            driver_id=data.validated_data.get("driver_id"),
+            force=data.validated_data["force"],
+            actor=Actor.ops(request.user),
+        )
         delivery.refresh_from_db()
         return Response(MerchantDeliveryDetailSerializer(delivery).data)
 
@@ -85,7 +60,9 @@ class EscalationAcknowledgeView(APIView):
 
     @extend_schema(request=None, responses={200: EscalationSerializer})
     def post(self, request, pk):
-        return Response(EscalationSerializer(escalations.acknowledge_escalation(pk, user=request.user)).data)
+        return Response(
+            EscalationSerializer(escalations.acknowledge_escalation(pk, actor=Actor.ops(request.user))).data
+        )
 
 
 class EscalationResolveView(APIView):
@@ -96,7 +73,7 @@ class EscalationResolveView(APIView):
     def post(self, request, pk):
         data = NoteInput(data=request.data)
         data.is_valid(raise_exception=True)
-        escalation = escalations.resolve_escalation(pk, user=request.user, note=data.validated_data["note"])
+        escalation = escalations.resolve_escalation(pk, actor=Actor.ops(request.user), note=data.validated_data["note"])
         return Response(EscalationSerializer(escalation).data)
 
 

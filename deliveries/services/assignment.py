@@ -2,8 +2,8 @@
 
 from core.audit import Actor
 from core.errors import DomainError
-from deliveries.models import ACTIVE_STATUSES, Delivery
-from deliveries.serializers import driver_delivery_payload
+from deliveries import messages
+from deliveries.models import Delivery
 from deliveries.services.common import transition_delivery
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
@@ -16,7 +16,7 @@ class DriverUnavailable(DomainError):
 
 
 def active_delivery_count(driver: Driver) -> int:
-    return Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).count()
+    return Delivery.objects.carried_by(driver).count()
 
 
 def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str, payload=None) -> None:
@@ -26,10 +26,10 @@ def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str,
     active = active_delivery_count(driver)
     if active >= driver.capacity:
         raise DriverUnavailable(f"{driver.name} already carries {active} of {driver.capacity} deliveries.")
-    transition_delivery(delivery, "assign", driver, actor=actor, payload={"how": how} | (payload or {}))
+    transition_delivery(delivery.assign, driver, actor=actor, payload={"how": how} | (payload or {}))
     driver.missed_offers_in_row = 0
     if active + 1 >= driver.capacity:
-        transition_driver(driver, "fill_capacity", actor=actor, reason="at capacity")
+        transition_driver(driver.fill_capacity, actor=actor, reason="at capacity")
     else:
         driver.save(update_fields=["missed_offers_in_row"])
-    notify_driver(driver.pk, "delivery.assigned", driver_delivery_payload(delivery))
+    notify_driver(driver.pk, "delivery.assigned", messages.driver_delivery(delivery))

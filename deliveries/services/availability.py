@@ -3,74 +3,62 @@ offers. These live here, not in drivers/, because each change also decides what 
 offer and deliveries."""
 
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import InvalidTransition
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
+from deliveries import messages
+from deliveries.models import Delivery, DeliveryStatus, Offer
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.offers import withdraw_offer
+from deliveries.services.offers import withdraw_offer_locked
 from deliveries.services.reassignment import reassign_after_driver_loss
 from drivers import locations
 from drivers.models import Break, Driver, DriverState
 from drivers.notifications import notify_driver
-from drivers.services import current_shift, end_shift, lock_driver, start_shift, transition_driver
-
-# What a driver may ask for from each state (API.md: 409 lists them).
-ALLOWED = {
-    DriverState.OFFLINE: [DriverState.AVAILABLE],
-    DriverState.AVAILABLE: [DriverState.ON_BREAK, DriverState.OFFLINE],
-    DriverState.ON_BREAK: [DriverState.AVAILABLE, DriverState.OFFLINE],
-    DriverState.BUSY: [DriverState.OFFLINE],
-}
+from drivers.selectors import current_shift
+from drivers.services import end_shift, lock_driver, start_shift, transition_driver
 
 
-def set_availability(driver: Driver, requested: str) -> Driver:
-    """The driver app's availability switch. Asking for the current state changes nothing."""
-    driver.refresh_from_db()
+def set_availability(requested: str, *, actor: Actor) -> Driver:
+    """The driver app's availability switch: the action behind the transition that leads to the requested state
+    from the current one. Asking for the current state changes nothing. Returns the driver as it now is."""
+    driver = Driver.objects.get(pk=actor.id)
     if requested == driver.state:
         return driver
-    if requested not in ALLOWED[driver.state]:
-        allowed = ", ".join(ALLOWED[driver.state])
+    requestable = [t for t in driver.get_available_state_transitions() if t.custom.get("requested")]
+    chosen = next((t for t in requestable if t.target == requested), None)
+    if chosen is None:
+        allowed = ", ".join(t.target for t in requestable)
         raise InvalidTransition(f"A driver who is {driver.state} can go to: {allowed}.")
-    actor = Actor.driver(driver)
-    if requested == DriverState.OFFLINE:
-        take_offline(driver.pk, actor=actor, reason="driver", manual=True)
-    elif requested == DriverState.ON_BREAK:
-        start_break(driver.pk, actor=actor)
-    elif driver.state == DriverState.ON_BREAK:
-        end_break(driver.pk, actor=actor)
-    else:
-        go_online(driver.pk, actor=actor)
+    action = {
+        "go_online": go_online,
+        "start_break": start_break,
+        "end_break": end_break,
+        "go_offline": partial(take_offline, reason="driver"),
+    }[chosen.name]
+    action(driver.pk, actor=actor)
     driver.refresh_from_db()
     return driver
 
 
 def go_online(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver = lock_driver(driver_id)
-        if driver.state != DriverState.OFFLINE:
-            raise InvalidTransition(f"The driver is already {driver.state}.")
-        transition_driver(driver, "go_online", actor=actor, reason="shift started")
+        transition_driver(driver.go_online, actor=actor, reason="shift started")
         start_shift(driver, actor=actor)
         announce_state(driver, reason="online")
 
 
 def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer | None]:
     """Lock the driver's pending offer and its delivery before the driver (the fixed lock order)."""
-    delivery_id = (
-        Offer.objects.filter(driver_id=driver_id, status=OfferStatus.PENDING)
-        .values_list("delivery_id", flat=True)
-        .first()
-    )
+    delivery_id = Offer.objects.pending_for_driver(driver_id).values_list("delivery_id", flat=True).first()
     delivery = lock_delivery(delivery_id) if delivery_id else None
     offer = (
-        Offer.objects.select_for_update()
-        .filter(driver_id=driver_id, delivery=delivery, status=OfferStatus.PENDING)
-        .first()
+        Offer.objects.select_for_update().pending_for_driver(driver_id).filter(delivery=delivery).first()
         if delivery
         else None
     )
@@ -78,24 +66,20 @@ def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer 
 
 
 def start_break(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
-        if driver.state != DriverState.AVAILABLE:
-            raise InvalidTransition(f"A driver who is {driver.state} cannot take a break.")
-        transition_driver(driver, "start_break", actor=actor, reason="break")
+        transition_driver(driver.start_break, actor=actor, reason="break")
         Break.objects.create(driver=driver, shift=current_shift(driver))
         announce_state(driver, reason="break")
         if offer is not None:
-            withdraw_offer(delivery, offer, reason="driver_on_break", actor=actor)
+            withdraw_offer_locked(delivery, offer, reason="driver_on_break", actor=actor)
             dispatch_locked(delivery)
 
 
 def end_break(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver = lock_driver(driver_id)
-        if driver.state != DriverState.ON_BREAK:
-            raise InvalidTransition(f"A driver who is {driver.state} is not on a break.")
-        transition_driver(driver, "end_break", actor=actor, reason="break ended")
+        transition_driver(driver.end_break, actor=actor, reason="break ended")
         _close_break(driver, actor=actor)
         announce_state(driver, reason="break ended")
 
@@ -121,26 +105,26 @@ def announce_state(driver: Driver, *, reason: str, detail: str = "") -> None:
     """`driver.state` on the driver's stream when it goes online, on or off a break, or offline (busy ⇄
     available follow its own deliveries): the app and the driver's open socket, which decides from it whether
     pings make the driver searchable, always know; a change the driver did not ask for says why."""
-    notify_driver(driver.pk, "driver.state", {"state": driver.state, "reason": reason, "detail": detail})
+    notify_driver(driver.pk, "driver.state", messages.driver_state(driver, reason=reason, detail=detail))
 
 
-def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "", manual: bool = False) -> None:
-    """Set a driver offline. By choice (`manual`) it is refused while carrying a picked-up delivery; set by
-    the system (stale, missed offers) the driver is told why. A pending offer is withdrawn and passed on;
+def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> None:
+    """Set a driver offline. By the driver's own choice it is refused while carrying a picked-up delivery; set
+    by the system (stale, missed offers) or ops the driver is told why. A pending offer is withdrawn and passed on;
     deliveries not yet picked up go back to dispatch; picked-up ones escalate."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
         if driver.state == DriverState.OFFLINE:
             return
-        held = dict(Delivery.objects.filter(driver=driver, status__in=ACTIVE_STATUSES).values_list("pk", "status"))
-        if manual and DeliveryStatus.PICKED_UP in held.values():
+        held = dict(Delivery.objects.carried_by(driver).values_list("pk", "status"))
+        if actor.is_driver and DeliveryStatus.PICKED_UP in held.values():
             raise InvalidTransition("You cannot go offline while carrying a picked-up delivery: deliver it first.")
-        transition_driver(driver, "go_offline", actor=actor, reason=reason, detail=detail)
+        transition_driver(driver.go_offline, actor=actor, reason=reason, detail=detail)
         if driver.breaks.filter(ended_at__isnull=True).exists():
             _close_break(driver, actor=actor)
         end_shift(driver, actor=actor)
         if offer is not None:
-            withdraw_offer(delivery, offer, reason="driver_offline", actor=actor)
+            withdraw_offer_locked(delivery, offer, reason="driver_offline", actor=actor)
             dispatch_locked(delivery)
         announce_state(driver, reason=reason, detail=detail)
         transaction.on_commit(lambda: locations.remove_from_index(driver))

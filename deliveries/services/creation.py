@@ -78,7 +78,7 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
         fee=delivery_fee(zone, distance),
     )
     try:
-        with transaction.atomic():
+        with transaction.atomic(durable=True):
             delivery.save(force_insert=True)
             record_event(
                 "delivery.created",
@@ -100,12 +100,9 @@ def _first_dispatch(delivery: Delivery) -> Delivery:
     """Offer it right away, in its own transaction: the delivery is saved whatever happens here, and the
     dispatch sweep retries any pending delivery a failure left behind. Returns the delivery as it now is."""
     try:
-        offer = dispatch(delivery.pk)
+        return dispatch(delivery.pk).delivery  # the row dispatch locked and changed: already current
     except Exception:
         log.exception("first dispatch of %s failed; the sweep will retry", delivery.pk)
-        offer = None
-    if offer is not None:
-        return offer.delivery  # the row dispatch locked and changed: already current
     delivery.refresh_from_db()
     return delivery
 

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
@@ -10,10 +11,9 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.queue import enqueue_on_commit
-from deliveries import eta
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Offer, OfferStatus
+from deliveries import eta, messages
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import driver_pay
-from deliveries.serializers import offer_payload
 from deliveries.services.common import lock_delivery, transition_delivery
 from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift
@@ -26,6 +26,28 @@ JUST_IN_TIME_MARGIN = timedelta(minutes=2)
 SYSTEM = Actor.system("dispatcher")
 # Zone balancing (SPEC 4.2), which will set a surge per zone, is not built yet: offers show 1.00.
 NO_SURGE = Decimal("1.00")
+
+
+class Outcome(StrEnum):
+    """What one dispatch attempt did. The first three are also kept on the delivery (`dispatch_outcome`)."""
+
+    OFFERED = "offered"
+    HELD = "held"  # just in time: not offered before `hold_until`, for `ready_at`
+    NO_CANDIDATE = "no_candidate"  # nobody can take it now; the sweep retries
+    NOT_PENDING = "not_pending"  # offered, assigned or finished already: nothing to dispatch
+    REASSIGNED_TOO_OFTEN = "reassigned_too_often"  # escalated to ops instead (SPEC 3.1)
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    outcome: Outcome
+    delivery: Delivery  # the locked row, as the attempt left it
+    offer: Offer | None = None
+    hold_until: datetime | None = None
+
+    @property
+    def offered(self) -> bool:
+        return self.offer is not None
 
 
 @dataclass
@@ -67,9 +89,9 @@ class Decision:
 
 
 def search_area(delivery: Delivery) -> tuple[float, list[str]]:
-    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from escalation level 1."""
+    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from EscalationLevel.WARN."""
     zone = delivery.zone
-    if delivery.escalation_level >= 1:
+    if delivery.escalation_level >= EscalationLevel.WARN:
         neighbours = sorted(zone.neighbours.filter(active=True).values_list("code", flat=True))
         return zone.search_radius_km * zone.escalation_radius_factor, [zone.code, *neighbours]
     return zone.search_radius_km, [zone.code]
@@ -91,7 +113,7 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         str(d.pk): d
         for d in Driver.objects.filter(pk__in=ids).annotate(
             active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
-            has_pending_offer=Exists(Offer.objects.filter(driver=OuterRef("pk"), status=OfferStatus.PENDING)),
+            has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
         )
     }
     history = dict(
@@ -102,9 +124,9 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
     history = {str(driver_id): status for driver_id, status in history.items()}
     shift_ends = {
         str(driver_id): planned_end
-        for driver_id, planned_end in Shift.objects.filter(
-            driver_id__in=ids, started_at__isnull=False, ended_at__isnull=True, planned_end__isnull=False
-        ).values_list("driver_id", "planned_end")
+        for driver_id, planned_end in Shift.objects.open()
+        .filter(driver_id__in=ids, planned_end__isnull=False)
+        .values_list("driver_id", "planned_end")
     }
     candidates, excluded = [], []
     for hit in nearby:
@@ -170,38 +192,37 @@ def choose(candidates: list[Candidate]) -> list[Candidate]:
     return near + rest
 
 
-def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> Offer | None:
-    with transaction.atomic():
+def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
+    with transaction.atomic(durable=True):
         return dispatch_locked(lock_delivery(delivery_id), actor=actor)
 
 
-def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> Offer | None:
-    """Offer a locked pending delivery to the best candidate. Returns the offer, or None when the delivery is
-    held back (just in time for `ready_at`), not dispatchable, or nobody can take it now (the sweep retries)."""
+def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchResult:
+    """Offer a locked pending delivery to the best candidate, or say why not."""
     if delivery.status != DeliveryStatus.PENDING:
-        return None
+        return DispatchResult(Outcome.NOT_PENDING, delivery)
     if delivery.reassignment_count > delivery.zone.max_reassignments:
-        return None  # escalated to ops instead (SPEC 3.1)
+        return DispatchResult(Outcome.REASSIGNED_TOO_OFTEN, delivery)
     now = timezone.now()
     decision = rank_candidates(delivery, now=now)
     ordered = choose(decision.candidates)
     if ordered and delivery.ready_at:
         hold_until = delivery.ready_at - timedelta(seconds=ordered[0].eta_to_pickup_s) - JUST_IN_TIME_MARGIN
         if now < hold_until:
-            _note_outcome(delivery, "held", actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
+            _note_outcome(delivery, Outcome.HELD, actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
             delivery.dispatch_not_before = hold_until
             delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
-            return None
+            return DispatchResult(Outcome.HELD, delivery, hold_until=hold_until)
     for candidate in ordered:
         offer = _offer_to(delivery, candidate, decision, actor=actor, now=now)
         if offer is not None:
-            return offer
-    _note_outcome(delivery, "no_candidate", actor, decision.reasoning(None))
+            return DispatchResult(Outcome.OFFERED, delivery, offer=offer)
+    _note_outcome(delivery, Outcome.NO_CANDIDATE, actor, decision.reasoning(None))
     delivery.save(update_fields=["dispatch_outcome"])
-    return None
+    return DispatchResult(Outcome.NO_CANDIDATE, delivery)
 
 
-def _note_outcome(delivery: Delivery, outcome: str, actor: Actor, payload: dict) -> None:
+def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: dict) -> None:
     """Record a dispatch that offered nothing, once per change of outcome (the sweep retries every few seconds)."""
     if delivery.dispatch_outcome != outcome:
         record_event(f"dispatch.{outcome}", actor=actor, subject=delivery, delivery_id=delivery.pk, payload=payload)
@@ -215,7 +236,7 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         return None
     try:
         with transaction.atomic():
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
+            offer = create_offer_locked(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
     except IntegrityError:
         return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
     record_event(
@@ -226,11 +247,11 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         driver_id=driver.pk,
         payload=decision.reasoning(candidate) | {"offer_id": str(offer.pk)},
     )
-    announce_offer(delivery, offer, actor=actor)
+    announce_offer_locked(delivery, offer, actor=actor)
     return offer
 
 
-def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
+def create_offer_locked(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
     zone = delivery.zone
     minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
     surge = NO_SURGE
@@ -249,10 +270,10 @@ def create_offer(delivery: Delivery, driver: Driver, *, candidate: Candidate, ki
     )
 
 
-def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
+def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
-    delivery.dispatch_outcome = "offered"  # saved with the transition
-    transition_delivery(delivery, "mark_offered", actor=actor, payload={"offer_id": str(offer.pk)})
+    delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
+    transition_delivery(delivery.mark_offered, actor=actor, payload={"offer_id": str(offer.pk)})
     record_event(
         "offer.created",
         actor=actor,
@@ -268,7 +289,7 @@ def announce_offer(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
             "estimated_pay": str(offer.estimated_pay),
         },
     )
-    notify_driver(offer.driver_id, "offer.created", offer_payload(offer))
+    notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)

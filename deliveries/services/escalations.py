@@ -1,12 +1,13 @@
 """Escalations (SPEC 2.3): opening or raising one, closing it when its cause goes away, and ops' hand on it."""
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
+from django_fsm import can_proceed
 
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
-from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus
+from core.fsm import run_transition
+from deliveries import messages
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.ops_feed import push_ops
 from deliveries.webhooks import enqueue_webhook
 
@@ -27,24 +28,6 @@ class EscalationClosed(DomainError):
     default_detail = "This escalation is already resolved."
 
 
-def escalation_payload(escalation: Escalation) -> dict:
-    delivery = escalation.delivery
-    return {
-        "id": str(escalation.pk),
-        "delivery_id": str(delivery.pk),
-        "external_id": delivery.external_id,
-        "zone": delivery.zone.code,
-        "delivery_status": delivery.status,
-        "reason": escalation.reason,
-        "level": escalation.level,
-        "status": escalation.status,
-        "detail": escalation.detail,
-        "opened_at": escalation.opened_at.isoformat(),
-        "acknowledged_at": escalation.acknowledged_at.isoformat() if escalation.acknowledged_at else None,
-        "resolved_at": escalation.resolved_at.isoformat() if escalation.resolved_at else None,
-    }
-
-
 def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str, payload: dict | None = None):
     record_event(
         type,
@@ -57,16 +40,32 @@ def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str,
     )
 
 
-def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", actor: Actor | None = None):
-    """Open an escalation for a locked delivery, or raise the level of its unresolved one. Returns it."""
+def raise_escalation_locked(
+    delivery: Delivery, *, level: EscalationLevel, reason: str, detail: str = "", actor: Actor | None = None
+) -> Escalation | None:
+    """Raise a locked delivery to `level`: the delivery's own level (never lowered) and, from ALERT, its one
+    unresolved Escalation (opened, or raised; never lowered). WARN only records that the search widens.
+    Returns the unresolved escalation, if any. Must run inside the caller's transaction."""
     actor = actor or Actor.system("escalation")
+    if level > delivery.escalation_level:
+        delivery.escalation_level = level
+        delivery.save(update_fields=["escalation_level"])
+    if level < EscalationLevel.ALERT:
+        record_event(
+            "escalation.warned",
+            actor=actor,
+            subject=delivery,
+            delivery_id=delivery.pk,
+            payload={"level": level, "detail": detail},
+        )
+        return None
     escalation = delivery.escalations.exclude(status=EscalationStatus.RESOLVED).first()
     if escalation is not None and escalation.level >= level:
         return escalation
     if escalation is None:
         escalation = Escalation.objects.create(delivery=delivery, reason=reason, level=level, detail=detail)
         _record(escalation, "escalation.opened", actor=actor, from_state="", payload={"detail": detail})
-        push_ops("escalation.opened", escalation_payload(escalation))
+        push_ops("escalation.opened", messages.escalation(escalation))
     else:
         previous = escalation.level
         escalation.level = level
@@ -79,9 +78,9 @@ def escalate(delivery: Delivery, *, reason: str, level: int, detail: str = "", a
             from_state=escalation.status,
             payload={"from_level": previous},
         )
-        push_ops("escalation.updated", escalation_payload(escalation))
-    if level >= Escalation.Level.CRITICAL:
-        enqueue_webhook(delivery, "delivery.escalated", {"level": level, "reason": escalation.reason, "detail": detail})
+        push_ops("escalation.updated", messages.escalation(escalation))
+    if level >= EscalationLevel.CRITICAL:
+        enqueue_webhook(delivery, "delivery.escalated", messages.delivery_escalated(escalation, detail=detail))
     return escalation
 
 
@@ -100,12 +99,9 @@ def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
         _close(escalation, actor=actor, note=f"Closed automatically: the delivery is {delivery.status}.")
 
 
-def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> None:
+def _close(escalation: Escalation, *, actor: Actor, note: str) -> None:
     previous = escalation.status
-    escalation.status = EscalationStatus.RESOLVED
-    escalation.resolved_at = timezone.now()
-    escalation.resolved_by = user
-    escalation.resolution_note = note
+    run_transition(escalation.resolve, note, by_user_id=actor.user_id)
     escalation.save(update_fields=["status", "resolved_at", "resolved_by", "resolution_note"])
     _record(
         escalation,
@@ -114,7 +110,7 @@ def _close(escalation: Escalation, *, actor: Actor, note: str, user=None) -> Non
         from_state=previous,
         payload={"note": note, "open_seconds": escalation.open_seconds},
     )
-    push_ops("escalation.updated", escalation_payload(escalation))
+    push_ops("escalation.updated", messages.escalation(escalation))
 
 
 def _lock_escalation(escalation_id) -> Escalation:
@@ -126,25 +122,23 @@ def _lock_escalation(escalation_id) -> Escalation:
     return escalation
 
 
-def acknowledge_escalation(escalation_id, *, user: AbstractBaseUser) -> Escalation:
-    with transaction.atomic():
+def acknowledge_escalation(escalation_id, *, actor: Actor) -> Escalation:
+    with transaction.atomic(durable=True):
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
-        if escalation.status == EscalationStatus.OPEN:
-            escalation.status = EscalationStatus.ACKNOWLEDGED
-            escalation.acknowledged_at = timezone.now()
-            escalation.acknowledged_by = user
+        if can_proceed(escalation.acknowledge):  # acknowledging twice changes nothing
+            run_transition(escalation.acknowledge, by_user_id=actor.user_id)
             escalation.save(update_fields=["status", "acknowledged_at", "acknowledged_by"])
-            _record(escalation, "escalation.acknowledged", actor=Actor.ops(user), from_state=EscalationStatus.OPEN)
-            push_ops("escalation.updated", escalation_payload(escalation))
+            _record(escalation, "escalation.acknowledged", actor=actor, from_state=EscalationStatus.OPEN)
+            push_ops("escalation.updated", messages.escalation(escalation))
     return escalation
 
 
-def resolve_escalation(escalation_id, *, user: AbstractBaseUser, note: str) -> Escalation:
-    with transaction.atomic():
+def resolve_escalation(escalation_id, *, actor: Actor, note: str) -> Escalation:
+    with transaction.atomic(durable=True):
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
-        _close(escalation, actor=Actor.ops(user), note=note, user=user)
+        _close(escalation, actor=actor, note=note)
     return escalation

@@ -7,12 +7,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor
 from deliveries import eta
-from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.escalations import escalate
+from deliveries.services.escalations import raise_escalation_locked
 from zones.geometry import haversine_km
 
 LADDER = Actor.system("escalation")
@@ -24,9 +24,8 @@ def run_ladder(*, now: datetime | None = None) -> int:
     """One pass over every delivery that may need escalating. Returns how many changed."""
     now = now or timezone.now()
     changed = 0
-    for delivery_id in Delivery.objects.filter(status__in=OPEN_STATUSES, escalation_level__lt=3).values_list(
-        "pk", flat=True
-    ):
+    climbing = Delivery.objects.open().filter(escalation_level__lt=EscalationLevel.CRITICAL)
+    for delivery_id in climbing.values_list("pk", flat=True):
         changed += _climb_unassigned(delivery_id, now=now)
     assigned_long = Delivery.objects.filter(
         status=DeliveryStatus.ASSIGNED, assigned_at__lte=now - timedelta(seconds=60)
@@ -44,55 +43,44 @@ def run_ladder(*, now: datetime | None = None) -> int:
 
 
 def _climb_unassigned(delivery_id, *, now: datetime) -> int:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
         if delivery.status not in OPEN_STATUSES or delivery.unassigned_since is None:
             return 0
         zone = delivery.zone
         waited = (now - delivery.unassigned_since).total_seconds()
-        level = 0
+        level = EscalationLevel.NONE
         for threshold, step in (
-            (zone.escalation_warn_s, 1),
-            (zone.escalation_alert_s, 2),
-            (zone.escalation_critical_s, 3),
+            (zone.escalation_warn_s, EscalationLevel.WARN),
+            (zone.escalation_alert_s, EscalationLevel.ALERT),
+            (zone.escalation_critical_s, EscalationLevel.CRITICAL),
         ):
             if waited >= threshold:
                 level = step
         if level <= delivery.escalation_level:
             return 0
         previous = delivery.escalation_level
-        delivery.escalation_level = level
-        delivery.save(update_fields=["escalation_level"])
         detail = f"Unassigned for {int(waited // 60)} min"
-        if level == 1:
-            record_event(
-                "escalation.warned",
-                actor=LADDER,
-                subject=delivery,
-                delivery_id=delivery.pk,
-                payload={"level": 1, "detail": detail + ": search widened to neighbouring zones"},
-            )
-        else:
-            escalate(delivery, reason=Escalation.Reason.UNASSIGNED, level=level, detail=detail, actor=LADDER)
-        if previous < 1 <= level:
+        if level == EscalationLevel.WARN:
+            detail += ": search widened to neighbouring zones"
+        raise_escalation_locked(delivery, level=level, reason=Escalation.Reason.UNASSIGNED, detail=detail, actor=LADDER)
+        if previous < EscalationLevel.WARN <= level:
             dispatch_locked(delivery)  # widened search, right away
         return 1
 
 
 def _escalate(delivery_id, reason: str, detail: str) -> int:
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
         if delivery.escalations.filter(reason=reason).exists():
             return 0  # escalated for this once already
-        escalate(delivery, reason=reason, level=2, detail=detail, actor=LADDER)
+        raise_escalation_locked(delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, actor=LADDER)
         return 1
 
 
 def _not_moving(delivery: Delivery) -> bool:
     driver = delivery.driver
-    offer = (
-        Offer.objects.filter(delivery=delivery, driver=driver, status=OfferStatus.ACCEPTED).order_by("-sent_at").first()
-    )
+    offer = Offer.objects.accepted().filter(delivery=delivery, driver=driver).order_by("-sent_at").first()
     if driver.last_lat is None or offer is None:
         return True
     now_km = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
@@ -106,6 +94,6 @@ def dispatch_waiting(*, now: datetime | None = None) -> int:
     waiting = waiting.exclude(reassignment_count__gt=F("zone__max_reassignments"))
     offered = 0
     for delivery_id in waiting.order_by("created_at").values_list("pk", flat=True):
-        with transaction.atomic():
-            offered += dispatch_locked(lock_delivery(delivery_id)) is not None
+        with transaction.atomic(durable=True):
+            offered += dispatch_locked(lock_delivery(delivery_id)).offered
     return offered

@@ -5,12 +5,14 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
-from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
+from core.fsm import run_transition
+from deliveries import messages
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.dispatch import dispatch_locked
-from deliveries.services.escalations import escalate
-from drivers.models import Driver, DriverState
+from deliveries.services.escalations import raise_escalation_locked
+from drivers.models import DriverState
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver
 
@@ -25,9 +27,9 @@ class OfferNotPending(DomainError):
     default_detail = "The offer has already been answered or withdrawn."
 
 
-def _lock_offer(offer_id, *, driver: Driver | None = None) -> tuple[Delivery, Offer]:
-    """Lock in the fixed order: the offer's delivery first, then the offer."""
-    rows = Offer.objects.all() if driver is None else Offer.objects.filter(driver=driver)
+def _lock_offer(offer_id, *, seen_by: Actor | None = None) -> tuple[Delivery, Offer]:
+    """Lock in the fixed order: the offer's delivery first, then the offer. A driver only finds its own."""
+    rows = Offer.objects.filter(driver_id=seen_by.id) if seen_by is not None and seen_by.is_driver else Offer.objects
     delivery_id = rows.filter(pk=offer_id).values_list("delivery_id", flat=True).first()
     if delivery_id is None:
         raise NotFound("No such offer.")
@@ -58,27 +60,25 @@ def _record_offer(offer: Offer, type: str, *, actor: Actor, payload: dict | None
     )
 
 
-def accept_offer(offer_id, *, driver: Driver) -> Delivery:
-    with transaction.atomic():
-        delivery, offer = _lock_offer(offer_id, driver=driver)
+def accept_offer(offer_id, *, actor: Actor) -> Delivery:
+    with transaction.atomic(durable=True):
+        delivery, offer = _lock_offer(offer_id, seen_by=actor)
         _check_answerable(offer)
-        locked_driver = lock_driver(driver.pk)
-        offer.accept()
+        locked_driver = lock_driver(offer.driver_id)
+        run_transition(offer.accept)
         offer.save()
-        actor = Actor.driver(driver)
         _record_offer(offer, "offer.accepted", actor=actor, payload={"response_s": _response_s(offer)})
         assign_locked(delivery, locked_driver, actor=actor, how="offer", payload={"offer_id": str(offer.pk)})
     return delivery
 
 
-def decline_offer(offer_id, *, driver: Driver, reason: str, note: str = "") -> Offer:
-    with transaction.atomic():
-        delivery, offer = _lock_offer(offer_id, driver=driver)
+def decline_offer(offer_id, *, actor: Actor, reason: str, note: str = "") -> Offer:
+    with transaction.atomic(durable=True):
+        delivery, offer = _lock_offer(offer_id, seen_by=actor)
         _check_answerable(offer)
-        locked_driver = lock_driver(driver.pk)
-        offer.decline(reason, note)
+        locked_driver = lock_driver(offer.driver_id)
+        run_transition(offer.decline, reason, note)
         offer.save()
-        actor = Actor.driver(driver)
         _record_offer(offer, "offer.declined", actor=actor, payload={"reason": reason, "note": note})
         locked_driver.missed_offers_in_row = 0
         locked_driver.save(update_fields=["missed_offers_in_row"])
@@ -90,7 +90,7 @@ def expire_offer(offer_id) -> bool:
     """Expire a pending offer whose deadline has passed and pass the delivery on. Safe to run twice and
     early (it does nothing before the deadline). Returns whether it expired the offer."""
     took_offline = None
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         try:
             delivery, offer = _lock_offer(offer_id)
         except NotFound:
@@ -98,11 +98,11 @@ def expire_offer(offer_id) -> bool:
         if offer.status != OfferStatus.PENDING or timezone.now() < offer.expires_at:
             return False
         driver = lock_driver(offer.driver_id)
-        offer.expire()
+        run_transition(offer.expire)
         offer.save()
         actor = Actor.system("offer-expiry")
         _record_offer(offer, "offer.expired", actor=actor)
-        notify_driver(driver.pk, "offer.withdrawn", {"offer_id": str(offer.pk), "reason": "expired"})
+        notify_driver(driver.pk, "offer.withdrawn", messages.offer_withdrawn(offer, reason="expired"))
         driver.missed_offers_in_row += 1
         driver.save(update_fields=["missed_offers_in_row"])
         limit = delivery.zone.missed_offers_before_offline
@@ -121,37 +121,36 @@ def expire_offer(offer_id) -> bool:
     return True
 
 
-def withdraw_offer(delivery: Delivery, offer: Offer, *, reason: str, actor: Actor) -> None:
-    """Withdraw a locked pending offer of a locked delivery; the delivery needs a driver again."""
-    offer.withdraw(reason)
+def withdraw_offer_locked(delivery: Delivery, offer: Offer, *, reason: str, actor: Actor) -> None:
+    """Withdraw a locked pending offer of a locked delivery, inside the caller's transaction; the delivery needs
+    a driver again."""
+    run_transition(offer.withdraw, reason)
     offer.save()
     _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
-    notify_driver(offer.driver_id, "offer.withdrawn", {"offer_id": str(offer.pk), "reason": reason})
+    notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
     if delivery.status == DeliveryStatus.OFFERED:
-        transition_delivery(delivery, "mark_unoffered", actor=actor, payload={"offer_id": str(offer.pk)})
+        transition_delivery(delivery.mark_unoffered, actor=actor, payload={"offer_id": str(offer.pk)})
 
 
 def pending_offer_of(delivery: Delivery) -> Offer | None:
-    return Offer.objects.select_for_update().filter(delivery=delivery, status=OfferStatus.PENDING).first()
+    return Offer.objects.select_for_update().pending().filter(delivery=delivery).first()
 
 
 def _pass_on(delivery: Delivery, *, actor: Actor) -> None:
     """After a decline or expiry: back to pending, escalate after too many rounds, offer the next candidate."""
-    transition_delivery(delivery, "mark_unoffered", actor=actor)
+    transition_delivery(delivery.mark_unoffered, actor=actor)
     rounds = Offer.objects.filter(
         delivery=delivery,
         status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
         sent_at__gte=delivery.unassigned_since or delivery.created_at,
     ).count()
-    if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < 2:
-        escalate(
+    if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < EscalationLevel.ALERT:
+        raise_escalation_locked(
             delivery,
+            level=EscalationLevel.ALERT,
             reason=Escalation.Reason.OFFER_ROUNDS,
-            level=2,
             detail=f"{rounds} offers without acceptance",
         )
-        delivery.escalation_level = 2
-        delivery.save(update_fields=["escalation_level"])
     dispatch_locked(delivery)
 
 

@@ -2,15 +2,16 @@
 merchant or by ops before pickup."""
 
 from django.db import transaction
+from django_fsm import can_proceed
 
 from core.audit import Actor
 from core.errors import DomainError
-from deliveries.models import Delivery, DeliveryStatus, Merchant
-from deliveries.serializers import driver_delivery_payload
+from deliveries import messages
+from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.offers import pending_offer_of, withdraw_offer
-from drivers.models import Driver, DriverState
+from deliveries.services.offers import pending_offer_of, withdraw_offer_locked
+from drivers.models import Driver
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver, transition_driver
 
@@ -20,56 +21,56 @@ class AlreadyPickedUp(DomainError):
     default_detail = "The delivery has been picked up; it can no longer be cancelled or handed back."
 
 
-def pick_up_delivery(delivery_id, *, driver: Driver) -> Delivery:
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id, driver=driver)
-        transition_delivery(delivery, "pick_up", actor=Actor.driver(driver))
+def pick_up_delivery(delivery_id, *, actor: Actor) -> Delivery:
+    with transaction.atomic(durable=True):
+        delivery = lock_delivery(delivery_id, seen_by=actor)
+        transition_delivery(delivery.pick_up, actor=actor)
         _tell_driver(delivery)
     return delivery
 
 
-def deliver_delivery(delivery_id, *, driver: Driver, proof: dict | None = None) -> Delivery:
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id, driver=driver)
-        transition_delivery(delivery, "deliver", proof, actor=Actor.driver(driver))
-        release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
+def deliver_delivery(delivery_id, *, actor: Actor, proof: dict | None = None) -> Delivery:
+    with transaction.atomic(durable=True):
+        delivery = lock_delivery(delivery_id, seen_by=actor)
+        transition_delivery(delivery.deliver, proof, actor=actor)
+        release_capacity_locked(lock_driver(delivery.driver_id), actor=actor)
         _tell_driver(delivery)
     return delivery
 
 
-def fail_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id, driver=driver)
-        transition_delivery(delivery, "fail", reason, actor=Actor.driver(driver), payload={"reason": reason})
-        release_capacity(lock_driver(driver.pk), actor=Actor.driver(driver))
+def fail_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
+    with transaction.atomic(durable=True):
+        delivery = lock_delivery(delivery_id, seen_by=actor)
+        transition_delivery(delivery.fail, reason, actor=actor, payload={"reason": reason})
+        release_capacity_locked(lock_driver(delivery.driver_id), actor=actor)
         _tell_driver(delivery)
     return delivery
 
 
 def _tell_driver(delivery: Delivery) -> None:
     """`delivery.updated` on the driver's stream: the app (and any other device of the driver) stays in step."""
-    notify_driver(delivery.driver_id, "delivery.updated", driver_delivery_payload(delivery))
+    notify_driver(delivery.driver_id, "delivery.updated", messages.driver_delivery(delivery))
 
 
-def cancel_delivery(delivery_id, *, actor: Actor, reason: str, merchant: Merchant | None = None) -> Delivery:
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id, merchant=merchant)
+def cancel_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
+    """By its merchant (only its own) or by ops, before pickup."""
+    with transaction.atomic(durable=True):
+        delivery = lock_delivery(delivery_id, seen_by=actor)
         if delivery.status in (DeliveryStatus.PICKED_UP, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
             raise AlreadyPickedUp()
         offer = pending_offer_of(delivery)
         if offer is not None:
-            withdraw_offer(delivery, offer, reason="cancelled", actor=actor)
+            withdraw_offer_locked(delivery, offer, reason="cancelled", actor=actor)
         driver_id = delivery.driver_id
-        transition_delivery(delivery, "cancel", reason, actor=actor, payload={"reason": reason})
+        transition_delivery(delivery.cancel, reason, actor=actor, payload={"reason": reason})
         if driver_id is not None:
-            release_capacity(lock_driver(driver_id), actor=actor)
-            notify_driver(driver_id, "delivery.cancelled", driver_delivery_payload(delivery) | {"reason": reason})
+            release_capacity_locked(lock_driver(driver_id), actor=actor)
+            notify_driver(driver_id, "delivery.cancelled", messages.delivery_taken(delivery, reason=reason))
     return delivery
 
 
-def release_capacity(driver: Driver, *, actor: Actor) -> None:
-    """A busy driver whose load dropped below capacity is available again (SPEC 2.2, busy → available)."""
-    if driver.state != DriverState.BUSY:
-        return
-    if active_delivery_count(driver) < driver.capacity:
-        transition_driver(driver, "free_capacity", actor=actor, reason="capacity freed")
+def release_capacity_locked(driver: Driver, *, actor: Actor) -> None:
+    """A locked busy driver whose load dropped below capacity is available again (SPEC 2.2, busy → available),
+    inside the caller's transaction."""
+    if can_proceed(driver.free_capacity) and active_delivery_count(driver) < driver.capacity:
+        transition_driver(driver.free_capacity, actor=actor, reason="capacity freed")

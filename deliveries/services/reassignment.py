@@ -1,20 +1,21 @@
 """Handing a delivery back to dispatch (SPEC 3.1): released by its driver, its driver gone offline or stale,
-or ops pressing "reassign". It keeps its history; the previous driver is not offered it again."""
+or ops pressing "reassign" (back to dispatch, a direct offer, or a forced assignment: one action each). It
+keeps its history; the previous driver is not offered it again."""
 
 from django.db import transaction
 from django.utils import timezone
 
 from core.audit import Actor
-from core.errors import InvalidTransition, NotFound
-from deliveries import eta
-from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
-from deliveries.serializers import driver_delivery_payload
+from core.errors import BadInput, InvalidTransition, NotFound
+from core.fsm import run_transition
+from deliveries import eta, messages
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.dispatch import Candidate, announce_offer, create_offer, dispatch_locked
-from deliveries.services.escalations import escalate
-from deliveries.services.offers import pending_offer_of, withdraw_offer
-from deliveries.services.progress import AlreadyPickedUp, release_capacity
+from deliveries.services.dispatch import Candidate, announce_offer_locked, create_offer_locked, dispatch_locked
+from deliveries.services.escalations import raise_escalation_locked
+from deliveries.services.offers import pending_offer_of, withdraw_offer_locked
+from deliveries.services.progress import AlreadyPickedUp, release_capacity_locked
 from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver
@@ -24,41 +25,36 @@ from zones.geometry import haversine_km
 def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
     """Unassign a locked, assigned delivery and tell its driver it was taken away."""
     driver_id = delivery.driver_id
-    Offer.objects.filter(delivery=delivery, driver_id=driver_id, status=OfferStatus.ACCEPTED).update(
-        release_reason=reason
-    )
+    Offer.objects.accepted().filter(delivery=delivery, driver_id=driver_id).update(release_reason=reason)
     transition_delivery(
-        delivery, "unassign", actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
+        delivery.unassign, actor=actor, payload={"reason": reason, "previous_driver_id": str(driver_id)}
     )
     driver = lock_driver(driver_id)
-    release_capacity(driver, actor=actor)
-    notify_driver(driver_id, "delivery.reassigned", driver_delivery_payload(delivery) | {"reason": reason})
+    release_capacity_locked(driver, actor=actor)
+    notify_driver(driver_id, "delivery.reassigned", messages.delivery_taken(delivery, reason=reason))
 
 
 def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
     if delivery.reassignment_count > delivery.zone.max_reassignments:
-        escalate(
+        raise_escalation_locked(
             delivery,
+            level=EscalationLevel.ALERT,
             reason=Escalation.Reason.REASSIGNMENTS,
-            level=2,
             detail=f"Reassigned {delivery.reassignment_count} times",
             actor=actor,
         )
-        delivery.escalation_level = max(delivery.escalation_level, 2)
-        delivery.save(update_fields=["escalation_level"])
         return
     dispatch_locked(delivery)
 
 
-def release_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
+def release_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
     """The driver hands back an accepted delivery before pickup."""
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id, driver=driver)
+    with transaction.atomic(durable=True):
+        delivery = lock_delivery(delivery_id, seen_by=actor)
         if delivery.status != DeliveryStatus.ASSIGNED:
             if delivery.status == DeliveryStatus.PICKED_UP:
                 raise AlreadyPickedUp()
             raise InvalidTransition(f"A delivery that is {delivery.status} cannot be released.")
-        actor = Actor.driver(driver)
         _hand_back(delivery, actor=actor, reason=f"released: {reason}")
         _redispatch(delivery, actor=actor)
     return delivery
@@ -67,7 +63,7 @@ def release_delivery(delivery_id, *, driver: Driver, reason: str) -> Delivery:
 def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: str) -> None:
     """The driver went offline or stale holding this delivery: before pickup it goes back to dispatch; after
     pickup it is never reassigned automatically, it escalates (SPEC 3.1)."""
-    with transaction.atomic():
+    with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
         if str(delivery.driver_id) != str(driver_id):
             return  # already handed back or finished meanwhile
@@ -76,53 +72,98 @@ def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: 
             _redispatch(delivery, actor=actor)
         elif delivery.status == DeliveryStatus.PICKED_UP:
             cause = Escalation.Reason.DRIVER_STALE if reason == "stale" else Escalation.Reason.DRIVER_OFFLINE
-            escalate(delivery, reason=cause, level=2, detail=f"Driver {reason} while carrying it", actor=actor)
+            raise_escalation_locked(
+                delivery,
+                level=EscalationLevel.ALERT,
+                reason=cause,
+                detail=f"Driver {reason} while carrying it",
+                actor=actor,
+            )
 
 
-def reassign_by_ops(delivery_id, *, user, driver_id=None, force: bool = False) -> Delivery:
-    """Ops press "reassign": back to dispatch, or straight to a named driver as a direct offer, or (force)
-    as a forced assignment. Each is recorded as what it was."""
-    actor = Actor.ops(user)
-    with transaction.atomic():
-        delivery = lock_delivery(delivery_id)
-        if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED):
-            if delivery.status == DeliveryStatus.PICKED_UP:
-                raise AlreadyPickedUp()
-            raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
-        offer = pending_offer_of(delivery)
-        if offer is not None:
-            withdraw_offer(delivery, offer, reason="reassigned_by_ops", actor=actor)
-        if delivery.status == DeliveryStatus.ASSIGNED:
-            _hand_back(delivery, actor=actor, reason="reassigned by ops")
-        if driver_id is None:
-            # Ops' explicit reassign overrides the automatic limit: the delivery is dispatched again.
-            dispatch_locked(delivery, actor=actor)
-            return delivery
-        driver = Driver.objects.select_for_update().filter(pk=driver_id).first()
-        if driver is None:
-            raise NotFound("No such driver.")
-        candidate = _candidate(delivery, driver)
-        if force:
-            # The forced offer is inserted as pending: a driver answering another offer would break the
-            # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
-            _require_no_pending_offer(driver)
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.FORCED, now=timezone.now())
-            offer.accept()
-            offer.save()
-            assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
-        else:
-            _require_offerable(driver)
-            offer = create_offer(delivery, driver, candidate=candidate, kind=Offer.Kind.DIRECT, now=timezone.now())
-            announce_offer(delivery, offer, actor=actor)
+class DriverRequired(BadInput):
+    default_detail = "A forced assignment needs a driver."
+
+    def __init__(self):
+        super().__init__(fields={"driver_id": [self.default_detail]})
+
+
+def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
+    """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once.
+    Ops' explicit reassign overrides the automatic limit on reassignments."""
+    with transaction.atomic(durable=True):
+        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        dispatch_locked(delivery, actor=actor)
     return delivery
 
 
-def _candidate(delivery: Delivery, driver: Driver) -> Candidate:
+def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
+    """Ops reassign to a named driver: a direct offer, which the driver may decline or let expire."""
+    with transaction.atomic(durable=True):
+        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        driver = _lock_named_driver(driver_id)
+        _require_offerable(driver)
+        offer = _offer_to_named(delivery, driver, kind=Offer.Kind.DIRECT)
+        announce_offer_locked(delivery, offer, actor=actor)
+    return delivery
+
+
+def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
+    """Ops assign a named driver at once, without asking: recorded as an offer of kind `forced`, accepted."""
+    if driver_id is None:
+        raise DriverRequired()
+    with transaction.atomic(durable=True):
+        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        driver = _lock_named_driver(driver_id)
+        # The forced offer is inserted as pending: a driver answering another offer would break the
+        # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
+        _require_no_pending_offer(driver)
+        offer = _offer_to_named(delivery, driver, kind=Offer.Kind.FORCED)
+        run_transition(offer.accept)
+        offer.save()
+        assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
+    return delivery
+
+
+def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor) -> Delivery:
+    """The reassign form of the API and the console, read as the one action it asks for."""
+    if force:
+        return force_assign(delivery_id, driver_id=driver_id, actor=actor)
+    if driver_id is not None:
+        return offer_directly(delivery_id, driver_id=driver_id, actor=actor)
+    return send_back_to_dispatch(delivery_id, actor=actor)
+
+
+def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
+    """Lock a delivery ops reassign and free it: its pending offer withdrawn, its driver (before pickup) relieved."""
+    delivery = lock_delivery(delivery_id)
+    if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED):
+        if delivery.status == DeliveryStatus.PICKED_UP:
+            raise AlreadyPickedUp()
+        raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
+    offer = pending_offer_of(delivery)
+    if offer is not None:
+        withdraw_offer_locked(delivery, offer, reason="reassigned_by_ops", actor=actor)
+    if delivery.status == DeliveryStatus.ASSIGNED:
+        _hand_back(delivery, actor=actor, reason="reassigned by ops")
+    return delivery
+
+
+def _lock_named_driver(driver_id) -> Driver:
+    driver = Driver.objects.select_for_update().filter(pk=driver_id).first()
+    if driver is None:
+        raise NotFound("No such driver.")
+    return driver
+
+
+def _offer_to_named(delivery: Delivery, driver: Driver, *, kind: str) -> Offer:
+    """The offer to a driver ops named: distance and ETA from its last known position, as dispatch would show."""
     if driver.last_lat is None:
         distance = 0.0
     else:
         distance = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
-    return Candidate(driver, distance, eta.travel_seconds(distance, driver.vehicle))
+    candidate = Candidate(driver, distance, eta.travel_seconds(distance, driver.vehicle))
+    return create_offer_locked(delivery, driver, candidate=candidate, kind=kind, now=timezone.now())
 
 
 def _require_offerable(driver: Driver) -> None:
@@ -132,5 +173,5 @@ def _require_offerable(driver: Driver) -> None:
 
 
 def _require_no_pending_offer(driver: Driver) -> None:
-    if Offer.objects.filter(driver=driver, status=OfferStatus.PENDING).exists():
+    if Offer.objects.pending_for_driver(driver).exists():
         raise DriverUnavailable(f"{driver.name} is answering another offer.")

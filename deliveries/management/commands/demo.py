@@ -16,16 +16,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from deliveries.management.commands.simulate import (
-    DEMO_PASSWORD,
-    DEMO_ZONES,
-    DRIVER_PREFIX,
-    add_fleet_arguments,
-    driver_usernames,
-    fleet_config,
-)
-from deliveries.simulation.client import Account
-from deliveries.simulation.fleet import Fleet, configure_logging, until_stopped
+from simulator.cli import DEMO_PASSWORD, DEMO_ZONES, DRIVER_PREFIX, add_fleet_arguments, driver_usernames, fleet_config
+from simulator.client import Account
+from simulator.fleet import Fleet, configure_logging, until_stopped
 
 OPS_USER, OPS_PASSWORD = "admin", "admin-pass"
 MERCHANT = "demo-merchant"
@@ -57,7 +50,10 @@ class Command(BaseCommand):
         if options["setup_only"]:
             return
         url = f"http://{options['host']}:{options['port']}"
-        fleet = Fleet(fleet_config(options, url=url, zones=DEMO_ZONES))
+        try:
+            fleet = Fleet(fleet_config(options, url=url, zones=DEMO_ZONES))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         fleet.config.merchant, fleet.config.merchant_password = MERCHANT, DEMO_PASSWORD
         fleet_log = options["log"].with_name(options["log"].stem + "-fleet" + options["log"].suffix)
         configure_logging(level=logging.INFO, path=fleet_log)

@@ -3,35 +3,15 @@ import contextlib
 import logging
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from deliveries.simulation.behaviour import Mix
-from deliveries.simulation.fleet import Fleet, FleetConfig, configure_logging, until_stopped
-
-DRIVER_PREFIX = "demo-driver-"
-DEMO_PASSWORD = "demo-pass"
-DEMO_ZONES = Path(settings.BASE_DIR) / "tests" / "data" / "demo_zones.geojson"
-
-
-def driver_usernames(options) -> list[str]:
-    if options.get("driver_list"):
-        return [name.strip() for name in options["driver_list"].split(",") if name.strip()]
-    prefix = options.get("driver_prefix", DRIVER_PREFIX)
-    return [f"{prefix}{number:02d}" for number in range(1, options["drivers"] + 1)]
-
-
-def add_fleet_arguments(parser, *, drivers: int, rate: float, speedup: float) -> None:
-    """The options `simulate` and `demo` share."""
-    parser.add_argument("--drivers", type=int, default=drivers, help="how many drivers (prefix01, prefix02, ...)")
-    parser.add_argument("--rate", type=float, default=rate, help="deliveries the merchant creates per minute")
-    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    parser.add_argument("--mix", default="accept=0.8,decline=0.1,ignore=0.1", help="how drivers answer offers")
-    parser.add_argument("--speedup", type=float, default=speedup, help="drivers ride this many times faster")
-    parser.add_argument("--seed", type=int, default=None, help="replay the same choices")
+from simulator.cli import DEMO_PASSWORD, DEMO_ZONES, DRIVER_PREFIX, add_fleet_arguments, fleet_config
+from simulator.fleet import Fleet, configure_logging, until_stopped
 
 
 class Command(BaseCommand):
+    """A launcher: the fleet itself is the `simulator` package, a client of Relay's public API."""
+
     help = (
         "Run a simulated fleet and merchant against a running Relay, through its public REST and websocket "
         "API only. Accounts must exist (see `manage.py demo --setup-only`)."
@@ -48,7 +28,10 @@ class Command(BaseCommand):
         parser.add_argument("--zones", type=Path, default=DEMO_ZONES, help="GeoJSON of the zones to order inside")
 
     def handle(self, *args, **options):
-        config = fleet_config(options, url=options["url"], zones=options["zones"])
+        try:
+            config = fleet_config(options, url=options["url"], zones=options["zones"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         config.merchant, config.merchant_password = options["merchant"] or None, options["merchant_password"]
         configure_logging(level=logging.INFO if options["verbosity"] > 1 else logging.WARNING)
         fleet = Fleet(config)
@@ -57,23 +40,3 @@ class Command(BaseCommand):
         with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
             asyncio.run(until_stopped(fleet.run()))
         self.stdout.write(fleet.summary())
-
-
-def fleet_config(options, *, url: str, zones: Path) -> FleetConfig:
-    try:
-        mix = Mix.parse(options["mix"])
-    except ValueError as exc:
-        raise CommandError(f"--mix: {exc}") from exc
-    if options["speedup"] <= 0:
-        raise CommandError("--speedup must be positive")
-    return FleetConfig(
-        url=url,
-        drivers=driver_usernames(options),
-        password=options.get("password", DEMO_PASSWORD),
-        zones_file=zones,
-        rate_per_min=options["rate"],
-        duration_s=options["duration"],
-        mix=mix,
-        speedup=options["speedup"],
-        seed=options["seed"],
-    )

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from deliveries.simulation.behaviour import Habits, Mix, seeded
-from deliveries.simulation.client import Account
-from deliveries.simulation.driver import DriverSettings, SimDriver
-from deliveries.simulation.geo import ServiceArea
-from deliveries.simulation.merchant import SimMerchant
+from simulator.behaviour import Habits, Mix, seeded
+from simulator.client import Account
+from simulator.driver import DriverSettings, SimDriver
+from simulator.geo import ServiceArea
+from simulator.merchant import SimMerchant
 
 log = logging.getLogger("relay.simulation")
 

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 
 import websockets
 
-from deliveries.simulation import behaviour
-from deliveries.simulation.behaviour import Habits, Mix
-from deliveries.simulation.client import Account
-from deliveries.simulation.geo import Position, speed_kmh, step_toward
+from simulator import behaviour
+from simulator.behaviour import Habits, Mix
+from simulator.client import Account
+from simulator.geo import Position, speed_kmh, step_toward
 
 log = logging.getLogger("relay.simulation")
 

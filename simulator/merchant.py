@@ -8,8 +8,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from deliveries.simulation.client import Account
-from deliveries.simulation.geo import ServiceArea
+from simulator.client import Account
+from simulator.geo import ServiceArea
 
 log = logging.getLogger("relay.simulation")
 

@@ -1,0 +1,87 @@
+"""Everything the deliveries app sends out: websocket messages to drivers and ops, and webhook bodies to merchants.
+
+One builder per message, used by the actions that send them. A message that shows a record the REST API also
+shows (a delivery, an offer, an escalation) is that record's REST representation, so the app, the socket and the
+API never disagree on a shape. Builders return JSON-ready values: they are stored (a driver's stream) and sent
+as they are.
+"""
+
+import json
+import uuid
+
+from django.utils import timezone
+from rest_framework.utils.encoders import JSONEncoder
+
+from deliveries.models import Delivery, Escalation, Offer
+from deliveries.serializers import DriverDeliverySerializer, EscalationSerializer, OfferSerializer
+from drivers.models import Driver
+
+
+def _jsonable(data) -> dict:
+    # REST representations hold dates, decimals and UUIDs as DRF renders them; a stored message must hold the same.
+    return json.loads(json.dumps(data, cls=JSONEncoder))
+
+
+# --- to a driver (`/ws/driver/`) --------------------------------------------------------------------------------
+
+
+def driver_delivery(delivery: Delivery) -> dict:
+    """`delivery.assigned`, `delivery.updated`: the delivery as its driver sees it."""
+    return _jsonable(DriverDeliverySerializer(delivery).data)
+
+
+def delivery_taken(delivery: Delivery, *, reason: str) -> dict:
+    """`delivery.reassigned`, `delivery.cancelled`: the delivery the driver no longer has, and why."""
+    return driver_delivery(delivery) | {"reason": reason}
+
+
+def offer_created(offer: Offer) -> dict:
+    """`offer.created`: the offer as the driver app lists it."""
+    return _jsonable(OfferSerializer(offer).data)
+
+
+def offer_withdrawn(offer: Offer, *, reason: str) -> dict:
+    """`offer.withdrawn`: expired, cancelled, or superseded."""
+    return {"offer_id": str(offer.pk), "reason": reason}
+
+
+def driver_state(driver: Driver, *, reason: str, detail: str = "") -> dict:
+    """`driver.state`: the driver's availability, and why it changed."""
+    return {"state": driver.state, "reason": reason, "detail": detail}
+
+
+# --- to ops (`/ws/ops/`) ----------------------------------------------------------------------------------------
+
+
+def escalation(escalation: Escalation) -> dict:
+    """`escalation.opened`, `escalation.updated`: the escalation as `GET /api/v1/ops/escalations` shows it."""
+    return _jsonable(EscalationSerializer(escalation).data)
+
+
+def zone_pressure(zones: list[dict]) -> dict:
+    """`zone.pressure`: every active zone's live pressure (deliveries.selectors.zone_pressure)."""
+    return {"zones": zones}
+
+
+# --- to a merchant (webhooks) -----------------------------------------------------------------------------------
+
+
+def delivery_escalated(escalation: Escalation, *, detail: str) -> dict:
+    """The `data` of a `delivery.escalated` webhook (level CRITICAL): how bad, why, and what was just seen."""
+    return {"level": escalation.level, "reason": escalation.reason, "detail": detail}
+
+
+def webhook_body(event_id: uuid.UUID, type: str, delivery: Delivery, data: dict | None = None) -> str:
+    """The signed body of a webhook (API.md, Merchant), compact: it is signed byte for byte."""
+    return json.dumps(
+        {
+            "id": str(event_id),
+            "type": type,
+            "delivery_id": str(delivery.pk),
+            "external_id": delivery.external_id,
+            "status": delivery.status,
+            "occurred_at": timezone.now().isoformat(),
+            "data": data or {},
+        },
+        separators=(",", ":"),
+    )
