@@ -6,12 +6,21 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from config.env import env_bool, env_int, env_list, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DEBUG = env_bool("DEBUG", default=env_str("REDIS_URL") == "")
+# Embedded mode: no Redis. SQLite, an in-memory channel layer and Celery inside the serving process.
+REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
+EMBEDDED = REDIS_URL == ""
+DATABASE_URL = env_url(
+    "DATABASE_URL", {"sqlite", "postgres", "postgresql"}, default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+)
+# DEBUG shows tracebacks and settings to anyone who triggers an error: only the embedded mode on its own SQLite
+# file (a machine on a desk) has it on unless told otherwise. A PostgreSQL database means a shared deployment.
+DEBUG = env_bool("DEBUG", default=EMBEDDED and DATABASE_URL.startswith("sqlite:"))
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
@@ -20,12 +29,8 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
-# Embedded mode: no Redis. SQLite, an in-memory channel layer and Celery inside the serving process.
-REDIS_URL = env_url("REDIS_URL", {"redis", "rediss", "unix"})
-EMBEDDED = REDIS_URL == ""
-
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "core.apps.RelayAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -35,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "django_celery_beat",
     "core",
@@ -75,9 +81,6 @@ TEMPLATES = [
     },
 ]
 
-DATABASE_URL = env_url(
-    "DATABASE_URL", {"sqlite", "postgres", "postgresql"}, default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
-)
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The embedded server and its in-process worker write from several threads: WAL lets readers run beside
@@ -121,14 +124,23 @@ WHITENOISE_USE_FINDERS = True
 
 # --- REST API -----------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.TokenAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["core.tokens.ExpiringTokenAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.exception_handler",
     "DEFAULT_THROTTLE_CLASSES": ["core.throttling.UserThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env_str("API_THROTTLE_RATE", "6000/min"),
+        # Logins (API token and admin) per client address, and per username whatever the address.
+        "login": env_str("LOGIN_THROTTLE_RATE", "30/min"),
+        "login_username": env_str("LOGIN_USERNAME_THROTTLE_RATE", "10/min"),
+    },
+    # The client address is the peer's unless NUM_PROXIES trusted proxies in front add X-Forwarded-For: then it
+    # is the address the outermost of them saw. Left unset, DRF would take the header as sent, which any client
+    # can vary to get a fresh throttle budget on every request.
+    "NUM_PROXIES": env_int("NUM_PROXIES", 0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "COERCE_DECIMAL_TO_STRING": True,
 }
@@ -137,6 +149,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Dispatch platform: merchants, drivers, ops and public tracking.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from the project's own static files (drf-spectacular-sidecar): the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
@@ -183,6 +199,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Webhooks wait on merchants' servers: they have their own queue, so a slow merchant never holds up offer expiry
+# or dispatch. A worker started without -Q consumes both queues; production runs a worker per queue (README).
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_QUEUES = [Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(WEBHOOK_QUEUE)]
+CELERY_TASK_ROUTES = {"deliveries.tasks.send_webhook": {"queue": WEBHOOK_QUEUE}}
 
 # --- Relay --------------------------------------------------------------------------------------------
 # Location index: Redis GEO sets per zone when REDIS_URL is set; the database otherwise and whenever Redis
@@ -194,6 +216,19 @@ RELAY_PUBLIC_URL = env_str("RELAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("
 RELAY_CURRENCY = env_str("RELAY_CURRENCY", "EUR")
 # How long a driver's stream messages are kept for `resume` (older ones are purged hourly).
 RELAY_DRIVER_MESSAGE_RETENTION = timedelta(hours=env_int("RELAY_DRIVER_MESSAGE_RETENTION_H", 24))
+# API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
+# merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
+# console and their token covers a working day.
+RELAY_TOKEN_DAYS = {
+    "driver": env_int("TOKEN_DAYS_DRIVER", 30),
+    "merchant": env_int("TOKEN_DAYS_MERCHANT", 365),
+    "ops": env_int("TOKEN_DAYS_OPS", 1),
+}
+# Webhooks: the whole call (connect, send, answer) is cut off after this many seconds. Merchants' URLs that
+# resolve to loopback, link-local or private addresses are refused (they would reach our own network) unless
+# this is on: the demo and the tests post to receivers on 127.0.0.1.
+RELAY_WEBHOOK_TIMEOUT_S = float(env_int("WEBHOOK_TIMEOUT_S", 10))
+RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
 
 # --- Production hardening (checked by `manage.py check --deploy`) -----------------------------------
 if not DEBUG:

@@ -1,12 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from core.api import TokenView
+from core.api import LogoutView, TokenView
 from core.views import metrics_view
+
+REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
 api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
+    path("auth/logout", LogoutView.as_view(), name="auth-logout"),
     path("", include("deliveries.urls")),
 ]
 
@@ -15,5 +18,6 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name=REDOC), name="api-redoc"),
     path("metrics", metrics_view, name="metrics"),
 ]

@@ -1,14 +1,14 @@
 from django.contrib.auth import authenticate
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.authtoken.models import Token
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import DomainError
 from core.permissions import role_of
-from core.throttling import LoginThrottle
+from core.throttling import LOGIN_THROTTLES
+from core.tokens import expires_at, issue_token, revoke_token
 
 
 class TokenInput(serializers.Serializer):
@@ -19,12 +19,19 @@ class TokenInput(serializers.Serializer):
 class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
-    throttle_classes = [LoginThrottle]
+    throttle_classes = LOGIN_THROTTLES
 
     @extend_schema(
         request=TokenInput,
         responses={
-            200: inline_serializer("TokenOutput", {"token": serializers.CharField(), "role": serializers.CharField()})
+            200: inline_serializer(
+                "TokenOutput",
+                {
+                    "token": serializers.CharField(),
+                    "role": serializers.ChoiceField(choices=["driver", "merchant", "ops"]),
+                    "expires_at": serializers.DateTimeField(help_text="Log in again after this for a new token."),
+                },
+            )
         },
     )
     def post(self, request):
@@ -36,5 +43,19 @@ class TokenView(APIView):
             raise DomainError(
                 "Wrong username or password.", code="invalid_credentials", status=status.HTTP_401_UNAUTHORIZED
             )
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key, "role": role})
+        token = issue_token(user)
+        return Response({"token": token.key, "role": role, "expires_at": expires_at(token)})
+
+
+class LogoutView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: OpenApiResponse(description="The token is revoked; sockets opened with it close within a minute.")
+        },
+    )
+    def post(self, request):
+        revoke_token(request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)

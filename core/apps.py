@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class CoreConfig(AppConfig):
@@ -7,3 +8,10 @@ class CoreConfig(AppConfig):
 
     def ready(self):
         from core import checks  # noqa: F401  (registers the system checks)
+
+
+class RelayAdminConfig(admin_apps.AdminConfig):
+    """The admin is Relay's ops console: its own site (branding, login limits) replaces Django's default."""
+
+    default = False  # named in INSTALLED_APPS; "core" itself is CoreConfig
+    default_site = "core.admin_site.RelayAdminSite"

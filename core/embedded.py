@@ -1,5 +1,9 @@
-"""Celery inside the serving process for the embedded mode (no Redis): a solo worker and beat in threads,
-on the in-memory broker (see GOTCHAS.md for why exactly these options).
+"""Celery inside the serving process for the embedded mode (no Redis): solo workers and beat in threads, on the
+in-memory broker (see GOTCHAS.md for why exactly these options).
+
+Two workers, as production runs them: one for the default queue (offer expiry, dispatch, sweeps) and one for
+webhooks, so a merchant's slow server never holds up an offer's expiry. A worker's queue selection is kept on
+its Celery app, so the webhook worker gets an app of its own (same configuration and tasks).
 
 They run Celery's current app, the one `config/celery.py` creates when Django loads `config`: core stays below
 config and never imports it."""
@@ -7,42 +11,69 @@ config and never imports it."""
 import logging
 import threading
 
+from celery import Celery
 from celery.app import app_or_default
 from celery.beat import EmbeddedService
+from celery.worker import state as worker_state
+from django.conf import settings
 
 log = logging.getLogger(__name__)
 
 
+def _webhook_app() -> Celery:
+    webhook_app = Celery("relay-webhooks", set_as_current=False)
+    webhook_app.config_from_object("django.conf:settings", namespace="CELERY")
+    webhook_app.autodiscover_tasks()
+    return webhook_app
+
+
+def _worker(celery_app: Celery, *, queue: str, hostname: str):
+    return celery_app.Worker(
+        pool="solo",
+        concurrency=1,
+        queues=[queue],
+        without_heartbeat=True,
+        without_mingle=True,
+        without_gossip=True,
+        # kombu's event loop (the Hub) is one per process: two workers in one process take turns polling
+        # instead (with the memory broker they do anyway; with Redis, as in the tests, they would collide).
+        use_eventloop=False,
+        hostname=hostname,
+        loglevel="WARNING",
+        redirect_stdouts=False,
+    )
+
+
 class EmbeddedCelery:
     def __init__(self) -> None:
-        self.worker = None
+        self.threads: list[threading.Thread] = []
         self.beat = None
 
     def start(self, *, beat: bool = True) -> None:
-        self.worker = app_or_default().Worker(
-            pool="solo",
-            concurrency=1,
-            without_heartbeat=True,
-            without_mingle=True,
-            without_gossip=True,
-            hostname="embedded@localhost",
-            loglevel="WARNING",
-            redirect_stdouts=False,
-        )
-        threading.Thread(target=self.worker.start, name="celery-worker", daemon=True).start()
+        workers = [
+            _worker(app_or_default(), queue=settings.CELERY_TASK_DEFAULT_QUEUE, hostname="embedded@localhost"),
+            _worker(_webhook_app(), queue=settings.WEBHOOK_QUEUE, hostname="embedded-webhooks@localhost"),
+        ]
+        worker_state.should_stop = None
+        self.threads = [
+            threading.Thread(target=worker.start, name=f"celery-{worker.hostname}", daemon=True) for worker in workers
+        ]
+        for thread in self.threads:
+            thread.start()
         if beat:
             self.beat = embedded_beat()
             self.beat.start()
-        log.info("embedded Celery worker%s started", " and beat" if beat else "")
+        log.info("embedded Celery workers%s started", " and beat" if beat else "")
 
     def stop(self) -> None:
         if self.beat is not None:
             self.beat.stop()
-        if self.worker is not None:
-            try:
-                self.worker.stop(in_sighandler=False)
-            except Exception:  # stopping a half-started worker at exit must not mask the real exit
-                log.debug("embedded worker stop", exc_info=True)
+        # Each worker leaves its loop at its next turn (within 2 s) and shuts down in its own thread: closing
+        # its broker connection from this thread could block on a read the worker's thread is in.
+        worker_state.should_stop = 0
+        for thread in self.threads:
+            thread.join(timeout=15)
+        worker_state.should_stop = None
 
 
 def embedded_beat():

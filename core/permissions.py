@@ -1,6 +1,7 @@
 """Roles of API.md: a user is a driver, a merchant or ops (staff)."""
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.contrib.auth.models import Group, Permission
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist
 from rest_framework.permissions import BasePermission
 
 
@@ -42,7 +43,30 @@ class IsMerchant(_HasRole):
 
 
 class IsOps(_HasRole):
+    """Staff, holding the model permission the view names in `ops_permission`: the one the matching admin
+    action requires, so the API grants nothing the console would refuse (a view-only user gets 403)."""
+
     role = "ops"
+    message = "This needs the ops role and the permission for this action."
 
     def has_permission(self, request, view) -> bool:
-        return role_of(request.user) == "ops"
+        permission = getattr(view, "ops_permission", None)
+        if not permission:
+            raise ImproperlyConfigured(f"{type(view).__name__} uses IsOps without naming its ops_permission")
+        return role_of(request.user) == "ops" and request.user.has_perm(permission)
+
+
+# The ops group (`manage.py create_ops`): every permission of Relay's own apps except deleting, which the
+# console offers nowhere (records are cancelled, resolved or deactivated instead). Beat schedules are not
+# Relay's: changing one can stop offer expiry for everyone, so only superusers edit them.
+OPS_GROUP = "ops"
+OPS_APPS = ["core", "zones", "drivers", "deliveries", "analytics"]
+
+
+def ops_group() -> Group:
+    """The ops group with exactly its permissions (created or brought up to date)."""
+    group, _ = Group.objects.get_or_create(name=OPS_GROUP)
+    group.permissions.set(
+        Permission.objects.filter(content_type__app_label__in=OPS_APPS).exclude(codename__startswith="delete_")
+    )
+    return group

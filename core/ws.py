@@ -1,15 +1,20 @@
 """Shared pieces of the websocket consumers: token auth from the query string, a JSON socket that survives
-bad messages, and the refusal of paths no consumer serves."""
+bad messages, sockets that close when the credentials they were opened with stop being valid, and the refusal
+of paths no consumer serves."""
 
 import logging
 from urllib.parse import parse_qs
 
+from asgiref.sync import async_to_sync
+from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
-from rest_framework.authtoken.models import Token
+
+from core.tokens import valid_token
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +26,8 @@ def token_from_scope(scope) -> str | None:
 
 @database_sync_to_async
 def user_for_token(key: str | None):
-    if not key:
-        return None
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
-        return None
-    return token.user
+    token = valid_token(key)
+    return token.user if token else None
 
 
 # Close codes: the handshake is refused before accept, so nothing leaks; these show in the client's close event.
@@ -67,6 +68,61 @@ class UnknownPath(AsyncWebsocketConsumer):
 
     async def connect(self):
         await self.close(code=CLOSE_NOT_FOUND)
+
+# Every open authenticated socket is in this group; `recheck_socket_credentials` (a beat task, every 30 s) asks
+# them all to check their credentials again.
+CREDENTIAL_CHECK_GROUP = "sockets.credentials"
+
+
+def recheck_socket_credentials() -> None:
+    async_to_sync(get_channel_layer().group_send)(CREDENTIAL_CHECK_GROUP, {"type": "credentials.recheck"})
+
+
+class AuthenticatedConsumer(JsonSocket):
+    """A socket that stays open only while the credentials it was opened with are valid: a token that was
+    revoked (logout) or expired, a session that ended, a deactivated user, or a user who lost the right to this
+    stream closes it at the next recheck. Subclasses say who may hold the socket in `authorized_user`."""
+
+    token_key: str | None = None
+    checking = False
+
+    async def authorized_user(self, user):
+        """The user if they may hold this socket now, else None."""
+        return user
+
+    async def current_user(self):
+        """The user behind the socket's credentials now, or None: its token if it came with one (apps), else
+        its browser session."""
+        if self.token_key:
+            user = await user_for_token(self.token_key)
+        elif "session" in self.scope:
+            user = await get_user(self.scope)
+            user = user if user.is_authenticated and user.is_active else None
+        else:
+            user = None
+        return await self.authorized_user(user) if user is not None else None
+
+    async def authenticate(self):
+        """At connect: the authorized user, or None to refuse the socket."""
+        self.token_key = token_from_scope(self.scope)
+        return await self.current_user()
+
+    async def accept(self, subprotocol=None, headers=None):
+        await self.channel_layer.group_add(CREDENTIAL_CHECK_GROUP, self.channel_name)
+        self.checking = True
+        await super().accept(subprotocol, headers)
+
+    async def disconnect(self, code):
+        if self.checking:
+            await self.channel_layer.group_discard(CREDENTIAL_CHECK_GROUP, self.channel_name)
+
+    async def credentials_recheck(self, event):
+        if await self.current_user() is None:
+            await self.close(code=CLOSE_UNAUTHORIZED)
+            return
+        # Channel layers forget a group member after a day (group_expiry): joining again keeps a socket that
+        # stays open longer within reach of the next check.
+        await self.channel_layer.group_add(CREDENTIAL_CHECK_GROUP, self.channel_name)
 
 
 class BrowserOriginValidator(OriginValidator):

@@ -1,18 +1,28 @@
 """`/ws/ops/`: live escalations (and zone pressure) for staff, by session or token."""
 
-from core.ws import CLOSE_FORBIDDEN, JsonSocket, token_from_scope, user_for_token
+from channels.db import database_sync_to_async
+
+from core.ws import CLOSE_FORBIDDEN, AuthenticatedConsumer
 from deliveries.services.ops_feed import OPS_GROUP
 
+# What the feed shows is the escalation queue: whoever may view escalations in the console may watch it.
+OPS_FEED_PERMISSION = "deliveries.view_escalation"
 
-class OpsConsumer(JsonSocket):
+
+@database_sync_to_async
+def _may_watch(user) -> bool:
+    return user.is_staff and user.has_perm(OPS_FEED_PERMISSION)
+
+
+class OpsConsumer(AuthenticatedConsumer):
     seq = 0
     joined = False
 
+    async def authorized_user(self, user):
+        return user if await _may_watch(user) else None
+
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            user = await user_for_token(token_from_scope(self.scope))
-        if user is None or not user.is_staff:
+        if await self.authenticate() is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.channel_layer.group_add(OPS_GROUP, self.channel_name)
@@ -20,6 +30,7 @@ class OpsConsumer(JsonSocket):
         await self.accept()
 
     async def disconnect(self, code):
+        await super().disconnect(code)
         if self.joined:
             await self.channel_layer.group_discard(OPS_GROUP, self.channel_name)
 

@@ -6,6 +6,7 @@ from celery import shared_task
 from django.db.models import F
 from django.utils import timezone
 
+from core import outbound
 from core.idempotency import purge_expired_idempotency_records
 from deliveries import messages, webhooks
 from deliveries.models import Offer, WebhookDelivery
@@ -99,7 +100,8 @@ def send_webhook(self, webhook_id: str) -> None:
         webhooks.post_webhook(webhook)
     except Exception as exc:
         attempts = webhook.attempts + 1
-        final = attempts >= webhooks.MAX_ATTEMPTS
+        # A refused URL (a private address, say) stays refused: no point retrying it.
+        final = attempts >= webhooks.MAX_ATTEMPTS or isinstance(exc, outbound.Refused)
         pending.update(
             attempts=F("attempts") + 1,
             last_error=str(exc)[:300],

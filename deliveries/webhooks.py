@@ -3,16 +3,16 @@
 import hashlib
 import hmac
 import time
-import urllib.error
-import urllib.request
 import uuid
 
+from django.conf import settings
+
+from core import outbound
 from core.queue import enqueue_on_commit
 from deliveries import messages
 from deliveries.models import Delivery, WebhookDelivery
 
 MAX_ATTEMPTS = 6
-TIMEOUT_S = 5
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:
@@ -35,18 +35,17 @@ def enqueue_webhook(delivery: Delivery, type: str, data: dict | None = None) -> 
 
 
 def post_webhook(webhook: WebhookDelivery) -> None:
-    """One attempt. Raises on a network error or a non-2xx answer."""
+    """One attempt (no redirects, public addresses only, one time limit: see `core.outbound`). Raises
+    `outbound.Refused` for a URL that may not be called, `outbound.Failed` for an attempt that did not succeed."""
     timestamp = int(time.time())
-    request = urllib.request.Request(
+    outbound.post(
         webhook.merchant.webhook_url,
-        data=webhook.body.encode(),
-        method="POST",
-        headers={
+        webhook.body.encode(),
+        {
             "Content-Type": "application/json",
             "X-Relay-Signature": sign(webhook.merchant.webhook_secret, timestamp, webhook.body),
             "X-Relay-Event": webhook.type,
         },
+        timeout_s=settings.RELAY_WEBHOOK_TIMEOUT_S,
+        allow_private=settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS,
     )
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-        if not 200 <= response.status < 300:
-            raise urllib.error.HTTPError(webhook.merchant.webhook_url, response.status, "not 2xx", None, None)

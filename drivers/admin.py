@@ -11,6 +11,11 @@ class ShiftAdmin(admin.ModelAdmin):
     list_display = ["driver", "planned_start", "planned_end", "started_at", "ended_at"]
     list_select_related = ["driver"]
     raw_id_fields = ["driver"]
+    # A shift starts and ends when its driver goes online and offline; only the plan is edited here.
+    readonly_fields = ["started_at", "ended_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # worked time is what pay and analytics are computed from
 
 
 @admin.register(Break)
@@ -19,6 +24,12 @@ class BreakAdmin(admin.ModelAdmin):
     list_filter = ["over_limit"]
     list_select_related = ["driver"]
     readonly_fields = ["driver", "shift", "started_at", "ended_at", "over_limit"]
+
+    def has_add_permission(self, request):
+        return False  # drivers take breaks from the app
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(DriverMessage)
@@ -32,3 +43,6 @@ class DriverMessageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # what `resume` replays to the driver's app

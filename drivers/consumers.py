@@ -5,7 +5,7 @@ import time
 from channels.db import database_sync_to_async
 from django.core.exceptions import ObjectDoesNotExist
 
-from core.ws import CLOSE_UNAUTHORIZED, JsonSocket, token_from_scope, user_for_token
+from core.ws import CLOSE_UNAUTHORIZED, AuthenticatedConsumer
 from drivers import locations
 from drivers.api import PointInput, points_from
 from drivers.ingest import parse_point
@@ -35,7 +35,7 @@ def _is_online(driver_id) -> bool:
     return Driver.objects.filter(pk=driver_id).exclude(state=DriverState.OFFLINE).exists()
 
 
-class DriverConsumer(JsonSocket):
+class DriverConsumer(AuthenticatedConsumer):
     driver: Driver | None = None
     last_seq = 0
     # Whether pings are kept (an offline driver's are dropped): read at connect, kept current by `driver.state`
@@ -44,8 +44,12 @@ class DriverConsumer(JsonSocket):
     online = False
     online_read_at = float("-inf")
 
+    async def current_user(self):
+        # Drivers' apps authenticate by token only.
+        return await super().current_user() if self.token_key else None
+
     async def connect(self):
-        user = await user_for_token(token_from_scope(self.scope))
+        user = await self.authenticate()
         self.driver = await _driver_of(user) if user else None
         if self.driver is None:
             await self.close(code=CLOSE_UNAUTHORIZED)
@@ -55,6 +59,7 @@ class DriverConsumer(JsonSocket):
         await self.accept()
 
     async def disconnect(self, code):
+        await super().disconnect(code)
         if self.driver is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

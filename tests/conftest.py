@@ -49,6 +49,7 @@ def _isolated(settings):
     """Fresh in-process caches and a private Redis key prefix for each test."""
     settings.RELAY_REDIS_KEY_PREFIX = RUN_PREFIX + uuid.uuid4().hex[:8] + ":"
     settings.CELERY_TASK_ALWAYS_EAGER = True
+    settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # the tests' webhook receivers run on 127.0.0.1
     zone_cache.clear()
     locations.reset_redis()
     yield
@@ -106,7 +107,7 @@ def merchant_api(merchant):
 
 @pytest.fixture
 def ops_user(db):
-    return factories.UserFactory(is_staff=True)
+    return factories.OpsUserFactory()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 
 from core.audit import Actor
+from core.permissions import ops_group
 from deliveries.models import Delivery, Merchant, Offer, OfferStatus
 from deliveries.serializers import DeliveryCreateInput
 from deliveries.services.availability import go_online
@@ -38,6 +39,21 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"user{n}")
     password = factory.LazyFunction(_password_hash)
+
+
+class OpsUserFactory(UserFactory):
+    """Staff in the ops group, as `manage.py create_ops` makes them."""
+
+    class Meta:
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"ops{n}")
+    is_staff = True
+
+    @factory.post_generation
+    def ops_group(user, create, extracted, **kwargs):
+        if create:
+            user.groups.add(ops_group())
 
 
 class MerchantFactory(factory.django.DjangoModelFactory):

@@ -1,15 +1,17 @@
-"""A real Celery worker (the in-process one of embedded mode; on CI its broker is Redis) runs the sweeps that
-catch what a lost task missed."""
+"""Real Celery workers (the in-process ones of embedded mode; on CI their broker is Redis) run the sweeps that
+catch what a lost task missed, and keep webhooks apart from dispatch."""
 
+import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.db import close_old_connections
+from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
 from config.celery import app
 from core.embedded import EmbeddedCelery
-from deliveries.models import Offer, OfferStatus
+from deliveries.models import Offer, OfferStatus, WebhookDelivery
 from deliveries.tasks import expire_overdue_offers
 from tests import factories
 from tests.polling import eventually
@@ -18,8 +20,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def worker():
+def worker(settings):
     app.conf.task_always_eager = False
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # the webhook worker's app reads the settings as they are
     celery = EmbeddedCelery()
     celery.start(beat=False)
     yield
@@ -38,8 +41,76 @@ def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worke
 
     def expired() -> bool:
         close_old_connections()
-        return Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+        try:
+            return Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+        except OperationalError:  # the SQLite test database (shared cache) says "table is locked" while it is written
+            return False
 
     assert eventually(expired, timeout_s=20)
     driver.refresh_from_db()
     assert driver.missed_offers_in_row == 1
+
+
+class StalledMerchant:
+    """A webhook receiver that holds every request until released (a merchant whose server hangs)."""
+
+    def __init__(self):
+        self.received = threading.Event()
+        self.release = threading.Event()
+        merchant = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                merchant.received.set()
+                merchant.release.wait(60)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# PostgreSQL: three connections write and poll at once here, and the SQLite test database (in memory, shared
+# cache) answers "table is locked" at once instead of waiting as the embedded mode's SQLite file does.
+@pytest.mark.postgres
+def test_a_stalled_merchant_does_not_hold_up_offer_expiry(zones, worker, settings):
+    settings.RELAY_WEBHOOK_TIMEOUT_S = 60
+    stalled = StalledMerchant()
+    try:
+        factories.online_driver(*factories.CENTRO)
+        merchant = factories.MerchantFactory(webhook_url=stalled.url)
+        delivery = factories.new_delivery(merchant)  # queues its `delivery.pending` webhook
+        assert stalled.received.wait(20), "the webhook worker never called the merchant"
+        offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+        Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+        expire_overdue_offers.delay()
+
+        def expired() -> bool:
+            close_old_connections()
+            return Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+
+        assert eventually(expired, timeout_s=20)
+        webhook = WebhookDelivery.objects.filter(delivery=delivery).order_by("created_at").first()
+        assert webhook.type == "delivery.pending"
+        assert (webhook.status, webhook.attempts) == ("pending", 0)  # its call is still waiting on the merchant
+        stalled.release.set()
+
+        def sent() -> bool:
+            close_old_connections()
+            return WebhookDelivery.objects.get(pk=webhook.pk).status == WebhookDelivery.Status.SENT
+
+        assert eventually(sent, timeout_s=20)
+    finally:
+        stalled.close()

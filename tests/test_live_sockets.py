@@ -138,7 +138,7 @@ async def test_an_offline_drivers_socket_pings_are_dropped(zones, settings):
 
 
 async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts(zones, clock):
-    ops = await db(factories.UserFactory)(is_staff=True)
+    ops = await db(factories.OpsUserFactory)()
     ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
     merchant = await db(factories.MerchantFactory)(webhook_url="https://merchant.invalid/hook")
@@ -209,7 +209,7 @@ async def test_ops_socket_refuses_non_staff(zones):
 async def test_ops_see_zone_pressure(zones):
     from deliveries.tasks import push_zone_pressure
 
-    ops = await db(factories.UserFactory)(is_staff=True)
+    ops = await db(factories.OpsUserFactory)()
     token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     socket = await _socket(f"/ws/ops/?token={token}")
     merchant = await db(factories.MerchantFactory)()

@@ -57,6 +57,27 @@ def test_bad_settings_stop_the_process_with_a_clear_message(env, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "debug"),
+    [
+        ({}, "True"),  # the embedded mode on its own SQLite file: a machine on a desk
+        ({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/relay_nowhere", "SECRET_KEY": "s" * 50}, "False"),
+        ({"REDIS_URL": "redis://127.0.0.1:6379/9", "SECRET_KEY": "s" * 50}, "False"),
+        ({"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/relay_nowhere", "DEBUG": "1"}, "True"),
+    ],
+)
+def test_debug_is_off_unless_the_database_is_the_embedded_sqlite(env, debug):
+    result = manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG)", **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == debug
+
+
+def test_a_postgresql_deployment_without_a_secret_key_refuses_to_start():
+    result = manage("check", DATABASE_URL="postgres://postgres@127.0.0.1:5432/relay_nowhere")
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
 @pytest.mark.django_db
 def test_load_zones_creates_then_updates(tmp_path):
     out = io.StringIO()

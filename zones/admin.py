@@ -9,6 +9,10 @@ class ZoneAdmin(admin.ModelAdmin):
     list_filter = ["active"]
     search_fields = ["code", "name"]
     filter_horizontal = ["neighbours"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # untick "active" instead: deliveries, drivers and analytics keep their zone
+
     fieldsets = [
         (None, {"fields": ["code", "name", "active", "time_zone", "polygon", "neighbours"]}),
         ("Offers", {"fields": ["offer_timeout_s", "search_radius_km", "missed_offers_before_offline"]}),

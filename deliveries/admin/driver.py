@@ -24,6 +24,7 @@ class DriverAdmin(admin.ModelAdmin):
     readonly_fields = [
         "state",
         "state_changed_at",
+        "missed_offers_in_row",
         "last_lat",
         "last_lng",
         "last_seen_at",
@@ -33,6 +34,9 @@ class DriverAdmin(admin.ModelAdmin):
     ]
     raw_id_fields = ["user"]
     actions = ["force_offline"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # "Force offline", then deactivate the user account: deliveries and offers point here
 
     @admin.display(description="current and recent deliveries")
     def deliveries(self, driver: Driver) -> str:

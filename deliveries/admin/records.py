@@ -1,6 +1,8 @@
-"""Merchants, offers and webhooks: records ops look up, changed only by the actions that own them."""
+"""Merchants, offers and webhooks: records ops look up, changed only by the actions that own them. None is
+deleted here: deliveries and their audit trail point at them."""
 
 from django.contrib import admin
+from django.db import models
 
 from deliveries.models import Merchant, Offer, WebhookDelivery
 
@@ -9,6 +11,11 @@ from deliveries.models import Merchant, Offer, WebhookDelivery
 class MerchantAdmin(admin.ModelAdmin):
     list_display = ["name", "user", "webhook_url"]
     raw_id_fields = ["user"]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, without the warning
+    readonly_fields = ["webhook_secret"]  # shown once by create_merchant; never edited by hand
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # deactivate the merchant's user account instead: its deliveries and webhooks stay
 
 
 @admin.register(Offer)
@@ -19,7 +26,10 @@ class OfferAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Offer._meta.fields]
 
     def has_add_permission(self, request):
-        return False
+        return False  # dispatch makes offers; ops make one through "Reassign" on the delivery
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # a pending offer expires or is withdrawn; deleting it would leave its delivery offered
 
 
 @admin.register(WebhookDelivery)
@@ -28,3 +38,9 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_filter = ["status", "type"]
     list_select_related = ["merchant", "delivery"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # written with the change it reports
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the record of what the merchant was told, and whether it arrived

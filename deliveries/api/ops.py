@@ -22,6 +22,7 @@ class NoteInput(serializers.Serializer):
 
 class ReassignView(APIView):
     permission_classes = [IsOps]
+    ops_permission = "deliveries.change_delivery"  # as the console's "Reassign"
 
     @extend_schema(request=ReassignInput, responses={200: MerchantDeliveryDetailSerializer})
     def post(self, request, pk):
@@ -39,6 +40,7 @@ class ReassignView(APIView):
 
 class EscalationListView(generics.ListAPIView):
     permission_classes = [IsOps]
+    ops_permission = "deliveries.view_escalation"
     serializer_class = EscalationSerializer
 
     @extend_schema(parameters=[OpenApiParameter("open", bool, description="Only unresolved escalations")])
@@ -54,6 +56,7 @@ class EscalationListView(generics.ListAPIView):
 
 class EscalationAcknowledgeView(APIView):
     permission_classes = [IsOps]
+    ops_permission = "deliveries.change_escalation"  # as the console's "Acknowledge"
 
     @extend_schema(request=None, responses={200: EscalationSerializer})
     def post(self, request, pk):
@@ -64,6 +67,7 @@ class EscalationAcknowledgeView(APIView):
 
 class EscalationResolveView(APIView):
     permission_classes = [IsOps]
+    ops_permission = "deliveries.change_escalation"  # as the console's "Resolve…"
 
     @extend_schema(request=NoteInput, responses={200: EscalationSerializer})
     def post(self, request, pk):
@@ -75,6 +79,7 @@ class EscalationResolveView(APIView):
 
 class ZoneListView(APIView):
     permission_classes = [IsOps]
+    ops_permission = "zones.view_zone"
 
     @extend_schema(responses={200: inline_serializer("ZonePressure", {"code": serializers.CharField()}, many=True)})
     def get(self, request):

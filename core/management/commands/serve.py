@@ -8,6 +8,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.embedded import EmbeddedCelery
 
+UVICORN_OPTIONS = {
+    "log_level": "warning",
+    "lifespan": "off",
+    # uvicorn would take the client address from X-Forwarded-For on any connection from 127.0.0.1, so a
+    # local client could pick a new address per request. Django decides instead, from NUM_PROXIES.
+    "proxy_headers": False,
+}
+
 
 class Command(BaseCommand):
     help = (
@@ -36,7 +44,7 @@ class Command(BaseCommand):
             # The supervisor only starts, watches and stops the workers: it becomes a bare uvicorn (no Django, no
             # apps: ~20 MB instead of ~85 MB); each worker imports the application itself.
             argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)]
-            argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off"]
+            argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off", "--no-proxy-headers"]
             # uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a
             # saturated machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
             argv += ["--timeout-worker-healthcheck", "30"]
@@ -44,9 +52,7 @@ class Command(BaseCommand):
         celery = EmbeddedCelery() if settings.EMBEDDED else None
         if celery is not None:
             celery.start()
-        server = uvicorn.Server(
-            uvicorn.Config("config.asgi:application", host=host, port=port, log_level="warning", lifespan="off")
-        )
+        server = uvicorn.Server(uvicorn.Config("config.asgi:application", host=host, port=port, **UVICORN_OPTIONS))
         mode = "embedded: SQLite, in-memory channel layer, Celery in-process" if settings.EMBEDDED else "production"
         self.stdout.write(f"Relay serving on http://{host}:{port}/ ({mode})")
         self.stdout.flush()

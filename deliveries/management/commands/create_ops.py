@@ -1,9 +1,8 @@
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-OPS_APPS = ["core", "zones", "drivers", "deliveries", "analytics", "django_celery_beat"]
+from core.permissions import ops_group
 
 
 class Command(BaseCommand):
@@ -16,8 +15,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, username, password, superuser, **options):
         with transaction.atomic():
-            group, _ = Group.objects.get_or_create(name="ops")
-            group.permissions.set(Permission.objects.filter(content_type__app_label__in=OPS_APPS))
+            group = ops_group()
             user, created = get_user_model().objects.get_or_create(username=username)
             user.set_password(password)
             user.is_staff = True

@@ -104,6 +104,7 @@ class Command(BaseCommand):
                 raise CommandError(f"cannot listen on {options['host']}:{options['port']} ({exc}); try --port") from exc
         env = dict(os.environ)
         env.setdefault("RELAY_PUBLIC_URL", url)
+        env.setdefault("WEBHOOK_ALLOW_PRIVATE_TARGETS", "1")  # a demo merchant's webhook may point at this machine
         command = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "serve"]
         command += ["--host", options["host"], "--port", str(options["port"])]
         with open(log_path, "ab") as log:
@@ -139,7 +140,7 @@ class Command(BaseCommand):
             "",
             f"Relay demo on {url}  (logs: server {options['log']}, simulated fleet {fleet_log})",
             f"  admin console  {url}/admin/   login {OPS_USER} / {OPS_PASSWORD}",
-            f"  API docs       {url}/api/docs/",
+            f"  API docs       {url}/api/docs/  (reference: {url}/api/redoc/)",
             f"  drivers ride {options['speedup']:g}× faster than real; the merchant orders {options['rate']:g}/min.",
             "  Ctrl-C stops everything.",
             "",

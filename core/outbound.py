@@ -1,0 +1,77 @@
+"""POSTs to URLs that third parties configure (merchants' webhooks), made safe for us to send.
+
+- Only http(s) to public addresses: a URL whose host resolves to a loopback, private, link-local or otherwise
+  non-public address is refused (it would reach our own network: databases, cloud metadata). The connection
+  goes to the address that was checked, so a DNS answer that changes between check and connect cannot slip
+  one in. `allow_private` lifts this for the demo and the tests, whose receivers run on 127.0.0.1.
+- Redirects are never followed: a POST is not turned into a request to wherever the answer points, with
+  our signature on it.
+- One time limit covers the whole call (resolving, connecting, sending, the full answer): a receiver that
+  answers a byte at a time cannot hold a worker longer than that.
+"""
+
+import asyncio
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+
+
+class Refused(Exception):
+    """The URL may not be called (bad scheme, non-public address): retrying will not help."""
+
+
+class Failed(Exception):
+    """The call was made and did not succeed (network error, time limit, redirect, non-2xx): worth a retry."""
+
+
+def _public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+async def _checked_address(host: str, port: int, *, allow_private: bool) -> str:
+    try:
+        answers = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise Failed(f"cannot resolve {host}: {exc.strerror}") from exc
+    addresses = [answer[4][0] for answer in answers]
+    if not allow_private and not all(_public(address) for address in addresses):
+        raise Refused(f"{host} resolves to a non-public address ({', '.join(sorted(set(addresses)))})")
+    return addresses[0]
+
+
+async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow_private: bool) -> int:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise Refused(f"not an http(s) URL: {url!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    async with asyncio.timeout(timeout_s):
+        address = await _checked_address(parts.hostname, port, allow_private=allow_private)
+        # Connect to the checked address; the Host header and TLS (SNI and certificate) still name the host.
+        target = httpx.URL(url).copy_with(host=address)
+        async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout_s) as client:
+            response = await client.post(
+                target,
+                content=body,
+                headers={**headers, "Host": parts.netloc.rsplit("@", 1)[-1]},
+                extensions={"sni_hostname": parts.hostname},
+            )
+    if response.is_redirect:
+        raise Failed(f"HTTP {response.status_code} redirect to {response.headers.get('location')!r} not followed")
+    if not response.is_success:
+        raise Failed(f"HTTP {response.status_code}")
+    return response.status_code
+
+
+def post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow_private: bool = False) -> int:
+    """POST the body; the 2xx status, or Refused / Failed."""
+    try:
+        return asyncio.run(_post(url, body, headers, timeout_s=timeout_s, allow_private=allow_private))
+    except TimeoutError as exc:
+        raise Failed(f"no complete answer within {timeout_s:g} s") from exc
+    except httpx.HTTPError as exc:
+        raise Failed(f"{type(exc).__name__}: {exc}") from exc

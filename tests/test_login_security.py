@@ -1,0 +1,160 @@
+"""Logging in: limited per client address (which a client cannot choose by sending X-Forwarded-For) and per
+username, on the API and the admin alike; tokens expire, and logout revokes them."""
+
+import secrets
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "secret-pass-123"
+
+
+@pytest.fixture(autouse=True)
+def _quick_password_checks(settings):
+    """A password check costs ~1 s on a busy machine with the real hasher, and these tests log in dozens of
+    times within the limits' one-minute window: a failed login of an unknown user hashes the attempt with the
+    first hasher (quick here); test users keep their real hash, checked with the default hashers after it."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *settings.PASSWORD_HASHERS]
+
+
+def _address() -> str:
+    """A client address of this test alone: throttle counts live in the cache (Redis with REDIS_URL), which
+    outlives a test and a test run."""
+    return f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
+
+
+def _login(client, username: str, password: str = PASSWORD, **meta):
+    return client.post("/api/v1/auth/token", {"username": username, "password": password}, format="json", **meta)
+
+
+def test_forty_logins_with_forty_forwarded_for_values_are_throttled():
+    client, peer = APIClient(), _address()
+    statuses = [
+        _login(
+            client, f"nobody-{secrets.token_hex(4)}", "wrong", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=f"10.9.{n}.1"
+        ).status_code
+        for n in range(40)
+    ]
+    assert statuses[:30] == [401] * 30
+    assert set(statuses[30:]) == {429}
+    refused = _login(client, "nobody-else", "wrong", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR="10.9.99.1")
+    assert refused.json()["code"] == "throttled"
+    assert "available in" in refused.json()["detail"]
+
+
+def test_behind_a_trusted_proxy_the_address_it_saw_is_the_one_limited(settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}  # DRF reloads its settings
+    client, proxy, attacker = APIClient(), _address(), _address()
+    for n in range(30):
+        # The client may send any X-Forwarded-For; the proxy appends the address it saw.
+        forwarded = f"{_address()}, {attacker}"
+        assert _login(client, f"x-{n}", "wrong", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=forwarded).status_code == 401
+    blocked = _login(client, "x-last", "wrong", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=f"{_address()}, {attacker}")
+    assert blocked.status_code == 429
+    other = _login(client, "x-other", "wrong", REMOTE_ADDR=proxy, HTTP_X_FORWARDED_FOR=_address())
+    assert other.status_code == 401  # another client behind the same proxy has a budget of its own
+
+
+def test_one_username_is_limited_whatever_the_address():
+    user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True)
+    client = APIClient()
+    statuses = [_login(client, user.username, "guess", REMOTE_ADDR=_address()).status_code for _ in range(12)]
+    assert statuses[:10] == [401] * 10
+    assert statuses[10:] == [429, 429]
+    # The right password is refused too while the limit holds: guessing gains nothing.
+    assert _login(client, user.username, REMOTE_ADDR=_address()).status_code == 429
+
+
+def test_a_body_that_does_not_parse_is_still_a_clear_400():
+    response = APIClient().post(
+        "/api/v1/auth/token", data="{not json", content_type="application/json", REMOTE_ADDR=_address()
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "parse_error"
+
+
+def test_the_admin_login_form_is_limited_too(client):
+    peer = _address()
+    statuses = [
+        client.post(
+            "/admin/login/",
+            {"username": f"nobody-{secrets.token_hex(4)}", "password": "wrong"},
+            REMOTE_ADDR=peer,
+            HTTP_X_FORWARDED_FOR=f"10.8.{n}.1",
+        ).status_code
+        for n in range(32)
+    ]
+    assert statuses[:30] == [200] * 30  # the form again, with its error
+    assert statuses[30:] == [429, 429]
+    page = client.post("/admin/login/", {"username": "a", "password": "b"}, REMOTE_ADDR=peer)
+    assert "Too many login attempts" in page.content.decode()
+
+
+def test_the_admin_and_the_api_share_a_usernames_budget(client):
+    user = factories.OpsUserFactory(username=f"ops-{secrets.token_hex(4)}")
+    for _ in range(5):
+        client.post("/admin/login/", {"username": user.username, "password": "guess"}, REMOTE_ADDR=_address())
+    for _ in range(5):
+        _login(APIClient(), user.username, "guess", REMOTE_ADDR=_address())
+    assert _login(APIClient(), user.username, REMOTE_ADDR=_address()).status_code == 429
+
+
+def test_a_token_carries_its_expiry_and_is_refused_after_it(zones, clock):
+    driver = factories.DriverFactory()
+    client = APIClient()
+    login = _login(client, driver.user.username, REMOTE_ADDR=_address()).json()
+    assert login["role"] == "driver"
+    assert login["expires_at"] == "2026-12-25T12:00:00Z"  # 30 days, the drivers' default
+
+    client.credentials(HTTP_AUTHORIZATION=f"Token {login['token']}")
+    clock.shift(timedelta(days=30) - timedelta(seconds=1))
+    assert client.get("/api/v1/driver/me").status_code == 200
+    clock.shift(1)
+    expired = client.get("/api/v1/driver/me")
+    assert expired.status_code == 401
+    assert expired.json()["code"] == "token_expired"
+
+    fresh = _login(APIClient(), driver.user.username, REMOTE_ADDR=_address()).json()
+    assert fresh["token"] != login["token"]
+    assert fresh["expires_at"] == "2027-01-24T12:00:00Z"
+    client.credentials(HTTP_AUTHORIZATION=f"Token {fresh['token']}")
+    assert client.get("/api/v1/driver/me").status_code == 200
+
+
+@pytest.mark.parametrize(("role", "days"), [("merchant", 365), ("ops", 1)])
+def test_other_roles_have_their_own_lifetime(zones, clock, role, days):
+    user = factories.MerchantFactory().user if role == "merchant" else factories.OpsUserFactory()
+    login = _login(APIClient(), user.username, REMOTE_ADDR=_address()).json()
+    assert login["role"] == role
+    assert login["expires_at"] == (timezone.now() + timedelta(days=days)).isoformat().replace("+00:00", "Z")
+
+
+def test_logout_revokes_the_token_it_is_called_with(zones):
+    merchant = factories.MerchantFactory()
+    client = APIClient()
+    token = _login(client, merchant.user.username, REMOTE_ADDR=_address()).json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/deliveries").status_code == 200
+
+    logout = client.post("/api/v1/auth/logout")
+    assert logout.status_code == 204
+    assert logout.content == b""
+    after = client.get("/api/v1/deliveries")
+    assert after.status_code == 401
+    assert after.json()["code"] == "authentication_failed"
+    assert client.post("/api/v1/auth/logout").status_code == 401  # nothing left to revoke
+
+
+def test_the_schema_documents_expiry_and_logout():
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    token_output = schema["components"]["schemas"]["TokenOutput"]
+    assert {"token", "role", "expires_at"} <= set(token_output["properties"])
+    assert token_output["properties"]["expires_at"]["format"] == "date-time"
+    logout = schema["paths"]["/api/v1/auth/logout"]["post"]
+    assert set(logout["responses"]) == {"204"}

@@ -1,0 +1,45 @@
+"""What a newcomer opens first: the API docs (Swagger UI and Redoc, served by Relay itself so they work without
+internet) and the console, branded Relay with the docs one click away."""
+
+import re
+
+import pytest
+from django.test import Client
+
+from tests import factories
+
+ASSET = re.compile(r'(?:src|href)="([^"]+)"')
+
+
+def _assets(page: str) -> list[str]:
+    return [url for url in ASSET.findall(page) if not url.startswith("#")]
+
+
+@pytest.mark.parametrize(("path", "library"), [("/api/docs/", "swagger-ui"), ("/api/redoc/", "redoc")])
+def test_api_docs_load_nothing_from_outside(path, library):
+    client = Client()
+    page = client.get(path)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assets = _assets(html)
+    assert any(library in url for url in assets), assets
+    assert not [url for url in assets if "//" in url], "the page loads something from another host"
+    assert "/api/schema/" in html
+    for url in assets:  # each one is served from here (the page's own script too)
+        if url.startswith("/"):
+            response = client.get(url)
+            assert response.status_code == 200, url
+            assert b"".join(response.streaming_content if response.streaming else [response.content])
+
+
+@pytest.mark.django_db
+def test_the_console_is_branded_relay_and_links_the_api_docs(client):
+    login = client.get("/admin/login/").content.decode()
+    assert "Relay console" in login and "<title>Log in | Relay</title>" in login
+    assert "Django administration" not in login
+
+    client.force_login(factories.OpsUserFactory())
+    index = client.get("/admin/").content.decode()
+    assert "Relay console" in index and "Dispatch operations" in index
+    assert 'href="/api/docs/"' in index and 'href="/api/redoc/"' in index
+    assert "View site" not in index  # there is no public site to view

@@ -1,0 +1,166 @@
+"""Ops rights are the console's model permissions everywhere: the ops REST API and the ops socket ask for the
+same permission as the matching admin action, the admin deletes nothing the domain has an action for, and the
+ops group made by `create_ops` has no say over the beat schedules."""
+
+import io
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from config.asgi import application
+from core.audit import Actor
+from core.tokens import issue_token
+from deliveries.models import Delivery, DeliveryStatus, Merchant, Offer, OfferStatus, WebhookDelivery
+from deliveries.services.availability import start_break
+from deliveries.services.creation import create_delivery
+from deliveries.services.ladder import run_ladder
+from drivers.models import Break, Driver, DriverMessage, Shift
+from tests import factories
+from tests.conftest import api_client_for
+from zones.models import Zone
+
+pytestmark = pytest.mark.django_db
+
+
+def staff_with(*codenames: str):
+    user = factories.UserFactory(is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def escalation_id(merchant, clock):
+    create_delivery(merchant=merchant, data=factories.delivery_payload("nobody-around"))
+    clock.shift(300)
+    run_ladder()
+    return Delivery.objects.get(external_id="nobody-around").escalations.get().pk
+
+
+def test_view_only_staff_can_look_but_not_act(escalation_id):
+    api = api_client_for(staff_with("view_escalation", "view_delivery", "view_zone"))
+    delivery = Delivery.objects.get()
+    assert api.get("/api/v1/ops/escalations").status_code == 200
+    assert api.get("/api/v1/ops/zones").status_code == 200
+
+    refused = [
+        api.post(f"/api/v1/ops/escalations/{escalation_id}/acknowledge"),
+        api.post(f"/api/v1/ops/escalations/{escalation_id}/resolve", {"note": "done"}, format="json"),
+        api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json"),
+    ]
+    assert [response.status_code for response in refused] == [403, 403, 403]
+    assert refused[0].json()["code"] == "permission_denied"
+    assert delivery.escalations.get().status == "open"
+
+
+def test_staff_without_permissions_see_nothing(escalation_id):
+    api = api_client_for(staff_with())
+    assert api.get("/api/v1/ops/escalations").status_code == 403
+    assert api.get("/api/v1/ops/zones").status_code == 403
+
+
+def test_each_action_needs_the_permission_of_its_admin_action(escalation_id):
+    api = api_client_for(staff_with("view_escalation", "change_escalation"))
+    assert api.post(f"/api/v1/ops/escalations/{escalation_id}/acknowledge").status_code == 200
+    delivery = Delivery.objects.get()
+    assert api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_ops_socket_refuses_staff_who_may_not_view_escalations(zones):
+    async def connect(user) -> tuple[bool, int | None]:
+        token = await database_sync_to_async(lambda: issue_token(user).key)()
+        socket = WebsocketCommunicator(application, f"/ws/ops/?token={token}")
+        connected, code = await socket.connect()
+        if connected:
+            await socket.disconnect()
+        return connected, code
+
+    assert await connect(await database_sync_to_async(staff_with)("view_delivery")) == (False, 4403)
+    assert (await connect(await database_sync_to_async(staff_with)("view_escalation")))[0]
+
+
+def test_the_ops_group_has_no_say_over_beat_schedules_and_deletes_nothing(db):
+    call_command("create_ops", "olga", "--password", "pw-123456", stdout=io.StringIO())
+    from django.contrib.auth import get_user_model
+
+    olga = get_user_model().objects.get(username="olga")
+    assert olga.has_perm("deliveries.change_escalation")
+    assert olga.has_perm("zones.change_zone")
+    assert not olga.has_perm("django_celery_beat.change_periodictask")
+    assert not olga.has_perm("django_celery_beat.view_periodictask")
+    assert not any(perm.split(".")[1].startswith("delete_") for perm in olga.get_all_permissions())
+
+
+@pytest.fixture
+def every_record(zones, clock):
+    """One row of each model the domain changes through its own actions."""
+    merchant = factories.MerchantFactory(webhook_url="https://shop.example/hook")
+    driver = factories.online_driver(*factories.CENTRO)
+    delivery, _ = create_delivery(merchant=merchant, data=factories.delivery_payload("one"))
+    resting = factories.online_driver(*factories.NORTE)
+    start_break(resting.pk, actor=Actor.driver(resting))
+    assert Offer.objects.get(delivery=delivery).status == OfferStatus.PENDING
+    return {
+        Offer: Offer.objects.get(delivery=delivery),
+        Shift: Shift.objects.filter(driver=driver).get(),
+        Driver: driver,
+        Merchant: merchant,
+        WebhookDelivery: WebhookDelivery.objects.filter(delivery=delivery).first(),
+        Break: Break.objects.get(driver=resting),
+        DriverMessage: DriverMessage.objects.filter(driver=driver).first(),
+        Zone: Zone.objects.get(code="centro"),
+        Delivery: delivery,
+    }
+
+
+def test_the_admin_deletes_nothing_the_domain_has_an_action_for(client, every_record):
+    client.force_login(factories.UserFactory(is_staff=True, is_superuser=True))
+    for model, row in every_record.items():
+        assert row is not None, model
+        meta = model._meta
+        delete_url = reverse(f"admin:{meta.app_label}_{meta.model_name}_delete", args=[row.pk])
+        assert client.get(delete_url).status_code == 403, meta.label
+        assert client.post(delete_url, {"post": "yes"}).status_code == 403, meta.label
+        changelist = client.get(reverse(f"admin:{meta.app_label}_{meta.model_name}_changelist"))
+        assert "delete_selected" not in changelist.content.decode(), meta.label
+        assert model.objects.filter(pk=row.pk).exists(), meta.label
+    offer = every_record[Offer]
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.PENDING
+    assert Delivery.objects.get().status == DeliveryStatus.OFFERED
+
+
+def test_shift_times_and_driver_counters_are_read_only_in_the_admin(client, every_record):
+    client.force_login(factories.UserFactory(is_staff=True, is_superuser=True))
+    shift = every_record[Shift]
+    page = client.get(reverse("admin:drivers_shift_change", args=[shift.pk])).content.decode()
+    assert 'name="started_at' not in page and 'name="ended_at' not in page
+    assert 'name="planned_end' in page  # the plan is what ops edit
+    response = client.post(
+        reverse("admin:drivers_shift_change", args=[shift.pk]),
+        {
+            "driver": shift.driver_id,
+            "planned_start_0": "",
+            "planned_start_1": "",
+            "planned_end_0": "2026-11-25",
+            "planned_end_1": "18:00:00",
+            "started_at_0": "2020-01-01",
+            "started_at_1": "00:00:00",
+            "ended_at_0": "2026-11-25",
+            "ended_at_1": "12:00:00",
+        },
+    )
+    assert response.status_code == 302
+    shift.refresh_from_db()
+    assert shift.ended_at is None and shift.started_at == timezone.now()
+    assert shift.planned_end is not None
+
+    driver_page = client.get(reverse("admin:drivers_driver_change", args=[every_record[Driver].pk])).content.decode()
+    assert 'name="state"' not in driver_page and 'name="missed_offers_in_row"' not in driver_page
+    merchant_page = client.get(reverse("admin:deliveries_merchant_change", args=[every_record[Merchant].pk]))
+    assert 'name="webhook_secret"' not in merchant_page.content.decode()

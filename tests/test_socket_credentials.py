@@ -1,0 +1,115 @@
+"""An open websocket lives only as long as its credentials: a revoked or expired token, a deactivated user or
+ops who lost the right to the feed see their socket closed at the next credential check (every 30 s)."""
+
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Permission
+from django_celery_beat.models import PeriodicTask
+from rest_framework.test import APIClient
+
+from config.asgi import application
+from config.celery import app as celery_app
+from core.tasks import recheck_socket_credentials
+from core.tokens import issue_token
+from core.ws import CLOSE_UNAUTHORIZED
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+db = database_sync_to_async
+
+
+async def _open(path: str, user) -> tuple[WebsocketCommunicator, str]:
+    token = await db(lambda: issue_token(user).key)()
+    socket = WebsocketCommunicator(application, f"{path}?token={token}")
+    connected, _ = await socket.connect()
+    assert connected
+    return socket, token
+
+
+async def _recheck() -> None:
+    await db(recheck_socket_credentials)()
+
+
+async def _closed_with(socket: WebsocketCommunicator) -> int:
+    output = await socket.receive_output(timeout=3)
+    assert output["type"] == "websocket.close"
+    return output["code"]
+
+
+async def test_logout_closes_the_sockets_opened_with_that_token(zones):
+    driver = await db(factories.DriverFactory)()
+    other = await db(factories.DriverFactory)()
+    socket, token = await _open("/ws/driver/", driver.user)
+    untouched, _ = await _open("/ws/driver/", other.user)
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert (await db(api.post)("/api/v1/auth/logout")).status_code == 204
+    await _recheck()
+
+    assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
+    assert await untouched.receive_nothing()
+    await untouched.disconnect()
+
+
+async def test_a_deactivated_users_socket_closes(zones):
+    driver = await db(factories.DriverFactory)()
+    socket, _ = await _open("/ws/driver/", driver.user)
+    await _recheck()
+    assert await socket.receive_nothing()  # still valid: nothing happens
+
+    driver.user.is_active = False
+    await db(driver.user.save)()
+    await _recheck()
+    assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
+
+
+async def test_a_socket_closes_when_its_token_expires(zones, clock):
+    driver = await db(factories.DriverFactory)()
+    token = await db(lambda: issue_token(driver.user).key)()
+    clock.shift(timedelta(days=28))  # the app reconnects now and then; this socket opens two days before expiry
+    socket = WebsocketCommunicator(application, f"/ws/driver/?token={token}")
+    assert (await socket.connect())[0]
+    for _ in range(2):  # a socket open for longer than the channel layer keeps group members (a day)
+        clock.shift(timedelta(hours=23))
+        await _recheck()
+        assert await socket.receive_nothing()
+    clock.shift(timedelta(hours=2) - timedelta(seconds=1))
+    await _recheck()
+    assert await socket.receive_nothing()
+    clock.shift(timedelta(seconds=1))
+    await _recheck()
+    assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
+
+
+async def test_ops_who_lose_the_right_to_the_feed_are_disconnected(zones):
+    ops = await db(factories.OpsUserFactory)()
+    socket, _ = await _open("/ws/ops/", ops)
+
+    def demote():
+        ops.groups.clear()
+        ops.user_permissions.add(Permission.objects.get(codename="view_delivery"))
+
+    await db(demote)()
+    await _recheck()
+    assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
+
+
+async def test_an_expired_token_cannot_open_a_socket(zones, clock):
+    driver = await db(factories.DriverFactory)()
+    token = await db(lambda: issue_token(driver.user).key)()
+    clock.shift(timedelta(days=31))
+    socket = WebsocketCommunicator(application, f"/ws/driver/?token={token}")
+    connected, code = await socket.connect()
+    assert not connected and code == CLOSE_UNAUTHORIZED
+
+
+@pytest.mark.django_db  # not transactional: the schedule is a migration's data, which a flush would remove
+def test_the_check_runs_at_least_every_minute():
+    schedule = PeriodicTask.objects.get(task="core.tasks.recheck_socket_credentials")
+    assert schedule.enabled
+    assert schedule.interval.period == "seconds" and schedule.interval.every <= 30
+    assert "core.tasks.recheck_socket_credentials" in celery_app.tasks

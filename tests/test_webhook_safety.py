@@ -1,0 +1,169 @@
+"""Webhooks go where the merchant said and nowhere else: no redirects, no private addresses (unless the
+deployment allows them), and no call longer than the time limit."""
+
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from core import outbound
+from deliveries import webhooks
+from deliveries.models import WebhookDelivery
+from deliveries.services.creation import create_delivery
+from deliveries.tasks import send_webhook
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+class Recorder:
+    """An HTTP server on 127.0.0.1 that records every request (any method) and answers as told."""
+
+    def __init__(self, status: int = 200, headers: dict | None = None):
+        self.requests: list[tuple[str, str, dict]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                recorder.requests.append((self.command, self.path, dict(self.headers)))
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorders():
+    opened = []
+
+    def make(**kwargs) -> Recorder:
+        opened.append(Recorder(**kwargs))
+        return opened[-1]
+
+    yield make
+    for recorder in opened:
+        recorder.close()
+
+
+def _webhook_to(url: str) -> WebhookDelivery:
+    merchant = factories.MerchantFactory(webhook_url=url)
+    create_delivery(merchant=merchant, data=factories.delivery_payload())
+    return WebhookDelivery.objects.get(merchant=merchant)
+
+
+def test_a_redirect_is_not_followed(zones, recorders):
+    elsewhere = recorders()
+    redirecting = recorders(status=302, headers={"Location": elsewhere.url})
+    webhook = _webhook_to(redirecting.url)
+
+    send_webhook.apply(args=[str(webhook.pk)])
+
+    assert elsewhere.requests == []  # neither a GET nor a POST, and so never our signature
+    assert [method for method, _, _ in redirecting.requests] == ["POST"] * webhooks.MAX_ATTEMPTS
+    webhook.refresh_from_db()
+    assert webhook.status == "failed"
+    assert "302 redirect" in webhook.last_error and "not followed" in webhook.last_error
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/hook",
+        "http://localhost:{port}/hook",
+        "http://[::1]:{port}/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.0.10:8080/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:{port}/hook",
+        "http://0.0.0.0:{port}/hook",
+    ],
+)
+def test_private_addresses_are_refused_unless_allowed(zones, recorders, settings, target):
+    settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+    receiver = recorders()
+    webhook = _webhook_to(target.format(port=receiver.server.server_port))
+
+    send_webhook.apply(args=[str(webhook.pk)])
+
+    assert receiver.requests == []
+    webhook.refresh_from_db()
+    assert (webhook.status, webhook.attempts) == ("failed", 1)  # refused for good: no retries
+    assert "non-public address" in webhook.last_error
+
+
+def test_the_allowing_setting_lets_a_local_receiver_be_called(zones, recorders, settings):
+    settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    receiver = recorders()
+    webhook = _webhook_to(receiver.url.replace("127.0.0.1", "localhost"))
+    send_webhook.apply(args=[str(webhook.pk)])
+    webhook.refresh_from_db()
+    assert webhook.status == "sent"
+    method, path, headers = receiver.requests[0]
+    assert (method, path) == ("POST", "/hook")
+    assert headers["Host"] == f"localhost:{receiver.server.server_port}"  # the name, though we dialled the address
+
+
+def test_only_http_urls_are_called(zones):
+    webhook = _webhook_to("ftp://shop.example/hook")
+    send_webhook.apply(args=[str(webhook.pk)])
+    webhook.refresh_from_db()
+    assert (webhook.status, webhook.attempts) == ("failed", 1)
+    assert "not an http(s) URL" in webhook.last_error
+
+
+class Trickle:
+    """A receiver that answers one byte every 0.2 s, for up to 20 s: each read is quick, the answer endless."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.recv(65536)
+            deadline = time.monotonic() + 20
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                if self.stop.wait(0.2) or time.monotonic() > deadline:
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client gave up
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+def test_one_time_limit_covers_the_whole_call(zones, settings):
+    settings.RELAY_WEBHOOK_TIMEOUT_S = 1
+    trickle = Trickle()
+    try:
+        webhook = _webhook_to(trickle.url)
+        started = time.monotonic()
+        with pytest.raises(outbound.Failed, match="no complete answer within 1 s"):
+            webhooks.post_webhook(webhook)
+        assert time.monotonic() - started < 10  # the receiver would have kept it going for 20 s
+    finally:
+        trickle.close()
