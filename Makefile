@@ -32,7 +32,10 @@ lint: $(STAMP)
 
 # Needs PostgreSQL and Redis on 127.0.0.1 (database relay_bench and Redis db 5 are the bench's own: both are
 # wiped). BENCH_ARGS="--quick" for a short check run; py-spy (extra `bench`) for `--profile PHASE`.
+# REST ingest load comes from Debian's wrk (compiled, so it takes little of the server's CPU); only the bench
+# needs it, so only the bench installs it.
 bench: $(STAMP)
+	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -1,8 +1,10 @@
 """Shared pieces of the benchmarks: environment, subprocesses, percentiles, a lean keep-alive HTTP client."""
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -58,18 +60,6 @@ def summary_ms(seconds: list[float]) -> dict:
     return out
 
 
-def verdict(value: float | None, target: float, *, higher_is_better: bool = False) -> str:
-    if value is None:
-        return "miss (no data)"
-    ok = value >= target if higher_is_better else value < target
-    return "pass" if ok else "miss"
-
-
-def line(name: str, value, unit: str, target: str, result: str) -> str:
-    shown = "n/a" if value is None else f"{value:,.2f}" if isinstance(value, float) else f"{value}"
-    return f"  {name:<38} {shown:>12} {unit:<6} target {target:<18} {result}"
-
-
 # --- processes -------------------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -111,12 +101,17 @@ class Service:
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        children = process_tree(self.proc.pid)[1:]
         self.proc.terminate()
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
+        # A supervisor killed while its workers drained their sockets leaves them orphaned: end them too.
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     @property
     def pid(self) -> int:

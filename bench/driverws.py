@@ -33,7 +33,7 @@ class DriverSockets:
         self.lost_probes = 0
         self.closed_by_server = 0
 
-    async def open(self, concurrency: int = 50, timeout: float = 120.0) -> float:
+    async def open(self, concurrency: int = 50, timeout: float = 300.0) -> float:
         """Connect every driver; returns seconds taken. Bounded in time; failures are counted."""
         gate = asyncio.Semaphore(concurrency)
 

@@ -1,19 +1,23 @@
-"""Location ingest: points/s accepted, and latency, through the REST batch endpoint and the driver websocket,
-at the spec's load (10,000 drivers pinging every 4 s = 2,500 points/s offered). Lower bound: the same Redis
+"""Location ingest: points/s accepted, and latency, through the REST batch endpoint (load from wrk, with
+bench/ingest_rest.lua) and the driver websocket (the lean asyncio generator of bench/driverws.py), at the
+spec's load (10,000 drivers pinging every 4 s = 2,500 points/s offered). Lower bound: the same Redis
 commands `record_positions` sends (drivers/locations.py `_write_redis`), as one raw pipeline per point."""
 
 import asyncio
 import json
-import multiprocessing
+import os
 import random
+import resource
+import shutil
+import subprocess
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from bench.common import KEY_PREFIX, REDIS_URL, HttpError, HttpPool, paced, summary_ms
+from bench.common import HOST, KEY_PREFIX, REDIS_URL, RESULTS, paced, summary_ms
 
-PING_EVERY_S = 4.0
 JITTER_DEG = 0.00003  # ~3 m: drivers wobble in place, the dispatch geometry stays as seeded
 
 
@@ -21,91 +25,56 @@ def _iso(ts: datetime) -> str:
     return ts.isoformat()
 
 
-def _points(driver: dict, count: int, rng: random.Random) -> list[dict]:
-    """`count` pings 4 s apart ending now, around the driver's seeded position."""
-    now = datetime.now(UTC)
-    return [
-        {
-            "lat": driver["lat"] + rng.uniform(-JITTER_DEG, JITTER_DEG),
-            "lng": driver["lng"] + rng.uniform(-JITTER_DEG, JITTER_DEG),
-            "recorded_at": _iso(now - timedelta(seconds=PING_EVERY_S * (count - 1 - k))),
-            "accuracy": 5,
-        }
-        for k in range(count)
-    ]
+# --- REST, driven by wrk --------------------------------------------------------------------------------
+WRK = shutil.which("wrk") or "/usr/bin/wrk"
+WRK_SCRIPT = Path(__file__).with_name("ingest_rest.lua")
 
 
-# --- REST --------------------------------------------------------------------------------------------------
-def _rest_worker(port: int, drivers: list[dict], rate: float, duration: float, batch: int, conns: int, out) -> None:
-    """One load-generator process: `rate` requests/s of `batch` points each, drivers in turn."""
-
-    async def main() -> dict:
-        pool = HttpPool(port, conns)
-        rng = random.Random()
-        latencies: list[float] = []
-        counts = {"ok": 0, "errors": 0, "accepted_points": 0, "statuses": {}}
-
-        async def launch(i: int) -> None:
-            driver = drivers[i % len(drivers)]
-            body = {"points": _points(driver, batch, rng)}
-            start = time.perf_counter()
-            try:
-                status, data = await pool.request("POST", "/api/v1/driver/locations", body, driver["token"])
-            except HttpError:
-                counts["errors"] += 1
-                return
-            elapsed = time.perf_counter() - start
-            counts["statuses"][status] = counts["statuses"].get(status, 0) + 1
-            if status == 202:
-                counts["ok"] += 1
-                counts["accepted_points"] += json.loads(data)["accepted"]
-                latencies.append(elapsed)
-            else:
-                counts["errors"] += 1
-
-        window = await paced(rate, duration, launch, max_in_flight=conns)
-        pool.close()
-        return {"latencies": latencies, **counts, **window}
-
-    out.put(asyncio.run(main()))
-
-
-def rest(port: int, drivers: list[dict], *, points_per_s: float, duration: float, batch: int, processes: int) -> dict:
-    """Offer points_per_s through POST /api/v1/driver/locations from `processes` generator processes."""
-    requests_per_s = points_per_s / batch
-    ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    shards = [drivers[k::processes] for k in range(processes)]
-    workers = [
-        ctx.Process(
-            target=_rest_worker, args=(port, shard, requests_per_s / processes, duration, batch, 32, out), daemon=True
-        )
-        for shard in shards
-    ]
-    for worker in workers:
-        worker.start()
-    parts = [out.get(timeout=duration + 60) for _ in workers]
-    for worker in workers:
-        worker.join(10)
-    latencies = [x for part in parts for x in part["latencies"]]
-    window = max(part["offer_window_s"] for part in parts)
-    statuses: dict = {}
-    for part in parts:
-        for status, n in part["statuses"].items():
-            statuses[str(status)] = statuses.get(str(status), 0) + n
-    accepted = sum(part["accepted_points"] for part in parts)
+def rest(
+    port: int,
+    drivers: list[dict],
+    *,
+    batch: int,
+    duration: float,
+    requests_per_s: float | None = None,
+    connections: int = 32,
+    threads: int = 1,
+) -> dict:
+    """POST /api/v1/driver/locations from wrk (compiled: a few µs of CPU per request, where a Python client
+    spends ~100 µs that the 2 cores would take from the server). wrk is closed-loop: each connection sends,
+    waits for the answer, pauses, sends again. requests_per_s=None: no pause (the server's capacity); else
+    each connection pauses connections/requests_per_s between requests (a slower server gets fewer)."""
+    roster = RESULTS / "wrk-drivers.txt"
+    roster.write_text("".join(f"{d['token']} {d['lat']} {d['lng']}\n" for d in drivers))
+    delay_ms = 0 if requests_per_s is None else round(connections / requests_per_s * 1000)
+    env = dict(os.environ, BENCH_DRIVERS=str(roster), BENCH_BATCH=str(batch), BENCH_DELAY_MS=str(delay_ms))
+    env["BENCH_THREADS"] = str(threads)
+    argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{round(duration)}s", "--timeout", "10s"]
+    argv += ["-s", str(WRK_SCRIPT), f"http://{HOST}:{port}/"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=duration + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = [row for row in done.stdout.splitlines() if row.startswith("WRK_JSON ")]
+    if done.returncode != 0 or not report:
+        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    out = json.loads(report[0].removeprefix("WRK_JSON "))
+    seconds = out["duration_us"] / 1e6
+    latency = {f"{k}_ms": round(v / 1000, 2) for k, v in out["latency_us"].items()}
+    ok = out["statuses"].get("202", 0)
     return {
+        "generator": f"wrk -t{threads} -c{connections}, {delay_ms} ms pause per connection",
         "points_per_request": batch,
-        "offered_points_per_s": points_per_s,
-        "offered_requests_per_s": requests_per_s,
-        "generator_processes": processes,
-        "duration_s": window,
-        "requests_ok": sum(part["ok"] for part in parts),
-        "requests_failed": sum(part["errors"] for part in parts),
-        "requests_skipped_generator_full": sum(part["skipped"] for part in parts),
-        "statuses": statuses,
-        "accepted_points_per_s": round(accepted / window, 1) if window else None,
-        "latency": summary_ms(latencies),
+        "offered_requests_per_s": requests_per_s or "as fast as answered",
+        "duration_s": round(seconds, 2),
+        "requests": out["requests"],
+        "requests_ok": ok,
+        "requests_failed": out["requests"] - ok,
+        "errors": out["errors"],
+        "statuses": out["statuses"],
+        "requests_per_s": round(out["requests"] / seconds, 1),
+        "accepted_points_per_s": round(out["accepted_points"] / seconds, 1),
+        "latency": {"n": out["requests"], **latency},
+        "generator_cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2),
     }
 
 

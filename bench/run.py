@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import threading
@@ -32,21 +33,27 @@ from bench.common import (
     app_env,
     cpu_seconds,
     free_port,
-    line,
     rss_mb,
     run_checked,
-    verdict,
     wait_port,
 )
 
-TARGETS = {
-    "dispatch_p99_ms": 50,
-    "dispatch_ratio_max": 4,
-    "ingest_points_per_s": 2500,
-    "ingest_p99_ms": 50,
-    "accept_p99_ms": 30,
-    "rss_mb": 300,
-}
+# The targets of issue 12: (key in the figures, comparison, target, what it is).
+TARGETS = [
+    ("dispatch_p99_ms", "<", 50, "dispatch POST → offer.created p99, ms"),
+    ("dispatch_p50_x_lower_bound", "<=", 4, "dispatch p50 ÷ its lower bound's p50"),
+    ("dispatch_server_cpu_ms", "<=", 12, "server CPU per create + dispatch + accept, ms"),
+    ("accept_p99_ms", "<", 30, "accept round trip p99 under the dispatch load, ms"),
+    ("ingest_rest_requests_per_s", ">=", 1500, "REST ingest, 1 point/request: requests/s"),
+    ("ingest_rest_server_cpu_ms", "<=", 1, "REST ingest: server CPU per request, ms"),
+    ("ingest_batched_points_per_s", ">=", 2500, "REST ingest, 5 points/request: points/s"),
+    ("ingest_batched_p99_ms", "<", 50, "REST ingest, 5 points/request: p99, ms"),
+    ("ingest_ws_points_per_s", ">=", 2500, "websocket ingest: points/s"),
+    ("ingest_ws_p99_ms", "<", 50, "websocket ingest: p99, ms"),
+    ("ingest_ws_server_cpu_ms", "<=", 0.3, "websocket ingest: server CPU per point, ms"),
+    ("rss_mb", "<", 300, "server RSS with the driver sockets open, MB"),
+    ("kb_per_socket", "<=", 15, "server memory per driver socket, KB"),
+]
 
 
 def log(message: str) -> None:
@@ -124,6 +131,7 @@ def profile(server: Service, name: str, seconds: float) -> subprocess.Popen | No
             "--format",
             "raw",
             "--nonblocking",
+            "--subprocesses",  # the server's workers, not only its supervisor
             "-o",
             out,
         ],
@@ -132,11 +140,59 @@ def profile(server: Service, name: str, seconds: float) -> subprocess.Popen | No
     )
 
 
-async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
+def generator_cpu_seconds() -> float:
+    """CPU of the load generation: this process (the asyncio generators, the seen refresher) and its finished
+    children (wrk)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+class Meter:
+    """CPU seconds used during each phase by the server (all its processes), the Celery worker and the load
+    generator; divided by the phase's work done they give the CPU per operation, the figure that stays put
+    when a busy machine moves latencies by ±30 %."""
+
+    def __init__(self, server: Service, worker: Service) -> None:
+        self.server, self.worker = server, worker
+        self.phases: dict[str, dict] = {}
+        self._start: dict[str, dict] = {}
+        self._idle: dict[str, float] = {}
+
+    def _read(self) -> dict:
+        return {
+            "server_cpu_s": cpu_seconds(self.server.pid),
+            "worker_cpu_s": cpu_seconds(self.worker.pid),
+            "generator_cpu_s": generator_cpu_seconds(),
+        }
+
+    def start(self, name: str, idle_cpu_per_s: float) -> None:
+        self._start[name] = self._read() | {"wall_s": time.perf_counter()}
+        self._idle[name] = idle_cpu_per_s
+
+    def stop(self, name: str) -> None:
+        end = self._read() | {"wall_s": time.perf_counter()}
+        self.phases[name] = {k: round(end[k] - v, 2) for k, v in self._start.pop(name).items()}
+        # What the server burns doing nothing (channel-layer receive loops, timers): at low throughput it is a
+        # visible share of the CPU per operation, so it is reported beside it.
+        self.phases[name]["server_idle_cpu_per_s"] = round(self._idle.pop(name), 3)
+
+    def per(self, name: str, operations: int, unit: str) -> dict:
+        """The phase's CPU divided by the work done in it, in ms per operation."""
+        phase = self.phases[name]
+        phase.update(operations=operations, unit=unit)
+        for key in ("server_cpu_s", "worker_cpu_s", "generator_cpu_s"):
+            per_op = phase[key] * 1000 / operations if operations else None
+            phase[key.replace("_s", "_ms_per_op")] = None if per_op is None else round(per_op, 3)
+        return phase
+
+
+async def benchmarks(args, fixture: dict, server: Service, worker: Service, port: int) -> dict:
     drivers = fixture["drivers"]
     results: dict = {}
-    cpu = {}
+    meter = Meter(server, worker)
     settled = {}
+
+    idle = {"cpu_per_s": 0.0}
 
     async def settle(limit_s: float = 30.0) -> float:
         """Wait (bounded) until the server is idle, so that no phase pays for the backlog of the one before."""
@@ -144,17 +200,18 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
         while time.perf_counter() - start < limit_s:
             before = cpu_seconds(server.pid)
             await asyncio.sleep(0.5)
-            if cpu_seconds(server.pid) - before < 0.05:
+            idle["cpu_per_s"] = (cpu_seconds(server.pid) - before) / 0.5
+            if idle["cpu_per_s"] < 0.1:
                 break
         return round(time.perf_counter() - start, 1)
 
     def phase(name: str):
-        cpu[name] = cpu_seconds(server.pid)
         log(f"{name}…")
+        meter.start(name, idle["cpu_per_s"])
         return profile(server, name, args.profile_seconds) if args.profile == name else None
 
     def done(name: str, spy) -> None:
-        cpu[name] = round(cpu_seconds(server.pid) - cpu[name], 2)
+        meter.stop(name)
         if spy is not None:
             spy.wait(args.profile_seconds + 30)
 
@@ -165,38 +222,37 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     lb_accept = await accept_bench.lower_bound(rate=args.dispatch_rate, duration=10)
     done("lower_bounds", spy)
 
+    # REST ingest from wrk: 1 point per request as fast as the server answers (its capacity), then 5 points per
+    # request paced at the spec's 2,500 points/s.
     settled["ingest_rest"] = await settle()
     spy = phase("ingest_rest")
-    rest = ingest.rest(
-        port,
-        drivers,
-        points_per_s=args.points_per_s,
-        duration=args.ingest_seconds,
-        batch=1,
-        processes=args.generators,
-    )
+    rest = ingest.rest(port, drivers, batch=1, duration=args.ingest_seconds, connections=args.wrk_connections)
     done("ingest_rest", spy)
+    meter.per("ingest_rest", rest["requests"], "request")
     settled["ingest_rest_batched"] = await settle()
     spy = phase("ingest_rest_batched")
     rest_batched = ingest.rest(
         port,
         drivers,
-        points_per_s=args.points_per_s,
-        duration=args.ingest_seconds,
         batch=args.batch,
-        processes=args.generators,
+        duration=args.ingest_seconds,
+        requests_per_s=args.points_per_s / args.batch,
+        connections=args.wrk_connections,
     )
     done("ingest_rest_batched", spy)
+    meter.per("ingest_rest_batched", round(rest_batched["accepted_points_per_s"] * rest_batched["duration_s"]), "point")
 
     settled["memory"] = await settle()
     spy = phase("memory")
     sockets, mem = await memory.open_sockets(port, server.pid, drivers[: args.sockets])
     done("memory", spy)
+    meter.per("memory", mem["sockets_open"], "socket opened")
     try:
         settled["ingest_ws"] = await settle()
         spy = phase("ingest_ws")
         ws = await ingest.websocket(sockets, points_per_s=args.points_per_s, duration=args.ingest_seconds)
         done("ingest_ws", spy)
+        meter.per("ingest_ws", ws["latency"]["n"], "point (+ its probe)")
         # First at a tenth of the rate, where nothing queues: the cost of one dispatch on its own.
         mem["sockets_closed_by_server"] = sockets.closed_by_server
         settled["dispatch_light"] = await settle()
@@ -210,6 +266,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
             duration=min(15.0, args.dispatch_seconds),
         )
         done("dispatch_light", spy)
+        meter.per("dispatch_light", light["created"], "delivery created + dispatched + accepted")
         settled["dispatch"] = await settle()
         spy = phase("dispatch")
         disp = await dispatch.app(
@@ -221,6 +278,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
             duration=args.dispatch_seconds,
         )
         done("dispatch", spy)
+        meter.per("dispatch", disp["created"], "delivery created + dispatched + accepted")
         mem["rss_after_all_mb"] = rss_mb(server.pid)
         mem["sockets_open_at_end"] = sockets.open_count
         mem["sockets_closed_by_server_at_end"] = sockets.closed_by_server
@@ -233,7 +291,7 @@ async def benchmarks(args, fixture: dict, server: Service, port: int) -> dict:
     results["accept"] = {"app": disp.pop("accept"), "app_light": light.pop("accept"), "lower_bound": lb_accept}
     results["tracking_fanout"] = "not_measured"
     results["memory"] = mem
-    results["server_cpu_s_by_phase"] = cpu
+    results["cpu_by_phase"] = meter.phases
     results["settle_s_before_phase"] = settled
     return results
 
@@ -242,97 +300,82 @@ def ratio(a, b):
     return round(a / b, 1) if a is not None and b else None
 
 
-def report(results: dict) -> list[str]:
+def figures(results: dict) -> dict[str, tuple]:
+    """Each target's figure and the lower bound it is compared with (None where there is none)."""
     d, lb = results["dispatch"]["app"]["latency"], results["dispatch"]["lower_bound"]["latency"]
-    ing = results["ingest"]
+    ing, cpu, mem = results["ingest"], results["cpu_by_phase"], results["memory"]
     acc, acc_lb = results["accept"]["app"]["latency"], results["accept"]["lower_bound"]["latency"]
-    mem = results["memory"]
-    t = TARGETS
-    results["ratios"] = {
-        "dispatch_p50": ratio(d["p50_ms"], lb["p50_ms"]),
-        "dispatch_p99": ratio(d["p99_ms"], lb["p99_ms"]),
-        "accept_p50": ratio(acc["p50_ms"], acc_lb["p50_ms"]),
-        "accept_p99": ratio(acc["p99_ms"], acc_lb["p99_ms"]),
-        "ingest_rest_p99": ratio(ing["rest"]["latency"]["p99_ms"], ing["lower_bound"]["latency"]["p99_ms"]),
-        "ingest_ws_p99": ratio(ing["websocket"]["latency"]["p99_ms"], ing["lower_bound"]["latency"]["p99_ms"]),
+    ing_lb = ing["lower_bound"]
+    return {
+        "dispatch_p99_ms": (d["p99_ms"], f"{lb['p99_ms']} ms"),
+        "dispatch_p50_x_lower_bound": (ratio(d["p50_ms"], lb["p50_ms"]), f"p50 {lb['p50_ms']} ms"),
+        "dispatch_server_cpu_ms": (cpu["dispatch"]["server_cpu_ms_per_op"], None),
+        "accept_p99_ms": (acc["p99_ms"], f"{acc_lb['p99_ms']} ms"),
+        "ingest_rest_requests_per_s": (ing["rest"]["requests_per_s"], f"{ing_lb['accepted_points_per_s']}/s offered"),
+        "ingest_rest_server_cpu_ms": (cpu["ingest_rest"]["server_cpu_ms_per_op"], None),
+        "ingest_batched_points_per_s": (ing["rest_batched"]["accepted_points_per_s"], None),
+        "ingest_batched_p99_ms": (ing["rest_batched"]["latency"]["p99_ms"], f"{ing_lb['latency']['p99_ms']} ms"),
+        "ingest_ws_points_per_s": (ing["websocket"]["processed_points_per_s"], None),
+        "ingest_ws_p99_ms": (ing["websocket"]["latency"]["p99_ms"], f"{ing_lb['latency']['p99_ms']} ms"),
+        "ingest_ws_server_cpu_ms": (cpu["ingest_ws"]["server_cpu_ms_per_op"], None),
+        "rss_mb": (mem["rss_mb"], None),
+        "kb_per_socket": (mem["kb_per_socket"], None),
     }
-    r = results["ratios"]
-    rows = ["", "Relay benchmarks (2-core machine shared with other work: figures are noisy)", ""]
-    rows.append(f"dispatch (POST → offer.created), {results['dispatch']['app']['created']} deliveries:")
-    rows.append(line("p50", d["p50_ms"], "ms", "", f"lower bound {lb['p50_ms']} ms, ×{r['dispatch_p50']}"))
-    rows.append(line("p95", d["p95_ms"], "ms", "", f"lower bound {lb['p95_ms']} ms"))
-    rows.append(line("p99", d["p99_ms"], "ms", f"< {t['dispatch_p99_ms']} ms", verdict(d["p99_ms"], 50)))
-    rows.append(line("p99 / lower-bound p99", r["dispatch_p99"], "×", "≤ 4×", verdict(r["dispatch_p99"], 4.0001)))
-    rows.append(line("p50 / lower-bound p50", r["dispatch_p50"], "×", "≤ 4×", verdict(r["dispatch_p50"], 4.0001)))
-    rows.append(line("offers not heard", results["dispatch"]["app"]["offers_not_heard"], "", "0", ""))
-    light = results["dispatch"]["app_light"]
-    rows.append(
-        f"  at {light['rate_per_s']:g}/s (no queueing): p50 {light['latency']['p50_ms']} ms, p99 "
-        f"{light['latency']['p99_ms']} ms, p50 ×{ratio(light['latency']['p50_ms'], lb['p50_ms'])} lower bound"
-    )
-    for name, label in (("rest", "REST, 1 point/request"), ("rest_batched", "REST, batched")):
-        x = ing[name]
-        rows.append(f"location ingest, {label} ({x['points_per_request']} points/request):")
+
+
+_COMPARE = {"<": lambda v, t: v < t, "<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t}
+
+
+def judge(results: dict) -> list[dict]:
+    values = figures(results)
+    verdicts = []
+    for key, op, target, what in TARGETS:
+        value, lower_bound = values[key]
+        met = None if value is None else _COMPARE[op](value, target)
+        verdicts.append(
+            {
+                "figure": key,
+                "what": what,
+                "value": value,
+                "target": f"{op} {target}",
+                "lower_bound": lower_bound,
+                "met": met,
+            }
+        )
+    return verdicts
+
+
+def report(results: dict) -> list[str]:
+    results["targets"] = judge(results)
+    rows = ["", "Relay benchmarks (2-core machine shared with other work: latencies are noisy, CPU per op less so)", ""]
+    rows.append(f"  {'target':<52} {'value':>10} {'target':>9}  {'lower bound':<22} verdict")
+    for t in results["targets"]:
+        value = "n/a" if t["value"] is None else f"{t['value']:,}"
+        verdict = "no data" if t["met"] is None else "met" if t["met"] else "MISS"
+        rows.append(f"  {t['what']:<52} {value:>10} {t['target']:>9}  {t['lower_bound'] or '':<22} {verdict}")
+    rows += ["", "  CPU per operation, by phase (ms; server = all server processes):"]
+    for name, c in results["cpu_by_phase"].items():
+        if "operations" not in c:
+            continue
         rows.append(
-            line(
-                "accepted points/s",
-                x["accepted_points_per_s"],
-                "pts/s",
-                "≥ 2,500",
-                verdict(x["accepted_points_per_s"], 2500 * 0.98, higher_is_better=True),
-            )
+            f"  {name:<20} {c['operations']:>7} × {c['unit']:<42} server {c['server_cpu_ms_per_op']} · worker "
+            f"{c['worker_cpu_ms_per_op']} · generator {c['generator_cpu_ms_per_op']}"
         )
-        rows.append(line("p99", x["latency"]["p99_ms"], "ms", "< 50 ms", verdict(x["latency"]["p99_ms"], 50)))
-    w = ing["websocket"]
-    rows.append(f"location ingest, websocket ({w['sockets']} sockets):")
-    rows.append(
-        line(
-            "processed points/s",
-            w["processed_points_per_s"],
-            "pts/s",
-            "≥ 2,500",
-            verdict(w["processed_points_per_s"], 2500 * 0.98, higher_is_better=True),
-        )
-    )
-    rows.append(
-        line(
-            "p99",
-            w["latency"]["p99_ms"],
-            "ms",
-            "< 50 ms",
-            verdict(w["latency"]["p99_ms"], 50),
-        )
-    )
-    lbi = ing["lower_bound"]
-    rows.append(
-        line(
-            "lower bound: raw Redis pipeline",
-            lbi["accepted_points_per_s"],
-            "pts/s",
-            "",
-            f"p99 {lbi['latency']['p99_ms']} ms",
-        )
-    )
-    rows.append("offer accept:")
-    rows.append(line("p50", acc["p50_ms"], "ms", "", f"lower bound {acc_lb['p50_ms']} ms, ×{r['accept_p50']}"))
-    rows.append(line("p99", acc["p99_ms"], "ms", "< 30 ms", verdict(acc["p99_ms"], 30)))
-    acc_light = results["accept"]["app_light"]["latency"]
-    rows.append(
-        f"  at {light['rate_per_s']:g} deliveries/s: p50 {acc_light['p50_ms']} ms, p99 {acc_light['p99_ms']} ms"
-    )
-    rows.append("tracking fan-out: not_measured (not built yet)")
-    rows.append(f"memory ({mem['sockets_open']} driver sockets open):")
-    rows.append(line("server RSS", mem["rss_mb"], "MB", "< 300 MB", verdict(mem["rss_mb"], 300)))
-    rows.append(f"  by process (supervisor and workers): {' / '.join(str(m) for m in mem['rss_by_process_mb'])} MB")
-    rows.append(
-        line(
-            "server RSS after all phases",
-            mem["rss_after_all_mb"],
-            "MB",
-            "< 300 MB",
-            verdict(mem["rss_after_all_mb"], 300),
-        )
-    )
+    d, light = results["dispatch"]["app"], results["dispatch"]["app_light"]
+    rows += [
+        "",
+        f"  dispatch at {d['rate_per_s']:g}/s: p50 {d['latency']['p50_ms']} / p95 {d['latency']['p95_ms']} ms, "
+        f"{d['created']} created, offers not heard {d['offers_not_heard']}",
+        f"  dispatch at {light['rate_per_s']:g}/s (no queueing): p50 {light['latency']['p50_ms']} / p99 "
+        f"{light['latency']['p99_ms']} ms; accept p50 {results['accept']['app_light']['latency']['p50_ms']} / p99 "
+        f"{results['accept']['app_light']['latency']['p99_ms']} ms",
+        f"  REST ingest, 1 point: p50 {results['ingest']['rest']['latency']['p50_ms']} / p99 "
+        f"{results['ingest']['rest']['latency']['p99_ms']} ms at saturation; statuses "
+        f"{results['ingest']['rest']['statuses']}",
+        f"  server RSS by process: {' / '.join(str(m) for m in results['memory']['rss_by_process_mb'])} MB; "
+        f"after every phase {results['memory']['rss_after_all_mb']} MB",
+        "  tracking fan-out: not_measured",
+    ]
     return rows
 
 
@@ -347,7 +390,7 @@ def main() -> int:
     parser.add_argument("--points-per-s", type=float, default=2500.0)
     parser.add_argument("--ingest-seconds", type=float, default=30.0)
     parser.add_argument("--batch", type=int, default=5, help="points per request in the batched REST run")
-    parser.add_argument("--generators", type=int, default=2, help="load-generator processes for REST ingest")
+    parser.add_argument("--wrk-connections", type=int, default=32, help="wrk connections for REST ingest")
     parser.add_argument("--db-pool", type=int, default=10, help="DB_POOL_SIZE for the server and worker (0: none)")
     parser.add_argument(
         "--server-workers",
@@ -371,7 +414,7 @@ def main() -> int:
         log(f"starting server on 127.0.0.1:{port} and a Celery worker")
         server, worker = start_services(port, args.server_workers)
         refresher.start()
-        results = asyncio.run(benchmarks(args, fixture, server, port))
+        results = asyncio.run(benchmarks(args, fixture, server, worker, port))
     finally:
         refresher.stopped.set()
         for service in (server, worker):
@@ -381,7 +424,7 @@ def main() -> int:
     rows = report(results)
     results["meta"] = {
         "args": vars(args),
-        "targets": TARGETS,
+        "targets": [t[:3] for t in TARGETS],
         "wall_s": round(time.perf_counter() - started, 1),
         "nproc": os.cpu_count(),
         "python": platform.python_version(),

@@ -12,6 +12,7 @@ from django.urls import path  # noqa: E402
 from core.ws import BrowserOriginValidator  # noqa: E402
 from deliveries.consumers import OpsConsumer  # noqa: E402
 from drivers.consumers import DriverConsumer  # noqa: E402
+from drivers.ingest import LocationIngest  # noqa: E402
 
 websocket_urls = [
     path("ws/driver/", DriverConsumer.as_asgi()),
@@ -20,7 +21,8 @@ websocket_urls = [
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Location pings, the hottest route, are answered ahead of Django when they are plain (drivers/ingest.py).
+        "http": LocationIngest(django_asgi_app),
         "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urls))),
     }
 )

@@ -8,6 +8,7 @@ from django.core.exceptions import ObjectDoesNotExist
 from core.ws import CLOSE_UNAUTHORIZED, AuthenticatedConsumer
 from drivers import locations
 from drivers.api import PointInput, points_from
+from drivers.ingest import parse_point
 from drivers.models import Driver, DriverMessage, DriverState
 from drivers.notifications import driver_group
 
@@ -27,11 +28,6 @@ def _driver_of(user) -> Driver | None:
 def _missed(driver_id, after_seq: int) -> list[dict]:
     rows = DriverMessage.objects.filter(driver_id=driver_id, seq__gt=after_seq).order_by("seq")[:REPLAY_LIMIT]
     return [message.envelope() for message in rows]
-
-
-@database_sync_to_async
-def _record_point(driver_id, point: dict, online: bool) -> int:
-    return locations.record_positions(driver_id, points_from([point]), online=online)
 
 
 @database_sync_to_async
@@ -76,13 +72,18 @@ class DriverConsumer(AuthenticatedConsumer):
         await handler(content.get("data") or {})
 
     async def on_location(self, data):
-        point = PointInput(data=data)
-        if not point.is_valid():
-            await self.send_error("invalid", "The location is not valid.", fields=point.errors)
-            return
+        # The lean validator takes the plain form on the event loop; the serializer decides the rest and words
+        # the errors.
+        point = parse_point(data)
+        if point is None:
+            serializer = PointInput(data=data)
+            if not serializer.is_valid():
+                await self.send_error("invalid", "The location is not valid.", fields=serializer.errors)
+                return
+            point = points_from([serializer.validated_data])[0]
         if time.monotonic() - self.online_read_at > ONLINE_RECHECK_S:
             self.online, self.online_read_at = await _is_online(self.driver.pk), time.monotonic()
-        await _record_point(self.driver.pk, point.validated_data, self.online)
+        await locations.arecord_positions(self.driver.pk, [point], online=self.online)
 
     async def on_resume(self, data):
         after = data.get("after_seq")

@@ -7,13 +7,17 @@ per ping) and searches run there: a bounding box on the indexed lat/lng columns,
 Every fallback is counted (`relay_location_fallbacks_total`).
 """
 
+import asyncio
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
+import redis.asyncio as aioredis
+from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
@@ -55,12 +59,12 @@ class _Redis:
     def __init__(self) -> None:
         self._client: redis.Redis | None = None
         self._url = None
-        self._down_until = 0.0
+        self.down_until = 0.0
         self._lock = threading.Lock()
 
     def client(self) -> redis.Redis | None:
         url = settings.RELAY_LOCATION_REDIS_URL
-        if not url or time.monotonic() < self._down_until:
+        if not url or time.monotonic() < self.down_until:
             return None
         with self._lock:
             if self._client is None or self._url != url:
@@ -74,16 +78,38 @@ class _Redis:
     def failed(self, exc: Exception) -> None:
         log.warning("location index: Redis unavailable (%s); using the database", exc)
         metrics.inc(FALLBACKS)
-        self._down_until = time.monotonic() + _RETRY_AFTER_S
+        self.down_until = time.monotonic() + _RETRY_AFTER_S
 
     def reset(self) -> None:
         with self._lock:
             self._client = None
-            self._down_until = 0.0
+            self.down_until = 0.0
 
 
 _redis = _Redis()
 reset_redis = _redis.reset
+redis_failed = _redis.failed
+redis_client = _redis.client
+# One asyncio client per event loop (a client's connections belong to the loop that opened them).
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def async_client() -> aioredis.Redis | None:
+    """The running loop's Redis client for the index, or None (embedded mode, or Redis failed just now)."""
+    url = settings.RELAY_LOCATION_REDIS_URL
+    if not url or time.monotonic() < _redis.down_until:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None or client.relay_url != url:
+        timeout = settings.RELAY_REDIS_TIMEOUT_S
+        # Raw bytes: the async callers only write, or read values that are not text (the throttle history).
+        client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client.relay_url = url
+        _async_clients[loop] = client
+    return client
+
+
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
@@ -108,7 +134,9 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
     client = _redis.client()
     if client is not None:
         try:
-            _write_redis(client, str(driver_id), latest, zone.code if zone else None, online)
+            pipe = client.pipeline(transaction=False)
+            queue_position(pipe, str(driver_id), latest, zone.code if zone else None, online, active_zone_codes())
+            pipe.execute()
             return len(points)
         except _REDIS_ERRORS as exc:
             _redis.failed(exc)
@@ -118,10 +146,38 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
     return len(points)
 
 
-def _write_redis(client: redis.Redis, member: str, point: Point, zone_code: str | None, indexed: bool) -> None:
-    seen = point.recorded_at.timestamp()
+async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> int:
+    """record_positions for async callers (the ingest route, the driver socket): the same commands through the
+    event loop's own Redis client, with no thread hop. Without Redis, or when it fails, the synchronous path
+    (and its database fallback) runs in a thread."""
+    usable = usable_points(points)
+    client = async_client()
+    if not usable or client is None:
+        return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
     pipe = client.pipeline(transaction=False)
-    for code in active_zone_codes():
+    accepted = await aqueue_positions(pipe, driver_id, usable, online=online)
+    try:
+        await pipe.execute()
+    except _REDIS_ERRORS as exc:
+        _redis.failed(exc)
+        return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
+    return accepted
+
+
+async def aqueue_positions(pipe, driver_id, usable: list[Point], *, online: bool) -> int:
+    """Queue on an async pipeline the commands that index the newest of these usable points; the caller
+    executes it (and may add commands of its own to the same round trip). Returns how many points count."""
+    zones = await zone_cache.aload()
+    latest = max(usable, key=lambda p: p.recorded_at)
+    zone = zone_for_point(latest.lat, latest.lng, zones)
+    queue_position(pipe, str(driver_id), latest, zone.code if zone else None, online, [z.code for z in zones])
+    return len(usable)
+
+
+def queue_position(pipe, member: str, point: Point, zone_code: str | None, indexed: bool, codes: list[str]) -> None:
+    """The index's commands for one driver's newest point, on a pipeline of either client (sync or async)."""
+    seen = point.recorded_at.timestamp()
+    for code in codes:
         if code != zone_code or not indexed:
             pipe.zrem(_key("geo", code), member)
     if zone_code and indexed:
@@ -129,7 +185,6 @@ def _write_redis(client: redis.Redis, member: str, point: Point, zone_code: str 
         pipe.zadd(_key("seen"), {member: seen})
     pipe.hset(_key("pos", member), mapping={"lat": point.lat, "lng": point.lng, "t": seen, "zone": zone_code or ""})
     pipe.sadd(_key("dirty"), member)
-    pipe.execute()
 
 
 def _write_database(rows: list[tuple[str, Point, int | None]]) -> None:

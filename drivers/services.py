@@ -4,7 +4,8 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.fsm import run_transition
-from drivers.models import Driver, Shift
+from drivers import credentials
+from drivers.models import Driver, DriverState, Shift
 from drivers.selectors import current_shift
 
 
@@ -19,6 +20,8 @@ def transition_driver(transition, *, actor: Actor, reason: str = "", **payload) 
     previous, entered_at = driver.state, driver.state_changed_at
     run_transition(transition)
     driver.save(update_fields=["state", "state_changed_at", "missed_offers_in_row"])
+    if driver.state == DriverState.OFFLINE:
+        credentials.on_driver_offline(driver)  # the ingest route's cached "online" is void in every process
     record_event(
         "driver.state_changed",
         actor=actor,

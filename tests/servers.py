@@ -71,7 +71,7 @@ def production_env(settings) -> dict:
 
 
 @contextmanager
-def running_server(env: dict, log: Path, *, deadline_s: float = 60):
+def running_server(env: dict, log: Path, *, deadline_s: float = 60, workers: int = 1):
     """A `manage.py serve` process; yields its base URL. Its output (tracebacks included) goes to `log`."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -79,8 +79,8 @@ def running_server(env: dict, log: Path, *, deadline_s: float = 60):
     try:
         with open(log, "wb") as out:
             server = subprocess.Popen(
-                manage("serve", "--port", str(port)), env=env | {"RELAY_PUBLIC_URL": url}, cwd=ROOT, stdout=out,
-                stderr=subprocess.STDOUT,
+                manage("serve", "--port", str(port), "--workers", str(workers)),
+                env=env | {"RELAY_PUBLIC_URL": url}, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_until_up(url, server, time.monotonic() + deadline_s, log)
         yield url

@@ -1,6 +1,8 @@
 import time
 from threading import Lock
 
+from channels.db import DatabaseSyncToAsync
+
 from zones.models import Zone
 
 
@@ -21,6 +23,12 @@ class _ZoneCache:
                 self._loaded_at = time.monotonic()
             return self._zones
 
+    async def aload(self) -> list[Zone]:
+        """The same list from async code: the database is read (in a thread) only when the list is stale."""
+        if time.monotonic() - self._loaded_at > self.ttl_s:
+            return await DatabaseSyncToAsync(self.zones)()
+        return self._zones
+
     def clear(self) -> None:
         with self._lock:
             self._loaded_at = float("-inf")
@@ -29,10 +37,11 @@ class _ZoneCache:
 zone_cache = _ZoneCache()
 
 
-def zone_for_point(lat: float, lng: float) -> Zone | None:
+def zone_for_point(lat: float, lng: float, zones: list[Zone] | None = None) -> Zone | None:
     """The active zone containing the point, or None. Zones do not overlap; the first match wins. From the
-    in-memory zone list: an edit shows at once in this process and within 30 s in the others."""
-    for zone in zone_cache.zones():
+    in-memory zone list (or `zones`, that list as async code loaded it): an edit shows at once in this process
+    and within 30 s in the others."""
+    for zone in zone_cache.zones() if zones is None else zones:
         if zone.min_lat <= lat <= zone.max_lat and zone.min_lng <= lng <= zone.max_lng and zone.contains(lat, lng):
             return zone
     return None

@@ -1,0 +1,228 @@
+"""`POST /api/v1/driver/locations` through the ASGI application: plain pings are answered ahead of Django
+(drivers/ingest.py), everything else exactly as Django answers it; revocation reaches the token cache at once."""
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import redis
+from channels.db import DatabaseSyncToAsync
+from django.core.cache import cache as django_cache
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from config.asgi import django_asgi_app
+from core.audit import Actor
+from core.throttling import UserThrottle
+from deliveries.services.availability import go_online, take_offline
+from drivers import credentials, locations
+from drivers.ingest import LocationIngest, parse_batch
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+PATH = "/api/v1/driver/locations"
+URL = "http://127.0.0.1" + PATH
+
+
+def _sync(fn):
+    """ORM work from the async tests, in a thread of its own (as the ingest route does it)."""
+    return DatabaseSyncToAsync(fn, thread_sensitive=False)
+
+
+class Counting:
+    """Django's ASGI app, counting the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, scope, receive, send):
+        self.calls += 1
+        await django_asgi_app(scope, receive, send)
+
+
+@pytest.fixture
+def django_app(settings):
+    settings.ALLOWED_HOSTS = ["127.0.0.1", "testserver"]
+    settings.SECURE_SSL_REDIRECT = False
+    credentials.cache.clear()
+    yield Counting()
+    credentials.cache.clear()
+
+
+def _client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=LocationIngest(app)))
+
+
+def _point(**extra) -> dict:
+    now = datetime.now(UTC).isoformat()
+    return {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": now} | extra
+
+
+def _online_driver():
+    driver = factories.DriverFactory()
+    go_online(driver.pk, actor=Actor.driver(driver))
+    token, _ = Token.objects.get_or_create(user=driver.user)
+    return driver, {"Authorization": f"Token {token.key}"}
+
+
+def _indexed(driver) -> bool:
+    hits = locations.nearest_drivers(*factories.CENTRO, radius_km=1, limit=10)
+    return str(driver.pk) in {hit.driver_id for hit in hits}
+
+
+async def test_a_plain_ping_is_indexed_without_reaching_django(zones, django_app):
+    driver, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        first = await client.post(URL, json={"points": [_point(accuracy=5)]}, headers=auth)
+        second = await client.post(URL, json={"points": [_point(), _point(speed=3.5, heading=90)]}, headers=auth)
+    assert (first.status_code, first.json()) == (202, {"accepted": 1, "dropped": 0})
+    assert (second.status_code, second.json()) == (202, {"accepted": 2, "dropped": 0})
+    assert first.headers["content-type"] == "application/json"
+    assert django_app.calls == 0
+    assert await _sync(_indexed)(driver)
+
+
+async def test_old_and_future_points_are_dropped_not_errors(zones, django_app):
+    _, auth = await _sync(_online_driver)()
+    old = (timezone.now() - timedelta(minutes=11)).isoformat()
+    future = (timezone.now() + timedelta(minutes=5)).isoformat()
+    async with _client(django_app) as client:
+        answer = await client.post(
+            URL, json={"points": [_point(recorded_at=old), _point(), _point(recorded_at=future)]}, headers=auth
+        )
+    assert (answer.status_code, answer.json()) == (202, {"accepted": 1, "dropped": 2})
+    assert django_app.calls == 0
+
+
+BAD_BODIES = [
+    {},
+    {"points": []},
+    {"points": [_point()] * 101},
+    {"points": [_point(lat=91)]},
+    {"points": [_point(lng="east")]},
+    {"points": [_point(recorded_at="yesterday")]},
+    {"points": [_point(heading=400)]},
+    {"points": [_point(accuracy=-1)]},
+    {"points": [{"lat": 38.7}]},
+    {"points": "no"},
+    [],
+]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES)
+async def test_bad_input_gets_exactly_the_answer_of_the_api(zones, django_app, body):
+    driver, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        answer = await client.post(URL, json=body, headers=auth)
+    expected = await _sync(lambda: api_client_for(driver.user).post(PATH, body, format="json"))()
+    assert answer.status_code == expected.status_code == 400
+    assert answer.json() == expected.json()
+    assert answer.json()["code"] == "invalid"
+
+
+async def test_forms_the_lean_validator_leaves_to_the_serializer_still_work(zones, django_app):
+    _, auth = await _sync(_online_driver)()
+    naive = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    async with _client(django_app) as client:
+        answer = await client.post(URL, json={"points": [_point(lat="38.715", recorded_at=naive)]}, headers=auth)
+        broken = await client.post(URL, content=b'{"points": [', headers=auth | {"Content-Type": "application/json"})
+    assert (answer.status_code, answer.json()) == (202, {"accepted": 1, "dropped": 0})
+    assert (broken.status_code, broken.json()["code"]) == (400, "parse_error")
+    assert django_app.calls == 2
+
+
+async def test_unknown_token_missing_token_and_other_roles_answer_as_the_api(zones, django_app):
+    merchant = await _sync(factories.MerchantFactory)()
+    merchant_token, _ = await _sync(Token.objects.get_or_create)(user=merchant.user)
+    body = {"points": [_point()]}
+    async with _client(django_app) as client:
+        unknown = await client.post(URL, json=body, headers={"Authorization": "Token nope"})
+        missing = await client.post(URL, json=body)
+        other_role = await client.post(URL, json=body, headers={"Authorization": f"Token {merchant_token.key}"})
+    assert (unknown.status_code, unknown.json()["code"]) == (401, "authentication_failed")
+    assert (missing.status_code, missing.json()["code"]) == (401, "not_authenticated")
+    assert (other_role.status_code, other_role.json()["code"]) == (403, "permission_denied")
+
+
+async def test_a_revoked_token_is_refused_on_the_next_ping(zones, django_app):
+    driver, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        await _sync(Token.objects.filter(user=driver.user).delete)()
+        revoked = await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert (revoked.status_code, revoked.json()["code"]) == (401, "authentication_failed")
+
+
+async def test_an_expired_token_is_refused_on_the_next_ping(zones, django_app, clock):
+    _, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        clock.shift(timedelta(days=30))  # a driver's token lasts 30 days; the cached entry would last 30 s more
+        expired = await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert (expired.status_code, expired.json()["code"]) == (401, "token_expired")
+
+
+async def test_a_deactivated_user_is_refused_on_the_next_ping(zones, django_app):
+    driver, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        user = driver.user
+        user.is_active = False
+        await _sync(user.save)()
+        refused = await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert refused.status_code == 401
+
+
+async def test_a_driver_gone_offline_is_not_indexed_by_the_next_ping(zones, django_app):
+    """The cached "online" is void once the driver goes offline, in any process: the version in Redis moves."""
+    driver, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        assert await _sync(_indexed)(driver)
+        await _sync(take_offline)(driver.pk, actor=Actor.driver(driver), reason="test")
+        assert not await _sync(_indexed)(driver)
+        await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert not await _sync(_indexed)(driver)
+
+
+async def test_the_throttle_budget_is_shared_with_the_rest_of_the_api(zones, django_app, monkeypatch, settings):
+    monkeypatch.setattr(UserThrottle, "THROTTLE_RATES", {"user": "3/min"})
+    driver, auth = await _sync(_online_driver)()
+    history_key = django_cache.make_key(f"throttle_user_{driver.user_id}")
+    raw = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    raw.delete(history_key)
+    try:
+        me = await _sync(lambda: api_client_for(driver.user).get("/api/v1/driver/me"))()  # through Django
+        assert me.status_code == 200
+        async with _client(django_app) as client:
+            answers = [await client.post(URL, json={"points": [_point()]}, headers=auth) for _ in range(3)]
+    finally:
+        raw.delete(history_key)
+    assert [a.status_code for a in answers] == [202, 202, 429]
+    assert answers[2].json()["code"] == "throttled"
+    assert "retry-after" in answers[2].headers
+
+
+async def test_an_idempotent_retry_is_replayed_by_the_api(zones, django_app):
+    _, auth = await _sync(_online_driver)()
+    headers = auth | {"Idempotency-Key": "ping-1"}
+    body = {"points": [_point()]}
+    async with _client(django_app) as client:
+        first = await client.post(URL, json=body, headers=headers)
+        again = await client.post(URL, json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+
+
+def test_the_lean_validator_refuses_what_it_cannot_judge():
+    plain = b'{"points": [{"lat": 38.7, "lng": -9.1, "recorded_at": "2026-11-25T12:00:00.5Z", "heading": 360}]}'
+    assert parse_batch(plain)[0].recorded_at == datetime(2026, 11, 25, 12, 0, 0, 500000, tzinfo=UTC)
+    for body in (
+        b'{"points": [{"lat": true, "lng": -9.1, "recorded_at": "2026-11-25T12:00:00Z"}]}',
+        b'{"points": [{"lat": 38.7, "lng": -9.1, "recorded_at": "2026-11-25T12:00:00"}]}',
+        b'{"points": [{"lat": 38.7, "lng": -9.1, "recorded_at": "2026-11-25T12:00:00+0100"}]}',
+        b'{"points": [{"lat": NaN, "lng": -9.1, "recorded_at": "2026-11-25T12:00:00Z"}]}',
+    ):
+        assert parse_batch(body) is None

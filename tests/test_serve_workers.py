@@ -1,0 +1,68 @@
+"""`serve --workers N`: N worker processes under a supervisor that loads no Django (memory is per worker)."""
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from rest_framework.authtoken.models import Token
+
+from tests import factories
+from tests.servers import production_env, running_server
+
+
+def _rss_kb(pid: int) -> int:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmRSS:"):
+            return int(row.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_serve_pings_under_a_supervisor_without_django(zones, settings, tmp_path):
+    driver = factories.online_driver(*factories.CENTRO)
+    token, _ = Token.objects.get_or_create(user=driver.user)
+    point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": datetime.now(UTC).isoformat()}
+    with running_server(production_env(settings), tmp_path / "server.log", workers=2, deadline_s=180) as url:
+        for _ in range(4):  # new connections: both workers answer in turn
+            answer = httpx.post(
+                f"{url}/api/v1/driver/locations",
+                json={"points": [point]},
+                headers={"Authorization": f"Token {token.key}"},
+            )
+            assert (answer.status_code, answer.json()) == (202, {"accepted": 1, "dropped": 0})
+        port = int(url.rsplit(":", 1)[1])
+        supervisor = _listening_supervisor(port)
+        workers = [pid for pid in _children(supervisor) if b"spawn_main" in _cmdline(pid)]
+        assert len(workers) >= 2
+        # A worker holds Django, DRF, Channels and the apps; the supervisor none of them.
+        assert _rss_kb(supervisor) < min(_rss_kb(pid) for pid in workers) / 2
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _listening_supervisor(port: int) -> int:
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"uvicorn" in args and str(port).encode() in args:
+            return int(cmdline.parent.name)
+    raise AssertionError("no uvicorn supervisor for this port")
