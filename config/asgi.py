@@ -7,9 +7,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry loaded above)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.urls import path, re_path  # noqa: E402
 
-from core.ws import BrowserOriginValidator  # noqa: E402
+from core.ws import BrowserOriginValidator, UnknownPath  # noqa: E402
 from deliveries.consumers import OpsConsumer  # noqa: E402
 from drivers.consumers import DriverConsumer  # noqa: E402
 from drivers.ingest import LocationIngest  # noqa: E402
@@ -17,6 +17,7 @@ from drivers.ingest import LocationIngest  # noqa: E402
 websocket_urls = [
     path("ws/driver/", DriverConsumer.as_asgi()),
     path("ws/ops/", OpsConsumer.as_asgi()),
+    re_path(r"", UnknownPath.as_asgi()),  # last: refuse the rest cleanly instead of "No route found" (a 500)
 ]
 
 application = ProtocolTypeRouter(

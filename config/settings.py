@@ -1,6 +1,7 @@
 """Relay settings. Every knob comes from the environment; the defaults give the embedded mode."""
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -50,6 +51,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.errors.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -212,6 +214,8 @@ RELAY_REDIS_KEY_PREFIX = env_str("RELAY_REDIS_KEY_PREFIX", "relay:")
 RELAY_REDIS_TIMEOUT_S = float(env_int("RELAY_REDIS_TIMEOUT_MS", 250)) / 1000
 RELAY_PUBLIC_URL = env_str("RELAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 RELAY_CURRENCY = env_str("RELAY_CURRENCY", "EUR")
+# How long a driver's stream messages are kept for `resume` (older ones are purged hourly).
+RELAY_DRIVER_MESSAGE_RETENTION = timedelta(hours=env_int("RELAY_DRIVER_MESSAGE_RETENTION_H", 24))
 # API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
 # merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
 # console and their token covers a working day.

@@ -1,9 +1,11 @@
-"""Domain errors and the one place that maps them (and DRF's own errors) to API.md's error format."""
+"""Domain errors and the one place that maps them (and DRF's and Django's own errors) to API.md's error format."""
 
+import json
 from http import HTTPStatus
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -90,3 +92,50 @@ def exception_handler(exc, context):
     code = _DRF_CODES.get(type(exc), getattr(exc, "default_code", "error"))
     response.data = error_body(code, str(exc.detail))
     return response
+
+
+# Django's own error pages, answered before any view runs or after one crashed, in API.md's words.
+_PAGE_CODES = {
+    HTTPStatus.BAD_REQUEST: ("bad_request", "The request could not be read."),
+    HTTPStatus.FORBIDDEN: ("permission_denied", "You are not allowed to do this."),
+    HTTPStatus.NOT_FOUND: ("not_found", "There is no API endpoint at this path."),
+    HTTPStatus.METHOD_NOT_ALLOWED: ("method_not_allowed", "This endpoint does not take this method."),
+    HTTPStatus.INTERNAL_SERVER_ERROR: ("server_error", "Something went wrong on our side; it has been logged."),
+}
+
+
+def json_error(status: int, code: str, detail: str) -> HttpResponse:
+    return HttpResponse(json.dumps(error_body(code, detail)), status=status, content_type="application/json")
+
+
+class ApiErrorMiddleware:
+    """Every answer under /api/ is JSON: what Django itself answers (an unknown path, an unreadable body, an
+    uncaught exception such as a deadlock, which Django has already logged with its traceback) is replaced
+    by the error shape, DEBUG or not. Placed first, so it sees the answers of every other middleware too."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if not request.path.startswith("/api/"):
+            return self.get_response(request)
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit is not None and _content_length(request) > limit:
+            return json_error(413, "request_too_large", f"The request body is over {limit} bytes.")
+        response = self.get_response(request)
+        if response.status_code < 400 or isinstance(response, Response) or _is_json(response):
+            return response  # DRF's answers are in the error shape already, in the format the client asked
+        status = HTTPStatus(response.status_code)
+        code, detail = _PAGE_CODES.get(status, (status.phrase.lower().replace(" ", "_"), status.description))
+        return json_error(status, code, detail)
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0  # Django reads such a body as empty too
+
+
+def _is_json(response) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")

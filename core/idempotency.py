@@ -1,30 +1,28 @@
 """`Idempotency-Key` for every API POST (API.md, conventions).
 
 The first response for (caller, key) is stored for 24 h and replayed byte for byte; the same key with another
-body answers 422; a retry while the first is still running answers 409 `request_in_progress`. A request that
-crashed (5xx, or a process that died mid-way and left its claim older than `CLAIM_TIMEOUT`) releases the key,
-so the client's retry runs for real instead of being stuck.
+body answers 422; a retry while the first is still running answers 409 `request_in_progress`. Only a response
+that completed the request is stored: 2xx, or a 4xx that the same body would always get. One that says nothing
+about the body (401, 403, 408, 429: credentials, rate, time) or a crash (5xx, or a process that died mid-way and
+left its claim older than `CLAIM_TIMEOUT`) releases the key, so the client's retry runs for real.
 """
 
 import hashlib
-import json
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 
-from core.errors import error_body
+from core.errors import json_error
 from core.models import IdempotencyRecord
 
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
-
-
-def _json(status: int, code: str, detail: str) -> HttpResponse:
-    return HttpResponse(json.dumps(error_body(code, detail)), status=status, content_type="application/json")
+# Answers about the caller or the moment, not the body: the same retry may well succeed.
+NOT_FINAL = {401, 403, 408, 429}
 
 
 def _caller(request) -> str:
@@ -50,7 +48,9 @@ class IdempotencyMiddleware:
         if request.method != "POST" or key is None or not request.path.startswith("/api/"):
             return self.get_response(request)
         if not key or len(key) > MAX_KEY_LENGTH:
-            return _json(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters.")
+            return json_error(
+                400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters."
+            )
 
         caller, fingerprint = _caller(request), _fingerprint(request)
         record, conflict = self._claim(caller, key, fingerprint)
@@ -61,7 +61,7 @@ class IdempotencyMiddleware:
         except BaseException:
             record.delete()
             raise
-        if response.status_code >= 500 or response.streaming:
+        if response.status_code >= 500 or response.status_code in NOT_FINAL or response.streaming:
             record.delete()
             return response
         # An update, not a save: if this request ran so long that a retry took its claim over, the retry's
@@ -93,13 +93,13 @@ class IdempotencyMiddleware:
                 IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
                 continue
             if existing.fingerprint != fingerprint:
-                return None, _json(
+                return None, json_error(
                     422,
                     "idempotency_key_reused",
                     "This Idempotency-Key was already used with a different request body.",
                 )
             if not existing.completed:
-                return None, _json(
+                return None, json_error(
                     409,
                     "request_in_progress",
                     "A request with this Idempotency-Key is still being processed.",
@@ -107,7 +107,7 @@ class IdempotencyMiddleware:
             replay = HttpResponse(bytes(existing.body), status=existing.status_code, content_type=existing.content_type)
             replay["Idempotent-Replayed"] = "true"
             return None, replay
-        return None, _json(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
+        return None, json_error(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
 
 
 def purge_expired_idempotency_records() -> int:

@@ -1,17 +1,22 @@
-"""Shared pieces of the websocket consumers: token auth from the query string, and sockets that close when the
-credentials they were opened with stop being valid."""
+"""Shared pieces of the websocket consumers: token auth from the query string, a JSON socket that survives
+bad messages, sockets that close when the credentials they were opened with stop being valid, and the refusal
+of paths no consumer serves."""
 
+import logging
 from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
 from channels.auth import get_user
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
 from core.tokens import valid_token
+
+log = logging.getLogger(__name__)
 
 
 def token_from_scope(scope) -> str | None:
@@ -28,6 +33,41 @@ def user_for_token(key: str | None):
 # Close codes: the handshake is refused before accept, so nothing leaks; these show in the client's close event.
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+class JsonSocket(AsyncJsonWebsocketConsumer):
+    """A socket whose client sends JSON objects. A message that is not one (binary, not JSON, not an object),
+    or whose handling fails, is answered with an `error` message; the socket stays open."""
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = await self.decode_json(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        if not isinstance(content, dict):
+            await self.send_error("invalid_message", 'Messages are JSON objects: {"type": ..., "data": {...}}.')
+            return
+        try:
+            await self.receive_json(content, **kwargs)
+        except StopConsumer:
+            raise
+        except Exception:
+            log.exception("%s: handling a client message failed", type(self).__name__)
+            await self.send_error("server_error", "Something went wrong on our side; it has been logged.")
+
+    async def send_error(self, code: str, detail: str, fields=None):
+        body = {"code": code, "detail": detail}
+        if fields:
+            body["fields"] = {name: [str(error) for error in errors] for name, errors in fields.items()}
+        await self.send_json({"type": "error", "data": body})
+
+
+class UnknownPath(AsyncWebsocketConsumer):
+    """Every websocket path no consumer serves: refused at the handshake (not a server error)."""
+
+    async def connect(self):
+        await self.close(code=CLOSE_NOT_FOUND)
 
 # Every open authenticated socket is in this group; `recheck_socket_credentials` (a beat task, every 30 s) asks
 # them all to check their credentials again.
@@ -38,7 +78,7 @@ def recheck_socket_credentials() -> None:
     async_to_sync(get_channel_layer().group_send)(CREDENTIAL_CHECK_GROUP, {"type": "credentials.recheck"})
 
 
-class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
+class AuthenticatedConsumer(JsonSocket):
     """A socket that stays open only while the credentials it was opened with are valid: a token that was
     revoked (logout) or expired, a session that ended, a deactivated user, or a user who lost the right to this
     stream closes it at the next recheck. Subclasses say who may hold the socket in `authorized_user`."""

@@ -8,13 +8,14 @@ as they are.
 
 import json
 import uuid
+from datetime import datetime
 
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
 from deliveries.models import Delivery, Escalation, Offer
 from deliveries.serializers import DriverDeliverySerializer, EscalationSerializer, OfferSerializer
-from drivers.models import Driver
+from drivers.models import Break, Driver
 
 
 def _jsonable(data) -> dict:
@@ -61,6 +62,20 @@ def escalation(escalation: Escalation) -> dict:
 def zone_pressure(zones: list[dict]) -> dict:
     """`zone.pressure`: every active zone's live pressure (deliveries.selectors.zone_pressure)."""
     return {"zones": zones}
+
+
+def break_over_limit(open_break: Break, *, now: datetime) -> dict:
+    """`driver.break_over_limit`: a driver on a break longer than the zone allows (still on it, or just back)."""
+    driver = open_break.driver
+    return {
+        "driver_id": str(driver.pk),
+        "name": driver.name,
+        "zone": driver.home_zone.code,
+        "break_id": str(open_break.pk),
+        "started_at": open_break.started_at.isoformat(),
+        "seconds": round((now - open_break.started_at).total_seconds()),
+        "limit_s": driver.home_zone.break_limit_s,
+    }
 
 
 # --- to a merchant (webhooks) -----------------------------------------------------------------------------------

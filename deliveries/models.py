@@ -1,5 +1,6 @@
 import secrets
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -137,6 +138,14 @@ class Delivery(FSMModelMixin, models.Model):
     def tracking_url(self) -> str:
         return f"{settings.RELAY_PUBLIC_URL}/t/{self.tracking_token}"
 
+    @property
+    def waiting_since(self) -> datetime | None:
+        """When its wait for a driver began: when it last needed one or, held back on purpose for `ready_at`,
+        when the hold ends. The escalation ladder counts from here; None while a driver has it."""
+        if self.unassigned_since is None or self.dispatch_not_before is None:
+            return self.unassigned_since
+        return max(self.unassigned_since, self.dispatch_not_before)
+
     def _entered(self) -> None:
         self.status_changed_at = timezone.now()
 
@@ -214,6 +223,14 @@ class OfferQuerySet(models.QuerySet):
     def pending_for_driver(self, driver):
         """The driver's (or driver id's) pending offer: at most one (a partial unique index)."""
         return self.pending().filter(driver=driver)
+
+    def rounds(self, delivery):
+        """The delivery's offers declined or let expire since it last needed a driver."""
+        return self.filter(
+            delivery=delivery,
+            status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
+            sent_at__gte=delivery.unassigned_since or delivery.created_at,
+        )
 
 
 class Offer(FSMModelMixin, models.Model):
@@ -301,6 +318,7 @@ class Escalation(FSMModelMixin, models.Model):
         OVERDUE = "overdue", "Past its dropoff ETA"
         DRIVER_STALE = "driver_stale", "Driver went stale holding it"
         DRIVER_OFFLINE = "driver_offline", "Driver went offline holding it"
+        NO_CANDIDATE = "no_candidate", "No driver in reach"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="escalations")

@@ -13,7 +13,7 @@ from deliveries.models import Offer, WebhookDelivery
 from deliveries.selectors import zone_pressure
 from deliveries.services import availability, dispatch, ladder, offers
 from deliveries.services.ops_feed import push_ops
-from drivers import locations
+from drivers import locations, notifications
 
 
 @shared_task(acks_late=True)
@@ -49,6 +49,11 @@ def mark_stale_drivers() -> int:
 
 
 @shared_task
+def flag_long_breaks() -> int:
+    return availability.flag_long_breaks()
+
+
+@shared_task
 def push_zone_pressure() -> None:
     """The ops board's live zone pressure (`zone.pressure` on /ws/ops/)."""
     push_ops("zone.pressure", messages.zone_pressure(zone_pressure()))
@@ -62,6 +67,11 @@ def flush_driver_positions() -> int:
 @shared_task
 def purge_idempotency_records() -> int:
     return purge_expired_idempotency_records()
+
+
+@shared_task
+def purge_driver_messages() -> int:
+    return notifications.purge_old_messages()
 
 
 @shared_task

@@ -38,9 +38,9 @@ def _is_online(driver_id) -> bool:
 class DriverConsumer(AuthenticatedConsumer):
     driver: Driver | None = None
     last_seq = 0
-    # Whether pings make the driver searchable: read at connect, kept current by `driver.state` messages and
-    # re-read at most every ONLINE_RECHECK_S, so a ping costs no database query (REST state changes show
-    # within that time; dispatch checks the live state anyway).
+    # Whether pings are kept (an offline driver's are dropped): read at connect, kept current by `driver.state`
+    # messages and re-read at most every ONLINE_RECHECK_S, so a ping costs no database query (REST state changes
+    # show within that time; dispatch checks the live state anyway).
     online = False
     online_read_at = float("-inf")
 
@@ -64,12 +64,14 @@ class DriverConsumer(AuthenticatedConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
-        kind = content.get("type") if isinstance(content, dict) else None
+        kind, data = content.get("type"), content.get("data") or {}
         handler = {"location": self.on_location, "resume": self.on_resume}.get(kind)
         if handler is None:
             await self.send_error("unknown_type", f"Unknown message type {kind!r}; expected location or resume.")
-            return
-        await handler(content.get("data") or {})
+        elif not isinstance(data, dict):
+            await self.send_error("invalid", f"{kind}: data must be a JSON object.")
+        else:
+            await handler(data)
 
     async def on_location(self, data):
         # The lean validator takes the plain form on the event loop; the serializer decides the rest and words
@@ -104,9 +106,3 @@ class DriverConsumer(AuthenticatedConsumer):
         if envelope["type"] == "driver.state":
             self.online, self.online_read_at = envelope["data"]["state"] != DriverState.OFFLINE, time.monotonic()
         await self.send_json(envelope)
-
-    async def send_error(self, code: str, detail: str, fields=None):
-        body = {"code": code, "detail": detail}
-        if fields:
-            body["fields"] = {name: [str(error) for error in errors] for name, errors in fields.items()}
-        await self.send_json({"type": "error", "data": body})

@@ -155,7 +155,7 @@ class LocationIngest:
             history.insert(0, now)
             usable = locations.usable_points(points)
             async with client.pipeline(transaction=False) as pipe:
-                accepted = await locations.aqueue_positions(pipe, entry.driver_id, usable, online=True) if usable else 0
+                accepted = await locations.aqueue_positions(pipe, entry.driver_id, usable) if usable else 0
                 pipe.set(history_key, self._serializer.dumps(history), ex=throttle.duration)
                 await pipe.execute()
         except _REDIS_ERRORS as exc:

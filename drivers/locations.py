@@ -124,10 +124,11 @@ def usable_points(points: list[Point], *, now: datetime | None = None) -> list[P
 
 
 def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
-    """Take a batch of pings and index the newest one (searchable only while the driver is online). Returns
-    how many points were usable. Reads nothing from the database: callers pass what they know."""
+    """Take a batch of pings and index the newest one. Returns how many points were usable: none while the
+    driver is offline, whose position is not tracked off shift at all. Reads nothing from the database:
+    callers pass what they know."""
     points = usable_points(points)
-    if not points:
+    if not points or not online:
         return 0
     latest = max(points, key=lambda p: p.recorded_at)
     zone = zone_for_point(latest.lat, latest.lng)
@@ -135,7 +136,7 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
     if client is not None:
         try:
             pipe = client.pipeline(transaction=False)
-            queue_position(pipe, str(driver_id), latest, zone.code if zone else None, online, active_zone_codes())
+            queue_position(pipe, str(driver_id), latest, zone.code if zone else None, active_zone_codes())
             pipe.execute()
             return len(points)
         except _REDIS_ERRORS as exc:
@@ -151,11 +152,13 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     event loop's own Redis client, with no thread hop. Without Redis, or when it fails, the synchronous path
     (and its database fallback) runs in a thread."""
     usable = usable_points(points)
+    if not usable or not online:
+        return 0
     client = async_client()
-    if not usable or client is None:
+    if client is None:
         return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
     pipe = client.pipeline(transaction=False)
-    accepted = await aqueue_positions(pipe, driver_id, usable, online=online)
+    accepted = await aqueue_positions(pipe, driver_id, usable)
     try:
         await pipe.execute()
     except _REDIS_ERRORS as exc:
@@ -164,23 +167,24 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     return accepted
 
 
-async def aqueue_positions(pipe, driver_id, usable: list[Point], *, online: bool) -> int:
+async def aqueue_positions(pipe, driver_id, usable: list[Point]) -> int:
     """Queue on an async pipeline the commands that index the newest of these usable points; the caller
-    executes it (and may add commands of its own to the same round trip). Returns how many points count."""
+    executes it (and may add commands of its own to the same round trip). Only for online drivers: an offline
+    one is not tracked off shift. Returns how many points count."""
     zones = await zone_cache.aload()
     latest = max(usable, key=lambda p: p.recorded_at)
     zone = zone_for_point(latest.lat, latest.lng, zones)
-    queue_position(pipe, str(driver_id), latest, zone.code if zone else None, online, [z.code for z in zones])
+    queue_position(pipe, str(driver_id), latest, zone.code if zone else None, [z.code for z in zones])
     return len(usable)
 
 
-def queue_position(pipe, member: str, point: Point, zone_code: str | None, indexed: bool, codes: list[str]) -> None:
-    """The index's commands for one driver's newest point, on a pipeline of either client (sync or async)."""
+def queue_position(pipe, member: str, point: Point, zone_code: str | None, codes: list[str]) -> None:
+    """The index's commands for an online driver's newest point, on a pipeline of either client (sync or async)."""
     seen = point.recorded_at.timestamp()
     for code in codes:
-        if code != zone_code or not indexed:
+        if code != zone_code:
             pipe.zrem(_key("geo", code), member)
-    if zone_code and indexed:
+    if zone_code:
         pipe.geoadd(_key("geo", zone_code), (point.lng, point.lat, member))
         pipe.zadd(_key("seen"), {member: seen})
     pipe.hset(_key("pos", member), mapping={"lat": point.lat, "lng": point.lng, "t": seen, "zone": zone_code or ""})

@@ -145,7 +145,8 @@ class Shift(models.Model):
 class DriverMessage(models.Model):
     """Every websocket message sent to a driver, numbered per driver, so a reconnecting app can `resume`.
 
-    The channel layer delivers at most once; this table is the source of truth.
+    The channel layer delivers at most once; this table is the source of truth, for
+    RELAY_DRIVER_MESSAGE_RETENTION (24 h by default; purged hourly).
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -158,6 +159,7 @@ class DriverMessage(models.Model):
     class Meta:
         ordering = ["driver", "seq"]
         constraints = [models.UniqueConstraint(fields=["driver", "seq"], name="driver_message_seq_unique")]
+        indexes = [models.Index(fields=["sent_at"], name="driver_message_sent_at_idx")]  # the hourly purge
 
     def __str__(self) -> str:
         return f"{self.driver_id} #{self.seq} {self.type}"

@@ -4,11 +4,14 @@ import logging
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from drivers.models import Driver, DriverMessage
 
 log = logging.getLogger(__name__)
+PURGE_BATCH = 5000
 
 
 def driver_group(driver_id) -> str:
@@ -47,3 +50,13 @@ def push_to_group(group: str, envelope: dict) -> None:
         async_to_sync(layer.group_send)(group, {"type": "stream.message", "message": envelope})
     except Exception:  # a down channel layer must not fail the committed change; the app resumes from seq
         log.warning("push to %s failed; the client will resume", group, exc_info=True)
+
+
+def purge_old_messages() -> int:
+    """Delete stream messages older than RELAY_DRIVER_MESSAGE_RETENTION, in short batches. `resume` replays
+    only what is kept: an app away for longer reloads its state over REST. Returns how many were deleted."""
+    old = DriverMessage.objects.filter(sent_at__lt=timezone.now() - settings.RELAY_DRIVER_MESSAGE_RETENTION)
+    deleted = 0
+    while batch := list(old.values_list("pk", flat=True)[:PURGE_BATCH]):
+        deleted += DriverMessage.objects.filter(pk__in=batch).delete()[0]
+    return deleted

@@ -8,8 +8,9 @@ from django.urls import reverse
 
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
+from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus, Offer, OfferStatus
 from deliveries.services.escalations import raise_escalation_locked, resolve_escalation
+from deliveries.services.offers import decline_offer
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import force_assign
 from drivers.models import DriverState
@@ -25,7 +26,11 @@ def messages_of(response) -> list[str]:
 
 
 def escalated(merchant, external_id: str, *, level: EscalationLevel, reason=Escalation.Reason.UNASSIGNED) -> Escalation:
+    # A driver in reach declines it first: nothing escalates it by itself ("no candidate at all" would).
+    factories.online_driver(*factories.CENTRO)
     delivery = factories.new_delivery(merchant, external_id)
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    decline_offer(offer.pk, actor=Actor.driver(offer.driver), reason="busy")
     with transaction.atomic():
         return raise_escalation_locked(delivery, level=level, reason=reason, detail="test")
 

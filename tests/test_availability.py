@@ -92,6 +92,28 @@ def test_a_break_over_the_limit_is_flagged(zones, clock):
     assert AuditEvent.objects.filter(driver_id=driver.pk, type="driver.break_over_limit").exists()
 
 
+def test_a_break_running_past_the_limit_is_flagged_when_the_limit_passes(zones, clock, admin_client):
+    from deliveries.tasks import flag_long_breaks
+
+    driver = factories.online_driver(*factories.east(0.3))
+    set_state(driver, "on_break")
+    clock.shift(30 * 60)
+    assert flag_long_breaks() == 0  # 30 min is the limit, not over it
+    clock.shift(1)
+    assert flag_long_breaks() == 1
+    running = Break.objects.get(driver=driver)
+    assert (running.over_limit, running.ended_at) == (True, None)
+    flagged = AuditEvent.objects.get(driver_id=driver.pk, type="driver.break_over_limit")
+    assert flagged.payload == {"seconds": 1801, "limit_s": 1800, "ended": False}
+    listed = admin_client.get("/admin/drivers/break/", {"over_limit__exact": "1"}).context["cl"].result_list
+    assert list(listed) == [running]
+    clock.shift(600)
+    assert flag_long_breaks() == 0  # once
+    set_state(driver, "available")
+    assert AuditEvent.objects.filter(driver_id=driver.pk, type="driver.break_over_limit").count() == 1
+    assert Break.objects.get(driver=driver).over_limit
+
+
 def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_api):
     driver = factories.online_driver(*factories.east(0.3))
     delivery = factories.delivery_via_api(merchant_api)

@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from core.models import AuditEvent
+from deliveries.models import Delivery
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
@@ -104,6 +105,20 @@ def test_bad_input_lists_the_fields(merchant_api):
     body = response.json()
     assert body["code"] == "invalid"
     assert {"external_id", "pickup", "dropoff"} <= set(body["fields"])
+
+
+@pytest.mark.parametrize("field", ["ready_at", "promised_by"])
+@pytest.mark.parametrize("when", ["9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "2026-12-03T12:00:01Z"])
+def test_times_beyond_a_week_either_way_are_refused(merchant_api, clock, field, when):
+    response = create(merchant_api, **{field: when})  # the clock stands at 2026-11-25 12:00 UTC
+    assert response.status_code == 400, response.content
+    assert (response.json()["code"], list(response.json()["fields"])) == ("invalid", [field])
+    assert not Delivery.objects.exists()
+
+
+def test_times_within_a_week_are_taken(merchant_api, clock):
+    response = create(merchant_api, ready_at="2026-12-02T11:00:00Z", promised_by="2026-12-02T11:59:59Z")
+    assert response.status_code == 201, response.content
 
 
 def test_unauthenticated_and_wrong_role(merchant_api, zones):

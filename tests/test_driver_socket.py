@@ -42,3 +42,56 @@ async def test_a_driver_joins_its_own_stream(zones):
     reply = await communicator.receive_json_from()
     assert reply["type"] == "error" and reply["data"]["code"] == "unknown_type"
     await communicator.disconnect()
+
+
+async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
+    from channels.db import database_sync_to_async
+
+    driver = await database_sync_to_async(factories.DriverFactory)()
+    token = await database_sync_to_async(_token_for)(driver.user)
+    communicator, connected, _ = await _connect(token)
+    assert connected
+    malformed = [
+        ({"text_data": '{"type":"resume","data":[1]}'}, "invalid"),
+        ({"text_data": '{"type":"location","data":"here"}'}, "invalid"),
+        ({"text_data": "not json"}, "invalid_message"),
+        ({"text_data": "[1, 2]"}, "invalid_message"),
+        ({"bytes_data": b"\x00\x01"}, "invalid_message"),
+    ]
+    for frame, code in malformed:
+        await communicator.send_to(**frame)
+        reply = await communicator.receive_json_from()
+        assert (reply["type"], reply["data"]["code"]) == ("error", code), frame
+    await communicator.send_json_to({"type": "resume", "data": {"after_seq": 0}})
+    assert await communicator.receive_nothing()  # still open, and nothing was missed
+    await communicator.disconnect()
+
+
+async def test_a_failing_handler_answers_an_error_and_is_logged(zones, monkeypatch, caplog):
+    from channels.db import database_sync_to_async
+
+    from drivers import consumers
+
+    async def broken(driver_id, after_seq):
+        raise RuntimeError("database fell over")
+
+    monkeypatch.setattr(consumers, "_missed", broken)
+    driver = await database_sync_to_async(factories.DriverFactory)()
+    token = await database_sync_to_async(_token_for)(driver.user)
+    communicator, connected, _ = await _connect(token)
+    assert connected
+    await communicator.send_json_to({"type": "resume", "data": {"after_seq": 0}})
+    reply = await communicator.receive_json_from()
+    assert (reply["type"], reply["data"]["code"]) == ("error", "server_error")
+    assert "database fell over" in caplog.text
+    await communicator.send_json_to({"type": "bogus"})
+    assert (await communicator.receive_json_from())["data"]["code"] == "unknown_type"  # still open
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("path", ["/ws/nowhere/", "/ws/driver/extra/", "/"])
+async def test_an_unrouted_path_is_refused_at_the_handshake(path):
+    communicator = WebsocketCommunicator(application, path)
+    connected, code = await communicator.connect()
+    assert (connected, code) == (False, 4404)
+    await communicator.disconnect()

@@ -2,6 +2,7 @@
 
 import pytest
 
+from deliveries.models import Delivery
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -88,3 +89,32 @@ def test_a_server_error_releases_the_key(merchant_api, monkeypatch):
         post(merchant_api, "key-1")
     monkeypatch.undo()
     assert post(merchant_api, "key-1").status_code == 201
+
+
+def test_a_throttled_request_retried_with_the_same_key_creates_the_delivery(merchant_api, monkeypatch, clock):
+    from django.core.cache import cache
+
+    from core.throttling import UserThrottle
+
+    cache.clear()  # throttle history of earlier tests
+    monkeypatch.setattr(UserThrottle, "rate", "1/min", raising=False)
+    assert post(merchant_api, "key-0", external_id="order-0").status_code == 201  # uses up the minute
+    throttled = post(merchant_api, "key-1")
+    assert throttled.status_code == 429
+    clock.shift(61)
+    retry = post(merchant_api, "key-1")
+    assert retry.status_code == 201, retry.content
+    assert "Idempotent-Replayed" not in retry
+    assert Delivery.objects.filter(external_id="order-1").count() == 1
+
+
+def test_a_refused_credential_is_not_replayed(merchant, merchant_api):
+    # The caller is its Authorization header: the account is suspended, then restored, same token.
+    merchant.user.is_active = False
+    merchant.user.save()
+    refused = post(merchant_api, "key-1")
+    assert refused.status_code == 401
+    merchant.user.is_active = True
+    merchant.user.save()
+    retry = post(merchant_api, "key-1")
+    assert retry.status_code == 201, retry.content

@@ -121,12 +121,32 @@ async def test_locations_sent_over_the_socket_are_recorded(zones, settings):
     await socket.disconnect()
 
 
+async def test_an_offline_drivers_socket_pings_are_dropped(zones, settings):
+    from django.utils import timezone
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = await db(factories.DriverFactory)()
+    socket = await _driver_socket(driver)
+    lat, lng = factories.CENTRO
+    point = {"lat": lat, "lng": lng, "recorded_at": timezone.now().isoformat()}
+    await socket.send_json_to({"type": "location", "data": point})
+    await socket.send_json_to({"type": "probe"})  # answered after the location is handled
+    await _next(socket, "error")
+    await db(driver.refresh_from_db)()
+    assert (driver.last_lat, driver.last_seen_at) == (None, None)
+    await socket.disconnect()
+
+
 async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts(zones, clock):
     ops = await db(factories.OpsUserFactory)()
     ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
     merchant = await db(factories.MerchantFactory)(webhook_url="https://merchant.invalid/hook")
-    delivery = await db(factories.new_delivery)(merchant, "nobody-around")
+    declining = await db(factories.online_driver)(*factories.east(0.5))  # the only driver in reach says no
+    delivery = await db(factories.new_delivery)(merchant, "declined")
+    offer = await db(lambda: Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING))()
+    await db(offers.decline_offer)(offer.pk, actor=Actor.driver(declining), reason="busy")
+    await db(delivery.refresh_from_db)()
     assert delivery.status == "pending"
 
     async def level_after(seconds):
@@ -162,6 +182,22 @@ async def test_the_ladder_escalates_live_to_ops_and_closes_when_a_driver_accepts
     await ops_socket.disconnect()
 
 
+async def test_ops_hear_of_a_break_over_the_limit_while_it_lasts(zones, clock):
+    from deliveries.services.availability import start_break
+    from deliveries.tasks import flag_long_breaks
+
+    ops = await db(factories.UserFactory)(is_staff=True)
+    ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
+    ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
+    driver = await db(factories.online_driver)(*factories.east(0.3))
+    await db(start_break)(driver.pk, actor=Actor.driver(driver))
+    clock.shift(31 * 60)
+    await db(flag_long_breaks)()
+    told = await _next(ops_socket, "driver.break_over_limit")
+    assert (told["data"]["driver_id"], told["data"]["seconds"], told["data"]["limit_s"]) == (str(driver.pk), 1860, 1800)
+    await ops_socket.disconnect()
+
+
 async def test_ops_socket_refuses_non_staff(zones):
     merchant = await db(factories.MerchantFactory)()
     token = await db(lambda: Token.objects.get_or_create(user=merchant.user)[0].key)()
@@ -190,6 +226,7 @@ async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
     from django.utils import timezone
 
     from deliveries.services.availability import go_online
+    from drivers import locations
     from drivers.locations import nearest_drivers
 
     driver = await db(factories.DriverFactory)()
@@ -203,7 +240,8 @@ async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
         hits = await db(nearest_drivers)(*factories.CENTRO, radius_km=1, limit=5, zone_codes=["centro"])
         return [hit.driver_id for hit in hits]
 
-    assert await ping_and_search() == []  # offline: recorded, not searchable
+    assert await ping_and_search() == []  # offline: dropped
+    assert await db(locations.flush_positions)() == 0  # not even buffered for the database
     await db(go_online)(driver.pk, actor=Actor.driver(driver))
     assert (await _next(socket, "driver.state"))["data"]["state"] == "available"
     assert await ping_and_search() == [str(driver.pk)]  # no wait for a re-read: the stream said so

@@ -146,3 +146,21 @@ def test_batch_size_limits(zones):
     assert too_many.status_code == 400
     assert "points" in too_many.json()["fields"]
     assert Driver.objects.filter(last_lat__isnull=False).count() == 0
+
+
+def test_an_offline_drivers_pings_are_dropped(zones, settings):
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.DriverFactory()  # never went online
+    response = api_client_for(driver.user).post("/api/v1/driver/locations", _batch(3), format="json")
+    assert (response.status_code, response.json()) == (202, {"accepted": 0, "dropped": 3})
+    driver.refresh_from_db()
+    assert (driver.last_lat, driver.last_seen_at) == (None, None)
+
+
+@pytest.mark.redis
+def test_an_offline_drivers_pings_never_reach_redis_or_the_database(zones):
+    driver = factories.DriverFactory()
+    api_client_for(driver.user).post("/api/v1/driver/locations", _batch(3), format="json")
+    assert locations.flush_positions() == 0
+    driver.refresh_from_db()
+    assert driver.last_lat is None

@@ -2,9 +2,11 @@
 
 import pytest
 
+from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import EscalationLevel
+from deliveries.models import EscalationLevel, Offer
 from deliveries.services.ladder import run_ladder
+from deliveries.services.offers import decline_offer
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -12,7 +14,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def escalated(merchant_api, clock):
-    merchant_api.post("/api/v1/deliveries", factories.delivery_payload(), format="json")  # nobody online
+    # The only driver in reach declines: the time ladder opens the escalation at 5 min.
+    driver = factories.online_driver(*factories.CENTRO)
+    merchant_api.post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    decline_offer(Offer.objects.get(driver=driver).pk, actor=Actor.driver(driver), reason="busy")
     clock.shift(300)
     run_ladder()
 

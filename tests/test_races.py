@@ -6,14 +6,16 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Offer, OfferStatus
+from deliveries.models import Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services import offers
 from deliveries.services.availability import take_offline
+from deliveries.services.common import lock_delivery
+from deliveries.services.escalations import raise_escalation_locked
 from deliveries.services.progress import cancel_delivery
 from tests import factories
 from tests.conftest import api_client_for
@@ -89,3 +91,47 @@ def test_accept_racing_expiry_never_ends_both_ways(zones):
         cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="race done")
         take_offline(driver.pk, actor=Actor.system("test"), reason="race done")
     assert sum(outcomes.values()) == 200
+
+
+def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones):
+    """Ops acknowledge or resolve an escalation while its delivery's driver accepts, then releases, it: both
+    sides lock the delivery first, so neither waits for the other in a circle (no deadlock, no 500)."""
+    driver = factories.online_driver(*factories.CENTRO)
+    driver_api, ops_api = api_client_for(driver.user), api_client_for(factories.UserFactory(is_staff=True))
+    merchant = factories.MerchantFactory()
+
+    def open_escalation(delivery, reason) -> str:
+        with transaction.atomic():
+            delivery = lock_delivery(delivery.pk)
+            return str(raise_escalation_locked(delivery, level=EscalationLevel.ALERT, reason=reason).pk)
+
+    def ops_on(escalation_id, round_):
+        if round_ % 2:
+            return ops_api.post(f"/api/v1/ops/escalations/{escalation_id}/resolve", {"note": "seen"}, format="json")
+        return ops_api.post(f"/api/v1/ops/escalations/{escalation_id}/acknowledge")
+
+    def status(response_or_error):  # a deadlock is raised out of the test client
+        return getattr(response_or_error, "status_code", repr(response_or_error))
+
+    codes = Counter()
+    for round_ in range(100):  # two races a round: 200
+        factories.ping(driver, *factories.CENTRO)
+        delivery = factories.new_delivery(merchant, f"race-{round_}")
+        offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=driver)
+        unassigned = open_escalation(delivery, Escalation.Reason.UNASSIGNED)
+        accepted, ops = run_together(
+            lambda o=offer: driver_api.post(f"/api/v1/offers/{o.pk}/accept"),
+            lambda e=unassigned, r=round_: ops_on(e, r),
+        )
+        assert (status(accepted), status(ops) in (200, 409)) == (200, True), (accepted, ops)
+        codes[ops.status_code] += 1
+
+        not_moving = open_escalation(delivery, Escalation.Reason.NOT_MOVING)
+        released, ops = run_together(
+            lambda d=delivery: driver_api.post(f"/api/v1/deliveries/{d.pk}/release", {"reason": "flat"}, format="json"),
+            lambda e=not_moving, r=round_: ops_on(e, r),
+        )
+        assert (status(released), status(ops) in (200, 409)) == (200, True), (released, ops)
+        codes[ops.status_code] += 1
+        cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="race done")
+    assert sum(codes.values()) == 200

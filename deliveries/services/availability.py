@@ -15,6 +15,7 @@ from deliveries.models import Delivery, DeliveryStatus, Offer
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.offers import withdraw_offer_locked
+from deliveries.services.ops_feed import push_ops
 from deliveries.services.reassignment import reassign_after_driver_loss
 from drivers import locations
 from drivers.models import Break, Driver, DriverState
@@ -85,20 +86,51 @@ def end_break(driver_id, *, actor: Actor) -> None:
 
 
 def _close_break(driver: Driver, *, actor: Actor) -> None:
-    open_break = driver.breaks.filter(ended_at__isnull=True).first()
+    # Locked (after the driver): the sweep below may be flagging this very break.
+    open_break = driver.breaks.select_for_update().filter(ended_at__isnull=True).first()
     if open_break is None:
         return
     open_break.ended_at = timezone.now()
-    open_break.over_limit = open_break.seconds > driver.home_zone.break_limit_s
+    if not open_break.over_limit and open_break.seconds > driver.home_zone.break_limit_s:
+        _flag_over_limit(open_break, actor=actor, now=open_break.ended_at)  # ended before the sweep saw it
     open_break.save(update_fields=["ended_at", "over_limit"])
-    if open_break.over_limit:
-        record_event(
-            "driver.break_over_limit",
-            actor=actor,
-            subject=driver,
-            driver_id=driver.pk,
-            payload={"seconds": open_break.seconds, "limit_s": driver.home_zone.break_limit_s},
-        )
+
+
+def flag_long_breaks(*, now: datetime | None = None) -> int:
+    """Flag every break still running past its zone's limit (SPEC 2.2: a break over the limit is flagged to
+    ops), when the limit passes rather than when the break ends. Run by beat; returns how many it flagged."""
+    now = now or timezone.now()
+    running = Break.objects.filter(ended_at__isnull=True, over_limit=False).select_related("driver__home_zone")
+    overdue = [b.pk for b in running if b.started_at < now - timedelta(seconds=b.driver.home_zone.break_limit_s)]
+    flagged = 0
+    for break_id in overdue:
+        with transaction.atomic(durable=True):
+            open_break = (
+                Break.objects.select_for_update(of=("self",)).select_related("driver__home_zone").get(pk=break_id)
+            )
+            if open_break.ended_at is None and not open_break.over_limit:
+                _flag_over_limit(open_break, actor=Actor.system("break-sweep"), now=now)
+                open_break.save(update_fields=["over_limit"])
+                flagged += 1
+    return flagged
+
+
+def _flag_over_limit(open_break: Break, *, actor: Actor, now: datetime) -> None:
+    """Mark a locked break over the limit (the caller saves it), audit it and tell ops live."""
+    open_break.over_limit = True
+    message = messages.break_over_limit(open_break, now=now)
+    record_event(
+        "driver.break_over_limit",
+        actor=actor,
+        subject=open_break.driver,
+        driver_id=open_break.driver_id,
+        payload={
+            "seconds": message["seconds"],
+            "limit_s": message["limit_s"],
+            "ended": open_break.ended_at is not None,
+        },
+    )
+    push_ops("driver.break_over_limit", message)
 
 
 def announce_state(driver: Driver, *, reason: str, detail: str = "") -> None:

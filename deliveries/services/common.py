@@ -10,8 +10,9 @@ from deliveries.webhooks import enqueue_webhook
 
 
 def lock_delivery(delivery_id, *, seen_by: Actor | None = None) -> Delivery:
-    """Lock the delivery row (always the first lock an action takes). Seen by a driver or merchant, a delivery
-    that is not theirs is reported as missing (API.md: 404, never reveal another party's objects)."""
+    """Lock the delivery row: always the first lock an action takes (the order is delivery, offer, driver,
+    escalation, everywhere, so two actions never wait for each other in a circle). Seen by a driver or merchant,
+    a delivery that is not theirs is reported as missing (API.md: 404, never reveal another party's objects)."""
     # of=("self",): lock the delivery row only. A plain FOR UPDATE over the join also locks its merchant and zone
     # rows: every action on a zone's or merchant's deliveries then waits for the others, the rows of a join are
     # locked in no fixed order (deadlocks), and inserting a delivery (FOR KEY SHARE on its merchant) waits too.

@@ -1,10 +1,11 @@
 import hashlib
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.errors import BadInput, DomainError
@@ -16,6 +17,9 @@ from zones.geometry import haversine_km
 from zones.selectors import zone_for_point
 
 log = logging.getLogger(__name__)
+# `ready_at` and `promised_by` must fall within this of now: further out they are typos, and times near the ends
+# of the calendar overflow every estimate computed from them (an ETA past year 9999 is a crash, not a date).
+SCHEDULE_HORIZON = timedelta(days=7)
 
 
 class OutsideServiceArea(BadInput):
@@ -45,6 +49,7 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
     `(merchant, external_id)` is unique: sending the same delivery again returns the existing one; sending a
     different one under a used external_id is refused, so nothing the merchant sent is silently dropped.
     """
+    _check_schedule(data)
     pickup, dropoff = data["pickup"], data["dropoff"]
     zone = zone_for_point(pickup["lat"], pickup["lng"])
     if zone is None:
@@ -94,6 +99,17 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
         existing = Delivery.objects.get(merchant=merchant, external_id=data["external_id"])
         return _same_or_conflict(existing, fingerprint), False
     return _first_dispatch(delivery), True
+
+
+def _check_schedule(data: dict) -> None:
+    now = timezone.now()
+    fields = {
+        name: [f"Must be within {SCHEDULE_HORIZON.days} days of now."]
+        for name in ("ready_at", "promised_by")
+        if data.get(name) is not None and abs(data[name] - now) > SCHEDULE_HORIZON
+    }
+    if fields:
+        raise BadInput("The request is not valid; see fields.", fields=fields)
 
 
 def _first_dispatch(delivery: Delivery) -> Delivery:

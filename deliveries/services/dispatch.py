@@ -12,11 +12,12 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.queue import enqueue_on_commit
 from deliveries import eta, messages
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, EscalationLevel, Offer, OfferStatus
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import driver_pay
 from deliveries.services.common import lock_delivery, transition_delivery
+from deliveries.services.escalations import raise_escalation_locked
 from drivers.locations import nearest_drivers
-from drivers.models import Driver, DriverState, Shift
+from drivers.models import Driver, DriverState, Shift, Vehicle
 from drivers.notifications import notify_driver
 
 CANDIDATE_POOL = 50
@@ -198,28 +199,74 @@ def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
 
 
 def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchResult:
-    """Offer a locked pending delivery to the best candidate, or say why not."""
+    """Offer a locked pending delivery to the best candidate, or say why not.
+
+    No candidate at all is a level-2 cause (SPEC 2.3): the search widens at once rather than at the ladder's
+    2-minute rung and, if still nobody, ops are alerted then (with who was excluded and why), not at 5 minutes."""
     if delivery.status != DeliveryStatus.PENDING:
         return DispatchResult(Outcome.NOT_PENDING, delivery)
     if delivery.reassignment_count > delivery.zone.max_reassignments:
         return DispatchResult(Outcome.REASSIGNED_TOO_OFTEN, delivery)
     now = timezone.now()
     decision = rank_candidates(delivery, now=now)
-    ordered = choose(decision.candidates)
-    if ordered and delivery.ready_at:
-        hold_until = delivery.ready_at - timedelta(seconds=ordered[0].eta_to_pickup_s) - JUST_IN_TIME_MARGIN
-        if now < hold_until:
-            _note_outcome(delivery, Outcome.HELD, actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
-            delivery.dispatch_not_before = hold_until
-            delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
-            return DispatchResult(Outcome.HELD, delivery, hold_until=hold_until)
-    for candidate in ordered:
+    if delivery.escalation_level < EscalationLevel.WARN and _no_candidate_at_all(delivery, decision, now):
+        raise_escalation_locked(
+            delivery,
+            level=EscalationLevel.WARN,
+            reason=Escalation.Reason.NO_CANDIDATE,
+            detail="No driver in reach: search widened to neighbouring zones",
+            actor=actor,
+        )
+        decision = rank_candidates(delivery, now=now)
+    if hold_until := _held(delivery, decision, now):
+        _note_outcome(delivery, Outcome.HELD, actor, {"until": hold_until.isoformat()} | decision.reasoning(None))
+        delivery.dispatch_not_before = hold_until
+        delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
+        return DispatchResult(Outcome.HELD, delivery, hold_until=hold_until)
+    for candidate in choose(decision.candidates):
         offer = _offer_to(delivery, candidate, decision, actor=actor, now=now)
         if offer is not None:
             return DispatchResult(Outcome.OFFERED, delivery, offer=offer)
     _note_outcome(delivery, Outcome.NO_CANDIDATE, actor, decision.reasoning(None))
     delivery.save(update_fields=["dispatch_outcome"])
+    if delivery.escalation_level < EscalationLevel.ALERT and _no_candidate_at_all(delivery, decision, now):
+        raise_escalation_locked(
+            delivery,
+            level=EscalationLevel.ALERT,
+            reason=Escalation.Reason.NO_CANDIDATE,
+            detail=_nobody_in_reach(decision),
+            actor=actor,
+        )
     return DispatchResult(Outcome.NO_CANDIDATE, delivery)
+
+
+def _no_candidate_at_all(delivery: Delivery, decision: Decision, now: datetime) -> bool:
+    """Nobody eligible, and nobody asked since it last needed a driver (a driver in reach who declined or let
+    an offer expire leaves it to the clock and the offer-round count), and it is due now."""
+    return (
+        not decision.candidates and not _held(delivery, decision, now) and not Offer.objects.rounds(delivery).exists()
+    )
+
+
+def _held(delivery: Delivery, decision: Decision, now: datetime) -> datetime | None:
+    """Until when to hold the delivery back, just in time for `ready_at`: the first driver to ask arrives as the
+    food is ready; with nobody in reach yet, no earlier than a driver at the edge of the search would set off.
+    None when it is time to offer it."""
+    if delivery.ready_at is None:
+        return None
+    if decision.candidates:
+        to_pickup_s = choose(decision.candidates)[0].eta_to_pickup_s
+    else:
+        to_pickup_s = max(eta.travel_seconds(decision.radius_km, vehicle) for vehicle in Vehicle.values)
+    hold_until = delivery.ready_at - timedelta(seconds=to_pickup_s) - JUST_IN_TIME_MARGIN
+    return hold_until if now < hold_until else None
+
+
+def _nobody_in_reach(decision: Decision) -> str:
+    excluded = ", ".join(f"{e['name']} ({e['reason'].replace('_', ' ')})" for e in decision.excluded) or "nobody"
+    detail = f"No driver in reach within {decision.radius_km:.1f} km of pickup ({', '.join(decision.zones)}); "
+    detail += f"excluded: {excluded}"
+    return detail if len(detail) <= 300 else detail[:299] + "…"
 
 
 def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: dict) -> None:

@@ -18,6 +18,7 @@ _GONE_WHEN = {
         Escalation.Reason.OFFER_ROUNDS,
         Escalation.Reason.REASSIGNMENTS,
         Escalation.Reason.DRIVER_OFFLINE,
+        Escalation.Reason.NO_CANDIDATE,
     },
     DeliveryStatus.PICKED_UP: {Escalation.Reason.NOT_MOVING},
 }
@@ -114,11 +115,16 @@ def _close(escalation: Escalation, *, actor: Actor, note: str) -> None:
 
 
 def _lock_escalation(escalation_id) -> Escalation:
-    escalation = (
-        Escalation.objects.select_for_update().select_related("delivery__zone").filter(pk=escalation_id).first()
-    )
-    if escalation is None:
+    """Lock in the order every action uses: the escalation's delivery first, then the escalation row alone.
+    (Escalation first, or one FOR UPDATE over the join, deadlocked against a driver accepting the delivery.)"""
+    from deliveries.services.common import lock_delivery  # common imports this module
+
+    delivery_id = Escalation.objects.filter(pk=escalation_id).values_list("delivery_id", flat=True).first()
+    if delivery_id is None:
         raise NotFound("No such escalation.")
+    delivery = lock_delivery(delivery_id)
+    escalation = Escalation.objects.select_for_update().get(pk=escalation_id)
+    escalation.delivery = delivery
     return escalation
 
 

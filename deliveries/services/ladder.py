@@ -45,10 +45,11 @@ def run_ladder(*, now: datetime | None = None) -> int:
 def _climb_unassigned(delivery_id, *, now: datetime) -> int:
     with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id)
-        if delivery.status not in OPEN_STATUSES or delivery.unassigned_since is None:
+        since = delivery.waiting_since  # not creation: a delivery held for `ready_at` is not waiting yet
+        if delivery.status not in OPEN_STATUSES or since is None or since > now:
             return 0
         zone = delivery.zone
-        waited = (now - delivery.unassigned_since).total_seconds()
+        waited = (now - since).total_seconds()
         level = EscalationLevel.NONE
         for threshold, step in (
             (zone.escalation_warn_s, EscalationLevel.WARN),

@@ -139,11 +139,7 @@ def pending_offer_of(delivery: Delivery) -> Offer | None:
 def _pass_on(delivery: Delivery, *, actor: Actor) -> None:
     """After a decline or expiry: back to pending, escalate after too many rounds, offer the next candidate."""
     transition_delivery(delivery.mark_unoffered, actor=actor)
-    rounds = Offer.objects.filter(
-        delivery=delivery,
-        status__in=[OfferStatus.DECLINED, OfferStatus.EXPIRED],
-        sent_at__gte=delivery.unassigned_since or delivery.created_at,
-    ).count()
+    rounds = Offer.objects.rounds(delivery).count()
     if rounds >= delivery.zone.escalation_max_offer_rounds and delivery.escalation_level < EscalationLevel.ALERT:
         raise_escalation_locked(
             delivery,

@@ -44,7 +44,7 @@ class Command(BaseCommand):
             # The supervisor only starts, watches and stops the workers: it becomes a bare uvicorn (no Django, no
             # apps: ~20 MB instead of ~85 MB); each worker imports the application itself.
             argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)]
-            argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off"]
+            argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off", "--no-proxy-headers"]
             # uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a
             # saturated machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
             argv += ["--timeout-worker-healthcheck", "30"]

@@ -1,0 +1,110 @@
+"""The escalation ladder (SPEC 2.3): it counts from when a delivery could be dispatched, and "no candidate at
+all" widens the search and alerts ops at once instead of waiting for the clock."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from core.audit import Actor
+from core.models import AuditEvent
+from deliveries.models import Delivery, Escalation, Offer, OfferStatus
+from deliveries.services import offers
+from deliveries.services.availability import start_break
+from deliveries.services.ladder import dispatch_waiting, run_ladder
+from drivers import locations
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def merchant_api(merchant, merchant_api):
+    merchant.webhook_url = "https://merchant.invalid/hook"  # so a webhook that should not be sent could be
+    merchant.save()
+    return merchant_api
+
+
+def ladder_at(delivery: Delivery, clock, when) -> tuple[int, list]:
+    clock.move_to(when)
+    run_ladder()
+    delivery.refresh_from_db()
+    return delivery.escalation_level, list(delivery.escalations.values_list("reason", "level"))
+
+
+def test_a_delivery_held_for_ready_at_climbs_only_from_when_it_is_dispatchable(merchant_api, clock):
+    driver = factories.online_driver(*factories.east(1.0))
+    created = timezone.now()
+    delivery = factories.delivery_via_api(merchant_api, ready_at=(created + timedelta(minutes=30)).isoformat())
+    hold_until = delivery.dispatch_not_before
+    assert delivery.status == "pending" and hold_until > created + timedelta(minutes=20)  # just in time
+    for minutes in (2, 5, 10, 20):  # the rungs as counted from creation: nothing
+        assert ladder_at(delivery, clock, created + timedelta(minutes=minutes)) == (0, [])
+    assert not delivery.webhooks.filter(type="delivery.escalated").exists()
+
+    clock.move_to(hold_until)
+    factories.ping(driver, *factories.east(1.0))
+    assert dispatch_waiting() == 1
+    offers.decline_offer(Offer.objects.get(delivery=delivery).pk, actor=Actor.driver(driver), reason="busy")
+    assert ladder_at(delivery, clock, hold_until + timedelta(seconds=119)) == (0, [])
+    assert ladder_at(delivery, clock, hold_until + timedelta(minutes=2)) == (1, [])
+    assert ladder_at(delivery, clock, hold_until + timedelta(minutes=5)) == (2, [("unassigned", 2)])
+
+
+def test_a_delivery_for_later_with_nobody_in_reach_yet_is_held_not_escalated(merchant_api, clock):
+    created = timezone.now()
+    delivery = factories.delivery_via_api(merchant_api, ready_at=(created + timedelta(hours=2)).isoformat())
+    # Held until even a bicycle at the edge of the 5 km search (~26 min away) would have to set off.
+    edge = timedelta(seconds=round(5 * 1.3 / 15 * 3600))
+    assert delivery.dispatch_not_before == created + timedelta(hours=2) - edge - timedelta(minutes=2)
+    assert (delivery.escalation_level, delivery.escalations.count()) == (0, 0)
+    assert ladder_at(delivery, clock, created + timedelta(minutes=30)) == (0, [])
+    clock.move_to(delivery.dispatch_not_before)
+    dispatch_waiting()  # now it is due, and still nobody: ops hear of it at once
+    delivery.refresh_from_db()
+    assert list(delivery.escalations.values_list("reason", "level")) == [("no_candidate", 2)]
+
+
+def test_no_candidate_at_all_widens_the_search_and_alerts_ops_at_once(merchant_api, clock):
+    resting = factories.online_driver(*factories.east(0.5), name="Rita Resting")
+    start_break(resting.pk, actor=Actor.driver(resting))
+    factories.online_driver(*factories.east(0.8), name="Sam Silent", seen_at=timezone.now() - timedelta(minutes=2))
+    locations.flush_positions()  # with Redis, the beat flush that puts positions in the database
+    delivery = factories.delivery_via_api(merchant_api)
+
+    assert (delivery.status, delivery.escalation_level) == ("pending", 2)
+    escalation = delivery.escalations.get()
+    assert (escalation.reason, escalation.level, escalation.status) == ("no_candidate", 2, "open")
+    assert "Rita Resting (on break)" in escalation.detail and "Sam Silent (stale location)" in escalation.detail
+    trail = list(AuditEvent.objects.for_delivery(delivery.pk).values_list("type", flat=True))
+    assert trail.index("escalation.warned") < trail.index("dispatch.no_candidate") < trail.index("escalation.opened")
+    searched = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.no_candidate").payload
+    assert (searched["radius_km"], searched["zones"]) == (7.5, ["centro", "este", "norte"])  # widened
+    assert {e["name"]: e["reason"] for e in searched["excluded"]} == {
+        "Rita Resting": "on_break",
+        "Sam Silent": "stale_location",
+    }
+
+    clock.shift(300)
+    run_ladder()  # the 5-minute rung has nothing to add
+    assert delivery.escalations.get().level == 2
+    clock.shift(300)
+    run_ladder()  # the 10-minute rung still tells the merchant
+    assert delivery.escalations.get().level == 3
+    assert delivery.webhooks.filter(type="delivery.escalated").exists()
+
+    arriving = factories.online_driver(*factories.east(0.3))
+    assert dispatch_waiting() == 1
+    offers.accept_offer(
+        Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).pk, actor=Actor.driver(arriving)
+    )
+    assert delivery.escalations.get().status == "resolved"  # its cause went away
+
+
+def test_nobody_in_the_zone_but_a_neighbour_in_the_widened_search_gets_the_offer_at_once(merchant_api):
+    neighbour = factories.online_driver(*factories.NORTE)  # 3.3 km north, in Norte
+    delivery = factories.delivery_via_api(merchant_api)
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == neighbour
+    assert delivery.escalation_level == 1
+    assert not Escalation.objects.exists()
+    assert AuditEvent.objects.filter(delivery_id=delivery.pk, type="escalation.warned").exists()
