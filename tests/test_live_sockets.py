@@ -186,7 +186,7 @@ async def test_ops_hear_of_a_break_over_the_limit_while_it_lasts(zones, clock):
     from deliveries.services.availability import start_break
     from deliveries.tasks import flag_long_breaks
 
-    ops = await db(factories.UserFactory)(is_staff=True)
+    ops = await db(factories.OpsUserFactory)()
     ops_token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     ops_socket = await _socket(f"/ws/ops/?token={ops_token}")
     driver = await db(factories.online_driver)(*factories.east(0.3))

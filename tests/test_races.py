@@ -97,7 +97,7 @@ def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones
     """Ops acknowledge or resolve an escalation while its delivery's driver accepts, then releases, it: both
     sides lock the delivery first, so neither waits for the other in a circle (no deadlock, no 500)."""
     driver = factories.online_driver(*factories.CENTRO)
-    driver_api, ops_api = api_client_for(driver.user), api_client_for(factories.UserFactory(is_staff=True))
+    driver_api, ops_api = api_client_for(driver.user), api_client_for(factories.OpsUserFactory())
     merchant = factories.MerchantFactory()
 
     def open_escalation(delivery, reason) -> str:
