@@ -17,11 +17,14 @@ class TokenExpired(exceptions.AuthenticationFailed):
     default_code = "token_expired"
 
 
-def expires_at(token: Token) -> datetime:
-    role = role_of(token.user)
+def lifetime(role: str | None) -> timedelta:
     # A user without a role cannot log in; a token made for one by hand gets the shortest lifetime.
     days = settings.RELAY_TOKEN_DAYS[role] if role else min(settings.RELAY_TOKEN_DAYS.values())
-    return token.created + timedelta(days=days)
+    return timedelta(days=days)
+
+
+def expires_at(token: Token) -> datetime:
+    return token.created + lifetime(role_of(token.user))
 
 
 def is_expired(token: Token) -> bool:

@@ -69,6 +69,7 @@ class UnknownPath(AsyncWebsocketConsumer):
     async def connect(self):
         await self.close(code=CLOSE_NOT_FOUND)
 
+
 # Every open authenticated socket is in this group; `recheck_socket_credentials` (a beat task, every 30 s) asks
 # them all to check their credentials again.
 CREDENTIAL_CHECK_GROUP = "sockets.credentials"

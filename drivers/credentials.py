@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import transaction
 from rest_framework.authtoken.models import Token
 
+from core import tokens
 from drivers import locations
 from drivers.models import Driver, DriverState
 
@@ -32,6 +33,7 @@ class DriverCredential:
     online: bool
     version: str | None  # the user's credential version when loaded (None: never bumped)
     loaded_at: float
+    expires_at: float  # the token's expiry (unix time): the entry is void from then on
 
 
 def version_key(user_id) -> str:
@@ -45,7 +47,7 @@ class _Cache:
 
     def get(self, key: str) -> DriverCredential | None:
         entry = self._entries.get(key)
-        if entry is None or time.monotonic() - entry.loaded_at > ENTRY_TTL_S:
+        if entry is None or time.monotonic() - entry.loaded_at > ENTRY_TTL_S or time.time() >= entry.expires_at:
             return None
         return entry
 
@@ -72,13 +74,17 @@ def load(key: str, version: str | None) -> DriverCredential | None:
     (unknown token, inactive user, not a driver): the caller lets the full API answer those."""
     row = (
         Token.objects.filter(key=key, user__is_active=True, user__driver__isnull=False)
-        .values_list("user_id", "user__driver__id", "user__driver__state")
+        .values_list("user_id", "user__driver__id", "user__driver__state", "created")
         .first()
     )
     if row is None:
         return None
-    user_id, driver_id, state = row
-    return DriverCredential(user_id, str(driver_id), state != DriverState.OFFLINE, version, time.monotonic())
+    user_id, driver_id, state, created = row
+    expires_at = (created + tokens.lifetime("driver")).timestamp()
+    if time.time() >= expires_at:
+        return None  # Django answers it: 401 token_expired
+    online = state != DriverState.OFFLINE
+    return DriverCredential(user_id, str(driver_id), online, version, time.monotonic(), expires_at)
 
 
 def bump_version(user_id) -> None:

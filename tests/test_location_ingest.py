@@ -154,6 +154,15 @@ async def test_a_revoked_token_is_refused_on_the_next_ping(zones, django_app):
     assert (revoked.status_code, revoked.json()["code"]) == (401, "authentication_failed")
 
 
+async def test_an_expired_token_is_refused_on_the_next_ping(zones, django_app, clock):
+    _, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        clock.shift(timedelta(days=30))  # a driver's token lasts 30 days; the cached entry would last 30 s more
+        expired = await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert (expired.status_code, expired.json()["code"]) == (401, "token_expired")
+
+
 async def test_a_deactivated_user_is_refused_on_the_next_ping(zones, django_app):
     driver, auth = await _sync(_online_driver)()
     async with _client(django_app) as client:
