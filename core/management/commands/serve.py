@@ -48,7 +48,6 @@ class Command(BaseCommand):
             # uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a
             # saturated machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
             argv += ["--timeout-worker-healthcheck", "30"]
-            argv += ["--no-proxy-headers"]  # as UVICORN_OPTIONS says
             os.execv(sys.executable, argv)
         celery = EmbeddedCelery() if settings.EMBEDDED else None
         if celery is not None:
