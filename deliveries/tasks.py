@@ -11,7 +11,7 @@ from core.idempotency import purge_expired_idempotency_records
 from deliveries import messages, webhooks
 from deliveries.models import Offer, WebhookDelivery
 from deliveries.selectors import zone_pressure
-from deliveries.services import availability, dispatch, ladder, offers
+from deliveries.services import availability, dispatch, ladder, offers, tracking
 from deliveries.services.ops_feed import push_ops
 from drivers import locations, notifications
 
@@ -62,6 +62,21 @@ def push_zone_pressure() -> None:
 @shared_task
 def flush_driver_positions() -> int:
     return locations.flush_positions()
+
+
+@shared_task
+def refresh_etas() -> int:
+    return tracking.refresh_etas()
+
+
+@shared_task
+def flush_breadcrumbs() -> int:
+    return tracking.flush_breadcrumbs()
+
+
+@shared_task
+def purge_old_breadcrumbs() -> int:
+    return tracking.purge_old_breadcrumbs()
 
 
 @shared_task

@@ -26,7 +26,7 @@ from django.core.cache.backends.redis import RedisSerializer
 from django.http.request import split_domain_port, validate_host
 
 from core.throttling import UserThrottle
-from drivers import credentials, locations
+from drivers import credentials, locations, trail
 
 PATH = "/api/v1/driver/locations"
 MAX_POINTS = 100
@@ -161,6 +161,7 @@ class LocationIngest:
         except _REDIS_ERRORS as exc:
             locations.redis_failed(exc)
             return None  # Django records the batch through the database fallback
+        await trail.afollow(entry.driver_id, usable)
         return orjson.dumps({"accepted": accepted, "dropped": len(points) - accepted})
 
     def _make_throttle(self) -> UserThrottle:
