@@ -90,7 +90,10 @@
     const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(`${scheme}//${window.location.host}${config.socket}`);
     socket.onopen = () => { clearInterval(poller); poller = null; };
-    socket.onmessage = (event) => apply(JSON.parse(event.data));
+    socket.onmessage = (event) => {
+      document.body.dataset.live = "socket";  // for people and tests alike: updates arrive by themselves
+      apply(JSON.parse(event.data));
+    };
     socket.onclose = () => {
       if (!poller) { poll(); poller = setInterval(poll, config.poll_every_s * 1000); }
       setTimeout(connect, 30000);
