@@ -8,8 +8,9 @@ import pytest
 
 from core.audit import Actor
 from deliveries import eta
-from deliveries.models import Delivery, TravelSpeed
+from deliveries.models import Delivery, TravelSpeed, WebhookDelivery
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
+from deliveries.services.tracking import refresh_etas
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -73,3 +74,39 @@ def test_recorded_trips_move_the_learned_speed_and_the_window(merchant, zones, c
     assert learned_delivery.eta_window_start - learned_delivery.eta_dropoff == timedelta(seconds=p50)
     assert learned_delivery.eta_window_end - learned_delivery.eta_dropoff == timedelta(seconds=max(p90, p50 + 60))
     assert learned_delivery.eta_predicted_at_assignment == learned_delivery.eta_dropoff
+
+
+def test_pings_refresh_the_eta_and_only_a_move_over_a_minute_is_pushed(
+    merchant, zones, clock, django_capture_on_commit_callbacks, monkeypatch
+):
+    pushed = []
+    monkeypatch.setattr("deliveries.services.tracking.push_to_group", lambda group, envelope: pushed.append(envelope))
+    merchant.webhook_url = "https://merchant.example.com/hooks"
+    merchant.save()
+    rider = factories.online_driver(*factories.CENTRO, name="Rui Rocha")
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery = factories.assigned_delivery(merchant, rider, dropoff=DROPOFF)
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    delivery.refresh_from_db()
+    shown = delivery.eta_dropoff
+    assert [m["type"] for m in pushed] == ["status"] * 3  # offered, assigned, picked up: each with its ETA
+    assert pushed[-1]["data"]["status"] == "picked_up"
+    assert pushed[-1]["data"]["eta"]["dropoff"] == delivery.eta_dropoff.isoformat().replace("+00:00", "Z")
+
+    clock.shift(15)
+    factories.ping(rider, factories.CENTRO[0] + 0.0002, factories.CENTRO[1])  # ~20 m on: the ETA hardly moves
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_etas() == 0
+    assert len(pushed) == 3
+
+    clock.shift(15)
+    factories.ping(rider, *DROPOFF)  # at the door already: minutes earlier than shown
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_etas() == 1
+    delivery.refresh_from_db()
+    assert delivery.eta_dropoff < shown - eta.PUSH_WHEN_MOVED
+    assert pushed[-1]["type"] == "eta"
+    assert pushed[-1]["data"]["dropoff"] == delivery.eta_dropoff.isoformat().replace("+00:00", "Z")
+    assert WebhookDelivery.objects.filter(delivery=delivery, type="delivery.eta_updated").count() == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_etas() == 0  # no ping since: nothing to recompute
