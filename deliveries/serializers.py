@@ -248,6 +248,15 @@ class TrackingLocationSerializer(serializers.Serializer):
     recorded_at = serializers.DateTimeField()
 
 
+class OptionalMethodField(serializers.SerializerMethodField):
+    """An output field API.md marks optional (`driver?`, `location?`): absent when None, and documented as not
+    required (the schema lists every read-only field as required)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.read_only, self.required = False, False
+
+
 # Whose driver the customer may see: from assignment on (not a driver who had it and handed it back).
 _WITH_DRIVER = {"assigned", "picked_up", "delivered", "failed"}
 
@@ -261,8 +270,8 @@ class TrackingSerializer(serializers.Serializer):
     merchant = serializers.CharField(source="merchant.name")
     timeline = serializers.SerializerMethodField()
     eta = serializers.SerializerMethodField()
-    driver = serializers.SerializerMethodField()
-    location = serializers.SerializerMethodField()
+    driver = OptionalMethodField()
+    location = OptionalMethodField()
 
     @extend_schema_field(TrackingStepSerializer(many=True))
     def get_timeline(self, delivery):
@@ -276,11 +285,11 @@ class TrackingSerializer(serializers.Serializer):
     def get_eta(self, delivery):
         return shown_eta(delivery) if delivery.status in ("assigned", "picked_up") else None
 
-    @extend_schema_field(DriverBriefSerializer(required=False))
+    @extend_schema_field(DriverBriefSerializer)
     def get_driver(self, delivery):
         return driver_brief(delivery) if delivery.status in _WITH_DRIVER else None
 
-    @extend_schema_field(TrackingLocationSerializer(required=False))
+    @extend_schema_field(TrackingLocationSerializer)
     def get_location(self, delivery):
         point = self.context.get("location")
         return trail.location_data(point) if point and delivery.status == "picked_up" else None
