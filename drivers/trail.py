@@ -2,10 +2,12 @@
 point per CRUMB_EVERY_S, and, between pickup and delivery only, the customer's live location, pushed at most
 every LOCATION_EVERY_S per delivery.
 
-The deliveries app says what each driver carries (`carry`, `uncarry`, after commit). Every ping path (the Django
-view, the ASGI ingest route, the driver socket) then hands the usable points of an online driver to `follow`
-(sync) or `afollow` (async): both read the carried deliveries, run the same `_plan` and queue the same commands
-(`_queue`); only their I/O differs. Off shift nothing arrives here (offline drivers' pings are dropped first).
+The deliveries app says what each driver carries (`carry`, `uncarry`, after commit). Every ping path then hands
+the usable points of an online driver to one entry: `follow` (sync: the Django view), `afollow` (async: the
+driver socket), or, on the ASGI ingest route, its own two pipelines (`carried_key` read with the throttle,
+`follow_on` queued with the index, then `apush`: no extra round trip). All of them run the same plan and queue
+the same commands (`follow_on`); only their I/O differs. Off shift nothing arrives here (offline drivers' pings
+are dropped first).
 With Redis the state is shared by every process; without it (embedded mode: one process) it lives in memory
 behind the same few commands. Breadcrumbs wait in a buffer until the deliveries app `drain`s them into the
 database in batches; deliveries whose driver moved wait in a set for the ETA refresh (`due_for_eta`).
@@ -89,14 +91,22 @@ def _plan(carried: dict, usable: list[locations.Point]) -> list[Step]:
     return steps
 
 
-def _queue(pipe, driver_id: str, steps: list[Step]) -> list[Step]:
-    """Queue the steps' commands on a pipeline (sync, async or in-memory); the location throttles come last, in
-    the order of the returned steps, so the caller reads which pushes the budget allowed from the tail."""
+def carried_key(driver_id) -> str:
+    """The hash of what the driver carries: a caller with a pipeline of its own reads it there (`follow_on`)."""
+    return _key("carry", str(driver_id))
+
+
+def follow_on(pipe, driver_id, carried: dict, usable: list[locations.Point]) -> list[Step]:
+    """Queue on the caller's pipeline (sync, async or in-memory) what this batch does to the deliveries the driver
+    carries (`carried`: the hash at `carried_key`, as read). The location throttles come last, in the order of the
+    returned steps: after executing, hand them and the pipeline's results to `push`/`apush`."""
+    driver_id = str(driver_id)
+    steps = _plan(carried, usable) if usable else []
     pushes = [step for step in steps if step.location is not None]
     for step in steps:
         if step.crumbs:
             pipe.rpush(_key("crumbs"), *[_crumb(step.delivery_id, driver_id, point) for point in step.crumbs])
-            pipe.hset(_key("carry", driver_id), f"{step.delivery_id}:t", step.crumbs[-1].recorded_at.timestamp())
+            pipe.hset(carried_key(driver_id), f"{step.delivery_id}:t", step.crumbs[-1].recorded_at.timestamp())
         pipe.sadd(_key("eta-due"), step.delivery_id)
     for step in pushes:
         pipe.set(_key("track-location", step.delivery_id), 1, px=LOCATION_EVERY_S * 1000, nx=True)
@@ -105,6 +115,23 @@ def _queue(pipe, driver_id: str, steps: list[Step]) -> list[Step]:
 
 def _allowed(pushes: list[Step], results: list) -> list[Step]:
     return [step for step, took in zip(pushes, results[len(results) - len(pushes) :], strict=True) if took]
+
+
+def push(pushes: list[Step], results: list) -> None:
+    """Send the `location`s the 2 s budget allowed (sync: through the channel layer, best effort)."""
+    for step in _allowed(pushes, results):
+        push_to_group(tracking_group(step.delivery_id), tracking_envelope("location", location_data(step.location)))
+
+
+async def apush(pushes: list[Step], results: list) -> None:
+    """`push` for async callers."""
+    layer = get_channel_layer()
+    for step in _allowed(pushes, results):
+        envelope = tracking_envelope("location", location_data(step.location))
+        try:
+            await layer.group_send(tracking_group(step.delivery_id), {"type": "stream.message", "message": envelope})
+        except Exception:  # best effort, as every push: the page polls when its socket is quiet too long
+            log.warning("tracking push for %s failed", step.delivery_id, exc_info=True)
 
 
 def _crumb(delivery_id: str, driver_id: str, point: locations.Point) -> str:
@@ -117,45 +144,37 @@ def follow(driver_id, usable: list[locations.Point]) -> None:
     store = _store()
     if store is None or not usable:
         return
-    driver_id = str(driver_id)
     try:
-        steps = _plan(store.hgetall(_key("carry", driver_id)), usable)
-        if not steps:
+        carried = store.hgetall(carried_key(driver_id))
+        if not carried:
             return
         pipe = store.pipeline(transaction=False)
-        pushes = _queue(pipe, driver_id, steps)
-        allowed = _allowed(pushes, pipe.execute())
+        pushes = follow_on(pipe, driver_id, carried, usable)
+        results = pipe.execute()
     except _REDIS_ERRORS as exc:
         log.warning("tracking: Redis unavailable (%s); pings not followed", exc)
         return
-    for step in allowed:
-        push_to_group(tracking_group(step.delivery_id), tracking_envelope("location", location_data(step.location)))
+    push(pushes, results)
 
 
 async def afollow(driver_id, usable: list[locations.Point]) -> None:
-    """For the async ping paths (the ingest route, the driver socket) on the event loop's Redis client. Without
-    one (embedded mode, Redis failing just now) the caller went the synchronous way, which follows by itself."""
+    """For the async ping path of the driver socket, on the event loop's Redis client (the ingest route reads
+    and queues on its own pipelines instead: `carried_key`, `follow_on`, `apush`). Without a client (embedded
+    mode, Redis failing just now) the caller went the synchronous way, which follows by itself."""
     client = locations.async_client()
     if client is None or not usable:
         return
-    driver_id = str(driver_id)
     try:
-        steps = _plan(await client.hgetall(_key("carry", driver_id)), usable)
-        if not steps:
+        carried = await client.hgetall(carried_key(driver_id))
+        if not carried:
             return
         async with client.pipeline(transaction=False) as pipe:
-            pushes = _queue(pipe, driver_id, steps)
-            allowed = _allowed(pushes, await pipe.execute())
+            pushes = follow_on(pipe, driver_id, carried, usable)
+            results = await pipe.execute()
     except _REDIS_ERRORS as exc:
         log.warning("tracking: Redis unavailable (%s); pings not followed", exc)
         return
-    layer = get_channel_layer()
-    for step in allowed:
-        envelope = tracking_envelope("location", location_data(step.location))
-        try:
-            await layer.group_send(tracking_group(step.delivery_id), {"type": "stream.message", "message": envelope})
-        except Exception:  # best effort, as every push: the page polls when its socket is quiet too long
-            log.warning("tracking push for %s failed", step.delivery_id, exc_info=True)
+    await apush(pushes, results)
 
 
 # --- what the deliveries app tells and asks -----------------------------------------------------------------
@@ -164,7 +183,7 @@ def carry(driver_id, delivery_id, *, phase: str) -> None:
     store = _store()
     if store is None:
         return
-    key = _key("carry", str(driver_id))
+    key = carried_key(driver_id)
     try:
         pipe = store.pipeline(transaction=False)
         pipe.hset(key, str(delivery_id), phase)
@@ -180,7 +199,7 @@ def uncarry(driver_id, delivery_id) -> None:
     if store is None:
         return
     try:
-        store.hdel(_key("carry", str(driver_id)), str(delivery_id), f"{delivery_id}:t")
+        store.hdel(carried_key(driver_id), str(delivery_id), f"{delivery_id}:t")
     except _REDIS_ERRORS as exc:
         log.warning("tracking: Redis unavailable (%s); uncarry not recorded", exc)
 
