@@ -2,6 +2,7 @@
 20 trips, then a mean shrunk toward it), the zone's recorded errors set the window (P50–P90), the ETA predicted
 at assignment is kept and the error is recorded at delivery."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -77,11 +78,12 @@ def test_recorded_trips_move_the_learned_speed_and_the_window(merchant, zones, c
 
 
 def test_pings_refresh_the_eta_and_only_a_move_over_a_minute_is_pushed(
-    merchant, zones, clock, django_capture_on_commit_callbacks, monkeypatch
+    merchant, zones, clock, django_capture_on_commit_callbacks, monkeypatch, receivers
 ):
     pushed = []
     monkeypatch.setattr("deliveries.services.tracking.push_to_group", lambda group, envelope: pushed.append(envelope))
-    merchant.webhook_url = "https://merchant.example.com/hooks"
+    endpoint = receivers()
+    merchant.webhook_url = endpoint.url
     merchant.save()
     rider = factories.online_driver(*factories.CENTRO, name="Rui Rocha")
     with django_capture_on_commit_callbacks(execute=True):
@@ -107,6 +109,8 @@ def test_pings_refresh_the_eta_and_only_a_move_over_a_minute_is_pushed(
     assert delivery.eta_dropoff < shown - eta.PUSH_WHEN_MOVED
     assert pushed[-1]["type"] == "eta"
     assert pushed[-1]["data"]["dropoff"] == delivery.eta_dropoff.isoformat().replace("+00:00", "Z")
-    assert WebhookDelivery.objects.filter(delivery=delivery, type="delivery.eta_updated").count() == 1
+    sent = WebhookDelivery.objects.get(delivery=delivery, type="delivery.eta_updated")
+    assert json.loads(sent.body)["data"] == pushed[-1]["data"]  # the merchant is told the same ETA
+    assert sent.status == "sent" and json.loads(endpoint.requests[-1].body)["type"] == "delivery.eta_updated"
     with django_capture_on_commit_callbacks(execute=True):
         assert refresh_etas() == 0  # no ping since: nothing to recompute
