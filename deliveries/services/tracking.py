@@ -1,10 +1,10 @@
 """The customer's tracking link kept current (SPEC 4.1): the ETA recomputed on each state change and, from
-pings, at most every ETA_REFRESH_S; `status` and `eta` pushed to the delivery's tracking sockets after commit;
-the driver's pings followed (drivers/trail.py) while they carry it; breadcrumbs written in batches and purged.
+pings, at most every 15 s (the beat schedule of `refresh_etas`); `status` and `eta` pushed to the delivery's
+tracking sockets after commit; the driver's pings followed (drivers/trail.py) while they carry it; breadcrumbs
+written in batches and purged.
 
 A push is one group send per delivery, however many customers watch: the message is built once, here."""
 
-import logging
 from dataclasses import asdict
 from datetime import datetime
 
@@ -19,7 +19,6 @@ from deliveries.webhooks import enqueue_webhook
 from drivers import trail
 from drivers.notifications import push_to_group
 
-log = logging.getLogger(__name__)
 ETA_FIELDS = ["eta_pickup", "eta_dropoff", "eta_window_start", "eta_window_end"]
 
 
@@ -67,7 +66,7 @@ def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previou
 
 
 def refresh_etas() -> int:
-    """For deliveries whose driver sent points since the last run (a beat task, every ETA_REFRESH_S): a new ETA
+    """For deliveries whose driver sent points since the last run (a beat task, every 15 s): a new ETA
     is shown, pushed to the customer and sent to the merchant only when it moved by more than a minute.
     Returns how many moved."""
     moved = 0
@@ -82,8 +81,8 @@ def refresh_etas() -> int:
             eta.show_locked(delivery, estimate)
             if not changed.update(**{field: getattr(delivery, field) for field in ETA_FIELDS}):
                 continue
-            enqueue_webhook(delivery, "delivery.eta_updated", messages.eta(delivery))
             data = messages.eta(delivery)
+            enqueue_webhook(delivery, "delivery.eta_updated", data)
             transaction.on_commit(lambda delivery_id=delivery.pk, data=data: push_tracking(delivery_id, "eta", data))
         moved += 1
     return moved
