@@ -85,3 +85,35 @@ def test_a_customer_follows_a_delivery_to_the_door(zones, settings, tmp_path):
     ]
     assert requested and outside == []
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_its_socket_the_page_polls_the_json_every_ten_seconds(zones, live_server):
+    """Django's test server speaks no websocket: the page falls back to polling, on the page's own clock."""
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    delivery = factories.assigned_delivery(factories.MerchantFactory(), rider)
+    login = {"username": rider.user.username, "password": factories.PASSWORD}
+    url = live_server.url
+    with chromium() as browser:
+        driver = {"Authorization": f"Token {httpx.post(f'{url}/api/v1/auth/token', json=login).json()['token']}"}
+        page = browser.new_page(viewport={"width": 360, "height": 780})
+        polls = []
+        page.on("request", lambda request: polls.append(request.url) if "/api/v1/track/" in request.url else None)
+        page.clock.install()
+        with page.expect_response(lambda answer: "/api/v1/track/" in answer.url):  # the socket failed: a poll
+            page.goto(f"{url}/t/{delivery.tracking_token}")
+        assert page.locator("body").get_attribute("data-live") is None  # no socket
+        page.evaluate("window.sameDocument = true")
+
+        assert httpx.post(f"{url}/api/v1/deliveries/{delivery.pk}/pickup", headers=driver).status_code == 200
+        _ping(url, driver, 38.7160, -9.1380)
+        page.clock.run_for(9_000)
+        assert page.locator("body").get_attribute("data-status") == "assigned"  # not yet: every 10 s
+        with page.expect_response(lambda answer: "/api/v1/track/" in answer.url):
+            page.clock.run_for(1_500)
+        page.wait_for_selector("body[data-status=picked_up]")
+        page.wait_for_selector(".driver-marker")
+        assert page.locator("#status").inner_text() == "On the way to you"
+        assert page.evaluate("window.sameDocument") is True
+        assert len(polls) == 2
+        page.close()

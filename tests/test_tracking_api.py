@@ -143,3 +143,17 @@ def test_the_page_speaks_portuguese_when_the_browser_asks(merchant, rider):
 def _labels(page: str) -> dict:
     """The sentences the page's script writes, as the page carries them."""
     return json.loads(re.search(r'<script id="tracking-labels" type="application/json">(.*?)</script>', page)[1])
+
+
+def test_the_map_uses_tiles_only_when_a_tile_server_is_configured(merchant, rider, settings):
+    delivery = factories.assigned_delivery(merchant, rider)
+    plain = _config(_customer().get(f"/t/{delivery.tracking_token}").content.decode())
+    assert plain["tiles"] == ""  # a plain background: the page asks nothing of anyone else
+    assert (plain["pickup"], plain["dropoff"]) == ([delivery.pickup_lat, delivery.pickup_lng], [38.72, -9.13])
+    settings.RELAY_MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"
+    tiled = _config(_customer().get(f"/t/{delivery.tracking_token}").content.decode())
+    assert tiled["tiles"] == "https://tiles.example.com/{z}/{x}/{y}.png"
+
+
+def _config(page: str) -> dict:
+    return json.loads(re.search(r'<script id="tracking-config" type="application/json">(.*?)</script>', page)[1])
