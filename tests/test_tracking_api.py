@@ -133,27 +133,23 @@ def test_the_page_speaks_portuguese_when_the_browser_asks(merchant, rider):
     assert page.status_code == 200
     assert page.headers["Content-Language"] == "pt"
     assert "<h2>Progresso</h2>" in text
-    labels = _labels(text)
+    labels = _data(text, "labels")
     assert (labels["arrives"], labels["step"]["assigned"]) == ("Chega entre {start} e {end}", "Estafeta atribuído")
     english = _customer().get(f"/t/{delivery.tracking_token}", HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    assert _labels(english)["arrives"] == "Arrives {start}–{end}"
+    assert _data(english, "labels")["arrives"] == "Arrives {start}–{end}"
     assert delivery.dropoff_phone not in text and "+351" not in text
 
 
-def _labels(page: str) -> dict:
-    """The sentences the page's script writes, as the page carries them."""
-    return json.loads(re.search(r'<script id="tracking-labels" type="application/json">(.*?)</script>', page)[1])
+def _data(page: str, name: str) -> dict:
+    """What the page carries for its script (`tracking-labels`, `tracking-config`, ...)."""
+    return json.loads(re.search(rf'<script id="tracking-{name}" type="application/json">(.*?)</script>', page)[1])
 
 
 def test_the_map_uses_tiles_only_when_a_tile_server_is_configured(merchant, rider, settings):
     delivery = factories.assigned_delivery(merchant, rider)
-    plain = _config(_customer().get(f"/t/{delivery.tracking_token}").content.decode())
+    plain = _data(_customer().get(f"/t/{delivery.tracking_token}").content.decode(), "config")
     assert plain["tiles"] == ""  # a plain background: the page asks nothing of anyone else
     assert (plain["pickup"], plain["dropoff"]) == ([delivery.pickup_lat, delivery.pickup_lng], [38.72, -9.13])
     settings.RELAY_MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"
-    tiled = _config(_customer().get(f"/t/{delivery.tracking_token}").content.decode())
+    tiled = _data(_customer().get(f"/t/{delivery.tracking_token}").content.decode(), "config")
     assert tiled["tiles"] == "https://tiles.example.com/{z}/{x}/{y}.png"
-
-
-def _config(page: str) -> dict:
-    return json.loads(re.search(r'<script id="tracking-config" type="application/json">(.*?)</script>', page)[1])
