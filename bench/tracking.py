@@ -60,7 +60,7 @@ async def fanout(port: int, tracked: list[dict], *, sockets_per_delivery: int, d
         i = k % len(tracked)
         rider = tracked[i]
         step["n"] += 1
-        recorded_at = datetime.now(UTC).isoformat()
+        recorded_at = datetime.now(UTC).isoformat().replace("+00:00", "Z")  # as the server writes it back
         point = {"lat": rider["lat"] + (step["n"] % 500) * 1e-5, "lng": rider["lng"], "recorded_at": recorded_at}
         sent[(i, recorded_at)] = time.perf_counter()
         try:

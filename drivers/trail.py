@@ -51,8 +51,10 @@ def tracking_envelope(type: str, data: dict) -> dict:
 
 
 def location_data(point: locations.Point) -> dict:
-    """`location` on the tracking socket and in the tracking JSON."""
-    return {"lat": point.lat, "lng": point.lng, "recorded_at": point.recorded_at.isoformat()}
+    """`location` on the tracking socket and in the tracking JSON; its time in UTC, written as the API writes
+    every other time (DRF's form: `Z`)."""
+    recorded_at = point.recorded_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return {"lat": point.lat, "lng": point.lng, "recorded_at": recorded_at}
 
 
 def _key(*parts: str) -> str:

@@ -79,6 +79,7 @@ def test_between_pickup_and_delivery_the_link_shows_the_drivers_last_position(me
     assert body["status"] == "picked_up"
     assert (body["location"]["lat"], body["location"]["lng"]) == (38.717, -9.135)
     assert set(body["location"]) == {"lat", "lng", "recorded_at"}
+    assert body["location"]["recorded_at"].endswith("Z")  # UTC, written as every other time of the API
     assert [step["status"] for step in body["timeline"]] == ["pending", "assigned", "picked_up"]
     for private in _private_values(delivery):
         assert private not in answer.content.decode()

@@ -18,7 +18,7 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ENVELOPE = {"type", "id", "seq", "sent_at", "data"}
-LOCATION = {"lat": 38.716, "lng": -9.138, "recorded_at": "2026-11-25T12:00:00+00:00"}
+LOCATION = {"lat": 38.716, "lng": -9.138, "recorded_at": "2026-11-25T12:00:00Z"}
 
 
 def _sync(fn):
