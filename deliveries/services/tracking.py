@@ -62,7 +62,8 @@ def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previou
             trail.uncarry(previous_driver_id, delivery.pk)
         push_tracking(delivery.pk, "status", messages.tracking(delivery))
 
-    transaction.on_commit(after_commit)
+    # robust: the change is committed whatever happens to its announcement (logged, not raised to the caller).
+    transaction.on_commit(after_commit, robust=True)
 
 
 def refresh_etas() -> int:
