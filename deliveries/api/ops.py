@@ -1,3 +1,4 @@
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers
 from rest_framework.response import Response
@@ -5,8 +6,9 @@ from rest_framework.views import APIView
 
 from core.audit import Actor
 from core.permissions import IsOps
+from deliveries import messages
 from deliveries.models import Escalation, EscalationStatus
-from deliveries.selectors import zone_pressure
+from deliveries.selectors import measure_zones
 from deliveries.serializers import EscalationSerializer, MerchantDeliveryDetailSerializer
 from deliveries.services import escalations, reassignment
 
@@ -83,4 +85,4 @@ class ZoneListView(APIView):
 
     @extend_schema(responses={200: inline_serializer("ZonePressure", {"code": serializers.CharField()}, many=True)})
     def get(self, request):
-        return Response(zone_pressure())
+        return Response([messages.zone_reading(reading) for reading in measure_zones(now=timezone.now())])
