@@ -11,6 +11,7 @@ from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.services import balancing
 from deliveries.services.availability import go_online, start_break
+from deliveries.timeline import describe
 from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
@@ -135,6 +136,11 @@ def test_a_critical_zone_opens_the_search_to_calm_neighbours_at_level_0(zones, m
     assert decided["zones"] == ["centro", "este", "norte"]
     assert decided["search"]["reason"] == "zone_critical"
     assert decided["search"]["detail"] == "Centro is critical (pressure 4): calm neighbours searched too (este, norte)"
+    readable = [
+        describe(e.type, e.from_state, e.to_state, e.payload) for e in AuditEvent.objects.for_delivery(delivery.pk)
+    ]
+    assert any("searched wider: Centro is critical" in line for line in readable)  # on the delivery's admin page
+    assert any("(surge ×1.50)" in line for line in readable)
 
 
 def test_a_critical_zone_leaves_out_neighbours_that_are_not_calm(zones, merchant, clock):
