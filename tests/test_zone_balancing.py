@@ -9,8 +9,10 @@ from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
+from deliveries.models import Delivery
 from deliveries.services import balancing
 from deliveries.services.availability import go_online, start_break
+from deliveries.services.ladder import dispatch_waiting
 from deliveries.timeline import describe
 from drivers import locations
 from drivers.models import DriverMessage
@@ -231,3 +233,12 @@ def test_a_driver_who_goes_online_later_is_hinted_at_the_next_minute(zones, merc
     locations.flush_positions()
     clock.shift(timedelta(minutes=1))
     assert [hint.from_zone.code for hint in balancing.take_zone_snapshots().hints] == ["este"]
+
+
+def test_a_driver_answering_an_offer_gets_no_hint(zones, merchant, clock):
+    factories.new_delivery(merchant, "order-1")  # nobody online: Centro is critical, the delivery escalated
+    asked = _driver_in(*factories.NORTE)
+    dispatch_waiting()  # the sweep offers Centro's delivery to the driver in Norte (the search widened)
+    assert factories.pending_offer(Delivery.objects.get(external_id="order-1")).driver == asked
+    idle = _driver_in(*factories.NORTE)
+    assert [hint.driver for hint in balancing.take_zone_snapshots().hints] == [idle]

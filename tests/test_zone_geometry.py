@@ -116,3 +116,14 @@ def test_the_zone_page_draws_the_zone_and_its_neighbours_on_a_map(admin_client, 
     html = page.content.decode()
     assert 'id="zone-map"' in html and "vendor/leaflet/leaflet.js" in html
     assert "//unpkg" not in html and "cdn" not in html.lower()  # nothing from outside: it works offline
+
+
+def test_snapshots_are_listed_in_the_zones_local_time(admin_client, zones):
+    from deliveries.services import balancing
+
+    zones["centro"].time_zone = "Asia/Tokyo"
+    zones["centro"].save()
+    balancing.take_zone_snapshots()
+    url = reverse("admin:zones_zonesnapshot_changelist")
+    page = admin_client.get(url, {"zone__id__exact": zones["centro"].pk})
+    assert " JST" in page.content.decode()

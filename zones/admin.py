@@ -98,11 +98,24 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ZoneSnapshot)
 class ZoneSnapshotAdmin(ReadOnlyAdmin):
-    list_display = ["taken_at", "zone", "band", "pressure", "surge_multiplier", "demand_open", "supply_available"]
+    list_display = [
+        "taken_at",
+        "local_time",
+        "zone",
+        "band",
+        "pressure",
+        "surge_multiplier",
+        "demand_open",
+        "supply_available",
+    ]
     list_filter = ["band", "zone"]
     list_select_related = ["zone"]
     date_hierarchy = "taken_at"
     show_full_result_count = False
+
+    @admin.display(description="zone's local time")
+    def local_time(self, snapshot: ZoneSnapshot) -> str:
+        return snapshot.zone.local_time(snapshot.taken_at).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @admin.register(ZoneHint)

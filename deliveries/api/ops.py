@@ -83,6 +83,31 @@ class ZoneListView(APIView):
     permission_classes = [IsOps]
     ops_permission = "zones.view_zone"
 
-    @extend_schema(responses={200: inline_serializer("ZonePressure", {"code": serializers.CharField()}, many=True)})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "ZonePressure",
+                {
+                    **{name: serializers.CharField() for name in ["code", "name", "band", "taken_at", "local_time"]},
+                    **{
+                        name: serializers.IntegerField()
+                        for name in [
+                            "open_deliveries",
+                            "created_last_15_min",
+                            "available_drivers",
+                            "busy_drivers",
+                            "on_break_drivers",
+                            "open_escalations",
+                            "hints_sent_last_hour",
+                            "hints_entered_last_hour",
+                        ]
+                    },
+                    "pressure": serializers.FloatField(),
+                    "surge_multiplier": serializers.DecimalField(max_digits=4, decimal_places=2),
+                },
+                many=True,
+            )
+        }
+    )
     def get(self, request):
         return Response([messages.zone_reading(reading) for reading in measure_zones(now=timezone.now())])

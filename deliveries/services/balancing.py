@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from deliveries import messages
+from deliveries.models import Offer
 from deliveries.selectors import ZoneReading, measure_zones
 from deliveries.services.ops_feed import push_ops
 from drivers.models import Driver, DriverState
@@ -53,7 +54,7 @@ def _measure_hints(now: datetime) -> tuple[int, int]:
 
 
 def _send_hints(readings: list[ZoneReading], *, now: datetime) -> list[ZoneHint]:
-    """For each critical zone, most pressed first: a `zone.hint` to every available driver in a calm (normal)
+    """For each critical zone, most pressed first: a `zone.hint` to every idle driver in a calm (normal)
     neighbouring zone who had no hint in the last HINT_INTERVAL."""
     snapshots = {reading.snapshot.zone_id: reading.snapshot for reading in readings}
     critical = sorted((s for s in snapshots.values() if s.band == Band.CRITICAL), key=lambda s: -s.pressure)
@@ -65,10 +66,14 @@ def _send_hints(readings: list[ZoneReading], *, now: datetime) -> list[ZoneHint]
     for from_id, to_id in links.values_list("from_zone_id", "to_zone_id"):
         calm_neighbours.setdefault(from_id, []).append(to_id)
     recently_hinted = ZoneHint.objects.filter(driver=OuterRef("pk"), sent_at__gt=now - HINT_INTERVAL)
-    drivers = (
-        Driver.objects.select_for_update()
-        .filter(state=DriverState.AVAILABLE, current_zone__in=[z for ids in calm_neighbours.values() for z in ids])
+    idle = (  # available and not answering an offer right now (SPEC 4.2: "idle drivers")
+        Driver.objects.filter(state=DriverState.AVAILABLE)
+        .exclude(Exists(Offer.objects.pending_for_driver(OuterRef("pk"))))
         .exclude(Exists(recently_hinted))
+    )
+    drivers = (
+        idle.select_for_update()
+        .filter(current_zone__in=[zone_id for ids in calm_neighbours.values() for zone_id in ids])
         .order_by("pk")
     )
     waiting: dict[int, list[Driver]] = {}
