@@ -242,3 +242,11 @@ def test_a_driver_answering_an_offer_gets_no_hint(zones, merchant, clock):
     assert factories.pending_offer(Delivery.objects.get(external_id="order-1")).driver == asked
     idle = _driver_in(*factories.NORTE)
     assert [hint.driver for hint in balancing.take_zone_snapshots().hints] == [idle]
+
+
+def test_snapshots_are_taken_every_minute_by_an_editable_schedule_that_replaced_the_pressure_push():
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = PeriodicTask.objects.get(task="deliveries.tasks.take_zone_snapshots")
+    assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (60, "seconds", True)
+    assert not PeriodicTask.objects.filter(task="deliveries.tasks.push_zone_pressure").exists()
