@@ -1,8 +1,9 @@
 """The live ops board in a real headless Chromium (Debian's package, driven by Playwright) against a real
 `manage.py serve` (production mode: PostgreSQL, Redis channel layer): an ops user logs in, opens the board, a
 merchant creates demand in a zone with nobody available, and at the minute's snapshot the zone turns critical on
-the map and in the table without a reload. Someone who is not staff is sent to the login page. Screenshots go
-to test-artifacts/ (gitignored)."""
+the map and in the table without a reload; an escalation appears in the queue as it opens. Someone who is not
+staff is sent to the login page. The zone admin page draws the zone and its neighbours. Screenshots go to
+test-artifacts/ (gitignored)."""
 
 import io
 import threading
@@ -90,7 +91,25 @@ def test_ops_watch_a_zone_turn_critical_live_and_others_are_sent_to_login(zones,
         assert _zone_band(page, "norte")[0] == "normal"
         assert "×1.50" in page.locator('#zone-table tr[data-zone="centro"]').inner_text()
         assert page.evaluate("window.sameDocument") is True  # changed in place: no reload
+
+        # Norte's driver has Centro's first delivery on offer: a second one finds nobody and escalates at once.
+        second = httpx.post(
+            f"{url}/api/v1/deliveries",
+            json=factories.delivery_payload("rush-2"),
+            headers={"Authorization": f"Token {token}"},
+        )
+        assert second.status_code == 201, second.text
+        escalation = page.wait_for_selector("#escalation-table tr[data-escalation]", timeout=10_000)
+        assert "rush-2" in escalation.inner_text() and "L2" in escalation.inner_text()
+        link = page.locator("#escalation-table a", has_text="rush-2").get_attribute("href")
+        assert link == f"/admin/deliveries/escalation/{escalation.get_attribute('data-escalation')}/change/"
+        assert page.evaluate("window.sameDocument") is True
         page.screenshot(path=ARTIFACTS / "ops_board_critical.png", full_page=True)
+
+        page.goto(f"{url}/admin/zones/zone/{zones['centro'].pk}/change/")
+        page.wait_for_selector("#zone-map path")
+        assert page.locator("#zone-map path").count() == 3  # Centro, and its neighbours Norte and Este
+        page.screenshot(path=ARTIFACTS / "zone_admin_map.png", full_page=True)
 
         anonymous = browser.new_page()
         anonymous.goto(f"{url}/ops/board/")
