@@ -250,3 +250,15 @@ def test_snapshots_are_taken_every_minute_by_an_editable_schedule_that_replaced_
     schedule = PeriodicTask.objects.get(task="deliveries.tasks.take_zone_snapshots")
     assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (60, "seconds", True)
     assert not PeriodicTask.objects.filter(task="deliveries.tasks.push_zone_pressure").exists()
+
+
+def test_ops_read_each_zones_band_and_surge_over_rest(ops_api, merchant, clock):
+    _driver_in(*factories.NORTE)
+    factories.new_delivery(merchant)  # widened to Norte's driver; Centro has nobody of its own
+    zones = {zone["code"]: zone for zone in ops_api.get("/api/v1/ops/zones").json()}
+    assert (zones["centro"]["band"], zones["centro"]["surge_multiplier"]) == ("critical", "1.50")
+    assert (zones["norte"]["available_drivers"], zones["norte"]["band"], zones["norte"]["surge_multiplier"]) == (
+        1,
+        "normal",
+        "1.00",
+    )
