@@ -120,12 +120,7 @@ def search_area(delivery: Delivery, *, now: datetime) -> SearchArea:
         neighbours = sorted(zone.neighbours.filter(active=True).values_list("code", flat=True))
         factor = zone.escalation_radius_factor
         detail = f"escalation level {delivery.escalation_level}: radius ×{factor:g}, all neighbours"
-        return SearchArea(
-            zone.search_radius_km * zone.escalation_radius_factor,
-            [zone.code, *neighbours],
-            SearchReason.ESCALATED,
-            detail,
-        )
+        return SearchArea(zone.search_radius_km * factor, [zone.code, *neighbours], SearchReason.ESCALATED, detail)
     own = bands_in_force([zone.pk], now=now).get(zone.pk)
     if own is None or own.band != Band.CRITICAL:
         return SearchArea(zone.search_radius_km, [zone.code], SearchReason.OWN_ZONE)
