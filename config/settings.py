@@ -117,9 +117,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-# Front-end libraries vendored from the npm registry (static/vendor/), served like the apps' own static files.
-STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Front-end libraries vendored from the npm registry (static/vendor/<name>/): pages work with no internet access.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -226,9 +226,6 @@ RELAY_DRIVER_MESSAGE_RETENTION = timedelta(hours=env_int("RELAY_DRIVER_MESSAGE_R
 # are deleted after RELAY_BREADCRUMB_RETENTION (a daily beat job).
 RELAY_TRACKING_LINK_TTL = timedelta(hours=env_int("RELAY_TRACKING_LINK_HOURS", 24))
 RELAY_BREADCRUMB_RETENTION = timedelta(days=env_int("RELAY_BREADCRUMB_RETENTION_DAYS", 30))
-# Map tiles for the tracking page (a URL template such as https://tile.example.com/{z}/{x}/{y}.png); unset, the
-# map draws pickup, dropoff, route and driver on a plain background, so the page needs nothing from outside.
-RELAY_MAP_TILES_URL = env_str("RELAY_MAP_TILES_URL", "")
 # API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
 # merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
 # console and their token covers a working day.
@@ -242,6 +239,10 @@ RELAY_TOKEN_DAYS = {
 # this is on: the demo and the tests post to receivers on 127.0.0.1.
 RELAY_WEBHOOK_TIMEOUT_S = float(env_int("WEBHOOK_TIMEOUT_S", 10))
 RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+# Background tiles of the ops maps and the customer's tracking map (a Leaflet URL template such as
+# https://tile.example.com/{z}/{x}/{y}.png). Unset, the maps draw zones, or pickup, dropoff, route and driver, on a
+# blank background and need no internet access at all.
+RELAY_MAP_TILES_URL = env_url("RELAY_MAP_TILES_URL", {"http", "https"})
 
 # --- Production hardening (checked by `manage.py check --deploy`) -----------------------------------
 if not DEBUG:

@@ -1,16 +1,50 @@
-"""`/t/<token>`: the customer's tracking page. The page carries the link's state as it is now; the browser keeps
-it live over `/ws/track/<token>/` and, when the socket fails, polls `GET /api/v1/track/<token>` every 10 s.
-It speaks the customer's language (Accept-Language: English or Portuguese)."""
+"""Pages beside the API and the admin: the live ops board for staff (SPEC 4.2) and the customer's tracking page
+(SPEC 4.1).
+
+`/t/<token>` carries the link's state as it is now; the browser keeps it live over `/ws/track/<token>/` and, when
+the socket fails, polls `GET /api/v1/track/<token>` every 10 s. It speaks the customer's language
+(Accept-Language: English or Portuguese)."""
 
 from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
-from django.utils import translation
+from django.template.response import TemplateResponse
+from django.utils import timezone, translation
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 
 from core.errors import NotFound
 from deliveries import messages
+from deliveries.consumers import OPS_FEED_PERMISSION
+from deliveries.models import Escalation, EscalationStatus
+from deliveries.selectors import measure_zones
 from deliveries.services.tracking import LinkExpired, delivery_for_link
+
+# The board shows zones and the escalation queue, and listens to /ws/ops/: it asks for what the feed asks for.
+BOARD_PERMISSIONS = [OPS_FEED_PERMISSION, "zones.view_zone"]
+
+
+def ops_board(request):
+    """Every active zone on a map, coloured by band, and the open escalations; kept live by `/ws/ops/`
+    (`zone.pressure`, `escalation.opened`, `escalation.updated`) on the admin's session. Wrapped in the admin's
+    `admin_view` (config/urls.py): anyone not staff is sent to the admin login."""
+    if not request.user.has_perms(BOARD_PERMISSIONS):
+        raise PermissionDenied
+    readings = measure_zones(now=timezone.now())
+    escalations = (
+        Escalation.objects.exclude(status=EscalationStatus.RESOLVED)
+        .select_related("delivery__zone")
+        .order_by("-level", "opened_at")
+    )
+    board = {
+        "tiles_url": settings.RELAY_MAP_TILES_URL,
+        "zones": [messages.zone_reading(reading) | {"polygon": reading.snapshot.zone.polygon} for reading in readings],
+        "escalations": [messages.escalation(escalation) for escalation in escalations],
+    }
+    context = admin.site.each_context(request) | {"title": "Live ops board", "board": board}
+    return TemplateResponse(request, "relay/ops_board.html", context)
+
 
 POLL_EVERY_S = 10
 

@@ -25,5 +25,5 @@ def remove(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("deliveries", "0007_tracking_eta_breadcrumbs")]
+    dependencies = [("deliveries", "0008_tracking_eta_breadcrumbs")]
     operations = [migrations.RunPython(create, remove)]
