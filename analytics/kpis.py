@@ -1,0 +1,163 @@
+"""The KPIs of a date range (SPEC 5): facts of each zone-day and driver-day (rolled up nightly, computed live for
+days without a rollup row), merged, then turned into plainly named figures. API, CSV and dashboards read this."""
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from analytics.facts import driver_day_facts, local_today, zone_day_facts
+from analytics.models import DriverDay, ZoneDay
+from drivers.models import Driver
+from zones.models import Zone
+
+
+def days_between(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def merge(facts: Iterable[dict]) -> dict:
+    """Sum facts key by key: counts add, lists join, dicts add per key, money (decimal strings) adds exactly."""
+    total: dict = {}
+    for one in facts:
+        for key, value in one.items():
+            if isinstance(value, list):
+                total[key] = total.get(key, []) + value
+            elif isinstance(value, dict):
+                inner = total.setdefault(key, {})
+                for name, count in value.items():
+                    inner[name] = inner.get(name, 0) + count
+            elif isinstance(value, str):
+                total[key] = str(Decimal(total.get(key, "0")) + Decimal(value))
+            else:
+                total[key] = total.get(key, 0) + value
+    return total
+
+
+def ratio(part, whole) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def percentile(values: list[float], p: int) -> float | None:
+    """Nearest rank: the smallest value with at least p% of values at or below it."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 1)
+
+
+def _per(amount: Decimal, count: int) -> str | None:
+    return str((amount / count).quantize(Decimal("0.01"))) if count else None
+
+
+def summarise_deliveries(facts: dict) -> dict:
+    fees, pay, idle = (Decimal(facts.get(key, "0")) for key in ("fees", "driver_pay", "idle_pay"))
+    delivered, created = facts.get("delivered", 0), facts.get("deliveries", 0)
+    eta_errors = facts.get("eta_error_s", [])
+    return {
+        "deliveries": created,
+        "delivered": delivered,
+        "failed": facts.get("failed", 0),
+        "cancelled": facts.get("cancelled", 0),
+        "completion_rate": ratio(delivered, created),
+        "cancellation_rate": ratio(facts.get("cancelled", 0), created),
+        "offers": facts.get("offers", 0),
+        "offers_per_delivery": ratio(facts.get("offers", 0), created),
+        "first_offer_success_rate": ratio(facts.get("first_offer_accepted", 0), facts.get("offered_deliveries", 0)),
+        "time_to_assign_p50_s": percentile(facts.get("time_to_assign_s", []), 50),
+        "time_to_assign_p90_s": percentile(facts.get("time_to_assign_s", []), 90),
+        "reassignments": facts.get("reassignments", 0),
+        "manual_reassignments": facts.get("manual_reassignments", 0),
+        "escalations_by_level": facts.get("escalations_by_level", {"1": 0, "2": 0, "3": 0}),
+        "delivery_time_p50_s": percentile(facts.get("delivery_time_s", []), 50),
+        "delivery_time_p90_s": percentile(facts.get("delivery_time_s", []), 90),
+        "eta_mae_s": round(sum(eta_errors) / len(eta_errors), 1) if eta_errors else None,
+        "eta_in_window_rate": ratio(facts.get("eta_in_window", 0), len(eta_errors)),
+        "driver_pay": str(pay),
+        "idle_pay": str(idle),
+        "fees": str(fees),
+        "cost_per_delivery": _per(pay + idle, delivered),
+        "margin_per_delivery": _per(fees - pay - idle, delivered),
+        "idle_share_of_cost": ratio(float(idle), float(pay + idle)),
+        "time_to_acknowledge_p50_s": percentile(facts.get("time_to_acknowledge_s", []), 50),
+        "time_to_acknowledge_p90_s": percentile(facts.get("time_to_acknowledge_s", []), 90),
+    }
+
+
+def summarise_driver(facts: dict) -> dict:
+    answered = facts["accepted"] + facts["declined"] + facts["expired"]
+    available, busy = facts["seconds_available"], facts["seconds_busy"]
+    return {
+        "offers_received": facts["offers_received"],
+        "accepted": facts["accepted"],
+        "declined": facts["declined"],
+        "expired": facts["expired"],
+        "acceptance_rate": ratio(facts["accepted"], answered),
+        "decline_reasons": facts["decline_reasons"],
+        "time_to_respond_p50_s": percentile(facts["response_s"], 50),
+        "releases": facts["releases"],
+        "release_rate": ratio(facts["releases"], facts["accepted"]),
+        "offline_events": facts["offline_events"],
+        "stale_events": facts["stale_events"],
+        "hours_available": round(available / 3600, 2),
+        "hours_busy": round(busy / 3600, 2),
+        "hours_on_break": round(facts["seconds_on_break"] / 3600, 2),
+        "utilisation": ratio(busy, available + busy),
+        "deliveries_completed": facts["deliveries_completed"],
+        "earnings": str(Decimal(facts["delivery_pay"]) + Decimal(facts["idle_pay"])),
+    }
+
+
+def stored_or_live_zone_facts(zones: list[Zone], days: list[date]) -> dict:
+    """{(zone_id, day): facts}: rollup rows where they exist, the rest computed from the raw data."""
+    found = {(row.zone_id, row.day): row.facts for row in ZoneDay.objects.filter(zone__in=zones, day__in=days)}
+    for zone in zones:
+        for day in days:
+            if (zone.pk, day) not in found and day <= local_today(zone):
+                found[(zone.pk, day)] = zone_day_facts(zone, day)
+    return found
+
+
+def stored_or_live_driver_facts(drivers: list[Driver], days: list[date]) -> dict:
+    found = {(row.driver_id, row.day): row.facts for row in DriverDay.objects.filter(driver__in=drivers, day__in=days)}
+    for driver in drivers:
+        for day in days:
+            if (driver.pk, day) not in found and day <= local_today(driver.home_zone):
+                found[(driver.pk, day)] = driver_day_facts(driver, day)
+    return found
+
+
+@dataclass(frozen=True)
+class KpiReport:
+    deliveries: dict
+    zones: list[dict]
+    days: list[dict]
+    drivers: list[dict]
+
+    def as_dict(self) -> dict:
+        return {"deliveries": self.deliveries, "zones": self.zones, "days": self.days, "drivers": self.drivers}
+
+
+def kpi_report(first: date, last: date, *, zone: Zone | None = None) -> KpiReport:
+    zones = [zone] if zone else list(Zone.objects.all())
+    days = days_between(first, last)
+    zone_facts = stored_or_live_zone_facts(zones, days)
+    drivers = list(Driver.objects.filter(home_zone__in=zones).select_related("home_zone").order_by("name"))
+    driver_facts = stored_or_live_driver_facts(drivers, days)
+    return KpiReport(
+        deliveries=summarise_deliveries(merge(zone_facts.values())),
+        zones=[
+            {"zone": z.code} | summarise_deliveries(merge(zone_facts.get((z.pk, d), {}) for d in days)) for z in zones
+        ],
+        days=[
+            {"day": d.isoformat()} | summarise_deliveries(merge(zone_facts.get((z.pk, d), {}) for z in zones))
+            for d in days
+        ],
+        drivers=[
+            {"driver_id": str(driver.pk), "name": driver.name, "zone": driver.home_zone.code}
+            | summarise_driver(merge(driver_facts[(driver.pk, d)] for d in days if (driver.pk, d) in driver_facts))
+            for driver in drivers
+            if any((driver.pk, d) in driver_facts for d in days)
+        ],
+    )
