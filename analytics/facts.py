@@ -52,7 +52,9 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
 
     first_offer: dict = {}
     offers = 0
-    for row in Offer.objects.filter(delivery__in=cohort.values("pk")).order_by("sent_at").values("delivery_id", "status"):
+    for row in (
+        Offer.objects.filter(delivery__in=cohort.values("pk")).order_by("sent_at").values("delivery_id", "status")
+    ):
         offers += 1
         first_offer.setdefault(row["delivery_id"], row["status"])
     assigned = events.filter(type="delivery.assigned").values("delivery_id").annotate(first=Min("occurred_at"))
@@ -60,7 +62,9 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
     levels = Counter(str(EscalationLevel.WARN.value) for _ in events.filter(type="escalation.warned").values("id"))
     for payload in events.filter(type__in=["escalation.opened", "escalation.raised"]).values_list("payload", flat=True):
         levels[str(payload["level"])] += 1
-    costs = DeliveryCost.objects.filter(delivery__in=cohort.values("pk")).aggregate(pay=Sum("driver_pay"), fee=Sum("fee"))
+    costs = DeliveryCost.objects.filter(delivery__in=cohort.values("pk")).aggregate(
+        pay=Sum("driver_pay"), fee=Sum("fee")
+    )
     idle_seconds = sum(
         seconds.get(DriverState.AVAILABLE, 0.0)
         for seconds in state_seconds(Driver.objects.filter(home_zone=zone), start, end).values()
@@ -112,7 +116,9 @@ def driver_day_facts(driver: Driver, day: date) -> dict:
         "accepted": outcomes[OfferStatus.ACCEPTED],
         "declined": outcomes[OfferStatus.DECLINED],
         "expired": outcomes[OfferStatus.EXPIRED],
-        "decline_reasons": dict(Counter(offers.filter(status=OfferStatus.DECLINED).values_list("decline_reason", flat=True))),
+        "decline_reasons": dict(
+            Counter(offers.filter(status=OfferStatus.DECLINED).values_list("decline_reason", flat=True))
+        ),
         "response_s": [
             _seconds(responded, sent)
             for sent, responded in offers.filter(
@@ -155,6 +161,8 @@ def state_seconds(drivers, start: datetime, end: datetime) -> dict:
     for driver_id, state, at, payload in changes:
         add(driver_id, state, at - timedelta(seconds=payload.get("seconds_in_previous", 0)), at)
     now = timezone.now()
-    for driver_id, state, since in drivers.filter(state_changed_at__lt=end).values_list("pk", "state", "state_changed_at"):
+    for driver_id, state, since in drivers.filter(state_changed_at__lt=end).values_list(
+        "pk", "state", "state_changed_at"
+    ):
         add(driver_id, state, since, now)
     return totals

@@ -19,7 +19,9 @@ def roll_up_day(zone: Zone, day: date) -> None:
     with transaction.atomic():
         ZoneDay.objects.update_or_create(zone=zone, day=day, defaults={"facts": zone_day_facts(zone, day)})
         for driver in Driver.objects.filter(home_zone=zone).select_related("home_zone"):
-            DriverDay.objects.update_or_create(driver=driver, day=day, defaults={"facts": driver_day_facts(driver, day)})
+            DriverDay.objects.update_or_create(
+                driver=driver, day=day, defaults={"facts": driver_day_facts(driver, day)}
+            )
 
 
 def roll_up_recent_days(days: int = NIGHTLY_DAYS) -> int:

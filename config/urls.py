@@ -11,6 +11,7 @@ api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
     path("auth/logout", LogoutView.as_view(), name="auth-logout"),
     path("", include("deliveries.urls")),
+    path("", include("analytics.urls")),
 ]
 
 urlpatterns = [
