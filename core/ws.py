@@ -14,9 +14,11 @@ from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
+from core import metrics
 from core.tokens import valid_token
 
 log = logging.getLogger(__name__)
+SOCKETS = metrics.live_gauge("relay_websocket_connections", "Open authenticated websockets, by kind", ["kind"])
 
 
 def token_from_scope(scope) -> str | None:
@@ -86,6 +88,7 @@ class AuthenticatedConsumer(JsonSocket):
 
     token_key: str | None = None
     checking = False
+    kind = "socket"  # the label of the open-sockets gauge: "driver", "ops"
 
     async def authorized_user(self, user):
         """The user if they may hold this socket now, else None."""
@@ -112,9 +115,12 @@ class AuthenticatedConsumer(JsonSocket):
         await self.channel_layer.group_add(CREDENTIAL_CHECK_GROUP, self.channel_name)
         self.checking = True
         await super().accept(subprotocol, headers)
+        SOCKETS.labels(kind=self.kind).inc()
 
     async def disconnect(self, code):
         if self.checking:
+            self.checking = False
+            SOCKETS.labels(kind=self.kind).dec()
             await self.channel_layer.group_discard(CREDENTIAL_CHECK_GROUP, self.channel_name)
 
     async def credentials_recheck(self, event):

@@ -15,6 +15,7 @@ def _may_watch(user) -> bool:
 
 
 class OpsConsumer(AuthenticatedConsumer):
+    kind = "ops"
     seq = 0
     joined = False
 
