@@ -44,6 +44,10 @@ class DeliveryFigures(serializers.Serializer):
     cancellation_rate = serializers.FloatField(allow_null=True)
     offers = serializers.IntegerField()
     offers_per_delivery = serializers.FloatField(allow_null=True)
+    acceptance_rate = serializers.FloatField(
+        allow_null=True, help_text="Accepted of offers accepted, declined or expired"
+    )
+    decline_reasons = serializers.DictField(child=serializers.IntegerField())
     first_offer_success_rate = serializers.FloatField(allow_null=True)
     time_to_assign_p50_s = serializers.FloatField(allow_null=True)
     time_to_assign_p90_s = serializers.FloatField(allow_null=True)
@@ -119,11 +123,15 @@ def _flat(row: dict) -> dict:
     return flat
 
 
-def kpi_rows(report: KpiReport) -> list[dict]:
-    """Every row of the report, flat, with the table it comes from: what the CSV holds, line for line."""
-    rows = [{"table": "deliveries"} | _flat(report.deliveries)]
-    for table in ("zones", "days", "drivers"):
-        rows += [{"table": table} | _flat(row) for row in getattr(report, table)]
+TABLES = ("deliveries", "zones", "days", "drivers")
+
+
+def kpi_rows(report: KpiReport, tables: tuple[str, ...] = TABLES) -> list[dict]:
+    """The rows of the report's tables, flat, each with its table's name: what a CSV holds, line for line."""
+    rows = []
+    for table in tables:
+        content = getattr(report, table)
+        rows += [{"table": table} | _flat(row) for row in (content if isinstance(content, list) else [content])]
     return rows
 
 

@@ -17,6 +17,8 @@ from drivers.models import Driver, DriverState
 from zones.models import Zone
 
 ONLINE_STATES = (DriverState.AVAILABLE, DriverState.BUSY, DriverState.ON_BREAK)
+# Offers answered: accepted, declined or let expire (a withdrawn one never reached an answer).
+ANSWERED = (OfferStatus.ACCEPTED, OfferStatus.DECLINED, OfferStatus.EXPIRED)
 # A state held longer than this past the end of a day is not looked for (bounds the scan of later events).
 LONGEST_STATE = timedelta(days=1)
 
@@ -52,10 +54,14 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
 
     first_offer: dict = {}
     offers = 0
-    for row in (
-        Offer.objects.filter(delivery__in=cohort.values("pk")).order_by("sent_at").values("delivery_id", "status")
-    ):
+    outcomes: Counter = Counter()
+    decline_reasons: Counter = Counter()
+    cohort_offers = Offer.objects.filter(delivery__in=cohort.values("pk")).order_by("sent_at")
+    for row in cohort_offers.values("delivery_id", "status", "decline_reason"):
         offers += 1
+        outcomes[row["status"]] += 1
+        if row["status"] == OfferStatus.DECLINED:
+            decline_reasons[row["decline_reason"]] += 1
         first_offer.setdefault(row["delivery_id"], row["status"])
     assigned = events.filter(type="delivery.assigned").values("delivery_id").annotate(first=Min("occurred_at"))
     handed_back = events.filter(type="delivery.pending", from_state=DeliveryStatus.ASSIGNED)
@@ -77,6 +83,9 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         "failed": status_counts[DeliveryStatus.FAILED],
         "cancelled": status_counts[DeliveryStatus.CANCELLED],
         "offers": offers,
+        "offers_accepted": outcomes[OfferStatus.ACCEPTED],
+        "offers_answered": sum(outcomes[status] for status in ANSWERED),
+        "decline_reasons": dict(decline_reasons),
         "offered_deliveries": len(first_offer),
         "first_offer_accepted": sum(1 for status in first_offer.values() if status == OfferStatus.ACCEPTED),
         "time_to_assign_s": [_seconds(row["first"], created[row["delivery_id"]]["created_at"]) for row in assigned],

@@ -64,6 +64,8 @@ def summarise_deliveries(facts: dict) -> dict:
         "cancellation_rate": ratio(facts.get("cancelled", 0), created),
         "offers": facts.get("offers", 0),
         "offers_per_delivery": ratio(facts.get("offers", 0), created),
+        "acceptance_rate": ratio(facts.get("offers_accepted", 0), facts.get("offers_answered", 0)),
+        "decline_reasons": facts.get("decline_reasons", {}),
         "first_offer_success_rate": ratio(facts.get("first_offer_accepted", 0), facts.get("offered_deliveries", 0)),
         "time_to_assign_p50_s": percentile(facts.get("time_to_assign_s", []), 50),
         "time_to_assign_p90_s": percentile(facts.get("time_to_assign_s", []), 90),

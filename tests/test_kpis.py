@@ -82,6 +82,8 @@ def test_delivery_kpis_of_a_hand_built_day(three_deliveries, zones):
     assert (figures["deliveries"], figures["delivered"], figures["cancelled"], figures["failed"]) == (3, 2, 1, 0)
     assert figures["offers_per_delivery"] == pytest.approx(4 / 3, abs=1e-4)
     assert figures["first_offer_success_rate"] == pytest.approx(2 / 3, abs=1e-4)
+    assert figures["acceptance_rate"] == 0.75  # of the 4 offers, 3 accepted
+    assert figures["decline_reasons"] == {"too_far": 1}
     assert figures["completion_rate"] == pytest.approx(2 / 3, abs=1e-4)
     assert figures["cancellation_rate"] == pytest.approx(1 / 3, abs=1e-4)
     # Created → first assigned: 30, 25 and 5 s; nearest rank: p50 is the 2nd of 3, p90 the 3rd.
