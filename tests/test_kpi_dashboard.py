@@ -1,0 +1,48 @@
+"""The KPI dashboard in the ops console: staff only, charts drawn on the server, filters, CSV downloads."""
+
+import csv
+import io
+from datetime import date
+
+import pytest
+
+from analytics.api import kpi_rows
+from analytics.kpis import kpi_report
+
+pytestmark = pytest.mark.django_db
+DASHBOARD = "/admin/analytics/zoneday/dashboard/"
+
+
+def test_ops_see_charts_and_tables_and_download_each_table(client, ops_user, merchant, clock):
+    from tests import factories
+
+    factories.new_delivery(merchant, "x1")  # nobody online: waits
+    client.force_login(ops_user)
+    page = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count('<svg class="chart"') == 7
+    assert 'data-kind="bar" data-points="3"' in html  # three zones
+    assert "KPI dashboard" in client.get("/admin/").content.decode()  # linked from every console page
+    download = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25", "download": "zones"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(download.streaming_content).decode())))
+    expected = kpi_rows(kpi_report(date(2026, 11, 20), date(2026, 11, 25)), ("zones",))
+    assert [row["zone"] for row in rows] == [row["zone"] for row in expected] == ["centro", "este", "norte"]
+    assert rows[0]["deliveries"] == "1"
+
+
+def test_a_zone_filter_and_bad_dates_are_shown_not_crashed(client, ops_user, zones, clock):
+    client.force_login(ops_user)
+    page = client.get(DASHBOARD, {"from": "2026-11-25", "to": "2026-11-20"}).content.decode()
+    assert "Must be on or after" in page
+    one_zone = client.get(DASHBOARD, {"zone": "norte"}).content.decode()
+    assert 'data-kind="bar" data-points="1"' in one_zone
+
+
+def test_the_dashboard_is_for_staff_with_the_permission(client, merchant, zones):
+    from django.contrib.auth import get_user_model
+
+    assert client.get(DASHBOARD).status_code == 302  # to the console's login
+    staff = get_user_model().objects.create_user("viewer", password="x-pass-123456", is_staff=True)
+    client.force_login(staff)
+    assert client.get(DASHBOARD).status_code == 403
