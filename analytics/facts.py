@@ -4,7 +4,6 @@ are derived from them in `analytics.kpis`."""
 
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.db.models import Min, Sum
@@ -12,7 +11,7 @@ from django.utils import timezone
 
 from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryCost, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
-from deliveries.pricing import idle_pay
+from deliveries.pricing import idle_pay, money
 from drivers.models import Driver, DriverState
 from zones.models import Zone
 
@@ -99,8 +98,8 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         ],
         "eta_error_s": [round(error, 3) for error, _ in eta_errors],
         "eta_in_window": sum(1 for _, inside in eta_errors if inside),
-        "driver_pay": str(costs["pay"] or Decimal("0.00")),
-        "fees": str(costs["fee"] or Decimal("0.00")),
+        "driver_pay": str(money(costs["pay"] or 0)),
+        "fees": str(money(costs["fee"] or 0)),
         "idle_pay": str(idle_pay(zone, seconds=idle_seconds)),
         "time_to_acknowledge_s": [
             _seconds(acknowledged, opened)
@@ -146,7 +145,7 @@ def driver_day_facts(driver: Driver, day: date) -> dict:
         "seconds_busy": round(seconds.get(DriverState.BUSY, 0.0), 3),
         "seconds_on_break": round(seconds.get(DriverState.ON_BREAK, 0.0), 3),
         "deliveries_completed": jobs.filter(outcome=DeliveryStatus.DELIVERED).count(),
-        "delivery_pay": str(jobs.aggregate(pay=Sum("driver_pay"))["pay"] or Decimal("0.00")),
+        "delivery_pay": str(money(jobs.aggregate(pay=Sum("driver_pay"))["pay"] or 0)),
         "idle_pay": str(idle_pay(zone, seconds=seconds.get(DriverState.AVAILABLE, 0.0))),
     }
 

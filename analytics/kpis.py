@@ -87,7 +87,19 @@ def summarise_deliveries(facts: dict) -> dict:
     }
 
 
+DRIVER_ZERO = {
+    **dict.fromkeys(["offers_received", "accepted", "declined", "expired", "releases"], 0),
+    **dict.fromkeys(["offline_events", "stale_events", "deliveries_completed"], 0),
+    **dict.fromkeys(["seconds_available", "seconds_busy", "seconds_on_break"], 0.0),
+    "decline_reasons": {},
+    "response_s": [],
+    "delivery_pay": "0.00",
+    "idle_pay": "0.00",
+}
+
+
 def summarise_driver(facts: dict) -> dict:
+    facts = DRIVER_ZERO | facts
     answered = facts["accepted"] + facts["declined"] + facts["expired"]
     available, busy = facts["seconds_available"], facts["seconds_busy"]
     return {
@@ -157,9 +169,13 @@ def kpi_report(first: date, last: date, *, zone: Zone | None = None) -> KpiRepor
             for d in days
         ],
         drivers=[
-            {"driver_id": str(driver.pk), "name": driver.name, "zone": driver.home_zone.code}
-            | summarise_driver(merge(driver_facts[(driver.pk, d)] for d in days if (driver.pk, d) in driver_facts))
+            {"driver_id": str(driver.pk), "name": driver.name, "zone": driver.home_zone.code} | figures
             for driver in drivers
-            if any((driver.pk, d) in driver_facts for d in days)
+            if _worked(figures := summarise_driver(merge(driver_facts.get((driver.pk, d), {}) for d in days)))
         ],
     )
+
+
+def _worked(figures: dict) -> bool:
+    """A driver with no offer and no time online in the range has no row (the fleet's idle accounts)."""
+    return bool(figures["offers_received"] or figures["hours_available"] or figures["hours_busy"])
