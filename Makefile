@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 
+# The first run also seeds two weeks of history (through the real actions) so the KPI dashboard has data.
 demo: migrate
+	$(BIN)/python manage.py demo --setup-only
+	$(BIN)/python manage.py seed_history --days 14 --if-empty
 	$(BIN)/python manage.py demo
 
 run: migrate

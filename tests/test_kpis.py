@@ -249,3 +249,11 @@ def test_kpi_api_bad_input_is_a_400_naming_the_field(ops_api, zones, query, fiel
 def test_kpi_api_is_for_ops_only(merchant_api, zones, client):
     assert client.get("/api/v1/ops/kpis?from=2026-11-25&to=2026-11-25").status_code == 401
     assert merchant_api.get("/api/v1/ops/kpis?from=2026-11-25&to=2026-11-25").status_code == 403
+
+
+def test_the_kpi_endpoint_is_in_the_openapi_schema(client):
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    operation = schema["paths"]["/api/v1/ops/kpis"]["get"]
+    assert {parameter["name"] for parameter in operation["parameters"]} >= {"from", "to", "zone", "format"}
+    figures = schema["components"]["schemas"]["DeliveryFigures"]["properties"]
+    assert {"offers_per_delivery", "first_offer_success_rate", "time_to_assign_p90_s", "eta_mae_s"} <= set(figures)
