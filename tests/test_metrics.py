@@ -2,6 +2,8 @@
 reads, summed over every process of a deployment, for ops and scrapers only; /healthz and /readyz."""
 
 import io
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -152,3 +154,39 @@ def test_two_server_processes_add_up_in_every_scrape(zones, settings, tmp_path):
         anonymous = httpx.get(f"{first}/metrics")
         assert anonymous.status_code == 401
     assert "Traceback" not in (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_celery_workers_task_metrics_show_in_the_servers_scrape(zones, settings, tmp_path):
+    from config.celery import app
+    from deliveries.tasks import dispatch_waiting_deliveries
+    from tests.polling import eventually
+    from tests.servers import ROOT, stop
+
+    queue = f"metrics-test-{tmp_path.name}"  # a queue of its own: nothing else queued in this Redis reaches it
+    env = production_env(settings) | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "METRICS_PUBLIC": "1"}
+    (tmp_path / "metrics").mkdir()
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "-c", "2", "-l", "warning"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    app.conf.task_always_eager = False
+    try:
+        with running_server(env, tmp_path / "server.log") as url:
+            for _ in range(3):
+                dispatch_waiting_deliveries.apply_async(queue=queue)
+            key = (
+                "relay_celery_task_duration_seconds_count",
+                (("task", "deliveries.tasks.dispatch_waiting_deliveries"),),
+            )
+
+            def counted() -> bool:
+                return samples(httpx.get(f"{url}/metrics").text).get(key) == 3
+
+            assert eventually(counted, timeout_s=60), (tmp_path / "worker.log").read_text()[-2000:]
+    finally:
+        app.conf.task_always_eager = True
+        stop(worker)
