@@ -257,3 +257,54 @@ def test_the_kpi_endpoint_is_in_the_openapi_schema(client):
     assert {parameter["name"] for parameter in operation["parameters"]} >= {"from", "to", "zone", "format"}
     figures = schema["components"]["schemas"]["DeliveryFigures"]["properties"]
     assert {"offers_per_delivery", "first_offer_success_rate", "time_to_assign_p90_s", "eta_mae_s"} <= set(figures)
+
+
+def test_waiting_at_pickup_and_surge_are_paid(merchant, clock, zones):
+    """Ready in 20 min: the offer is held back until just in time; the driver is paid for arriving before the
+    food is ready (not surged), and the accepted offer's surge multiplies base, distance and time."""
+    from datetime import timedelta
+
+    from deliveries.models import Offer
+    from deliveries.services.ladder import dispatch_waiting
+
+    driver = factories.online_driver(*factories.east(0.5))
+    delivery = factories.new_delivery(merchant, "w1", ready_at=(_now() + timedelta(minutes=20)).isoformat())
+    assert delivery.status == "pending"  # held back for ready_at
+    delivery.refresh_from_db()
+    clock.shift((delivery.dispatch_not_before - _now()).total_seconds())
+    factories.ping(driver, *factories.east(0.5))
+    dispatch_waiting()
+    offer = factories.pending_offer(delivery)
+    Offer.objects.filter(pk=offer.pk).update(surge_multiplier=Decimal("1.50"))  # as zone balancing will set it
+    offers.accept_offer(offer.pk, actor=Actor.driver(driver))
+    delivery.refresh_from_db()
+    clock.shift((delivery.ready_at - _now()).total_seconds() + 60)
+    progress.pick_up_delivery(delivery.pk, actor=Actor.driver(driver))
+    clock.shift(600)
+    progress.deliver_delivery(delivery.pk, actor=Actor.driver(driver))
+
+    cost = DeliveryCost.objects.get(delivery=delivery)
+    arrived = delivery.assigned_at + timedelta(seconds=offer.eta_to_pickup_s)
+    waited_min = round((delivery.ready_at - arrived).total_seconds() / 60, 2)
+    assert waited_min > 0
+    assert cost.pay_waiting == money(Decimal("0.10") * Decimal(str(waited_min)))
+    assert cost.surge_multiplier == Decimal("1.50")
+    assert cost.pay_surge == money((cost.pay_base + cost.pay_distance + cost.pay_time) * Decimal("0.5"))
+    assert cost.driver_pay == cost.pay_base + cost.pay_distance + cost.pay_time + cost.pay_surge + cost.pay_waiting
+
+
+def test_days_are_the_zones_local_days(merchant, clock, zones):
+    """12:00 UTC is 21:00 in Tokyo on the 25th; 16:00 UTC is already 01:00 on the 26th there."""
+    zones["centro"].time_zone = "Asia/Tokyo"
+    zones["centro"].save()
+    factories.new_delivery(merchant, "tokyo-1")
+    clock.shift(4 * 3600)
+    factories.new_delivery(merchant, "tokyo-2")
+    report = kpis.kpi_report(DAY, date(2026, 11, 26), zone=zones["centro"])
+    assert [(row["day"], row["deliveries"]) for row in report.days] == [("2026-11-25", 1), ("2026-11-26", 1)]
+
+
+def _now():
+    from django.utils import timezone
+
+    return timezone.now()
