@@ -46,3 +46,33 @@ def test_the_dashboard_is_for_staff_with_the_permission(client, merchant, zones)
     staff = get_user_model().objects.create_user("viewer", password="x-pass-123456", is_staff=True)
     client.force_login(staff)
     assert client.get(DASHBOARD).status_code == 403
+
+
+def test_sixty_days_cost_no_more_queries_than_a_week(client, ops_user, zones, clock):
+    """Past days come from the rollup rows (one query for all of them), not from the raw data."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from analytics.facts import zone_day_facts
+    from analytics.models import ZoneDay
+
+    today = date(2026, 11, 25)
+    for zone in zones.values():
+        facts = zone_day_facts(zone, today) | {"deliveries": 10, "delivered": 9, "time_to_assign_s": [20.0, 40.0]}
+        ZoneDay.objects.bulk_create(
+            ZoneDay(zone=zone, day=today - timedelta(days=n), facts=facts) for n in range(1, 61)
+        )
+    client.force_login(ops_user)
+
+    def queries(days: int) -> int:
+        first = (today - timedelta(days=days - 1)).isoformat()
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get(DASHBOARD, {"from": first, "to": today.isoformat()})
+        assert page.status_code == 200
+        return len(captured)
+
+    assert queries(60) == queries(7)
+    page = client.get(DASHBOARD, {"from": "2026-09-27", "to": "2026-11-25"}).content.decode()
+    assert "<strong>1770</strong>" in page  # 59 rolled-up days × 3 zones × 10, and today (live) has none
