@@ -168,14 +168,26 @@ def test_reassignments_escalations_releases_and_acknowledgement(merchant, clock,
     assert (c_row["releases"], c_row["release_rate"]) == (1, 1.0)
 
 
-def test_a_driver_gone_stale_counts_as_offline_and_stale(merchant, clock, zones):
-    from deliveries.services.availability import mark_stale_drivers
+def test_hours_in_each_state_and_a_driver_gone_stale(merchant, clock, zones):
+    """Online at 0, a break from 100 to 700 s, last ping at 700, set offline as stale at 900 s (200 s silent)."""
+    from deliveries.services.availability import end_break, mark_stale_drivers, start_break
 
+    at = Timeline(clock).at
     e = factories.online_driver(*factories.east(0.5), name="Eva E")
-    clock.shift(200)
+    at(100)
+    start_break(e.pk, actor=Actor.driver(e))
+    at(700)
+    end_break(e.pk, actor=Actor.driver(e))
+    factories.ping(e, *factories.east(0.5))
+    at(900)
     assert mark_stale_drivers() == 1
     row = next(row for row in kpis.kpi_report(DAY, DAY).drivers if row["name"] == e.name)
-    assert (row["offline_events"], row["stale_events"], row["hours_available"]) == (1, 1, round(200 / 3600, 2))
+    assert (row["offline_events"], row["stale_events"]) == (1, 1)
+    # Available 0-100 and 700-900 s; on a break 600 s; never busy.
+    assert (row["hours_available"], row["hours_on_break"], row["hours_busy"]) == (
+        round(300 / 3600, 2), round(600 / 3600, 2), 0.0,
+    )  # fmt: skip
+    assert row["utilisation"] == 0.0
 
 
 def test_rollup_is_idempotent_and_the_report_reads_it(three_deliveries, zones):
