@@ -127,3 +127,19 @@ def _close_stray_connections(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def receivers():
+    """Webhook receivers on 127.0.0.1 (tests/receivers.py), closed after the test: `receivers(status=500)`."""
+    from tests.receivers import Receiver
+
+    opened: list[Receiver] = []
+
+    def make(**kwargs) -> Receiver:
+        opened.append(Receiver(**kwargs))
+        return opened[-1]
+
+    yield make
+    for receiver in opened:
+        receiver.close()

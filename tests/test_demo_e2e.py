@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.processes import stop_process
 from tests.polling import eventually
-from tests.servers import ROOT, free_port, manage, stop, wait_until_up
+from tests.servers import ROOT, free_port, manage, wait_until_up
 
 pytestmark = pytest.mark.e2e
 
@@ -76,8 +77,8 @@ def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
                 steps = [event["to_state"] for event in detail["events"]]
                 assert {"assigned", "picked_up", "delivered"} <= set(steps)
     finally:
-        stop(fleet)
-        stop(server)
+        stop_process(fleet)
+        stop_process(server)
     fleet_output, server_output = fleet_log.read_text(), server_log.read_text()
     assert delivered, f"nothing delivered in {DEADLINE_S} s\n{fleet_output[-3000:]}\n{server_output[-3000:]}"
     assert fleet.returncode == 0 and "Traceback" not in fleet_output, fleet_output[-3000:]

@@ -2,7 +2,6 @@ import asyncio
 import io
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from core.processes import stop_process
 from simulator.cli import DEMO_PASSWORD, DEMO_ZONES, DRIVER_PREFIX, add_fleet_arguments, driver_usernames, fleet_config
 from simulator.client import Account
 from simulator.fleet import Fleet, configure_logging, until_stopped
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         except (KeyboardInterrupt, asyncio.CancelledError):
             self.stdout.write("\nstopping…")
         finally:
-            self.stop_server(server)
+            stop_process(server)
         self.stdout.write("fleet: " + fleet.summary())
 
     # --- setup ------------------------------------------------------------------------------------------
@@ -122,18 +122,8 @@ class Command(BaseCommand):
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        self.stop_server(server)
+        stop_process(server)
         raise CommandError(f"the server did not answer on {url} within 60 s; see {log_path}")
-
-    def stop_server(self, server: subprocess.Popen) -> None:
-        if server.poll() is not None:
-            return
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
     def banner(self, url: str, options, fleet_log: Path) -> None:
         lines = [
