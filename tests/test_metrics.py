@@ -163,7 +163,8 @@ def test_a_celery_workers_task_metrics_show_in_the_servers_scrape(zones, setting
     from config.celery import app
     from deliveries.tasks import dispatch_waiting_deliveries
     from tests.polling import eventually
-    from tests.servers import ROOT, stop
+    from core.processes import stop_process
+    from tests.servers import ROOT
 
     queue = f"metrics-test-{tmp_path.name}"  # a queue of its own: nothing else queued in this Redis reaches it
     env = production_env(settings) | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "METRICS_PUBLIC": "1"}
@@ -189,4 +190,4 @@ def test_a_celery_workers_task_metrics_show_in_the_servers_scrape(zones, setting
             assert eventually(counted, timeout_s=60), (tmp_path / "worker.log").read_text()[-2000:]
     finally:
         app.conf.task_always_eager = True
-        stop(worker)
+        stop_process(worker)
