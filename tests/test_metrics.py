@@ -12,11 +12,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect
 
+from config.celery import app
 from core.audit import Actor
+from core.processes import stop_process
 from deliveries.services import offers
-from deliveries.tasks import dispatch_delivery_task
+from deliveries.tasks import dispatch_delivery_task, dispatch_waiting_deliveries
 from tests import factories
-from tests.servers import production_env, running_server
+from tests.polling import eventually
+from tests.servers import ROOT, free_port, production_env, running_server
 
 SYSTEM_METRICS = {
     "relay_assignment_latency_seconds",  # created → first offer, created → assigned
@@ -104,8 +107,6 @@ def test_healthz_answers_and_readyz_checks_the_services(client, settings):
 @pytest.mark.redis
 @pytest.mark.django_db
 def test_readyz_is_503_when_redis_is_unreachable(client, settings):
-    from tests.servers import free_port
-
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     answer = client.get("/readyz")
     assert answer.status_code == 503
@@ -160,12 +161,6 @@ def test_two_server_processes_add_up_in_every_scrape(zones, settings, tmp_path):
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_celery_workers_task_metrics_show_in_the_servers_scrape(zones, settings, tmp_path):
-    from config.celery import app
-    from deliveries.tasks import dispatch_waiting_deliveries
-    from tests.polling import eventually
-    from core.processes import stop_process
-    from tests.servers import ROOT
-
     queue = f"metrics-test-{tmp_path.name}"  # a queue of its own: nothing else queued in this Redis reaches it
     env = production_env(settings) | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "METRICS_PUBLIC": "1"}
     (tmp_path / "metrics").mkdir()
