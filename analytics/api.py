@@ -59,6 +59,7 @@ class DeliveryFigures(serializers.Serializer):
     eta_mae_s = serializers.FloatField(allow_null=True, help_text="null until learned ETAs record their error")
     eta_in_window_rate = serializers.FloatField(allow_null=True)
     driver_pay = serializers.DecimalField(max_digits=12, decimal_places=2)
+    surge_pay = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Part of driver_pay")
     idle_pay = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Paid idle (available) time")
     fees = serializers.DecimalField(max_digits=12, decimal_places=2)
     cost_per_delivery = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)

@@ -68,7 +68,7 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
     for payload in events.filter(type__in=["escalation.opened", "escalation.raised"]).values_list("payload", flat=True):
         levels[str(payload["level"])] += 1
     costs = DeliveryCost.objects.filter(delivery__in=cohort.values("pk")).aggregate(
-        pay=Sum("driver_pay"), fee=Sum("fee")
+        pay=Sum("driver_pay"), fee=Sum("fee"), surge=Sum("pay_surge")
     )
     idle_seconds = sum(
         seconds.get(DriverState.AVAILABLE, 0.0)
@@ -100,6 +100,8 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         "eta_in_window": sum(1 for _, inside in eta_errors if inside),
         "driver_pay": str(money(costs["pay"] or 0)),
         "fees": str(money(costs["fee"] or 0)),
+        # Surge comes from the accepted offers' multiplier (zone balancing sets it; 1.00 until then).
+        "surge_pay": str(money(costs["surge"] or 0)),
         "idle_pay": str(idle_pay(zone, seconds=idle_seconds)),
         "time_to_acknowledge_s": [
             _seconds(acknowledged, opened)

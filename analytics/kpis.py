@@ -78,6 +78,7 @@ def summarise_deliveries(facts: dict) -> dict:
         "eta_in_window_rate": ratio(facts.get("eta_in_window", 0), len(eta_errors)),
         "driver_pay": str(pay),
         "idle_pay": str(idle),
+        "surge_pay": str(Decimal(facts.get("surge_pay", "0.00"))),
         "fees": str(fees),
         "cost_per_delivery": _per(pay + idle, delivered),
         "margin_per_delivery": _per(fees - pay - idle, delivered),

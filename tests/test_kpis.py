@@ -115,6 +115,7 @@ def test_cost_and_margin_of_a_hand_built_day(three_deliveries, zones):
     figures = kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries
     pay = d1.driver_pay + d2.driver_pay + d3.driver_pay
     assert Decimal(figures["idle_pay"]) == Decimal("1.70")
+    assert figures["surge_pay"] == "0.00"  # no surge until zone balancing sets offers' multipliers
     assert Decimal(figures["cost_per_delivery"]) == ((pay + Decimal("1.70")) / 2).quantize(Decimal("0.01"))
     fees = d1.fee + d2.fee
     assert Decimal(figures["margin_per_delivery"]) == ((fees - pay - Decimal("1.70")) / 2).quantize(Decimal("0.01"))
@@ -320,3 +321,15 @@ def _now():
     from django.utils import timezone
 
     return timezone.now()
+
+
+def test_the_nightly_task_rolls_up_the_last_two_days_of_every_zone(zones, clock):
+    from django_celery_beat.models import PeriodicTask
+
+    from analytics.tasks import roll_up_kpis_task
+
+    schedule = PeriodicTask.objects.get(task="analytics.tasks.roll_up_kpis_task")
+    assert (schedule.crontab.hour, schedule.crontab.minute, schedule.enabled) == ("2", "30", True)
+    assert roll_up_kpis_task.delay().get() == 2 * 3
+    assert set(ZoneDay.objects.values_list("day", flat=True)) == {date(2026, 11, 23), date(2026, 11, 24)}
+    assert roll_up_kpis_task.delay().get() == 6 and ZoneDay.objects.count() == 6  # again: the same rows

@@ -7,6 +7,7 @@ import sys
 
 import httpx
 import pytest
+from celery import shared_task
 from django.core.management import call_command
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
@@ -186,3 +187,17 @@ def test_a_celery_workers_task_metrics_show_in_the_servers_scrape(zones, setting
     finally:
         app.conf.task_always_eager = True
         stop_process(worker)
+
+
+@shared_task(name="tests.failing_task")
+def failing_task():
+    raise RuntimeError("this task always fails")
+
+
+@pytest.mark.django_db
+def test_a_failing_celery_task_is_counted(client, ops_user):
+    client.force_login(ops_user)
+    key = ("relay_celery_task_failures_total", (("task", "tests.failing_task"),))
+    before = samples(client.get("/metrics").content.decode()).get(key, 0)
+    assert failing_task.apply().failed()
+    assert samples(client.get("/metrics").content.decode())[key] == before + 1
