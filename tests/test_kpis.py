@@ -333,3 +333,16 @@ def test_the_nightly_task_rolls_up_the_last_two_days_of_every_zone(zones, clock)
     assert roll_up_kpis_task.delay().get() == 2 * 3
     assert set(ZoneDay.objects.values_list("day", flat=True)) == {date(2026, 11, 23), date(2026, 11, 24)}
     assert roll_up_kpis_task.delay().get() == 6 and ZoneDay.objects.count() == 6  # again: the same rows
+
+
+def test_a_range_of_days_can_be_rolled_up_by_hand(three_deliveries, zones):
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("roll_up_kpis", "--from", "2026-11-24", "--to", "2026-11-25", "--zone", "centro", stdout=out)
+    assert "rolled up 2 days of 1 zones" in out.getvalue()
+    assert ZoneDay.objects.get(zone=zones["centro"], day=DAY).facts["deliveries"] == 3
+    with pytest.raises(CommandError, match="on or after"):
+        call_command("roll_up_kpis", "--from", "2026-11-25", "--to", "2026-11-24")
+    with pytest.raises(CommandError, match="no zone"):
+        call_command("roll_up_kpis", "--from", "2026-11-25", "--to", "2026-11-25", "--zone", "atlantis")
