@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from analytics.facts import driver_day_facts, local_today, zone_day_facts
+from analytics.facts import day_window, driver_day_facts, local_today, zone_day_facts
 from analytics.models import DriverDay, ZoneDay
+from core.models import AuditEvent
 from drivers.models import Driver
 from zones.models import Zone
 
@@ -124,21 +125,34 @@ def summarise_driver(facts: dict) -> dict:
     }
 
 
+class _Activity:
+    """Which days can hold facts at all: none before the first audit event, none after today."""
+
+    def __init__(self):
+        self.first = AuditEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first()
+
+    def possible(self, zone: Zone, day: date) -> bool:
+        return self.first is not None and day_window(zone, day)[1] > self.first and day <= local_today(zone)
+
+
 def stored_or_live_zone_facts(zones: list[Zone], days: list[date]) -> dict:
-    """{(zone_id, day): facts}: rollup rows where they exist, the rest computed from the raw data."""
+    """{(zone_id, day): facts}: rollup rows where they exist, the rest computed from the raw data (today, or a
+    day the nightly rollup missed)."""
     found = {(row.zone_id, row.day): row.facts for row in ZoneDay.objects.filter(zone__in=zones, day__in=days)}
+    activity = _Activity()
     for zone in zones:
         for day in days:
-            if (zone.pk, day) not in found and day <= local_today(zone):
+            if (zone.pk, day) not in found and activity.possible(zone, day):
                 found[(zone.pk, day)] = zone_day_facts(zone, day)
     return found
 
 
 def stored_or_live_driver_facts(drivers: list[Driver], days: list[date]) -> dict:
     found = {(row.driver_id, row.day): row.facts for row in DriverDay.objects.filter(driver__in=drivers, day__in=days)}
+    activity = _Activity()
     for driver in drivers:
         for day in days:
-            if (driver.pk, day) not in found and day <= local_today(driver.home_zone):
+            if (driver.pk, day) not in found and activity.possible(driver.home_zone, day):
                 found[(driver.pk, day)] = driver_day_facts(driver, day)
     return found
 
