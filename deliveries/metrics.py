@@ -20,9 +20,9 @@ OFFERS = metrics.counter(
 DISPATCH_DURATION = metrics.histogram("relay_dispatch_duration_seconds", "Time to choose a driver for a delivery")
 
 
-def observe_first_offer(delivery: Delivery, sent_at) -> None:
-    if not delivery.offers.exclude(sent_at=sent_at).exists():
-        ASSIGNMENT_LATENCY.labels(stage="first_offer").observe((sent_at - delivery.created_at).total_seconds())
+def observe_first_offer(delivery: Delivery, offer) -> None:
+    if not delivery.offers.exclude(pk=offer.pk).exists():
+        ASSIGNMENT_LATENCY.labels(stage="first_offer").observe((offer.sent_at - delivery.created_at).total_seconds())
 
 
 def observe_assignment(delivery: Delivery) -> None:

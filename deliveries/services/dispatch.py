@@ -339,7 +339,7 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
     )
     notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     metrics.OFFERS.labels(outcome="created").inc()
-    metrics.observe_first_offer(delivery, offer.sent_at)
+    metrics.observe_first_offer(delivery, offer)
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)
