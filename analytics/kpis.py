@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from analytics.facts import day_window, driver_day_facts, local_today, zone_day_facts
+from analytics.facts import LONGEST_STATE, day_window, driver_day_facts, local_today, zone_day_facts
 from analytics.models import DriverDay, ZoneDay
 from core.models import AuditEvent
-from drivers.models import Driver
+from drivers.models import Driver, DriverState
 from zones.models import Zone
 
 
@@ -130,9 +130,21 @@ class _Activity:
 
     def __init__(self):
         self.first = AuditEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first()
+        self._drivers: dict = {}
 
     def possible(self, zone: Zone, day: date) -> bool:
         return self.first is not None and day_window(zone, day)[1] > self.first and day <= local_today(zone)
+
+    def active(self, driver: Driver, day: date) -> bool:
+        """An event of the driver in the day (or in the span a state held then may end in), or online now."""
+        key = (driver.home_zone_id, day)
+        if key not in self._drivers:
+            start, end = day_window(driver.home_zone, day)
+            events = AuditEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end + LONGEST_STATE)
+            online = Driver.objects.exclude(state=DriverState.OFFLINE).filter(state_changed_at__lt=end)
+            self._drivers[key] = set(events.exclude(driver_id=None).values_list("driver_id", flat=True).distinct())
+            self._drivers[key] |= set(online.values_list("pk", flat=True))
+        return driver.pk in self._drivers[key]
 
 
 def stored_or_live_zone_facts(zones: list[Zone], days: list[date]) -> dict:
@@ -148,11 +160,13 @@ def stored_or_live_zone_facts(zones: list[Zone], days: list[date]) -> dict:
 
 
 def stored_or_live_driver_facts(drivers: list[Driver], days: list[date]) -> dict:
+    """As for zones; a driver with no event in a day (or around it) and offline now has no facts to compute."""
     found = {(row.driver_id, row.day): row.facts for row in DriverDay.objects.filter(driver__in=drivers, day__in=days)}
     activity = _Activity()
     for driver in drivers:
         for day in days:
-            if (driver.pk, day) not in found and activity.possible(driver.home_zone, day):
+            missing = (driver.pk, day) not in found
+            if missing and activity.possible(driver.home_zone, day) and activity.active(driver, day):
                 found[(driver.pk, day)] = driver_day_facts(driver, day)
     return found
 
