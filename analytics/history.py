@@ -19,9 +19,9 @@ from django.utils import timezone
 from analytics.rollup import roll_up_day
 from core.audit import Actor
 from core.errors import DomainError
-from deliveries.models import Delivery, Escalation, EscalationStatus, Merchant, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus, Merchant, Offer, OfferStatus
 from deliveries.serializers import DeclineInput, DeliveryCreateInput
-from deliveries.services import availability, escalations, ladder, offers, progress, reassignment
+from deliveries.services import availability, dispatch, escalations, offers, progress, reassignment
 from deliveries.services.creation import create_delivery
 from drivers import locations
 from drivers.models import Driver, DriverState
@@ -91,7 +91,7 @@ class HistoryDay:
     def online(self, driver: Driver) -> None:
         availability.go_online(driver.pk, actor=Actor.driver(driver))
         self.ping_all()
-        ladder.dispatch_waiting()
+        self.redispatch()
 
     def take_break(self, driver: Driver) -> None:
         if Driver.objects.get(pk=driver.pk).state != DriverState.AVAILABLE:
@@ -104,7 +104,7 @@ class HistoryDay:
     def end_break(self, driver: Driver) -> None:
         availability.end_break(driver.pk, actor=Actor.driver(driver))
         self.ping_all()
-        ladder.dispatch_waiting()
+        self.redispatch()
 
     def offline(self, driver: Driver) -> None:
         state = Driver.objects.get(pk=driver.pk).state
@@ -128,7 +128,6 @@ class HistoryDay:
         )
         data.is_valid(raise_exception=True)
         self.ping_all()
-        ladder.run_ladder()
         create_delivery(merchant=self.merchant, data=data.validated_data)
         self.deliveries += 1
 
@@ -163,7 +162,7 @@ class HistoryDay:
 
     def release(self, delivery: Delivery, driver: Driver) -> None:
         reassignment.release_delivery(delivery.pk, actor=Actor.driver(driver), reason="vehicle trouble")
-        ladder.dispatch_waiting()
+        self.redispatch()
 
     def cancel(self, delivery: Delivery) -> None:
         progress.cancel_delivery(delivery.pk, actor=Actor.merchant(self.merchant), reason="customer cancelled")
@@ -176,7 +175,13 @@ class HistoryDay:
             progress.deliver_delivery(delivery.pk, actor=actor, proof={"photo": "door.jpg"})
         self.positions[driver.pk] = (delivery.dropoff_lat, delivery.dropoff_lng)
         self.ping_all()
-        ladder.dispatch_waiting()
+        self.redispatch()
+
+    def redispatch(self) -> None:
+        """What the dispatch sweep does, for this history's deliveries only (nobody else's are touched)."""
+        waiting = Delivery.objects.filter(merchant=self.merchant, status=DeliveryStatus.PENDING)
+        for delivery_id in waiting.exclude(dispatch_not_before__gt=_now()).values_list("pk", flat=True):
+            dispatch.dispatch(delivery_id)
 
     def acknowledge(self, escalation_id) -> None:
         escalations.acknowledge_escalation(escalation_id, actor=Actor.ops(self.ops))
@@ -184,11 +189,14 @@ class HistoryDay:
     def follow_up(self) -> None:
         """Whatever the last action led to: new offers get an answer, new escalations an ops user."""
         for offer in (
-            Offer.objects.filter(status=OfferStatus.PENDING).exclude(pk__in=self.answered).select_related("driver")
+            Offer.objects.filter(status=OfferStatus.PENDING, driver__in=self.drivers)
+            .exclude(pk__in=self.answered)
+            .select_related("driver")
         ):
             self.answered.add(offer.pk)
             self.answer(offer)
-        fresh = Escalation.objects.filter(status=EscalationStatus.OPEN).exclude(pk__in=self.acknowledging)
+        fresh = Escalation.objects.filter(status=EscalationStatus.OPEN, delivery__merchant=self.merchant)
+        fresh = fresh.exclude(pk__in=self.acknowledging)
         for escalation_id in fresh.values_list("pk", flat=True):
             self.acknowledging.add(escalation_id)
             self.at(_now() + timedelta(minutes=self.rng.uniform(1, 6)), lambda e=escalation_id: self.acknowledge(e))
@@ -244,9 +252,17 @@ class _Quiet:
         pass
 
 
+class FleetOnline(Exception):
+    """Drivers outside the history are online: on a moved clock their live positions would look fresh, and the
+    history's deliveries would be offered to them."""
+
+
 def seed_history(*, days: int, per_day: int, drivers_per_zone: int, seed: int, on_day: Callable) -> int:
     """Simulate the `days` days before today, each rolled up when done; `on_day(done, total, deliveries)`
-    reports progress. Returns the deliveries created."""
+    reports progress. Returns the deliveries created. Only the history's own accounts act."""
+    online = Driver.objects.exclude(state=DriverState.OFFLINE).exclude(user__username__startswith=DRIVER_PREFIX)
+    if online.exists():
+        raise FleetOnline(f"{online.count()} drivers are online")
     zones = list(Zone.objects.filter(active=True))
     merchant, ops_user, drivers = history_accounts(zones, drivers_per_zone)
     rng = random.Random(seed)

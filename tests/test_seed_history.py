@@ -27,3 +27,11 @@ def test_seeds_days_through_the_actions_and_rolls_them_up_once(zones):
 def test_without_zones_it_says_what_to_do_first(db):
     with pytest.raises(CommandError, match="load some first"):
         call_command("seed_history", "--days", "1", stdout=io.StringIO())
+
+
+def test_refused_while_a_fleet_is_online(zones):
+    from tests import factories
+
+    factories.online_driver(*factories.CENTRO)
+    with pytest.raises(CommandError, match="1 drivers are online"):
+        call_command("seed_history", "--days", "1", stdout=io.StringIO())

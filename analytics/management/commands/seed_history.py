@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.history import seed_history
+from analytics.history import FleetOnline, seed_history
 from analytics.models import ZoneDay
 from zones.models import Zone
 
@@ -30,9 +30,12 @@ class Command(BaseCommand):
         if if_empty and ZoneDay.objects.exists():
             self.stdout.write("history already there: nothing to do")
             return
-        total = seed_history(
-            days=days, per_day=per_day, drivers_per_zone=drivers_per_zone, seed=seed, on_day=self.progress
-        )
+        try:
+            total = seed_history(
+                days=days, per_day=per_day, drivers_per_zone=drivers_per_zone, seed=seed, on_day=self.progress
+            )
+        except FleetOnline as exc:
+            raise CommandError(f"{exc}: seed the history before the fleet starts (as `make demo` does)") from exc
         self.stdout.write(f"\n{total} deliveries over {days} days, rolled up: see the KPI dashboard in the console")
 
     def progress(self, done: int, total: int, deliveries: int) -> None:
