@@ -76,3 +76,16 @@ def test_sixty_days_cost_no_more_queries_than_a_week(client, ops_user, zones, cl
     assert queries(60) == queries(7)
     page = client.get(DASHBOARD, {"from": "2026-09-27", "to": "2026-11-25"}).content.decode()
     assert "<strong>1770</strong>" in page  # 59 rolled-up days × 3 zones × 10, and today (live) has none
+
+
+def test_charts_keep_negative_values_inside_the_plot():
+    import re
+
+    from analytics.charts import HEIGHT, Series, bar_chart, line_chart
+
+    svg = line_chart("Margin", ["a", "b", "c"], [Series("margin", [-40.0, None, 10.0])])
+    ys = [float(y) for y in re.findall(r'cy="([-\d.]+)"', svg)]
+    assert len(ys) == 2 and all(0 < y < HEIGHT for y in ys) and 'data-points="2"' in svg
+    bars = bar_chart("Margin by zone", [("x", -5.0), ("y", 5.0)])
+    heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', bars)]
+    assert heights[0] == heights[1] > 0  # as tall below zero as above
