@@ -64,7 +64,9 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         first_offer.setdefault(row["delivery_id"], row["status"])
     assigned = events.filter(type="delivery.assigned").values("delivery_id").annotate(first=Min("occurred_at"))
     handed_back = events.filter(type="delivery.pending", from_state=DeliveryStatus.ASSIGNED)
-    levels = Counter(str(EscalationLevel.WARN.value) for _ in events.filter(type="escalation.warned").values("id"))
+    # How many times a delivery reached each level: WARN is recorded on the delivery, ALERT and CRITICAL by
+    # the escalation that opened or was raised to them.
+    levels = Counter({str(EscalationLevel.WARN.value): events.filter(type="escalation.warned").count()})
     for payload in events.filter(type__in=["escalation.opened", "escalation.raised"]).values_list("payload", flat=True):
         levels[str(payload["level"])] += 1
     costs = DeliveryCost.objects.filter(delivery__in=cohort.values("pk")).aggregate(
