@@ -76,6 +76,10 @@ def test_metrics_list_the_system_metrics_and_move_when_work_happens(merchant, op
     assert moved("relay_assignment_latency_seconds_sum", stage="assigned") == pytest.approx(12)
     assert moved("relay_assignment_latency_seconds_count", stage="first_offer") == 1
     assert moved("relay_dispatch_duration_seconds_count") >= 2
+    assert (
+        moved("relay_location_searches_total", index="redis") + moved("relay_location_searches_total", index="database")
+        >= 2
+    )
     assert moved("relay_celery_task_duration_seconds_count", task="deliveries.tasks.dispatch_delivery_task") == 1
     assert after[("relay_unassigned_deliveries", (("zone", "centro"),))] == 1
     assert after[("relay_oldest_unassigned_age_seconds", (("zone", "centro"),))] == pytest.approx(30)
