@@ -20,7 +20,7 @@ demo: migrate
 	rm -rf var/metrics  # metric samples of processes from an earlier run (see PROMETHEUS_MULTIPROC_DIR)
 	$(BIN)/python manage.py demo --setup-only
 	$(BIN)/python manage.py seed_history --days 14 --if-empty
-	$(BIN)/python manage.py demo
+	$(BIN)/python manage.py demo $(DEMO_ARGS)
 
 run: migrate
 	rm -rf var/metrics

@@ -116,6 +116,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Front-end libraries vendored from the npm registry (static/vendor/<name>/): pages work with no internet access.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -230,6 +232,9 @@ RELAY_TOKEN_DAYS = {
 # this is on: the demo and the tests post to receivers on 127.0.0.1.
 RELAY_WEBHOOK_TIMEOUT_S = float(env_int("WEBHOOK_TIMEOUT_S", 10))
 RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+# Background tiles of the ops maps (a Leaflet URL template such as https://tile.example.com/{z}/{x}/{y}.png).
+# Unset, the maps draw the zones on a blank background and need no internet access at all.
+RELAY_MAP_TILES_URL = env_url("RELAY_MAP_TILES_URL", {"http", "https"})
 
 # --- System metrics (/metrics) -------------------------------------------------------------------------
 # prometheus_client's multiprocess mode: every server worker and Celery worker on the host writes its samples

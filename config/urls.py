@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core.api import LogoutView, TokenView
 from core.views import healthz, metrics_view, readyz
+from deliveries.views import ops_board
 
 REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
@@ -15,6 +16,8 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # Staff only, exactly as the admin decides it (a non-staff visitor is sent to the admin login).
+    path("ops/board/", admin.site.admin_view(ops_board), name="ops-board"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -130,6 +130,7 @@ class Command(BaseCommand):
             "",
             f"Relay demo on {url}  (logs: server {options['log']}, simulated fleet {fleet_log})",
             f"  admin console  {url}/admin/   login {OPS_USER} / {OPS_PASSWORD}",
+            f"  live ops board {url}/ops/board/  (zones by band, surge, escalations; updated every minute)",
             f"  API docs       {url}/api/docs/  (reference: {url}/api/redoc/)",
             f"  drivers ride {options['speedup']:g}× faster than real; the merchant orders {options['rate']:g}/min.",
             "  Ctrl-C stops everything.",
@@ -162,10 +163,17 @@ class Command(BaseCommand):
     async def status_line(self, ops: Account, merchant: Account, fleet: Fleet, elapsed: float) -> str:
         counts = [await merchant.count("/api/v1/deliveries", status=status) for status in STATUSES]
         escalations = await ops.count("/api/v1/ops/escalations", open="true")
+        zones = await ops.request("GET", "/api/v1/ops/zones")
+        bands = (
+            ", ".join(f"{z['code']} {z['band']}" for z in zones.body["results"])
+            if zones is not None and zones.ok
+            else "?"
+        )
         shown = " ".join(f"{status} {'?' if n is None else n}" for status, n in zip(STATUSES, counts, strict=True))
         stats = fleet.stats
         return (
             f"[{elapsed:5.0f}s] {shown} | open escalations {'?' if escalations is None else escalations}"
             f" | offers {stats['offers']} accepted {stats['accepted']} declined {stats['offers_decline']}"
             f" ignored {stats['offers_ignore']} released {stats['released']} errors {stats['request_errors']}"
+            f" | bands {bands}"
         )

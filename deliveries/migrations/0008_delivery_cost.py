@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deliveries', '0006_escalation_reason_no_candidate'),
+        ('deliveries', '0007_zone_snapshot_schedule'),
         ('drivers', '0002_driver_message_sent_at_idx'),
         ('zones', '0001_initial'),
     ]
