@@ -65,6 +65,10 @@ class DeliveryFigures(serializers.Serializer):
     cost_per_delivery = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
     margin_per_delivery = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
     idle_share_of_cost = serializers.FloatField(allow_null=True)
+    critical_share = serializers.FloatField(allow_null=True, help_text="Share of the zone's minute snapshots critical")
+    busy_share = serializers.FloatField(allow_null=True)
+    mean_pressure = serializers.FloatField(allow_null=True, help_text="Demand per available driver, on average")
+    mean_surge_multiplier = serializers.FloatField(allow_null=True)
     time_to_acknowledge_p50_s = serializers.FloatField(allow_null=True, help_text="Escalations, opened → acknowledged")
     time_to_acknowledge_p90_s = serializers.FloatField(allow_null=True)
 

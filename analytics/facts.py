@@ -4,6 +4,7 @@ are derived from them in `analytics.kpis`."""
 
 from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.db.models import Min, Sum
@@ -13,7 +14,7 @@ from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryCost, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import idle_pay, money
 from drivers.models import Driver, DriverState
-from zones.models import Zone
+from zones.models import Band, Zone, ZoneSnapshot
 
 ONLINE_STATES = (DriverState.AVAILABLE, DriverState.BUSY, DriverState.ON_BREAK)
 # Offers answered: accepted, declined or let expire (a withdrawn one never reached an answer).
@@ -77,6 +78,9 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         for seconds in state_seconds(Driver.objects.filter(home_zone=zone), start, end).values()
     )
     escalations = Escalation.objects.filter(delivery__zone=zone, opened_at__gte=start, opened_at__lt=end)
+    snapshots = ZoneSnapshot.objects.filter(zone=zone, taken_at__gte=start, taken_at__lt=end)
+    bands = Counter(snapshots.values_list("band", flat=True))
+    pressure = snapshots.aggregate(pressure=Sum("pressure"), surge=Sum("surge_multiplier"))
     eta_errors = _eta_errors(cohort)
     return {
         "deliveries": len(created),
@@ -105,6 +109,11 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         # Surge comes from the accepted offers' multiplier (zone balancing sets it; 1.00 until then).
         "surge_pay": str(money(costs["surge"] or 0)),
         "idle_pay": str(idle_pay(zone, seconds=idle_seconds)),
+        # Zone balancing's minute snapshots (SPEC 4.2): how often the zone was in each band, and its pressure.
+        "snapshots": sum(bands.values()),
+        "snapshots_by_band": {band: bands[band] for band in Band.values},
+        "pressure_sum": round(pressure["pressure"] or 0.0, 3),
+        "surge_sum": str(pressure["surge"] or Decimal("0.00")),
         "time_to_acknowledge_s": [
             _seconds(acknowledged, opened)
             for opened, acknowledged in escalations.filter(acknowledged_at__isnull=False).values_list(

@@ -11,7 +11,7 @@ from analytics.facts import LONGEST_STATE, day_window, driver_day_facts, local_t
 from analytics.models import DriverDay, ZoneDay
 from core.models import AuditEvent
 from drivers.models import Driver, DriverState
-from zones.models import Zone
+from zones.models import Zone, ZoneSnapshot
 
 
 def days_between(first: date, last: date) -> list[date]:
@@ -46,6 +46,10 @@ def percentile(values: list[float], p: int) -> float | None:
         return None
     ordered = sorted(values)
     return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 1)
+
+
+def _mean(total: float, count: int) -> float | None:
+    return round(total / count, 2) if count else None
 
 
 def _per(amount: Decimal, count: int) -> str | None:
@@ -84,6 +88,10 @@ def summarise_deliveries(facts: dict) -> dict:
         "cost_per_delivery": _per(pay + idle, delivered),
         "margin_per_delivery": _per(fees - pay - idle, delivered),
         "idle_share_of_cost": ratio(float(idle), float(pay + idle)),
+        "critical_share": ratio(facts.get("snapshots_by_band", {}).get("critical", 0), facts.get("snapshots", 0)),
+        "busy_share": ratio(facts.get("snapshots_by_band", {}).get("busy", 0), facts.get("snapshots", 0)),
+        "mean_pressure": _mean(facts.get("pressure_sum", 0.0), facts.get("snapshots", 0)),
+        "mean_surge_multiplier": _mean(float(facts.get("surge_sum", "0")), facts.get("snapshots", 0)),
         "time_to_acknowledge_p50_s": percentile(facts.get("time_to_acknowledge_s", []), 50),
         "time_to_acknowledge_p90_s": percentile(facts.get("time_to_acknowledge_s", []), 90),
     }
@@ -126,10 +134,14 @@ def summarise_driver(facts: dict) -> dict:
 
 
 class _Activity:
-    """Which days can hold facts at all: none before the first audit event, none after today."""
+    """Which days can hold facts at all: none before the first audit event or zone snapshot, none after today."""
 
     def __init__(self):
-        self.first = AuditEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first()
+        firsts = [
+            AuditEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first(),
+            ZoneSnapshot.objects.order_by("taken_at").values_list("taken_at", flat=True).first(),
+        ]
+        self.first = min((first for first in firsts if first is not None), default=None)
         self._drivers: dict = {}
 
     def possible(self, zone: Zone, day: date) -> bool:

@@ -32,7 +32,7 @@ def test_ops_open_the_dashboard_on_seeded_history_and_see_charts(zones, live_ser
         page.click("text=KPI dashboard")
         page.wait_for_selector("svg.chart")
         charts = page.locator("svg.chart")
-        assert charts.count() == 7
+        assert charts.count() == 8
         drawn = page.eval_on_selector_all(
             "svg.chart",
             """charts => charts.map(chart => ({

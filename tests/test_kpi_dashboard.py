@@ -21,7 +21,7 @@ def test_ops_see_charts_and_tables_and_download_each_table(client, ops_user, mer
     page = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25"})
     assert page.status_code == 200
     html = page.content.decode()
-    assert html.count('<svg class="chart"') == 7
+    assert html.count('<svg class="chart"') == 8
     assert 'data-kind="bar" data-points="3"' in html  # three zones
     assert "KPI dashboard" in client.get("/admin/").content.decode()  # linked from every console page
     download = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25", "download": "zones"})

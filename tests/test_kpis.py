@@ -2,7 +2,7 @@
 
 import csv
 import io
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
@@ -346,3 +346,19 @@ def test_a_range_of_days_can_be_rolled_up_by_hand(three_deliveries, zones):
         call_command("roll_up_kpis", "--from", "2026-11-25", "--to", "2026-11-24")
     with pytest.raises(CommandError, match="no zone"):
         call_command("roll_up_kpis", "--from", "2026-11-25", "--to", "2026-11-25", "--zone", "atlantis")
+
+
+def test_zone_balancing_snapshots_give_band_shares_pressure_and_surge(zones, clock):
+    from zones.models import ZoneSnapshot
+
+    counts = {"demand_open": 1, "demand_recent": 1, "supply_available": 1, "supply_busy": 0, "supply_on_break": 0}
+    for minute, (band, pressure, surge) in enumerate(
+        [("normal", 0.5, "1.00"), ("busy", 1.5, "1.20"), ("critical", 3.0, "1.50")]
+    ):
+        ZoneSnapshot.objects.create(
+            zone=zones["centro"], taken_at=_now() - timedelta(minutes=minute), band=band, pressure=pressure,
+            surge_multiplier=Decimal(surge), **counts,
+        )  # fmt: skip
+    figures = kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries
+    assert (figures["critical_share"], figures["busy_share"]) == (round(1 / 3, 4), round(1 / 3, 4))
+    assert (figures["mean_pressure"], figures["mean_surge_multiplier"]) == (round(5.0 / 3, 2), round(3.7 / 3, 2))
