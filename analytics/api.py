@@ -56,8 +56,10 @@ class DeliveryFigures(serializers.Serializer):
     escalations_by_level = serializers.DictField(child=serializers.IntegerField(), help_text='{"1": n, "2": n, "3": n}')
     delivery_time_p50_s = serializers.FloatField(allow_null=True)
     delivery_time_p90_s = serializers.FloatField(allow_null=True)
-    eta_mae_s = serializers.FloatField(allow_null=True, help_text="null until learned ETAs record their error")
-    eta_in_window_rate = serializers.FloatField(allow_null=True)
+    eta_mae_s = serializers.FloatField(
+        allow_null=True, help_text="Mean absolute error of the dropoff ETA predicted at assignment"
+    )
+    eta_in_window_rate = serializers.FloatField(allow_null=True, help_text="Delivered inside the predicted window")
     driver_pay = serializers.DecimalField(max_digits=12, decimal_places=2)
     surge_pay = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Part of driver_pay")
     idle_pay = serializers.DecimalField(max_digits=12, decimal_places=2, help_text="Paid idle (available) time")

@@ -38,11 +38,12 @@ def _seconds(later: datetime, earlier: datetime) -> float:
 
 
 def _eta_errors(cohort) -> list[tuple[float, bool]]:
-    """(absolute ETA error in seconds, delivered inside the promised window) per delivered delivery.
-    Learned ETAs (issue 9) store the prediction at assignment and the error at delivery; until then there is
-    nothing to read and the ETA KPIs are null. When they land this becomes one line, e.g.
-    `list(cohort.filter(eta_error_s__isnull=False).values_list("eta_error_s", "eta_in_window"))`."""
-    return []
+    """(absolute ETA error in seconds, delivered inside the window predicted at assignment) per delivered
+    delivery: learned ETAs store the prediction at assignment and the error at delivery."""
+    rows = cohort.filter(eta_error_s__isnull=False).values_list(
+        "eta_error_s", "finished_at", "eta_window_start_at_assignment", "eta_window_end_at_assignment"
+    )
+    return [(abs(error), start is not None and start <= done <= end) for error, done, start, end in rows]
 
 
 def zone_day_facts(zone: Zone, day: date) -> dict:

@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core.api import LogoutView, TokenView
 from core.views import healthz, metrics_view, readyz
-from deliveries.views import ops_board
+from deliveries.views import ops_board, tracking_page
 
 REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
@@ -26,4 +26,5 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    path("t/<str:token>", tracking_page, name="tracking-page"),
 ]

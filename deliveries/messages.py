@@ -14,7 +14,14 @@ from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
 from deliveries.models import Delivery, Escalation, Offer
-from deliveries.serializers import DriverDeliverySerializer, EscalationSerializer, OfferSerializer
+from deliveries.serializers import (
+    DriverDeliverySerializer,
+    EscalationSerializer,
+    OfferSerializer,
+    TrackingSerializer,
+    shown_eta,
+)
+from drivers import locations
 from drivers.models import Break, Driver
 from zones.models import ZoneHint
 
@@ -114,6 +121,21 @@ def break_over_limit(open_break: Break, *, now: datetime) -> dict:
         "seconds": round((now - open_break.started_at).total_seconds()),
         "limit_s": driver.home_zone.break_limit_s,
     }
+
+
+# --- to a customer (`/ws/track/<token>/`, `GET /api/v1/track/<token>`) ---------------------------------------------
+
+
+def tracking(delivery: Delivery) -> dict:
+    """The tracking link's state (the JSON, and `status` on the socket), with the driver's last position while
+    the delivery is on its way (picked up)."""
+    position = locations.last_position(delivery.driver) if delivery.status == "picked_up" else None
+    return _jsonable(TrackingSerializer(delivery, context={"location": position}).data)
+
+
+def eta(delivery: Delivery) -> dict | None:
+    """`eta` on the tracking socket, and the `data` of a `delivery.eta_updated` webhook: the ETA now shown."""
+    return _jsonable(shown_eta(delivery))
 
 
 # --- to a merchant (webhooks) -----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from core import outbound
 from core.idempotency import purge_expired_idempotency_records
 from deliveries import webhooks
 from deliveries.models import Offer, WebhookDelivery
-from deliveries.services import availability, balancing, dispatch, ladder, offers
+from deliveries.services import availability, balancing, dispatch, ladder, offers, tracking
 from drivers import locations, notifications
 
 
@@ -60,6 +60,21 @@ def take_zone_snapshots() -> int:
 @shared_task
 def flush_driver_positions() -> int:
     return locations.flush_positions()
+
+
+@shared_task
+def refresh_etas() -> int:
+    return tracking.refresh_etas()
+
+
+@shared_task
+def flush_breadcrumbs() -> int:
+    return tracking.flush_breadcrumbs()
+
+
+@shared_task
+def purge_old_breadcrumbs() -> int:
+    return tracking.purge_old_breadcrumbs()
 
 
 @shared_task

@@ -51,7 +51,6 @@ def test_ops_open_the_dashboard_on_seeded_history_and_see_charts(zones, live_ser
         ):
             assert by_title[title]["points"] > 0 and by_title[title]["marks"] > 0 and by_title[title]["width"] > 100
         assert by_title["Deliveries by zone"]["marks"] == 3
-        assert by_title["ETA error, MAE (s)"]["points"] == 0  # learned ETAs are not there yet: "no data yet"
         assert page.locator("#drivers-table tbody tr").count() == 3
         page.screenshot(path=ARTIFACTS / "kpi-dashboard.png", full_page=True)
 

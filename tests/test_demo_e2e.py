@@ -76,6 +76,11 @@ def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
                 detail = merchant.get(f"/api/v1/deliveries/{one['id']}").json()
                 steps = [event["to_state"] for event in detail["events"]]
                 assert {"assigned", "picked_up", "delivered"} <= set(steps)
+                # The link the merchant hands its customer (and the demo prints) works, in embedded mode too.
+                page = httpx.get(detail["tracking_url"])
+                assert page.status_code == 200 and 'id="tracking-state"' in page.text
+                tracked = httpx.get(detail["tracking_url"].replace("/t/", "/api/v1/track/")).json()
+                assert (tracked["status"], "location" in tracked) == ("delivered", False)
     finally:
         stop_process(fleet)
         stop_process(server)

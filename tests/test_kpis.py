@@ -12,7 +12,7 @@ from analytics.facts import zone_day_facts
 from analytics.models import DriverDay, ZoneDay
 from analytics.rollup import roll_up_day
 from core.audit import Actor
-from deliveries.models import DeliveryCost
+from deliveries.models import Delivery, DeliveryCost
 from deliveries.pricing import money
 from deliveries.services import escalations, offers, progress, reassignment
 from tests import factories
@@ -92,7 +92,12 @@ def test_delivery_kpis_of_a_hand_built_day(three_deliveries, zones):
     assert (figures["delivery_time_p50_s"], figures["delivery_time_p90_s"]) == (900.0, 940.0)
     assert (figures["reassignments"], figures["manual_reassignments"]) == (0, 0)
     assert figures["escalations_by_level"] == {"1": 0, "2": 0, "3": 0}
-    assert (figures["eta_mae_s"], figures["eta_in_window_rate"]) == (None, None)  # no learned ETAs yet
+    # ETA accuracy of the two delivered: |delivered − predicted at assignment|, and inside the predicted window?
+    delivered = Delivery.objects.filter(external_id__in=["d1", "d2"])
+    errors = [abs((d.finished_at - d.eta_predicted_at_assignment).total_seconds()) for d in delivered]
+    inside = [d.eta_window_start_at_assignment <= d.finished_at <= d.eta_window_end_at_assignment for d in delivered]
+    assert figures["eta_mae_s"] == pytest.approx(sum(errors) / 2, abs=1)  # whole seconds recorded
+    assert figures["eta_in_window_rate"] == sum(inside) / 2
 
 
 def test_cost_and_margin_of_a_hand_built_day(three_deliveries, zones):

@@ -153,7 +153,7 @@ class Command(BaseCommand):
                     if shown_links < TRACKING_LINKS and fleet.created:
                         links = [d["tracking_url"] for d in fleet.created[shown_links:TRACKING_LINKS]]
                         for link in links:
-                            self.stdout.write(f"  tracking link  {link}  (live once the tracking page is built)")
+                            self.stdout.write(f"  tracking link  {link}")
                         shown_links += len(links)
                     self.stdout.write(await self.status_line(ops, merchant, fleet, time.monotonic() - started))
             finally:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deliveries', '0007_zone_snapshot_schedule'),
+        ('deliveries', '0009_tracking_schedules'),
         ('drivers', '0002_driver_message_sent_at_idx'),
         ('zones', '0001_initial'),
     ]
