@@ -21,7 +21,7 @@ from core.audit import Actor
 from core.errors import DomainError
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus, Merchant, Offer, OfferStatus
 from deliveries.serializers import DeclineInput, DeliveryCreateInput
-from deliveries.services import availability, dispatch, escalations, offers, progress, reassignment
+from deliveries.services import availability, balancing, dispatch, escalations, offers, progress, reassignment
 from deliveries.services.creation import create_delivery
 from drivers import locations
 from drivers.models import Driver, DriverState
@@ -29,6 +29,7 @@ from zones.models import Zone
 
 MERCHANT, OPS, DRIVER_PREFIX, PASSWORD = "history-merchant", "history-ops", "history-driver-", "history-pass"
 OPEN_AT, CLOSE_AT = time(8), time(21)
+SNAPSHOT_EVERY_MIN = 5
 DECLINE_REASONS = [choice for choice, _ in DeclineInput().fields["reason"].choices.items()]
 
 
@@ -64,6 +65,9 @@ class HistoryDay:
             lunch = opens + timedelta(hours=self.rng.uniform(4, 6))
             self.at(lunch, lambda d=driver: self.take_break(d))
             self.at(closes + timedelta(minutes=30), lambda d=driver: self.offline(d))
+        # Zone balancing measures every zone (the beat does it every minute; every 5 minutes is enough here).
+        for minute in range(0, int((closes - opens).total_seconds() // 60) + 60, SNAPSHOT_EVERY_MIN):
+            self.at(opens + timedelta(minutes=minute), lambda: balancing.take_zone_snapshots())
         # Busier at lunch and dinner, and on Fridays and Saturdays.
         count = round(self.per_day * (1.3 if self.day.weekday() in (4, 5) else 1.0))
         for n in range(count):
