@@ -18,7 +18,7 @@ from core import metrics
 from core.tokens import valid_token
 
 log = logging.getLogger(__name__)
-SOCKETS = metrics.live_gauge("relay_websocket_connections", "Open authenticated websockets, by kind", ["kind"])
+SOCKETS = metrics.live_gauge("relay_websocket_connections", "Open websockets, by kind (driver, ops, track)", ["kind"])
 
 
 def token_from_scope(scope) -> str | None:
@@ -40,7 +40,21 @@ CLOSE_NOT_FOUND = 4404
 
 class JsonSocket(AsyncJsonWebsocketConsumer):
     """A socket whose client sends JSON objects. A message that is not one (binary, not JSON, not an object),
-    or whose handling fails, is answered with an `error` message; the socket stays open."""
+    or whose handling fails, is answered with an `error` message; the socket stays open. Open sockets are
+    counted by `kind` (relay_websocket_connections)."""
+
+    kind = "socket"  # "driver", "ops", "track"
+    counted = False
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.counted = True
+        SOCKETS.labels(kind=self.kind).inc()
+
+    async def disconnect(self, code):
+        if self.counted:
+            self.counted = False
+            SOCKETS.labels(kind=self.kind).dec()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:
@@ -88,7 +102,6 @@ class AuthenticatedConsumer(JsonSocket):
 
     token_key: str | None = None
     checking = False
-    kind = "socket"  # the label of the open-sockets gauge: "driver", "ops"
 
     async def authorized_user(self, user):
         """The user if they may hold this socket now, else None."""
@@ -115,12 +128,10 @@ class AuthenticatedConsumer(JsonSocket):
         await self.channel_layer.group_add(CREDENTIAL_CHECK_GROUP, self.channel_name)
         self.checking = True
         await super().accept(subprotocol, headers)
-        SOCKETS.labels(kind=self.kind).inc()
 
     async def disconnect(self, code):
+        await super().disconnect(code)
         if self.checking:
-            self.checking = False
-            SOCKETS.labels(kind=self.kind).dec()
             await self.channel_layer.group_discard(CREDENTIAL_CHECK_GROUP, self.channel_name)
 
     async def credentials_recheck(self, event):
