@@ -37,6 +37,13 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return round((later - earlier).total_seconds(), 3)
 
 
+def _dispatchable(row: dict) -> datetime:
+    """When a delivery could first be offered: at creation or, held back for `ready_at`, when the hold ended.
+    Time to assign counts from here (as the escalation ladder does), so a just-in-time hold is no delay."""
+    hold = row["dispatch_not_before"]
+    return max(row["created_at"], hold) if hold else row["created_at"]
+
+
 def _eta_errors(cohort) -> list[tuple[float, bool]]:
     """(absolute ETA error in seconds, delivered inside the window predicted at assignment) per delivered
     delivery: learned ETAs store the prediction at assignment and the error at delivery."""
@@ -49,7 +56,8 @@ def _eta_errors(cohort) -> list[tuple[float, bool]]:
 def zone_day_facts(zone: Zone, day: date) -> dict:
     start, end = day_window(zone, day)
     cohort = Delivery.objects.filter(zone=zone, created_at__gte=start, created_at__lt=end)
-    created = {row["pk"]: row for row in cohort.values("pk", "status", "created_at", "finished_at")}
+    columns = ("pk", "status", "created_at", "finished_at", "dispatch_not_before")
+    created = {row["pk"]: row for row in cohort.values(*columns)}
     status_counts = Counter(row["status"] for row in created.values())
     events = AuditEvent.objects.filter(delivery_id__in=cohort.values("pk"))
 
@@ -94,7 +102,7 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         "decline_reasons": dict(decline_reasons),
         "offered_deliveries": len(first_offer),
         "first_offer_accepted": sum(1 for status in first_offer.values() if status == OfferStatus.ACCEPTED),
-        "time_to_assign_s": [_seconds(row["first"], created[row["delivery_id"]]["created_at"]) for row in assigned],
+        "time_to_assign_s": [_seconds(row["first"], _dispatchable(created[row["delivery_id"]])) for row in assigned],
         "reassignments": handed_back.count(),
         "manual_reassignments": handed_back.filter(actor_kind=AuditEvent.ActorKind.OPS).count(),
         "escalations_by_level": {str(level.value): levels[str(level.value)] for level in EscalationLevel if level},

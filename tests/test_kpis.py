@@ -15,6 +15,7 @@ from core.audit import Actor
 from deliveries.models import Delivery, DeliveryCost
 from deliveries.pricing import money
 from deliveries.services import escalations, offers, progress, reassignment
+from deliveries.services.ladder import dispatch_waiting
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -283,7 +284,6 @@ def test_waiting_at_pickup_and_surge_are_paid(merchant, clock, zones):
     from datetime import timedelta
 
     from deliveries.models import Offer
-    from deliveries.services.ladder import dispatch_waiting
 
     driver = factories.online_driver(*factories.east(0.5))
     delivery = factories.new_delivery(merchant, "w1", ready_at=(_now() + timedelta(minutes=20)).isoformat())
@@ -367,3 +367,15 @@ def test_zone_balancing_snapshots_give_band_shares_pressure_and_surge(zones, clo
     figures = kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries
     assert (figures["critical_share"], figures["busy_share"]) == (round(1 / 3, 4), round(1 / 3, 4))
     assert (figures["mean_pressure"], figures["mean_surge_multiplier"]) == (round(5.0 / 3, 2), round(3.7 / 3, 2))
+
+
+def test_time_to_assign_counts_from_the_end_of_a_ready_at_hold(merchant, clock, zones):
+    driver = factories.online_driver(*factories.east(0.5))
+    delivery = factories.new_delivery(merchant, "held", ready_at=(_now() + timedelta(minutes=20)).isoformat())
+    delivery.refresh_from_db()
+    clock.shift((delivery.dispatch_not_before - _now()).total_seconds())
+    factories.ping(driver, *factories.east(0.5))
+    dispatch_waiting()
+    clock.shift(15)
+    offers.accept_offer(factories.pending_offer(delivery).pk, actor=Actor.driver(driver))
+    assert kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries["time_to_assign_p50_s"] == 15.0
