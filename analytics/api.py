@@ -177,7 +177,10 @@ class KpiView(APIView):
             OpenApiParameter("format", OpenApiTypes.STR, enum=FORMATS, description="csv: the same rows, streamed"),
         ],
         responses={
-            200: OpenApiResponse(KpiReportOutput, description="JSON; with format=csv one row per table row"),
+            (200, "application/json"): KpiReportOutput,
+            (200, "text/csv"): OpenApiResponse(
+                OpenApiTypes.STR, description="format=csv: every row of the JSON's tables, flat, with a `table` column"
+            ),
         },
     )
     def get(self, request):

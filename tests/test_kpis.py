@@ -274,6 +274,7 @@ def test_the_kpi_endpoint_is_in_the_openapi_schema(client):
     schema = client.get("/api/schema/", {"format": "json"}).json()
     operation = schema["paths"]["/api/v1/ops/kpis"]["get"]
     assert {parameter["name"] for parameter in operation["parameters"]} >= {"from", "to", "zone", "format"}
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     figures = schema["components"]["schemas"]["DeliveryFigures"]["properties"]
     assert {"offers_per_delivery", "first_offer_success_rate", "time_to_assign_p90_s", "eta_mae_s"} <= set(figures)
 
