@@ -1,15 +1,17 @@
 """The audit trail is append-only everywhere (ORM, admin, raw SQL on PostgreSQL) and exports as CSV/JSON lines."""
 
 import csv
+import functools
 import io
 import json
 
 import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from core.audit import Actor
+from core.audit import Actor, atomic_action, record_event
 from core.models import AppendOnlyError, AuditEvent
 from deliveries.services.availability import go_online
 from tests import factories
@@ -153,3 +155,40 @@ def test_event_search_by_type_or_driver(admin_client, events):
     by_driver = admin_client.get(url, {"q": str(events[0].driver_id)})
     assert by_driver.status_code == 200
     assert by_driver.context["cl"].result_count == 2
+
+
+def _inserts_into_events(queries) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "core_auditevent"')]
+
+
+def test_an_actions_events_are_written_in_one_insert_in_the_order_recorded(zones):
+    driver = factories.DriverFactory()
+    with CaptureQueriesContext(connection) as queries:
+        go_online(driver.pk, actor=Actor.driver(driver))
+    assert len(_inserts_into_events(queries)) == 1
+    assert [e.type for e in AuditEvent.objects.filter(driver_id=driver.pk)] == ["driver.state_changed", "shift.started"]
+
+
+def test_an_action_that_fails_leaves_no_events(zones):
+    driver = factories.DriverFactory()
+    with pytest.raises(ValueError), atomic_action():
+        record_event("driver.note", actor=Actor.system("test"), subject=driver, driver_id=driver.pk)
+        raise ValueError("the change fails after its event was recorded")
+    assert not AuditEvent.objects.filter(driver_id=driver.pk).exists()
+
+
+def test_an_event_in_a_savepoint_goes_where_its_savepoint_goes(zones):
+    """An event recorded in a savepoint inside an action is written at once: a rollback of that savepoint alone
+    takes it away, and the action's own events stay."""
+    driver = factories.DriverFactory()
+    note = functools.partial(record_event, actor=Actor.system("test"), subject=driver, driver_id=driver.pk)
+    with atomic_action():
+        note("kept.before")
+        with pytest.raises(ValueError), transaction.atomic():
+            note("rolled.back")
+            raise ValueError("the savepoint rolls back")
+        with transaction.atomic():
+            note("kept.in.savepoint")
+        note("kept.after")
+    kept = sorted(AuditEvent.objects.filter(driver_id=driver.pk).values_list("type", flat=True))
+    assert kept == ["kept.after", "kept.before", "kept.in.savepoint"]

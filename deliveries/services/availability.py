@@ -8,7 +8,7 @@ from functools import partial
 from django.db import transaction
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor, atomic_action, record_event
 from core.errors import InvalidTransition
 from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Offer
@@ -47,7 +47,7 @@ def set_availability(requested: str, *, actor: Actor) -> Driver:
 
 
 def go_online(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         driver = lock_driver(driver_id)
         transition_driver(driver.go_online, actor=actor, reason="shift started")
         start_shift(driver, actor=actor)
@@ -67,7 +67,7 @@ def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer 
 
 
 def start_break(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
         transition_driver(driver.start_break, actor=actor, reason="break")
         Break.objects.create(driver=driver, shift=current_shift(driver))
@@ -78,7 +78,7 @@ def start_break(driver_id, *, actor: Actor) -> None:
 
 
 def end_break(driver_id, *, actor: Actor) -> None:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         driver = lock_driver(driver_id)
         transition_driver(driver.end_break, actor=actor, reason="break ended")
         _close_break(driver, actor=actor)
@@ -104,7 +104,7 @@ def flag_long_breaks(*, now: datetime | None = None) -> int:
     overdue = [b.pk for b in running if b.started_at < now - timedelta(seconds=b.driver.home_zone.break_limit_s)]
     flagged = 0
     for break_id in overdue:
-        with transaction.atomic(durable=True):
+        with atomic_action():
             open_break = (
                 Break.objects.select_for_update(of=("self",)).select_related("driver__home_zone").get(pk=break_id)
             )
@@ -144,7 +144,7 @@ def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> N
     """Set a driver offline. By the driver's own choice it is refused while carrying a picked-up delivery; set
     by the system (stale, missed offers) or ops the driver is told why. A pending offer is withdrawn and passed on;
     deliveries not yet picked up go back to dispatch; picked-up ones escalate."""
-    with transaction.atomic(durable=True):
+    with atomic_action():
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
         if driver.state == DriverState.OFFLINE:
             return

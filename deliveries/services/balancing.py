@@ -6,11 +6,10 @@ and whether those hints worked. Surge and dispatch across zones read the snapsho
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor, atomic_action, record_event
 from deliveries import messages
 from deliveries.models import Offer
 from deliveries.selectors import ZoneReading, measure_zones
@@ -34,7 +33,7 @@ def take_zone_snapshots(*, now: datetime | None = None) -> BalancingResult:
     """The minute's balancing: measure hints sent earlier, store a snapshot per zone, hint drivers toward the
     critical zones, and push the readings to ops. Run by beat every minute."""
     now = now or timezone.now()
-    with transaction.atomic(durable=True):
+    with atomic_action():
         entered, not_entered = _measure_hints(now)
         readings = measure_zones(now=now)
         ZoneSnapshot.objects.bulk_create([reading.snapshot for reading in readings])

@@ -4,10 +4,10 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor, atomic_action, record_event
 from core.errors import BadInput, DomainError
 from deliveries.models import Delivery, Merchant
 from deliveries.pricing import delivery_fee
@@ -83,7 +83,7 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
         fee=delivery_fee(zone, distance),
     )
     try:
-        with transaction.atomic(durable=True):
+        with atomic_action():
             delivery.save(force_insert=True)
             record_event(
                 "delivery.created",

@@ -8,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor, atomic_action, record_event
 from core.queue import enqueue_on_commit
 from deliveries import eta, messages, metrics
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
@@ -229,7 +229,7 @@ def choose(candidates: list[Candidate]) -> list[Candidate]:
 
 
 def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         return dispatch_locked(lock_delivery(delivery_id), actor=actor)
 
 

@@ -1,9 +1,8 @@
 """Escalations (SPEC 2.3): opening or raising one, closing it when its cause goes away, and ops' hand on it."""
 
-from django.db import transaction
 from django_fsm import can_proceed
 
-from core.audit import Actor, record_event
+from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
 from deliveries import messages
@@ -129,7 +128,7 @@ def _lock_escalation(escalation_id) -> Escalation:
 
 
 def acknowledge_escalation(escalation_id, *, actor: Actor) -> Escalation:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
@@ -142,7 +141,7 @@ def acknowledge_escalation(escalation_id, *, actor: Actor) -> Escalation:
 
 
 def resolve_escalation(escalation_id, *, actor: Actor, note: str) -> Escalation:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         escalation = _lock_escalation(escalation_id)
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()

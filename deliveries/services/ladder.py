@@ -3,11 +3,10 @@ reassignments, a driver lost while carrying a delivery)."""
 
 from datetime import datetime, timedelta
 
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from core.audit import Actor
+from core.audit import Actor, atomic_action
 from deliveries import eta
 from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.common import lock_delivery
@@ -43,7 +42,7 @@ def run_ladder(*, now: datetime | None = None) -> int:
 
 
 def _climb_unassigned(delivery_id, *, now: datetime) -> int:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id)
         since = delivery.waiting_since  # not creation: a delivery held for `ready_at` is not waiting yet
         if delivery.status not in OPEN_STATUSES or since is None or since > now:
@@ -71,7 +70,7 @@ def _climb_unassigned(delivery_id, *, now: datetime) -> int:
 
 
 def _escalate(delivery_id, reason: str, detail: str) -> int:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id)
         if delivery.escalations.filter(reason=reason).exists():
             return 0  # escalated for this once already
@@ -95,6 +94,6 @@ def dispatch_waiting(*, now: datetime | None = None) -> int:
     waiting = waiting.exclude(reassignment_count__gt=F("zone__max_reassignments"))
     offered = 0
     for delivery_id in waiting.order_by("created_at").values_list("pk", flat=True):
-        with transaction.atomic(durable=True):
+        with atomic_action():
             offered += dispatch_locked(lock_delivery(delivery_id)).offered
     return offered

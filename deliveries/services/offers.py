@@ -1,9 +1,8 @@
 """A driver's answer to an offer (accept, decline), its expiry, and its withdrawal (SPEC 2.1)."""
 
-from django.db import transaction
 from django.utils import timezone
 
-from core.audit import Actor, record_event
+from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
 from deliveries import messages, metrics
@@ -62,7 +61,7 @@ def _record_offer(offer: Offer, type: str, *, actor: Actor, payload: dict | None
 
 
 def accept_offer(offer_id, *, actor: Actor) -> Delivery:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery, offer = _lock_offer(offer_id, seen_by=actor)
         _check_answerable(offer)
         locked_driver = lock_driver(offer.driver_id)
@@ -74,7 +73,7 @@ def accept_offer(offer_id, *, actor: Actor) -> Delivery:
 
 
 def decline_offer(offer_id, *, actor: Actor, reason: str, note: str = "") -> Offer:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery, offer = _lock_offer(offer_id, seen_by=actor)
         _check_answerable(offer)
         locked_driver = lock_driver(offer.driver_id)
@@ -91,7 +90,7 @@ def expire_offer(offer_id) -> bool:
     """Expire a pending offer whose deadline has passed and pass the delivery on. Safe to run twice and
     early (it does nothing before the deadline). Returns whether it expired the offer."""
     took_offline = None
-    with transaction.atomic(durable=True):
+    with atomic_action():
         try:
             delivery, offer = _lock_offer(offer_id)
         except NotFound:

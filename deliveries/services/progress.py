@@ -1,10 +1,9 @@
 """What happens to an assigned delivery: picked up, delivered or failed by its driver; cancelled by its
 merchant or by ops before pickup."""
 
-from django.db import transaction
 from django_fsm import can_proceed
 
-from core.audit import Actor
+from core.audit import Actor, atomic_action
 from core.errors import DomainError
 from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus
@@ -23,7 +22,7 @@ class AlreadyPickedUp(DomainError):
 
 
 def pick_up_delivery(delivery_id, *, actor: Actor) -> Delivery:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id, seen_by=actor)
         transition_delivery(delivery.pick_up, actor=actor)
         _tell_driver(delivery)
@@ -31,7 +30,7 @@ def pick_up_delivery(delivery_id, *, actor: Actor) -> Delivery:
 
 
 def deliver_delivery(delivery_id, *, actor: Actor, proof: dict | None = None) -> Delivery:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id, seen_by=actor)
         transition_delivery(delivery.deliver, proof, actor=actor)
         record_cost_locked(delivery)
@@ -41,7 +40,7 @@ def deliver_delivery(delivery_id, *, actor: Actor, proof: dict | None = None) ->
 
 
 def fail_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id, seen_by=actor)
         transition_delivery(delivery.fail, reason, actor=actor, payload={"reason": reason})
         record_cost_locked(delivery)
@@ -57,7 +56,7 @@ def _tell_driver(delivery: Delivery) -> None:
 
 def cancel_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
     """By its merchant (only its own) or by ops, before pickup."""
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id, seen_by=actor)
         if delivery.status in (DeliveryStatus.PICKED_UP, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
             raise AlreadyPickedUp()

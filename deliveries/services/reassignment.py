@@ -2,10 +2,9 @@
 or ops pressing "reassign" (back to dispatch, a direct offer, or a forced assignment: one action each). It
 keeps its history; the previous driver is not offered it again."""
 
-from django.db import transaction
 from django.utils import timezone
 
-from core.audit import Actor
+from core.audit import Actor, atomic_action
 from core.errors import BadInput, InvalidTransition, NotFound
 from core.fsm import run_transition
 from deliveries import eta, messages
@@ -49,7 +48,7 @@ def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
 
 def release_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
     """The driver hands back an accepted delivery before pickup."""
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id, seen_by=actor)
         if delivery.status != DeliveryStatus.ASSIGNED:
             if delivery.status == DeliveryStatus.PICKED_UP:
@@ -63,7 +62,7 @@ def release_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
 def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: str) -> None:
     """The driver went offline or stale holding this delivery: before pickup it goes back to dispatch; after
     pickup it is never reassigned automatically, it escalates (SPEC 3.1)."""
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = lock_delivery(delivery_id)
         if str(delivery.driver_id) != str(driver_id):
             return  # already handed back or finished meanwhile
@@ -91,7 +90,7 @@ class DriverRequired(BadInput):
 def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
     """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once.
     Ops' explicit reassign overrides the automatic limit on reassignments."""
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         dispatch_locked(delivery, actor=actor)
     return delivery
@@ -99,7 +98,7 @@ def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
 
 def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
     """Ops reassign to a named driver: a direct offer, which the driver may decline or let expire."""
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         driver = _lock_named_driver(driver_id)
         _require_offerable(driver)
@@ -112,7 +111,7 @@ def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
     """Ops assign a named driver at once, without asking: recorded as an offer of kind `forced`, accepted."""
     if driver_id is None:
         raise DriverRequired()
-    with transaction.atomic(durable=True):
+    with atomic_action():
         delivery = _take_back_for_ops(delivery_id, actor=actor)
         driver = _lock_named_driver(driver_id)
         # The forced offer is inserted as pending: a driver answering another offer would break the

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.audit import atomic_action
 from core.errors import DomainError, NotFound
 from deliveries import eta, messages
 from deliveries.models import Breadcrumb, Delivery, DeliveryStatus
@@ -76,7 +77,7 @@ def refresh_etas() -> int:
         estimate = eta.estimate(delivery)
         if estimate is None or not estimate.moved_from(delivery):
             continue
-        with transaction.atomic(durable=True):
+        with atomic_action():
             # Only if nothing changed meanwhile: a transition computes its own ETA.
             changed = Delivery.objects.filter(pk=delivery.pk, status=delivery.status, driver=delivery.driver_id)
             eta.show_locked(delivery, estimate)
