@@ -2,10 +2,11 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
@@ -85,6 +86,7 @@ class SearchArea:
     zones: list[str]
     reason: SearchReason
     detail: str = ""
+    surge: Decimal | None = None  # the zone's surge in force, when the search read its band (then not read again)
 
 
 @dataclass
@@ -122,14 +124,15 @@ def search_area(delivery: Delivery, *, now: datetime) -> SearchArea:
         detail = f"escalation level {delivery.escalation_level}: radius ×{factor:g}, all neighbours"
         return SearchArea(zone.search_radius_km * factor, [zone.code, *neighbours], SearchReason.ESCALATED, detail)
     own = bands_in_force([zone.pk], now=now).get(zone.pk)
+    surge = zone.surge_for(own.band if own else Band.NORMAL)
     if own is None or own.band != Band.CRITICAL:
-        return SearchArea(zone.search_radius_km, [zone.code], SearchReason.OWN_ZONE)
+        return SearchArea(zone.search_radius_km, [zone.code], SearchReason.OWN_ZONE, surge=surge)
     neighbours = list(zone.neighbours.filter(active=True).order_by("code"))
     bands = bands_in_force([n.pk for n in neighbours], now=now)
     calm = [n.code for n in neighbours if n.pk not in bands or bands[n.pk].band == Band.NORMAL]
     detail = f"{zone.name} is critical (pressure {own.pressure:g}): "
     detail += f"calm neighbours searched too ({', '.join(calm) or 'none'})"
-    return SearchArea(zone.search_radius_km, [zone.code, *calm], SearchReason.ZONE_CRITICAL, detail)
+    return SearchArea(zone.search_radius_km, [zone.code, *calm], SearchReason.ZONE_CRITICAL, detail, surge)
 
 
 def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
@@ -145,25 +148,7 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         now=now,
     )
     ids = [hit.driver_id for hit in nearby]
-    drivers = {
-        str(d.pk): d
-        for d in Driver.objects.filter(pk__in=ids).annotate(
-            active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
-            has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
-        )
-    }
-    history = dict(
-        Offer.objects.filter(delivery=delivery)
-        .exclude(status__in=[OfferStatus.WITHDRAWN, OfferStatus.PENDING])
-        .values_list("driver_id", "status")
-    )
-    history = {str(driver_id): status for driver_id, status in history.items()}
-    shift_ends = {
-        str(driver_id): planned_end
-        for driver_id, planned_end in Shift.objects.open()
-        .filter(driver_id__in=ids, planned_end__isnull=False)
-        .values_list("driver_id", "planned_end")
-    }
+    drivers = {str(d.pk): d for d in _candidate_rows(delivery, ids)}
     candidates, excluded = [], []
     for hit in nearby:
         driver = drivers.get(hit.driver_id)
@@ -179,9 +164,9 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
             reason = "at_capacity"
         elif driver.has_pending_offer:
             reason = "has_pending_offer"
-        elif hit.driver_id in history:
-            reason = {"accepted": "previous_driver"}.get(history[hit.driver_id], history[hit.driver_id])
-        elif hit.driver_id in shift_ends and now + timedelta(seconds=job_s) > shift_ends[hit.driver_id]:
+        elif driver.previous_offer:
+            reason = {"accepted": "previous_driver"}.get(driver.previous_offer, driver.previous_offer)
+        elif driver.shift_end is not None and now + timedelta(seconds=job_s) > driver.shift_end:
             reason = "shift_ending"
         if reason:
             excluded.append(
@@ -197,6 +182,24 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
     excluded.extend(_out_of_reach(zone_codes, exclude=set(ids), now=now))
     candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
     return Decision(candidates, excluded, area)
+
+
+def _candidate_rows(delivery: Delivery, ids: list[str]):
+    """The drivers the location search found, with everything that can exclude one, in ONE query: carried
+    deliveries (capacity), a pending offer, how this delivery's earlier offer to them ended, the end of their
+    open shift. Annotated rather than filtered out: the reasoning records why each one was excluded."""
+    earlier_offers = (
+        Offer.objects.filter(delivery=delivery, driver=OuterRef("pk"))
+        .exclude(status__in=[OfferStatus.WITHDRAWN, OfferStatus.PENDING])
+        .order_by("-sent_at")
+    )
+    open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)
+    return Driver.objects.filter(pk__in=ids).annotate(
+        active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
+        has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
+        previous_offer=Subquery(earlier_offers.values("status")[:1]),
+        shift_end=Subquery(open_shift.values("planned_end")[:1]),
+    )
 
 
 def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, limit: int = 20) -> list[dict]:
@@ -319,7 +322,9 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
         return None
     try:
         with transaction.atomic():
-            offer = create_offer_locked(delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now)
+            offer = create_offer_locked(
+                delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now, surge=decision.area.surge
+            )
     except IntegrityError:
         return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
     record_event(
@@ -334,10 +339,14 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
     return offer
 
 
-def create_offer_locked(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
+def create_offer_locked(
+    delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now, surge: Decimal | None = None
+) -> Offer:
+    """The offer's row, its pay at `surge` (the zone's surge in force, read here unless the caller has it)."""
     zone = delivery.zone
     minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
-    surge = surge_in_force(zone, now=now)
+    if surge is None:
+        surge = surge_in_force(zone, now=now)
     return Offer.objects.create(
         delivery=delivery,
         driver=driver,
