@@ -9,7 +9,13 @@ from kombu.exceptions import OperationalError
 from core import metrics
 from core.queue import ENQUEUE_FAILURES
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
-from deliveries.tasks import expire_offer_task, expire_overdue_offers, send_unsent_webhooks, send_webhook
+from deliveries.tasks import (
+    dispatch_waiting_deliveries,
+    expire_offer_task,
+    expire_overdue_offers,
+    send_unsent_webhooks,
+    send_webhook,
+)
 from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
@@ -86,3 +92,28 @@ def test_with_redis_down_the_api_still_takes_deliveries_and_pings(zones, setting
     assert response.status_code == 201
     assert response.json()["status"] == "offered"  # found through the database fallback
     assert Offer.objects.get(status=OfferStatus.PENDING).driver == driver
+
+
+def test_a_failed_first_offer_leaves_the_delivery_saved_for_the_sweep(zones, monkeypatch, clock):
+    """The delivery and its first offer share one transaction; when the offer fails, the delivery is still
+    created (201, pending, no trace of the failed offer) and the dispatch sweep offers it."""
+    from deliveries.services import creation
+
+    def offer_then_fail(delivery, **kwargs):
+        real_dispatch_locked(delivery, **kwargs)  # the offer is written, then something fails
+        raise RuntimeError("dispatch failed")
+
+    real_dispatch_locked = creation.dispatch_locked
+    monkeypatch.setattr(creation, "dispatch_locked", offer_then_fail)
+    factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory()
+    response = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+
+    assert response.status_code == 201
+    assert response.json()["status"] == "pending"
+    assert [e["type"] for e in response.json()["events"]] == ["delivery.created"]
+    assert not Offer.objects.exists()
+    monkeypatch.undo()
+    clock.shift(5)
+    assert dispatch_waiting_deliveries() == 1
+    assert Offer.objects.get().status == OfferStatus.PENDING

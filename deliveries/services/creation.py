@@ -11,9 +11,10 @@ from core.audit import Actor, atomic_action, record_event
 from core.errors import BadInput, DomainError
 from deliveries.models import Delivery, Merchant
 from deliveries.pricing import delivery_fee
-from deliveries.services.dispatch import dispatch
+from deliveries.services.dispatch import dispatch_locked
 from deliveries.webhooks import enqueue_webhook
 from zones.geometry import haversine_km
+from zones.models import Zone
 from zones.selectors import zone_for_point
 
 log = logging.getLogger(__name__)
@@ -44,21 +45,45 @@ def _fingerprint(data: dict) -> str:
 
 
 def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
-    """Create a delivery from validated input. Returns (delivery, created).
+    """Create a delivery from validated input and offer it at once. Returns (delivery, created).
 
     `(merchant, external_id)` is unique: sending the same delivery again returns the existing one; sending a
     different one under a used external_id is refused, so nothing the merchant sent is silently dropped.
     """
     _check_schedule(data)
-    pickup, dropoff = data["pickup"], data["dropoff"]
+    pickup = data["pickup"]
     zone = zone_for_point(pickup["lat"], pickup["lng"])
     if zone is None:
         raise OutsideServiceArea(fields={"pickup": ["This point is outside every active zone."]})
     fingerprint = _fingerprint(data)
-    existing = Delivery.objects.filter(merchant=merchant, external_id=data["external_id"]).first()
-    if existing is not None:
+    try:
+        return _create_and_offer(merchant, zone, data, fingerprint), True
+    except IntegrityError:
+        # Sent before (a retry), or by a concurrent request that won the insert: the unique key says which row.
+        existing = Delivery.objects.get(merchant=merchant, external_id=data["external_id"])
         return _same_or_conflict(existing, fingerprint), False
 
+
+def _create_and_offer(merchant: Merchant, zone: Zone, data: dict, fingerprint: str) -> Delivery:
+    """Save the delivery and make its first offer in ONE transaction: the row just inserted is already locked
+    and held, so dispatch neither re-reads nor re-locks it. If the offer fails, the delivery is saved alone (the
+    dispatch sweep retries any pending delivery). Raises IntegrityError when the external_id is taken."""
+    saved = False
+    try:
+        with atomic_action():
+            delivery = _save_new(merchant, zone, data, fingerprint)
+            saved = True
+            return dispatch_locked(delivery).delivery  # the row dispatch changed: current, nothing to re-read
+    except Exception:
+        if not saved:
+            raise
+        log.exception("first dispatch of %s failed; saved without it, the sweep will retry", data["external_id"])
+    with atomic_action():
+        return _save_new(merchant, zone, data, fingerprint)
+
+
+def _save_new(merchant: Merchant, zone: Zone, data: dict, fingerprint: str) -> Delivery:
+    pickup, dropoff = data["pickup"], data["dropoff"]
     distance = haversine_km(pickup["lat"], pickup["lng"], dropoff["lat"], dropoff["lng"])
     delivery = Delivery(
         merchant=merchant,
@@ -82,23 +107,17 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
         distance_km=distance,
         fee=delivery_fee(zone, distance),
     )
-    try:
-        with atomic_action():
-            delivery.save(force_insert=True)
-            record_event(
-                "delivery.created",
-                actor=Actor.merchant(merchant),
-                subject=delivery,
-                delivery_id=delivery.pk,
-                to_state=delivery.status,
-                payload={"zone": zone.code, "fee": str(delivery.fee), "distance_km": round(distance, 3)},
-            )
-            enqueue_webhook(delivery, "delivery.pending")
-    except IntegrityError:
-        # A concurrent request with the same external_id won the insert.
-        existing = Delivery.objects.get(merchant=merchant, external_id=data["external_id"])
-        return _same_or_conflict(existing, fingerprint), False
-    return _first_dispatch(delivery), True
+    delivery.save(force_insert=True)
+    record_event(
+        "delivery.created",
+        actor=Actor.merchant(merchant),
+        subject=delivery,
+        delivery_id=delivery.pk,
+        to_state=delivery.status,
+        payload={"zone": zone.code, "fee": str(delivery.fee), "distance_km": round(distance, 3)},
+    )
+    enqueue_webhook(delivery, "delivery.pending")
+    return delivery
 
 
 def _check_schedule(data: dict) -> None:
@@ -110,17 +129,6 @@ def _check_schedule(data: dict) -> None:
     }
     if fields:
         raise BadInput("The request is not valid; see fields.", fields=fields)
-
-
-def _first_dispatch(delivery: Delivery) -> Delivery:
-    """Offer it right away, in its own transaction: the delivery is saved whatever happens here, and the
-    dispatch sweep retries any pending delivery a failure left behind. Returns the delivery as it now is."""
-    try:
-        return dispatch(delivery.pk).delivery  # the row dispatch locked and changed: already current
-    except Exception:
-        log.exception("first dispatch of %s failed; the sweep will retry", delivery.pk)
-    delivery.refresh_from_db()
-    return delivery
 
 
 def _same_or_conflict(existing: Delivery, fingerprint: str) -> Delivery:
