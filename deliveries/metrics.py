@@ -20,8 +20,10 @@ OFFERS = metrics.counter(
 DISPATCH_DURATION = metrics.histogram("relay_dispatch_duration_seconds", "Time to choose a driver for a delivery")
 
 
-def observe_first_offer(delivery: Delivery, offer) -> None:
-    if not delivery.offers.exclude(pk=offer.pk).exists():
+def observe_first_offer(delivery: Delivery, offer, *, surely_first: bool = False) -> None:
+    """Creation to first offer, when `offer` is the delivery's first: said by the caller when it knows, else
+    asked of the database."""
+    if surely_first or not delivery.offers.exclude(pk=offer.pk).exists():
         ASSIGNMENT_LATENCY.labels(stage="first_offer").observe((offer.sent_at - delivery.created_at).total_seconds())
 
 

@@ -17,7 +17,7 @@ def lock_delivery(delivery_id, *, seen_by: Actor | None = None) -> Delivery:
     # of=("self",): lock the delivery row only. A plain FOR UPDATE over the join also locks its merchant and zone
     # rows: every action on a zone's or merchant's deliveries then waits for the others, the rows of a join are
     # locked in no fixed order (deadlocks), and inserting a delivery (FOR KEY SHARE on its merchant) waits too.
-    rows = Delivery.objects.select_for_update(of=("self",)).select_related("merchant", "zone")
+    rows = _lockable()
     if seen_by is not None and seen_by.is_driver:
         rows = rows.filter(driver_id=seen_by.id)
     if seen_by is not None and seen_by.is_merchant:
@@ -26,6 +26,17 @@ def lock_delivery(delivery_id, *, seen_by: Actor | None = None) -> Delivery:
     if delivery is None:
         raise NotFound("No such delivery.")
     return delivery
+
+
+def lock_delivery_of_offer(offer_id, *, driver_id=None) -> Delivery | None:
+    """Lock the delivery of an offer (of this driver's, when given) found through the offer in the same
+    statement: the first lock an offer's answer takes, without reading the offer first. None if there is none."""
+    offer = {"offers__pk": offer_id} | ({"offers__driver_id": driver_id} if driver_id is not None else {})
+    return _lockable().filter(**offer).first()
+
+
+def _lockable():
+    return Delivery.objects.select_for_update(of=("self",)).select_related("merchant", "zone")
 
 
 def transition_delivery(transition, *args, actor: Actor, event: str | None = None, payload=None) -> None:

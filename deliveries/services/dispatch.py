@@ -364,6 +364,9 @@ def create_offer_locked(
 
 def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> None:
     """Move the delivery to `offered`, audit the offer, push it to the driver and schedule its expiry."""
+    # Every offer is announced here, which sets the outcome "offered": a delivery that never had one is offered
+    # for the first time, one that had one is not, and only after a hold or an empty search must we ask.
+    previous_outcome = delivery.dispatch_outcome
     delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
     transition_delivery(delivery.mark_offered, actor=actor, payload={"offer_id": str(offer.pk)})
     record_event(
@@ -384,7 +387,8 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
     )
     notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     metrics.OFFERS.labels(outcome="created").inc()
-    metrics.observe_first_offer(delivery, offer)
+    if previous_outcome != Outcome.OFFERED:
+        metrics.observe_first_offer(delivery, offer, surely_first=not previous_outcome)
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)

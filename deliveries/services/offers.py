@@ -8,7 +8,7 @@ from core.fsm import run_transition
 from deliveries import messages, metrics
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
-from deliveries.services.common import lock_delivery, transition_delivery
+from deliveries.services.common import lock_delivery_of_offer, transition_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.escalations import raise_escalation_locked
 from drivers.models import DriverState
@@ -28,11 +28,10 @@ class OfferNotPending(DomainError):
 
 def _lock_offer(offer_id, *, seen_by: Actor | None = None) -> tuple[Delivery, Offer]:
     """Lock in the fixed order: the offer's delivery first, then the offer. A driver only finds its own."""
-    rows = Offer.objects.filter(driver_id=seen_by.id) if seen_by is not None and seen_by.is_driver else Offer.objects
-    delivery_id = rows.filter(pk=offer_id).values_list("delivery_id", flat=True).first()
-    if delivery_id is None:
+    driver_id = seen_by.id if seen_by is not None and seen_by.is_driver else None
+    delivery = lock_delivery_of_offer(offer_id, driver_id=driver_id)
+    if delivery is None:
         raise NotFound("No such offer.")
-    delivery = lock_delivery(delivery_id)
     return delivery, Offer.objects.select_for_update().get(pk=offer_id)
 
 
