@@ -1,0 +1,57 @@
+"""What creating and dispatching a delivery, and accepting its offer, cost in SQL statements (issue 12: the
+server's CPU per dispatch is mostly the ORM building and reading statements). A count, not a timing: a change
+that adds a statement to these paths fails here and says which ones ran, so it is a decision, not a drift."""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from core.audit import Actor
+from deliveries.services.offers import accept_offer
+from tests import factories
+
+pytestmark = [pytest.mark.django_db, pytest.mark.redis]
+
+# The statements each action sends, BEGIN and COMMIT aside (in a test they are the savepoints left out below).
+CREATE_AND_DISPATCH = 10
+ACCEPT = 13
+
+
+def _statements(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+
+
+def _listing(sql: list[str]) -> str:
+    return "\n".join(f"  {statement[:160]}" for statement in sql)
+
+
+@pytest.fixture
+def offered(merchant, clock):
+    """Two candidates in reach, one delivery dispatched already (the zone list and other caches are warm)."""
+    for km in (0.4, 0.6, 0.8):
+        factories.online_driver(*factories.east(km))
+    factories.new_delivery(merchant, "warm-up")
+    with CaptureQueriesContext(connection) as queries:
+        delivery = factories.new_delivery(merchant, "measured")
+    assert delivery.status == "offered"
+    return delivery, _statements(queries)
+
+
+def test_create_and_dispatch_send_a_fixed_number_of_statements(offered):
+    _, sql = offered
+    assert len(sql) == CREATE_AND_DISPATCH, _listing(sql)
+
+
+def test_the_events_of_a_dispatch_are_one_insert(offered):
+    _, sql = offered
+    assert sum(statement.startswith('INSERT INTO "core_auditevent"') for statement in sql) == 1, _listing(sql)
+
+
+def test_accepting_an_offer_sends_a_fixed_number_of_statements(offered):
+    delivery, _ = offered
+    offer = factories.pending_offer(delivery)
+    actor = Actor.driver(offer.driver)
+    with CaptureQueriesContext(connection) as queries:
+        accept_offer(offer.pk, actor=actor)
+    sql = _statements(queries)
+    assert len(sql) == ACCEPT, _listing(sql)
