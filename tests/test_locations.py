@@ -166,3 +166,33 @@ def test_an_offline_drivers_pings_never_reach_redis_or_the_database(zones):
     assert locations.flush_positions() == 0
     driver.refresh_from_db()
     assert driver.last_lat is None
+
+
+@pytest.mark.redis
+def test_a_driver_who_changes_zone_is_searched_only_in_the_new_one(zones):
+    """A ping leaves the GEO set of the zone the driver was in only when it changed zone (no ZREM to every
+    zone per ping): the driver is in exactly one zone's set, the current one."""
+    driver = factories.online_driver(*factories.CENTRO)
+    in_centro = (38.715, -9.125)  # both sides of the centro / este border at -9.12
+    in_este = (38.715, -9.115)
+
+    def zones_searched_with(member: str) -> list[str]:
+        return [
+            code
+            for code in ("centro", "norte", "este")
+            if member
+            in {
+                hit.driver_id for hit in locations.nearest_drivers(*in_centro, radius_km=5, limit=50, zone_codes=[code])
+            }
+        ]
+
+    factories.ping(driver, *in_centro)
+    assert zones_searched_with(str(driver.pk)) == ["centro"]
+    factories.ping(driver, *in_este)
+    assert zones_searched_with(str(driver.pk)) == ["este"]
+    factories.ping(driver, *in_este)  # the same zone again: stays
+    assert zones_searched_with(str(driver.pk)) == ["este"]
+    factories.ping(driver, *in_centro)
+    assert zones_searched_with(str(driver.pk)) == ["centro"]
+    factories.ping(driver, 38.0, -9.0)  # outside every zone: in none
+    assert zones_searched_with(str(driver.pk)) == []
