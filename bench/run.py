@@ -232,8 +232,38 @@ async def benchmarks(args, fixture: dict, server: Service, worker: Service, port
         meter.per("tracking", fanout["locations_received"], "location delivered to a socket")
         return fanout
 
+    async def dispatch_phases(sockets) -> tuple[dict, dict]:
+        """First at a tenth of the rate, where nothing queues (the cost of one dispatch on its own), then at it."""
+        measured = {}
+        for name, rate, seconds in (
+            ("dispatch_light", args.dispatch_rate / 10, min(15.0, args.dispatch_seconds)),
+            ("dispatch", args.dispatch_rate, args.dispatch_seconds),
+        ):
+            settled[name] = await settle()
+            spy = phase(name)
+            measured[name] = await dispatch.app(
+                sockets, port, fixture["merchant_token"], listened=args.listened, rate=rate, duration=seconds
+            )
+            done(name, spy)
+            meter.per(name, measured[name]["created"], "delivery created + dispatched + accepted")
+        return measured["dispatch_light"], measured["dispatch"]
+
     if args.only == "tracking":
         results["tracking_fanout"] = await tracking_fanout()
+        results["cpu_by_phase"] = meter.phases
+        return results
+    if args.only == "dispatch":
+        spy = phase("lower_bounds")
+        lb_dispatch = await dispatch.lower_bound(drivers, listened=args.listened, rate=args.dispatch_rate, duration=10)
+        lb_accept = await accept_bench.lower_bound(rate=args.dispatch_rate, duration=10)
+        done("lower_bounds", spy)
+        sockets, _ = await memory.open_sockets(port, server.pid, drivers[: args.listened])
+        try:
+            light, disp = await dispatch_phases(sockets)
+        finally:
+            await sockets.close()
+        results["dispatch"] = {"app": disp, "app_light": light, "lower_bound": lb_dispatch}
+        results["accept"] = {"app": disp.pop("accept"), "app_light": light.pop("accept"), "lower_bound": lb_accept}
         results["cpu_by_phase"] = meter.phases
         return results
 
@@ -275,32 +305,8 @@ async def benchmarks(args, fixture: dict, server: Service, worker: Service, port
         ws = await ingest.websocket(sockets, points_per_s=args.points_per_s, duration=args.ingest_seconds)
         done("ingest_ws", spy)
         meter.per("ingest_ws", ws["latency"]["n"], "point (+ its probe)")
-        # First at a tenth of the rate, where nothing queues: the cost of one dispatch on its own.
         mem["sockets_closed_by_server"] = sockets.closed_by_server
-        settled["dispatch_light"] = await settle()
-        spy = phase("dispatch_light")
-        light = await dispatch.app(
-            sockets,
-            port,
-            fixture["merchant_token"],
-            listened=args.listened,
-            rate=args.dispatch_rate / 10,
-            duration=min(15.0, args.dispatch_seconds),
-        )
-        done("dispatch_light", spy)
-        meter.per("dispatch_light", light["created"], "delivery created + dispatched + accepted")
-        settled["dispatch"] = await settle()
-        spy = phase("dispatch")
-        disp = await dispatch.app(
-            sockets,
-            port,
-            fixture["merchant_token"],
-            listened=args.listened,
-            rate=args.dispatch_rate,
-            duration=args.dispatch_seconds,
-        )
-        done("dispatch", spy)
-        meter.per("dispatch", disp["created"], "delivery created + dispatched + accepted")
+        light, disp = await dispatch_phases(sockets)
         mem["rss_after_all_mb"] = rss_mb(server.pid)
         mem["sockets_open_at_end"] = sockets.open_count
         mem["sockets_closed_by_server_at_end"] = sockets.closed_by_server
@@ -412,7 +418,8 @@ def report(results: dict) -> list[str]:
             f"  {name:<20} {c['operations']:>7} × {c['unit']:<42} server {c['server_cpu_ms_per_op']} · worker "
             f"{c['worker_cpu_ms_per_op']} · generator {c['generator_cpu_ms_per_op']}"
         )
-    rows += tracking_rows(results)
+    if "tracking_fanout" in results:
+        rows += tracking_rows(results)
     if "dispatch" not in results:
         return rows
     d, light = results["dispatch"]["app"], results["dispatch"]["app_light"]
@@ -423,6 +430,10 @@ def report(results: dict) -> list[str]:
         f"  dispatch at {light['rate_per_s']:g}/s (no queueing): p50 {light['latency']['p50_ms']} / p99 "
         f"{light['latency']['p99_ms']} ms; accept p50 {results['accept']['app_light']['latency']['p50_ms']} / p99 "
         f"{results['accept']['app_light']['latency']['p99_ms']} ms",
+    ]
+    if "ingest" not in results:  # --only dispatch
+        return rows
+    rows += [
         f"  REST ingest, 1 point: p50 {results['ingest']['rest']['latency']['p50_ms']} / p99 "
         f"{results['ingest']['rest']['latency']['p99_ms']} ms at saturation; statuses "
         f"{results['ingest']['rest']['statuses']}",
@@ -466,7 +477,11 @@ def main() -> int:
     parser.add_argument("--tracking-deliveries", type=int, default=100, help="deliveries watched in the fan-out")
     parser.add_argument("--tracking-sockets", type=int, default=1000, help="customers' sockets, spread evenly")
     parser.add_argument("--tracking-seconds", type=float, default=30.0)
-    parser.add_argument("--only", choices=["tracking"], help="run only this phase (seeding still happens)")
+    parser.add_argument(
+        "--only",
+        choices=["tracking", "dispatch"],
+        help="run only this phase (seeding still happens; dispatch: with its lower bounds, the listened sockets only)",
+    )
     parser.add_argument("--profile", help="py-spy the server during this phase (e.g. dispatch, ingest_rest)")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     args = parser.parse_args()
