@@ -133,6 +133,7 @@ def profile(server: Service, name: str, seconds: float) -> subprocess.Popen | No
             "raw",
             "--nonblocking",
             "--subprocesses",  # the server's workers, not only its supervisor
+            "--gil",  # only the thread holding the GIL: where the CPU goes, not threads waiting on I/O or the GIL
             "-o",
             out,
         ],
