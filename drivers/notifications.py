@@ -22,23 +22,39 @@ def notify_driver(driver_id, type: str, data: dict) -> DriverMessage:
     """Store the message in the driver's stream and send it when the surrounding transaction commits."""
     if not connection.in_atomic_block:
         raise RuntimeError("notify_driver must run inside the transaction of the change it reports")
-    seq = _next_seq(driver_id)
-    message = DriverMessage.objects.create(driver_id=driver_id, seq=seq, type=type, data=data)
+    message = _store_next(DriverMessage(driver_id=driver_id, type=type, data=data))
     envelope = message.envelope()
     transaction.on_commit(lambda: push_to_group(driver_group(driver_id), envelope))
     return message
 
 
-def _next_seq(driver_id) -> int:
-    """Take the driver's next message number in one statement (PostgreSQL and SQLite ≥ 3.35 both have
-    RETURNING); the row lock it takes orders concurrent messages to one driver."""
-    table = Driver._meta.db_table
+def _store_next(message: DriverMessage) -> DriverMessage:
+    """Number the message (the driver's next `message_seq`) and store it. The UPDATE of the driver's counter
+    takes its row lock, which orders concurrent messages to one driver. On PostgreSQL both are one statement (an
+    UPDATE … RETURNING feeding the INSERT); elsewhere the number is taken first (SQLite ≥ 3.35 has RETURNING)."""
+    driver_table, message_table = Driver._meta.db_table, DriverMessage._meta.db_table
+    driver_id = Driver._meta.pk.get_db_prep_value(message.driver_id, connection)
+    take_seq = f"UPDATE {driver_table} SET message_seq = message_seq + 1 WHERE id = %s RETURNING message_seq"
     with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            cursor.execute(take_seq, [driver_id])
+            message.seq = cursor.fetchone()[0]
+            message.save(force_insert=True)
+            return message
+        fields = {f.attname: f for f in DriverMessage._meta.concrete_fields if f.attname not in ("driver_id", "seq")}
+        columns = ", ".join(f.column for f in fields.values())
         cursor.execute(
-            f"UPDATE {table} SET message_seq = message_seq + 1 WHERE id = %s RETURNING message_seq",
-            [Driver._meta.pk.get_db_prep_value(driver_id, connection)],
+            f"WITH taken AS ({take_seq}) INSERT INTO {message_table} (driver_id, seq, {columns}) "
+            f"SELECT %s, message_seq, {', '.join(['%s'] * len(fields))} FROM taken RETURNING seq",
+            [
+                driver_id,
+                driver_id,
+                *(f.get_db_prep_save(f.pre_save(message, add=True), connection) for f in fields.values()),
+            ],
         )
-        return cursor.fetchone()[0]
+        message.seq = cursor.fetchone()[0]
+    message._state.adding, message._state.db = False, connection.alias
+    return message
 
 
 def push_to_group(group: str, envelope: dict) -> None:
