@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import psycopg
 import redis.asyncio as aioredis
-from channels_redis.core import RedisChannelLayer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from bench import accept as accept_bench
 from bench.common import DB_URL, KEY_PREFIX, REDIS_URL, HttpError, HttpPool, paced, summary_ms
@@ -101,8 +101,8 @@ async def app(sockets, port: int, merchant_token: str, *, listened: int, rate: f
 
 async def lower_bound(drivers: list[dict], *, listened: int, rate: float, duration: float) -> dict:
     redis_client = aioredis.Redis.from_url(REDIS_URL)
-    # As config/settings.py configures it: a read timeout longer than the layer's 5 s blocking pop.
-    layer = RedisChannelLayer(hosts=[{"address": REDIS_URL, "socket_timeout": 30}], capacity=1000, expiry=60)
+    # As config/settings.py configures it (the pub/sub layer), on a prefix of its own.
+    layer = RedisPubSubChannelLayer(hosts=[{"address": REDIS_URL, "socket_timeout": 30}], prefix="bench-lb")
     channel = await layer.new_channel()
     group = f"bench.lb.{uuid.uuid4().hex[:8]}"
     await layer.group_add(group, channel)

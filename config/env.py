@@ -1,6 +1,7 @@
 """Typed readers for environment variables: a bad value stops the process with a clear message."""
 
 import os
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -46,3 +47,11 @@ def env_url(name: str, schemes: set[str], default: str = "") -> str:
     if raw and raw.split("://", 1)[0] not in schemes:
         raise ImproperlyConfigured(f"{name} must start with one of {sorted(schemes)}://, got {raw!r}")
     return raw
+
+
+def redis_db(url: str) -> str:
+    """The database number of a Redis URL (`redis://host:port/N`, `unix:///path?db=N`; 0 when not given)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parse_qs(parts.query).get("db", ["0"])[0]
+    return parts.path.strip("/") or "0"

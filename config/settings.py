@@ -9,7 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_int, env_list, env_str, env_url
+from config.env import env_bool, env_int, env_list, env_str, env_url, redis_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -175,16 +175,19 @@ SPECTACULAR_SETTINGS = {
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
-    # channels-redis waits for messages with a blocking pop of `brpop_timeout` (5 s) on its pool's clients, and
-    # redis-py (8+) gives every client a 5 s read timeout by default: an idle consumer's read then times out and
-    # its socket dies. The layer's clients need a read timeout longer than that block (core.checks holds it).
+    # Redis pub/sub (channels-redis' RedisPubSubChannelLayer): a group send is one PUBLISH that Redis hands to each
+    # server process with a member, instead of the list layer's per-member pushes and each process's blocking-pop
+    # receive loop (benchmarked in BENCHMARKS.md: ~0.2-0.4 ms of CPU per message against 1.2-1.5 ms). Messages are
+    # at most once either way: a driver's stream is stored and `resume` replays it. Pub/sub channels are not
+    # scoped by Redis database, so the prefix carries the database number: deployments (and test runs) on one
+    # Redis server but different databases stay apart, as the list layer's keys did. The layer reads with a
+    # 0.1 s poll, so a quiet socket never waits on a read longer than the client's timeout (core.checks holds it).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
-                "capacity": 1000,
-                "expiry": 60,
+                "prefix": f"asgi-db{redis_db(REDIS_URL)}",
             },
         }
     }

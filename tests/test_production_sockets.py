@@ -73,13 +73,20 @@ def test_the_configured_channel_layer_passes_the_startup_check():
 
 
 @pytest.mark.redis
-def test_the_startup_check_refuses_a_layer_that_times_out_its_own_blocking_reads(settings):
+@pytest.mark.parametrize(
+    ("backend", "socket_timeout"),
+    [
+        ("channels_redis.core.RedisChannelLayer", 5),  # blocks 5 s in a pop
+        ("channels_redis.pubsub.RedisPubSubChannelLayer", 0.05),  # polls for 0.1 s
+    ],
+)
+def test_the_startup_check_refuses_a_layer_that_times_out_its_own_blocking_reads(settings, backend, socket_timeout):
     from channels.layers import channel_layers
 
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": settings.REDIS_URL, "socket_timeout": 5}]},
+            "BACKEND": backend,
+            "CONFIG": {"hosts": [{"address": settings.REDIS_URL, "socket_timeout": socket_timeout}]},
         }
     }
     channel_layers.backends.clear()
