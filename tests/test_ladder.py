@@ -124,7 +124,7 @@ def test_a_delivery_still_waiting_after_ops_resolve_its_escalation_climbs_again(
     resolve_escalation(escalation.pk, actor=Actor.ops(factories.OpsUserFactory()), note="called the shop")
     level, _ = ladder_at(delivery, clock, timezone.now() + timedelta(minutes=1))
     assert level == 0  # counted again from the resolution: nothing yet
-    level, escalations = ladder_at(delivery, clock, timezone.now() + timedelta(minutes=5))
+    level, _ = ladder_at(delivery, clock, timezone.now() + timedelta(minutes=5))
 
     assert level == 2
     assert delivery.escalations.exclude(status="resolved").get().reason == Escalation.Reason.UNASSIGNED
