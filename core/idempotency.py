@@ -14,10 +14,11 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 
-from core.errors import json_error
+from core.errors import DATABASE_DOWN, database_unavailable, json_error
 from core.models import IdempotencyRecord
 from core.tokens import valid_token
 
+HEADER_NAME = "Idempotency-Key"
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
@@ -64,7 +65,10 @@ class IdempotencyMiddleware:
             )
 
         caller, fingerprint = _caller(request), _fingerprint(request)
-        record, conflict = self._claim(caller, key, fingerprint)
+        try:
+            record, conflict = self._claim(caller, key, fingerprint)
+        except DATABASE_DOWN:
+            return database_unavailable()
         if conflict is not None:
             if conflict.has_header(REPLAYED) and not _credential_still_valid(request):
                 return self.get_response(request)  # the view refuses it (401), as any request with it
