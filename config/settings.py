@@ -102,6 +102,10 @@ if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgr
         "max_size": DB_POOL_SIZE,
         "timeout": 10,
     }
+    # With a pool, Django has psycopg_pool check each connection as it hands it out: one the server dropped
+    # (PostgreSQL restarted, pg_terminate_backend, a proxy's idle timeout) is replaced, not discovered by the
+    # request that gets it (a 503).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,0 +1,193 @@
+"""Faults under a running production-mode Relay (issue 13). Each test breaks only what it started itself: a private
+redis-server on its own port, its own Celery processes, its own database connections. The shared PostgreSQL, Redis
+and RabbitMQ are never stopped.
+
+RELAY_OUTAGE_S sets how long Redis stays down (default 20 s in CI; `scripts/fault_drill.sh` runs 120 s)."""
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import redis
+from django.db import connection
+from websockets.sync.client import connect
+
+from deliveries.models import Delivery, Escalation, Offer, OfferStatus
+from tests import factories, faults
+from tests.servers import production_env, running_server
+
+OUTAGE_S = float(os.environ.get("RELAY_OUTAGE_S", "20"))
+KILL_ROUNDS = int(os.environ.get("RELAY_DB_KILL_ROUNDS", "5"))
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def broker():
+    if not faults.broker_reachable():
+        pytest.fail(f"fault tests need RabbitMQ at {faults.RABBITMQ} (the production broker; .ci/run has it)")
+    return faults.RABBITMQ
+
+
+def _point() -> dict:
+    return {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": datetime.now(UTC).isoformat()}
+
+
+def _indexed(url: str, settings) -> bool:
+    with redis.Redis.from_url(url) as index:
+        return any(index.scan_iter(f"{settings.RELAY_REDIS_KEY_PREFIX}*"))
+
+
+class Api:
+    def __init__(self, url: str, token: str):
+        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Token {token}"}, timeout=10)
+        self.statuses: list[int] = []
+
+    def post(self, path: str, body=None):
+        answer = self.client.post(path, json=body)
+        self.statuses.append(answer.status_code)
+        return answer
+
+    def get(self, path: str):
+        answer = self.client.get(path)
+        self.statuses.append(answer.status_code)
+        return answer
+
+
+def test_redis_down_for_a_while_no_5xx_offers_expire_the_ladder_climbs_and_everything_recovers(
+    zones, settings, tmp_path, broker
+):
+    from tests.conftest import api_client_for
+
+    zone = zones["centro"]
+    zone.offer_timeout_s, zone.escalation_warn_s, zone.escalation_alert_s = 5, 4, 8
+    zone.save()
+    faults.fast_sweeps()
+    driver = factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory()
+    token = {
+        role: api_client_for(user)._credentials["HTTP_AUTHORIZATION"].split()[1]
+        for role, user in (("driver", driver.user), ("merchant", merchant.user))
+    }
+
+    with faults.private_redis(tmp_path) as private:
+        env = production_env(settings) | {"REDIS_URL": private.url, "CELERY_BROKER_URL": broker}
+        with running_server(env, tmp_path / "server.log") as url, faults.worker_and_beat(env, tmp_path / "celery.log"):
+            driver_api, merchant_api = Api(url, token["driver"]), Api(url, token["merchant"])
+            assert driver_api.post("/api/v1/driver/locations", {"points": [_point()]}).status_code == 202
+            assert _indexed(private.url, settings), "the ping never reached the index"
+            pinged_at = datetime.now(UTC)
+
+            def flushed():  # positions reach PostgreSQL in batches (the flush sweep): the copy dispatch falls back on
+                driver.refresh_from_db()
+                return driver.last_seen_at and driver.last_seen_at >= pinged_at - timedelta(seconds=1)
+
+            faults.wait_for(flushed, timeout_s=10, what="the flush sweep copied the position to PostgreSQL")
+
+            private.stop()  # ---------------------------------------------------------------- Redis is down
+            created = merchant_api.post("/api/v1/deliveries", factories.delivery_payload("during-outage"))
+            assert created.status_code == 201, created.text
+            delivery = Delivery.objects.get(pk=created.json()["id"])
+            offer = Offer.objects.get(delivery=delivery)  # dispatch went on, on PostgreSQL's copy of positions
+            assert offer.driver_id == driver.pk
+            deadline = offer.expires_at
+
+            def outage_traffic():
+                driver_api.post("/api/v1/driver/locations", {"points": [_point()]})
+                driver_api.get("/api/v1/driver/me")
+                merchant_api.get(f"/api/v1/deliveries/{delivery.pk}")
+                offer.refresh_from_db()
+                return offer.status == OfferStatus.EXPIRED
+
+            _, took = faults.wait_for(outage_traffic, timeout_s=OUTAGE_S, what="the offer expired with Redis down")
+            expired_at = datetime.now(UTC)
+            assert (expired_at - deadline).total_seconds() <= 2 * faults.SWEEP_S + 3  # the sweep, on RabbitMQ
+
+            def escalated():
+                outage_traffic()
+                return Escalation.objects.filter(delivery=delivery).exists()
+
+            faults.wait_for(escalated, timeout_s=OUTAGE_S, what="the ladder opened an escalation with Redis down")
+            assert all(status < 500 for status in driver_api.statuses + merchant_api.statuses), sorted(
+                set(driver_api.statuses + merchant_api.statuses)
+            )
+
+            private.start()  # ---------------------------------------------------------------- Redis is back
+
+            def indexed_again():
+                driver_api.post("/api/v1/driver/locations", {"points": [_point()]})
+                return _indexed(private.url, settings)
+
+            faults.wait_for(indexed_again, timeout_s=30, what="pings reach the location index again")
+            ws = url.replace("http", "ws", 1)
+            with connect(f"{ws}/ws/driver/?token={token['driver']}") as socket:
+                answer = driver_api.post("/api/v1/driver/availability", {"state": "on_break"})
+                assert answer.status_code == 200, answer.text
+                pushed = json.loads(socket.recv(timeout=15))  # through the channel layer on the restarted Redis
+                assert pushed["type"] == "driver.state"
+            assert all(status < 500 for status in driver_api.statuses + merchant_api.statuses)
+            driver_api.client.close()
+            merchant_api.client.close()
+    for log in ("server.log", "celery.log"):  # warnings (index fallback, pushes skipped) yes; errors none
+        errors = [line for line in (tmp_path / log).read_text().splitlines() if " ERROR " in line]
+        assert errors == [], errors
+    print(f"Redis outage: offer expired {took:.1f} s into the outage; escalation opened; recovered without restart")
+
+
+def test_killed_database_connections_are_replaced_and_nothing_is_half_written(zones, settings, tmp_path):
+    """pg_terminate_backend on every connection of the server's pool before each request: the pool checks a
+    connection as it hands it out and replaces a dead one, so requests go through; one that still met a dead
+    connection would answer JSON 503 (never a 500), and nothing is half-written either way."""
+    from tests.conftest import api_client_for
+
+    merchant = factories.MerchantFactory()
+    token = api_client_for(merchant.user)._credentials["HTTP_AUTHORIZATION"]
+    env = production_env(settings) | {"DB_POOL_SIZE": "4", "API_THROTTLE_RATE": "100000/min"}
+    with running_server(env, tmp_path / "server.log") as url:
+        client = httpx.Client(base_url=url, headers={"Authorization": token}, timeout=10)
+        statuses, slowest = [], 0.0
+        for round_ in range(KILL_ROUNDS):
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            started = time.monotonic()
+            answer = client.post("/api/v1/deliveries", json=factories.delivery_payload(f"kill-{round_}"))
+            slowest = max(slowest, time.monotonic() - started)
+            statuses.append(answer.status_code)
+            if answer.status_code == 503:
+                assert answer.json()["code"] == "service_unavailable"
+                assert answer.headers["content-type"] == "application/json"
+        healed = client.post("/api/v1/deliveries", json=factories.delivery_payload("after"))
+        client.close()
+    assert set(statuses) <= {201, 503}, statuses
+    assert healed.status_code == 201, healed.text
+    created = {f"kill-{n}" for n, status in enumerate(statuses) if status == 201} | {"after"}
+    assert set(Delivery.objects.values_list("external_id", flat=True)) == created  # nothing half-written
+    print(
+        f"killed connections ({KILL_ROUNDS} rounds): {statuses.count(503)} answers 503, "
+        f"{statuses.count(201)} went through; slowest answer {slowest:.1f} s"
+    )
+
+
+@pytest.mark.django_db
+def test_a_database_error_during_a_request_answers_json_503(merchant_api, monkeypatch):
+    """The database unreachable mid-request (restarting, its connection killed while in use): 503 in API.md's
+    error shape with Retry-After, so clients retry; the action's transaction rolled back whole."""
+    from django.db import OperationalError
+
+    from deliveries.api import merchant
+
+    def database_gone(**kwargs):
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(merchant, "create_delivery", database_gone)
+    answer = merchant_api.post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "service_unavailable"
+    assert answer["Retry-After"] == "1"
+    assert not Delivery.objects.exists()
