@@ -16,7 +16,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
-from deliveries.models import Escalation, EscalationLevel, Offer, OfferStatus
+from deliveries.models import Delivery, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services import offers
 from deliveries.services.availability import take_offline
 from deliveries.services.common import lock_delivery
@@ -249,3 +249,28 @@ def test_two_dispatches_racing_for_the_last_driver_make_one_offer(zones):
         for delivery in waiting:
             cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="round done")
         take_offline(driver.pk, actor=Actor.system("test"), reason="round done")
+
+
+def test_duplicate_beat_ticks_running_every_sweep_twice_at_once_reach_the_same_state(zones):
+    """Two beats (or a redelivered task) run each sweep twice at the same instant: every overdue offer expires once,
+    each delivery is passed on once, the ladder escalates once, and the board agrees with itself afterwards."""
+    from deliveries.tasks import dispatch_waiting_deliveries, expire_overdue_offers, run_escalation_ladder
+
+    merchant = factories.MerchantFactory()
+    board = []
+    for n in range(6):
+        driver = factories.online_driver(*factories.CENTRO)
+        delivery = factories.new_delivery(merchant, f"tick-{n}")
+        board.append(Offer.objects.get(delivery=delivery, driver=driver, status=OfferStatus.PENDING))
+    overdue = timezone.now() - timedelta(seconds=1)
+    Offer.objects.filter(pk__in=[o.pk for o in board]).update(expires_at=overdue)
+    Delivery.objects.update(unassigned_since=timezone.now() - timedelta(minutes=6))  # due for the ladder's alert
+
+    sweeps = [expire_overdue_offers, run_escalation_ladder, dispatch_waiting_deliveries]
+    results = run_together(*[sweep for sweep in sweeps for _ in range(2)])
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    for offer in board:
+        assert AuditEvent.objects.filter(subject_id=offer.pk, type="offer.expired").count() == 1
+    assert Escalation.objects.count() == Delivery.objects.filter(status__in=["pending", "offered"]).count()
+    assert invariants.all_problems() == []

@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from core.audit import Actor
 from core.errors import DomainError
+from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus, Offer
 from deliveries.services import availability, escalations, ladder, offers, progress, reassignment
 from deliveries.tasks import expire_overdue_offers
@@ -32,6 +33,24 @@ START = datetime.fromisoformat("2026-11-25T12:00:00+00:00")
 # Where drivers ping from: inside the demo zone "centro", 0 to 3 km east of the pickups.
 SPOTS = [factories.east(km) for km in (0.0, 0.5, 1.5, 3.0)]
 pick = st.integers(min_value=0, max_value=10_000)
+
+
+def run_every_sweep() -> None:
+    expire_overdue_offers()
+    availability.mark_stale_drivers()
+    ladder.dispatch_waiting()
+    ladder.run_ladder()
+
+
+def snapshot() -> tuple:
+    """Everything a sweep can change, as values."""
+    return (
+        sorted(Delivery.objects.values_list("pk", "status", "driver_id", "escalation_level")),
+        sorted(Offer.objects.values_list("pk", "status")),
+        sorted(Escalation.objects.values_list("pk", "status", "level")),
+        sorted(Driver.objects.values_list("pk", "state")),
+        AuditEvent.objects.count(),
+    )
 
 
 class Dispatch(RuleBasedStateMachine):
@@ -156,10 +175,12 @@ class Dispatch(RuleBasedStateMachine):
     def time_passes(self, seconds):
         """Time moves and every beat sweep runs once, as the schedules would."""
         self.traveller.shift(timedelta(seconds=seconds))
-        expire_overdue_offers()
-        availability.mark_stale_drivers()
-        ladder.dispatch_waiting()
-        ladder.run_ladder()
+        run_every_sweep()
+        # Beat ticking twice (two beats, a redelivered task): the same sweeps again at the same instant change
+        # nothing (the tasks are safe to run twice).
+        before = snapshot()
+        run_every_sweep()
+        assert snapshot() == before
         self.swept = True
 
     # --- what must hold --------------------------------------------------------------------------------------
