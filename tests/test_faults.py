@@ -6,6 +6,7 @@ RELAY_OUTAGE_S sets how long Redis stays down (default 20 s in CI; `scripts/faul
 
 import json
 import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -191,3 +192,60 @@ def test_a_database_error_during_a_request_answers_json_503(merchant_api, monkey
     assert answer.json()["code"] == "service_unavailable"
     assert answer["Retry-After"] == "1"
     assert not Delivery.objects.exists()
+
+
+def _blocked_on_a_lock() -> bool:
+    """Another backend of this database waits for a row lock: the worker is inside the task."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")  # the view is a snapshot per transaction otherwise
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def test_a_worker_killed_mid_task_has_the_task_redone_by_the_next_worker(zones, settings, tmp_path, broker):
+    """acks_late on RabbitMQ: the task a SIGKILLed worker held was never acknowledged, so the broker hands it to the
+    next worker at once (Redis as broker would have hidden it for its one-hour visibility timeout). No beat runs
+    here: what expires the offer is the redelivered task itself, not a sweep behind it."""
+    from django.db import transaction
+
+    from config.celery import app
+    from core.models import AuditEvent
+    from deliveries.tasks import expire_offer_task
+
+    driver = factories.online_driver(*factories.CENTRO)
+    delivery = factories.new_delivery(factories.MerchantFactory(), "killed-mid-task")
+    offer = Offer.objects.get(delivery=delivery, driver=driver)
+    Offer.objects.filter(pk=offer.pk).update(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    env = production_env(settings) | {"CELERY_BROKER_URL": broker}
+    log = tmp_path / "celery.log"
+
+    with transaction.atomic():
+        Delivery.objects.select_for_update().get(pk=delivery.pk)  # the task will wait here, mid-way
+        with app.connection_for_write(broker) as channel:
+            app.conf.task_always_eager = False
+            expire_offer_task.apply_async((str(offer.pk),), connection=channel)
+        first = faults.celery(env, log, "worker", "-Q", "celery", "-c", "1", "--without-mingle", "--without-gossip")
+        try:
+            faults.wait_for(_blocked_on_a_lock, timeout_s=30, what="the worker started the task")
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    # The lock is released: the task is not done (the worker died holding it), and nobody else will run it but
+    # the broker's redelivery.
+    offer.refresh_from_db()
+    assert offer.status == OfferStatus.PENDING
+    second = faults.celery(env, log, "worker", "-Q", "celery", "-c", "1", "--without-mingle", "--without-gossip")
+    try:
+        _, took = faults.wait_for(
+            lambda: Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED,
+            timeout_s=30,
+            what="the next worker redid the task",
+        )
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(timeout=20)
+    assert AuditEvent.objects.filter(subject_id=offer.pk, type="offer.expired").count() == 1
+    print(f"worker SIGKILLed mid-task: redone {took:.1f} s after the next worker started (its startup included)")
