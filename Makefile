@@ -32,7 +32,7 @@ migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 
 demo: migrate
-	$(BIN)/python manage.py demo
+	$(BIN)/python manage.py demo $(DEMO_ARGS)
 
 run: migrate
 	$(BIN)/python manage.py serve

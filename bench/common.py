@@ -15,10 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = os.environ.get("BENCH_PYTHON", sys.executable)
-DB_NAME = "relay_bench"
+# The bench's own database and Redis db (both wiped); a check run beside a real one sets others.
+DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "relay_bench")
 DB_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DB_URL = f"postgres://postgres@127.0.0.1:5432/{DB_NAME}"
-REDIS_URL = "redis://127.0.0.1:6379/5"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
 KEY_PREFIX = "relay-bench:"
 HOST = "127.0.0.1"
 

@@ -20,7 +20,7 @@ import psycopg
 import redis
 
 from bench import accept as accept_bench
-from bench import dispatch, ingest, memory
+from bench import dispatch, ingest, memory, tracking
 from bench.common import (
     DB_ADMIN_URL,
     DB_NAME,
@@ -53,6 +53,7 @@ TARGETS = [
     ("ingest_ws_server_cpu_ms", "<=", 0.3, "websocket ingest: server CPU per point, ms"),
     ("rss_mb", "<", 300, "server RSS with the driver sockets open, MB"),
     ("kb_per_socket", "<=", 15, "server memory per driver socket, KB"),
+    ("tracking_push_lag_p99_ms", "<", 500, "tracking fan-out: ping → location on every socket p99, ms"),
 ]
 
 
@@ -215,6 +216,27 @@ async def benchmarks(args, fixture: dict, server: Service, worker: Service, port
         if spy is not None:
             spy.wait(args.profile_seconds + 30)
 
+    async def tracking_fanout() -> dict:
+        """Deliveries picked up (seeded through the app's actions), customers' sockets on each, drivers pinging."""
+        tracked_path = RESULTS / "tracking.json"
+        log(f"seeding {args.tracking_deliveries} deliveries on their way")
+        seed = [PYTHON, "-m", "bench.seed_tracking", str(RESULTS / "fixture.json"), str(tracked_path)]
+        print(run_checked([*seed, str(args.tracking_deliveries)], app_env(), 300))
+        tracked = json.loads(tracked_path.read_text())
+        settled["tracking"] = await settle()
+        spy = phase("tracking")
+        fanout = await tracking.fanout(
+            port, tracked, sockets_per_delivery=args.tracking_sockets // len(tracked), duration=args.tracking_seconds
+        )
+        done("tracking", spy)
+        meter.per("tracking", fanout["locations_received"], "location delivered to a socket")
+        return fanout
+
+    if args.only == "tracking":
+        results["tracking_fanout"] = await tracking_fanout()
+        results["cpu_by_phase"] = meter.phases
+        return results
+
     # Lower bounds first, on the idle system.
     spy = phase("lower_bounds")
     lb_dispatch = await dispatch.lower_bound(drivers, listened=args.listened, rate=args.dispatch_rate, duration=10)
@@ -289,7 +311,7 @@ async def benchmarks(args, fixture: dict, server: Service, worker: Service, port
     results["dispatch"] = {"app": disp, "app_light": light, "lower_bound": lb_dispatch}
     results["ingest"] = {"rest": rest, "rest_batched": rest_batched, "websocket": ws, "lower_bound": lb_ingest}
     results["accept"] = {"app": disp.pop("accept"), "app_light": light.pop("accept"), "lower_bound": lb_accept}
-    results["tracking_fanout"] = "not_measured"
+    results["tracking_fanout"] = await tracking_fanout()
     results["memory"] = mem
     results["cpu_by_phase"] = meter.phases
     results["settle_s_before_phase"] = settled
@@ -301,26 +323,55 @@ def ratio(a, b):
 
 
 def figures(results: dict) -> dict[str, tuple]:
-    """Each target's figure and the lower bound it is compared with (None where there is none)."""
-    d, lb = results["dispatch"]["app"]["latency"], results["dispatch"]["lower_bound"]["latency"]
-    ing, cpu, mem = results["ingest"], results["cpu_by_phase"], results["memory"]
-    acc, acc_lb = results["accept"]["app"]["latency"], results["accept"]["lower_bound"]["latency"]
-    ing_lb = ing["lower_bound"]
-    return {
-        "dispatch_p99_ms": (d["p99_ms"], f"{lb['p99_ms']} ms"),
-        "dispatch_p50_x_lower_bound": (ratio(d["p50_ms"], lb["p50_ms"]), f"p50 {lb['p50_ms']} ms"),
-        "dispatch_server_cpu_ms": (cpu["dispatch"]["server_cpu_ms_per_op"], None),
-        "accept_p99_ms": (acc["p99_ms"], f"{acc_lb['p99_ms']} ms"),
-        "ingest_rest_requests_per_s": (ing["rest"]["requests_per_s"], f"{ing_lb['accepted_points_per_s']}/s offered"),
-        "ingest_rest_server_cpu_ms": (cpu["ingest_rest"]["server_cpu_ms_per_op"], None),
-        "ingest_batched_points_per_s": (ing["rest_batched"]["accepted_points_per_s"], None),
-        "ingest_batched_p99_ms": (ing["rest_batched"]["latency"]["p99_ms"], f"{ing_lb['latency']['p99_ms']} ms"),
-        "ingest_ws_points_per_s": (ing["websocket"]["processed_points_per_s"], None),
-        "ingest_ws_p99_ms": (ing["websocket"]["latency"]["p99_ms"], f"{ing_lb['latency']['p99_ms']} ms"),
-        "ingest_ws_server_cpu_ms": (cpu["ingest_ws"]["server_cpu_ms_per_op"], None),
-        "rss_mb": (mem["rss_mb"], None),
-        "kb_per_socket": (mem["kb_per_socket"], None),
+    """Each target's figure and the lower bound it is compared with (None where there is none, or where its
+    phase did not run: `--only`)."""
+    r = results
+    cpu = r["cpu_by_phase"]
+
+    def dispatch_latency():
+        return r["dispatch"]["app"]["latency"], r["dispatch"]["lower_bound"]["latency"]
+
+    def ingest_lb():
+        return r["ingest"]["lower_bound"]
+
+    wanted = {
+        "dispatch_p99_ms": lambda: (dispatch_latency()[0]["p99_ms"], f"{dispatch_latency()[1]['p99_ms']} ms"),
+        "dispatch_p50_x_lower_bound": lambda: (
+            ratio(dispatch_latency()[0]["p50_ms"], dispatch_latency()[1]["p50_ms"]),
+            f"p50 {dispatch_latency()[1]['p50_ms']} ms",
+        ),
+        "dispatch_server_cpu_ms": lambda: (cpu["dispatch"]["server_cpu_ms_per_op"], None),
+        "accept_p99_ms": lambda: (
+            r["accept"]["app"]["latency"]["p99_ms"],
+            f"{r['accept']['lower_bound']['latency']['p99_ms']} ms",
+        ),
+        "ingest_rest_requests_per_s": lambda: (
+            r["ingest"]["rest"]["requests_per_s"],
+            f"{ingest_lb()['accepted_points_per_s']}/s offered",
+        ),
+        "ingest_rest_server_cpu_ms": lambda: (cpu["ingest_rest"]["server_cpu_ms_per_op"], None),
+        "ingest_batched_points_per_s": lambda: (r["ingest"]["rest_batched"]["accepted_points_per_s"], None),
+        "ingest_batched_p99_ms": lambda: (
+            r["ingest"]["rest_batched"]["latency"]["p99_ms"],
+            f"{ingest_lb()['latency']['p99_ms']} ms",
+        ),
+        "ingest_ws_points_per_s": lambda: (r["ingest"]["websocket"]["processed_points_per_s"], None),
+        "ingest_ws_p99_ms": lambda: (
+            r["ingest"]["websocket"]["latency"]["p99_ms"],
+            f"{ingest_lb()['latency']['p99_ms']} ms",
+        ),
+        "ingest_ws_server_cpu_ms": lambda: (cpu["ingest_ws"]["server_cpu_ms_per_op"], None),
+        "rss_mb": lambda: (r["memory"]["rss_mb"], None),
+        "kb_per_socket": lambda: (r["memory"]["kb_per_socket"], None),
+        "tracking_push_lag_p99_ms": lambda: (r["tracking_fanout"]["push_lag"]["p99_ms"], None),
     }
+    values = {}
+    for key, figure in wanted.items():
+        try:
+            values[key] = figure()
+        except KeyError:
+            values[key] = (None, None)
+    return values
 
 
 _COMPARE = {"<": lambda v, t: v < t, "<=": lambda v, t: v <= t, ">=": lambda v, t: v >= t}
@@ -361,6 +412,9 @@ def report(results: dict) -> list[str]:
             f"  {name:<20} {c['operations']:>7} × {c['unit']:<42} server {c['server_cpu_ms_per_op']} · worker "
             f"{c['worker_cpu_ms_per_op']} · generator {c['generator_cpu_ms_per_op']}"
         )
+    rows += tracking_rows(results)
+    if "dispatch" not in results:
+        return rows
     d, light = results["dispatch"]["app"], results["dispatch"]["app_light"]
     rows += [
         "",
@@ -374,9 +428,20 @@ def report(results: dict) -> list[str]:
         f"{results['ingest']['rest']['statuses']}",
         f"  server RSS by process: {' / '.join(str(m) for m in results['memory']['rss_by_process_mb'])} MB; "
         f"after every phase {results['memory']['rss_after_all_mb']} MB",
-        "  tracking fan-out: not_measured",
     ]
     return rows
+
+
+def tracking_rows(results: dict) -> list[str]:
+    t = results["tracking_fanout"]
+    cpu = results["cpu_by_phase"]["tracking"]
+    return [
+        "",
+        f"  tracking fan-out: {t['sockets_open']} sockets over {t['deliveries']} deliveries, a ping every "
+        f"{t['ping_every_s']:g} s per driver ({t['pings']['accepted']} accepted); {t['locations_received']} of "
+        f"{t['locations_expected']} locations delivered; push lag p50 {t['push_lag']['p50_ms']} / p99 "
+        f"{t['push_lag']['p99_ms']} ms; server CPU {cpu['server_cpu_ms_per_op']} ms per delivered message",
+    ]
 
 
 def main() -> int:
@@ -398,11 +463,15 @@ def main() -> int:
         default=2,
         help="server processes (manage.py serve --workers; one per core here); RSS and CPU are summed",
     )
+    parser.add_argument("--tracking-deliveries", type=int, default=100, help="deliveries watched in the fan-out")
+    parser.add_argument("--tracking-sockets", type=int, default=1000, help="customers' sockets, spread evenly")
+    parser.add_argument("--tracking-seconds", type=float, default=30.0)
+    parser.add_argument("--only", choices=["tracking"], help="run only this phase (seeding still happens)")
     parser.add_argument("--profile", help="py-spy the server during this phase (e.g. dispatch, ingest_rest)")
     parser.add_argument("--profile-seconds", type=float, default=20.0)
     args = parser.parse_args()
     if args.quick:
-        args.dispatch_seconds, args.ingest_seconds = 10.0, 8.0
+        args.dispatch_seconds, args.ingest_seconds, args.tracking_seconds = 10.0, 8.0, 8.0
     os.environ["DB_POOL_SIZE"] = str(args.db_pool)  # app_env() passes it on to the server and the worker
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

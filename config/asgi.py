@@ -10,13 +10,14 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from core.ws import BrowserOriginValidator, UnknownPath  # noqa: E402
-from deliveries.consumers import OpsConsumer  # noqa: E402
+from deliveries.consumers import OpsConsumer, TrackConsumer  # noqa: E402
 from drivers.consumers import DriverConsumer  # noqa: E402
 from drivers.ingest import LocationIngest  # noqa: E402
 
 websocket_urls = [
     path("ws/driver/", DriverConsumer.as_asgi()),
     path("ws/ops/", OpsConsumer.as_asgi()),
+    path("ws/track/<str:token>/", TrackConsumer.as_asgi()),
     re_path(r"", UnknownPath.as_asgi()),  # last: refuse the rest cleanly instead of "No route found" (a 500)
 ]
 

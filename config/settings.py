@@ -113,12 +113,17 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# The customer's tracking page speaks the customer's language (Accept-Language); the console stays in English.
+LANGUAGES = [("en", "English"), ("pt", "Português")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Front-end libraries vendored from the npm registry (static/vendor/<name>/): pages work with no internet access.
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -140,6 +145,7 @@ REST_FRAMEWORK = {
         # Logins (API token and admin) per client address, and per username whatever the address.
         "login": env_str("LOGIN_THROTTLE_RATE", "30/min"),
         "login_username": env_str("LOGIN_USERNAME_THROTTLE_RATE", "10/min"),
+        "track": env_str("TRACK_THROTTLE_RATE", "120/min"),
     },
     # The client address is the peer's unless NUM_PROXIES trusted proxies in front add X-Forwarded-For: then it
     # is the address the outermost of them saw. Left unset, DRF would take the header as sent, which any client
@@ -225,6 +231,10 @@ RELAY_PUBLIC_URL = env_str("RELAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("
 RELAY_CURRENCY = env_str("RELAY_CURRENCY", "EUR")
 # How long a driver's stream messages are kept for `resume` (older ones are purged hourly).
 RELAY_DRIVER_MESSAGE_RETENTION = timedelta(hours=env_int("RELAY_DRIVER_MESSAGE_RETENTION_H", 24))
+# Tracking links answer 410 Gone this long after their delivery finished; raw breadcrumbs (drivers' trails)
+# are deleted after RELAY_BREADCRUMB_RETENTION (a daily beat job).
+RELAY_TRACKING_LINK_TTL = timedelta(hours=env_int("RELAY_TRACKING_LINK_HOURS", 24))
+RELAY_BREADCRUMB_RETENTION = timedelta(days=env_int("RELAY_BREADCRUMB_RETENTION_DAYS", 30))
 # API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
 # merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
 # console and their token covers a working day.
@@ -238,6 +248,10 @@ RELAY_TOKEN_DAYS = {
 # this is on: the demo and the tests post to receivers on 127.0.0.1.
 RELAY_WEBHOOK_TIMEOUT_S = float(env_int("WEBHOOK_TIMEOUT_S", 10))
 RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+# Background tiles of the ops maps and the customer's tracking map (a Leaflet URL template such as
+# https://tile.example.com/{z}/{x}/{y}.png). Unset, the maps draw zones, or pickup, dropoff, route and driver, on a
+# blank background and need no internet access at all.
+RELAY_MAP_TILES_URL = env_url("RELAY_MAP_TILES_URL", {"http", "https"})
 
 # --- Production hardening (checked by `manage.py check --deploy`) -----------------------------------
 if not DEBUG:

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 from core.api import LogoutView, TokenView
 from core.views import metrics_view
+from deliveries.views import ops_board, tracking_page
 
 REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
@@ -14,10 +15,13 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # Staff only, exactly as the admin decides it (a non-staff visitor is sent to the admin login).
+    path("ops/board/", admin.site.admin_view(ops_board), name="ops-board"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name=REDOC), name="api-redoc"),
     path("metrics", metrics_view, name="metrics"),
+    path("t/<str:token>", tracking_page, name="tracking-page"),
 ]

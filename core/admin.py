@@ -11,7 +11,7 @@ class TypeFamilyFilter(admin.SimpleListFilter):
 
     title = "event family"
     parameter_name = "family"
-    FAMILIES = ["delivery", "dispatch", "offer", "escalation", "driver", "shift"]
+    FAMILIES = ["delivery", "dispatch", "offer", "escalation", "driver", "shift", "zone"]
 
     def lookups(self, request, model_admin):
         return [(family, family) for family in self.FAMILIES]

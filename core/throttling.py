@@ -26,13 +26,23 @@ class UserThrottle(_FailOpen, UserRateThrottle):
     pass
 
 
-class LoginAddressThrottle(_FailOpen, SimpleRateThrottle):
-    """Login attempts per client address (NUM_PROXIES decides which address that is)."""
-
-    scope = "login"
+class AddressThrottle(_FailOpen, SimpleRateThrottle):
+    """Requests per client address (NUM_PROXIES decides which address that is), whoever is logged in."""
 
     def get_cache_key(self, request, view) -> str:
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginAddressThrottle(AddressThrottle):
+    """Login attempts per client address."""
+
+    scope = "login"
+
+
+class TrackAddressThrottle(AddressThrottle):
+    """The public tracking JSON per client address: its token is its only credential."""
+
+    scope = "track"
 
 
 class LoginUsernameThrottle(_FailOpen, SimpleRateThrottle):

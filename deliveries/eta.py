@@ -1,36 +1,101 @@
-"""Travel-time estimates (SPEC 4.1): straight-line distance × a road factor over a speed per vehicle."""
+"""ETA (SPEC 4.1): straight-line distance × a road factor over a speed learned per zone, vehicle type and hour
+of the week from completed deliveries, plus waiting for `ready_at` and service times; shown as a window from the
+zone's recorded ETA errors (P50–P90).
 
+A cell's learned speed is the SPEC's default until it has MIN_TRIPS trips, then its mean shrunk toward the
+default (a prior worth PRIOR_TRIPS trips), so one odd hour does not swing it. Until the zone has MIN_ERRORS
+recorded errors the window runs from the estimate to +WINDOW_SPREAD of the time left.
+"""
+
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
+from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
+from deliveries.models import Delivery, DeliveryStatus, TravelSpeed
+from drivers import locations
 from zones.geometry import haversine_km
+from zones.models import Zone
 
 ROAD_FACTOR = 1.3
 DEFAULT_SPEED_KMH = {"bicycle": 15.0, "scooter": 20.0, "car": 25.0}
 PICKUP_SERVICE_S = 120
 DROPOFF_SERVICE_S = 120
-# The P90 end of an ETA window, relative to the P50 estimate, until the zone's measured error is known.
+MIN_TRIPS = 20
+PRIOR_TRIPS = 10
+MIN_ERRORS = 20
+ERROR_SAMPLE = 500  # the zone's most recent errors
 WINDOW_SPREAD = 0.3
+MIN_WINDOW_S = 60
+# A trip measured outside this range is noise (delivered late in the app, a GPS jump), not a speed to learn.
+PLAUSIBLE_KMH = (2.0, 90.0)
+# A new ETA is pushed only when it moved by more than this.
+PUSH_WHEN_MOVED = timedelta(minutes=1)
 
 
-def travel_seconds(distance_km: float, vehicle: str) -> int:
-    speed = DEFAULT_SPEED_KMH.get(vehicle, DEFAULT_SPEED_KMH["bicycle"])
-    return round(distance_km * ROAD_FACTOR / speed * 3600)
+@dataclass(frozen=True)
+class Estimate:
+    pickup: datetime
+    dropoff: datetime
+    window_start: datetime
+    window_end: datetime
+
+    def moved_from(self, delivery: Delivery) -> bool:
+        """Whether this estimate differs from the one last shown by more than PUSH_WHEN_MOVED."""
+        shown = delivery.eta_dropoff
+        return shown is None or abs(self.dropoff - shown) > PUSH_WHEN_MOVED
 
 
-def estimate(delivery, *, now: datetime | None = None) -> dict | None:
-    """{"pickup", "dropoff", "window_start", "window_end"} for a delivery with a driver; None otherwise."""
+def default_speed(vehicle: str) -> float:
+    return DEFAULT_SPEED_KMH.get(vehicle, DEFAULT_SPEED_KMH["bicycle"])
+
+
+def travel_seconds(distance_km: float, vehicle: str, speed_kmh: float | None = None) -> int:
+    return round(distance_km * ROAD_FACTOR / (speed_kmh or default_speed(vehicle)) * 3600)
+
+
+def hour_of_week(at: datetime, zone: Zone) -> int:
+    local = at.astimezone(ZoneInfo(zone.time_zone))
+    return local.weekday() * 24 + local.hour
+
+
+def learned_speed(zone: Zone, vehicle: str, at: datetime) -> float:
+    default = default_speed(vehicle)
+    cell = TravelSpeed.objects.filter(zone=zone, vehicle=vehicle, hour_of_week=hour_of_week(at, zone)).first()
+    if cell is None or cell.trips < MIN_TRIPS:
+        return default
+    return (cell.trips * cell.mean_kmh + PRIOR_TRIPS * default) / (cell.trips + PRIOR_TRIPS)
+
+
+def error_window(zone: Zone) -> tuple[int, int] | None:
+    """P50 and P90 of the zone's recent ETA errors in seconds, or None while there are too few."""
+    recent = Delivery.objects.filter(zone=zone, eta_error_s__isnull=False).order_by("-finished_at")
+    errors = sorted(recent.values_list("eta_error_s", flat=True)[:ERROR_SAMPLE])
+    if len(errors) < MIN_ERRORS:
+        return None
+    return _percentile(errors, 0.5), _percentile(errors, 0.9)
+
+
+def _percentile(ordered: list[int], q: float) -> int:
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def estimate(delivery: Delivery, *, now: datetime | None = None) -> Estimate | None:
+    """The ETA of a delivery with a driver (assigned or picked up); None otherwise."""
     now = now or timezone.now()
     driver = delivery.driver
-    if driver is None or delivery.status not in ("assigned", "picked_up"):
+    if driver is None or delivery.status not in (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP):
         return None
-    if delivery.status == "assigned":
-        if driver.last_lat is not None:
-            to_pickup = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
-        else:
-            to_pickup = 0.0
-        pickup = now + timedelta(seconds=travel_seconds(to_pickup, driver.vehicle))
+    speed = learned_speed(delivery.zone, driver.vehicle, now)
+    position = locations.last_position(driver)
+    if delivery.status == DeliveryStatus.ASSIGNED:
+        to_pickup = (
+            haversine_km(position.lat, position.lng, delivery.pickup_lat, delivery.pickup_lng) if position else 0
+        )
+        pickup = now + timedelta(seconds=travel_seconds(to_pickup, driver.vehicle, speed))
         if delivery.ready_at and delivery.ready_at > pickup:
             pickup = delivery.ready_at
         leg_start = pickup + timedelta(seconds=PICKUP_SERVICE_S)
@@ -38,11 +103,67 @@ def estimate(delivery, *, now: datetime | None = None) -> dict | None:
     else:
         pickup = delivery.picked_up_at
         leg_start = now
-        if driver.last_lat is not None:
-            remaining_km = haversine_km(driver.last_lat, driver.last_lng, delivery.dropoff_lat, delivery.dropoff_lng)
-        else:
-            remaining_km = delivery.distance_km
-    leg = travel_seconds(remaining_km, driver.vehicle) + DROPOFF_SERVICE_S
-    dropoff = leg_start + timedelta(seconds=leg)
-    spread = timedelta(seconds=max(60, round((dropoff - now).total_seconds() * WINDOW_SPREAD)))
-    return {"pickup": pickup, "dropoff": dropoff, "window_start": dropoff, "window_end": dropoff + spread}
+        remaining_km = delivery.distance_km
+        if position:
+            remaining_km = haversine_km(position.lat, position.lng, delivery.dropoff_lat, delivery.dropoff_lng)
+    dropoff = leg_start + timedelta(seconds=travel_seconds(remaining_km, driver.vehicle, speed) + DROPOFF_SERVICE_S)
+    errors = error_window(delivery.zone)
+    if errors is None:
+        start, end = 0, round((dropoff - now).total_seconds() * WINDOW_SPREAD)
+    else:
+        start, end = errors
+    end = max(end, start + MIN_WINDOW_S)
+    return Estimate(pickup, dropoff, dropoff + timedelta(seconds=start), dropoff + timedelta(seconds=end))
+
+
+def show_locked(delivery: Delivery, shown: Estimate | None) -> None:
+    """Set the ETA customers and the merchant see (saved by the caller)."""
+    delivery.eta_pickup = shown.pickup if shown else None
+    delivery.eta_dropoff = shown.dropoff if shown else None
+    delivery.eta_window_start = shown.window_start if shown else None
+    delivery.eta_window_end = shown.window_end if shown else None
+
+
+def shown(delivery: Delivery) -> dict | None:
+    """The ETA last shown, as API.md spells it (`eta` of the merchant's and the customer's views)."""
+    if delivery.eta_dropoff is None:
+        return None
+    return {
+        "pickup": delivery.eta_pickup,
+        "dropoff": delivery.eta_dropoff,
+        "window_start": delivery.eta_window_start,
+        "window_end": delivery.eta_window_end,
+    }
+
+
+def predict_at_assignment_locked(delivery: Delivery) -> None:
+    """Keep what was predicted when the driver took it: the error is measured against this."""
+    delivery.eta_predicted_at_assignment = delivery.eta_dropoff
+    delivery.eta_window_start_at_assignment = delivery.eta_window_start
+    delivery.eta_window_end_at_assignment = delivery.eta_window_end
+
+
+def learn_from_delivery_locked(delivery: Delivery, *, vehicle: str) -> None:
+    """At delivery: the ETA error, and the trip's speed into its zone/vehicle/hour-of-week cell."""
+    if delivery.eta_predicted_at_assignment is not None:
+        delivery.eta_error_s = round((delivery.finished_at - delivery.eta_predicted_at_assignment).total_seconds())
+    riding_s = (delivery.finished_at - delivery.picked_up_at).total_seconds() - DROPOFF_SERVICE_S
+    if riding_s <= 0:
+        return
+    speed = delivery.distance_km * ROAD_FACTOR / (riding_s / 3600)
+    if not PLAUSIBLE_KMH[0] <= speed <= PLAUSIBLE_KMH[1]:
+        return
+    cell = {
+        "zone": delivery.zone,
+        "vehicle": vehicle,
+        "hour_of_week": hour_of_week(delivery.picked_up_at, delivery.zone),
+    }
+    try:
+        with transaction.atomic():
+            TravelSpeed.objects.get_or_create(**cell)
+    except IntegrityError:
+        pass  # created meanwhile by another delivery: the update below counts this trip
+    # One UPDATE: SQL reads every right-hand side from the row before the change.
+    TravelSpeed.objects.filter(**cell).update(
+        mean_kmh=(F("mean_kmh") * F("trips") + speed) / (F("trips") + 1), trips=F("trips") + 1
+    )

@@ -14,8 +14,16 @@ from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
 from deliveries.models import Delivery, Escalation, Offer
-from deliveries.serializers import DriverDeliverySerializer, EscalationSerializer, OfferSerializer
+from deliveries.serializers import (
+    DriverDeliverySerializer,
+    EscalationSerializer,
+    OfferSerializer,
+    TrackingSerializer,
+    shown_eta,
+)
+from drivers import locations
 from drivers.models import Break, Driver
+from zones.models import ZoneHint
 
 
 def _jsonable(data) -> dict:
@@ -46,6 +54,19 @@ def offer_withdrawn(offer: Offer, *, reason: str) -> dict:
     return {"offer_id": str(offer.pk), "reason": reason}
 
 
+def zone_hint(hint: ZoneHint) -> dict:
+    """`zone.hint`: go where demand is (API.md: zone, name, lat, lng, surge_multiplier, message)."""
+    lat, lng = hint.zone.centre
+    return {
+        "zone": hint.zone.code,
+        "name": hint.zone.name,
+        "lat": round(lat, 6),
+        "lng": round(lng, 6),
+        "surge_multiplier": str(hint.surge_multiplier),
+        "message": hint.message,
+    }
+
+
 def driver_state(driver: Driver, *, reason: str, detail: str = "") -> dict:
     """`driver.state`: the driver's availability, and why it changed."""
     return {"state": driver.state, "reason": reason, "detail": detail}
@@ -59,9 +80,33 @@ def escalation(escalation: Escalation) -> dict:
     return _jsonable(EscalationSerializer(escalation).data)
 
 
-def zone_pressure(zones: list[dict]) -> dict:
-    """`zone.pressure`: every active zone's live pressure (deliveries.selectors.zone_pressure)."""
-    return {"zones": zones}
+def zone_reading(reading) -> dict:
+    """One zone's demand, supply and band (a `balancing.ZoneReading`), as `GET /api/v1/ops/zones` lists it and
+    `zone.pressure` pushes it."""
+    snapshot = reading.snapshot
+    zone = snapshot.zone
+    return {
+        "code": zone.code,
+        "name": zone.name,
+        "open_deliveries": snapshot.demand_open,
+        "created_last_15_min": snapshot.demand_recent,
+        "available_drivers": snapshot.supply_available,
+        "busy_drivers": snapshot.supply_busy,
+        "on_break_drivers": snapshot.supply_on_break,
+        "pressure": snapshot.pressure,
+        "band": snapshot.band,
+        "surge_multiplier": str(snapshot.surge_multiplier),
+        "open_escalations": reading.open_escalations,
+        "hints_sent_last_hour": reading.hints_sent,
+        "hints_entered_last_hour": reading.hints_entered,
+        "taken_at": snapshot.taken_at.isoformat(),
+        "local_time": zone.local_time(snapshot.taken_at).strftime("%H:%M"),
+    }
+
+
+def zone_pressure(readings: list) -> dict:
+    """`zone.pressure`: every active zone's reading, as the minute's snapshot took it."""
+    return {"zones": [zone_reading(reading) for reading in readings]}
 
 
 def break_over_limit(open_break: Break, *, now: datetime) -> dict:
@@ -76,6 +121,21 @@ def break_over_limit(open_break: Break, *, now: datetime) -> dict:
         "seconds": round((now - open_break.started_at).total_seconds()),
         "limit_s": driver.home_zone.break_limit_s,
     }
+
+
+# --- to a customer (`/ws/track/<token>/`, `GET /api/v1/track/<token>`) ---------------------------------------------
+
+
+def tracking(delivery: Delivery) -> dict:
+    """The tracking link's state (the JSON, and `status` on the socket), with the driver's last position while
+    the delivery is on its way (picked up)."""
+    position = locations.last_position(delivery.driver) if delivery.status == "picked_up" else None
+    return _jsonable(TrackingSerializer(delivery, context={"location": position}).data)
+
+
+def eta(delivery: Delivery) -> dict | None:
+    """`eta` on the tracking socket, and the `data` of a `delivery.eta_updated` webhook: the ETA now shown."""
+    return _jsonable(shown_eta(delivery))
 
 
 # --- to a merchant (webhooks) -----------------------------------------------------------------------------------

@@ -124,6 +124,19 @@ class Delivery(FSMModelMixin, models.Model):
     # Outcome of the last dispatch attempt (offered, held, no_candidate): the audit trail records changes only.
     dispatch_outcome = models.CharField(max_length=16, blank=True)
 
+    # The ETA customers and the merchant were last shown (deliveries/eta.py): replaced when it moves by more
+    # than a minute, so every push is a change worth telling.
+    eta_pickup = models.DateTimeField(null=True, blank=True)
+    eta_dropoff = models.DateTimeField(null=True, blank=True)
+    eta_window_start = models.DateTimeField(null=True, blank=True)
+    eta_window_end = models.DateTimeField(null=True, blank=True)
+    # ETA accuracy (a KPI, SPEC 5): the dropoff ETA and window predicted at (the last) assignment, and at
+    # delivery the error, actual minus predicted, in seconds (positive: late).
+    eta_predicted_at_assignment = models.DateTimeField(null=True, blank=True)
+    eta_window_start_at_assignment = models.DateTimeField(null=True, blank=True)
+    eta_window_end_at_assignment = models.DateTimeField(null=True, blank=True)
+    eta_error_s = models.IntegerField(null=True, blank=True)
+
     objects = DeliveryQuerySet.as_manager()
 
     class Meta:
@@ -132,7 +145,11 @@ class Delivery(FSMModelMixin, models.Model):
         constraints = [
             models.UniqueConstraint(fields=["merchant", "external_id"], name="delivery_external_id_per_merchant")
         ]
-        indexes = [models.Index(fields=["status", "created_at"], name="delivery_status_created_idx")]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="delivery_status_created_idx"),
+            # The zone's recent ETA errors (the window of deliveries/eta.py).
+            models.Index(fields=["zone", "finished_at"], name="delivery_zone_finished_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.external_id} ({self.status})"
@@ -404,3 +421,40 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} → {self.merchant} ({self.status})"
+
+
+class TravelSpeed(models.Model):
+    """Measured speed of completed trips (pickup to dropoff) per zone, vehicle and hour of the week: what the
+    ETA learns from (deliveries/eta.py). A running mean, updated at each delivery."""
+
+    zone = models.ForeignKey(Zone, on_delete=models.CASCADE, related_name="travel_speeds")
+    vehicle = models.CharField(max_length=16)
+    hour_of_week = models.PositiveSmallIntegerField(help_text="0 = Monday 00:00–01:00 in the zone's time zone")
+    trips = models.PositiveIntegerField(default=0)
+    mean_kmh = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["zone", "vehicle", "hour_of_week"], name="one_travel_speed_per_cell")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.zone.code} {self.vehicle} h{self.hour_of_week}: {self.mean_kmh:.1f} km/h over {self.trips}"
+
+
+class Breadcrumb(models.Model):
+    """One point of a driver's trail while carrying a delivery (assigned or picked up), at most one per 10 s.
+    Buffered by drivers/trail.py, written in batches; deleted after RELAY_BREADCRUMB_RETENTION (privacy)."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="breadcrumbs")
+    driver = models.ForeignKey(Driver, on_delete=models.CASCADE, related_name="+")
+    lat = models.FloatField()
+    lng = models.FloatField()
+    recorded_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["recorded_at"]
+        indexes = [models.Index(fields=["delivery", "recorded_at"], name="breadcrumb_delivery_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.lat:.5f},{self.lng:.5f} at {self.recorded_at:%H:%M:%S}"

@@ -1,14 +1,15 @@
 """Reads of the deliveries app, one function (or QuerySet method on the models) per question."""
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.db.models import Count, Q
-from django.utils import timezone
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from core.models import AuditEvent
 from deliveries.models import Delivery, Escalation, EscalationStatus
 from drivers.models import Driver, DriverState
-from zones.models import Zone
+from zones.models import HintOutcome, Zone, ZoneHint, ZoneSnapshot
 
 
 def status_changes(delivery: Delivery):
@@ -16,50 +17,62 @@ def status_changes(delivery: Delivery):
     return AuditEvent.objects.for_delivery(delivery.pk).filter(subject_kind="delivery", type__startswith="delivery.")
 
 
-# Pressure bands (SPEC 4.2): demand per available driver.
-BUSY_AT = 1.0
-CRITICAL_AT = 2.0
+RECENT_DEMAND = timedelta(minutes=15)
+HINT_STATS_OVER = timedelta(hours=1)  # the board shows the hints of the last hour and how many worked
 
 
-def zone_pressure() -> list[dict]:
-    """Live demand and supply per active zone: open deliveries (and created in the last 15 min) against
-    available and busy drivers present in the zone."""
-    since = timezone.now() - timedelta(minutes=15)
-    demand = dict(Delivery.objects.open().values_list("zone_id").annotate(n=Count("pk")))
-    recent = dict(Delivery.objects.filter(created_at__gte=since).values_list("zone_id").annotate(n=Count("pk")))
-    supply = {
-        row["current_zone_id"]: row
-        for row in Driver.objects.exclude(state=DriverState.OFFLINE)
-        .values("current_zone_id")
-        .annotate(
-            available=Count("pk", filter=Q(state=DriverState.AVAILABLE)),
-            busy=Count("pk", filter=Q(state=DriverState.BUSY)),
-        )
-    }
-    escalations = dict(
-        Escalation.objects.exclude(status=EscalationStatus.RESOLVED)
-        .values_list("delivery__zone_id")
+@dataclass(frozen=True)
+class ZoneReading:
+    """A zone's snapshot (saved or not) and what the ops board shows beside it."""
+
+    snapshot: ZoneSnapshot
+    open_escalations: int
+    hints_sent: int
+    hints_entered: int
+
+
+def _count_per_zone(queryset: QuerySet, zone_field: str = "zone"):
+    """A correlated count of `queryset`'s rows in the outer zone (0 when none)."""
+    rows = (
+        queryset.filter(**{zone_field: OuterRef("pk")})
+        .order_by()
+        .values(zone_field)
         .annotate(n=Count("pk"))
+        .values("n")
     )
-    result = []
-    for zone in Zone.objects.filter(active=True):
-        open_count = demand.get(zone.pk, 0)
-        available = supply.get(zone.pk, {}).get("available", 0)
-        pressure = open_count / max(available, 1)
-        band = "critical" if pressure >= CRITICAL_AT else "busy" if pressure >= BUSY_AT else "normal"
-        if open_count and not available:
-            band = "critical"
-        result.append(
-            {
-                "code": zone.code,
-                "name": zone.name,
-                "open_deliveries": open_count,
-                "created_last_15_min": recent.get(zone.pk, 0),
-                "available_drivers": available,
-                "busy_drivers": supply.get(zone.pk, {}).get("busy", 0),
-                "pressure": round(pressure, 2),
-                "band": band,
-                "open_escalations": escalations.get(zone.pk, 0),
-            }
+    return Coalesce(Subquery(rows), 0)
+
+
+def measure_zones(*, now: datetime) -> list[ZoneReading]:
+    """Every active zone's demand and supply now, in one query, as unsaved snapshots."""
+    zones = Zone.objects.filter(active=True).annotate(
+        demand_open=_count_per_zone(Delivery.objects.open()),
+        demand_recent=_count_per_zone(Delivery.objects.filter(created_at__gte=now - RECENT_DEMAND)),
+        supply_available=_count_per_zone(Driver.objects.filter(state=DriverState.AVAILABLE), "current_zone"),
+        supply_busy=_count_per_zone(Driver.objects.filter(state=DriverState.BUSY), "current_zone"),
+        supply_on_break=_count_per_zone(Driver.objects.filter(state=DriverState.ON_BREAK), "current_zone"),
+        open_escalations=_count_per_zone(
+            Escalation.objects.exclude(status=EscalationStatus.RESOLVED), "delivery__zone"
+        ),
+        hints_sent=_count_per_zone(ZoneHint.objects.filter(sent_at__gte=now - HINT_STATS_OVER)),
+        hints_entered=_count_per_zone(
+            ZoneHint.objects.filter(sent_at__gte=now - HINT_STATS_OVER, outcome=HintOutcome.ENTERED)
+        ),
+    )
+    readings = []
+    for zone in zones:
+        pressure, band = zone.band_for(open_deliveries=zone.demand_open, available_drivers=zone.supply_available)
+        snapshot = ZoneSnapshot(
+            zone=zone,
+            taken_at=now,
+            demand_open=zone.demand_open,
+            demand_recent=zone.demand_recent,
+            supply_available=zone.supply_available,
+            supply_busy=zone.supply_busy,
+            supply_on_break=zone.supply_on_break,
+            pressure=round(pressure, 2),
+            band=band,
+            surge_multiplier=zone.surge_for(band),
         )
-    return result
+        readings.append(ZoneReading(snapshot, zone.open_escalations, zone.hints_sent, zone.hints_entered))
+    return readings

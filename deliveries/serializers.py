@@ -4,6 +4,7 @@ from rest_framework import serializers
 from core.models import AuditEvent
 from deliveries import eta, selectors
 from deliveries.models import DeclineReason, Delivery, Escalation, Offer
+from drivers import trail
 
 
 class PlaceInput(serializers.Serializer):
@@ -79,6 +80,18 @@ class DriverBriefSerializer(serializers.Serializer):
     vehicle = serializers.CharField()
 
 
+def driver_brief(delivery: Delivery) -> dict | None:
+    """Who brings it, as merchants and customers see the driver: first name and vehicle, nothing else."""
+    if delivery.driver is None:
+        return None
+    return {"first_name": delivery.driver.first_name, "vehicle": delivery.driver.vehicle}
+
+
+def shown_eta(delivery: Delivery) -> dict | None:
+    shown = eta.shown(delivery)
+    return EtaSerializer(shown).data if shown else None
+
+
 class TimelineEventSerializer(serializers.ModelSerializer):
     at = serializers.DateTimeField(source="occurred_at")
     actor = serializers.CharField(source="actor_kind")
@@ -125,14 +138,11 @@ class MerchantDeliverySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(DriverBriefSerializer(allow_null=True))
     def get_driver(self, delivery):
-        if delivery.driver is None:
-            return None
-        return {"first_name": delivery.driver.first_name, "vehicle": delivery.driver.vehicle}
+        return driver_brief(delivery)
 
     @extend_schema_field(EtaSerializer(allow_null=True))
     def get_eta(self, delivery):
-        estimate = eta.estimate(delivery)
-        return EtaSerializer(estimate).data if estimate else None
+        return shown_eta(delivery)
 
 
 class MerchantDeliveryDetailSerializer(MerchantDeliverySerializer):
@@ -222,3 +232,71 @@ class EscalationSerializer(serializers.ModelSerializer):
             "resolved_at",
             "resolution_note",
         ]
+
+
+# --- the public tracking link (SPEC 4.1): an allow-list, nothing else leaves -------------------------------
+
+
+class TrackingStepSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    at = serializers.DateTimeField()
+
+
+class TrackingLocationSerializer(serializers.Serializer):
+    lat = serializers.FloatField()
+    lng = serializers.FloatField()
+    recorded_at = serializers.DateTimeField()
+
+
+class OptionalMethodField(serializers.SerializerMethodField):
+    """An output field API.md marks optional (`driver?`, `location?`): absent when None, and documented as not
+    required (the schema lists every read-only field as required)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.read_only, self.required = False, False
+
+
+# Whose driver the customer may see: from assignment on (not a driver who had it and handed it back).
+_WITH_DRIVER = {"assigned", "picked_up", "delivered", "failed"}
+
+
+class TrackingSerializer(serializers.Serializer):
+    """`GET /api/v1/track/<token>` and the tracking socket's `status`: status, merchant name, timeline, ETA
+    window, driver's first name and vehicle, and the live location only between pickup and delivery. No address,
+    no phone number. `location` comes from the caller (the index's last position), not from the delivery."""
+
+    status = serializers.CharField()
+    merchant = serializers.CharField(source="merchant.name")
+    timeline = serializers.SerializerMethodField()
+    eta = serializers.SerializerMethodField()
+    driver = OptionalMethodField()
+    location = OptionalMethodField()
+
+    @extend_schema_field(TrackingStepSerializer(many=True))
+    def get_timeline(self, delivery):
+        steps = [("pending", delivery.created_at), ("assigned", delivery.assigned_at)]
+        steps += [("picked_up", delivery.picked_up_at)]
+        if delivery.status in ("delivered", "failed", "cancelled"):
+            steps.append((delivery.status, delivery.finished_at))
+        return [TrackingStepSerializer({"status": step, "at": at}).data for step, at in steps if at is not None]
+
+    @extend_schema_field(EtaSerializer(allow_null=True))
+    def get_eta(self, delivery):
+        return shown_eta(delivery) if delivery.status in ("assigned", "picked_up") else None
+
+    @extend_schema_field(DriverBriefSerializer)
+    def get_driver(self, delivery):
+        return driver_brief(delivery) if delivery.status in _WITH_DRIVER else None
+
+    @extend_schema_field(TrackingLocationSerializer)
+    def get_location(self, delivery):
+        point = self.context.get("location")
+        return trail.location_data(point) if point and delivery.status == "picked_up" else None
+
+    def to_representation(self, delivery):
+        data = super().to_representation(delivery)
+        for optional in ("driver", "location"):
+            if data[optional] is None:
+                del data[optional]
+        return data

@@ -8,11 +8,9 @@ from django.utils import timezone
 
 from core import outbound
 from core.idempotency import purge_expired_idempotency_records
-from deliveries import messages, webhooks
+from deliveries import webhooks
 from deliveries.models import Offer, WebhookDelivery
-from deliveries.selectors import zone_pressure
-from deliveries.services import availability, dispatch, ladder, offers
-from deliveries.services.ops_feed import push_ops
+from deliveries.services import availability, balancing, dispatch, ladder, offers, tracking
 from drivers import locations, notifications
 
 
@@ -54,14 +52,29 @@ def flag_long_breaks() -> int:
 
 
 @shared_task
-def push_zone_pressure() -> None:
-    """The ops board's live zone pressure (`zone.pressure` on /ws/ops/)."""
-    push_ops("zone.pressure", messages.zone_pressure(zone_pressure()))
+def take_zone_snapshots() -> int:
+    """Every minute: zone snapshots, rebalancing hints, `zone.pressure` to the ops board. Returns hints sent."""
+    return len(balancing.take_zone_snapshots().hints)
 
 
 @shared_task
 def flush_driver_positions() -> int:
     return locations.flush_positions()
+
+
+@shared_task
+def refresh_etas() -> int:
+    return tracking.refresh_etas()
+
+
+@shared_task
+def flush_breadcrumbs() -> int:
+    return tracking.flush_breadcrumbs()
+
+
+@shared_task
+def purge_old_breadcrumbs() -> int:
+    return tracking.purge_old_breadcrumbs()
 
 
 @shared_task

@@ -52,6 +52,8 @@ def describe_dispatch(event_type: str, payload: dict) -> str:
         parts.append("also ranked " + "; ".join(_ranked(c) for c in others))
     if payload.get("excluded"):
         parts.append("skipped " + ", ".join(_skipped(e) for e in payload["excluded"]))
+    if payload.get("search", {}).get("detail"):
+        parts.append("searched wider: " + payload["search"]["detail"])
     return "; ".join(parts)
 
 
@@ -73,6 +75,7 @@ def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> 
         details.append(
             f"{words(payload['kind'])}, {distance(payload['distance_km'])}, "
             f"{duration(payload['eta_to_pickup_s'])} to pickup, pay {payload['estimated_pay']}"
+            + (f" (surge ×{payload['surge_multiplier']})" if payload.get("surge_multiplier", "1.00") != "1.00" else "")
         )
     if event_type.startswith("escalation.") and "level" in payload:
         details.insert(0, f"level {payload['level']}")

@@ -4,7 +4,7 @@ deliveries/api/driver.py."""
 
 from django.urls import path
 
-from deliveries.api import driver, merchant, ops
+from deliveries.api import driver, merchant, ops, tracking
 from drivers import api as drivers_api
 
 urlpatterns = [
@@ -27,4 +27,5 @@ urlpatterns = [
     path("ops/escalations/<uuid:pk>/acknowledge", ops.EscalationAcknowledgeView.as_view(), name="ops-ack"),
     path("ops/escalations/<uuid:pk>/resolve", ops.EscalationResolveView.as_view(), name="ops-resolve"),
     path("ops/zones", ops.ZoneListView.as_view(), name="ops-zones"),
+    path("track/<str:token>", tracking.TrackingView.as_view(), name="track"),
 ]

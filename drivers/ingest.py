@@ -26,7 +26,7 @@ from django.core.cache.backends.redis import RedisSerializer
 from django.http.request import split_domain_port, validate_host
 
 from core.throttling import UserThrottle
-from drivers import credentials, locations
+from drivers import credentials, locations, trail
 
 PATH = "/api/v1/driver/locations"
 MAX_POINTS = 100
@@ -135,7 +135,8 @@ class LocationIngest:
         try:
             async with client.pipeline(transaction=False) as pipe:
                 pipe.get(history_key).get(credentials.version_key(entry.user_id))
-                stored_history, version = await pipe.execute()
+                pipe.hgetall(trail.carried_key(entry.driver_id))  # what its pings feed: breadcrumbs, tracking
+                stored_history, version, carried = await pipe.execute()
             version = version.decode() if version is not None else None
             if cached is None:
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
@@ -157,10 +158,12 @@ class LocationIngest:
             async with client.pipeline(transaction=False) as pipe:
                 accepted = await locations.aqueue_positions(pipe, entry.driver_id, usable) if usable else 0
                 pipe.set(history_key, self._serializer.dumps(history), ex=throttle.duration)
-                await pipe.execute()
+                pushes = trail.follow_on(pipe, entry.driver_id, carried, usable)
+                results = await pipe.execute()
         except _REDIS_ERRORS as exc:
             locations.redis_failed(exc)
             return None  # Django records the batch through the database fallback
+        await trail.apush(pushes, results)
         return orjson.dumps({"accepted": accepted, "dropped": len(points) - accepted})
 
     def _make_throttle(self) -> UserThrottle:

@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
+from drivers import trail
 from drivers.models import Driver
 from zones.geometry import bounding_box, haversine_km
 from zones.selectors import active_zone_codes, zone_cache, zone_for_point
@@ -138,12 +139,14 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
             pipe = client.pipeline(transaction=False)
             queue_position(pipe, str(driver_id), latest, zone.code if zone else None, active_zone_codes())
             pipe.execute()
-            return len(points)
         except _REDIS_ERRORS as exc:
             _redis.failed(exc)
-    elif settings.RELAY_LOCATION_REDIS_URL:
-        metrics.inc(FALLBACKS)
-    _write_database([(str(driver_id), latest, zone.pk if zone else None)])
+            _write_database([(str(driver_id), latest, zone.pk if zone else None)])
+    else:
+        if settings.RELAY_LOCATION_REDIS_URL:
+            metrics.inc(FALLBACKS)
+        _write_database([(str(driver_id), latest, zone.pk if zone else None)])
+    trail.follow(driver_id, points)
     return len(points)
 
 
@@ -164,6 +167,7 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
+    await trail.afollow(driver_id, usable)
     return accepted
 
 
@@ -205,6 +209,23 @@ def _write_database(rows: list[tuple[str, Point, int | None]]) -> None:
         for driver_id, (point, zone_id) in by_id.items()
     ]
     Driver.objects.bulk_update(drivers, ["last_lat", "last_lng", "last_seen_at", "current_zone"], batch_size=500)
+
+
+def last_position(driver: Driver) -> Point | None:
+    """The driver's newest known position: the index's (current to the last ping) or, without Redis, the
+    database's (written per batch there)."""
+    client = _redis.client()
+    if client is not None:
+        try:
+            pos = client.hgetall(_key("pos", str(driver.pk)))
+        except _REDIS_ERRORS as exc:
+            _redis.failed(exc)
+        else:
+            if pos:
+                return Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
+    if driver.last_lat is None or driver.last_seen_at is None:
+        return None
+    return Point(driver.last_lat, driver.last_lng, driver.last_seen_at)
 
 
 def remove_from_index(driver: Driver) -> None:

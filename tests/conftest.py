@@ -12,7 +12,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from drivers import locations
+from drivers import locations, trail
 from tests import factories
 from zones.selectors import zone_cache
 
@@ -52,6 +52,7 @@ def _isolated(settings):
     settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # the tests' webhook receivers run on 127.0.0.1
     zone_cache.clear()
     locations.reset_redis()
+    trail.reset_memory()
     yield
     if settings.RELAY_LOCATION_REDIS_URL:
         try:
@@ -127,3 +128,19 @@ def _close_stray_connections(django_db_setup, django_db_blocker):
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture
+def receivers():
+    """Webhook receivers on 127.0.0.1 (tests/receivers.py), closed after the test: `receivers(status=500)`."""
+    from tests.receivers import Receiver
+
+    opened: list[Receiver] = []
+
+    def make(**kwargs) -> Receiver:
+        opened.append(Receiver(**kwargs))
+        return opened[-1]
+
+    yield make
+    for receiver in opened:
+        receiver.close()

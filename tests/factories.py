@@ -132,3 +132,13 @@ def online_driver(lat: float, lng: float, *, seen_at: datetime | None = None, **
 def ping(driver: Driver, lat: float, lng: float, *, seen_at: datetime | None = None) -> None:
     points = [locations.Point(lat, lng, seen_at or timezone.now())]
     locations.record_positions(driver.pk, points, online=driver.state != "offline")
+
+
+def assigned_delivery(merchant: Merchant, driver: Driver, external_id: str = "order-1", **extra) -> Delivery:
+    """A delivery offered to `driver` (the only candidate nearby) and accepted by them."""
+    from deliveries.services.offers import accept_offer
+
+    delivery = new_delivery(merchant, external_id, **extra)
+    accept_offer(pending_offer(delivery).pk, actor=Actor.driver(driver))
+    delivery.refresh_from_db()
+    return delivery

@@ -1,7 +1,6 @@
 """Real server processes for end-to-end tests: `manage.py serve` as a user runs it, on a free port."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import httpx
 import pytest
 from django.db import connection
 
+from core.processes import stop_process
 from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,17 +38,6 @@ def wait_until_up(url: str, server: subprocess.Popen, deadline: float, log: Path
 
     if not eventually(answers, timeout_s=deadline - time.monotonic()):
         pytest.fail("the server did not answer in time")
-
-
-def stop(process: subprocess.Popen | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def production_env(settings) -> dict:
@@ -85,4 +74,4 @@ def running_server(env: dict, log: Path, *, deadline_s: float = 60, workers: int
         wait_until_up(url, server, time.monotonic() + deadline_s, log)
         yield url
     finally:
-        stop(server)
+        stop_process(server)

@@ -2,33 +2,18 @@
 stuck delivery, reads why it was offered to whom, and forces it onto a named driver."""
 
 import re
-from contextlib import contextmanager
 
 import pytest
 from django.contrib.auth import get_user_model
-from playwright.sync_api import sync_playwright
 
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.services.offers import decline_offer
 from tests import factories
-from tests.conftest import CHROMIUM
+from tests.browser import chromium
 
 CHANGE_PAGE = re.compile(r"/admin/deliveries/delivery/[0-9a-f-]+/change/")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@contextmanager
-def chromium():
-    """Playwright's sync API runs an event loop while open, so the ORM is used only before and after.
-    (Without chromium the `browser` marker skips the test, or fails it under RELAY_REQUIRE_SERVICES.)"""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
-        )
-        yield browser
-        browser.close()
 
 
 def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_server, tmp_path):

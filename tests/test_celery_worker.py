@@ -1,9 +1,7 @@
 """Real Celery workers (the in-process ones of embedded mode; on CI their broker is Redis) run the sweeps that
 catch what a lost task missed, and keep webhooks apart from dispatch."""
 
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.db import OperationalError, close_old_connections
@@ -51,66 +49,33 @@ def test_the_worker_expires_an_offer_whose_own_expiry_task_was_lost(zones, worke
     assert driver.missed_offers_in_row == 1
 
 
-class StalledMerchant:
-    """A webhook receiver that holds every request until released (a merchant whose server hangs)."""
-
-    def __init__(self):
-        self.received = threading.Event()
-        self.release = threading.Event()
-        merchant = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                self.rfile.read(int(self.headers["Content-Length"]))
-                merchant.received.set()
-                merchant.release.wait(60)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
 # PostgreSQL: three connections write and poll at once here, and the SQLite test database (in memory, shared
 # cache) answers "table is locked" at once instead of waiting as the embedded mode's SQLite file does.
 @pytest.mark.postgres
-def test_a_stalled_merchant_does_not_hold_up_offer_expiry(zones, worker, settings):
+def test_a_stalled_merchant_does_not_hold_up_offer_expiry(zones, worker, settings, receivers):
     settings.RELAY_WEBHOOK_TIMEOUT_S = 60
-    stalled = StalledMerchant()
-    try:
-        factories.online_driver(*factories.CENTRO)
-        merchant = factories.MerchantFactory(webhook_url=stalled.url)
-        delivery = factories.new_delivery(merchant)  # queues its `delivery.pending` webhook
-        assert stalled.received.wait(20), "the webhook worker never called the merchant"
-        offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
-        Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    stalled = receivers(hang=True)
+    factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory(webhook_url=stalled.url)
+    delivery = factories.new_delivery(merchant)  # queues its `delivery.pending` webhook
+    assert stalled.arrived.wait(20), "the webhook worker never called the merchant"
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
 
-        expire_overdue_offers.delay()
+    expire_overdue_offers.delay()
 
-        def expired() -> bool:
-            close_old_connections()
-            return Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
+    def expired() -> bool:
+        close_old_connections()
+        return Offer.objects.get(pk=offer.pk).status == OfferStatus.EXPIRED
 
-        assert eventually(expired, timeout_s=20)
-        webhook = WebhookDelivery.objects.filter(delivery=delivery).order_by("created_at").first()
-        assert webhook.type == "delivery.pending"
-        assert (webhook.status, webhook.attempts) == ("pending", 0)  # its call is still waiting on the merchant
-        stalled.release.set()
+    assert eventually(expired, timeout_s=20)
+    webhook = WebhookDelivery.objects.filter(delivery=delivery).order_by("created_at").first()
+    assert webhook.type == "delivery.pending"
+    assert (webhook.status, webhook.attempts) == ("pending", 0)  # its call is still waiting on the merchant
+    stalled.release.set()
 
-        def sent() -> bool:
-            close_old_connections()
-            return WebhookDelivery.objects.get(pk=webhook.pk).status == WebhookDelivery.Status.SENT
+    def sent() -> bool:
+        close_old_connections()
+        return WebhookDelivery.objects.get(pk=webhook.pk).status == WebhookDelivery.Status.SENT
 
-        assert eventually(sent, timeout_s=20)
-    finally:
-        stalled.close()
+    assert eventually(sent, timeout_s=20)

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.processes import stop_process
 from tests.polling import eventually
-from tests.servers import ROOT, free_port, manage, stop, wait_until_up
+from tests.servers import ROOT, free_port, manage, wait_until_up
 
 pytestmark = pytest.mark.e2e
 
@@ -75,9 +76,14 @@ def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
                 detail = merchant.get(f"/api/v1/deliveries/{one['id']}").json()
                 steps = [event["to_state"] for event in detail["events"]]
                 assert {"assigned", "picked_up", "delivered"} <= set(steps)
+                # The link the merchant hands its customer (and the demo prints) works, in embedded mode too.
+                page = httpx.get(detail["tracking_url"])
+                assert page.status_code == 200 and 'id="tracking-state"' in page.text
+                tracked = httpx.get(detail["tracking_url"].replace("/t/", "/api/v1/track/")).json()
+                assert (tracked["status"], "location" in tracked) == ("delivered", False)
     finally:
-        stop(fleet)
-        stop(server)
+        stop_process(fleet)
+        stop_process(server)
     fleet_output, server_output = fleet_log.read_text(), server_log.read_text()
     assert delivered, f"nothing delivered in {DEADLINE_S} s\n{fleet_output[-3000:]}\n{server_output[-3000:]}"
     assert fleet.returncode == 0 and "Traceback" not in fleet_output, fleet_output[-3000:]

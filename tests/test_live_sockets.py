@@ -207,14 +207,14 @@ async def test_ops_socket_refuses_non_staff(zones):
 
 
 async def test_ops_see_zone_pressure(zones):
-    from deliveries.tasks import push_zone_pressure
+    from deliveries.tasks import take_zone_snapshots
 
     ops = await db(factories.OpsUserFactory)()
     token = await db(lambda: Token.objects.get_or_create(user=ops)[0].key)()
     socket = await _socket(f"/ws/ops/?token={token}")
     merchant = await db(factories.MerchantFactory)()
     await db(factories.new_delivery)(merchant, "waiting")  # nobody online: Centro is under pressure
-    await db(push_zone_pressure)()
+    await db(take_zone_snapshots)()
     message = await _next(socket, "zone.pressure")
     centro = next(z for z in message["data"]["zones"] if z["code"] == "centro")
     assert (centro["open_deliveries"], centro["available_drivers"], centro["band"]) == (1, 0, "critical")

@@ -12,7 +12,7 @@ from django.core.checks import run_checks
 from django.core.management import call_command
 from websockets.sync.client import connect
 
-from deliveries.tasks import push_zone_pressure
+from deliveries.tasks import take_zone_snapshots
 from tests import factories
 from tests.servers import production_env, running_server
 
@@ -59,7 +59,7 @@ def test_quiet_driver_and_ops_sockets_still_receive_what_is_pushed_later(zones, 
             assert offer["type"] == "offer.created"
             assert offer["data"]["delivery"]["id"] == created.json()["id"]
 
-            push_zone_pressure()  # as the beat task does, from another process than the server
+            take_zone_snapshots()  # as the beat task does, from another process than the server
             pressure = json.loads(ops_socket.recv(timeout=10))
             assert pressure["type"] == "zone.pressure"
             assert {zone["code"] for zone in pressure["data"]["zones"]} >= {"centro"}

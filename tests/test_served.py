@@ -8,7 +8,8 @@ import time
 import httpx
 import pytest
 
-from tests.servers import ROOT, free_port, manage, stop, wait_until_up
+from core.processes import stop_process
+from tests.servers import ROOT, free_port, manage, wait_until_up
 from tests.test_demo_e2e import _embedded_env
 
 pytestmark = pytest.mark.e2e
@@ -30,7 +31,7 @@ def server(tmp_path_factory):
         wait_until_up(url, process, time.monotonic() + 60)
         yield url
     finally:
-        stop(process)
+        stop_process(process)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
 
 

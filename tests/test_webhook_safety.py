@@ -4,7 +4,6 @@ deployment allows them), and no call longer than the time limit."""
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,66 +17,21 @@ from tests import factories
 pytestmark = pytest.mark.django_db
 
 
-class Recorder:
-    """An HTTP server on 127.0.0.1 that records every request (any method) and answers as told."""
-
-    def __init__(self, status: int = 200, headers: dict | None = None):
-        self.requests: list[tuple[str, str, dict]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                recorder.requests.append((self.command, self.path, dict(self.headers)))
-                self.send_response(status)
-                for name, value in (headers or {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            do_GET = do_POST = do_PUT = _answer
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def recorders():
-    opened = []
-
-    def make(**kwargs) -> Recorder:
-        opened.append(Recorder(**kwargs))
-        return opened[-1]
-
-    yield make
-    for recorder in opened:
-        recorder.close()
-
-
 def _webhook_to(url: str) -> WebhookDelivery:
     merchant = factories.MerchantFactory(webhook_url=url)
     create_delivery(merchant=merchant, data=factories.delivery_payload())
     return WebhookDelivery.objects.get(merchant=merchant)
 
 
-def test_a_redirect_is_not_followed(zones, recorders):
-    elsewhere = recorders()
-    redirecting = recorders(status=302, headers={"Location": elsewhere.url})
+def test_a_redirect_is_not_followed(zones, receivers):
+    elsewhere = receivers()
+    redirecting = receivers(status=302, headers={"Location": elsewhere.url})
     webhook = _webhook_to(redirecting.url)
 
     send_webhook.apply(args=[str(webhook.pk)])
 
     assert elsewhere.requests == []  # neither a GET nor a POST, and so never our signature
-    assert [method for method, _, _ in redirecting.requests] == ["POST"] * webhooks.MAX_ATTEMPTS
+    assert [request.method for request in redirecting.requests] == ["POST"] * webhooks.MAX_ATTEMPTS
     webhook.refresh_from_db()
     assert webhook.status == "failed"
     assert "302 redirect" in webhook.last_error and "not followed" in webhook.last_error
@@ -96,9 +50,9 @@ def test_a_redirect_is_not_followed(zones, recorders):
         "http://0.0.0.0:{port}/hook",
     ],
 )
-def test_private_addresses_are_refused_unless_allowed(zones, recorders, settings, target):
+def test_private_addresses_are_refused_unless_allowed(zones, receivers, settings, target):
     settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = False
-    receiver = recorders()
+    receiver = receivers()
     webhook = _webhook_to(target.format(port=receiver.server.server_port))
 
     send_webhook.apply(args=[str(webhook.pk)])
@@ -109,16 +63,17 @@ def test_private_addresses_are_refused_unless_allowed(zones, recorders, settings
     assert "non-public address" in webhook.last_error
 
 
-def test_the_allowing_setting_lets_a_local_receiver_be_called(zones, recorders, settings):
+def test_the_allowing_setting_lets_a_local_receiver_be_called(zones, receivers, settings):
     settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True
-    receiver = recorders()
+    receiver = receivers()
     webhook = _webhook_to(receiver.url.replace("127.0.0.1", "localhost"))
     send_webhook.apply(args=[str(webhook.pk)])
     webhook.refresh_from_db()
     assert webhook.status == "sent"
-    method, path, headers = receiver.requests[0]
-    assert (method, path) == ("POST", "/hook")
-    assert headers["Host"] == f"localhost:{receiver.server.server_port}"  # the name, though we dialled the address
+    request = receiver.requests[0]
+    assert (request.method, request.path) == ("POST", "/hook")
+    # the name, though we dialled the address
+    assert request.headers["Host"] == f"localhost:{receiver.server.server_port}"
 
 
 def test_only_http_urls_are_called(zones):

@@ -3,8 +3,6 @@
 import hashlib
 import hmac
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -16,38 +14,9 @@ from tests.conftest import api_client_for
 pytestmark = pytest.mark.django_db
 
 
-class Endpoint:
-    """A merchant's webhook receiver: records what it gets, answers with a configurable status."""
-
-    def __init__(self, status: int = 200):
-        self.received: list[tuple[dict, bytes]] = []
-        self.status = status
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                endpoint.received.append((dict(self.headers), body))
-                self.send_response(endpoint.status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def endpoint():
-    server = Endpoint()
-    yield server
-    server.close()
+def endpoint(receivers):
+    return receivers()
 
 
 def test_every_status_change_is_posted_signed(zones, endpoint):
@@ -58,10 +27,10 @@ def test_every_status_change_is_posted_signed(zones, endpoint):
     for webhook in WebhookDelivery.objects.order_by("created_at"):
         send_webhook.apply(args=[str(webhook.pk)])
 
-    bodies = [json.loads(body) for _, body in endpoint.received]
+    bodies = [json.loads(request.body) for request in endpoint.requests]
     assert [b["status"] for b in bodies] == ["pending", "cancelled"]
     assert set(bodies[0]) == {"id", "type", "delivery_id", "external_id", "status", "occurred_at", "data"}
-    headers, raw = endpoint.received[1]
+    headers, raw = endpoint.requests[1].headers, endpoint.requests[1].body
     timestamp, signature = (part.split("=", 1)[1] for part in headers["X-Relay-Signature"].split(","))
     expected = hmac.new(merchant.webhook_secret.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(signature, expected)
@@ -76,7 +45,7 @@ def test_a_failing_endpoint_is_retried_six_times_then_marked_failed(zones, endpo
     send_webhook.apply(args=[str(webhook.pk)])  # eager: each retry runs at once
     webhook.refresh_from_db()
     assert (webhook.status, webhook.attempts) == ("failed", 6)
-    assert len(endpoint.received) == 6
+    assert len(endpoint.requests) == 6
     assert "500" in webhook.last_error
 
 
@@ -86,5 +55,5 @@ def test_a_sent_webhook_is_not_sent_twice(zones, endpoint):
     webhook = WebhookDelivery.objects.get()
     send_webhook.apply(args=[str(webhook.pk)])
     send_webhook.apply(args=[str(webhook.pk)])
-    assert len(endpoint.received) == 1
+    assert len(endpoint.requests) == 1
     assert Delivery.objects.count() == 1

@@ -1,10 +1,33 @@
+from django.conf import settings
 from django.contrib import admin
 
-from zones.models import Zone
+from zones.models import Zone, ZoneHint, ZoneSnapshot
+
+
+def zone_map_data(zone: Zone | None) -> dict:
+    """What the zone page's map draws: the zone (as saved), its neighbours and the other active zones."""
+    others = Zone.objects.filter(active=True).exclude(pk=zone.pk if zone else None).order_by("code")
+    neighbours = set(zone.neighbours.values_list("pk", flat=True)) if zone else set()
+    return {
+        "tiles_url": settings.RELAY_MAP_TILES_URL,
+        "zones": [
+            {
+                "code": z.code,
+                "name": z.name,
+                "polygon": z.polygon,
+                "role": "neighbour" if z.pk in neighbours else "other",
+            }
+            for z in others
+        ]
+        + ([{"code": zone.code, "name": zone.name, "polygon": zone.polygon, "role": "self"}] if zone else []),
+    }
 
 
 @admin.register(Zone)
 class ZoneAdmin(admin.ModelAdmin):
+    """A zone's page shows it on a map beside its neighbours; a polygon that is not valid or that overlaps another
+    active zone is refused with the reason (Zone.clean, the same check `load_zones` runs)."""
+
     list_display = ["code", "name", "active", "offer_timeout_s", "search_radius_km", "time_zone"]
     list_filter = ["active"]
     search_fields = ["code", "name"]
@@ -33,6 +56,14 @@ class ZoneAdmin(admin.ModelAdmin):
         ),
         ("Drivers", {"fields": ["stale_after_s", "break_limit_s"]}),
         (
+            "Balancing",
+            {
+                "description": "Pressure = open deliveries per available driver. The band sets the surge on the pay "
+                "of new offers; a critical zone also searches its calm neighbours and hints their drivers.",
+                "fields": ["busy_pressure", "critical_pressure", "surge_normal", "surge_busy", "surge_critical"],
+            },
+        ),
+        (
             "Money",
             {
                 "fields": [
@@ -46,3 +77,50 @@ class ZoneAdmin(admin.ModelAdmin):
             },
         ),
     ]
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["zone_map"] = zone_map_data(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by the balancer, kept for analytics: looked at, never edited."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ZoneSnapshot)
+class ZoneSnapshotAdmin(ReadOnlyAdmin):
+    list_display = [
+        "taken_at",
+        "local_time",
+        "zone",
+        "band",
+        "pressure",
+        "surge_multiplier",
+        "demand_open",
+        "supply_available",
+    ]
+    list_filter = ["band", "zone"]
+    list_select_related = ["zone"]
+    date_hierarchy = "taken_at"
+    show_full_result_count = False
+
+    @admin.display(description="zone's local time")
+    def local_time(self, snapshot: ZoneSnapshot) -> str:
+        return snapshot.zone.local_time(snapshot.taken_at).strftime("%Y-%m-%d %H:%M %Z")
+
+
+@admin.register(ZoneHint)
+class ZoneHintAdmin(ReadOnlyAdmin):
+    list_display = ["sent_at", "driver", "from_zone", "zone", "surge_multiplier", "outcome", "entered_at"]
+    list_filter = ["outcome", "zone"]
+    list_select_related = ["driver", "zone", "from_zone"]
+    date_hierarchy = "sent_at"

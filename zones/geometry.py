@@ -1,12 +1,19 @@
-"""Plain-Python geometry on GeoJSON (lon/lat) polygons and great-circle distances.
+"""Geometry of zones (GeoJSON polygons, lon/lat) through shapely, and great-circle distances.
 
-Zones are few and their polygons small, so a ray-casting test behind a bounding box is all the GIS we need.
+Validity (closed rings, no self-intersection) and overlap between zones are shapely's answers, not hand-written
+checks. Point in zone stays a ray-casting test behind the zone's bounding box (see `contains`).
 """
 
 import math
 
+from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.validation import explain_validity
+
 # The radius Redis uses for GEOSEARCH, so the database fallback orders and measures exactly as Redis does.
 EARTH_RADIUS_KM = 6372.797560856
+# Two active zones may share a border drawn a little apart: an overlap up to this share of the smaller zone's
+# area is tolerated; beyond it a point could belong to two zones.
+OVERLAP_TOLERANCE = 0.01
 
 
 def haversine_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -25,14 +32,39 @@ def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
 
 
-def _rings(geometry: dict) -> list[list[list[list[float]]]]:
+def _rings(geojson: dict) -> list:
     """Polygons of a Polygon or MultiPolygon geometry, each a list of rings (outer first, then holes)."""
-    kind = geometry.get("type")
+    kind = geojson.get("type")
     if kind == "Polygon":
-        return [geometry["coordinates"]]
+        return [geojson["coordinates"]]
     if kind == "MultiPolygon":
-        return list(geometry["coordinates"])
+        return list(geojson["coordinates"])
     raise ValueError(f"zone geometry must be a Polygon or MultiPolygon, not {kind!r}")
+
+
+def validate_geometry(geojson: dict) -> Polygon | MultiPolygon:
+    """The shape of a zone's GeoJSON, or ValueError saying what is wrong with it."""
+    for polygon in _rings(geojson):
+        if not polygon:
+            raise ValueError("a polygon needs at least one ring")
+        for ring in polygon:
+            # shapely closes an open ring silently; GeoJSON requires it closed, so an open one is a drawing mistake.
+            if len(ring) < 4 or list(ring[0]) != list(ring[-1]):
+                raise ValueError("each ring needs at least 4 positions and must be closed (last = first)")
+            for position in ring:
+                lng, lat = position[0], position[1]
+                if not (-180 <= lng <= 180 and -90 <= lat <= 90):
+                    raise ValueError(f"position {position} is not a lon/lat pair")
+    geometry = shape(geojson)
+    if not geometry.is_valid:
+        raise ValueError(f"the polygon is not valid: {explain_validity(geometry)} (lon lat)")
+    return geometry
+
+
+def overlap_share(a: Polygon | MultiPolygon, b: Polygon | MultiPolygon) -> float:
+    """How much of the smaller of two shapes the other covers (0 for shapes that only share a border)."""
+    smaller = min(a.area, b.area)
+    return a.intersection(b).area / smaller if smaller else 0.0
 
 
 def _in_ring(lng: float, lat: float, ring: list[list[float]]) -> bool:
@@ -47,31 +79,24 @@ def _in_ring(lng: float, lat: float, ring: list[list[float]]) -> bool:
     return inside
 
 
-def contains(geometry: dict, lat: float, lng: float) -> bool:
-    for polygon in _rings(geometry):
+def contains(geojson: dict, lat: float, lng: float) -> bool:
+    """Ray casting, kept over shapely on the hot path (every location batch): its half-open edges give a point on
+    a border shared by two zones to exactly one of them."""
+    for polygon in _rings(geojson):
         outer, holes = polygon[0], polygon[1:]
         if _in_ring(lng, lat, outer) and not any(_in_ring(lng, lat, hole) for hole in holes):
             return True
     return False
 
 
-def validate_geometry(geometry: dict) -> None:
-    polygons = _rings(geometry)
-    for polygon in polygons:
-        if not polygon:
-            raise ValueError("a polygon needs at least one ring")
-        for ring in polygon:
-            if len(ring) < 4 or ring[0] != ring[-1]:
-                raise ValueError("each ring needs at least 4 positions and must be closed")
-            for position in ring:
-                lng, lat = position[0], position[1]
-                if not (-180 <= lng <= 180 and -90 <= lat <= 90):
-                    raise ValueError(f"position {position} is not a lon/lat pair")
+def centre(geojson: dict) -> tuple[float, float]:
+    """(lat, lng) of a point inside the zone near its middle (the centroid when that is inside)."""
+    geometry = shape(geojson)
+    point = geometry.centroid if geometry.contains(geometry.centroid) else geometry.representative_point()
+    return point.y, point.x
 
 
-def bbox(geometry: dict) -> tuple[float, float, float, float]:
+def bbox(geojson: dict) -> tuple[float, float, float, float]:
     """(min_lat, max_lat, min_lng, max_lng) of the geometry."""
-    positions = [p for polygon in _rings(geometry) for ring in polygon for p in ring]
-    lngs = [p[0] for p in positions]
-    lats = [p[1] for p in positions]
-    return min(lats), max(lats), min(lngs), max(lngs)
+    min_lng, min_lat, max_lng, max_lat = shape(geojson).bounds
+    return min_lat, max_lat, min_lng, max_lng

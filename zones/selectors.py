@@ -1,9 +1,11 @@
 import time
+from datetime import datetime
+from decimal import Decimal
 from threading import Lock
 
 from channels.db import DatabaseSyncToAsync
 
-from zones.models import Zone
+from zones.models import Band, Zone, ZoneSnapshot
 
 
 class _ZoneCache:
@@ -49,3 +51,14 @@ def zone_for_point(lat: float, lng: float, zones: list[Zone] | None = None) -> Z
 
 def active_zone_codes() -> list[str]:
     return [zone.code for zone in zone_cache.zones()]
+
+
+def bands_in_force(zone_ids: list[int], *, now: datetime) -> dict[int, ZoneSnapshot]:
+    """The snapshot in force per zone (the latest, if recent): zones without one are treated as normal."""
+    return {s.zone_id: s for s in ZoneSnapshot.objects.in_force(now=now).filter(zone_id__in=zone_ids)}
+
+
+def surge_in_force(zone: Zone, *, now: datetime) -> Decimal:
+    """The multiplier on a new offer's pay: the band of the zone's snapshot in force, else the normal one."""
+    snapshot = bands_in_force([zone.pk], now=now).get(zone.pk)
+    return zone.surge_for(snapshot.band if snapshot else Band.NORMAL)

@@ -5,6 +5,7 @@ goes through the same actions as the API, so it is locked, audited and announced
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -73,6 +74,10 @@ class ReassignForm(forms.Form):
     force = forms.BooleanField(required=False, help_text="Assign to the named driver at once, without an offer.")
 
 
+# The driver's trail drawn on the page: at one breadcrumb per 10 s, over 5 hours of riding.
+TRAIL_POINTS = 2000
+
+
 def _external_id(delivery: Delivery) -> str:
     return delivery.external_id
 
@@ -108,6 +113,13 @@ class DeliveryAdmin(admin.ModelAdmin):
             ]
             if self.has_change_permission(request, obj):
                 context["reassign_url"] = reverse("admin:deliveries_delivery_reassign", args=[obj.pk])
+            context["tracking_page_url"] = reverse("tracking-page", args=[obj.tracking_token])
+            context["route"] = {
+                "pickup": [obj.pickup_lat, obj.pickup_lng],
+                "dropoff": [obj.dropoff_lat, obj.dropoff_lng],
+                "trail": [list(point) for point in obj.breadcrumbs.values_list("lat", "lng")[:TRAIL_POINTS]],
+                "tiles": settings.RELAY_MAP_TILES_URL,
+            }
         # Every field is read-only: a delivery changes through the actions above, not by saving the form.
         context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
         return super().render_change_form(request, context, add, change, form_url, obj)

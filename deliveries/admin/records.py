@@ -1,10 +1,10 @@
-"""Merchants, offers and webhooks: records ops look up, changed only by the actions that own them. None is
-deleted here: deliveries and their audit trail point at them."""
+"""Merchants, offers, webhooks and learned travel speeds: records ops look up, changed only by the actions that
+own them. None is deleted here: deliveries and their audit trail point at them."""
 
 from django.contrib import admin
 from django.db import models
 
-from deliveries.models import Merchant, Offer, WebhookDelivery
+from deliveries.models import Merchant, Offer, TravelSpeed, WebhookDelivery
 
 
 @admin.register(Merchant)
@@ -44,3 +44,19 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the record of what the merchant was told, and whether it arrived
+
+
+@admin.register(TravelSpeed)
+class TravelSpeedAdmin(admin.ModelAdmin):
+    """What the ETA has learned (deliveries/eta.py): a cell counts from 20 trips, shrunk toward the default."""
+
+    list_display = ["zone", "vehicle", "hour_of_week", "trips", "mean_kmh"]
+    list_filter = ["zone", "vehicle"]
+    list_select_related = ["zone"]
+    readonly_fields = [f.name for f in TravelSpeed._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # learned from completed deliveries, one trip at a time
+
+    def has_delete_permission(self, request, obj=None):
+        return False

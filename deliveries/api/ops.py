@@ -1,3 +1,4 @@
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import generics, serializers
 from rest_framework.response import Response
@@ -5,8 +6,9 @@ from rest_framework.views import APIView
 
 from core.audit import Actor
 from core.permissions import IsOps
+from deliveries import messages
 from deliveries.models import Escalation, EscalationStatus
-from deliveries.selectors import zone_pressure
+from deliveries.selectors import measure_zones
 from deliveries.serializers import EscalationSerializer, MerchantDeliveryDetailSerializer
 from deliveries.services import escalations, reassignment
 
@@ -81,6 +83,31 @@ class ZoneListView(APIView):
     permission_classes = [IsOps]
     ops_permission = "zones.view_zone"
 
-    @extend_schema(responses={200: inline_serializer("ZonePressure", {"code": serializers.CharField()}, many=True)})
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "ZonePressure",
+                {
+                    **{name: serializers.CharField() for name in ["code", "name", "band", "taken_at", "local_time"]},
+                    **{
+                        name: serializers.IntegerField()
+                        for name in [
+                            "open_deliveries",
+                            "created_last_15_min",
+                            "available_drivers",
+                            "busy_drivers",
+                            "on_break_drivers",
+                            "open_escalations",
+                            "hints_sent_last_hour",
+                            "hints_entered_last_hour",
+                        ]
+                    },
+                    "pressure": serializers.FloatField(),
+                    "surge_multiplier": serializers.DecimalField(max_digits=4, decimal_places=2),
+                },
+                many=True,
+            )
+        }
+    )
     def get(self, request):
-        return Response(zone_pressure())
+        return Response([messages.zone_reading(reading) for reading in measure_zones(now=timezone.now())])

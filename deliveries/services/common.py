@@ -6,6 +6,7 @@ from core.errors import NotFound
 from core.fsm import run_transition
 from deliveries.models import Delivery
 from deliveries.services.escalations import resolve_gone_causes
+from deliveries.services.tracking import delivery_changed_locked
 from deliveries.webhooks import enqueue_webhook
 
 
@@ -31,8 +32,9 @@ def transition_delivery(transition, *args, actor: Actor, event: str | None = Non
     """Apply one lifecycle transition of a locked delivery (`transition_delivery(delivery.pick_up, ...)`), save
     it, audit it and queue the merchant's webhook. Must run inside the caller's transaction."""
     delivery: Delivery = transition.__self__
-    previous = delivery.status
+    previous, previous_driver_id = delivery.status, delivery.driver_id
     run_transition(transition, *args)
+    delivery_changed_locked(delivery, previous_status=previous, previous_driver_id=previous_driver_id)
     delivery.save()
     record_event(
         event or f"delivery.{delivery.status}",

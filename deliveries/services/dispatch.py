@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from enum import StrEnum
 
 from django.db import IntegrityError, transaction
@@ -19,14 +18,14 @@ from deliveries.services.escalations import raise_escalation_locked
 from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift, Vehicle
 from drivers.notifications import notify_driver
+from zones.models import Band
+from zones.selectors import bands_in_force, surge_in_force
 
 CANDIDATE_POOL = 50
 FRESH_LOCATION_S = 60
 NEAR_TIE_S = 60
 JUST_IN_TIME_MARGIN = timedelta(minutes=2)
 SYSTEM = Actor.system("dispatcher")
-# Zone balancing (SPEC 4.2), which will set a surge per zone, is not built yet: offers show 1.00.
-NO_SURGE = Decimal("1.00")
 
 
 class Outcome(StrEnum):
@@ -72,12 +71,35 @@ class Candidate:
         }
 
 
+class SearchReason(StrEnum):
+    """Why the search covers the zones it does (recorded in the dispatch reasoning)."""
+
+    OWN_ZONE = "own_zone"
+    ESCALATED = "escalated"  # from EscalationLevel.WARN: wider radius, every active neighbour
+    ZONE_CRITICAL = "zone_critical"  # the zone's band in force is critical: its calm neighbours too, at level 0
+
+
+@dataclass(frozen=True)
+class SearchArea:
+    radius_km: float
+    zones: list[str]
+    reason: SearchReason
+    detail: str = ""
+
+
 @dataclass
 class Decision:
     candidates: list[Candidate]
     excluded: list[dict]
-    radius_km: float
-    zones: list[str]
+    area: SearchArea
+
+    @property
+    def radius_km(self) -> float:
+        return self.area.radius_km
+
+    @property
+    def zones(self) -> list[str]:
+        return self.area.zones
 
     def reasoning(self, chosen: Candidate | None) -> dict:
         return {
@@ -86,20 +108,33 @@ class Decision:
             "excluded": self.excluded,
             "radius_km": round(self.radius_km, 3),
             "zones": self.zones,
+            "search": {"reason": self.area.reason, "detail": self.area.detail},
         }
 
 
-def search_area(delivery: Delivery) -> tuple[float, list[str]]:
-    """Radius and zones to search: the zone's own, widened ×1.5 with its neighbours from EscalationLevel.WARN."""
+def search_area(delivery: Delivery, *, now: datetime) -> SearchArea:
+    """Radius and zones to search: the zone's own; widened ×1.5 with every neighbour from EscalationLevel.WARN;
+    at level 0 with the calm (normal) neighbours when the zone's band in force is critical (SPEC 4.2)."""
     zone = delivery.zone
     if delivery.escalation_level >= EscalationLevel.WARN:
         neighbours = sorted(zone.neighbours.filter(active=True).values_list("code", flat=True))
-        return zone.search_radius_km * zone.escalation_radius_factor, [zone.code, *neighbours]
-    return zone.search_radius_km, [zone.code]
+        factor = zone.escalation_radius_factor
+        detail = f"escalation level {delivery.escalation_level}: radius ×{factor:g}, all neighbours"
+        return SearchArea(zone.search_radius_km * factor, [zone.code, *neighbours], SearchReason.ESCALATED, detail)
+    own = bands_in_force([zone.pk], now=now).get(zone.pk)
+    if own is None or own.band != Band.CRITICAL:
+        return SearchArea(zone.search_radius_km, [zone.code], SearchReason.OWN_ZONE)
+    neighbours = list(zone.neighbours.filter(active=True).order_by("code"))
+    bands = bands_in_force([n.pk for n in neighbours], now=now)
+    calm = [n.code for n in neighbours if n.pk not in bands or bands[n.pk].band == Band.NORMAL]
+    detail = f"{zone.name} is critical (pressure {own.pressure:g}): "
+    detail += f"calm neighbours searched too ({', '.join(calm) or 'none'})"
+    return SearchArea(zone.search_radius_km, [zone.code, *calm], SearchReason.ZONE_CRITICAL, detail)
 
 
 def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
-    radius_km, zone_codes = search_area(delivery)
+    area = search_area(delivery, now=now)
+    radius_km, zone_codes = area.radius_km, area.zones
     nearby = nearest_drivers(
         delivery.pickup_lat,
         delivery.pickup_lng,
@@ -161,7 +196,7 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
             candidates.append(Candidate(driver, hit.distance_km, to_pickup))
     excluded.extend(_out_of_reach(zone_codes, exclude=set(ids), now=now))
     candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
-    return Decision(candidates, excluded, radius_km, zone_codes)
+    return Decision(candidates, excluded, area)
 
 
 def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, limit: int = 20) -> list[dict]:
@@ -301,7 +336,7 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
 def create_offer_locked(delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now) -> Offer:
     zone = delivery.zone
     minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
-    surge = NO_SURGE
+    surge = surge_in_force(zone, now=now)
     return Offer.objects.create(
         delivery=delivery,
         driver=driver,
@@ -334,6 +369,7 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
             "distance_km": offer.distance_km,
             "eta_to_pickup_s": offer.eta_to_pickup_s,
             "estimated_pay": str(offer.estimated_pay),
+            "surge_multiplier": str(offer.surge_multiplier),
         },
     )
     notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))

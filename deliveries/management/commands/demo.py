@@ -2,7 +2,6 @@ import asyncio
 import io
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from core.processes import stop_process
 from simulator.cli import DEMO_PASSWORD, DEMO_ZONES, DRIVER_PREFIX, add_fleet_arguments, driver_usernames, fleet_config
 from simulator.client import Account
 from simulator.fleet import Fleet, configure_logging, until_stopped
@@ -64,7 +64,7 @@ class Command(BaseCommand):
         except (KeyboardInterrupt, asyncio.CancelledError):
             self.stdout.write("\nstopping…")
         finally:
-            self.stop_server(server)
+            stop_process(server)
         self.stdout.write("fleet: " + fleet.summary())
 
     # --- setup ------------------------------------------------------------------------------------------
@@ -122,24 +122,15 @@ class Command(BaseCommand):
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
-        self.stop_server(server)
+        stop_process(server)
         raise CommandError(f"the server did not answer on {url} within 60 s; see {log_path}")
-
-    def stop_server(self, server: subprocess.Popen) -> None:
-        if server.poll() is not None:
-            return
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
     def banner(self, url: str, options, fleet_log: Path) -> None:
         lines = [
             "",
             f"Relay demo on {url}  (logs: server {options['log']}, simulated fleet {fleet_log})",
             f"  admin console  {url}/admin/   login {OPS_USER} / {OPS_PASSWORD}",
+            f"  live ops board {url}/ops/board/  (zones by band, surge, escalations; updated every minute)",
             f"  API docs       {url}/api/docs/  (reference: {url}/api/redoc/)",
             f"  drivers ride {options['speedup']:g}× faster than real; the merchant orders {options['rate']:g}/min.",
             "  Ctrl-C stops everything.",
@@ -162,7 +153,7 @@ class Command(BaseCommand):
                     if shown_links < TRACKING_LINKS and fleet.created:
                         links = [d["tracking_url"] for d in fleet.created[shown_links:TRACKING_LINKS]]
                         for link in links:
-                            self.stdout.write(f"  tracking link  {link}  (live once the tracking page is built)")
+                            self.stdout.write(f"  tracking link  {link}")
                         shown_links += len(links)
                     self.stdout.write(await self.status_line(ops, merchant, fleet, time.monotonic() - started))
             finally:
@@ -172,10 +163,17 @@ class Command(BaseCommand):
     async def status_line(self, ops: Account, merchant: Account, fleet: Fleet, elapsed: float) -> str:
         counts = [await merchant.count("/api/v1/deliveries", status=status) for status in STATUSES]
         escalations = await ops.count("/api/v1/ops/escalations", open="true")
+        zones = await ops.request("GET", "/api/v1/ops/zones")
+        bands = (
+            ", ".join(f"{z['code']} {z['band']}" for z in zones.body["results"])
+            if zones is not None and zones.ok
+            else "?"
+        )
         shown = " ".join(f"{status} {'?' if n is None else n}" for status, n in zip(STATUSES, counts, strict=True))
         stats = fleet.stats
         return (
             f"[{elapsed:5.0f}s] {shown} | open escalations {'?' if escalations is None else escalations}"
             f" | offers {stats['offers']} accepted {stats['accepted']} declined {stats['offers_decline']}"
             f" ignored {stats['offers_ignore']} released {stats['released']} errors {stats['request_errors']}"
+            f" | bands {bands}"
         )

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deliveries', '0006_escalation_reason_no_candidate'),
+        ('deliveries', '0009_tracking_schedules'),
     ]
 
     operations = [

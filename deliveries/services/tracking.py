@@ -1,0 +1,108 @@
+"""The customer's tracking link kept current (SPEC 4.1): the ETA recomputed on each state change and, from
+pings, at most every 15 s (the beat schedule of `refresh_etas`); `status` and `eta` pushed to the delivery's
+tracking sockets after commit; the driver's pings followed (drivers/trail.py) while they carry it; breadcrumbs
+written in batches and purged.
+
+A push is one group send per delivery, however many customers watch: the message is built once, here."""
+
+from dataclasses import asdict
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import DomainError, NotFound
+from deliveries import eta, messages
+from deliveries.models import Breadcrumb, Delivery, DeliveryStatus
+from deliveries.webhooks import enqueue_webhook
+from drivers import trail
+from drivers.notifications import push_to_group
+
+ETA_FIELDS = ["eta_pickup", "eta_dropoff", "eta_window_start", "eta_window_end"]
+
+
+class LinkExpired(DomainError):
+    code = "link_expired"
+    status = 410
+    default_detail = "This tracking link has expired."
+
+
+def delivery_for_link(token: str, *, now: datetime | None = None) -> Delivery:
+    """The delivery behind a tracking link; NotFound for an unknown token, LinkExpired once it finished more
+    than RELAY_TRACKING_LINK_TTL ago."""
+    delivery = Delivery.objects.select_related("merchant", "driver", "zone").filter(tracking_token=token).first()
+    if delivery is None:
+        raise NotFound("No such tracking link.")
+    now = now or timezone.now()
+    if delivery.finished_at is not None and now - delivery.finished_at > settings.RELAY_TRACKING_LINK_TTL:
+        raise LinkExpired()
+    return delivery
+
+
+def push_tracking(delivery_id, type: str, data) -> None:
+    push_to_group(trail.tracking_group(delivery_id), trail.tracking_envelope(type, data))
+
+
+def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previous_driver_id) -> None:
+    """After a lifecycle transition of a locked delivery, before it is saved: a fresh ETA (kept at assignment,
+    measured at delivery), and after commit the driver's trail and the customer's `status`."""
+    eta.show_locked(delivery, eta.estimate(delivery))
+    if delivery.status == DeliveryStatus.ASSIGNED and previous_status != DeliveryStatus.ASSIGNED:
+        eta.predict_at_assignment_locked(delivery)
+    if delivery.status == DeliveryStatus.DELIVERED:
+        eta.learn_from_delivery_locked(delivery, vehicle=delivery.driver.vehicle)
+    if delivery.status == previous_status:
+        return
+
+    def after_commit():
+        if delivery.status in (DeliveryStatus.ASSIGNED, DeliveryStatus.PICKED_UP):
+            trail.carry(delivery.driver_id, delivery.pk, phase=delivery.status)
+        elif previous_driver_id is not None:
+            trail.uncarry(previous_driver_id, delivery.pk)
+        push_tracking(delivery.pk, "status", messages.tracking(delivery))
+
+    # robust: the change is committed whatever happens to its announcement (logged, not raised to the caller).
+    transaction.on_commit(after_commit, robust=True)
+
+
+def refresh_etas() -> int:
+    """For deliveries whose driver sent points since the last run (a beat task, every 15 s): a new ETA
+    is shown, pushed to the customer and sent to the merchant only when it moved by more than a minute.
+    Returns how many moved."""
+    moved = 0
+    due = Delivery.objects.active().filter(pk__in=trail.due_for_eta()).select_related("driver", "zone", "merchant")
+    for delivery in due:
+        estimate = eta.estimate(delivery)
+        if estimate is None or not estimate.moved_from(delivery):
+            continue
+        with transaction.atomic(durable=True):
+            # Only if nothing changed meanwhile: a transition computes its own ETA.
+            changed = Delivery.objects.filter(pk=delivery.pk, status=delivery.status, driver=delivery.driver_id)
+            eta.show_locked(delivery, estimate)
+            if not changed.update(**{field: getattr(delivery, field) for field in ETA_FIELDS}):
+                continue
+            data = messages.eta(delivery)
+            enqueue_webhook(delivery, "delivery.eta_updated", data)
+            transaction.on_commit(lambda delivery_id=delivery.pk, data=data: push_tracking(delivery_id, "eta", data))
+        moved += 1
+    return moved
+
+
+def flush_breadcrumbs(batch: int = 5000) -> int:
+    """Write the buffered breadcrumbs in bulk. Returns how many were written."""
+    written = 0
+    while crumbs := trail.drain(batch):
+        rows = [Breadcrumb(**asdict(crumb)) for crumb in crumbs]  # a Crumb has a Breadcrumb's fields
+        Breadcrumb.objects.bulk_create(rows, batch_size=1000)
+        written += len(rows)
+    return written
+
+
+def purge_old_breadcrumbs() -> int:
+    """Raw breadcrumbs older than RELAY_BREADCRUMB_RETENTION are deleted (privacy, SPEC 6)."""
+    old = Breadcrumb.objects.filter(recorded_at__lt=timezone.now() - settings.RELAY_BREADCRUMB_RETENTION)
+    deleted = 0
+    while batch := list(old.values_list("pk", flat=True)[:5000]):
+        deleted += Breadcrumb.objects.filter(pk__in=batch).delete()[0]
+    return deleted

@@ -1,0 +1,85 @@
+"""`/ws/track/<token>/` in process (any channel layer): refused for unknown and expired links; the state on
+connect; then what the delivery's group is told, numbered per socket, with a `location` outside the
+pickup-to-delivery window held back; another delivery's socket hears nothing."""
+
+from datetime import timedelta
+
+import pytest
+from channels.db import DatabaseSyncToAsync
+from channels.testing import WebsocketCommunicator
+from django.utils import timezone
+
+from config.asgi import application
+from core.audit import Actor
+from deliveries.models import Delivery
+from deliveries.services.progress import deliver_delivery, pick_up_delivery
+from deliveries.services.tracking import push_tracking
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ENVELOPE = {"type", "id", "seq", "sent_at", "data"}
+LOCATION = {"lat": 38.716, "lng": -9.138, "recorded_at": "2026-11-25T12:00:00Z"}
+
+
+def _sync(fn):
+    return DatabaseSyncToAsync(fn, thread_sensitive=False)
+
+
+async def _open(token: str):
+    socket = WebsocketCommunicator(application, f"/ws/track/{token}/")
+    connected, code = await socket.connect()
+    return socket, connected, code
+
+
+def _two_deliveries():
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    merchant = factories.MerchantFactory()
+    return rider, factories.assigned_delivery(merchant, rider), factories.new_delivery(merchant, "order-2")
+
+
+async def test_unknown_and_expired_links_are_refused(zones):
+    rider, delivery, _ = await _sync(_two_deliveries)()
+    _, connected, code = await _open("not-a-real-token")
+    assert (connected, code) == (False, 4404)
+
+    def finished_two_days_ago():
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+        deliver_delivery(delivery.pk, actor=Actor.driver(rider))
+        Delivery.objects.filter(pk=delivery.pk).update(finished_at=timezone.now() - timedelta(days=2))
+
+    await _sync(finished_two_days_ago)()
+    _, connected, code = await _open(delivery.tracking_token)
+    assert (connected, code) == (False, 4404)
+
+
+async def test_the_socket_gets_the_state_then_its_own_deliverys_messages_in_the_window(zones):
+    rider, delivery, other = await _sync(_two_deliveries)()
+    socket, connected, _ = await _open(delivery.tracking_token)
+    other_socket, _, _ = await _open(other.tracking_token)
+    assert connected
+    first = await socket.receive_json_from()
+    assert set(first) == ENVELOPE
+    assert (first["type"], first["seq"], first["data"]["status"]) == ("status", 1, "assigned")
+    assert (await other_socket.receive_json_from())["data"]["status"] == "pending"
+
+    await _sync(push_tracking)(delivery.pk, "location", LOCATION)  # before pickup: not for the customer's eyes
+    assert await socket.receive_nothing(timeout=0.2)
+
+    await _sync(pick_up_delivery)(delivery.pk, actor=Actor.driver(rider))  # pushes `status` after commit
+    picked = await socket.receive_json_from()
+    assert (picked["type"], picked["seq"], picked["data"]["status"]) == ("status", 2, "picked_up")
+    await _sync(push_tracking)(delivery.pk, "location", LOCATION)
+    moved = await socket.receive_json_from()
+    assert (moved["type"], moved["seq"], moved["data"]) == ("location", 3, LOCATION)
+
+    await _sync(deliver_delivery)(delivery.pk, actor=Actor.driver(rider))
+    delivered = await socket.receive_json_from()
+    assert (delivered["data"]["status"], "location" in delivered["data"]) == ("delivered", False)
+    await _sync(push_tracking)(delivery.pk, "location", LOCATION)  # a ping that raced the delivery
+    assert await socket.receive_nothing(timeout=0.2)
+
+    await socket.send_json_to({"type": "hello"})
+    assert (await socket.receive_json_from())["data"]["code"] == "unknown_type"
+    assert await other_socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()
+    await other_socket.disconnect()

@@ -1,0 +1,129 @@
+"""Zones as geometry (SPEC 4.2, issue 10): polygons checked by shapely on load and in the admin, time zones
+checked, and the zone page's map."""
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.forms.models import model_to_dict
+from django.urls import reverse
+
+from tests.conftest import DEMO_ZONES
+from zones.models import Zone
+
+pytestmark = pytest.mark.django_db
+
+BOWTIE = [[[-9.20, 38.70], [-9.17, 38.73], [-9.17, 38.70], [-9.20, 38.73], [-9.20, 38.70]]]
+OVER_CENTRO = [[[-9.15, 38.71], [-9.11, 38.71], [-9.11, 38.72], [-9.15, 38.72], [-9.15, 38.71]]]
+WEST_OF_CENTRO = [[[-9.20, 38.70], [-9.16, 38.70], [-9.16, 38.73], [-9.20, 38.73], [-9.20, 38.70]]]
+
+
+def _load_with(tmp_path, code: str, coordinates, **properties):
+    collection = json.loads(DEMO_ZONES.read_text())
+    collection["features"].append(
+        {
+            "type": "Feature",
+            "properties": {"code": code, "name": code.title()} | properties,
+            "geometry": {"type": "Polygon", "coordinates": coordinates},
+        }
+    )
+    path = tmp_path / "zones.geojson"
+    path.write_text(json.dumps(collection))
+    call_command("load_zones", str(path), stdout=io.StringIO())
+
+
+def test_a_self_intersecting_polygon_is_refused_on_load_with_where(tmp_path):
+    with pytest.raises(CommandError, match=r"zone oeste: .*not valid: Self-intersection\[-9\.185 38\.715\]"):
+        _load_with(tmp_path, "oeste", BOWTIE)
+    assert not Zone.objects.exists()  # nothing of the file is loaded
+
+
+def test_a_polygon_overlapping_an_active_zone_is_refused_on_load(tmp_path):
+    with pytest.raises(CommandError, match=r"zone baixa: .*overlaps the active zone Centro \(centro\) over 75%"):
+        _load_with(tmp_path, "baixa", OVER_CENTRO)
+
+
+def test_zones_that_only_share_a_border_load(tmp_path):
+    _load_with(tmp_path, "oeste", WEST_OF_CENTRO, neighbours=["centro"], time_zone="Europe/Lisbon")
+    assert Zone.objects.get(code="oeste").contains(38.71, -9.18)
+
+
+def test_an_inactive_zone_may_overlap(tmp_path):
+    _load_with(tmp_path, "baixa", OVER_CENTRO, active=False)
+    assert not Zone.objects.get(code="baixa").active
+
+
+def test_an_unknown_time_zone_is_refused(tmp_path):
+    with pytest.raises(CommandError, match="'Europe/Lisboa' is not an IANA time zone"):
+        _load_with(tmp_path, "oeste", WEST_OF_CENTRO, time_zone="Europe/Lisboa")
+
+
+def test_local_times_follow_the_zone(zones):
+    from datetime import UTC, datetime
+
+    zone = zones["centro"]
+    zone.time_zone = "America/New_York"
+    assert zone.local_time(datetime(2026, 11, 25, 12, 0, tzinfo=UTC)).strftime("%H:%M") == "07:00"
+
+
+def _admin_form(zone: Zone, **changes) -> dict:
+    data = model_to_dict(zone) | changes
+    data["polygon"] = json.dumps(data["polygon"])
+    data["neighbours"] = [n.pk for n in data["neighbours"]]
+    return {name: value for name, value in data.items() if name != "id"}
+
+
+def test_the_admin_refuses_an_overlapping_polygon_with_a_clear_message(admin_client, zones):
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    moved = {"type": "Polygon", "coordinates": OVER_CENTRO}
+    response = admin_client.post(url, _admin_form(norte, polygon=moved))
+    assert response.status_code == 200  # the form again, with the error
+    errors = response.context["adminform"].form.errors
+    assert "overlaps the active zone Centro (centro) over 75%" in errors["polygon"][0]
+    norte.refresh_from_db()
+    assert norte.polygon["coordinates"] != OVER_CENTRO
+
+
+def test_the_admin_refuses_a_self_intersecting_polygon_and_a_bad_time_zone(admin_client, zones):
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    response = admin_client.post(
+        url, _admin_form(norte, polygon={"type": "Polygon", "coordinates": BOWTIE}, time_zone="Mars/Olympus")
+    )
+    errors = response.context["adminform"].form.errors
+    assert "Self-intersection" in errors["polygon"][0]
+    assert "'Mars/Olympus' is not an IANA time zone" in errors["time_zone"][0]
+
+
+def test_the_admin_saves_thresholds_only_in_order(admin_client, zones):
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    response = admin_client.post(url, _admin_form(norte, busy_pressure=2.0, critical_pressure=1.5))
+    assert "above the busy one" in response.context["adminform"].form.errors["critical_pressure"][0]
+    saved = admin_client.post(url, _admin_form(norte, busy_pressure=1.5, critical_pressure=3.0, surge_busy="1.30"))
+    assert saved.status_code == 302
+    norte.refresh_from_db()
+    assert (norte.busy_pressure, norte.critical_pressure, str(norte.surge_busy)) == (1.5, 3.0, "1.30")
+
+
+def test_the_zone_page_draws_the_zone_and_its_neighbours_on_a_map(admin_client, zones):
+    page = admin_client.get(reverse("admin:zones_zone_change", args=[zones["centro"].pk]))
+    roles = {zone["code"]: zone["role"] for zone in page.context["zone_map"]["zones"]}
+    assert roles == {"centro": "self", "norte": "neighbour", "este": "neighbour"}
+    html = page.content.decode()
+    assert 'id="zone-map"' in html and "vendor/leaflet/leaflet.js" in html
+    assert "//unpkg" not in html and "cdn" not in html.lower()  # nothing from outside: it works offline
+
+
+def test_snapshots_are_listed_in_the_zones_local_time(admin_client, zones):
+    from deliveries.services import balancing
+
+    zones["centro"].time_zone = "Asia/Tokyo"
+    zones["centro"].save()
+    balancing.take_zone_snapshots()
+    url = reverse("admin:zones_zonesnapshot_changelist")
+    page = admin_client.get(url, {"zone__id__exact": zones["centro"].pk})
+    assert " JST" in page.content.decode()
