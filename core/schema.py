@@ -3,8 +3,8 @@ and the `Idempotency-Key` header every POST accepts: a drf-spectacular postproce
 
 Which errors an operation documents follows from what it is: every one may be throttled (429) or find the
 database unreachable (503); one that takes input may find it bad (400); one behind a login may be refused (401,
-403); one naming an object or a page may not find it (404); a POST may conflict with the state (409), be too
-large (413) or reuse a key with another body (422)."""
+403); one naming an object or a page may not find it (404), and a tracking link may have expired (410); a POST
+may conflict with the state (409), be too large (413) or reuse a key with another body (422)."""
 
 from core.idempotency import HEADER_NAME, MAX_KEY_LENGTH
 
@@ -35,6 +35,7 @@ ERRORS = {
         "invalid_transition",
         "This change is not allowed in the current state.",
     ),
+    "410": ("Gone: the tracking link has expired.", "gone", "This tracking link has expired."),
     "413": ("The body is too large.", "request_too_large", "The request body is over 2621440 bytes."),
     "422": (
         "This Idempotency-Key was used before with a different body.",
@@ -58,20 +59,24 @@ IDEMPOTENCY_KEY = {
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
 }
 
-PUBLIC = {"/api/v1/auth/token"}  # no login needed
+LOGIN, LOGOUT = "/api/v1/auth/token", "/api/v1/auth/logout"
 
 
 def _statuses(path: str, method: str, operation: dict) -> list[str]:
     parameters = operation.get("parameters", [])
     takes_input = "requestBody" in operation or any(p["in"] == "query" for p in parameters)
+    public = "security" not in operation  # no authentication at all (tracking: the link's token is the credential)
     statuses = ["429", "503"]
     if takes_input or method == "post":  # a POST may carry a bad Idempotency-Key
         statuses.append("400")
-    statuses.append("401")  # the login answers 401 to wrong credentials
-    if path not in PUBLIC and path != "/api/v1/auth/logout":
+    if not public or path == LOGIN:  # the login answers 401 to wrong credentials
+        statuses.append("401")
+    if not public and path not in (LOGIN, LOGOUT):
         statuses.append("403")
     if any(p["in"] == "path" for p in parameters) or any(p["name"] == "page" for p in parameters):
         statuses.append("404")
+    if any(p["in"] == "path" and p["name"] == "token" for p in parameters):
+        statuses.append("410")
     if method == "post":
         statuses += ["409", "413", "422"]
     return statuses

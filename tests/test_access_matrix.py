@@ -56,6 +56,8 @@ def allowed(path: str, method: str) -> set[str]:
 
 def expected(role: str, path: str, method: str) -> str:
     """ "ok" (anything but 401/403/404/5xx: the caller reached the operation), or the refusal's status."""
+    if path.startswith("/api/v1/track/"):
+        return "ok"  # public: the link's token is the only credential, whoever holds it
     if role == "anonymous" or path == "/api/v1/auth/token":  # the login's body holds a wrong password
         return "401"
     if role not in allowed(path, method):
@@ -96,6 +98,7 @@ def world(zones):
         "anonymous": APIClient(),
     }
     ids = {
+        "/api/v1/track/": carried.tracking_token,
         "/api/v1/offers/": offer.pk,
         "/api/v1/ops/escalations/": escalation.pk,
         "/api/v1/ops/deliveries/": offered.pk,
@@ -113,8 +116,8 @@ def operations() -> list[tuple[str, str]]:
 
 def _concrete(path: str, ids: dict) -> str:
     for prefix, object_id in ids.items():
-        if path.startswith(prefix) and "{id}" in path:
-            return path.replace("{id}", str(object_id))
+        if path.startswith(prefix) and "{" in path:
+            return path.replace("{id}", str(object_id)).replace("{token}", str(object_id))
     return path
 
 
