@@ -1,5 +1,5 @@
 """Sockets refuse whoever is not the stream's owner, on a real production server (issue 13): a driver's stream
-is its own whatever the URL says, other roles and unknown tokens are refused before accept, and a flood of
+is its own whatever the URL says, other roles and unknown driver or tracking tokens are refused, and a flood of
 refused connects leaves the server's Redis connections where they were (nothing leaks per refusal).
 
 RELAY_REFUSED_SOCKETS sets the flood (default 1,000, about 20 s on 2 cores)."""
@@ -72,10 +72,14 @@ def test_streams_belong_to_their_driver_and_refusals_leak_nothing(zones, setting
             assert _refused(f"{ws}/ws/driver/?token={_token(who)}")
         assert _refused(f"{ws}/ws/driver/?token=not-a-token")
         assert _refused(f"{ws}/ws/driver/")
+        assert _refused(f"{ws}/ws/track/not-a-tracking-token/")
 
         assert eventually(lambda: _server_redis_connections(port), timeout_s=10) is not None
         before = _server_redis_connections(port)
-        refused = sum(_refused(f"{ws}/ws/driver/?token=guess-{n:06d}") for n in range(REFUSED))
+        guesses = [
+            f"{ws}/ws/driver/?token=guess-{n:06d}" if n % 2 else f"{ws}/ws/track/guess-{n:06d}/" for n in range(REFUSED)
+        ]
+        refused = sum(_refused(guess) for guess in guesses)
         after = _server_redis_connections(port)
 
     assert refused == REFUSED
