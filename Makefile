@@ -31,15 +31,22 @@ fault-drill: $(STAMP)
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 
+# The first run also seeds two weeks of history (through the real actions) so the KPI dashboard has data.
 demo: migrate
+	rm -rf var/metrics  # metric samples of processes from an earlier run (see PROMETHEUS_MULTIPROC_DIR)
+	$(BIN)/python manage.py demo --setup-only
+	$(BIN)/python manage.py seed_history --days 14 --if-empty
 	$(BIN)/python manage.py demo $(DEMO_ARGS)
 
 run: migrate
+	rm -rf var/metrics
 	$(BIN)/python manage.py serve
 
-# Tests run with production settings when REDIS_URL is set; they need a secret and plain-http test clients.
+# Tests run with production settings when REDIS_URL is set; they need a secret and plain-http test clients, and
+# a fresh directory for the metric samples of this run's processes.
 test: $(STAMP)
 	SECRET_KEY=$${SECRET_KEY:-tests-only-not-a-secret-0123456789abcdef0123456789} SECURE_SSL_REDIRECT=0 \
+	PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d -t relay-metrics-XXXXXX) \
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

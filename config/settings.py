@@ -1,5 +1,6 @@
 """Relay settings. Every knob comes from the environment; the defaults give the embedded mode."""
 
+import os
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -252,6 +253,17 @@ RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", 
 # https://tile.example.com/{z}/{x}/{y}.png). Unset, the maps draw zones, or pickup, dropoff, route and driver, on a
 # blank background and need no internet access at all.
 RELAY_MAP_TILES_URL = env_url("RELAY_MAP_TILES_URL", {"http", "https"})
+
+# --- System metrics (/metrics) -------------------------------------------------------------------------
+# prometheus_client's multiprocess mode: every server worker and Celery worker on the host writes its samples
+# to files in this directory and a scrape sums them. All processes of one deployment must share it; clear it
+# when the whole deployment restarts. prometheus_client reads the variable when first imported (after settings).
+RELAY_METRICS_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", str(BASE_DIR / "var" / "metrics"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = RELAY_METRICS_DIR
+os.makedirs(RELAY_METRICS_DIR, exist_ok=True)
+# Who may scrape: staff (session or ops API token) always; a scraper with `Authorization: Bearer <token>`.
+RELAY_METRICS_TOKEN = env_str("METRICS_TOKEN")
+RELAY_METRICS_PUBLIC = env_bool("METRICS_PUBLIC", False)  # only behind a private network
 
 # --- Production hardening (checked by `manage.py check --deploy`) -----------------------------------
 if not DEBUG:

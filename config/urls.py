@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import LogoutView, TokenView
-from core.views import metrics_view
+from core.views import healthz, metrics_view, readyz
 from deliveries.views import ops_board, tracking_page
 
 REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
@@ -12,6 +12,7 @@ api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
     path("auth/logout", LogoutView.as_view(), name="auth-logout"),
     path("", include("deliveries.urls")),
+    path("", include("analytics.urls")),
 ]
 
 urlpatterns = [
@@ -23,5 +24,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name=REDOC), name="api-redoc"),
     path("metrics", metrics_view, name="metrics"),
+    path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     path("t/<str:token>", tracking_page, name="tracking-page"),
 ]

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import HttpResponse
 
+from core.admin_bases import ReadOnlyAdmin
 from core.export import CONTENT_TYPES, write_events
 from core.models import AuditEvent
 
@@ -23,7 +24,7 @@ class TypeFamilyFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """Read-only: events are append-only (no add, change or delete, not even for superusers)."""
 
     list_display = ["occurred_at", "type", "actor_kind", "actor_id", "subject_kind", "from_state", "to_state"]
@@ -32,15 +33,6 @@ class AuditEventAdmin(admin.ModelAdmin):
     date_hierarchy = "occurred_at"
     show_full_result_count = False
     actions = ["download_csv", "download_jsonl"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.action(description="Download selected events as CSV")
     def download_csv(self, request, queryset):

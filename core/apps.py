@@ -7,7 +7,11 @@ class CoreConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self):
-        from core import checks  # noqa: F401  (registers the system checks)
+        from core import checks, task_metrics  # noqa: F401  (system checks; Celery task metrics, in every worker)
+        from core.health import collect_redis_up
+        from core.metrics import register_scrape_collector
+
+        register_scrape_collector(collect_redis_up)
 
 
 class RelayAdminConfig(admin_apps.AdminConfig):

@@ -12,8 +12,9 @@ from kombu.exceptions import OperationalError
 from core import metrics
 
 log = logging.getLogger(__name__)
-ENQUEUE_FAILURES = "relay_task_enqueue_failures_total"
-metrics.describe(ENQUEUE_FAILURES, "Tasks that could not be queued (broker down); their sweep picks the work up")
+ENQUEUE_FAILURES = metrics.counter(
+    "relay_task_enqueue_failures_total", "Tasks that could not be queued (broker down); their sweep picks the work up"
+)
 
 
 def enqueue_on_commit(task, *args, eta=None) -> None:
@@ -21,7 +22,7 @@ def enqueue_on_commit(task, *args, eta=None) -> None:
         try:
             task.apply_async(args, eta=eta)
         except (OperationalError, ConnectionError, OSError) as exc:
-            metrics.inc(ENQUEUE_FAILURES)
+            ENQUEUE_FAILURES.inc()
             log.warning("could not queue %s%s (%s); its sweep will pick it up", task.name, args, exc)
 
     transaction.on_commit(send)

@@ -8,8 +8,9 @@ from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 from core import metrics
 
 log = logging.getLogger(__name__)
-THROTTLE_FAILURES = "relay_throttle_cache_failures_total"
-metrics.describe(THROTTLE_FAILURES, "Requests let through unthrottled because the throttle cache failed")
+THROTTLE_FAILURES = metrics.counter(
+    "relay_throttle_cache_failures_total", "Requests let through unthrottled because the throttle cache failed"
+)
 
 
 class _FailOpen:
@@ -17,7 +18,7 @@ class _FailOpen:
         try:
             return super().allow_request(request, view)
         except Exception as exc:  # any cache backend error: let the request through, loudly
-            metrics.inc(THROTTLE_FAILURES)
+            THROTTLE_FAILURES.inc()
             log.warning("throttle cache unavailable (%s); request not throttled", exc)
             return True
 

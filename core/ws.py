@@ -14,9 +14,11 @@ from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 
+from core import metrics
 from core.tokens import valid_token
 
 log = logging.getLogger(__name__)
+SOCKETS = metrics.live_gauge("relay_websocket_connections", "Open websockets, by kind (driver, ops, track)", ["kind"])
 
 
 def token_from_scope(scope) -> str | None:
@@ -38,7 +40,21 @@ CLOSE_NOT_FOUND = 4404
 
 class JsonSocket(AsyncJsonWebsocketConsumer):
     """A socket whose client sends JSON objects. A message that is not one (binary, not JSON, not an object),
-    or whose handling fails, is answered with an `error` message; the socket stays open."""
+    or whose handling fails, is answered with an `error` message; the socket stays open. Open sockets are
+    counted by `kind` (relay_websocket_connections)."""
+
+    kind = "socket"  # "driver", "ops", "track"
+    counted = False
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.counted = True
+        SOCKETS.labels(kind=self.kind).inc()
+
+    async def disconnect(self, code):
+        if self.counted:
+            self.counted = False
+            SOCKETS.labels(kind=self.kind).dec()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:
@@ -114,6 +130,7 @@ class AuthenticatedConsumer(JsonSocket):
         await super().accept(subprotocol, headers)
 
     async def disconnect(self, code):
+        await super().disconnect(code)
         if self.checking:
             await self.channel_layer.group_discard(CREDENTIAL_CHECK_GROUP, self.channel_name)
 

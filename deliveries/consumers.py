@@ -20,6 +20,7 @@ def _may_watch(user) -> bool:
 
 
 class OpsConsumer(AuthenticatedConsumer):
+    kind = "ops"
     seq = 0
     joined = False
 
@@ -66,6 +67,7 @@ class TrackConsumer(JsonSocket):
     socket only numbers them and holds back a `location` outside the pickup-to-delivery window (one that raced
     the delivery's last `status`). An unknown or expired token is refused at the handshake."""
 
+    kind = "track"
     seq = 0
     group = None
     status = ""
@@ -87,6 +89,7 @@ class TrackConsumer(JsonSocket):
         await self._deliver(trail.tracking_envelope("status", state))
 
     async def disconnect(self, code):
+        await super().disconnect(code)
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 

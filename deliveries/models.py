@@ -458,3 +458,30 @@ class Breadcrumb(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lat:.5f},{self.lng:.5f} at {self.recorded_at:%H:%M:%S}"
+
+
+class DeliveryCost(models.Model):
+    """What a finished delivery cost and earned (SPEC 5), written once when it ends (delivered, failed or
+    cancelled) by `deliveries.services.costs.record_cost_locked`. Paid idle time is shared out per zone and day
+    by the analytics app, not here."""
+
+    delivery = models.OneToOneField(Delivery, on_delete=models.CASCADE, primary_key=True, related_name="cost")
+    zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="+")
+    driver = models.ForeignKey(Driver, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    outcome = models.CharField(max_length=16, choices=DeliveryStatus.choices)
+    ended_at = models.DateTimeField(db_index=True)
+    distance_km = models.FloatField(help_text="Ridden: to pickup, then pickup to dropoff once picked up")
+    minutes = models.FloatField(help_text="From assignment to the end")
+    waiting_minutes = models.FloatField(help_text="At pickup, arrived before the order was ready")
+    surge_multiplier = models.DecimalField(max_digits=4, decimal_places=2, default=1)
+    pay_base = models.DecimalField(max_digits=8, decimal_places=2)
+    pay_distance = models.DecimalField(max_digits=8, decimal_places=2)
+    pay_time = models.DecimalField(max_digits=8, decimal_places=2)
+    pay_surge = models.DecimalField(max_digits=8, decimal_places=2)
+    pay_waiting = models.DecimalField(max_digits=8, decimal_places=2)
+    driver_pay = models.DecimalField(max_digits=8, decimal_places=2)
+    fee = models.DecimalField(max_digits=8, decimal_places=2, help_text="Charged to the merchant (not if cancelled)")
+    margin = models.DecimalField(max_digits=8, decimal_places=2, help_text="Fee minus driver pay")
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id}: pay {self.driver_pay}, fee {self.fee}"

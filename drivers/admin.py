@@ -3,6 +3,7 @@ deliveries and acts on availability, which need the deliveries app (and drivers 
 
 from django.contrib import admin
 
+from core.admin_bases import ReadOnlyAdmin, RecordAdmin
 from drivers.models import Break, DriverMessage, Shift
 
 
@@ -19,30 +20,15 @@ class ShiftAdmin(admin.ModelAdmin):
 
 
 @admin.register(Break)
-class BreakAdmin(admin.ModelAdmin):
+class BreakAdmin(RecordAdmin):
     list_display = ["driver", "started_at", "ended_at", "over_limit"]
     list_filter = ["over_limit"]
     list_select_related = ["driver"]
     readonly_fields = ["driver", "shift", "started_at", "ended_at", "over_limit"]
 
-    def has_add_permission(self, request):
-        return False  # drivers take breaks from the app
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(DriverMessage)
-class DriverMessageAdmin(admin.ModelAdmin):
+class DriverMessageAdmin(ReadOnlyAdmin):
     list_display = ["driver", "seq", "type", "sent_at"]
     list_filter = ["type"]
     list_select_related = ["driver"]
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # what `resume` replays to the driver's app

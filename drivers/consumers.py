@@ -36,6 +36,7 @@ def _is_online(driver_id) -> bool:
 
 
 class DriverConsumer(AuthenticatedConsumer):
+    kind = "driver"
     driver: Driver | None = None
     last_seq = 0
     # Whether pings are kept (an offline driver's are dropped): read at connect, kept current by `driver.state`

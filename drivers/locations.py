@@ -31,8 +31,14 @@ from zones.selectors import active_zone_codes, zone_cache, zone_for_point
 log = logging.getLogger(__name__)
 
 MAX_POINT_AGE = timedelta(minutes=10)
-FALLBACKS = "relay_location_fallbacks_total"
-metrics.describe(FALLBACKS, "Location index operations that fell back to the database because Redis failed")
+FALLBACKS = metrics.counter(
+    "relay_location_fallbacks_total", "Location index operations that fell back to the database because Redis failed"
+)
+# Every nearest-driver search, by the index that answered it: the share answered by the database is the
+# fallback rate (SPEC 5, "share of searches that fell back to PostgreSQL").
+SEARCHES = metrics.counter(
+    "relay_location_searches_total", "Nearest-driver searches, by the index that answered", ["index"]
+)
 # After a failure, skip Redis for this long instead of paying its timeout on every request.
 _RETRY_AFTER_S = 5.0
 
@@ -78,7 +84,7 @@ class _Redis:
 
     def failed(self, exc: Exception) -> None:
         log.warning("location index: Redis unavailable (%s); using the database", exc)
-        metrics.inc(FALLBACKS)
+        FALLBACKS.inc()
         self.down_until = time.monotonic() + _RETRY_AFTER_S
 
     def reset(self) -> None:
@@ -144,7 +150,7 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
             _write_database([(str(driver_id), latest, zone.pk if zone else None)])
     else:
         if settings.RELAY_LOCATION_REDIS_URL:
-            metrics.inc(FALLBACKS)
+            FALLBACKS.inc()
         _write_database([(str(driver_id), latest, zone.pk if zone else None)])
     trail.follow(driver_id, points)
     return len(points)
@@ -291,11 +297,14 @@ def nearest_drivers(
     client = _redis.client()
     if client is not None:
         try:
-            return _nearest_redis(client, lat, lng, radius_km, limit, max_age_s, zone_codes, now)
+            found = _nearest_redis(client, lat, lng, radius_km, limit, max_age_s, zone_codes, now)
+            SEARCHES.labels(index="redis").inc()
+            return found
         except _REDIS_ERRORS as exc:
             _redis.failed(exc)
     elif settings.RELAY_LOCATION_REDIS_URL:
-        metrics.inc(FALLBACKS)
+        FALLBACKS.inc()
+    SEARCHES.labels(index="database").inc()
     return _nearest_database(lat, lng, radius_km, limit, max_age_s, zone_codes, now)
 
 

@@ -32,7 +32,7 @@ def wait_until_up(url: str, server: subprocess.Popen, deadline: float, log: Path
     def answers() -> bool:
         assert server.poll() is None, "the server exited during startup\n" + (log.read_text()[-3000:] if log else "")
         try:
-            return httpx.get(f"{url}/api/schema/", timeout=2).status_code == 200
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -65,9 +65,11 @@ def test_unreachable_redis_falls_back_to_the_database_and_counts(zones, settings
     settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     locations.reset_redis()
     before = metrics.value(locations.FALLBACKS)
+    answered_by_database = metrics.value(locations.SEARCHES, index="database")
     hits = _search()
     assert len(hits) == 5
     assert metrics.value(locations.FALLBACKS) == before + 1
+    assert metrics.value(locations.SEARCHES, index="database") == answered_by_database + 1  # the fallback rate
 
     # A driver's pings still land (in the database) and the client sees no error.
     driver_api = api_client_for(drivers[0].user)

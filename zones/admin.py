@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 
+from core.admin_bases import ReadOnlyAdmin
 from zones.models import Zone, ZoneHint, ZoneSnapshot
 
 
@@ -81,19 +82,6 @@ class ZoneAdmin(admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["zone_map"] = zone_map_data(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by the balancer, kept for analytics: looked at, never edited."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ZoneSnapshot)

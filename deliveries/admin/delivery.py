@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 
 from core.admin_actions import Skipped, apply_each, note_or_form_page
+from core.admin_bases import RecordAdmin
 from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
@@ -83,7 +84,7 @@ def _external_id(delivery: Delivery) -> str:
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
+class DeliveryAdmin(RecordAdmin):
     list_display = ["external_id", "merchant", "status", "zone", "driver", "escalation_level", "age", "created_at"]
     list_filter = ["status", "zone", EscalationLevelFilter, AgeFilter]
     search_fields = ["external_id"]
@@ -93,12 +94,6 @@ class DeliveryAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in Delivery._meta.fields]
     actions = ["send_back_to_dispatch", "dispatch_again", "cancel_deliveries"]
     change_form_template = "admin/deliveries/delivery/change_form.html"
-
-    def has_add_permission(self, request):
-        return False  # merchants create deliveries
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # deliveries are cancelled, never deleted: their history must stay
 
     @admin.display(description="age", ordering="created_at")
     def age(self, delivery: Delivery) -> str:

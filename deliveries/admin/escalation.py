@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from core.admin_actions import apply_each, note_or_form_page
+from core.admin_bases import RecordAdmin
 from core.audit import Actor
 from deliveries import timeline
 from deliveries.models import Escalation
@@ -16,7 +17,7 @@ def _label(escalation: Escalation) -> str:
 
 
 @admin.register(Escalation)
-class EscalationAdmin(admin.ModelAdmin):
+class EscalationAdmin(RecordAdmin):
     list_display = ["delivery", "zone", "reason", "level", "status", "age", "opened_at", "acknowledged_at"]
     list_filter = ["status", "level", "reason"]
     list_select_related = ["delivery__zone"]
@@ -24,12 +25,6 @@ class EscalationAdmin(admin.ModelAdmin):
     search_fields = ["delivery__external_id"]
     readonly_fields = [f.name for f in Escalation._meta.fields]
     actions = ["acknowledge", "resolve"]
-
-    def has_add_permission(self, request):
-        return False  # the escalation ladder opens them
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # resolved, never deleted: how long they stayed open is a metric
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)

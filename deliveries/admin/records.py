@@ -4,6 +4,7 @@ own them. None is deleted here: deliveries and their audit trail point at them."
 from django.contrib import admin
 from django.db import models
 
+from core.admin_bases import RecordAdmin
 from deliveries.models import Merchant, Offer, TravelSpeed, WebhookDelivery
 
 
@@ -19,44 +20,26 @@ class MerchantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Offer)
-class OfferAdmin(admin.ModelAdmin):
+class OfferAdmin(RecordAdmin):
     list_display = ["delivery", "driver", "kind", "status", "sent_at", "expires_at", "decline_reason"]
     list_filter = ["status", "kind", "decline_reason"]
     list_select_related = ["delivery", "driver"]
     readonly_fields = [f.name for f in Offer._meta.fields]
 
-    def has_add_permission(self, request):
-        return False  # dispatch makes offers; ops make one through "Reassign" on the delivery
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # a pending offer expires or is withdrawn; deleting it would leave its delivery offered
-
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(RecordAdmin):
     list_display = ["type", "merchant", "delivery", "status", "attempts", "created_at"]
     list_filter = ["status", "type"]
     list_select_related = ["merchant", "delivery"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
 
-    def has_add_permission(self, request):
-        return False  # written with the change it reports
-
-    def has_delete_permission(self, request, obj=None):
-        return False  # the record of what the merchant was told, and whether it arrived
-
 
 @admin.register(TravelSpeed)
-class TravelSpeedAdmin(admin.ModelAdmin):
+class TravelSpeedAdmin(RecordAdmin):
     """What the ETA has learned (deliveries/eta.py): a cell counts from 20 trips, shrunk toward the default."""
 
     list_display = ["zone", "vehicle", "hour_of_week", "trips", "mean_kmh"]
     list_filter = ["zone", "vehicle"]
     list_select_related = ["zone"]
     readonly_fields = [f.name for f in TravelSpeed._meta.fields]
-
-    def has_add_permission(self, request):
-        return False  # learned from completed deliveries, one trip at a time
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -3,6 +3,8 @@ the admin). Each is a safety net or a clock: the actions do the work on events t
 
 from django.db import migrations
 
+from core.schedules import interval_schedules
+
 SCHEDULES = [
     # (name, task, every seconds)
     ("Expire overdue offers", "deliveries.tasks.expire_overdue_offers", 5),
@@ -14,22 +16,9 @@ SCHEDULES = [
 ]
 
 
-def create(apps, schema_editor):
-    IntervalSchedule = apps.get_model("django_celery_beat", "IntervalSchedule")
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    for name, task, every in SCHEDULES:
-        interval, _ = IntervalSchedule.objects.get_or_create(every=every, period="seconds")
-        PeriodicTask.objects.update_or_create(name=name, defaults={"task": task, "interval": interval})
-
-
-def remove(apps, schema_editor):
-    PeriodicTask = apps.get_model("django_celery_beat", "PeriodicTask")
-    PeriodicTask.objects.filter(name__in=[name for name, _, _ in SCHEDULES]).delete()
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("deliveries", "0001_initial"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
-    operations = [migrations.RunPython(create, remove)]
+    operations = [interval_schedules(SCHEDULES)]

@@ -2,7 +2,7 @@
 
 from core.audit import Actor
 from core.errors import DomainError
-from deliveries import messages
+from deliveries import messages, metrics
 from deliveries.models import Delivery
 from deliveries.services.common import transition_delivery
 from drivers.models import Driver, DriverState
@@ -27,6 +27,7 @@ def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str,
     if active >= driver.capacity:
         raise DriverUnavailable(f"{driver.name} already carries {active} of {driver.capacity} deliveries.")
     transition_delivery(delivery.assign, driver, actor=actor, payload={"how": how} | (payload or {}))
+    metrics.observe_assignment(delivery)
     driver.missed_offers_in_row = 0
     if active + 1 >= driver.capacity:
         transition_driver(driver.fill_capacity, actor=actor, reason="at capacity")

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from core.audit import Actor, record_event
 from core.queue import enqueue_on_commit
-from deliveries import eta, messages
+from deliveries import eta, messages, metrics
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import driver_pay
 from deliveries.services.common import lock_delivery, transition_delivery
@@ -233,6 +233,7 @@ def dispatch(delivery_id, *, actor: Actor = SYSTEM) -> DispatchResult:
         return dispatch_locked(lock_delivery(delivery_id), actor=actor)
 
 
+@metrics.DISPATCH_DURATION.time()
 def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchResult:
     """Offer a locked pending delivery to the best candidate, or say why not.
 
@@ -373,6 +374,8 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
         },
     )
     notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
+    metrics.OFFERS.labels(outcome="created").inc()
+    metrics.observe_first_offer(delivery, offer)
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)

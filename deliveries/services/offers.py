@@ -6,7 +6,7 @@ from django.utils import timezone
 from core.audit import Actor, record_event
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
-from deliveries import messages
+from deliveries import messages, metrics
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
@@ -48,6 +48,7 @@ def _check_answerable(offer: Offer) -> None:
 
 
 def _record_offer(offer: Offer, type: str, *, actor: Actor, payload: dict | None = None) -> None:
+    metrics.OFFERS.labels(outcome=offer.status).inc()
     record_event(
         type,
         actor=actor,

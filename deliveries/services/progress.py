@@ -10,6 +10,7 @@ from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery, transition_delivery
+from deliveries.services.costs import record_cost_locked
 from deliveries.services.offers import pending_offer_of, withdraw_offer_locked
 from drivers.models import Driver
 from drivers.notifications import notify_driver
@@ -33,6 +34,7 @@ def deliver_delivery(delivery_id, *, actor: Actor, proof: dict | None = None) ->
     with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id, seen_by=actor)
         transition_delivery(delivery.deliver, proof, actor=actor)
+        record_cost_locked(delivery)
         release_capacity_locked(lock_driver(delivery.driver_id), actor=actor)
         _tell_driver(delivery)
     return delivery
@@ -42,6 +44,7 @@ def fail_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
     with transaction.atomic(durable=True):
         delivery = lock_delivery(delivery_id, seen_by=actor)
         transition_delivery(delivery.fail, reason, actor=actor, payload={"reason": reason})
+        record_cost_locked(delivery)
         release_capacity_locked(lock_driver(delivery.driver_id), actor=actor)
         _tell_driver(delivery)
     return delivery
@@ -63,6 +66,7 @@ def cancel_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
             withdraw_offer_locked(delivery, offer, reason="cancelled", actor=actor)
         driver_id = delivery.driver_id
         transition_delivery(delivery.cancel, reason, actor=actor, payload={"reason": reason})
+        record_cost_locked(delivery)
         if driver_id is not None:
             release_capacity_locked(lock_driver(driver_id), actor=actor)
             notify_driver(driver_id, "delivery.cancelled", messages.delivery_taken(delivery, reason=reason))

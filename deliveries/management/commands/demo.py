@@ -117,7 +117,7 @@ class Command(BaseCommand):
             if server.poll() is not None:
                 raise CommandError(f"the server exited ({server.returncode}); see {log_path}")
             try:
-                if httpx.get(f"{url}/api/schema/", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
                     return server
             except httpx.HTTPError:
                 pass

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deliveries', '0009_tracking_schedules'),
+        ('deliveries', '0010_delivery_cost'),
     ]
 
     operations = [

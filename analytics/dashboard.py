@@ -1,0 +1,75 @@
+"""The KPI dashboard in the ops console: charts of a date range (from the nightly rollups, so 60 days stay fast),
+filters by dates and zone, and every table as CSV."""
+
+from datetime import timedelta
+
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from analytics.api import TABLES, KpiQuery, kpi_rows, stream_csv
+from analytics.charts import Series, bar_chart, line_chart
+from analytics.kpis import KpiReport, kpi_report
+from zones.models import Zone
+
+DEFAULT_DAYS = 14
+PERMISSION = "analytics.view_zoneday"
+
+
+def _query(request) -> tuple[dict, dict]:
+    """The filters asked for (or the last 14 days, every zone) and any errors in them."""
+    today = timezone.localdate()
+    asked = {"from": (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(), "to": today.isoformat()}
+    asked |= {key: request.GET[key] for key in ("from", "to", "zone") if request.GET.get(key)}
+    query = KpiQuery(data=asked)
+    if query.is_valid():
+        return query.validated_data, {}
+    return {"from": today - timedelta(days=DEFAULT_DAYS - 1), "to": today}, query.errors
+
+
+def _charts(report: KpiReport) -> list:
+    days = [row["day"][5:] for row in report.days]
+
+    def series(name: str, field: str, scale: float = 1.0) -> Series:
+        return Series(name, [None if row[field] is None else float(row[field]) * scale for row in report.days])
+
+    reasons = sorted(report.deliveries["decline_reasons"].items())
+    return [
+        line_chart("Deliveries per day", days, [series("created", "deliveries"), series("delivered", "delivered")]),
+        line_chart(
+            "Time to assign (s)", days, [series("p50", "time_to_assign_p50_s"), series("p90", "time_to_assign_p90_s")]
+        ),
+        line_chart("Acceptance rate (%)", days, [series("acceptance", "acceptance_rate", 100)]),
+        line_chart("ETA error, MAE (s)", days, [series("MAE", "eta_mae_s")]),
+        line_chart(
+            "Cost and margin per delivery",
+            days,
+            [series("cost", "cost_per_delivery"), series("margin", "margin_per_delivery")],
+        ),
+        bar_chart("Deliveries by zone", [(row["zone"], row["deliveries"]) for row in report.zones]),
+        bar_chart(
+            "Time in the critical band by zone (%)",
+            [(row["zone"], (row["critical_share"] or 0) * 100) for row in report.zones],
+        ),
+        bar_chart("Declines by reason", [(reason or "none", count) for reason, count in reasons]),
+    ]
+
+
+def kpi_dashboard(request, admin_site):
+    if not request.user.has_perm(PERMISSION):
+        raise PermissionDenied
+    filters, errors = _query(request)
+    report = kpi_report(filters["from"], filters["to"], zone=filters.get("zone"))
+    if (table := request.GET.get("download")) in TABLES:
+        return stream_csv(kpi_rows(report, (table,)), f"kpis-{table}-{filters['from']}-{filters['to']}.csv")
+    context = admin_site.each_context(request) | {
+        "title": "KPI dashboard",
+        "filters": filters,
+        "errors": errors,
+        "zones": Zone.objects.all(),
+        "report": report,
+        "charts": _charts(report),
+        "query": request.GET.urlencode(),
+        "tables": TABLES,
+    }
+    return TemplateResponse(request, "admin/analytics/dashboard.html", context)

@@ -1,0 +1,198 @@
+"""KPI facts read from the raw data (the audit trail and the rows it describes), for one zone or driver on one
+local day. Facts are additive (counts, money sums, lists of durations) so days merge exactly; the figures shown
+are derived from them in `analytics.kpis`."""
+
+from collections import Counter, defaultdict
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.db.models import Min, Sum
+from django.utils import timezone
+
+from core.models import AuditEvent
+from deliveries.models import Delivery, DeliveryCost, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
+from deliveries.pricing import idle_pay, money
+from drivers.models import Driver, DriverState
+from zones.models import Band, Zone, ZoneSnapshot
+
+ONLINE_STATES = (DriverState.AVAILABLE, DriverState.BUSY, DriverState.ON_BREAK)
+# Offers answered: accepted, declined or let expire (a withdrawn one never reached an answer).
+ANSWERED = (OfferStatus.ACCEPTED, OfferStatus.DECLINED, OfferStatus.EXPIRED)
+# A state held longer than this past the end of a day is not looked for (bounds the scan of later events).
+LONGEST_STATE = timedelta(days=1)
+
+
+def day_window(zone: Zone, day: date) -> tuple[datetime, datetime]:
+    """The zone's local day as a UTC-comparable [start, end)."""
+    tz = ZoneInfo(zone.time_zone)
+    return datetime.combine(day, time.min, tzinfo=tz), datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+
+
+def local_today(zone: Zone) -> date:
+    return timezone.now().astimezone(ZoneInfo(zone.time_zone)).date()
+
+
+def _seconds(later: datetime, earlier: datetime) -> float:
+    return round((later - earlier).total_seconds(), 3)
+
+
+def _dispatchable(row: dict) -> datetime:
+    """When a delivery could first be offered: at creation or, held back for `ready_at`, when the hold ended.
+    Time to assign counts from here (as the escalation ladder does), so a just-in-time hold is no delay."""
+    hold = row["dispatch_not_before"]
+    return max(row["created_at"], hold) if hold else row["created_at"]
+
+
+def _eta_errors(cohort) -> list[tuple[float, bool]]:
+    """(absolute ETA error in seconds, delivered inside the window predicted at assignment) per delivered
+    delivery: learned ETAs store the prediction at assignment and the error at delivery."""
+    rows = cohort.filter(eta_error_s__isnull=False).values_list(
+        "eta_error_s", "finished_at", "eta_window_start_at_assignment", "eta_window_end_at_assignment"
+    )
+    return [(abs(error), start is not None and start <= done <= end) for error, done, start, end in rows]
+
+
+def zone_day_facts(zone: Zone, day: date) -> dict:
+    start, end = day_window(zone, day)
+    cohort = Delivery.objects.filter(zone=zone, created_at__gte=start, created_at__lt=end)
+    columns = ("pk", "status", "created_at", "finished_at", "dispatch_not_before")
+    created = {row["pk"]: row for row in cohort.values(*columns)}
+    status_counts = Counter(row["status"] for row in created.values())
+    events = AuditEvent.objects.filter(delivery_id__in=cohort.values("pk"))
+
+    first_offer: dict = {}
+    offers = 0
+    outcomes: Counter = Counter()
+    decline_reasons: Counter = Counter()
+    cohort_offers = Offer.objects.filter(delivery__in=cohort.values("pk")).order_by("sent_at")
+    for row in cohort_offers.values("delivery_id", "status", "decline_reason"):
+        offers += 1
+        outcomes[row["status"]] += 1
+        if row["status"] == OfferStatus.DECLINED:
+            decline_reasons[row["decline_reason"]] += 1
+        first_offer.setdefault(row["delivery_id"], row["status"])
+    assigned = events.filter(type="delivery.assigned").values("delivery_id").annotate(first=Min("occurred_at"))
+    handed_back = events.filter(type="delivery.pending", from_state=DeliveryStatus.ASSIGNED)
+    # How many times a delivery reached each level: WARN is recorded on the delivery, ALERT and CRITICAL by
+    # the escalation that opened or was raised to them.
+    levels = Counter({str(EscalationLevel.WARN.value): events.filter(type="escalation.warned").count()})
+    for payload in events.filter(type__in=["escalation.opened", "escalation.raised"]).values_list("payload", flat=True):
+        levels[str(payload["level"])] += 1
+    costs = DeliveryCost.objects.filter(delivery__in=cohort.values("pk")).aggregate(
+        pay=Sum("driver_pay"), fee=Sum("fee"), surge=Sum("pay_surge")
+    )
+    idle_seconds = sum(
+        seconds.get(DriverState.AVAILABLE, 0.0)
+        for seconds in state_seconds(Driver.objects.filter(home_zone=zone), start, end).values()
+    )
+    escalations = Escalation.objects.filter(delivery__zone=zone, opened_at__gte=start, opened_at__lt=end)
+    snapshots = ZoneSnapshot.objects.filter(zone=zone, taken_at__gte=start, taken_at__lt=end)
+    bands = Counter(snapshots.values_list("band", flat=True))
+    pressure = snapshots.aggregate(pressure=Sum("pressure"), surge=Sum("surge_multiplier"))
+    eta_errors = _eta_errors(cohort)
+    return {
+        "deliveries": len(created),
+        "delivered": status_counts[DeliveryStatus.DELIVERED],
+        "failed": status_counts[DeliveryStatus.FAILED],
+        "cancelled": status_counts[DeliveryStatus.CANCELLED],
+        "offers": offers,
+        "offers_accepted": outcomes[OfferStatus.ACCEPTED],
+        "offers_answered": sum(outcomes[status] for status in ANSWERED),
+        "decline_reasons": dict(decline_reasons),
+        "offered_deliveries": len(first_offer),
+        "first_offer_accepted": sum(1 for status in first_offer.values() if status == OfferStatus.ACCEPTED),
+        "time_to_assign_s": [_seconds(row["first"], _dispatchable(created[row["delivery_id"]])) for row in assigned],
+        "reassignments": handed_back.count(),
+        "manual_reassignments": handed_back.filter(actor_kind=AuditEvent.ActorKind.OPS).count(),
+        "escalations_by_level": {str(level.value): levels[str(level.value)] for level in EscalationLevel if level},
+        "delivery_time_s": [
+            _seconds(row["finished_at"], row["created_at"])
+            for row in created.values()
+            if row["status"] == DeliveryStatus.DELIVERED
+        ],
+        "eta_error_s": [round(error, 3) for error, _ in eta_errors],
+        "eta_in_window": sum(1 for _, inside in eta_errors if inside),
+        "driver_pay": str(money(costs["pay"] or 0)),
+        "fees": str(money(costs["fee"] or 0)),
+        # Surge comes from the accepted offers' multiplier (zone balancing sets it; 1.00 until then).
+        "surge_pay": str(money(costs["surge"] or 0)),
+        "idle_pay": str(idle_pay(zone, seconds=idle_seconds)),
+        # Zone balancing's minute snapshots (SPEC 4.2): how often the zone was in each band, and its pressure.
+        "snapshots": sum(bands.values()),
+        "snapshots_by_band": {band: bands[band] for band in Band.values},
+        "pressure_sum": round(pressure["pressure"] or 0.0, 3),
+        "surge_sum": str(pressure["surge"] or Decimal("0.00")),
+        "time_to_acknowledge_s": [
+            _seconds(acknowledged, opened)
+            for opened, acknowledged in escalations.filter(acknowledged_at__isnull=False).values_list(
+                "opened_at", "acknowledged_at"
+            )
+        ],
+    }
+
+
+def driver_day_facts(driver: Driver, day: date) -> dict:
+    zone = driver.home_zone
+    start, end = day_window(zone, day)
+    offers = Offer.objects.filter(driver=driver, sent_at__gte=start, sent_at__lt=end)
+    outcomes = Counter(offers.values_list("status", flat=True))
+    in_day = AuditEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    went_offline = in_day.filter(type="driver.state_changed", driver_id=driver.pk, to_state=DriverState.OFFLINE)
+    seconds = state_seconds(Driver.objects.filter(pk=driver.pk), start, end).get(driver.pk, {})
+    jobs = DeliveryCost.objects.filter(driver=driver, ended_at__gte=start, ended_at__lt=end)
+    return {
+        "offers_received": sum(outcomes.values()),
+        "accepted": outcomes[OfferStatus.ACCEPTED],
+        "declined": outcomes[OfferStatus.DECLINED],
+        "expired": outcomes[OfferStatus.EXPIRED],
+        "decline_reasons": dict(
+            Counter(offers.filter(status=OfferStatus.DECLINED).values_list("decline_reason", flat=True))
+        ),
+        "response_s": [
+            _seconds(responded, sent)
+            for sent, responded in offers.filter(
+                status__in=[OfferStatus.ACCEPTED, OfferStatus.DECLINED], responded_at__isnull=False
+            ).values_list("sent_at", "responded_at")
+        ],
+        "releases": in_day.filter(
+            type="delivery.pending",
+            from_state=DeliveryStatus.ASSIGNED,
+            actor_kind=AuditEvent.ActorKind.DRIVER,
+            actor_id=str(driver.pk),
+        ).count(),
+        "offline_events": went_offline.count(),
+        "stale_events": went_offline.filter(payload__reason="stale").count(),
+        "seconds_available": round(seconds.get(DriverState.AVAILABLE, 0.0), 3),
+        "seconds_busy": round(seconds.get(DriverState.BUSY, 0.0), 3),
+        "seconds_on_break": round(seconds.get(DriverState.ON_BREAK, 0.0), 3),
+        "deliveries_completed": jobs.filter(outcome=DeliveryStatus.DELIVERED).count(),
+        "delivery_pay": str(money(jobs.aggregate(pay=Sum("driver_pay"))["pay"] or 0)),
+        "idle_pay": str(idle_pay(zone, seconds=seconds.get(DriverState.AVAILABLE, 0.0))),
+    }
+
+
+def state_seconds(drivers, start: datetime, end: datetime) -> dict:
+    """Seconds each driver spent in each online state within [start, end), from the `driver.state_changed`
+    events (each records the time spent in the state it leaves) and the state held now."""
+    totals: dict = defaultdict(lambda: defaultdict(float))
+
+    def add(driver_id, state: str, begin: datetime, finish: datetime) -> None:
+        overlap = (min(finish, end) - max(begin, start)).total_seconds()
+        if state in ONLINE_STATES and overlap > 0:
+            totals[driver_id][state] += overlap
+
+    changes = AuditEvent.objects.filter(
+        type="driver.state_changed",
+        driver_id__in=drivers.values("pk"),
+        occurred_at__gte=start,
+        occurred_at__lt=end + LONGEST_STATE,
+    ).values_list("driver_id", "from_state", "occurred_at", "payload")
+    for driver_id, state, at, payload in changes:
+        add(driver_id, state, at - timedelta(seconds=payload.get("seconds_in_previous", 0)), at)
+    now = timezone.now()
+    for driver_id, state, since in drivers.filter(state_changed_at__lt=end).values_list(
+        "pk", "state", "state_changed_at"
+    ):
+        add(driver_id, state, since, now)
+    return totals

@@ -1,0 +1,23 @@
+"""Bases of the console's model pages for rows that Relay's actions write and ops only read."""
+
+from django.contrib import admin
+
+
+class RecordAdmin(admin.ModelAdmin):
+    """No adding and no deleting in the console: each change has a domain action (deliveries are created by
+    merchants and cancelled, offers made by dispatch, escalations opened by the ladder and resolved, breaks taken
+    from the app), and the history they leave is what the timeline, pay and analytics read."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ReadOnlyAdmin(RecordAdmin):
+    """Append-only records (the audit trail, driver stream messages, zone snapshots and hints): looked at, never
+    edited."""
+
+    def has_change_permission(self, request, obj=None):
+        return False

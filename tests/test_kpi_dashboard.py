@@ -1,0 +1,91 @@
+"""The KPI dashboard in the ops console: staff only, charts drawn on the server, filters, CSV downloads."""
+
+import csv
+import io
+from datetime import date
+
+import pytest
+
+from analytics.api import kpi_rows
+from analytics.kpis import kpi_report
+
+pytestmark = pytest.mark.django_db
+DASHBOARD = "/admin/analytics/zoneday/dashboard/"
+
+
+def test_ops_see_charts_and_tables_and_download_each_table(client, ops_user, merchant, clock):
+    from tests import factories
+
+    factories.new_delivery(merchant, "x1")  # nobody online: waits
+    client.force_login(ops_user)
+    page = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count('<svg class="chart"') == 8
+    assert 'data-kind="bar" data-points="3"' in html  # three zones
+    assert "KPI dashboard" in client.get("/admin/").content.decode()  # linked from every console page
+    download = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25", "download": "zones"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(download.streaming_content).decode())))
+    expected = kpi_rows(kpi_report(date(2026, 11, 20), date(2026, 11, 25)), ("zones",))
+    assert [row["zone"] for row in rows] == [row["zone"] for row in expected] == ["centro", "este", "norte"]
+    assert rows[0]["deliveries"] == "1"
+
+
+def test_a_zone_filter_and_bad_dates_are_shown_not_crashed(client, ops_user, zones, clock):
+    client.force_login(ops_user)
+    page = client.get(DASHBOARD, {"from": "2026-11-25", "to": "2026-11-20"}).content.decode()
+    assert "Must be on or after" in page
+    one_zone = client.get(DASHBOARD, {"zone": "norte"}).content.decode()
+    assert 'data-kind="bar" data-points="1"' in one_zone
+
+
+def test_the_dashboard_is_for_staff_with_the_permission(client, merchant, zones):
+    from django.contrib.auth import get_user_model
+
+    assert client.get(DASHBOARD).status_code == 302  # to the console's login
+    staff = get_user_model().objects.create_user("viewer", password="x-pass-123456", is_staff=True)
+    client.force_login(staff)
+    assert client.get(DASHBOARD).status_code == 403
+
+
+def test_sixty_days_cost_no_more_queries_than_a_week(client, ops_user, zones, clock):
+    """Past days come from the rollup rows (one query for all of them), not from the raw data."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from analytics.facts import zone_day_facts
+    from analytics.models import ZoneDay
+
+    today = date(2026, 11, 25)
+    for zone in zones.values():
+        facts = zone_day_facts(zone, today) | {"deliveries": 10, "delivered": 9, "time_to_assign_s": [20.0, 40.0]}
+        ZoneDay.objects.bulk_create(
+            ZoneDay(zone=zone, day=today - timedelta(days=n), facts=facts) for n in range(1, 61)
+        )
+    client.force_login(ops_user)
+
+    def queries(days: int) -> int:
+        first = (today - timedelta(days=days - 1)).isoformat()
+        with CaptureQueriesContext(connection) as captured:
+            page = client.get(DASHBOARD, {"from": first, "to": today.isoformat()})
+        assert page.status_code == 200
+        return len(captured)
+
+    assert queries(60) == queries(7)
+    page = client.get(DASHBOARD, {"from": "2026-09-27", "to": "2026-11-25"}).content.decode()
+    assert "<strong>1770</strong>" in page  # 59 rolled-up days × 3 zones × 10, and today (live) has none
+
+
+def test_charts_keep_negative_values_inside_the_plot():
+    import re
+
+    from analytics.charts import HEIGHT, Series, bar_chart, line_chart
+
+    svg = line_chart("Margin", ["a", "b", "c"], [Series("margin", [-40.0, None, 10.0])])
+    ys = [float(y) for y in re.findall(r'cy="([-\d.]+)"', svg)]
+    assert len(ys) == 2 and all(0 < y < HEIGHT for y in ys) and 'data-points="2"' in svg
+    bars = bar_chart("Margin by zone", [("x", -5.0), ("y", 5.0)])
+    heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', bars)]
+    assert heights[0] == heights[1] > 0  # as tall below zero as above

@@ -1,0 +1,37 @@
+"""`manage.py seed_history`: days of history through the real actions, rolled up, once."""
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from analytics.models import ZoneDay
+from core.models import AuditEvent
+from deliveries.models import DeliveryCost
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seeds_days_through_the_actions_and_rolls_them_up_once(zones):
+    out = io.StringIO()
+    call_command("seed_history", "--days", "2", "--per-day", "6", "--drivers-per-zone", "1", stdout=out)
+    assert "[###############...............] day 1/2" in out.getvalue() and "day 2/2" in out.getvalue()
+    assert ZoneDay.objects.count() == 2 * 3
+    assert AuditEvent.objects.filter(type="offer.accepted").exists()  # the real actions left their trail
+    assert DeliveryCost.objects.filter(outcome="delivered").exists()
+    again = io.StringIO()
+    call_command("seed_history", "--days", "2", "--if-empty", stdout=again)
+    assert "nothing to do" in again.getvalue() and ZoneDay.objects.count() == 6
+
+
+def test_without_zones_it_says_what_to_do_first(db):
+    with pytest.raises(CommandError, match="load some first"):
+        call_command("seed_history", "--days", "1", stdout=io.StringIO())
+
+
+def test_refused_while_a_fleet_is_online(zones):
+    from tests import factories
+
+    factories.online_driver(*factories.CENTRO)
+    with pytest.raises(CommandError, match="1 drivers are online"):
+        call_command("seed_history", "--days", "1", stdout=io.StringIO())
