@@ -4,13 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo run test lint bench migrate clean
+.PHONY: demo run test lint bench migrate clean lock fault-drill
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every package to the version CI runs (installed as constraints: pyproject.toml says what
+# is needed, the lock which version). Production installs the same: pip install -c requirements.lock .
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	touch $(STAMP)
+
+# After changing dependencies in pyproject.toml: resolve them afresh in a scratch virtualenv and pin the result.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	.lock-venv/bin/python -m pip freeze --exclude-editable > requirements.lock
+	rm -rf .lock-venv
+
+# The long fault runs (minutes): Redis down 2 minutes, 20 worker kills, 100 rounds of killed DB connections,
+# 500 race rounds. Needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1 (each run starts its own private Redis).
+fault-drill: $(STAMP)
+	SECRET_KEY=$${SECRET_KEY:-tests-only-not-a-secret-0123456789abcdef0123456789abcdef} SECURE_SSL_REDIRECT=0 \
+	bash scripts/fault_drill.sh
 
 migrate: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput

@@ -169,6 +169,13 @@ class KpiView(APIView):
             return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
         return super().perform_content_negotiation(request, force)
 
+    def handle_exception(self, exc):
+        # A refusal is answered in API.md's JSON error shape even when CSV was asked for: the CSV renderer renders
+        # nothing itself (the view streams the rows), so an error rendered by it was a 500.
+        self.request.accepted_renderer = renderers.JSONRenderer()
+        self.request.accepted_media_type = renderers.JSONRenderer.media_type
+        return super().handle_exception(exc)
+
     @extend_schema(
         parameters=[
             OpenApiParameter("from", OpenApiTypes.DATE, required=True, description="First local day"),

@@ -103,6 +103,10 @@ if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgr
         "max_size": DB_POOL_SIZE,
         "timeout": 10,
     }
+    # With a pool, Django has psycopg_pool check each connection as it hands it out: one the server dropped
+    # (PostgreSQL restarted, pg_terminate_backend, a proxy's idle timeout) is replaced, not discovered by the
+    # request that gets it (a 503).
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -161,6 +165,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every error answer (API.md's shape, each status an operation can give) and the Idempotency-Key header.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.document_errors_and_idempotency",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "DeliveryStatusEnum": "deliveries.models.DeliveryStatus",
         "OfferStatusEnum": "deliveries.models.OfferStatus",

@@ -50,10 +50,15 @@ class EmbeddedCelery:
         self.beat = None
 
     def start(self, *, beat: bool = True) -> None:
+        app = app_or_default()
         workers = [
-            _worker(app_or_default(), queue=settings.CELERY_TASK_DEFAULT_QUEUE, hostname="embedded@localhost"),
+            _worker(app, queue=settings.CELERY_TASK_DEFAULT_QUEUE, hostname="embedded@localhost"),
             _worker(_webhook_app(), queue=settings.WEBHOOK_QUEUE, hostname="embedded-webhooks@localhost"),
         ]
+        # Building a worker makes its app the process's current one: without this, every task sent from here on
+        # would go through the webhook worker's app (and its configuration) instead of Relay's.
+        app.set_current()
+        app.set_default()
         worker_state.should_stop = None
         self.threads = [
             threading.Thread(target=worker.start, name=f"celery-{worker.hostname}", daemon=True) for worker in workers

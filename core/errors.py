@@ -1,14 +1,18 @@
 """Domain errors and the one place that maps them (and DRF's and Django's own errors) to API.md's error format."""
 
 import json
+import logging
 from http import HTTPStatus
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+log = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -108,6 +112,17 @@ def json_error(status: int, code: str, detail: str) -> HttpResponse:
     return HttpResponse(json.dumps(error_body(code, detail)), status=status, content_type="application/json")
 
 
+# The database gone for a moment (restarted, its connections killed, the pool exhausted): 503, not 500, so clients
+# retry and nothing was half-written (every action is one transaction).
+DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+def database_unavailable() -> HttpResponse:
+    response = json_error(503, "service_unavailable", "The database is unreachable; try again shortly.")
+    response["Retry-After"] = "1"
+    return response
+
+
 class ApiErrorMiddleware:
     """Every answer under /api/ is JSON: what Django itself answers (an unknown path, an unreadable body, an
     uncaught exception such as a deadlock, which Django has already logged with its traceback) is replaced
@@ -128,6 +143,12 @@ class ApiErrorMiddleware:
         status = HTTPStatus(response.status_code)
         code, detail = _PAGE_CODES.get(status, (status.phrase.lower().replace(" ", "_"), status.description))
         return json_error(status, code, detail)
+
+    def process_exception(self, request, exception):
+        if request.path.startswith("/api/") and isinstance(exception, DATABASE_DOWN):
+            log.warning("database unavailable for %s %s: %s", request.method, request.path, exception)
+            return database_unavailable()
+        return None
 
 
 def _content_length(request) -> int:

@@ -14,15 +14,18 @@ from django.db import IntegrityError, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 
-from core.errors import json_error
+from core.errors import DATABASE_DOWN, database_unavailable, json_error
 from core.models import IdempotencyRecord
+from core.tokens import valid_token
 
+HEADER_NAME = "Idempotency-Key"
 HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
 # Answers about the caller or the moment, not the body: the same retry may well succeed.
 NOT_FINAL = {401, 403, 408, 429}
+REPLAYED = "Idempotent-Replayed"
 
 
 def _caller(request) -> str:
@@ -30,6 +33,15 @@ def _caller(request) -> str:
     if not credential:
         credential = "anonymous:" + request.META.get("REMOTE_ADDR", "")
     return hashlib.sha256(credential.encode()).hexdigest()
+
+
+def _credential_still_valid(request) -> bool:
+    """A stored answer is replayed only to a credential that still works: a token revoked by logout, expired or
+    of a suspended account gets what any request with it gets (401), not the answer it once had."""
+    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if not scheme:
+        return True  # anonymous (a login): the body itself holds the credential
+    return scheme.lower() == "token" and valid_token(key.strip()) is not None
 
 
 def _fingerprint(request) -> str:
@@ -53,8 +65,13 @@ class IdempotencyMiddleware:
             )
 
         caller, fingerprint = _caller(request), _fingerprint(request)
-        record, conflict = self._claim(caller, key, fingerprint)
+        try:
+            record, conflict = self._claim(caller, key, fingerprint)
+        except DATABASE_DOWN:
+            return database_unavailable()
         if conflict is not None:
+            if conflict.has_header(REPLAYED) and not _credential_still_valid(request):
+                return self.get_response(request)  # the view refuses it (401), as any request with it
             return conflict
         try:
             response = self.get_response(request)
@@ -105,7 +122,7 @@ class IdempotencyMiddleware:
                     "A request with this Idempotency-Key is still being processed.",
                 )
             replay = HttpResponse(bytes(existing.body), status=existing.status_code, content_type=existing.content_type)
-            replay["Idempotent-Replayed"] = "true"
+            replay[REPLAYED] = "true"
             return None, replay
         return None, json_error(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
 

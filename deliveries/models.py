@@ -116,6 +116,9 @@ class Delivery(FSMModelMixin, models.Model):
     unassigned_since = models.DateTimeField(null=True, blank=True, default=timezone.now)
     # The highest EscalationLevel reached since the delivery was last assigned (SPEC 2.3).
     escalation_level = models.PositiveSmallIntegerField(default=EscalationLevel.NONE)
+    # When ops last resolved an escalation of it while it still waited: the ladder counts again from here (a
+    # resolution is "handled for now", never "stop watching": SPEC 2.3, no delivery may sit unnoticed).
+    ladder_restarted_at = models.DateTimeField(null=True, blank=True)
     # Just-in-time hold for `ready_at`: not offered before this time.
     dispatch_not_before = models.DateTimeField(null=True, blank=True)
     # Outcome of the last dispatch attempt (offered, held, no_candidate): the audit trail records changes only.
@@ -158,10 +161,11 @@ class Delivery(FSMModelMixin, models.Model):
     @property
     def waiting_since(self) -> datetime | None:
         """When its wait for a driver began: when it last needed one or, held back on purpose for `ready_at`,
-        when the hold ends. The escalation ladder counts from here; None while a driver has it."""
-        if self.unassigned_since is None or self.dispatch_not_before is None:
-            return self.unassigned_since
-        return max(self.unassigned_since, self.dispatch_not_before)
+        when the hold ends, or when ops last resolved an escalation of it. The escalation ladder counts from
+        here; None while a driver has it."""
+        if self.unassigned_since is None:
+            return None
+        return max(filter(None, [self.unassigned_since, self.dispatch_not_before, self.ladder_restarted_at]))
 
     def _entered(self) -> None:
         self.status_changed_at = timezone.now()

@@ -20,6 +20,16 @@ def _token_for(user) -> str:
     return Token.objects.get_or_create(user=user)[0].key
 
 
+async def _driver_socket() -> WebsocketCommunicator:
+    """A new driver's socket, connected."""
+    from channels.db import database_sync_to_async
+
+    driver = await database_sync_to_async(factories.DriverFactory)()
+    communicator, connected, _ = await _connect(await database_sync_to_async(_token_for)(driver.user))
+    assert connected
+    return communicator
+
+
 async def test_refuses_missing_wrong_and_non_driver_tokens(zones):
     from channels.db import database_sync_to_async
 
@@ -32,12 +42,8 @@ async def test_refuses_missing_wrong_and_non_driver_tokens(zones):
 
 
 async def test_a_driver_joins_its_own_stream(zones):
-    from channels.db import database_sync_to_async
 
-    driver = await database_sync_to_async(factories.DriverFactory)()
-    token = await database_sync_to_async(_token_for)(driver.user)
-    communicator, connected, _ = await _connect(token)
-    assert connected
+    communicator = await _driver_socket()
     await communicator.send_json_to({"type": "bogus"})
     reply = await communicator.receive_json_from()
     assert reply["type"] == "error" and reply["data"]["code"] == "unknown_type"
@@ -45,12 +51,8 @@ async def test_a_driver_joins_its_own_stream(zones):
 
 
 async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
-    from channels.db import database_sync_to_async
 
-    driver = await database_sync_to_async(factories.DriverFactory)()
-    token = await database_sync_to_async(_token_for)(driver.user)
-    communicator, connected, _ = await _connect(token)
-    assert connected
+    communicator = await _driver_socket()
     malformed = [
         ({"text_data": '{"type":"resume","data":[1]}'}, "invalid"),
         ({"text_data": '{"type":"location","data":"here"}'}, "invalid"),
@@ -68,7 +70,6 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
 
 
 async def test_a_failing_handler_answers_an_error_and_is_logged(zones, monkeypatch, caplog):
-    from channels.db import database_sync_to_async
 
     from drivers import consumers
 
@@ -76,10 +77,7 @@ async def test_a_failing_handler_answers_an_error_and_is_logged(zones, monkeypat
         raise RuntimeError("database fell over")
 
     monkeypatch.setattr(consumers, "_missed", broken)
-    driver = await database_sync_to_async(factories.DriverFactory)()
-    token = await database_sync_to_async(_token_for)(driver.user)
-    communicator, connected, _ = await _connect(token)
-    assert connected
+    communicator = await _driver_socket()
     await communicator.send_json_to({"type": "resume", "data": {"after_seq": 0}})
     reply = await communicator.receive_json_from()
     assert (reply["type"], reply["data"]["code"]) == ("error", "server_error")

@@ -108,3 +108,23 @@ def test_nobody_in_the_zone_but_a_neighbour_in_the_widened_search_gets_the_offer
     assert delivery.escalation_level == 1
     assert not Escalation.objects.exists()
     assert AuditEvent.objects.filter(delivery_id=delivery.pk, type="escalation.warned").exists()
+
+
+def test_a_delivery_still_waiting_after_ops_resolve_its_escalation_climbs_again(merchant, clock):
+    """Ops resolving the escalation of a delivery that still has no driver is "handled for now": the ladder
+    counts again from the resolution (warn, then a new escalation), it does not fall silent at the level it had
+    reached (it once did: at critical the ladder never looked at it again)."""
+    from deliveries.services.escalations import resolve_escalation
+
+    delivery = factories.new_delivery(merchant, "nobody-around")
+    ladder_at(delivery, clock, timezone.now() + timedelta(minutes=11))
+    escalation = delivery.escalations.get()
+    assert escalation.level == 3
+
+    resolve_escalation(escalation.pk, actor=Actor.ops(factories.OpsUserFactory()), note="called the shop")
+    level, _ = ladder_at(delivery, clock, timezone.now() + timedelta(minutes=1))
+    assert level == 0  # counted again from the resolution: nothing yet
+    level, _ = ladder_at(delivery, clock, timezone.now() + timedelta(minutes=5))
+
+    assert level == 2
+    assert delivery.escalations.exclude(status="resolved").get().reason == Escalation.Reason.UNASSIGNED

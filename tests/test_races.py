@@ -1,24 +1,32 @@
 """Races against PostgreSQL with real threads, each on its own connection (as Django's select_for_update
 tests do)."""
 
+import asyncio
+import os
+import random
 import threading
 from collections import Counter
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from core.audit import Actor
+from core.errors import DomainError
 from core.models import AuditEvent
-from deliveries.models import Escalation, EscalationLevel, Offer, OfferStatus
+from deliveries.models import Delivery, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services import offers
 from deliveries.services.availability import take_offline
 from deliveries.services.common import lock_delivery
+from deliveries.services.dispatch import dispatch
 from deliveries.services.escalations import raise_escalation_locked
 from deliveries.services.progress import cancel_delivery
-from tests import factories
+from deliveries.services.reassignment import reassign_as_ops_ask, release_delivery
+from tests import factories, invariants
 from tests.conftest import api_client_for
+from tests.servers import production_env, running_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -135,3 +143,134 @@ def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones
         codes[ops.status_code] += 1
         cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="race done")
     assert sum(codes.values()) == 200
+
+
+# --- issue 13: more contenders, every action at once, dispatches racing for a driver -------------------------
+# Round counts come from the environment so CI stays fast on 2 cores; a long run raises them, e.g.
+# RELAY_RACE_ROUNDS=500 RELAY_RACE_ACCEPTS=500 make test PYTEST_ARGS=tests/test_races.py
+ACCEPTS = int(os.environ.get("RELAY_RACE_ACCEPTS", "200"))
+ROUNDS = int(os.environ.get("RELAY_RACE_ROUNDS", "60"))
+SEED = int(os.environ.get("RELAY_RACE_SEED", str(random.randrange(1_000_000))))
+
+
+@pytest.mark.redis
+def test_two_hundred_concurrent_accepts_through_a_server_assign_once(zones, settings, tmp_path):
+    """PostgreSQL allows ~100 connections, so hundreds of accepts at once go through a production server with a
+    connection pool, as drivers' phones would: every request in flight together, one assignment."""
+    driver = factories.online_driver(*factories.CENTRO)
+    delivery = factories.new_delivery(factories.MerchantFactory(), "contested")
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    token = api_client_for(driver.user)._credentials["HTTP_AUTHORIZATION"]
+
+    async def accept_all(url):
+        limits = httpx.Limits(max_connections=ACCEPTS)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+            accept = f"/api/v1/offers/{offer.pk}/accept"
+            calls = [client.post(accept, headers={"Authorization": token}) for _ in range(ACCEPTS)]
+            return await asyncio.gather(*calls)
+
+    env = production_env(settings) | {"DB_POOL_SIZE": "8", "API_THROTTLE_RATE": "100000/min"}
+    with running_server(env, tmp_path / "server.log") as url:
+        responses = asyncio.run(accept_all(url))
+
+    codes = Counter(r.status_code for r in responses)
+    assert codes == {200: 1, 409: ACCEPTS - 1}, codes
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.driver) == ("assigned", driver)
+    assert AuditEvent.objects.filter(delivery_id=delivery.pk, type="delivery.assigned").count() == 1
+    assert invariants.all_problems() == []
+
+
+def _round_actions(delivery, offer, first, second, ops_user):
+    """Every party that may touch one delivery at the same moment, as the actions the API calls."""
+    ops = Actor.ops(ops_user)
+    return {
+        "accept": lambda: offers.accept_offer(offer.pk, actor=Actor.driver(first)),
+        "decline": lambda: offers.decline_offer(offer.pk, actor=Actor.driver(first), reason="busy"),
+        "expire": lambda: offers.expire_offer(offer.pk),
+        "release": lambda: release_delivery(delivery.pk, actor=Actor.driver(first), reason="flat tyre"),
+        "reassign": lambda: reassign_as_ops_ask(delivery.pk, driver_id=None, force=False, actor=ops),
+        "force": lambda: reassign_as_ops_ask(delivery.pk, driver_id=second.pk, force=True, actor=ops),
+        "cancel": lambda: cancel_delivery(delivery.pk, actor=Actor.merchant(delivery.merchant), reason="gone"),
+        "offline": lambda: take_offline(first.pk, actor=Actor.system("stale-sweep"), reason="stale"),
+        "dispatch": lambda: dispatch(delivery.pk),
+    }
+
+
+def test_every_action_on_one_delivery_at_once_keeps_the_invariants(zones):
+    """Random rounds: a delivery offered (or already assigned) to one driver, a second driver nearby, and a random
+    handful of accept, decline, expiry, release, ops reassign (to dispatch or forced), cancel, the driver going
+    offline and a dispatch retry, all at the same instant. Only domain refusals may come back; afterwards at most
+    one driver has it and every delivery, offer, driver and audit trail agree."""
+    rng = random.Random(SEED)
+    merchant, ops_user = factories.MerchantFactory(), factories.OpsUserFactory()
+    refusals = Counter()
+    for round_ in range(ROUNDS):
+        first = factories.online_driver(*factories.CENTRO)
+        delivery = factories.new_delivery(merchant, f"round-{round_}")
+        offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=first)
+        second = factories.online_driver(*factories.east(0.5))
+        if rng.random() < 0.4:
+            offers.accept_offer(offer.pk, actor=Actor.driver(first))
+        Offer.objects.filter(pk=offer.pk).update(expires_at=timezone.now() + timedelta(milliseconds=rng.randint(0, 3)))
+        actions = _round_actions(delivery, offer, first, second, ops_user)
+        chosen = rng.sample(sorted(actions), rng.randint(2, 5))
+
+        results = run_together(*[actions[name] for name in chosen])
+
+        for name, result in zip(chosen, results, strict=True):
+            assert not isinstance(result, Exception) or isinstance(result, DomainError), (SEED, round_, name, result)
+            if isinstance(result, DomainError):
+                refusals[f"{name}: {result.code}"] += 1
+        problems = invariants.all_problems()
+        assert problems == [], (SEED, round_, chosen, problems)
+        delivery.refresh_from_db()
+        assert delivery.driver_id in (None, first.pk, second.pk)
+        # Clear the board: these drivers and this delivery take no further part.
+        if delivery.status not in ("cancelled",):
+            cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="round done")
+        for driver in (first, second):
+            take_offline(driver.pk, actor=Actor.system("test"), reason="round done")
+    assert invariants.all_problems() == []
+
+
+def test_two_dispatches_racing_for_the_last_driver_make_one_offer(zones):
+    merchant = factories.MerchantFactory()
+    for round_ in range(max(ROUNDS // 3, 5)):
+        waiting = [factories.new_delivery(merchant, f"waiting-{round_}-{n}") for n in range(2)]
+        driver = factories.online_driver(*factories.CENTRO)
+
+        results = run_together(*[lambda d=d: dispatch(d.pk) for d in waiting])
+
+        assert not [r for r in results if isinstance(r, Exception)], results
+        assert sorted(r.outcome for r in results) == ["no_candidate", "offered"], results
+        assert Offer.objects.pending().filter(driver=driver).count() == 1
+        assert invariants.all_problems() == []
+        for delivery in waiting:
+            cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="round done")
+        take_offline(driver.pk, actor=Actor.system("test"), reason="round done")
+
+
+def test_duplicate_beat_ticks_running_every_sweep_twice_at_once_reach_the_same_state(zones):
+    """Two beats (or a redelivered task) run each sweep twice at the same instant: every overdue offer expires once,
+    each delivery is passed on once, the ladder escalates once, and the board agrees with itself afterwards."""
+    from deliveries.tasks import dispatch_waiting_deliveries, expire_overdue_offers, run_escalation_ladder
+
+    merchant = factories.MerchantFactory()
+    board = []
+    for n in range(6):
+        driver = factories.online_driver(*factories.CENTRO)
+        delivery = factories.new_delivery(merchant, f"tick-{n}")
+        board.append(Offer.objects.get(delivery=delivery, driver=driver, status=OfferStatus.PENDING))
+    overdue = timezone.now() - timedelta(seconds=1)
+    Offer.objects.filter(pk__in=[o.pk for o in board]).update(expires_at=overdue)
+    Delivery.objects.update(unassigned_since=timezone.now() - timedelta(minutes=6))  # due for the ladder's alert
+
+    sweeps = [expire_overdue_offers, run_escalation_ladder, dispatch_waiting_deliveries]
+    results = run_together(*[sweep for sweep in sweeps for _ in range(2)])
+
+    assert not [r for r in results if isinstance(r, Exception)], results
+    for offer in board:
+        assert AuditEvent.objects.filter(subject_id=offer.pk, type="offer.expired").count() == 1
+    assert Escalation.objects.count() == Delivery.objects.filter(status__in=["pending", "offered"]).count()
+    assert invariants.all_problems() == []

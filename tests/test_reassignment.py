@@ -228,3 +228,31 @@ def test_a_forced_assignment_names_a_driver_whoever_asks(merchant_api, ops_api, 
     assert response.json()["fields"] == {"driver_id": ["A forced assignment needs a driver."]}
     offer.refresh_from_db()
     assert offer.status == OfferStatus.PENDING  # nothing was withdrawn or dispatched
+
+
+def test_a_delivery_left_with_an_offline_driver_by_a_crash_is_handed_back_by_the_stale_sweep(merchant_api, monkeypatch):
+    """Going offline hands each held delivery back in a transaction of its own, after the driver's: a process that
+    dies in between leaves the delivery assigned to an offline driver. The stale sweep repairs it (it once stayed
+    so until the ladder's not-moving rung, ten minutes later)."""
+    from deliveries.services import availability
+
+    holder = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    assert accept_pending(delivery) == holder
+    other = factories.online_driver(*factories.east(0.9))
+
+    def crash(*args, **kwargs):
+        raise SystemExit("the worker died here")
+
+    monkeypatch.setattr(availability, "reassign_after_driver_loss", crash)
+    with pytest.raises(SystemExit):
+        availability.take_offline(holder.pk, actor=Actor.system("stale-sweep"), reason="stale")
+    monkeypatch.undo()
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.driver) == ("assigned", holder)  # the crash's leftovers
+
+    mark_stale_drivers()
+
+    delivery.refresh_from_db()
+    assert delivery.status == "offered"
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other

@@ -184,4 +184,16 @@ def mark_stale_drivers(*, now: datetime | None = None) -> int:
             reason="stale",
             detail="No location received for too long: you were set offline.",
         )
+    _hand_back_from_offline_drivers()
     return len(stale)
+
+
+def _hand_back_from_offline_drivers() -> None:
+    """`take_offline` hands each held delivery back in its own transaction after the driver's: a process that died
+    in between left deliveries assigned to an offline driver. Finish its work: back to dispatch. (A picked-up one
+    left so is not reassigned anyway; the ladder's overdue rung escalates it.)"""
+    left = Delivery.objects.filter(status=DeliveryStatus.ASSIGNED, driver__state=DriverState.OFFLINE)
+    for delivery_id, driver_id in left.values_list("pk", "driver_id"):
+        reassign_after_driver_loss(
+            delivery_id, driver_id=driver_id, actor=Actor.system("stale-sweep"), reason="offline"
+        )

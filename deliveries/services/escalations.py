@@ -1,12 +1,13 @@
 """Escalations (SPEC 2.3): opening or raising one, closing it when its cause goes away, and ops' hand on it."""
 
+from django.utils import timezone
 from django_fsm import can_proceed
 
 from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
 from deliveries import messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
+from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.ops_feed import push_ops
 from deliveries.webhooks import enqueue_webhook
 
@@ -146,4 +147,15 @@ def resolve_escalation(escalation_id, *, actor: Actor, note: str) -> Escalation:
         if escalation.status == EscalationStatus.RESOLVED:
             raise EscalationClosed()
         _close(escalation, actor=actor, note=note)
+        _restart_ladder_if_still_waiting(escalation.delivery)
     return escalation
+
+
+def _restart_ladder_if_still_waiting(delivery: Delivery) -> None:
+    """Ops resolved it, yet it still has no driver: the ladder climbs again from now (warn, then a new
+    escalation), instead of staying at the level it had reached, where it would never escalate again."""
+    if delivery.status not in OPEN_STATUSES:
+        return
+    delivery.escalation_level = EscalationLevel.NONE
+    delivery.ladder_restarted_at = timezone.now()
+    delivery.save(update_fields=["escalation_level", "ladder_restarted_at"])

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
+from django.urls import reverse
 
 from core.processes import stop_process
 from simulator.cli import DEMO_PASSWORD, DEMO_ZONES, DRIVER_PREFIX, add_fleet_arguments, driver_usernames, fleet_config
@@ -131,6 +132,8 @@ class Command(BaseCommand):
             f"Relay demo on {url}  (logs: server {options['log']}, simulated fleet {fleet_log})",
             f"  admin console  {url}/admin/   login {OPS_USER} / {OPS_PASSWORD}",
             f"  live ops board {url}/ops/board/  (zones by band, surge, escalations; updated every minute)",
+            f"  KPI dashboard  {url}{reverse('admin:analytics_dashboard')}  (charts of the seeded history)",
+            f"  metrics        {url}/metrics  (Prometheus; as a logged-in ops user)   health: {url}/readyz",
             f"  API docs       {url}/api/docs/  (reference: {url}/api/redoc/)",
             f"  drivers ride {options['speedup']:g}× faster than real; the merchant orders {options['rate']:g}/min.",
             "  Ctrl-C stops everything.",

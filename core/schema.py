@@ -1,0 +1,107 @@
+"""The one place the OpenAPI schema learns what every operation can answer besides success (API.md, Errors)
+and the `Idempotency-Key` header every POST accepts: a drf-spectacular postprocessing hook, so no view repeats it.
+
+Which errors an operation documents follows from what it is: every one may be throttled (429) or find the
+database unreachable (503); one that takes input may find it bad (400); one behind a login may be refused (401,
+403); one naming an object or a page may not find it (404), and a tracking link may have expired (410); a POST
+may conflict with the state (409), be too large (413) or reuse a key with another body (422)."""
+
+from core.idempotency import HEADER_NAME, MAX_KEY_LENGTH
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "API.md's error shape.",
+    "properties": {
+        "code": {"type": "string", "description": "snake_case, stable: what went wrong", "example": "invalid"},
+        "detail": {"type": "string", "description": "A sentence for a human."},
+        "fields": {
+            "type": "object",
+            "description": "Bad input only: what was wrong with each field.",
+            "additionalProperties": {},
+        },
+    },
+    "required": ["code", "detail"],
+}
+
+# status → (description, an example body)
+ERRORS = {
+    "400": ("Bad input; `fields` says what was wrong.", "invalid", "The request is not valid; see fields."),
+    "401": ("Not authenticated, or the token expired or was revoked.", "not_authenticated", "Log in first."),
+    "403": ("Authenticated, but this operation is not for your role.", "permission_denied", "Not for your role."),
+    "404": ("Missing, or not yours (another party's objects are never revealed).", "not_found", "Not found."),
+    "409": (
+        "Conflicts with the current state (`invalid_transition`, `offer_not_pending`, `offer_expired`, ...), or "
+        "a retry with the same Idempotency-Key while the first is still running (`request_in_progress`).",
+        "invalid_transition",
+        "This change is not allowed in the current state.",
+    ),
+    "410": ("Gone: the tracking link has expired.", "gone", "This tracking link has expired."),
+    "413": ("The body is too large.", "request_too_large", "The request body is over 2621440 bytes."),
+    "422": (
+        "This Idempotency-Key was used before with a different body.",
+        "idempotency_key_reused",
+        "This Idempotency-Key was already used with a different request body.",
+    ),
+    "429": ("Too many requests; `Retry-After` says when to try again.", "throttled", "Request was throttled."),
+    "503": (
+        "A service Relay needs (the database) is unreachable for a moment; retry.",
+        "service_unavailable",
+        "The database is unreachable; try again shortly.",
+    ),
+}
+
+IDEMPOTENCY_KEY = {
+    "name": HEADER_NAME,
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe: the first answer for (you, this key) is stored for 24 h and replayed byte "
+    "for byte; the same key with another body answers 422, a retry while the first runs 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+}
+
+LOGIN, LOGOUT = "/api/v1/auth/token", "/api/v1/auth/logout"
+
+
+def _statuses(path: str, method: str, operation: dict) -> list[str]:
+    parameters = operation.get("parameters", [])
+    takes_input = "requestBody" in operation or any(p["in"] == "query" for p in parameters)
+    public = "security" not in operation  # no authentication at all (tracking: the link's token is the credential)
+    statuses = ["429", "503"]
+    if takes_input or method == "post":  # a POST may carry a bad Idempotency-Key
+        statuses.append("400")
+    if not public or path == LOGIN:  # the login answers 401 to wrong credentials
+        statuses.append("401")
+    if not public and path not in (LOGIN, LOGOUT):
+        statuses.append("403")
+    if any(p["in"] == "path" for p in parameters) or any(p["name"] == "page" for p in parameters):
+        statuses.append("404")
+    if any(p["in"] == "path" and p["name"] == "token" for p in parameters):
+        statuses.append("410")
+    if method == "post":
+        statuses += ["409", "413", "422"]
+    return statuses
+
+
+def _response(status: str) -> dict:
+    description, code, detail = ERRORS[status]
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "example": {"code": code, "detail": detail},
+            }
+        },
+    }
+
+
+def document_errors_and_idempotency(result, generator, request, public):
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for status in _statuses(path, method, operation):
+                responses.setdefault(status, _response(status))
+            if method == "post":
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
+    return result
