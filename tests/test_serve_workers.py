@@ -6,6 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 from rest_framework.authtoken.models import Token
+from websockets.sync.client import connect
 
 from tests import factories
 from tests.servers import production_env, running_server
@@ -44,6 +45,9 @@ def test_two_workers_serve_pings_under_a_supervisor_without_django(zones, settin
                 headers={"Authorization": f"Token {token.key}"},
             )
             assert (answer.status_code, answer.json()) == (202, {"accepted": 1, "dropped": 0})
+        # Websockets without permessage-deflate here too (the client offers it): no compressor pair per socket.
+        with connect(f"{url.replace('http', 'ws', 1)}/ws/driver/?token={token.key}") as driver_socket:
+            assert driver_socket.protocol.extensions == []
         port = int(url.rsplit(":", 1)[1])
         supervisor = _listening_supervisor(port)
         workers = [pid for pid in _children(supervisor) if b"spawn_main" in _cmdline(pid)]
