@@ -5,7 +5,7 @@ from threading import Lock
 
 from channels.db import DatabaseSyncToAsync
 
-from zones.models import Band, Zone, ZoneSnapshot
+from zones.models import SNAPSHOT_IN_FORCE_FOR, Band, Zone, ZoneSnapshot
 
 
 class _ZoneCache:
@@ -58,7 +58,14 @@ def bands_in_force(zone_ids: list[int], *, now: datetime) -> dict[int, ZoneSnaps
     return {s.zone_id: s for s in ZoneSnapshot.objects.in_force(now=now).filter(zone_id__in=zone_ids)}
 
 
+def band_in_force(zone: Zone, *, now: datetime) -> ZoneSnapshot | None:
+    """One zone's snapshot in force: its latest, if recent enough. For one zone that is simply the latest of its
+    recent snapshots (no per-zone subquery: every dispatch asks this)."""
+    recent = ZoneSnapshot.objects.filter(zone_id=zone.pk, taken_at__gte=now - SNAPSHOT_IN_FORCE_FOR)
+    return recent.order_by("-taken_at").first()
+
+
 def surge_in_force(zone: Zone, *, now: datetime) -> Decimal:
     """The multiplier on a new offer's pay: the band of the zone's snapshot in force, else the normal one."""
-    snapshot = bands_in_force([zone.pk], now=now).get(zone.pk)
+    snapshot = band_in_force(zone, now=now)
     return zone.surge_for(snapshot.band if snapshot else Band.NORMAL)

@@ -20,7 +20,7 @@ from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift, Vehicle
 from drivers.notifications import notify_driver
 from zones.models import Band
-from zones.selectors import bands_in_force, surge_in_force
+from zones.selectors import band_in_force, bands_in_force, surge_in_force
 
 CANDIDATE_POOL = 50
 FRESH_LOCATION_S = 60
@@ -123,7 +123,7 @@ def search_area(delivery: Delivery, *, now: datetime) -> SearchArea:
         factor = zone.escalation_radius_factor
         detail = f"escalation level {delivery.escalation_level}: radius ×{factor:g}, all neighbours"
         return SearchArea(zone.search_radius_km * factor, [zone.code, *neighbours], SearchReason.ESCALATED, detail)
-    own = bands_in_force([zone.pk], now=now).get(zone.pk)
+    own = band_in_force(zone, now=now)
     surge = zone.surge_for(own.band if own else Band.NORMAL)
     if own is None or own.band != Band.CRITICAL:
         return SearchArea(zone.search_radius_km, [zone.code], SearchReason.OWN_ZONE, surge=surge)
