@@ -75,10 +75,7 @@ class _Redis:
             return None
         with self._lock:
             if self._client is None or self._url != url:
-                timeout = settings.RELAY_REDIS_TIMEOUT_S
-                self._client = redis.Redis.from_url(
-                    url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
-                )
+                self._client = redis.Redis(connection_pool=_pool(redis.BlockingConnectionPool, url, decode=True))
                 self._url = url
             return self._client
 
@@ -109,12 +106,21 @@ def async_client() -> aioredis.Redis | None:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None or client.relay_url != url:
-        timeout = settings.RELAY_REDIS_TIMEOUT_S
         # Raw bytes: the async callers only write, or read values that are not text (the throttle history).
-        client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = aioredis.Redis(connection_pool=_pool(aioredis.BlockingConnectionPool, url, decode=False))
         client.relay_url = url
         _async_clients[loop] = client
     return client
+
+
+def _pool(pool_class, url: str, *, decode: bool):
+    """A pool that makes a caller wait (up to the Redis timeout) for a free connection. redis-py's default pool
+    raises `Too many connections` past 100: a burst of pings from many sockets then counted as Redis being down,
+    and every ping of the process went to the database for the next 5 s (seen in the benchmark's socket phase)."""
+    timeout = settings.RELAY_REDIS_TIMEOUT_S
+    return pool_class.from_url(
+        url, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=decode
+    )
 
 
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)

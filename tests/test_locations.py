@@ -1,5 +1,6 @@
 """The location index (SPEC 1): Redis GEO search, the database fallback, and batched writes."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -196,3 +197,19 @@ def test_a_driver_who_changes_zone_is_searched_only_in_the_new_one(zones):
     assert zones_searched_with(str(driver.pk)) == ["centro"]
     factories.ping(driver, 38.0, -9.0)  # outside every zone: in none
     assert zones_searched_with(str(driver.pk)) == []
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_a_burst_of_pings_waits_for_a_redis_connection_rather_than_falling_back(zones):
+    """More pings at once than the client's pool has connections (100), as 2,000 driver sockets send them: each
+    waits for a connection. redis-py's default pool raised "Too many connections" instead, which counted as Redis
+    being down and sent every ping of the process to the database for the next 5 s."""
+    fallbacks = metrics.value(locations.FALLBACKS)
+    now = timezone.now()
+    pings = [
+        locations.arecord_positions(f"burst-{i}", [locations.Point(38.715, -9.14 + i * 1e-5, now)], online=True)
+        for i in range(300)
+    ]
+    assert await asyncio.gather(*pings) == [1] * 300
+    assert metrics.value(locations.FALLBACKS) == fallbacks
