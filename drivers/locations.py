@@ -113,13 +113,19 @@ def async_client() -> aioredis.Redis | None:
     return client
 
 
+# How long a caller waits for one of the pool's connections. All of them busy means this process is overloaded,
+# not that Redis is down (a hung Redis fails the calls holding them after RELAY_REDIS_TIMEOUT_S, which frees
+# them): waiting is cheaper than the database fallback.
+_POOL_WAIT_S = 5.0
+
+
 def _pool(pool_class, url: str, *, decode: bool):
-    """A pool that makes a caller wait (up to the Redis timeout) for a free connection. redis-py's default pool
-    raises `Too many connections` past 100: a burst of pings from many sockets then counted as Redis being down,
-    and every ping of the process went to the database for the next 5 s (seen in the benchmark's socket phase)."""
+    """A pool that makes a caller wait for a free connection. redis-py's default pool raises `Too many
+    connections` past 100: a burst of pings from many sockets then counted as Redis being down, and every ping of
+    the process went to the database for the next 5 s (seen in the benchmark's socket phase)."""
     timeout = settings.RELAY_REDIS_TIMEOUT_S
     return pool_class.from_url(
-        url, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=decode
+        url, timeout=_POOL_WAIT_S, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=decode
     )
 
 
