@@ -22,4 +22,4 @@ def _pool_seen_by_a_new_request():
 def test_requests_share_one_redis_connection_pool():
     first, second = _pool_seen_by_a_new_request(), _pool_seen_by_a_new_request()
     assert first is second
-    assert len(first._available_connections) + len(first._in_use_connections) == 1
+    assert len(first._connections) == 1  # connections this pool opened (a BlockingConnectionPool)
