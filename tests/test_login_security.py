@@ -157,4 +157,4 @@ def test_the_schema_documents_expiry_and_logout():
     assert {"token", "role", "expires_at"} <= set(token_output["properties"])
     assert token_output["properties"]["expires_at"]["format"] == "date-time"
     logout = schema["paths"]["/api/v1/auth/logout"]["post"]
-    assert set(logout["responses"]) == {"204"}
+    assert {code for code in logout["responses"] if code.startswith("2")} == {"204"}  # and the errors
