@@ -23,7 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
-from drivers import trail
+from drivers import index_command, trail
 from drivers.models import Driver
 from zones.geometry import bounding_box, haversine_km
 from zones.selectors import active_zone_codes, zone_cache, zone_for_point
@@ -200,31 +200,11 @@ async def aqueue_positions(pipe, driver_id, usable: list[Point]) -> int:
     return len(usable)
 
 
-# One driver's newest point, in one command that Redis runs atomically: the driver leaves the GEO set of the zone
-# it was in (read from its `pos` hash) only when it changed zone, rather than a ZREM to every zone on every ping
-# (O(zones) commands per ping: 32 with 33 zones). KEYS: pos hash, seen zset, dirty set. ARGV: member, lng, lat,
-# seen, zone code ("" outside every zone), the prefix of the zones' GEO keys. EVAL sends the text each time; Redis
-# compiles it once and keeps it (no EVALSHA round trip to load it first).
-_INDEX_POSITION = """
-local previous = redis.call('HGET', KEYS[1], 'zone')
-local zone = ARGV[5]
-if previous and previous ~= '' and previous ~= zone then
-  redis.call('ZREM', ARGV[6] .. previous, ARGV[1])
-end
-if zone ~= '' then
-  redis.call('GEOADD', ARGV[6] .. zone, ARGV[2], ARGV[3], ARGV[1])
-  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
-end
-redis.call('HSET', KEYS[1], 'lat', ARGV[3], 'lng', ARGV[2], 't', ARGV[4], 'zone', zone)
-redis.call('SADD', KEYS[3], ARGV[1])
-"""
-
-
 def queue_position(pipe, member: str, point: Point, zone_code: str | None) -> None:
     """The index's command for an online driver's newest point, on a pipeline of either client (sync or async)."""
-    keys = (_key("pos", member), _key("seen"), _key("dirty"))
     seen = point.recorded_at.timestamp()
-    pipe.eval(_INDEX_POSITION, len(keys), *keys, member, point.lng, point.lat, seen, zone_code or "", _key("geo", ""))
+    prefix = settings.RELAY_REDIS_KEY_PREFIX
+    index_command.queue_position(pipe, prefix, member, point.lng, point.lat, seen, zone_code or "")
 
 
 def _write_database(rows: list[tuple[str, Point, int | None]]) -> None:
