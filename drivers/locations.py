@@ -180,12 +180,14 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
         return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
     pipe = client.pipeline(transaction=False)
     accepted = await aqueue_positions(pipe, driver_id, usable)
+    pipe.hgetall(trail.carried_key(driver_id))  # what the ping feeds (breadcrumbs, tracking): same round trip
     try:
-        await pipe.execute()
+        _, carried = await pipe.execute()
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
-    await trail.afollow(driver_id, usable)
+    if carried:
+        await trail.afollow(client, driver_id, carried, usable)
     return accepted
 
 

@@ -56,6 +56,10 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
     malformed = [
         ({"text_data": '{"type":"resume","data":[1]}'}, "invalid"),
         ({"text_data": '{"type":"location","data":"here"}'}, "invalid"),
+        (
+            {"text_data": '{"type":"location","data":{"lat":NaN,"lng":0,"recorded_at":"2026-01-01T00:00:00Z"}}'},
+            "invalid",
+        ),
         ({"text_data": "not json"}, "invalid_message"),
         ({"text_data": "[1, 2]"}, "invalid_message"),
         ({"bytes_data": b"\x00\x01"}, "invalid_message"),
