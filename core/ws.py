@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 import orjson
 from asgiref.sync import async_to_sync
 from channels.auth import get_user
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
@@ -47,6 +48,16 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
 
     kind = "socket"  # "driver", "ops", "track"
     counted = False
+
+    async def dispatch(self, message):
+        # Channels' own dispatch first hops to a thread to close stale database connections, on every message
+        # (each location of every driver, each push): a thread round trip per message, serialized on the one
+        # thread that runs all of the process's thread-sensitive calls. The consumers here touch the database
+        # only through database_sync_to_async, which does that itself around each call.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)

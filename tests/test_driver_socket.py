@@ -73,6 +73,25 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
     await communicator.disconnect()
 
 
+async def test_a_message_costs_no_thread_round_trip(zones, monkeypatch):
+    """Channels' dispatch hops to a thread before every message to close stale database connections; the
+    sockets' database calls do that themselves, so a message that needs no database never leaves the loop."""
+    from channels import consumer
+
+    hops = []
+
+    async def close_old_connections():
+        hops.append(1)
+
+    monkeypatch.setattr(consumer, "aclose_old_connections", close_old_connections)
+    communicator = await _driver_socket()
+    for _ in range(3):
+        await communicator.send_json_to({"type": "bogus"})
+        assert (await communicator.receive_json_from())["data"]["code"] == "unknown_type"
+    assert hops == []
+    await communicator.disconnect()
+
+
 async def test_a_failing_handler_answers_an_error_and_is_logged(zones, monkeypatch, caplog):
 
     from drivers import consumers
