@@ -20,9 +20,9 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import random
 import resource
+import sys
 import time
 from datetime import UTC, datetime
 
