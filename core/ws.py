@@ -2,8 +2,10 @@
 bad messages, sockets that close when the credentials they were opened with stop being valid, and the refusal
 of paths no consumer serves."""
 
+import asyncio
 import json
 import logging
+import weakref
 from urllib.parse import parse_qs
 
 import orjson
@@ -112,13 +114,80 @@ class UnknownPath(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_NOT_FOUND)
 
 
-# Every open authenticated socket is in this group; `recheck_socket_credentials` (a beat task, every 30 s) asks
-# them all to check their credentials again.
+# One member per server process that holds authenticated sockets (its `_CredentialChecks`), not one per socket:
+# `recheck_socket_credentials` (a beat task, every 30 s) asks each process to check all of its sockets again.
 CREDENTIAL_CHECK_GROUP = "sockets.credentials"
 
 
 def recheck_socket_credentials() -> None:
     async_to_sync(get_channel_layer().group_send)(CREDENTIAL_CHECK_GROUP, {"type": "credentials.recheck"})
+
+
+class _CredentialChecks:
+    """The authenticated sockets open on one event loop (one per server process), and the one task that checks
+    them all when `recheck_socket_credentials` asks: each kind of socket checks its sockets together
+    (`recheck_all`: the driver sockets in one query), and a revoked socket is told on its own channel, so it
+    closes from its own task, between two of its messages. The task runs while the loop holds such a socket."""
+
+    _by_loop: dict = {}
+
+    def __init__(self) -> None:
+        self.sockets: weakref.WeakSet[AuthenticatedConsumer] = weakref.WeakSet()
+        self.task: asyncio.Task | None = None
+        self.ready: asyncio.Future | None = None
+
+    @classmethod
+    def of_running_loop(cls) -> "_CredentialChecks":
+        loop = asyncio.get_running_loop()
+        checks = cls._by_loop.get(loop)
+        if checks is None:
+            checks = cls._by_loop[loop] = cls()
+        return checks
+
+    async def add(self, socket: "AuthenticatedConsumer") -> None:
+        """Once this returns, the next recheck reaches the socket."""
+        self.sockets.add(socket)
+        if self.task is None or self.task.done():
+            self.ready = asyncio.get_running_loop().create_future()
+            self.task = asyncio.create_task(self._listen(socket.channel_layer, self.ready))
+        await asyncio.shield(self.ready)
+
+    def discard(self, socket: "AuthenticatedConsumer") -> None:
+        self.sockets.discard(socket)
+        if not self.sockets and self.task is not None:
+            self.task.cancel()  # its channel and group membership go with it
+            self.task = None
+            self._by_loop.pop(asyncio.get_running_loop(), None)
+
+    async def _listen(self, layer, ready: asyncio.Future) -> None:
+        channel = None
+        try:
+            channel = await layer.new_channel()
+            await layer.group_add(CREDENTIAL_CHECK_GROUP, channel)
+        except Exception as exc:
+            ready.set_exception(exc)  # the sockets waiting in `add` fail to open, as a failed group_add did
+            return
+        ready.set_result(None)
+        try:
+            while True:
+                await layer.receive(channel)
+                try:
+                    await self._recheck()
+                except Exception:
+                    log.exception("checking the credentials of open sockets failed")
+                # Channel layers forget a group member after a day (group_expiry): joining again keeps a process
+                # whose sockets stay open longer within reach of the next check.
+                await layer.group_add(CREDENTIAL_CHECK_GROUP, channel)
+        finally:
+            await layer.group_discard(CREDENTIAL_CHECK_GROUP, channel)
+
+    async def _recheck(self) -> None:
+        by_kind: dict[type, list] = {}
+        for socket in self.sockets:
+            by_kind.setdefault(type(socket), []).append(socket)
+        for kind, sockets in by_kind.items():
+            for socket in await kind.recheck_all(sockets):
+                await socket.channel_layer.send(socket.channel_name, {"type": "credentials.revoked"})
 
 
 class AuthenticatedConsumer(JsonSocket):
@@ -127,7 +196,7 @@ class AuthenticatedConsumer(JsonSocket):
     stream closes it at the next recheck. Subclasses say who may hold the socket in `authorized_user`."""
 
     token_key: str | None = None
-    checking = False
+    checks: _CredentialChecks | None = None
 
     async def authorized_user(self, user):
         """The user if they may hold this socket now, else None."""
@@ -145,28 +214,30 @@ class AuthenticatedConsumer(JsonSocket):
             user = None
         return await self.authorized_user(user) if user is not None else None
 
+    @classmethod
+    async def recheck_all(cls, sockets: list) -> list:
+        """The sockets, all of this class, whose credentials are no longer valid. One check per socket here;
+        a subclass with many sockets checks them together."""
+        return [socket for socket in sockets if await socket.current_user() is None]
+
     async def authenticate(self):
         """At connect: the authorized user, or None to refuse the socket."""
         self.token_key = token_from_scope(self.scope)
         return await self.current_user()
 
     async def accept(self, subprotocol=None, headers=None):
-        await self.channel_layer.group_add(CREDENTIAL_CHECK_GROUP, self.channel_name)
-        self.checking = True
+        self.checks = _CredentialChecks.of_running_loop()
+        await self.checks.add(self)
         await super().accept(subprotocol, headers)
 
     async def disconnect(self, code):
         await super().disconnect(code)
-        if self.checking:
-            await self.channel_layer.group_discard(CREDENTIAL_CHECK_GROUP, self.channel_name)
+        if self.checks is not None:
+            self.checks.discard(self)
+            self.checks = None
 
-    async def credentials_recheck(self, event):
-        if await self.current_user() is None:
-            await self.close(code=CLOSE_UNAUTHORIZED)
-            return
-        # Channel layers forget a group member after a day (group_expiry): joining again keeps a socket that
-        # stays open longer within reach of the next check.
-        await self.channel_layer.group_add(CREDENTIAL_CHECK_GROUP, self.channel_name)
+    async def credentials_revoked(self, event):
+        await self.close(code=CLOSE_UNAUTHORIZED)
 
 
 class BrowserOriginValidator(OriginValidator):

@@ -10,8 +10,8 @@ from drivers.models import DriverMessage, DriverState
 from drivers.notifications import driver_group
 
 REPLAY_LIMIT = 500
-# The socket's credentials and its driver's state, in one query (drivers/credentials.py).
-_credential = database_sync_to_async(credentials.load)
+# The sockets' credentials and their drivers' states, in one query (drivers/credentials.py).
+_credentials = database_sync_to_async(credentials.load_many)
 
 
 @database_sync_to_async
@@ -25,12 +25,23 @@ class DriverConsumer(AuthenticatedConsumer):
     driver_id: str | None = None
     last_seq = 0
     # Whether pings are kept (an offline driver's are dropped): read with the credentials at connect and at every
-    # credential recheck (every 30 s), and kept current by `driver.state` messages, so a ping costs no query.
+    # credential recheck (every 30 s, all of the process's driver sockets in one query), and kept current by
+    # `driver.state` messages, so a ping costs no query.
     online = False
 
     async def current_user(self):
         # Drivers' apps authenticate by token only; the token must be a driver's.
-        entry = await _credential(self.token_key, None) if self.token_key else None
+        entry = (await _credentials([self.token_key], None)).get(self.token_key) if self.token_key else None
+        return self._hold(entry)
+
+    @classmethod
+    async def recheck_all(cls, sockets):
+        # A process's driver sockets in one query, not one per socket on the process's one database thread.
+        entries = await _credentials([socket.token_key for socket in sockets], None)
+        return [socket for socket in sockets if socket._hold(entries.get(socket.token_key)) is None]
+
+    def _hold(self, entry):
+        """The user id of a valid credential (and the driver's state, kept), or None."""
         if entry is None:
             return None
         self.driver_id, self.online = entry.driver_id, entry.online

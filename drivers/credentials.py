@@ -72,19 +72,23 @@ cache = _Cache()
 def load(key: str, version: str | None) -> DriverCredential | None:
     """The driver behind an active user's token, read from the database (one query); None for anything else
     (unknown token, inactive user, not a driver): the caller lets the full API answer those."""
-    row = (
-        Token.objects.filter(key=key, user__is_active=True, user__driver__isnull=False)
-        .values_list("user_id", "user__driver__id", "user__driver__state", "created")
-        .first()
+    return load_many([key], version).get(key)
+
+
+def load_many(keys: list[str], version: str | None) -> dict[str, DriverCredential]:
+    """`load` for many tokens in one query: the valid ones, by token."""
+    rows = Token.objects.filter(key__in=keys, user__is_active=True, user__driver__isnull=False).values_list(
+        "key", "user_id", "user__driver__id", "user__driver__state", "created"
     )
-    if row is None:
-        return None
-    user_id, driver_id, state, created = row
-    expires_at = (created + tokens.lifetime("driver")).timestamp()
-    if time.time() >= expires_at:
-        return None  # Django answers it: 401 token_expired
-    online = state != DriverState.OFFLINE
-    return DriverCredential(user_id, str(driver_id), online, version, time.monotonic(), expires_at)
+    now, loaded_at = time.time(), time.monotonic()
+    found = {}
+    for key, user_id, driver_id, state, created in rows:
+        expires_at = (created + tokens.lifetime("driver")).timestamp()
+        if now >= expires_at:
+            continue  # Django answers it: 401 token_expired
+        online = state != DriverState.OFFLINE
+        found[key] = DriverCredential(user_id, str(driver_id), online, version, loaded_at, expires_at)
+    return found
 
 
 def bump_version(user_id) -> None:

@@ -55,6 +55,20 @@ async def test_logout_closes_the_sockets_opened_with_that_token(zones):
     await untouched.disconnect()
 
 
+async def test_the_check_reaches_sockets_opened_after_all_earlier_ones_closed(zones):
+    """Each server process checks its sockets together while it holds any; it starts again with the next."""
+    first = await db(factories.DriverFactory)()
+    driver = await db(factories.DriverFactory)()
+    earlier, _ = await _open("/ws/driver/", first.user)
+    await earlier.disconnect()
+    socket, _ = await _open("/ws/driver/", driver.user)
+
+    driver.user.is_active = False
+    await db(driver.user.save)()
+    await _recheck()
+    assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
+
+
 async def test_a_deactivated_users_socket_closes(zones):
     driver = await db(factories.DriverFactory)()
     socket, _ = await _open("/ws/driver/", driver.user)
