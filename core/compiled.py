@@ -1,26 +1,32 @@
 """Hot reads compiled by the ORM once per shape, then run with new values (issue 12).
 
-Compiling a queryset to SQL costs more CPU than PostgreSQL spends running it when the query has correlated
-subqueries: dispatch's candidate query spent 2.25 of its 3.8 ms of CPU compiling. A `CompiledRead` keeps the
-ORM as the one definition of the query (so every database backend gets its own SQL, SQLite included): it
-builds the queryset with placeholder UUIDs, compiles it once per shape (backend, and the length of each list
-argument), remembers where the placeholders landed among the parameters, and from then on only swaps in the
-call's values and executes. Rows come back as the queryset's `values_list` tuples, through the same converters
-the ORM applies (SQLite's UUIDs, datetimes and booleans). Only UUID arguments vary; every other value in the
-query is part of its shape and must not change between calls.
+Compiling a queryset to SQL can cost more CPU than PostgreSQL spends running it: dispatch's candidate query,
+with its correlated subqueries, spent 2.25 of its 3.8 ms of CPU compiling. A `CompiledRead` keeps the ORM as
+the one definition of the query (so every database backend gets its own SQL, SQLite included): it builds the
+queryset with placeholder values, compiles it once per shape (database, and the length of each list argument),
+remembers where the placeholders landed among the parameters, and from then on only swaps in the call's values
+(prepared by the argument's field, as the ORM prepares them) and executes. Rows come back as the queryset's
+`values_list` tuples, through the converters the ORM applies (SQLite's UUIDs, datetimes and booleans). Only
+the declared arguments vary: every other value in the query is part of its shape and must not change.
 """
 
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import QuerySet
 
-_UUID = models.UUIDField()
-_PLACEHOLDER_BASE = 0x5E1A7_0000_0000_0000_0000_0000_0000  # an arbitrary UUID range no row uses
+# The kinds of argument, by the field that prepares their values for the database.
+UUID = models.UUIDField()
+TEXT = models.CharField()
+INTEGER = models.BigIntegerField()
 
-Argument = uuid.UUID | str | Sequence[uuid.UUID | str]
+# Placeholders are values no constant of these queries uses (one that did would fail the compilation, never
+# silently). Integers stay inside a small integer's range: out of a field's range the ORM drops the condition.
+_PLACEHOLDER_UUID = 0x5E1A7_0000_0000_0000_0000_0000_0000
+_PLACEHOLDER_INTEGER = 32_000
 
 
 @dataclass(frozen=True)
@@ -31,28 +37,37 @@ class _Compiled:
     converters: tuple[tuple[int, tuple, object], ...]  # (column, converter functions, expression)
 
 
-class CompiledRead:
-    """`read = CompiledRead(Model, build)`, where `build(*uuid_or_uuid_lists)` returns a `values_list` queryset
-    of `Model`; `read(*args)` returns its rows as tuples, from the database the router picks for reading `Model`.
-    A list argument must not be empty (an empty `IN` is no query at all: the caller knows there are no rows)."""
+_NO_ROWS = _Compiled("", (), (), ())  # the shape matches nothing (an empty IN list): no query at all
 
-    def __init__(self, model: type[models.Model], build: Callable[..., QuerySet]) -> None:
+
+class CompiledRead:
+    """`read = CompiledRead(Model, build, (UUID, [TEXT]))`: `build(*args)` returns a `values_list` queryset of
+    `Model`; each argument is one value or (in brackets) a list of values of that kind. `read(*args)` returns
+    the rows as tuples, from the database the router picks for reading `Model`."""
+
+    def __init__(self, model: type[models.Model], build: Callable[..., QuerySet], kinds: Sequence) -> None:
         self._model, self._build = model, build
+        self._kinds = [(kind[0], True) if isinstance(kind, list) else (kind, False) for kind in kinds]
         self._compiled: dict[tuple, _Compiled] = {}
 
-    def __call__(self, *args: Argument) -> list[tuple]:
-        lists = tuple(None if isinstance(arg, uuid.UUID | str) else len(arg) for arg in args)
-        values = [value for arg, size in zip(args, lists, strict=True) for value in ([arg] if size is None else arg)]
-        if 0 in lists:
-            raise ValueError("an empty list argument")
+    def __call__(self, *args) -> list[tuple]:
+        sizes = tuple(len(arg) if is_list else None for arg, (_, is_list) in zip(args, self._kinds, strict=True))
         connection = connections[router.db_for_read(self._model)]
-        key = (connection.alias, connection.vendor, lists)
+        key = (connection.alias, connection.vendor, sizes)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = self._compile(connection, lists)
+            compiled = self._compiled[key] = self._compile(connection, sizes)
+        if compiled is _NO_ROWS:
+            return []
+        values = [
+            (kind, value)
+            for arg, (kind, is_list) in zip(args, self._kinds, strict=True)
+            for value in (arg if is_list else [arg])
+        ]
         params = list(compiled.params)
         for slot, index in compiled.slots:
-            params[slot] = _UUID.get_db_prep_value(values[index], connection)
+            kind, value = values[index]
+            params[slot] = kind.get_db_prep_value(value, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
@@ -60,19 +75,21 @@ class CompiledRead:
             return rows
         return [_convert(row, compiled.converters, connection) for row in rows]
 
-    def _compile(self, connection, lists: tuple[int | None, ...]) -> _Compiled:
-        args, placeholders, start = [], [], 0
-        for size in lists:
-            chosen = _placeholders(start, size or 1)  # None: one value
-            args.append(chosen[0] if size is None else chosen)
-            placeholders += chosen
-            start += len(chosen)
+    def _compile(self, connection, sizes: tuple[int | None, ...]) -> _Compiled:
+        args, prepared = [], {}
+        for (kind, is_list), size in zip(self._kinds, sizes, strict=True):
+            chosen = [_placeholder(kind, len(prepared) + i) for i in range(size if is_list else 1)]
+            for value in chosen:
+                prepared[kind.get_db_prep_value(value, connection)] = len(prepared)
+            args.append(chosen if is_list else chosen[0])
         compiler = self._build(*args).query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        prepared = {_UUID.get_db_prep_value(value, connection): index for index, value in enumerate(placeholders)}
-        slots = tuple((slot, prepared[param]) for slot, param in enumerate(params) if _hashable(param) in prepared)
-        if sorted(index for _, index in slots) != list(range(len(placeholders))):
-            raise ValueError("every UUID argument must appear exactly once among the compiled query's parameters")
+        try:
+            sql, params = compiler.as_sql()
+        except EmptyResultSet:
+            return _NO_ROWS
+        slots = tuple((slot, prepared[param]) for slot, param in enumerate(params) if _key(param) in prepared)
+        if sorted(index for _, index in slots) != list(range(len(prepared))):
+            raise ValueError("every argument value must appear exactly once among the compiled query's parameters")
         columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
         converters = compiler.get_converters(columns)
         return _Compiled(
@@ -83,11 +100,15 @@ class CompiledRead:
         )
 
 
-def _placeholders(start: int, count: int) -> list[uuid.UUID]:
-    return [uuid.UUID(int=_PLACEHOLDER_BASE + start + i) for i in range(count)]
+def _placeholder(kind: models.Field, index: int):
+    if isinstance(kind, models.UUIDField):
+        return uuid.UUID(int=_PLACEHOLDER_UUID + index)
+    if isinstance(kind, models.IntegerField):
+        return _PLACEHOLDER_INTEGER + index
+    return f"relay-placeholder-{index}"
 
 
-def _hashable(param):
+def _key(param):
     try:
         hash(param)
     except TypeError:

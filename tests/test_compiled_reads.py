@@ -3,6 +3,7 @@ the queryset it was compiled from (on SQLite too: the ORM's converters still app
 
 import pytest
 
+from core import compiled
 from core.compiled import CompiledRead
 from drivers.models import Driver
 from tests import factories
@@ -15,12 +16,25 @@ def _drivers(ids):
 
 
 def test_a_compiled_read_answers_each_call_with_its_own_values(zones):
-    read = CompiledRead(Driver, _drivers)
+    read = CompiledRead(Driver, _drivers, ([compiled.UUID],))
     a, b, c = (factories.DriverFactory() for _ in range(3))
     for ids in ([a.pk, b.pk], [b.pk, c.pk], [str(c.pk), str(a.pk)], [b.pk]):  # two shapes, the first one reused
         assert read(ids) == list(_drivers(ids))
 
 
-def test_a_list_argument_must_not_be_empty(zones):
-    with pytest.raises(ValueError):
-        CompiledRead(Driver, _drivers)([])
+def test_an_empty_list_is_no_rows_without_a_query(zones, django_assert_num_queries):
+    factories.DriverFactory()
+    with django_assert_num_queries(0):
+        assert CompiledRead(Driver, _drivers, ([compiled.UUID],))([]) == []
+
+
+def test_text_and_integer_arguments(zones):
+    a, b = factories.DriverFactory(capacity=2), factories.DriverFactory(capacity=3)
+
+    def named(name, capacity):
+        return Driver.objects.filter(name=name, capacity__gte=capacity).values_list("pk")
+
+    read = CompiledRead(Driver, named, (compiled.TEXT, compiled.INTEGER))
+    assert read(a.name, 2) == [(a.pk,)]
+    assert read(b.name, 3) == [(b.pk,)]
+    assert read(b.name, 4) == []

@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from core import compiled
 from core.audit import Actor, atomic_action, record_event
 from core.compiled import CompiledRead
 from core.queue import enqueue_on_commit
@@ -197,7 +198,7 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
             )
         else:
             candidates.append(Candidate(driver, hit.distance_km, to_pickup))
-    excluded.extend(_out_of_reach(zone_codes, exclude=set(ids), now=now))
+    excluded.extend(_out_of_reach(zone_codes, exclude=ids, now=now))
     candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
     return Decision(candidates, excluded, area)
 
@@ -225,20 +226,27 @@ def _candidate_query(delivery_id, ids):
 
 
 # Compiled once per number of drivers found (at most CANDIDATE_POOL shapes): compiling was most of its CPU.
-_candidate_read = CompiledRead(Driver, _candidate_query)
+_candidate_read = CompiledRead(Driver, _candidate_query, (compiled.UUID, [compiled.UUID]))
 
 
 def _candidate_rows(delivery: Delivery, ids: list[str]) -> list[CandidateRow]:
-    return [CandidateRow._make(row) for row in _candidate_read(delivery.pk, ids)] if ids else []
+    return [CandidateRow._make(row) for row in _candidate_read(delivery.pk, ids)]
 
 
-def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, limit: int = 20) -> list[dict]:
+OUT_OF_REACH_LISTED = 20
+
+
+def _out_of_reach_query(zone_codes, exclude):
+    rows = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__in=zone_codes).exclude(pk__in=exclude)
+    return rows.values_list("pk", "name", "last_seen_at")[:OUT_OF_REACH_LISTED]
+
+
+# Compiled once per number of zones searched and of drivers found.
+_out_of_reach_read = CompiledRead(Driver, _out_of_reach_query, ([compiled.TEXT], [compiled.UUID]))
+
+
+def _out_of_reach(zone_codes: list[str], *, exclude: list[str], now: datetime) -> list[dict]:
     """Available drivers of the searched zones the location search did not return: stale or too far."""
-    rows = (
-        Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__in=zone_codes)
-        .exclude(pk__in=exclude)
-        .values_list("pk", "name", "last_seen_at")[:limit]
-    )
     fresh_after = now - timedelta(seconds=FRESH_LOCATION_S)
     return [
         {
@@ -246,7 +254,7 @@ def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, li
             "name": name,
             "reason": "stale_location" if seen is None or seen < fresh_after else "too_far",
         }
-        for pk, name, seen in rows
+        for pk, name, seen in _out_of_reach_read(zone_codes, exclude)
     ]
 
 
