@@ -1,10 +1,14 @@
 """core.compiled: a read compiled once per shape answers every later call with that call's values, exactly as
-the queryset it was compiled from (on SQLite too: the ORM's converters still apply)."""
+the queryset it was compiled from (on SQLite too: the ORM's converters still apply); and the token read built
+on it gives what select_related gave, in one query."""
 
 import pytest
+from rest_framework.authtoken.models import Token
 
 from core import compiled
 from core.compiled import CompiledRead
+from core.permissions import role_of
+from core.tokens import _with_user, expires_at
 from drivers.models import Driver
 from tests import factories
 
@@ -38,3 +42,18 @@ def test_text_and_integer_arguments(zones):
     assert read(a.name, 2) == [(a.pk,)]
     assert read(b.name, 3) == [(b.pk,)]
     assert read(b.name, 4) == []
+
+
+@pytest.mark.parametrize("role", ["driver", "merchant", "ops"])
+def test_a_token_is_read_with_its_user_and_role_in_one_query(zones, role, django_assert_num_queries):
+    user = {
+        "driver": lambda: factories.DriverFactory().user,
+        "merchant": lambda: factories.MerchantFactory().user,
+        "ops": factories.OpsUserFactory,
+    }[role]()
+    key = Token.objects.create(user=user).key
+    with django_assert_num_queries(1):
+        token = _with_user(key)
+        assert (token.user.pk, token.user.username, role_of(token.user)) == (user.pk, user.username, role)
+        assert expires_at(token) > token.created  # reads the role: no query either
+    assert _with_user("no-such-key") is None
