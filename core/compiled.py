@@ -5,9 +5,11 @@ with its correlated subqueries, spent 2.25 of its 3.8 ms of CPU compiling. A `Co
 the one definition of the query (so every database backend gets its own SQL, SQLite included): it builds the
 queryset with placeholder values, compiles it once per shape (database, and the length of each list argument),
 remembers where the placeholders landed among the parameters, and from then on only swaps in the call's values
-(prepared by the argument's field, as the ORM prepares them) and executes. Rows come back as the queryset's
-`values_list` tuples, through the converters the ORM applies (SQLite's UUIDs, datetimes and booleans). Only
-the declared arguments vary: every other value in the query is part of its shape and must not change.
+(prepared by the argument's field, as the ORM prepares them) and executes. Rows come back through the
+converters the ORM applies (SQLite's UUIDs, datetimes and booleans): as tuples (`read(...)`, for a
+`values_list` queryset) or as model instances (`read.instances(...)`, for a model queryset, select_related
+included), built by the ORM's own code for a row. Only the declared arguments vary: every other value in the
+query is part of its shape and must not change.
 """
 
 import uuid
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import QuerySet
+from django.db.models.query import get_related_populators
 
 # The kinds of argument, by the field that prepares their values for the database.
 UUID = models.UUIDField()
@@ -35,6 +38,8 @@ class _Compiled:
     params: tuple
     slots: tuple[tuple[int, int], ...]  # (position among the parameters, position among the call's values)
     converters: tuple[tuple[int, tuple, object], ...]  # (column, converter functions, expression)
+    klass_info: dict | None = None  # a model query's: what ModelIterable builds instances from
+    select: tuple = ()
 
 
 _NO_ROWS = _Compiled("", (), (), ())  # the shape matches nothing (an empty IN list): no query at all
@@ -51,6 +56,29 @@ class CompiledRead:
         self._compiled: dict[tuple, _Compiled] = {}
 
     def __call__(self, *args) -> list[tuple]:
+        return self._run(args)[1]
+
+    def instances(self, *args) -> list[models.Model]:
+        """The rows as model instances, as iterating the queryset would give them (its select_related too)."""
+        compiled, rows = self._run(args)
+        if not rows:
+            return []
+        klass_info, select = compiled.klass_info, compiled.select
+        if klass_info is None or len(select) != len(rows[0]):
+            raise TypeError("instances() needs a model queryset without annotations")
+        start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+        names = [column.target.attname for column, _, _ in select[start:end]]
+        db = router.db_for_read(self._model)
+        populators = get_related_populators(klass_info, list(select), db)
+        built = []
+        for row in rows:
+            instance = klass_info["model"].from_db(db, names, row[start:end])
+            for populator in populators:
+                populator.populate(row, instance)
+            built.append(instance)
+        return built
+
+    def _run(self, args) -> tuple[_Compiled, list[tuple]]:
         sizes = tuple(len(arg) if is_list else None for arg, (_, is_list) in zip(args, self._kinds, strict=True))
         connection = connections[router.db_for_read(self._model)]
         key = (connection.alias, connection.vendor, sizes)
@@ -58,7 +86,7 @@ class CompiledRead:
         if compiled is None:
             compiled = self._compiled[key] = self._compile(connection, sizes)
         if compiled is _NO_ROWS:
-            return []
+            return compiled, []
         values = [
             (kind, value)
             for arg, (kind, is_list) in zip(args, self._kinds, strict=True)
@@ -71,9 +99,9 @@ class CompiledRead:
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
-        if not compiled.converters:
-            return rows
-        return [_convert(row, compiled.converters, connection) for row in rows]
+        if compiled.converters:
+            rows = [_convert(row, compiled.converters, connection) for row in rows]
+        return compiled, rows
 
     def _compile(self, connection, sizes: tuple[int | None, ...]) -> _Compiled:
         args, prepared = [], {}
@@ -97,6 +125,8 @@ class CompiledRead:
             tuple(params),
             slots,
             tuple((column, tuple(functions), expression) for column, (functions, expression) in converters.items()),
+            compiler.klass_info,
+            tuple(compiler.select),
         )
 
 

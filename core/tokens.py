@@ -1,11 +1,9 @@
 """API tokens (API.md, Auth): one per user, expiring a role's lifetime after it was issued, revoked by logout.
 Sockets opened with a token close when it stops being valid (`core.ws`)."""
 
-import functools
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models, router
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
@@ -48,51 +46,18 @@ def revoke_token(token: Token) -> None:
     Token.objects.filter(pk=token.pk).delete()
 
 
-# The role lookups of `expires_at` and of the permission classes read the profiles joined here.
-PROFILES = ("driver", "merchant")
-
-
-@functools.cache
-def _joined() -> list[tuple[type[models.Model], str, models.Field | models.ForeignObjectRel | None]]:
-    """The models read with a token, in column order: (model, lookup prefix, the relation it hangs from)."""
-    user_field = Token._meta.get_field("user")
-    joined = [(Token, "", None), (user_field.related_model, "user__", user_field)]
-    for name in PROFILES:
-        profile = user_field.related_model._meta.get_field(name)
-        joined.append((profile.related_model, f"user__{name}__", profile))
-    return joined
-
-
 def _token_query(key):
-    columns = [f"{prefix}{field.attname}" for model, prefix, _ in _joined() for field in model._meta.concrete_fields]
-    return Token.objects.filter(key=key).values_list(*columns)
+    # The role lookups of `expires_at` and of the permission classes read the profiles joined here.
+    return Token.objects.select_related("user", "user__driver", "user__merchant").filter(key=key)
 
 
-# Every API request reads its token: compiled once (core.compiled), the objects built from the row as
-# select_related("user", "user__driver", "user__merchant") would build them.
+# Every API request reads its token: compiled once (core.compiled).
 _token_read = CompiledRead(Token, _token_query, (compiled.TEXT,))
 
 
 def _with_user(key: str) -> Token | None:
-    rows = _token_read(key)
-    if not rows:
-        return None
-    row, start, db = rows[0], 0, router.db_for_read(Token)
-    token = user = None
-    for model, _, relation in _joined():
-        names = [field.attname for field in model._meta.concrete_fields]
-        values, start = row[start : start + len(names)], start + len(names)
-        present = values[names.index(model._meta.pk.attname)] is not None  # a profile's columns are NULL without one
-        instance = model.from_db(db, names, values) if present else None
-        if relation is None:
-            token = instance
-            continue
-        parent = token if user is None else user
-        relation.set_cached_value(parent, instance)  # None: no such profile, known without a query
-        if instance is not None:
-            relation.remote_field.set_cached_value(instance, parent)
-        user = user or instance
-    return token
+    found = _token_read.instances(key)
+    return found[0] if found else None
 
 
 def valid_token(key: str | None) -> Token | None:

@@ -23,6 +23,7 @@ from deliveries.services.escalations import raise_escalation_locked
 from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift, Vehicle
 from drivers.notifications import notify_driver
+from drivers.services import lock_driver
 from zones.models import Band
 from zones.selectors import band_in_force, bands_in_force, surge_in_force
 
@@ -355,7 +356,7 @@ def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: d
 
 def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, actor: Actor, now) -> Offer | None:
     # Lock the driver (delivery, then offer, then driver) and check again: it may have changed since the search.
-    driver = Driver.objects.select_for_update().get(pk=candidate.driver.pk)
+    driver = lock_driver(candidate.driver.pk)
     if driver.state != DriverState.AVAILABLE:
         return None
     try:
