@@ -15,6 +15,7 @@ query is part of its shape and must not change.
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
@@ -25,11 +26,13 @@ from django.db.models.query import get_related_populators
 UUID = models.UUIDField()
 TEXT = models.CharField()
 INTEGER = models.BigIntegerField()
+DATETIME = models.DateTimeField()
 
 # Placeholders are values no constant of these queries uses (one that did would fail the compilation, never
 # silently). Integers stay inside a small integer's range: out of a field's range the ORM drops the condition.
 _PLACEHOLDER_UUID = 0x5E1A7_0000_0000_0000_0000_0000_0000
 _PLACEHOLDER_INTEGER = 32_000
+_PLACEHOLDER_DATETIME = datetime(1901, 2, 3, 4, 5, 6, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ def _placeholder(kind: models.Field, index: int):
         return uuid.UUID(int=_PLACEHOLDER_UUID + index)
     if isinstance(kind, models.IntegerField):
         return _PLACEHOLDER_INTEGER + index
+    if isinstance(kind, models.DateTimeField):
+        return _PLACEHOLDER_DATETIME + timedelta(seconds=index)
     return f"relay-placeholder-{index}"
 
 

@@ -2,7 +2,10 @@
 the queryset it was compiled from (on SQLite too: the ORM's converters still apply); and the token read built
 on it gives what select_related gave, in one query."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from core import compiled
@@ -32,16 +35,18 @@ def test_an_empty_list_is_no_rows_without_a_query(zones, django_assert_num_queri
         assert CompiledRead(Driver, _drivers, ([compiled.UUID],))([]) == []
 
 
-def test_text_and_integer_arguments(zones):
+def test_text_integer_and_datetime_arguments(zones, clock):
     a, b = factories.DriverFactory(capacity=2), factories.DriverFactory(capacity=3)
 
-    def named(name, capacity):
-        return Driver.objects.filter(name=name, capacity__gte=capacity).values_list("pk")
+    def named(name, capacity, since):
+        return Driver.objects.filter(name=name, capacity__gte=capacity, state_changed_at__gte=since).values_list("pk")
 
-    read = CompiledRead(Driver, named, (compiled.TEXT, compiled.INTEGER))
-    assert read(a.name, 2) == [(a.pk,)]
-    assert read(b.name, 3) == [(b.pk,)]
-    assert read(b.name, 4) == []
+    read = CompiledRead(Driver, named, (compiled.TEXT, compiled.INTEGER, compiled.DATETIME))
+    now = timezone.now()
+    assert read(a.name, 2, now) == [(a.pk,)]
+    assert read(b.name, 3, now) == [(b.pk,)]
+    assert read(b.name, 4, now) == []
+    assert read(b.name, 3, now + timedelta(seconds=1)) == []
 
 
 @pytest.mark.parametrize("role", ["driver", "merchant", "ops"])
