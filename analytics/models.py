@@ -4,15 +4,23 @@ from drivers.models import Driver
 from zones.models import Zone
 
 
-class ZoneDay(models.Model):
-    """The KPI facts of one zone on one of its local days (the nightly rollup). `facts` holds additive figures
-    (counts, sums, lists of durations) so any range of days sums exactly, percentiles included
+class DayFacts(models.Model):
+    """The KPI facts of one subject (a zone, a driver) on one local day (the nightly rollup). `facts` holds
+    additive figures (counts, sums, lists of durations) so any range of days sums exactly, percentiles included
     (`analytics.kpis.summarise_deliveries`)."""
 
-    zone = models.ForeignKey(Zone, on_delete=models.CASCADE, related_name="+")
     day = models.DateField()
     facts = models.JSONField()
     computed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class ZoneDay(DayFacts):
+    """A zone's facts on one of its local days."""
+
+    zone = models.ForeignKey(Zone, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
         ordering = ["-day", "zone"]
@@ -22,13 +30,10 @@ class ZoneDay(models.Model):
         return f"{self.zone_id} {self.day}"
 
 
-class DriverDay(models.Model):
-    """The KPI facts of one driver on one local day of the driver's home zone (the nightly rollup)."""
+class DriverDay(DayFacts):
+    """A driver's facts on one local day of the driver's home zone."""
 
     driver = models.ForeignKey(Driver, on_delete=models.CASCADE, related_name="+")
-    day = models.DateField()
-    facts = models.JSONField()
-    computed_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-day", "driver"]

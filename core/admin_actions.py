@@ -38,7 +38,7 @@ class NoteForm(forms.Form):
     note = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
 
 
-def note_or_form_page(
+def _note_or_form_page(
     modeladmin, request, queryset, *, title: str, note_label: str, submit: str, label: Callable = str
 ):
     """An intermediate page asking for a note before a bulk action. Returns the note once the page was
@@ -58,3 +58,26 @@ def note_or_form_page(
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
     }
     return TemplateResponse(request, "admin/relay/action_note.html", context)
+
+
+def apply_each_with_note(
+    modeladmin,
+    request,
+    queryset,
+    apply: Callable,
+    *,
+    title: str,
+    note_label: str,
+    submit: str,
+    done: str,
+    label: Callable = str,
+):
+    """A bulk action that needs a note (a reason, what was done): the page asking for it until one is submitted,
+    then `apply(row, note)` for each row as `apply_each` does. The action returns what this returns."""
+    note = _note_or_form_page(
+        modeladmin, request, queryset, title=title, note_label=note_label, submit=submit, label=label
+    )
+    if not isinstance(note, str):
+        return note
+    apply_each(modeladmin, request, queryset, lambda row: apply(row, note), done=done, label=label)
+    return None

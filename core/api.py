@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import DomainError
+from core.inputs import read_input
 from core.permissions import role_of
 from core.throttling import LOGIN_THROTTLES
 from core.tokens import expires_at, issue_token, revoke_token
@@ -35,9 +36,8 @@ class TokenView(APIView):
         },
     )
     def post(self, request):
-        data = TokenInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        user = authenticate(request, **data.validated_data)
+        data = read_input(TokenInput, request)
+        user = authenticate(request, **data)
         role = role_of(user)
         if user is None or role is None:
             raise DomainError(

@@ -3,6 +3,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.inputs import read_input
 from core.permissions import IsDriver
 from drivers import locations
 from drivers.models import DriverState
@@ -38,9 +39,8 @@ class LocationsView(APIView):
         },
     )
     def post(self, request):
-        data = LocationBatchInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        points = points_from(data.validated_data["points"])
+        data = read_input(LocationBatchInput, request)
+        points = points_from(data["points"])
         driver = request.user.driver
         accepted = locations.record_positions(driver.pk, points, online=driver.state != DriverState.OFFLINE)
         return Response({"accepted": accepted, "dropped": len(points) - accepted}, status=status.HTTP_202_ACCEPTED)

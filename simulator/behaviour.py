@@ -8,6 +8,16 @@ ANSWERS = ("accept", "decline", "ignore")
 DECLINE_REASONS = ("too_far", "busy", "vehicle", "other")
 
 
+def _roll(rng: random.Random, odds: list[tuple[float, str]], *, otherwise: str) -> str:
+    """One roll of `rng` against `(chance, outcome)` odds taken in turn; past all of them, `otherwise`."""
+    roll, bound = rng.random(), 0.0
+    for chance, outcome in odds:
+        bound += chance
+        if roll < bound:
+            return outcome
+    return otherwise
+
+
 @dataclass(frozen=True)
 class Mix:
     """Shares of offers accepted, declined (with a reason) and ignored (left to expire)."""
@@ -38,12 +48,7 @@ class Mix:
         return cls(**{name: share / total for name, share in shares.items()})
 
     def choose(self, rng: random.Random) -> str:
-        roll = rng.random()
-        if roll < self.accept:
-            return "accept"
-        if roll < self.accept + self.decline:
-            return "decline"
-        return "ignore"
+        return _roll(rng, [(self.accept, "accept"), (self.decline, "decline")], otherwise="ignore")
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,7 @@ class Habits:
 
     def after_delivery(self, rng: random.Random) -> str:
         """What a driver does once a delivery is done: `work` on, take a `break`, or go `stale`."""
-        roll = rng.random()
-        if roll < self.stale_chance:
-            return "stale"
-        if roll < self.stale_chance + self.break_chance:
-            return "break"
-        return "work"
+        return _roll(rng, [(self.stale_chance, "stale"), (self.break_chance, "break")], otherwise="work")
 
     def releases(self, rng: random.Random) -> bool:
         return rng.random() < self.release_chance

@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 
-from core.admin_actions import Skipped, apply_each, note_or_form_page
+from core.admin_actions import Skipped, apply_each, apply_each_with_note
 from core.admin_bases import RecordAdmin
 from core.audit import Actor
 from core.errors import DomainError
@@ -184,24 +184,15 @@ class DeliveryAdmin(RecordAdmin):
 
     @admin.action(description="Cancel…", permissions=["change"])
     def cancel_deliveries(self, request, queryset):
-        reason = note_or_form_page(
+        actor = Actor.ops(request.user)
+        return apply_each_with_note(
             self,
             request,
             queryset,
+            lambda delivery, reason: cancel_delivery(delivery.pk, actor=actor, reason=reason),
             title="Cancel deliveries",
             note_label="Reason",
             submit="Cancel these deliveries",
-            label=_external_id,
-        )
-        if not isinstance(reason, str):
-            return reason
-        actor = Actor.ops(request.user)
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda delivery: cancel_delivery(delivery.pk, actor=actor, reason=reason),
             done="Cancelled",
             label=_external_id,
         )
-        return None

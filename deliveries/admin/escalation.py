@@ -4,7 +4,7 @@ Escalations change only through those actions, so each change is audited and pus
 from django.contrib import admin
 from django.utils import timezone
 
-from core.admin_actions import apply_each, note_or_form_page
+from core.admin_actions import apply_each, apply_each_with_note
 from core.admin_bases import RecordAdmin
 from core.audit import Actor
 from deliveries import timeline
@@ -54,23 +54,14 @@ class EscalationAdmin(RecordAdmin):
 
     @admin.action(description="Resolve…", permissions=["change"])
     def resolve(self, request, queryset):
-        note = note_or_form_page(
+        return apply_each_with_note(
             self,
             request,
             queryset,
+            lambda escalation, note: resolve_escalation(escalation.pk, actor=Actor.ops(request.user), note=note),
             title="Resolve escalations",
             note_label="What was done",
             submit="Resolve",
-            label=_label,
-        )
-        if not isinstance(note, str):
-            return note
-        apply_each(
-            self,
-            request,
-            queryset,
-            lambda escalation: resolve_escalation(escalation.pk, actor=Actor.ops(request.user), note=note),
             done="Resolved",
             label=_label,
         )
-        return None

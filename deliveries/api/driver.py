@@ -4,6 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
+from core.inputs import read_input
 from core.permissions import IsDriver
 from deliveries.models import Delivery, Offer, OfferStatus
 from deliveries.serializers import (
@@ -83,9 +84,8 @@ class AvailabilityView(APIView):
         responses={200: inline_serializer("AvailabilityResult", {"state": serializers.CharField()})},
     )
     def post(self, request):
-        data = AvailabilityInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        driver = availability.set_availability(data.validated_data["state"], actor=_actor(request))
+        data = read_input(AvailabilityInput, request)
+        driver = availability.set_availability(data["state"], actor=_actor(request))
         return Response({"state": driver.state, "state_changed_at": driver.state_changed_at})
 
 
@@ -118,9 +118,8 @@ class OfferDeclineView(APIView):
 
     @extend_schema(request=DeclineInput, responses={200: OfferSerializer})
     def post(self, request, pk):
-        data = DeclineInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        offer = offers.decline_offer(pk, actor=_actor(request), **data.validated_data)
+        data = read_input(DeclineInput, request)
+        offer = offers.decline_offer(pk, actor=_actor(request), **data)
         return Response(OfferSerializer(offer).data)
 
 
@@ -153,9 +152,8 @@ class DeliverView(APIView):
 
     @extend_schema(request=DeliverInput, responses={200: DriverDeliverySerializer})
     def post(self, request, pk):
-        data = DeliverInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        delivery = progress.deliver_delivery(pk, actor=_actor(request), proof=data.validated_data.get("proof"))
+        data = read_input(DeliverInput, request)
+        delivery = progress.deliver_delivery(pk, actor=_actor(request), proof=data.get("proof"))
         return Response(DriverDeliverySerializer(delivery).data)
 
 
@@ -164,9 +162,8 @@ class FailView(APIView):
 
     @extend_schema(request=ReasonInput, responses={200: DriverDeliverySerializer})
     def post(self, request, pk):
-        data = ReasonInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        delivery = progress.fail_delivery(pk, actor=_actor(request), reason=data.validated_data["reason"])
+        data = read_input(ReasonInput, request)
+        delivery = progress.fail_delivery(pk, actor=_actor(request), reason=data["reason"])
         return Response(DriverDeliverySerializer(delivery).data)
 
 
@@ -175,7 +172,6 @@ class ReleaseView(APIView):
 
     @extend_schema(request=ReasonInput, responses={200: DriverDeliverySerializer})
     def post(self, request, pk):
-        data = ReasonInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        delivery = reassignment.release_delivery(pk, actor=_actor(request), reason=data.validated_data["reason"])
+        data = read_input(ReasonInput, request)
+        delivery = reassignment.release_delivery(pk, actor=_actor(request), reason=data["reason"])
         return Response(DriverDeliverySerializer(delivery).data)

@@ -4,6 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
+from core.inputs import read_input
 from core.permissions import IsMerchant
 from deliveries.models import Delivery
 from deliveries.serializers import (
@@ -42,9 +43,8 @@ class DeliveryListCreateView(generics.ListAPIView):
 
     @extend_schema(request=DeliveryCreateInput, responses={201: MerchantDeliveryDetailSerializer})
     def post(self, request):
-        data = DeliveryCreateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        delivery, created = create_delivery(merchant=request.user.merchant, data=data.validated_data)
+        data = read_input(DeliveryCreateInput, request)
+        delivery, created = create_delivery(merchant=request.user.merchant, data=data)
         return Response(
             MerchantDeliveryDetailSerializer(delivery).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -64,9 +64,6 @@ class DeliveryCancelView(APIView):
 
     @extend_schema(request=ReasonInput, responses={200: MerchantDeliveryDetailSerializer})
     def post(self, request, pk):
-        data = ReasonInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        delivery = cancel_delivery(
-            pk, actor=Actor.merchant(request.user.merchant), reason=data.validated_data["reason"]
-        )
+        data = read_input(ReasonInput, request)
+        delivery = cancel_delivery(pk, actor=Actor.merchant(request.user.merchant), reason=data["reason"])
         return Response(MerchantDeliveryDetailSerializer(delivery).data)

@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
+from core.inputs import read_input
 from core.permissions import IsOps
 from deliveries import messages
 from deliveries.models import Escalation, EscalationStatus
@@ -28,12 +29,11 @@ class ReassignView(APIView):
 
     @extend_schema(request=ReassignInput, responses={200: MerchantDeliveryDetailSerializer})
     def post(self, request, pk):
-        data = ReassignInput(data=request.data)
-        data.is_valid(raise_exception=True)
+        data = read_input(ReassignInput, request)
         delivery = reassignment.reassign_as_ops_ask(
             pk,
-            driver_id=data.validated_data.get("driver_id"),
-            force=data.validated_data["force"],
+            driver_id=data.get("driver_id"),
+            force=data["force"],
             actor=Actor.ops(request.user),
         )
         delivery.refresh_from_db()
@@ -73,9 +73,8 @@ class EscalationResolveView(APIView):
 
     @extend_schema(request=NoteInput, responses={200: EscalationSerializer})
     def post(self, request, pk):
-        data = NoteInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        escalation = escalations.resolve_escalation(pk, actor=Actor.ops(request.user), note=data.validated_data["note"])
+        data = read_input(NoteInput, request)
+        escalation = escalations.resolve_escalation(pk, actor=Actor.ops(request.user), note=data["note"])
         return Response(EscalationSerializer(escalation).data)
 
 
