@@ -276,7 +276,7 @@ class OptionalMethodField(serializers.SerializerMethodField):
 _WITH_DRIVER = {"assigned", "picked_up", "delivered", "failed"}
 
 
-class TrackingSerializer(serializers.Serializer):
+class TrackingSerializer(FieldsBuiltOnce, serializers.Serializer):
     """`GET /api/v1/track/<token>` and the tracking socket's `status`: status, merchant name, timeline, ETA
     window, driver's first name and vehicle, and the live location only between pickup and delivery. No address,
     no phone number. `location` comes from the caller (the index's last position), not from the delivery."""
@@ -311,6 +311,7 @@ class TrackingSerializer(serializers.Serializer):
 
     def to_representation(self, delivery):
         data = super().to_representation(delivery)
+        data["location"] = self.get_location(delivery)  # the fields built once have no context: this call's
         for optional in ("driver", "location"):
             if data[optional] is None:
                 del data[optional]

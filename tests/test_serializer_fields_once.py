@@ -9,9 +9,12 @@ import pytest
 from django.utils import timezone
 from rest_framework import serializers
 
+from core.audit import Actor
 from deliveries import serializers as shapes
 from deliveries.models import Delivery, Escalation, Offer
 from deliveries.selectors import status_changes
+from deliveries.services import progress
+from drivers import locations
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -67,3 +70,18 @@ def test_many_objects_at_once(objects):
     assert json.dumps(listed) == json.dumps(
         [serializers.Serializer.to_representation(shapes.DriverDeliverySerializer(), row) for row in rows]
     )
+
+
+def test_the_tracking_state_with_this_call_s_location(objects):
+    """The tracking state's `location` comes from the call's context, which the fields built once do not have."""
+    offered, assigned = objects["deliveries"][:2]
+    progress.pick_up_delivery(assigned.pk, actor=Actor.driver(assigned.driver))
+    picked_up = Delivery.objects.get(pk=assigned.pk)
+    position = locations.last_position(picked_up.driver)
+    for delivery, context in ((offered, {}), (picked_up, {"location": None}), (picked_up, {"location": position})):
+        expected = serializers.Serializer.to_representation(shapes.TrackingSerializer(context=context), delivery)
+        for optional in ("driver", "location"):
+            if expected[optional] is None:
+                del expected[optional]
+        assert json.dumps(shapes.TrackingSerializer(delivery, context=context).data) == json.dumps(expected)
+    assert "location" in shapes.TrackingSerializer(picked_up, context={"location": position}).data
