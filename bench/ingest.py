@@ -1,7 +1,7 @@
 """Location ingest: points/s accepted, and latency, through the REST batch endpoint (load from wrk, with
 bench/ingest_rest.lua) and the driver websocket (the lean asyncio generator of bench/driverws.py), at the
-spec's load (10,000 drivers pinging every 4 s = 2,500 points/s offered). Lower bound: the same Redis
-commands `record_positions` sends (drivers/locations.py `_write_redis`), as one raw pipeline per point."""
+spec's load (10,000 drivers pinging every 4 s = 2,500 points/s offered). Lower bound: the Redis command a
+ping sends to the location index (drivers/index_command.py), one round trip per point."""
 
 import asyncio
 import json
@@ -17,6 +17,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from bench.common import HOST, KEY_PREFIX, REDIS_URL, RESULTS, paced, summary_ms
+from drivers import index_command
 
 JITTER_DEG = 0.00003  # ~3 m: drivers wobble in place, the dispatch geometry stays as seeded
 
@@ -127,9 +128,10 @@ async def websocket(sockets, *, points_per_s: float, duration: float, max_outsta
 
 
 # --- lower bound --------------------------------------------------------------------------------------------
-async def lower_bound(drivers: list[dict], zones: list[str], *, points_per_s: float, duration: float) -> dict:
-    """The Redis commands of one indexed ping (ZREM from the other zones, GEOADD, ZADD seen, HSET pos, SADD
-    dirty) as one pipeline, offered at the same rate, on a key space of its own."""
+async def lower_bound(drivers: list[dict], *, points_per_s: float, duration: float) -> dict:
+    """The Redis command of one indexed ping (drivers/index_command.py: one EVAL that moves the driver's GEO
+    member, its `seen` score, `pos` hash and `dirty` mark), one round trip per point, offered at the same rate,
+    on a key space of its own."""
     client = aioredis.Redis.from_url(REDIS_URL, max_connections=64)
     prefix = KEY_PREFIX + "lb:"
     latencies: list[float] = []
@@ -137,19 +139,11 @@ async def lower_bound(drivers: list[dict], zones: list[str], *, points_per_s: fl
 
     async def launch(i: int) -> None:
         driver = drivers[i % len(drivers)]
-        member = driver["id"]
         lat = driver["lat"] + rng.uniform(-JITTER_DEG, JITTER_DEG)
         lng = driver["lng"] + rng.uniform(-JITTER_DEG, JITTER_DEG)
-        now = time.time()
         start = time.perf_counter()
         async with client.pipeline(transaction=False) as pipe:
-            for code in zones:
-                if code != driver["zone"]:
-                    pipe.zrem(f"{prefix}geo:{code}", member)
-            pipe.geoadd(f"{prefix}geo:{driver['zone']}", (lng, lat, member))
-            pipe.zadd(f"{prefix}seen", {member: now})
-            pipe.hset(f"{prefix}pos:{member}", mapping={"lat": lat, "lng": lng, "t": now, "zone": driver["zone"]})
-            pipe.sadd(f"{prefix}dirty", member)
+            index_command.queue_position(pipe, prefix, driver["id"], lng, lat, time.time(), driver["zone"])
             await pipe.execute()
         latencies.append(time.perf_counter() - start)
 

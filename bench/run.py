@@ -271,7 +271,7 @@ async def benchmarks(args, fixture: dict, server: Service, worker: Service, port
     # Lower bounds first, on the idle system.
     spy = phase("lower_bounds")
     lb_dispatch = await dispatch.lower_bound(drivers, listened=args.listened, rate=args.dispatch_rate, duration=10)
-    lb_ingest = await ingest.lower_bound(drivers, fixture["zones"], points_per_s=args.points_per_s, duration=10)
+    lb_ingest = await ingest.lower_bound(drivers, points_per_s=args.points_per_s, duration=10)
     lb_accept = await accept_bench.lower_bound(rate=args.dispatch_rate, duration=10)
     done("lower_bounds", spy)
 

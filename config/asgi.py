@@ -14,17 +14,28 @@ from deliveries.consumers import OpsConsumer, TrackConsumer  # noqa: E402
 from drivers.consumers import DriverConsumer  # noqa: E402
 from drivers.ingest import LocationIngest  # noqa: E402
 
+# Driver sockets authenticate by token only (drivers never have a session): their scope carries none of the
+# session and user middleware's lazy objects, which every one of the thousands of them would keep.
 websocket_urls = [
     path("ws/driver/", DriverConsumer.as_asgi()),
-    path("ws/ops/", OpsConsumer.as_asgi()),
-    path("ws/track/<str:token>/", TrackConsumer.as_asgi()),
-    re_path(r"", UnknownPath.as_asgi()),  # last: refuse the rest cleanly instead of "No route found" (a 500)
+    re_path(
+        r"",
+        AuthMiddlewareStack(
+            URLRouter(
+                [
+                    path("ws/ops/", OpsConsumer.as_asgi()),
+                    path("ws/track/<str:token>/", TrackConsumer.as_asgi()),
+                    re_path(r"", UnknownPath.as_asgi()),  # last: refuse the rest cleanly, not "No route found" (a 500)
+                ]
+            )
+        ),
+    ),
 ]
 
 application = ProtocolTypeRouter(
     {
         # Location pings, the hottest route, are answered ahead of Django when they are plain (drivers/ingest.py).
         "http": LocationIngest(django_asgi_app),
-        "websocket": BrowserOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urls))),
+        "websocket": BrowserOriginValidator(URLRouter(websocket_urls)),
     }
 )

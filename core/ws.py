@@ -2,11 +2,14 @@
 bad messages, sockets that close when the credentials they were opened with stop being valid, and the refusal
 of paths no consumer serves."""
 
+import json
 import logging
 from urllib.parse import parse_qs
 
+import orjson
 from asgiref.sync import async_to_sync
 from channels.auth import get_user
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
@@ -46,6 +49,16 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
     kind = "socket"  # "driver", "ops", "track"
     counted = False
 
+    async def dispatch(self, message):
+        # Channels' own dispatch first hops to a thread to close stale database connections, on every message
+        # (each location of every driver, each push): a thread round trip per message, serialized on the one
+        # thread that runs all of the process's thread-sensitive calls. The consumers here touch the database
+        # only through database_sync_to_async, which does that itself around each call.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)
         self.counted = True
@@ -55,6 +68,19 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
         if self.counted:
             self.counted = False
             SOCKETS.labels(kind=self.kind).dec()
+
+    @classmethod
+    async def decode_json(cls, text_data):
+        # orjson for the common case; the standard module decides what orjson refuses and it accepts (NaN,
+        # integers past 64 bits), so such a message is answered as before.
+        try:
+            return orjson.loads(text_data)
+        except orjson.JSONDecodeError:
+            return json.loads(text_data)
+
+    @classmethod
+    async def encode_json(cls, content):
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS).decode()
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
         try:

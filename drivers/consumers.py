@@ -1,27 +1,17 @@
 """`/ws/driver/?token=<key>`: a driver's own message stream, with `resume` from the stored stream."""
 
-import time
-
 from channels.db import database_sync_to_async
-from django.core.exceptions import ObjectDoesNotExist
 
 from core.ws import CLOSE_UNAUTHORIZED, AuthenticatedConsumer
-from drivers import locations
+from drivers import credentials, locations
 from drivers.api import PointInput, points_from
 from drivers.ingest import parse_point
-from drivers.models import Driver, DriverMessage, DriverState
+from drivers.models import DriverMessage, DriverState
 from drivers.notifications import driver_group
 
 REPLAY_LIMIT = 500
-ONLINE_RECHECK_S = 30
-
-
-@database_sync_to_async
-def _driver_of(user) -> Driver | None:
-    try:
-        return Driver.objects.get(user=user)
-    except ObjectDoesNotExist:
-        return None
+# The socket's credentials and its driver's state, in one query (drivers/credentials.py).
+_credential = database_sync_to_async(credentials.load)
 
 
 @database_sync_to_async
@@ -30,38 +20,33 @@ def _missed(driver_id, after_seq: int) -> list[dict]:
     return [message.envelope() for message in rows]
 
 
-@database_sync_to_async
-def _is_online(driver_id) -> bool:
-    return Driver.objects.filter(pk=driver_id).exclude(state=DriverState.OFFLINE).exists()
-
-
 class DriverConsumer(AuthenticatedConsumer):
     kind = "driver"
-    driver: Driver | None = None
+    driver_id: str | None = None
     last_seq = 0
-    # Whether pings are kept (an offline driver's are dropped): read at connect, kept current by `driver.state`
-    # messages and re-read at most every ONLINE_RECHECK_S, so a ping costs no database query (REST state changes
-    # show within that time; dispatch checks the live state anyway).
+    # Whether pings are kept (an offline driver's are dropped): read with the credentials at connect and at every
+    # credential recheck (every 30 s), and kept current by `driver.state` messages, so a ping costs no query.
     online = False
-    online_read_at = float("-inf")
 
     async def current_user(self):
-        # Drivers' apps authenticate by token only.
-        return await super().current_user() if self.token_key else None
+        # Drivers' apps authenticate by token only; the token must be a driver's.
+        entry = await _credential(self.token_key, None) if self.token_key else None
+        if entry is None:
+            return None
+        self.driver_id, self.online = entry.driver_id, entry.online
+        return entry.user_id
 
     async def connect(self):
-        user = await self.authenticate()
-        self.driver = await _driver_of(user) if user else None
-        if self.driver is None:
+        if await self.authenticate() is None:
             await self.close(code=CLOSE_UNAUTHORIZED)
             return
-        self.group = driver_group(self.driver.pk)
+        self.group = driver_group(self.driver_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         await super().disconnect(code)
-        if self.driver is not None:
+        if self.driver_id is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
@@ -84,9 +69,7 @@ class DriverConsumer(AuthenticatedConsumer):
                 await self.send_error("invalid", "The location is not valid.", fields=serializer.errors)
                 return
             point = points_from([serializer.validated_data])[0]
-        if time.monotonic() - self.online_read_at > ONLINE_RECHECK_S:
-            self.online, self.online_read_at = await _is_online(self.driver.pk), time.monotonic()
-        await locations.arecord_positions(self.driver.pk, [point], online=self.online)
+        await locations.arecord_positions(self.driver_id, [point], online=self.online)
 
     async def on_resume(self, data):
         after = data.get("after_seq")
@@ -94,7 +77,7 @@ class DriverConsumer(AuthenticatedConsumer):
             await self.send_error("invalid", "resume needs data.after_seq, a whole number ≥ 0.")
             return
         # Messages are handled one at a time, so pushes that arrive meanwhile wait and are de-duplicated by seq.
-        for envelope in await _missed(self.driver.pk, after):
+        for envelope in await _missed(self.driver_id, after):
             await self._deliver(envelope)
 
     async def stream_message(self, event):
@@ -105,5 +88,5 @@ class DriverConsumer(AuthenticatedConsumer):
             return
         self.last_seq = envelope["seq"]
         if envelope["type"] == "driver.state":
-            self.online, self.online_read_at = envelope["data"]["state"] != DriverState.OFFLINE, time.monotonic()
+            self.online = envelope["data"]["state"] != DriverState.OFFLINE
         await self.send_json(envelope)

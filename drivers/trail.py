@@ -4,10 +4,10 @@ every LOCATION_EVERY_S per delivery.
 
 The deliveries app says what each driver carries (`carry`, `uncarry`, after commit). Every ping path then hands
 the usable points of an online driver to one entry: `follow` (sync: the Django view), `afollow` (async: the
-driver socket), or, on the ASGI ingest route, its own two pipelines (`carried_key` read with the throttle,
-`follow_on` queued with the index, then `apush`: no extra round trip). All of them run the same plan and queue
-the same commands (`follow_on`); only their I/O differs. Off shift nothing arrives here (offline drivers' pings
-are dropped first).
+driver socket, whose `carried` was read in the index's round trip), or, on the ASGI ingest route, its own two
+pipelines (`carried_key` read with the throttle, `follow_on` queued with the index, then `apush`: no extra round
+trip). All of them run the same plan and queue the same commands (`follow_on`); only their I/O differs. Off shift
+nothing arrives here (offline drivers' pings are dropped first).
 With Redis the state is shared by every process; without it (embedded mode: one process) it lives in memory
 behind the same few commands. Breadcrumbs wait in a buffer until the deliveries app `drain`s them into the
 database in batches; deliveries whose driver moved wait in a set for the ETA refresh (`due_for_eta`).
@@ -159,17 +159,10 @@ def follow(driver_id, usable: list[locations.Point]) -> None:
     push(pushes, results)
 
 
-async def afollow(driver_id, usable: list[locations.Point]) -> None:
-    """For the async ping path of the driver socket, on the event loop's Redis client (the ingest route reads
-    and queues on its own pipelines instead: `carried_key`, `follow_on`, `apush`). Without a client (embedded
-    mode, Redis failing just now) the caller went the synchronous way, which follows by itself."""
-    client = locations.async_client()
-    if client is None or not usable:
-        return
+async def afollow(client, driver_id, carried: dict, usable: list[locations.Point]) -> None:
+    """For the async ping path of the driver socket, which read `carried` in the index's round trip
+    (`arecord_positions`), on the event loop's Redis client."""
     try:
-        carried = await client.hgetall(carried_key(driver_id))
-        if not carried:
-            return
         async with client.pipeline(transaction=False) as pipe:
             pushes = follow_on(pipe, driver_id, carried, usable)
             results = await pipe.execute()

@@ -56,6 +56,10 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
     malformed = [
         ({"text_data": '{"type":"resume","data":[1]}'}, "invalid"),
         ({"text_data": '{"type":"location","data":"here"}'}, "invalid"),
+        (
+            {"text_data": '{"type":"location","data":{"lat":NaN,"lng":0,"recorded_at":"2026-01-01T00:00:00Z"}}'},
+            "invalid",
+        ),
         ({"text_data": "not json"}, "invalid_message"),
         ({"text_data": "[1, 2]"}, "invalid_message"),
         ({"bytes_data": b"\x00\x01"}, "invalid_message"),
@@ -66,6 +70,25 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
         assert (reply["type"], reply["data"]["code"]) == ("error", code), frame
     await communicator.send_json_to({"type": "resume", "data": {"after_seq": 0}})
     assert await communicator.receive_nothing()  # still open, and nothing was missed
+    await communicator.disconnect()
+
+
+async def test_a_message_costs_no_thread_round_trip(zones, monkeypatch):
+    """Channels' dispatch hops to a thread before every message to close stale database connections; the
+    sockets' database calls do that themselves, so a message that needs no database never leaves the loop."""
+    from channels import consumer
+
+    hops = []
+
+    async def close_old_connections():
+        hops.append(1)
+
+    monkeypatch.setattr(consumer, "aclose_old_connections", close_old_connections)
+    communicator = await _driver_socket()
+    for _ in range(3):
+        await communicator.send_json_to({"type": "bogus"})
+        assert (await communicator.receive_json_from())["data"]["code"] == "unknown_type"
+    assert hops == []
     await communicator.disconnect()
 
 

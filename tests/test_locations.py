@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -213,3 +214,28 @@ async def test_a_burst_of_pings_waits_for_a_redis_connection_rather_than_falling
     ]
     assert await asyncio.gather(*pings) == [1] * 300
     assert metrics.value(locations.FALLBACKS) == fallbacks
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
+    """2,000 driver sockets hand over their pings on one event loop: those of one turn go to Redis together,
+    each caller still answered with its own outcome."""
+    client = locations.async_client()
+    pipelines = []
+    pipeline = client.pipeline
+
+    def counted(*args, **kwargs):
+        pipelines.append(1)
+        return pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(client, "pipeline", counted)
+    now = timezone.now()
+    pings = [
+        locations.arecord_positions(f"turn-{i}", [locations.Point(38.715, -9.14 + i * 1e-5, now)], online=True)
+        for i in range(50)
+    ]
+    assert await asyncio.gather(*pings) == [1] * 50
+    assert len(pipelines) == 1
+    hits = await sync_to_async(locations.nearest_drivers)(38.715, -9.14, radius_km=1, limit=100, zone_codes=["centro"])
+    assert {f"turn-{i}" for i in range(50)} <= {hit.driver_id for hit in hits}
