@@ -6,7 +6,8 @@ wrapper, Django's ASGI handler and its thread hop, the middleware, DRF, token au
 — and `time.process_time()` around the two requests counts every thread of this process: all of the server's
 Python, none of PostgreSQL's or Redis's.
 
-Its fixtures are its own (names and Redis key prefix carry a random run id; the rows stay): the demo zones if
+Its fixtures are its own (names and Redis key prefix carry a random run id; the rows stay, its Redis keys
+are deleted at the end): the demo zones if
 the database has none, a merchant, and N available drivers with capacity 1000 (they stay available after
 accepting, as the bench's listened drivers do) around one pickup in centro, their positions written to the
 location index through `record_positions`. Offers' expiry tasks go to an in-memory broker (CELERY_BROKER_URL
@@ -40,6 +41,8 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 os.environ["RELAY_REDIS_KEY_PREFIX"] = f"relay-cpu-{RUN}:"
 django.setup()
 
+import redis  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -170,6 +173,14 @@ class _Profiles:
         return out.getvalue()
 
 
+def _drop_redis_keys() -> None:
+    """This run's location index and trail keys (its database rows stay: they are ordinary history)."""
+    client = redis.Redis.from_url(settings.RELAY_LOCATION_REDIS_URL)
+    keys = list(client.scan_iter(f"{settings.RELAY_REDIS_KEY_PREFIX}*"))
+    if keys:
+        client.delete(*keys)
+
+
 # --- the run ----------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -215,6 +226,7 @@ def main() -> None:
     if profiles:
         profiles.disable()
     loop.close()
+    _drop_redis_keys()
 
     def ms(values: list[float]) -> str:
         return f"mean {statistics.fmean(values) * 1000:6.2f} ms, median {statistics.median(values) * 1000:6.2f} ms"
