@@ -19,7 +19,6 @@ from datetime import datetime
 
 import orjson
 import redis
-from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.core.cache.backends.redis import RedisSerializer
@@ -127,7 +126,7 @@ class LocationIngest:
             return None
         entry = cached = credentials.cache.get(token)
         if entry is None:
-            entry = await _load(token, None)
+            entry = await credentials.aload(token)
             if entry is None or not entry.online:
                 return None  # not a driver, revoked, or offline: the full API answers
         throttle = self._throttle or self._make_throttle()
@@ -142,10 +141,11 @@ class LocationIngest:
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
                 entry = replace(entry, version=version)
             elif entry.version != version:
-                entry = await _load(token, version)
+                entry = await credentials.aload(token)
                 if entry is None or not entry.online:
                     credentials.cache.drop(token)
                     return None
+                entry = replace(entry, version=version)
             credentials.cache.put(token, entry)
             now = time.time()
             history = self._serializer.loads(stored_history) if stored_history is not None else []
@@ -210,9 +210,6 @@ class LocationIngest:
                 hsts += "; preload"
             headers.append((b"strict-transport-security", hsts.encode()))
         return headers
-
-
-_load = DatabaseSyncToAsync(credentials.load, thread_sensitive=False)
 
 
 def _secure(scope, headers: dict) -> bool:
