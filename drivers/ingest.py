@@ -6,7 +6,9 @@ The fast path takes only the plain case of API.md's contract: a JSON batch that 
 accepts, a `Token` of an online driver known to drivers/credentials.py, no `Idempotency-Key`, an allowed host
 over an accepted scheme, and a user under the API's throttle. It then does what the Django view does, in two
 Redis round trips: (1) the throttle history (DRF's own key and format, so both paths share one budget) and the
-user's credential version; (2) the location index commands and the new throttle history. Everything else —
+user's credential version; (2) the location index commands and the new throttle history. Each round trip is
+shared with the other pings of the same turn of the event loop (`locations.RoundTrip`, as the driver sockets'
+pings): under load one pipeline serves many requests. Everything else —
 bad input, unknown or revoked tokens, other roles, offline drivers, a throttled user, an idempotent retry,
 Redis trouble — goes to Django with the body replayed, so its answers (error shapes included) stay exactly the
 API's. Embedded mode (no Redis) sends everything to Django.
@@ -131,11 +133,12 @@ class LocationIngest:
                 return None  # not a driver, revoked, or offline: the full API answers
         throttle = self._throttle or self._make_throttle()
         history_key = django_cache.make_key(throttle.cache_format % {"scope": throttle.scope, "ident": entry.user_id})
+        version_key, carried_key = credentials.version_key(entry.user_id), trail.carried_key(entry.driver_id)
+        round_trip = client.relay_round_trip  # shared with the other pings of this turn of the loop
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.get(history_key).get(credentials.version_key(entry.user_id))
-                pipe.hgetall(trail.carried_key(entry.driver_id))  # what its pings feed: breadcrumbs, tracking
-                stored_history, version, carried = await pipe.execute()
+            stored_history, version, carried = await round_trip.execute(
+                lambda pipe: pipe.get(history_key).get(version_key).hgetall(carried_key)
+            )
             version = version.decode() if version is not None else None
             if cached is None:
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
@@ -155,15 +158,21 @@ class LocationIngest:
                 return None  # throttled: DRF answers 429 with its Retry-After
             history.insert(0, now)
             usable = locations.usable_points(points)
-            async with client.pipeline(transaction=False) as pipe:
-                accepted = await locations.aqueue_positions(pipe, entry.driver_id, usable) if usable else 0
+            newest = await locations.anewest(usable) if usable else None
+            pushes: list[trail.Step] = []
+
+            def queue(pipe) -> None:
+                if newest is not None:
+                    locations.queue_position(pipe, entry.driver_id, *newest)
                 pipe.set(history_key, self._serializer.dumps(history), ex=throttle.duration)
-                pushes = trail.follow_on(pipe, entry.driver_id, carried, usable)
-                results = await pipe.execute()
+                pushes.extend(trail.follow_on(pipe, entry.driver_id, carried, usable))
+
+            results = await round_trip.execute(queue)
         except _REDIS_ERRORS as exc:
             locations.redis_failed(exc)
             return None  # Django records the batch through the database fallback
         await trail.apush(pushes, results)
+        accepted = len(usable)
         return orjson.dumps({"accepted": accepted, "dropped": len(points) - accepted})
 
     def _make_throttle(self) -> UserThrottle:

@@ -110,6 +110,38 @@ async def test_first_pings_arriving_together_share_one_read_of_their_tokens(zone
         assert await _sync(_indexed)(driver)
 
 
+async def test_pings_arriving_together_share_their_redis_round_trips(zones, django_app, monkeypatch):
+    """Many drivers' pings on one event loop: the reads of one turn go to Redis together, then the writes, and
+    each request still gets its own answer."""
+    drivers = [await _sync(_online_driver)() for _ in range(4)]
+    async with _client(django_app) as client:
+        for _, auth in drivers:  # their tokens known to this process
+            assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        redis_client = locations.async_client()
+        pipelines = []
+        pipeline = redis_client.pipeline
+
+        def counted(*args, **kwargs):
+            pipelines.append(1)
+            return pipeline(*args, **kwargs)
+
+        monkeypatch.setattr(redis_client, "pipeline", counted)
+        old = (timezone.now() - timedelta(hours=1)).isoformat()
+        bodies = [{"points": [_point()]}, {"points": [_point(), _point()]}, {"points": [_point()]}]
+        bodies.append({"points": [_point(recorded_at=old)]})
+        answers = await asyncio.gather(
+            *(client.post(URL, json=body, headers=auth) for body, (_, auth) in zip(bodies, drivers, strict=True))
+        )
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (202, {"accepted": 1, "dropped": 0}),
+        (202, {"accepted": 2, "dropped": 0}),
+        (202, {"accepted": 1, "dropped": 0}),
+        (202, {"accepted": 0, "dropped": 1}),
+    ]
+    assert len(pipelines) == 2
+    assert django_app.calls == 0
+
+
 async def test_old_and_future_points_are_dropped_not_errors(zones, django_app):
     _, auth = await _sync(_online_driver)()
     old = (timezone.now() - timedelta(minutes=11)).isoformat()

@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -239,3 +240,23 @@ async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
     assert len(pipelines) == 1
     hits = await sync_to_async(locations.nearest_drivers)(38.715, -9.14, radius_km=1, limit=100, zone_codes=["centro"])
     assert {f"turn-{i}" for i in range(50)} <= {hit.driver_id for hit in hits}
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_a_commands_error_in_a_shared_round_trip_reaches_only_its_caller(zones):
+    """Callers of one turn share a pipeline (`RoundTrip`): one caller's failing command (a key of the wrong type)
+    fails that caller alone, as its own round trip would have; the others get their results."""
+    client = locations.async_client()
+    await client.set("relay-test:a-string", "x")
+    try:
+        shared = client.relay_round_trip
+        wrong, right = await asyncio.gather(
+            shared.execute(lambda pipe: pipe.hgetall("relay-test:a-string")),
+            shared.execute(lambda pipe: pipe.get("relay-test:a-string").exists("relay-test:a-string")),
+            return_exceptions=True,
+        )
+    finally:
+        await client.delete("relay-test:a-string")
+    assert isinstance(wrong, redis.exceptions.ResponseError)
+    assert right == [b"x", 1]
