@@ -15,6 +15,7 @@ from drivers import locations
 from drivers.models import Driver
 from tests import factories
 from tests.conftest import api_client_for
+from zones.selectors import zone_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -260,3 +261,22 @@ async def test_a_commands_error_in_a_shared_round_trip_reaches_only_its_caller(z
         await client.delete("relay-test:a-string")
     assert isinstance(wrong, redis.exceptions.ResponseError)
     assert right == [b"x", 1]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_pings_that_find_the_zone_list_stale_share_one_read_of_it(zones, monkeypatch):
+    """Every ttl_s the zone list goes stale under a busy process's pings: one read (one thread hop) serves all of
+    them, and they resume together (so they still share their round trip to Redis)."""
+    zone_cache.clear()
+    reads = []
+    read = zone_cache.zones
+
+    def counted():
+        reads.append(1)
+        return read()
+
+    monkeypatch.setattr(zone_cache, "zones", counted)
+    lists = await asyncio.gather(*(zone_cache.aload() for _ in range(20)))
+    assert len(reads) == 1
+    assert all(found is lists[0] for found in lists)
+    assert "centro" in {zone.code for zone in lists[0]}
