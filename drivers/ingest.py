@@ -136,8 +136,8 @@ class LocationIngest:
         version_key, carried_key = credentials.version_key(entry.user_id), trail.carried_key(entry.driver_id)
         round_trip = client.relay_round_trip  # shared with the other pings of this turn of the loop
         try:
-            stored_history, version, carried = await round_trip.execute(
-                lambda pipe: pipe.get(history_key).get(version_key).hgetall(carried_key)
+            (stored_history, version), carried = await round_trip.execute(
+                lambda pipe: pipe.mget(history_key, version_key).hgetall(carried_key)  # few commands: ~25 µs each
             )
             version = version.decode() if version is not None else None
             if cached is None:
