@@ -9,6 +9,8 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 
+from core import compiled
+from core.compiled import CompiledRead
 from core.permissions import role_of
 
 
@@ -44,9 +46,18 @@ def revoke_token(token: Token) -> None:
     Token.objects.filter(pk=token.pk).delete()
 
 
-def _with_user(key: str) -> Token | None:
+def _token_query(key):
     # The role lookups of `expires_at` and of the permission classes read the profiles joined here.
-    return Token.objects.select_related("user", "user__driver", "user__merchant").filter(key=key).first()
+    return Token.objects.select_related("user", "user__driver", "user__merchant").filter(key=key)
+
+
+# Every API request reads its token: compiled once (core.compiled).
+_token_read = CompiledRead(Token, _token_query, (compiled.TEXT,))
+
+
+def _with_user(key: str) -> Token | None:
+    found = _token_read.instances(key)
+    return found[0] if found else None
 
 
 def valid_token(key: str | None) -> Token | None:

@@ -15,6 +15,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core import compiled
+from core.compiled import CompiledRead
 from deliveries.models import Delivery, DeliveryStatus, TravelSpeed
 from drivers import locations
 from zones.geometry import haversine_km
@@ -62,18 +64,33 @@ def hour_of_week(at: datetime, zone: Zone) -> int:
     return local.weekday() * 24 + local.hour
 
 
+def _speed_cell_query(zone_id, vehicle, hour):
+    cells = TravelSpeed.objects.filter(zone_id=zone_id, vehicle=vehicle, hour_of_week=hour).order_by("pk")
+    return cells.values_list("trips", "mean_kmh")[:1]
+
+
+def _recent_errors_query(zone_id):
+    recent = Delivery.objects.filter(zone_id=zone_id, eta_error_s__isnull=False).order_by("-finished_at")
+    return recent.values_list("eta_error_s")[:ERROR_SAMPLE]
+
+
+# Read at every assignment and ETA refresh: compiled once (core.compiled).
+_speed_cell = CompiledRead(TravelSpeed, _speed_cell_query, (compiled.INTEGER, compiled.TEXT, compiled.INTEGER))
+_recent_errors = CompiledRead(Delivery, _recent_errors_query, (compiled.INTEGER,))
+
+
 def learned_speed(zone: Zone, vehicle: str, at: datetime) -> float:
     default = default_speed(vehicle)
-    cell = TravelSpeed.objects.filter(zone=zone, vehicle=vehicle, hour_of_week=hour_of_week(at, zone)).first()
-    if cell is None or cell.trips < MIN_TRIPS:
+    cell = _speed_cell(zone.pk, vehicle, hour_of_week(at, zone))
+    if not cell or cell[0][0] < MIN_TRIPS:
         return default
-    return (cell.trips * cell.mean_kmh + PRIOR_TRIPS * default) / (cell.trips + PRIOR_TRIPS)
+    trips, mean_kmh = cell[0]
+    return (trips * mean_kmh + PRIOR_TRIPS * default) / (trips + PRIOR_TRIPS)
 
 
 def error_window(zone: Zone) -> tuple[int, int] | None:
     """P50 and P90 of the zone's recent ETA errors in seconds, or None while there are too few."""
-    recent = Delivery.objects.filter(zone=zone, eta_error_s__isnull=False).order_by("-finished_at")
-    errors = sorted(recent.values_list("eta_error_s", flat=True)[:ERROR_SAMPLE])
+    errors = sorted(error for (error,) in _recent_errors(zone.pk))
     if len(errors) < MIN_ERRORS:
         return None
     return _percentile(errors, 0.5), _percentile(errors, 0.9)

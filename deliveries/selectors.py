@@ -6,15 +6,26 @@ from datetime import datetime, timedelta
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from core.compiled import UUID, CompiledRead
 from core.models import AuditEvent
 from deliveries.models import Delivery, Escalation, EscalationStatus
 from drivers.models import Driver, DriverState
 from zones.models import HintOutcome, Zone, ZoneHint, ZoneSnapshot
 
 
-def status_changes(delivery: Delivery):
+def status_changes(delivery: Delivery) -> list[AuditEvent]:
     """The delivery's lifecycle as its merchant sees it: its own status events, oldest first."""
-    return AuditEvent.objects.for_delivery(delivery.pk).filter(subject_kind="delivery", type__startswith="delivery.")
+    return _status_changes.instances(delivery.pk)
+
+
+# Read by every answer that shows a delivery to its merchant (the create's included): compiled once.
+_status_changes = CompiledRead(
+    AuditEvent,
+    lambda delivery_id: AuditEvent.objects.for_delivery(delivery_id).filter(
+        subject_kind="delivery", type__startswith="delivery."
+    ),
+    (UUID,),
+)
 
 
 RECENT_DEMAND = timedelta(minutes=15)

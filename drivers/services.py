@@ -3,6 +3,7 @@
 from django.utils import timezone
 
 from core.audit import Actor, record_event
+from core.compiled import UUID, CompiledRead
 from core.fsm import run_transition
 from drivers import credentials
 from drivers.models import Driver, DriverState, Shift
@@ -10,7 +11,16 @@ from drivers.selectors import current_shift
 
 
 def lock_driver(driver_id) -> Driver:
-    return Driver.objects.select_for_update().get(pk=driver_id)
+    found = _locked_driver.instances(driver_id)
+    if not found:
+        raise Driver.DoesNotExist(f"No driver {driver_id}.")
+    return found[0]
+
+
+# Every offer, answer and availability change locks a driver: compiled once (core.compiled).
+_locked_driver = CompiledRead(
+    Driver, lambda driver_id: Driver.objects.select_for_update().filter(pk=driver_id).order_by(), (UUID,)
+)
 
 
 def transition_driver(transition, *, actor: Actor, reason: str = "", **payload) -> None:

@@ -6,6 +6,8 @@ from threading import Lock
 
 from channels.db import DatabaseSyncToAsync
 
+from core import compiled
+from core.compiled import CompiledRead
 from zones.models import SNAPSHOT_IN_FORCE_FOR, Band, Zone, ZoneSnapshot
 
 
@@ -69,8 +71,15 @@ def bands_in_force(zone_ids: list[int], *, now: datetime) -> dict[int, ZoneSnaps
 def band_in_force(zone: Zone, *, now: datetime) -> ZoneSnapshot | None:
     """One zone's snapshot in force: its latest, if recent enough. For one zone that is simply the latest of its
     recent snapshots (no per-zone subquery: every dispatch asks this)."""
-    recent = ZoneSnapshot.objects.filter(zone_id=zone.pk, taken_at__gte=now - SNAPSHOT_IN_FORCE_FOR)
-    return recent.order_by("-taken_at").first()
+    found = _latest_recent_snapshot.instances(zone.pk, now - SNAPSHOT_IN_FORCE_FOR)
+    return found[0] if found else None
+
+
+_latest_recent_snapshot = CompiledRead(
+    ZoneSnapshot,
+    lambda zone_id, since: ZoneSnapshot.objects.filter(zone_id=zone_id, taken_at__gte=since).order_by("-taken_at")[:1],
+    (compiled.INTEGER, compiled.DATETIME),
+)
 
 
 def surge_in_force(zone: Zone, *, now: datetime) -> Decimal:

@@ -1,6 +1,9 @@
 """The one assignment action: offer acceptance and ops' forced assignment both end here."""
 
+from django.db.models import Count
+
 from core.audit import Actor
+from core.compiled import UUID, CompiledRead
 from core.errors import DomainError
 from deliveries import messages, metrics
 from deliveries.models import Delivery
@@ -16,7 +19,18 @@ class DriverUnavailable(DomainError):
 
 
 def active_delivery_count(driver: Driver) -> int:
-    return Delivery.objects.carried_by(driver).count()
+    counted = _carried_count(driver.pk)
+    return counted[0][0] if counted else 0
+
+
+# Asked at every assignment (capacity): compiled once (core.compiled); no row when the driver carries nothing.
+_carried_count = CompiledRead(
+    Delivery,
+    lambda driver_id: (
+        Delivery.objects.carried_by(driver_id).values("driver_id").annotate(n=Count("pk")).values_list("n")
+    ),
+    (UUID,),
+)
 
 
 def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str, payload=None) -> None:

@@ -1,7 +1,9 @@
 """Helpers every delivery action shares: locking in the fixed order, applying a transition with its audit
 event and webhook, and reporting to the driver."""
 
+from core import compiled
 from core.audit import Actor, record_event
+from core.compiled import CompiledRead
 from core.errors import NotFound
 from core.fsm import run_transition
 from deliveries.models import Delivery
@@ -31,8 +33,21 @@ def lock_delivery(delivery_id, *, seen_by: Actor | None = None) -> Delivery:
 def lock_delivery_of_offer(offer_id, *, driver_id=None) -> Delivery | None:
     """Lock the delivery of an offer (of this driver's, when given) found through the offer in the same
     statement: the first lock an offer's answer takes, without reading the offer first. None if there is none."""
+    if driver_id is None:
+        found = _delivery_of_offer.instances(offer_id)
+    else:
+        found = _delivery_of_drivers_offer.instances(offer_id, driver_id)
+    return found[0] if found else None
+
+
+def _delivery_of_offer_query(offer_id, driver_id=None):
     offer = {"offers__pk": offer_id} | ({"offers__driver_id": driver_id} if driver_id is not None else {})
-    return _lockable().filter(**offer).first()
+    return _lockable().filter(**offer)[:1]
+
+
+# Every answer to an offer, and its expiry, starts here: compiled once (core.compiled).
+_delivery_of_offer = CompiledRead(Delivery, _delivery_of_offer_query, (compiled.UUID,))
+_delivery_of_drivers_offer = CompiledRead(Delivery, _delivery_of_offer_query, (compiled.UUID, compiled.UUID))
 
 
 def _lockable():

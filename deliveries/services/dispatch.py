@@ -4,12 +4,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import NamedTuple
+from uuid import UUID
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
+from core import compiled
 from core.audit import Actor, atomic_action, record_event
+from core.compiled import CompiledRead
 from core.queue import enqueue_on_commit
 from deliveries import eta, messages, metrics
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
@@ -19,6 +23,7 @@ from deliveries.services.escalations import raise_escalation_locked
 from drivers.locations import nearest_drivers
 from drivers.models import Driver, DriverState, Shift, Vehicle
 from drivers.notifications import notify_driver
+from drivers.services import lock_driver
 from zones.models import Band
 from zones.selectors import band_in_force, bands_in_force, surge_in_force
 
@@ -51,9 +56,24 @@ class DispatchResult:
         return self.offer is not None
 
 
+class CandidateRow(NamedTuple):
+    """A driver the location search found, with everything that can exclude them (one row of `_candidate_rows`)."""
+
+    pk: UUID
+    name: str
+    vehicle: str
+    state: str
+    capacity: int
+    state_changed_at: datetime
+    active_count: int
+    has_pending_offer: bool
+    previous_offer: str | None
+    shift_end: datetime | None
+
+
 @dataclass
 class Candidate:
-    driver: Driver
+    driver: Driver | CandidateRow  # what is read of the driver: pk, name, vehicle, state_changed_at
     distance_km: float
     eta_to_pickup_s: int
 
@@ -179,36 +199,55 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
             )
         else:
             candidates.append(Candidate(driver, hit.distance_km, to_pickup))
-    excluded.extend(_out_of_reach(zone_codes, exclude=set(ids), now=now))
+    excluded.extend(_out_of_reach(zone_codes, exclude=ids, now=now))
     candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
     return Decision(candidates, excluded, area)
 
 
-def _candidate_rows(delivery: Delivery, ids: list[str]):
+def _candidate_query(delivery_id, ids):
     """The drivers the location search found, with everything that can exclude one, in ONE query: carried
     deliveries (capacity), a pending offer, how this delivery's earlier offer to them ended, the end of their
     open shift. Annotated rather than filtered out: the reasoning records why each one was excluded."""
     earlier_offers = (
-        Offer.objects.filter(delivery=delivery, driver=OuterRef("pk"))
+        Offer.objects.filter(delivery_id=delivery_id, driver=OuterRef("pk"))
         .exclude(status__in=[OfferStatus.WITHDRAWN, OfferStatus.PENDING])
         .order_by("-sent_at")
     )
     open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)
-    return Driver.objects.filter(pk__in=ids).annotate(
-        active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
-        has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
-        previous_offer=Subquery(earlier_offers.values("status")[:1]),
-        shift_end=Subquery(open_shift.values("planned_end")[:1]),
+    return (
+        Driver.objects.filter(pk__in=ids)
+        .annotate(
+            active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
+            has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
+            previous_offer=Subquery(earlier_offers.values("status")[:1]),
+            shift_end=Subquery(open_shift.values("planned_end")[:1]),
+        )
+        .values_list(*CandidateRow._fields)
     )
 
 
-def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, limit: int = 20) -> list[dict]:
+# Compiled once per number of drivers found (at most CANDIDATE_POOL shapes): compiling was most of its CPU.
+_candidate_read = CompiledRead(Driver, _candidate_query, (compiled.UUID, [compiled.UUID]))
+
+
+def _candidate_rows(delivery: Delivery, ids: list[str]) -> list[CandidateRow]:
+    return [CandidateRow._make(row) for row in _candidate_read(delivery.pk, ids)]
+
+
+OUT_OF_REACH_LISTED = 20
+
+
+def _out_of_reach_query(zone_codes, exclude):
+    rows = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__in=zone_codes).exclude(pk__in=exclude)
+    return rows.values_list("pk", "name", "last_seen_at")[:OUT_OF_REACH_LISTED]
+
+
+# Compiled once per number of zones searched and of drivers found.
+_out_of_reach_read = CompiledRead(Driver, _out_of_reach_query, ([compiled.TEXT], [compiled.UUID]))
+
+
+def _out_of_reach(zone_codes: list[str], *, exclude: list[str], now: datetime) -> list[dict]:
     """Available drivers of the searched zones the location search did not return: stale or too far."""
-    rows = (
-        Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__in=zone_codes)
-        .exclude(pk__in=exclude)
-        .values_list("pk", "name", "last_seen_at")[:limit]
-    )
     fresh_after = now - timedelta(seconds=FRESH_LOCATION_S)
     return [
         {
@@ -216,7 +255,7 @@ def _out_of_reach(zone_codes: list[str], *, exclude: set[str], now: datetime, li
             "name": name,
             "reason": "stale_location" if seen is None or seen < fresh_after else "too_far",
         }
-        for pk, name, seen in rows
+        for pk, name, seen in _out_of_reach_read(zone_codes, exclude)
     ]
 
 
@@ -317,7 +356,7 @@ def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: d
 
 def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, actor: Actor, now) -> Offer | None:
     # Lock the driver (delivery, then offer, then driver) and check again: it may have changed since the search.
-    driver = Driver.objects.select_for_update().get(pk=candidate.driver.pk)
+    driver = lock_driver(candidate.driver.pk)
     if driver.state != DriverState.AVAILABLE:
         return None
     try:

@@ -3,7 +3,9 @@
 from django.utils import timezone
 from django_fsm import can_proceed
 
+from core import compiled
 from core.audit import Actor, atomic_action, record_event
+from core.compiled import CompiledRead
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
 from deliveries import messages
@@ -93,11 +95,22 @@ def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
         reasons = _GONE_WHEN.get(delivery.status)
         if not reasons:
             return
-    unresolved = delivery.escalations.exclude(status=EscalationStatus.RESOLVED)
-    if reasons is not None:
-        unresolved = unresolved.filter(reason__in=reasons)
+    if reasons is None:
+        unresolved = _unresolved.instances(delivery.pk)
+    else:
+        unresolved = _unresolved_for.instances(delivery.pk, list(reasons))
     for escalation in unresolved:
         _close(escalation, actor=actor, note=f"Closed automatically: the delivery is {delivery.status}.")
+
+
+def _unresolved_query(delivery_id, reasons=None):
+    rows = Escalation.objects.filter(delivery_id=delivery_id).exclude(status=EscalationStatus.RESOLVED)
+    return rows if reasons is None else rows.filter(reason__in=reasons)
+
+
+# Asked at every transition of every delivery: compiled once (core.compiled).
+_unresolved = CompiledRead(Escalation, _unresolved_query, (compiled.UUID,))
+_unresolved_for = CompiledRead(Escalation, _unresolved_query, (compiled.UUID, [compiled.TEXT]))
 
 
 def _close(escalation: Escalation, *, actor: Actor, note: str) -> None:

@@ -3,6 +3,7 @@
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
+from core.compiled import UUID, CompiledRead
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
 from deliveries import messages, metrics
@@ -32,7 +33,13 @@ def _lock_offer(offer_id, *, seen_by: Actor | None = None) -> tuple[Delivery, Of
     delivery = lock_delivery_of_offer(offer_id, driver_id=driver_id)
     if delivery is None:
         raise NotFound("No such offer.")
-    return delivery, Offer.objects.select_for_update().get(pk=offer_id)
+    return delivery, _locked_offer.instances(offer_id)[0]  # it exists: its delivery was found through it
+
+
+# Compiled once (core.compiled): every answer to an offer, and its expiry, locks it.
+_locked_offer = CompiledRead(
+    Offer, lambda offer_id: Offer.objects.select_for_update().filter(pk=offer_id).order_by(), (UUID,)
+)
 
 
 def _check_answerable(offer: Offer) -> None:
