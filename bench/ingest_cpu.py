@@ -15,8 +15,7 @@ are short; on a shared machine compare CPU per request, not throughput.
 
 --in-process N: the ASGI application called directly in this process, N one-point requests of the fixture's
 drivers (after one first request each, every token a miss: `cold_cpu_ms_per_request`), `--concurrency` of them at
-a time: CPU per request without HTTP
-parsing or sockets, and with --profile FILE the cProfile stats of those calls.
+a time: CPU per request without HTTP parsing or sockets, and with --profile FILE the cProfile stats of those calls.
 """
 
 import argparse
