@@ -209,8 +209,9 @@ class RoundTrip:
         self.sending: set[asyncio.Task] = set()
 
     async def execute(self, queue: Callable) -> list:
-        """`queue(pipe)` queues the caller's commands on the shared pipeline; returns their results, in order. A
-        command's error is raised to its caller only; a connection's, to every caller of the round trip."""
+        """`queue(pipe)` queues the caller's commands on the shared pipeline; returns their results, in order. An
+        error of the caller's `queue` or of one of its commands is raised to that caller only; a connection's, to
+        every caller of the round trip."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self.waiting.append((queue, answer))
@@ -232,9 +233,13 @@ class RoundTrip:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 spans = []
-                for queue, _ in batch:
+                for queue, answer in batch:
                     start = len(pipe)
-                    queue(pipe)
+                    try:
+                        queue(pipe)
+                    except Exception as exc:  # the caller's own code failed: its error alone, its commands out
+                        del pipe.command_stack[start:]
+                        answer.set_exception(exc)
                     spans.append((start, len(pipe)))
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # every caller decides (Redis errors: the database fallback)

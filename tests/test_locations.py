@@ -245,21 +245,29 @@ async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
 
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-async def test_a_commands_error_in_a_shared_round_trip_reaches_only_its_caller(zones):
-    """Callers of one turn share a pipeline (`RoundTrip`): one caller's failing command (a key of the wrong type)
-    fails that caller alone, as its own round trip would have; the others get their results."""
+async def test_an_error_in_a_shared_round_trip_reaches_only_its_caller(zones):
+    """Callers of one turn share a pipeline (`RoundTrip`): one caller's failing command (a key of the wrong type),
+    or its own code failing while it queues, fails that caller alone, as its own round trip would have; the
+    others get their results."""
     client = locations.async_client()
     await client.set("relay-test:a-string", "x")
+
+    def broken(pipe):
+        pipe.get("relay-test:a-string")
+        raise ValueError("bad carried data")
+
     try:
         shared = client.relay_round_trip
-        wrong, right = await asyncio.gather(
+        wrong, failing, right = await asyncio.gather(
             shared.execute(lambda pipe: pipe.hgetall("relay-test:a-string")),
+            shared.execute(broken),
             shared.execute(lambda pipe: pipe.get("relay-test:a-string").exists("relay-test:a-string")),
             return_exceptions=True,
         )
     finally:
         await client.delete("relay-test:a-string")
     assert isinstance(wrong, redis.exceptions.ResponseError)
+    assert isinstance(failing, ValueError)
     assert right == [b"x", 1]
 
 
