@@ -42,13 +42,13 @@ def rest(
     threads: int = 1,
 ) -> dict:
     """POST /api/v1/driver/locations from wrk (compiled: a few µs of CPU per request, where a Python client
-    spends ~100 µs that the 2 cores would take from the server). wrk is closed-loop: each connection sends,
-    waits for the answer, pauses, sends again. requests_per_s=None: no pause (the server's capacity); else
-    each connection pauses connections/requests_per_s between requests (a slower server gets fewer)."""
+    spends ~100 µs that the 2 cores would take from the server). requests_per_s=None: each connection sends its
+    next request as soon as the answer comes (the server's capacity); else requests start on a schedule of
+    requests_per_s over all threads, at most `connections` in flight (bench/ingest_rest.lua)."""
     roster = RESULTS / "wrk-drivers.txt"
     roster.write_text("".join(f"{d['token']} {d['lat']} {d['lng']}\n" for d in drivers))
-    delay_ms = 0 if requests_per_s is None else round(connections / requests_per_s * 1000)
-    env = dict(os.environ, BENCH_DRIVERS=str(roster), BENCH_BATCH=str(batch), BENCH_DELAY_MS=str(delay_ms))
+    interval_ms = 0 if requests_per_s is None else threads * 1000 / requests_per_s
+    env = dict(os.environ, BENCH_DRIVERS=str(roster), BENCH_BATCH=str(batch), BENCH_INTERVAL_MS=f"{interval_ms:.3f}")
     env["BENCH_THREADS"] = str(threads)
     argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{round(duration)}s", "--timeout", "10s"]
     argv += ["-s", str(WRK_SCRIPT), f"http://{HOST}:{port}/"]
@@ -63,7 +63,7 @@ def rest(
     latency = {f"{k}_ms": round(v / 1000, 2) for k, v in out["latency_us"].items()}
     ok = out["statuses"].get("202", 0)
     return {
-        "generator": f"wrk -t{threads} -c{connections}, {delay_ms} ms pause per connection",
+        "generator": f"wrk -t{threads} -c{connections}, a request start every {interval_ms:.2f} ms per thread",
         "points_per_request": batch,
         "offered_requests_per_s": requests_per_s or "as fast as answered",
         "duration_s": round(seconds, 2),

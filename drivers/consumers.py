@@ -31,13 +31,13 @@ class DriverConsumer(AuthenticatedConsumer):
 
     async def current_user(self):
         # Drivers' apps authenticate by token only; the token must be a driver's.
-        entry = (await _credentials([self.token_key], None)).get(self.token_key) if self.token_key else None
+        entry = (await _credentials([self.token_key])).get(self.token_key) if self.token_key else None
         return self._hold(entry)
 
     @classmethod
     async def recheck_all(cls, sockets):
         # A process's driver sockets in one query, not one per socket on the process's one database thread.
-        entries = await _credentials([socket.token_key for socket in sockets], None)
+        entries = await _credentials([socket.token_key for socket in sockets])
         return [socket for socket in sockets if socket._hold(entries.get(socket.token_key)) is None]
 
     def _hold(self, entry):

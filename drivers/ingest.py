@@ -6,7 +6,9 @@ The fast path takes only the plain case of API.md's contract: a JSON batch that 
 accepts, a `Token` of an online driver known to drivers/credentials.py, no `Idempotency-Key`, an allowed host
 over an accepted scheme, and a user under the API's throttle. It then does what the Django view does, in two
 Redis round trips: (1) the throttle history (DRF's own key and format, so both paths share one budget) and the
-user's credential version; (2) the location index commands and the new throttle history. Everything else —
+user's credential version; (2) the location index commands and the new throttle history. Each round trip is
+shared with the other pings of the same turn of the event loop (`locations.RoundTrip`, as the driver sockets'
+pings): under load one pipeline serves many requests. Everything else —
 bad input, unknown or revoked tokens, other roles, offline drivers, a throttled user, an idempotent retry,
 Redis trouble — goes to Django with the body replayed, so its answers (error shapes included) stay exactly the
 API's. Embedded mode (no Redis) sends everything to Django.
@@ -19,7 +21,6 @@ from datetime import datetime
 
 import orjson
 import redis
-from channels.db import DatabaseSyncToAsync
 from django.conf import settings
 from django.core.cache import cache as django_cache
 from django.core.cache.backends.redis import RedisSerializer
@@ -127,25 +128,27 @@ class LocationIngest:
             return None
         entry = cached = credentials.cache.get(token)
         if entry is None:
-            entry = await _load(token, None)
+            entry = await credentials.aload(token)
             if entry is None or not entry.online:
                 return None  # not a driver, revoked, or offline: the full API answers
         throttle = self._throttle or self._make_throttle()
         history_key = django_cache.make_key(throttle.cache_format % {"scope": throttle.scope, "ident": entry.user_id})
+        version_key, carried_key = credentials.version_key(entry.user_id), trail.carried_key(entry.driver_id)
+        round_trip = client.relay_round_trip  # shared with the other pings of this turn of the loop
         try:
-            async with client.pipeline(transaction=False) as pipe:
-                pipe.get(history_key).get(credentials.version_key(entry.user_id))
-                pipe.hgetall(trail.carried_key(entry.driver_id))  # what its pings feed: breadcrumbs, tracking
-                stored_history, version, carried = await pipe.execute()
+            (stored_history, version), carried = await round_trip.execute(
+                lambda pipe: pipe.mget(history_key, version_key).hgetall(carried_key)  # few commands: ~25 µs each
+            )
             version = version.decode() if version is not None else None
             if cached is None:
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
                 entry = replace(entry, version=version)
             elif entry.version != version:
-                entry = await _load(token, version)
+                entry = await credentials.aload(token)
                 if entry is None or not entry.online:
                     credentials.cache.drop(token)
                     return None
+                entry = replace(entry, version=version)
             credentials.cache.put(token, entry)
             now = time.time()
             history = self._serializer.loads(stored_history) if stored_history is not None else []
@@ -155,15 +158,21 @@ class LocationIngest:
                 return None  # throttled: DRF answers 429 with its Retry-After
             history.insert(0, now)
             usable = locations.usable_points(points)
-            async with client.pipeline(transaction=False) as pipe:
-                accepted = await locations.aqueue_positions(pipe, entry.driver_id, usable) if usable else 0
+            newest = await locations.anewest(usable) if usable else None
+            pushes: list[trail.Step] = []
+
+            def queue(pipe) -> None:
+                if newest is not None:
+                    locations.queue_position(pipe, entry.driver_id, *newest)
                 pipe.set(history_key, self._serializer.dumps(history), ex=throttle.duration)
-                pushes = trail.follow_on(pipe, entry.driver_id, carried, usable)
-                results = await pipe.execute()
+                pushes.extend(trail.follow_on(pipe, entry.driver_id, carried, usable))
+
+            results = await round_trip.execute(queue)
         except _REDIS_ERRORS as exc:
             locations.redis_failed(exc)
             return None  # Django records the batch through the database fallback
         await trail.apush(pushes, results)
+        accepted = len(usable)
         return orjson.dumps({"accepted": accepted, "dropped": len(points) - accepted})
 
     def _make_throttle(self) -> UserThrottle:
@@ -210,9 +219,6 @@ class LocationIngest:
                 hsts += "; preload"
             headers.append((b"strict-transport-security", hsts.encode()))
         return headers
-
-
-_load = DatabaseSyncToAsync(credentials.load, thread_sensitive=False)
 
 
 def _secure(scope, headers: dict) -> bool:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -109,7 +110,7 @@ def async_client() -> aioredis.Redis | None:
         # Raw bytes: the async callers only write, or read values that are not text (the throttle history).
         client = aioredis.Redis(connection_pool=_pool(aioredis.BlockingConnectionPool, url, decode=False))
         client.relay_url = url
-        client.relay_pings = _PingBatch(client)
+        client.relay_round_trip = RoundTrip(client)
         _async_clients[loop] = client
     return client
 
@@ -171,7 +172,7 @@ def record_positions(driver_id, points: list[Point], *, online: bool) -> int:
 
 async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> int:
     """record_positions for async callers (the driver socket): the same command through the event loop's own
-    Redis client, with no thread hop, in the loop's shared round trip (`_PingBatch`). Without Redis, or when it
+    Redis client, with no thread hop, in the loop's shared round trip (`RoundTrip`). Without Redis, or when it
     fails, the synchronous path (and its database fallback) runs in a thread."""
     usable = usable_points(points)
     if not usable or not online:
@@ -179,11 +180,15 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     client = async_client()
     if client is None:
         return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
-    zones = await zone_cache.aload()
-    latest = max(usable, key=lambda p: p.recorded_at)
-    zone = zone_for_point(latest.lat, latest.lng, zones)
+    member = str(driver_id)
+    latest, zone_code = await anewest(usable)
+
+    def queue(pipe) -> None:
+        queue_position(pipe, member, latest, zone_code)
+        pipe.hgetall(trail.carried_key(member))
+
     try:
-        carried = await client.relay_pings.send(str(driver_id), latest, zone.code if zone else None)
+        _, carried = await client.relay_round_trip.execute(queue)
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return await DatabaseSyncToAsync(record_positions)(driver_id, points, online=online)
@@ -192,25 +197,31 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     return len(usable)
 
 
-class _PingBatch:
-    """The pings an event loop's sockets hand over in one turn of the loop go to Redis in one pipeline: the
-    index's command and the read of what the driver carries, per ping. A round trip of redis-py's asyncio client
-    costs ~140-220 µs of CPU for one ping's two commands and ~40-60 µs per ping when 10-50 share it (measured).
-    Each ping's caller still waits for its own answer, so a socket's messages keep their order."""
+class RoundTrip:
+    """The commands an event loop's callers queue in one turn of the loop go to Redis in one pipeline: driver
+    socket pings, REST pings. A round trip of redis-py's asyncio client costs ~140-220 µs of CPU for one ping's
+    two commands and ~40-60 µs per ping when 10-50 share it (measured). Each caller awaits its own results, so a
+    socket's messages keep their order."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self.waiting: list[tuple[str, Point, str | None, asyncio.Future]] = []
+        self.waiting: list[tuple[Callable, asyncio.Future]] = []
         self.sending: set[asyncio.Task] = set()
 
-    async def send(self, member: str, point: Point, zone_code: str | None) -> dict:
-        """Index the point; returns what the driver carries (the hash at trail.carried_key)."""
+    async def execute(self, queue: Callable) -> list:
+        """`queue(pipe)` queues the caller's commands on the shared pipeline; returns their results, in order. An
+        error of the caller's `queue` or of one of its commands is raised to that caller only; a connection's, to
+        every caller of the round trip."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
-        self.waiting.append((member, point, zone_code, answer))
+        self.waiting.append((queue, answer))
         if len(self.waiting) == 1:
-            loop.call_soon(self._flush)  # after the other sockets' handlers of this turn have queued theirs
-        return await answer
+            loop.call_soon(self._flush)  # after the other callers of this turn have queued theirs
+        results = await answer
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
 
     def _flush(self) -> None:
         batch, self.waiting = self.waiting, []
@@ -221,33 +232,37 @@ class _PingBatch:
     async def _send(self, batch: list) -> None:
         try:
             async with self.client.pipeline(transaction=False) as pipe:
-                for member, point, zone_code, _ in batch:
-                    queue_position(pipe, member, point, zone_code)
-                    pipe.hgetall(trail.carried_key(member))
-                results = await pipe.execute()
+                spans = []
+                for queue, answer in batch:
+                    start = len(pipe)
+                    try:
+                        queue(pipe)
+                    except Exception as exc:  # the caller's own code failed: its error alone, its commands out
+                        del pipe.command_stack[start:]
+                        answer.set_exception(exc)
+                    spans.append((start, len(pipe)))
+                results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # every caller decides (Redis errors: the database fallback)
-            for *_, answer in batch:
+            for _, answer in batch:
                 if not answer.done():
                     answer.set_exception(exc)
             return
         except BaseException:  # cancelled (the loop is closing): so are the callers
-            for *_, answer in batch:
+            for _, answer in batch:
                 answer.cancel()
             raise
-        for (*_, answer), carried in zip(batch, results[1::2], strict=True):
+        for (_, answer), (start, end) in zip(batch, spans, strict=True):
             if not answer.done():
-                answer.set_result(carried)
+                answer.set_result(results[start:end])
 
 
-async def aqueue_positions(pipe, driver_id, usable: list[Point]) -> int:
-    """Queue on an async pipeline the commands that index the newest of these usable points; the caller
-    executes it (and may add commands of its own to the same round trip). Only for online drivers: an offline
-    one is not tracked off shift. Returns how many points count."""
+async def anewest(usable: list[Point]) -> tuple[Point, str | None]:
+    """The newest of these usable points and the code of its zone (None outside every zone): what the index's
+    command (`queue_position`) takes."""
     zones = await zone_cache.aload()
     latest = max(usable, key=lambda p: p.recorded_at)
     zone = zone_for_point(latest.lat, latest.lng, zones)
-    queue_position(pipe, str(driver_id), latest, zone.code if zone else None)
-    return len(usable)
+    return latest, zone.code if zone else None
 
 
 def queue_position(pipe, member: str, point: Point, zone_code: str | None) -> None:

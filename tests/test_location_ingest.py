@@ -1,6 +1,7 @@
 """`POST /api/v1/driver/locations` through the ASGI application: plain pings are answered ahead of Django
 (drivers/ingest.py), everything else exactly as Django answers it; revocation reaches the token cache at once."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -81,6 +82,64 @@ async def test_a_plain_ping_is_indexed_without_reaching_django(zones, django_app
     assert first.headers["content-type"] == "application/json"
     assert django_app.calls == 0
     assert await _sync(_indexed)(driver)
+
+
+async def test_first_pings_arriving_together_share_one_read_of_their_tokens(zones, django_app, monkeypatch):
+    """A process meets each driver's token once per cache lifetime (a cold one, all of them at once): the tokens
+    missed together are read in one query, and each request still gets its own answer."""
+    drivers = [await _sync(_online_driver)() for _ in range(3)]
+    merchant = await _sync(factories.MerchantFactory)()
+    merchant_token, _ = await _sync(Token.objects.get_or_create)(user=merchant.user)
+    reads = []
+    real_read = credentials._load_many
+
+    async def counted(keys):
+        reads.append(sorted(keys))
+        return await real_read(keys)
+
+    monkeypatch.setattr(credentials, "_load_many", counted)
+    others = [{"Authorization": "Token nope"}, {"Authorization": f"Token {merchant_token.key}"}]
+    async with _client(django_app) as client:
+        answers = await asyncio.gather(
+            *(client.post(URL, json={"points": [_point()]}, headers=auth) for auth in [a for _, a in drivers] + others)
+        )
+    assert [a.status_code for a in answers] == [202, 202, 202, 401, 403]
+    assert len(reads) == 1 and len(reads[0]) == 5
+    assert django_app.calls == 2  # the unknown token and the merchant: Django answers them
+    for driver, _ in drivers:
+        assert await _sync(_indexed)(driver)
+
+
+async def test_pings_arriving_together_share_their_redis_round_trips(zones, django_app, monkeypatch):
+    """Many drivers' pings on one event loop: the reads of one turn go to Redis together, then the writes, and
+    each request still gets its own answer."""
+    drivers = [await _sync(_online_driver)() for _ in range(4)]
+    async with _client(django_app) as client:
+        for _, auth in drivers:  # their tokens known to this process
+            assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        redis_client = locations.async_client()
+        pipelines = []
+        pipeline = redis_client.pipeline
+
+        def counted(*args, **kwargs):
+            pipelines.append(1)
+            return pipeline(*args, **kwargs)
+
+        monkeypatch.setattr(redis_client, "pipeline", counted)
+        old = (timezone.now() - timedelta(hours=1)).isoformat()
+        bodies = [{"points": [_point()]}, {"points": [_point(), _point()]}, {"points": [_point()]}]
+        bodies.append({"points": [_point(recorded_at=old)]})
+        answers = await asyncio.gather(
+            *(client.post(URL, json=body, headers=auth) for body, (_, auth) in zip(bodies, drivers, strict=True))
+        )
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (202, {"accepted": 1, "dropped": 0}),
+        (202, {"accepted": 2, "dropped": 0}),
+        (202, {"accepted": 1, "dropped": 0}),
+        (202, {"accepted": 0, "dropped": 1}),
+    ]
+    assert len(pipelines) == 2
+    assert django_app.calls == 0
 
 
 async def test_old_and_future_points_are_dropped_not_errors(zones, django_app):

@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -14,6 +15,7 @@ from drivers import locations
 from drivers.models import Driver
 from tests import factories
 from tests.conftest import api_client_for
+from zones.selectors import zone_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -239,3 +241,50 @@ async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
     assert len(pipelines) == 1
     hits = await sync_to_async(locations.nearest_drivers)(38.715, -9.14, radius_km=1, limit=100, zone_codes=["centro"])
     assert {f"turn-{i}" for i in range(50)} <= {hit.driver_id for hit in hits}
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_an_error_in_a_shared_round_trip_reaches_only_its_caller(zones):
+    """Callers of one turn share a pipeline (`RoundTrip`): one caller's failing command (a key of the wrong type),
+    or its own code failing while it queues, fails that caller alone, as its own round trip would have; the
+    others get their results."""
+    client = locations.async_client()
+    await client.set("relay-test:a-string", "x")
+
+    def broken(pipe):
+        pipe.get("relay-test:a-string")
+        raise ValueError("bad carried data")
+
+    try:
+        shared = client.relay_round_trip
+        wrong, failing, right = await asyncio.gather(
+            shared.execute(lambda pipe: pipe.hgetall("relay-test:a-string")),
+            shared.execute(broken),
+            shared.execute(lambda pipe: pipe.get("relay-test:a-string").exists("relay-test:a-string")),
+            return_exceptions=True,
+        )
+    finally:
+        await client.delete("relay-test:a-string")
+    assert isinstance(wrong, redis.exceptions.ResponseError)
+    assert isinstance(failing, ValueError)
+    assert right == [b"x", 1]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_pings_that_find_the_zone_list_stale_share_one_read_of_it(zones, monkeypatch):
+    """Every ttl_s the zone list goes stale under a busy process's pings: one read (one thread hop) serves all of
+    them, and they resume together (so they still share their round trip to Redis)."""
+    zone_cache.clear()
+    reads = []
+    read = zone_cache.zones
+
+    def counted():
+        reads.append(1)
+        return read()
+
+    monkeypatch.setattr(zone_cache, "zones", counted)
+    lists = await asyncio.gather(*(zone_cache.aload() for _ in range(20)))
+    assert len(reads) == 1
+    assert all(found is lists[0] for found in lists)
+    assert "centro" in {zone.code for zone in lists[0]}

@@ -1,3 +1,4 @@
+import asyncio
 import time
 from datetime import datetime
 from decimal import Decimal
@@ -19,6 +20,7 @@ class _ZoneCache:
         self._zones: list[Zone] = []
         self._loaded_at = float("-inf")
         self._lock = Lock()
+        self._reading: asyncio.Task | None = None
 
     def zones(self) -> list[Zone]:
         with self._lock:
@@ -28,10 +30,16 @@ class _ZoneCache:
             return self._zones
 
     async def aload(self) -> list[Zone]:
-        """The same list from async code: the database is read (in a thread) only when the list is stale."""
-        if time.monotonic() - self._loaded_at > self.ttl_s:
-            return await DatabaseSyncToAsync(self.zones)()
-        return self._zones
+        """The same list from async code: the database is read (in a thread) only when the list is stale, once
+        for all the callers that find it stale meanwhile (every ping of a busy process, every ttl_s): they share
+        that read rather than each hopping to a thread, and resume together."""
+        if time.monotonic() - self._loaded_at <= self.ttl_s:
+            return self._zones
+        loop = asyncio.get_running_loop()
+        reading = self._reading
+        if reading is None or reading.done() or reading.get_loop() is not loop:
+            reading = self._reading = loop.create_task(DatabaseSyncToAsync(self.zones)())
+        return await asyncio.shield(reading)  # a caller cancelled does not cancel the others' read
 
     def clear(self) -> None:
         with self._lock:
