@@ -464,7 +464,9 @@ def main() -> int:
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--dispatch-rate", type=float, default=20.0)
     parser.add_argument("--dispatch-seconds", type=float, default=60.0)
-    parser.add_argument("--points-per-s", type=float, default=2500.0)
+    # Offered 10 % above the 2,500 points/s target: at exactly the target, a server that keeps up shows 2,499.8
+    # (the edges of the run), and "≥ 2,500" could never be met; the p99 targets are then judged at the higher rate.
+    parser.add_argument("--points-per-s", type=float, default=2750.0, help="offered ingest rate (REST batched, ws)")
     parser.add_argument("--ingest-seconds", type=float, default=30.0)
     parser.add_argument("--batch", type=int, default=5, help="points per request in the batched REST run")
     parser.add_argument("--wrk-connections", type=int, default=32, help="wrk connections for REST ingest")
