@@ -80,11 +80,14 @@ def rest(
 
 
 # --- websocket --------------------------------------------------------------------------------------------
-async def websocket(sockets, *, points_per_s: float, duration: float, max_outstanding: int = 1000) -> dict:
+async def websocket(
+    sockets, *, points_per_s: float, duration: float, max_outstanding: int = 1000, probe: bool = True
+) -> dict:
     """Offer points_per_s as `location` messages over the already open sockets, drivers in turn. Each is
     followed by a probe that times it (see bench/driverws.py). A point is not sent while max_outstanding are
     unanswered (counted as skipped): the backlog a slow server builds stays small and drains in seconds
-    instead of spilling into the next benchmark."""
+    instead of spilling into the next benchmark. probe=False sends the locations alone (nothing to time them
+    by): the CPU of a location without the probe's error round trip."""
     n = len(sockets.drivers)
     rng = random.Random()
     sent = {"ok": 0, "closed": 0, "server_behind": 0}
@@ -99,10 +102,18 @@ async def websocket(sockets, *, points_per_s: float, duration: float, max_outsta
         driver = sockets.drivers[k]
         lat = driver["lat"] + rng.uniform(-JITTER_DEG, JITTER_DEG)
         lng = driver["lng"] + rng.uniform(-JITTER_DEG, JITTER_DEG)
-        ok = await sockets.send_location(k, lat, lng, _iso(datetime.now(UTC)), probe=True)
+        ok = await sockets.send_location(k, lat, lng, _iso(datetime.now(UTC)), probe=probe)
         sent["ok" if ok else "closed"] += 1
 
     window = await paced(points_per_s, duration, launch, max_in_flight=4 * n)
+    if not probe:
+        return {
+            "offered_points_per_s": points_per_s,
+            "duration_s": window["offer_window_s"],
+            "sent": sent["ok"],
+            "send_failed_closed": sent["closed"],
+            "skipped_generator_full": window["skipped"],
+        }
     # Wait (bounded) for the outstanding probes: they tell when the server has worked through the backlog.
     deadline = time.perf_counter() + 30
     while sockets.outstanding > 0 and time.perf_counter() < deadline:
