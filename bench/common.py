@@ -272,3 +272,44 @@ async def paced(rate: float, duration: float, launch, *, max_in_flight: int) -> 
     for task in tasks:
         task.cancel()
     return {"planned": total, "skipped": skipped, "offer_window_s": round(offered_s, 2)}
+
+
+async def asgi_post(application, path: str, token: str, body: bytes) -> tuple[int, bytes]:
+    """One POST through an ASGI application in this process, as uvicorn hands it over (no HTTP): the in-process
+    CPU harnesses' request. Returns the status and the body."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", f"Token {token}".encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    disconnected = asyncio.get_running_loop().create_future()  # never: the client stays until the answer
+
+    async def receive():
+        return pending.pop() if pending else await disconnected
+
+    status, chunks = 0, []
+
+    async def send(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        else:
+            chunks.append(message.get("body", b""))
+
+    await application(scope, receive, send)
+    return status, b"".join(chunks)

@@ -48,6 +48,7 @@ from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
+from bench.common import asgi_post  # noqa: E402
 from config.asgi import application  # noqa: E402
 from core.audit import Actor  # noqa: E402
 from deliveries.models import Merchant, Offer, OfferStatus  # noqa: E402
@@ -100,46 +101,6 @@ def _delivery(external_id: str, pickup: tuple[float, float]) -> bytes:
             "notes": "2nd floor",
         }
     ).encode()
-
-
-# --- one request through the ASGI application, as uvicorn sends it ----------------------------------------
-async def _request(path: str, token: str, body: bytes) -> tuple[int, bytes]:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"authorization", f"Token {token}".encode()),
-        ],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
-    disconnected = asyncio.get_running_loop().create_future()  # never: the client stays until the answer
-
-    async def receive():
-        return pending.pop() if pending else await disconnected
-
-    status, chunks = 0, []
-
-    async def send(message):
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        else:
-            chunks.append(message.get("body", b""))
-
-    await application(scope, receive, send)
-    return status, b"".join(chunks)
 
 
 class _Profiles:
@@ -204,7 +165,7 @@ def main() -> None:
             profiles.enable()
         started, started_wall = time.process_time(), time.perf_counter()
         status, body = loop.run_until_complete(
-            _request("/api/v1/deliveries", merchant_token, _delivery(f"cpu-{RUN}-{i}", pickup))
+            asgi_post(application, "/api/v1/deliveries", merchant_token, _delivery(f"cpu-{RUN}-{i}", pickup))
         )
         created = time.process_time()
         if status != 201:
@@ -214,7 +175,7 @@ def main() -> None:
             raise SystemExit(f"delivery {json.loads(body)['id']} was not offered to anyone")
         accept_started = time.process_time()
         status, body = loop.run_until_complete(
-            _request(f"/api/v1/offers/{offer.pk}/accept", driver_tokens[str(offer.driver_id)], b"")
+            asgi_post(application, f"/api/v1/offers/{offer.pk}/accept", driver_tokens[str(offer.driver_id)], b"")
         )
         accepted, accepted_wall = time.process_time(), time.perf_counter()
         if status != 200:

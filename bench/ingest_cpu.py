@@ -24,12 +24,11 @@ import cProfile
 import json
 import os
 import resource
-import sys
 import time
 from datetime import UTC, datetime
 
-from bench.common import PYTHON, RESULTS, Service, app_env, cpu_seconds, free_port, wait_port
-from bench.sockets_cpu import FIXTURE, idle_cpu_per_s, prepare
+from bench.common import PYTHON, RESULTS, Service, app_env, asgi_post, cpu_seconds, free_port, wait_port
+from bench.sockets_cpu import idle_cpu_per_s, own_fixture
 
 PATH = "/api/v1/driver/locations"
 
@@ -79,37 +78,7 @@ def in_process(args, fixture: dict) -> dict:
     async def call(driver: dict) -> int:
         point = {"lat": driver["lat"], "lng": driver["lng"], "recorded_at": datetime.now(UTC).isoformat()}
         body = json.dumps({"points": [point]}).encode()
-        headers = [
-            (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
-            (b"authorization", f"Token {driver['token']}".encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": "1.1",
-            "method": "POST",
-            "scheme": "http",
-            "path": PATH,
-            "raw_path": PATH.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": headers,
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
-        status = 0
-
-        async def receive():
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        async def send(message):
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-
-        await application(scope, receive, send)
+        status, _ = await asgi_post(application, PATH, driver["token"], body)
         return status
 
     async def run(n: int) -> dict[int, int]:
@@ -158,11 +127,7 @@ def main() -> int:
     parser.add_argument("--profile", metavar="FILE", help="--in-process: cProfile stats of the measured calls")
     parser.add_argument("--reuse", action="store_true", help="keep the database and fixture of an earlier run")
     args = parser.parse_args()
-    if not (os.environ.get("BENCH_DATABASE_NAME") and os.environ.get("BENCH_REDIS_URL")):
-        sys.exit("set BENCH_DATABASE_NAME and BENCH_REDIS_URL to a database and Redis db of your own (both wiped)")
-    fixture = json.loads(FIXTURE.read_text()) if args.reuse and FIXTURE.exists() else None
-    if fixture is None or len(fixture["drivers"]) < args.drivers:
-        fixture = prepare(args.drivers)
+    fixture = own_fixture(args.drivers, reuse=args.reuse)
     started = resource.getrusage(resource.RUSAGE_SELF)
     out = in_process(args, fixture) if args.in_process else over_http(args, fixture)
     if not args.in_process:

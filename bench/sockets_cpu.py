@@ -59,6 +59,15 @@ def prepare(n: int) -> dict:
     return json.loads(FIXTURE.read_text())
 
 
+def own_fixture(drivers: int, *, reuse: bool) -> dict:
+    """The harnesses' fixture of at least `drivers` drivers, on the database and Redis db the caller named for
+    them (both wiped when it is made); with `reuse`, an earlier run's if it is large enough."""
+    if not (os.environ.get("BENCH_DATABASE_NAME") and os.environ.get("BENCH_REDIS_URL")):
+        sys.exit("set BENCH_DATABASE_NAME and BENCH_REDIS_URL to a database and Redis db of your own (both wiped)")
+    fixture = json.loads(FIXTURE.read_text()) if reuse and FIXTURE.exists() else None
+    return fixture if fixture is not None and len(fixture["drivers"]) >= drivers else prepare(drivers)
+
+
 def idle_cpu_per_s(pid: int, seconds: float = 3.0) -> float:
     before = cpu_seconds(pid)
     time.sleep(seconds)
@@ -146,11 +155,7 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="keep the database and fixture of an earlier run")
     parser.add_argument("--profile", metavar="FILE", help="run the server under cProfile, stats to FILE")
     args = parser.parse_args()
-    if not (os.environ.get("BENCH_DATABASE_NAME") and os.environ.get("BENCH_REDIS_URL")):
-        sys.exit("set BENCH_DATABASE_NAME and BENCH_REDIS_URL to a database and Redis db of your own (both wiped)")
-    fixture = json.loads(FIXTURE.read_text()) if args.reuse and FIXTURE.exists() else None
-    if fixture is None or len(fixture["drivers"]) < args.sockets:
-        fixture = prepare(args.sockets)
+    fixture = own_fixture(args.sockets, reuse=args.reuse)
     port = free_port()
     argv = ["manage.py", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(args.workers)]
     if args.profile:

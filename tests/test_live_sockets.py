@@ -223,30 +223,34 @@ async def test_ops_see_zone_pressure(zones):
     await socket.disconnect()
 
 
+async def _ping_and_search(socket) -> list[str]:
+    """Sends a location over the driver's socket, then who a search at that spot finds."""
+    from django.utils import timezone
+
+    from drivers.locations import nearest_drivers
+
+    point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": timezone.now().isoformat()}
+    await socket.send_json_to({"type": "location", "data": point})
+    await socket.send_json_to({"type": "probe"})  # answered after the location is handled
+    await _next(socket, "error")
+    hits = await db(nearest_drivers)(*factories.CENTRO, radius_km=1, limit=5, zone_codes=["centro"])
+    return [hit.driver_id for hit in hits]
+
+
 @pytest.mark.redis
 async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
-    from django.utils import timezone
 
     from deliveries.services.availability import go_online
     from drivers import locations
-    from drivers.locations import nearest_drivers
 
     driver = await db(factories.DriverFactory)()
     socket = await _driver_socket(driver)
 
-    async def ping_and_search():
-        point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": timezone.now().isoformat()}
-        await socket.send_json_to({"type": "location", "data": point})
-        await socket.send_json_to({"type": "probe"})  # answered after the location is handled
-        await _next(socket, "error")
-        hits = await db(nearest_drivers)(*factories.CENTRO, radius_km=1, limit=5, zone_codes=["centro"])
-        return [hit.driver_id for hit in hits]
-
-    assert await ping_and_search() == []  # offline: dropped
+    assert await _ping_and_search(socket) == []  # offline: dropped
     assert await db(locations.flush_positions)() == 0  # not even buffered for the database
     await db(go_online)(driver.pk, actor=Actor.driver(driver))
     assert (await _next(socket, "driver.state"))["data"]["state"] == "available"
-    assert await ping_and_search() == [str(driver.pk)]  # no wait for a re-read: the stream said so
+    assert await _ping_and_search(socket) == [str(driver.pk)]  # no wait for a re-read: the stream said so
     await socket.disconnect()
 
 
@@ -254,27 +258,17 @@ async def test_socket_pings_make_a_driver_searchable_only_while_online(zones):
 async def test_a_state_change_the_socket_missed_is_caught_up_at_the_credential_check(zones):
     """The socket knows its driver's state from `driver.state` messages (at most once); the credential check
     (every 30 s) reads the state with the token, so a lost message costs at most that long."""
-    from django.utils import timezone
 
     from core.tasks import recheck_socket_credentials
-    from drivers.locations import nearest_drivers
     from drivers.models import Driver
 
     driver = await db(factories.DriverFactory)()
     socket = await _driver_socket(driver)
 
-    async def ping_and_search():
-        point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": timezone.now().isoformat()}
-        await socket.send_json_to({"type": "location", "data": point})
-        await socket.send_json_to({"type": "probe"})  # answered after the location is handled
-        await _next(socket, "error")
-        hits = await db(nearest_drivers)(*factories.CENTRO, radius_km=1, limit=5, zone_codes=["centro"])
-        return [hit.driver_id for hit in hits]
-
     await db(lambda: Driver.objects.filter(pk=driver.pk).update(state="available"))()  # no message sent
-    assert await ping_and_search() == []  # the socket still believes it offline
+    assert await _ping_and_search(socket) == []  # the socket still believes it offline
     await db(recheck_socket_credentials)()
     deadline = time.monotonic() + 3  # the check arrives through the channel layer (0.1 s polls), not the socket
-    while await ping_and_search() != [str(driver.pk)]:
+    while await _ping_and_search(socket) != [str(driver.pk)]:
         assert time.monotonic() < deadline, "the credential check did not read the driver's state"
     await socket.disconnect()
