@@ -1,5 +1,11 @@
 """django-fsm, the one way: every model's state machine runs its transitions through `run_transition`, on an
-`FSMModelMixin` whose `refresh_from_db` is safe when threads refresh at once."""
+`FSMModelMixin` whose `refresh_from_db` is safe when threads refresh at once; `saving_changes` saves what a
+transition changed."""
+
+import copy
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import models
 from django_fsm import FSMModelMixin as _FSMModelMixin
@@ -49,3 +55,32 @@ def run_transition(transition, *args, **kwargs):
         return transition(*args, **kwargs)
     except TransitionNotAllowed as exc:
         raise InvalidTransition(refusal(transition)) from exc
+
+
+@contextmanager
+def saving_changes(instance: models.Model) -> Iterator[None]:
+    """Save the fields of `instance` changed inside the block, and only those, when it ends without raising:
+    `with saving_changes(offer): run_transition(offer.accept)`. A hot row's UPDATE then sets the few columns a
+    transition changes, not the whole row (the SQL built, quoted and sent was most of a save's CPU). What the
+    block changes is compared, not listed, so a field set by the transition or by code run in the block cannot be
+    left out; a field set before the block is not saved by it."""
+    before = _values(instance)
+    yield
+    changed = [name for name, value in _values(instance).items() if name not in before or value != before[name]]
+    instance.save(update_fields=changed)
+
+
+def _values(instance: models.Model) -> dict:
+    """The instance's loaded field values (a deferred field is not read). JSON values are copied, so one changed in
+    place is still told apart from the value it had."""
+    loaded = instance.__dict__
+    return {
+        name: copy.deepcopy(value) if isinstance(value := loaded[name], dict | list) else value
+        for name in _attnames(type(instance))
+        if name in loaded
+    }
+
+
+@functools.cache
+def _attnames(model: type[models.Model]) -> tuple[str, ...]:
+    return tuple(field.attname for field in model._meta.concrete_fields if not field.primary_key)

@@ -5,7 +5,7 @@ from core import compiled
 from core.audit import Actor, record_event
 from core.compiled import CompiledRead
 from core.errors import NotFound
-from core.fsm import run_transition
+from core.fsm import run_transition, saving_changes
 from deliveries.models import Delivery
 from deliveries.services.escalations import resolve_gone_causes
 from deliveries.services.tracking import delivery_changed_locked
@@ -54,14 +54,21 @@ def _lockable():
     return Delivery.objects.select_for_update(of=("self",)).select_related("merchant", "zone")
 
 
-def transition_delivery(transition, *args, actor: Actor, event: str | None = None, payload=None) -> None:
+def transition_delivery(
+    transition, *args, actor: Actor, event: str | None = None, payload=None, setting: dict | None = None
+) -> None:
     """Apply one lifecycle transition of a locked delivery (`transition_delivery(delivery.pick_up, ...)`), save
-    it, audit it and queue the merchant's webhook. Must run inside the caller's transaction."""
+    it, audit it and queue the merchant's webhook. Must run inside the caller's transaction.
+
+    Only the fields that change here are saved (`saving_changes`): the transition's, the ETA's, and `setting`,
+    the fields the caller changes with the transition. A field changed on the delivery before is not."""
     delivery: Delivery = transition.__self__
     previous, previous_driver_id = delivery.status, delivery.driver_id
-    run_transition(transition, *args)
-    delivery_changed_locked(delivery, previous_status=previous, previous_driver_id=previous_driver_id)
-    delivery.save()
+    with saving_changes(delivery):
+        for name, value in (setting or {}).items():
+            setattr(delivery, name, value)
+        run_transition(transition, *args)
+        delivery_changed_locked(delivery, previous_status=previous, previous_driver_id=previous_driver_id)
     record_event(
         event or f"delivery.{delivery.status}",
         actor=actor,

@@ -406,8 +406,12 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
     # Every offer is announced here, which sets the outcome "offered": a delivery that never had one is offered
     # for the first time, one that had one is not, and only after a hold or an empty search must we ask.
     previous_outcome = delivery.dispatch_outcome
-    delivery.dispatch_outcome = Outcome.OFFERED  # saved with the transition
-    transition_delivery(delivery.mark_offered, actor=actor, payload={"offer_id": str(offer.pk)})
+    transition_delivery(
+        delivery.mark_offered,
+        actor=actor,
+        payload={"offer_id": str(offer.pk)},
+        setting={"dispatch_outcome": Outcome.OFFERED},
+    )
     record_event(
         "offer.created",
         actor=actor,

@@ -5,7 +5,7 @@ from django.utils import timezone
 from core.audit import Actor, atomic_action, record_event
 from core.compiled import UUID, CompiledRead
 from core.errors import DomainError, NotFound
-from core.fsm import run_transition
+from core.fsm import run_transition, saving_changes
 from deliveries import messages, metrics
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.services.assignment import assign_locked
@@ -71,8 +71,8 @@ def accept_offer(offer_id, *, actor: Actor) -> Delivery:
         delivery, offer = _lock_offer(offer_id, seen_by=actor)
         _check_answerable(offer)
         locked_driver = lock_driver(offer.driver_id)
-        run_transition(offer.accept)
-        offer.save()
+        with saving_changes(offer):
+            run_transition(offer.accept)
         _record_offer(offer, "offer.accepted", actor=actor, payload={"response_s": _response_s(offer)})
         assign_locked(delivery, locked_driver, actor=actor, how="offer", payload={"offer_id": str(offer.pk)})
     return delivery
@@ -83,8 +83,8 @@ def decline_offer(offer_id, *, actor: Actor, reason: str, note: str = "") -> Off
         delivery, offer = _lock_offer(offer_id, seen_by=actor)
         _check_answerable(offer)
         locked_driver = lock_driver(offer.driver_id)
-        run_transition(offer.decline, reason, note)
-        offer.save()
+        with saving_changes(offer):
+            run_transition(offer.decline, reason, note)
         _record_offer(offer, "offer.declined", actor=actor, payload={"reason": reason, "note": note})
         locked_driver.missed_offers_in_row = 0
         locked_driver.save(update_fields=["missed_offers_in_row"])
@@ -104,8 +104,8 @@ def expire_offer(offer_id) -> bool:
         if offer.status != OfferStatus.PENDING or timezone.now() < offer.expires_at:
             return False
         driver = lock_driver(offer.driver_id)
-        run_transition(offer.expire)
-        offer.save()
+        with saving_changes(offer):
+            run_transition(offer.expire)
         actor = Actor.system("offer-expiry")
         _record_offer(offer, "offer.expired", actor=actor)
         notify_driver(driver.pk, "offer.withdrawn", messages.offer_withdrawn(offer, reason="expired"))
@@ -130,8 +130,8 @@ def expire_offer(offer_id) -> bool:
 def withdraw_offer_locked(delivery: Delivery, offer: Offer, *, reason: str, actor: Actor) -> None:
     """Withdraw a locked pending offer of a locked delivery, inside the caller's transaction; the delivery needs
     a driver again."""
-    run_transition(offer.withdraw, reason)
-    offer.save()
+    with saving_changes(offer):
+        run_transition(offer.withdraw, reason)
     _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
     notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
     if delivery.status == DeliveryStatus.OFFERED:

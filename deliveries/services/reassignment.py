@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from core.audit import Actor, atomic_action
 from core.errors import BadInput, InvalidTransition, NotFound
-from core.fsm import run_transition
+from core.fsm import run_transition, saving_changes
 from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.assignment import DriverUnavailable, assign_locked
@@ -118,8 +118,8 @@ def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
         # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
         _require_no_pending_offer(driver)
         offer = _offer_to_named(delivery, driver, kind=Offer.Kind.FORCED)
-        run_transition(offer.accept)
-        offer.save()
+        with saving_changes(offer):
+            run_transition(offer.accept)
         assign_locked(delivery, driver, actor=actor, how="forced", payload={"offer_id": str(offer.pk)})
     return delivery
 
