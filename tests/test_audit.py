@@ -169,6 +169,21 @@ def test_an_actions_events_are_written_in_one_insert_in_the_order_recorded(zones
     assert [e.type for e in AuditEvent.objects.filter(driver_id=driver.pk)] == ["driver.state_changed", "shift.started"]
 
 
+def test_an_actions_payloads_are_read_back_exactly(zones):
+    driver = factories.DriverFactory()
+    payloads = [
+        {"note": 'quotes " and \\ backslashes', "names": ["Zoë", "O'Brien"], "n": 1.5, "none": None},
+        {"nested": {"list": [{"a": '{"not": "json"}'}], "empty": {}}},
+    ]
+    with CaptureQueriesContext(connection) as queries, atomic_action():
+        for payload in payloads:
+            record_event(
+                "driver.note", actor=Actor.system("test"), subject=driver, driver_id=driver.pk, payload=payload
+            )
+    assert len(_inserts_into_events(queries)) == 1
+    assert [e.payload for e in AuditEvent.objects.filter(driver_id=driver.pk).order_by("id")] == payloads
+
+
 def test_an_action_that_fails_leaves_no_events(zones):
     driver = factories.DriverFactory()
     with pytest.raises(ValueError), atomic_action():
