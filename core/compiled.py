@@ -21,6 +21,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import connections, models, router
 from django.db.models import QuerySet
 from django.db.models.query import get_related_populators
+from django.db.transaction import TransactionManagementError
 
 # The kinds of argument, by the field that prepares their values for the database.
 UUID = models.UUIDField()
@@ -43,6 +44,7 @@ class _Compiled:
     converters: tuple[tuple[int, tuple, object], ...]  # (column, converter functions, expression)
     klass_info: dict | None = None  # a model query's: what ModelIterable builds instances from
     select: tuple = ()
+    locks: bool = False  # SELECT ... FOR UPDATE: only inside a transaction, as the ORM checks at each compile
 
 
 _NO_ROWS = _Compiled("", (), (), ())  # the shape matches nothing (an empty IN list): no query at all
@@ -90,6 +92,9 @@ class CompiledRead:
             compiled = self._compiled[key] = self._compile(connection, sizes)
         if compiled is _NO_ROWS:
             return compiled, []
+        if compiled.locks and connection.get_autocommit():
+            # Outside a transaction the row lock would end with the statement: the ORM refuses it, so do we.
+            raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
         values = [
             (kind, value)
             for arg, (kind, is_list) in zip(args, self._kinds, strict=True)
@@ -130,6 +135,7 @@ class CompiledRead:
             tuple((column, tuple(functions), expression) for column, (functions, expression) in converters.items()),
             compiler.klass_info,
             tuple(compiler.select),
+            compiler.query.select_for_update and connection.features.has_select_for_update,
         )
 
 

@@ -28,6 +28,7 @@ class DriverConsumer(AuthenticatedConsumer):
     # credential recheck (every 30 s, all of the process's driver sockets in one query), and kept current by
     # `driver.state` messages, so a ping costs no query.
     online = False
+    states_heard = 0  # `driver.state` messages received: one received while a check read is newer than its read
 
     async def current_user(self):
         # Drivers' apps authenticate by token only; the token must be a driver's.
@@ -37,14 +38,22 @@ class DriverConsumer(AuthenticatedConsumer):
     @classmethod
     async def recheck_all(cls, sockets):
         # A process's driver sockets in one query, not one per socket on the process's one database thread.
+        heard = [socket.states_heard for socket in sockets]
         entries = await _credentials([socket.token_key for socket in sockets])
-        return [socket for socket in sockets if socket._hold(entries.get(socket.token_key)) is None]
+        return [
+            socket
+            for socket, before in zip(sockets, heard, strict=True)
+            if socket._hold(entries.get(socket.token_key), state_read=socket.states_heard == before) is None
+        ]
 
-    def _hold(self, entry):
-        """The user id of a valid credential (and the driver's state, kept), or None."""
+    def _hold(self, entry, *, state_read: bool = True):
+        """The user id of a valid credential, or None. The driver's state is kept from it unless the socket heard
+        a newer one meanwhile (`state_read` False): the read ran in a thread while the socket went on."""
         if entry is None:
             return None
-        self.driver_id, self.online = entry.driver_id, entry.online
+        self.driver_id = entry.driver_id
+        if state_read:
+            self.online = entry.online
         return entry.user_id
 
     async def connect(self):
@@ -100,4 +109,5 @@ class DriverConsumer(AuthenticatedConsumer):
         self.last_seq = envelope["seq"]
         if envelope["type"] == "driver.state":
             self.online = envelope["data"]["state"] != DriverState.OFFLINE
+            self.states_heard += 1
         await self.send_json(envelope)

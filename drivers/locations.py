@@ -239,7 +239,8 @@ class RoundTrip:
                         queue(pipe)
                     except Exception as exc:  # the caller's own code failed: its error alone, its commands out
                         del pipe.command_stack[start:]
-                        answer.set_exception(exc)
+                        if not answer.done():  # a caller cancelled meanwhile has nobody to tell
+                            answer.set_exception(exc)
                     spans.append((start, len(pipe)))
                 results = await pipe.execute(raise_on_error=False)
         except Exception as exc:  # every caller decides (Redis errors: the database fallback)

@@ -5,6 +5,8 @@ on it gives what select_related gave, in one query."""
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -13,6 +15,7 @@ from core.compiled import CompiledRead
 from core.permissions import role_of
 from core.tokens import _with_user, expires_at
 from drivers.models import Driver
+from drivers.services import lock_driver
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +65,14 @@ def test_a_token_is_read_with_its_user_and_role_in_one_query(zones, role, django
         assert (token.user.pk, token.user.username, role_of(token.user)) == (user.pk, user.username, role)
         assert expires_at(token) > token.created  # reads the role: no query either
     assert _with_user("no-such-key") is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_compiled_lock_outside_a_transaction_is_refused_as_the_orm_refuses_it(zones):
+    # Compiled inside a transaction, the lock's SQL is reused: outside one, FOR UPDATE would lock nothing (the
+    # statement commits at once), which the ORM refuses rather than let a caller believe it holds the row.
+    driver = factories.DriverFactory()
+    with transaction.atomic():
+        assert lock_driver(driver.pk) == driver
+    with pytest.raises(TransactionManagementError):
+        lock_driver(driver.pk)

@@ -288,3 +288,20 @@ async def test_pings_that_find_the_zone_list_stale_share_one_read_of_it(zones, m
     assert len(reads) == 1
     assert all(found is lists[0] for found in lists)
     assert "centro" in {zone.code for zone in lists[0]}
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_a_caller_gone_before_its_failing_queue_runs_leaves_the_others_their_results(zones):
+    """A caller cancelled (its socket closed) while its commands wait for the turn's pipeline, whose own code then
+    fails while queueing: the others of that round trip are not failed with it."""
+    shared = locations.async_client().relay_round_trip
+
+    def broken(pipe):
+        raise ValueError("bad carried data")
+
+    gone = asyncio.ensure_future(shared.execute(broken))
+    other = asyncio.ensure_future(shared.execute(lambda pipe: pipe.ping()))
+    await asyncio.sleep(0)  # one turn: both have queued, the pipeline has not left yet
+    gone.cancel()
+    assert await other == [True]

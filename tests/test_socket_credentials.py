@@ -1,20 +1,25 @@
 """An open websocket lives only as long as its credentials: a revoked or expired token, a deactivated user or
 ops who lost the right to the feed see their socket closed at the next credential check (every 30 s)."""
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Permission
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
 
 from config.asgi import application
 from config.celery import app as celery_app
+from core.audit import Actor
 from core.tasks import recheck_socket_credentials
 from core.tokens import issue_token
 from core.ws import CLOSE_UNAUTHORIZED
+from deliveries.services.availability import go_online
+from drivers import consumers
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -127,3 +132,48 @@ def test_the_check_runs_at_least_every_minute():
     assert schedule.enabled
     assert schedule.interval.period == "seconds" and schedule.interval.every <= 30
     assert "core.tasks.recheck_socket_credentials" in celery_app.tasks
+
+
+async def test_a_credential_check_does_not_undo_a_state_change_that_arrived_while_it_read(zones, settings, monkeypatch):
+    """The check also refreshes whether the driver is online; a `driver.state` the socket received while the
+    check was reading is newer than what it read: a driver who just went online is kept searchable."""
+    settings.RELAY_LOCATION_REDIS_URL = ""  # pings go to the database: what is recorded is visible there
+    driver = await db(factories.DriverFactory)()  # offline
+    socket, _ = await _open("/ws/driver/", driver.user)
+    read, release, checked = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_read, real_recheck = consumers._credentials, consumers.DriverConsumer.recheck_all.__func__
+
+    async def read_then_wait(keys):
+        entries = await real_read(keys)  # the driver is still offline here
+        read.set()
+        await release.wait()
+        return entries
+
+    async def recheck_all(cls, sockets):
+        try:
+            return await real_recheck(cls, sockets)
+        finally:
+            checked.set()
+
+    monkeypatch.setattr(consumers, "_credentials", read_then_wait)
+    monkeypatch.setattr(consumers.DriverConsumer, "recheck_all", classmethod(recheck_all))
+    await _recheck()
+    await asyncio.wait_for(read.wait(), 3)
+    await db(go_online)(driver.pk, actor=Actor.driver(driver))
+    while (await socket.receive_json_from(timeout=3))["type"] != "driver.state":
+        pass  # the socket now knows the driver is online
+    release.set()
+    await asyncio.wait_for(checked.wait(), 3)
+
+    lat, lng = factories.CENTRO
+    await socket.send_json_to({"type": "location", "data": {"lat": lat, "lng": lng, "recorded_at": _now()}})
+    await socket.send_json_to({"type": "probe"})  # answered after the location is handled
+    while (await socket.receive_json_from(timeout=3))["type"] != "error":
+        pass
+    await db(driver.refresh_from_db)()
+    assert (driver.last_lat, driver.last_lng) == (lat, lng)
+    await socket.disconnect()
+
+
+def _now() -> str:
+    return timezone.now().isoformat()
