@@ -129,7 +129,8 @@ class _CredentialChecks:
     (`recheck_all`: the driver sockets in one query), and a revoked socket is told on its own channel, so it
     closes from its own task, between two of its messages. The task runs while the loop holds such a socket."""
 
-    _by_loop: dict = {}
+    # One per event loop, weakly held as the loops' Redis clients are: none outlives its loop.
+    _by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self) -> None:
         self.sockets: weakref.WeakSet[AuthenticatedConsumer] = weakref.WeakSet()
