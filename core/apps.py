@@ -7,7 +7,7 @@ class CoreConfig(AppConfig):
     verbose_name = "Platform"
 
     def ready(self):
-        from core import checks, task_metrics  # noqa: F401  (system checks; Celery task metrics, in every worker)
+        from core import checks, lookups, task_metrics  # noqa: F401  (system checks; the `any` lookup; Celery task metrics)
         from core.health import collect_redis_up
         from core.metrics import register_scrape_collector
 

@@ -1,15 +1,15 @@
 """Hot reads compiled by the ORM once per shape, then run with new values (issue 12).
 
-Compiling a queryset to SQL can cost more CPU than PostgreSQL spends running it: dispatch's candidate query,
-with its correlated subqueries, spent 2.25 of its 3.8 ms of CPU compiling. A `CompiledRead` keeps the ORM as
-the one definition of the query (so every database backend gets its own SQL, SQLite included): it builds the
-queryset with placeholder values, compiles it once per shape (database, and the length of each list argument),
-remembers where the placeholders landed among the parameters, and from then on only swaps in the call's values
-(prepared by the argument's field, as the ORM prepares them) and executes. Rows come back through the
-converters the ORM applies (SQLite's UUIDs, datetimes and booleans): as tuples (`read(...)`, for a
-`values_list` queryset) or as model instances (`read.instances(...)`, for a model queryset, select_related
-included), built by the ORM's own code for a row. Only the declared arguments vary: every other value in the
-query is part of its shape and must not change.
+Compiling a queryset to SQL can cost more CPU than PostgreSQL spends running it: dispatch's candidate query, with
+its correlated subqueries, spent 2.25 of its 3.8 ms of CPU compiling. A `CompiledRead` keeps the ORM as the one
+definition of the query (so every database backend gets its own SQL, SQLite included): it builds the queryset with
+placeholder values, compiles it once per shape (database, and elsewhere than on PostgreSQL the length of each list
+argument), remembers where the placeholders landed among the parameters, and from then on only swaps in the call's
+values (prepared by the argument's field, as the ORM prepares them) and executes. Rows come back through the
+converters the ORM applies (SQLite's UUIDs, datetimes and booleans): as tuples (`read(...)`, for a `values_list`
+queryset) or as model instances (`read.instances(...)`, for a model queryset, select_related included), built by
+the ORM's own code for a row. Only the declared arguments vary: every other value in the query is part of its shape
+and must not change.
 """
 
 import uuid
@@ -47,13 +47,16 @@ class _Compiled:
     locks: bool = False  # SELECT ... FOR UPDATE: only inside a transaction, as the ORM checks at each compile
 
 
-_NO_ROWS = _Compiled("", (), (), ())  # the shape matches nothing (an empty IN list): no query at all
+_NO_ROWS = _Compiled("", (), (), ())  # the shape matches nothing (an empty list): no query at all
+ARRAY = "array"  # the size, in a shape, of a non-empty list passed as one array parameter (on PostgreSQL)
 
 
 class CompiledRead:
     """`read = CompiledRead(Model, build, (UUID, [TEXT]))`: `build(*args)` returns a `values_list` queryset of
-    `Model`; each argument is one value or (in brackets) a list of values of that kind. `read(*args)` returns
-    the rows as tuples, from the database the router picks for reading `Model`."""
+    `Model`; each argument is one value or (in brackets) a list of values of that kind, which `build` filters with
+    the `any` lookup (core/lookups.py): on PostgreSQL the list is one array parameter, and a non-empty list of any
+    length has one shape. `read(*args)` returns the rows as tuples, from the database the router picks for
+    reading `Model`."""
 
     def __init__(self, model: type[models.Model], build: Callable[..., QuerySet], kinds: Sequence) -> None:
         self._model, self._build = model, build
@@ -84,8 +87,13 @@ class CompiledRead:
         return built
 
     def _run(self, args) -> tuple[_Compiled, list[tuple]]:
-        sizes = tuple(len(arg) if is_list else None for arg, (_, is_list) in zip(args, self._kinds, strict=True))
         connection = connections[router.db_for_read(self._model)]
+        arrays = connection.vendor == "postgresql"
+        # A list's length: part of the shape, except for a non-empty list passed as an array (ARRAY below).
+        sizes = tuple(
+            (ARRAY if arrays and arg else len(arg)) if is_list else None
+            for arg, (_, is_list) in zip(args, self._kinds, strict=True)
+        )
         key = (connection.alias, connection.vendor, sizes)
         compiled = self._compiled.get(key)
         if compiled is None:
@@ -95,15 +103,19 @@ class CompiledRead:
         if compiled.locks and connection.get_autocommit():
             # Outside a transaction the row lock would end with the statement: the ORM refuses it, so do we.
             raise TransactionManagementError("select_for_update cannot be used outside of a transaction.")
-        values = [
-            (kind, value)
-            for arg, (kind, is_list) in zip(args, self._kinds, strict=True)
-            for value in (arg if is_list else [arg])
-        ]
+        values = []  # (kind, value, whether the value is a list passed as one array)
+        for arg, (kind, is_list), size in zip(args, self._kinds, sizes, strict=True):
+            if size is ARRAY:
+                values.append((kind, arg, True))
+            else:
+                values.extend((kind, value, False) for value in (arg if is_list else [arg]))
         params = list(compiled.params)
         for slot, index in compiled.slots:
-            kind, value = values[index]
-            params[slot] = kind.get_db_prep_value(value, connection)
+            kind, value, array = values[index]
+            if array:
+                params[slot] = [kind.get_db_prep_value(item, connection) for item in value]
+            else:
+                params[slot] = kind.get_db_prep_value(value, connection)
         with connection.cursor() as cursor:
             cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
@@ -111,10 +123,12 @@ class CompiledRead:
             rows = [_convert(row, compiled.converters, connection) for row in rows]
         return compiled, rows
 
-    def _compile(self, connection, sizes: tuple[int | None, ...]) -> _Compiled:
-        args, prepared = [], {}
+    def _compile(self, connection, sizes: tuple) -> _Compiled:
+        args, prepared, arrays = [], {}, set()
         for (kind, is_list), size in zip(self._kinds, sizes, strict=True):
-            chosen = [_placeholder(kind, len(prepared) + i) for i in range(size if is_list else 1)]
+            if size is ARRAY:
+                arrays.add(len(prepared))
+            chosen = [_placeholder(kind, len(prepared) + i) for i in range(1 if size in (None, ARRAY) else size)]
             for value in chosen:
                 prepared[kind.get_db_prep_value(value, connection)] = len(prepared)
             args.append(chosen if is_list else chosen[0])
@@ -123,7 +137,14 @@ class CompiledRead:
             sql, params = compiler.as_sql()
         except EmptyResultSet:
             return _NO_ROWS
-        slots = tuple((slot, prepared[param]) for slot, param in enumerate(params) if _key(param) in prepared)
+        slots = []
+        for slot, param in enumerate(params):
+            array = isinstance(param, list) and len(param) == 1
+            index = prepared.get(_key(param[0] if array else param))
+            if index is not None:
+                if array != (index in arrays):
+                    raise ValueError("filter a list argument with the `any` lookup (core/lookups.py)")
+                slots.append((slot, index))
         if sorted(index for _, index in slots) != list(range(len(prepared))):
             raise ValueError("every argument value must appear exactly once among the compiled query's parameters")
         columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
@@ -131,7 +152,7 @@ class CompiledRead:
         return _Compiled(
             sql,
             tuple(params),
-            slots,
+            tuple(slots),
             tuple((column, tuple(functions), expression) for column, (functions, expression) in converters.items()),
             compiler.klass_info,
             tuple(compiler.select),

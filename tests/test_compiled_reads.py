@@ -22,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _drivers(ids):
-    return Driver.objects.filter(pk__in=ids).values_list("pk", "name", "state_changed_at").order_by("name")
+    return Driver.objects.filter(pk__any=ids).values_list("pk", "name", "state_changed_at").order_by("name")
 
 
 def test_a_compiled_read_answers_each_call_with_its_own_values(zones):
@@ -36,6 +36,29 @@ def test_an_empty_list_is_no_rows_without_a_query(zones, django_assert_num_queri
     factories.DriverFactory()
     with django_assert_num_queries(0):
         assert CompiledRead(Driver, _drivers, ([compiled.UUID],))([]) == []
+
+
+def test_lists_of_any_length_filter_and_exclude_as_the_queryset_does(zones):
+    def named_except(names, exclude):
+        return Driver.objects.filter(name__any=names).exclude(pk__any=exclude).values_list("name").order_by("name")
+
+    read = CompiledRead(Driver, named_except, ([compiled.TEXT], [compiled.UUID]))
+    a, b, c = (factories.DriverFactory() for _ in range(3))
+    for names, exclude in (
+        ([a.name, b.name, c.name], []),  # excluding no one excludes no one
+        ([a.name, b.name], [a.pk]),
+        ([a.name, a.name, c.name], [b.pk, c.pk]),  # a repeated value
+        ([b.name], [a.pk, b.pk, c.pk]),
+        ([], [a.pk]),
+    ):
+        assert read(names, exclude) == list(named_except(names, exclude)), (names, exclude)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_list_argument_must_use_the_any_lookup(zones):
+    read = CompiledRead(Driver, lambda ids: Driver.objects.filter(pk__in=ids).values_list("pk"), ([compiled.UUID],))
+    with pytest.raises(ValueError, match="`any` lookup"):
+        read([factories.DriverFactory().pk])
 
 
 def test_text_integer_and_datetime_arguments(zones, clock):
@@ -67,6 +90,7 @@ def test_a_token_is_read_with_its_user_and_role_in_one_query(zones, role, django
     assert _with_user("no-such-key") is None
 
 
+@pytest.mark.postgres  # SQLite has no row locks: there the ORM refuses nothing either
 @pytest.mark.django_db(transaction=True)
 def test_a_compiled_lock_outside_a_transaction_is_refused_as_the_orm_refuses_it(zones):
     # Compiled inside a transaction, the lock's SQL is reused: outside one, FOR UPDATE would lock nothing (the

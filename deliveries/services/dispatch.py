@@ -215,7 +215,7 @@ def _candidate_query(delivery_id, ids):
     )
     open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)
     return (
-        Driver.objects.filter(pk__in=ids)
+        Driver.objects.filter(pk__any=ids)
         .annotate(
             active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
             has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
@@ -226,7 +226,7 @@ def _candidate_query(delivery_id, ids):
     )
 
 
-# Compiled once per number of drivers found (at most CANDIDATE_POOL shapes): compiling was most of its CPU.
+# Compiled once (on SQLite once per number of drivers found): compiling was most of its CPU.
 _candidate_read = CompiledRead(Driver, _candidate_query, (compiled.UUID, [compiled.UUID]))
 
 
@@ -238,11 +238,12 @@ OUT_OF_REACH_LISTED = 20
 
 
 def _out_of_reach_query(zone_codes, exclude):
-    rows = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__in=zone_codes).exclude(pk__in=exclude)
+    rows = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__any=zone_codes)
+    rows = rows.exclude(pk__any=exclude)
     return rows.values_list("pk", "name", "last_seen_at")[:OUT_OF_REACH_LISTED]
 
 
-# Compiled once per number of zones searched and of drivers found.
+# Compiled once (on SQLite once per number of zones searched and of drivers found).
 _out_of_reach_read = CompiledRead(Driver, _out_of_reach_query, ([compiled.TEXT], [compiled.UUID]))
 
 

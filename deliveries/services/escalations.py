@@ -105,7 +105,7 @@ def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
 
 def _unresolved_query(delivery_id, reasons=None):
     rows = Escalation.objects.filter(delivery_id=delivery_id).exclude(status=EscalationStatus.RESOLVED)
-    return rows if reasons is None else rows.filter(reason__in=reasons)
+    return rows if reasons is None else rows.filter(reason__any=reasons)
 
 
 # Asked at every transition of every delivery: compiled once (core.compiled).
