@@ -1,14 +1,15 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # as django.core.asgi.get_asgi_application
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry loaded above)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
+from core.asgi_http import ASGIHandler  # noqa: E402
 from core.ws import BrowserOriginValidator, UnknownPath  # noqa: E402
 from deliveries.consumers import OpsConsumer, TrackConsumer  # noqa: E402
 from drivers.consumers import DriverConsumer  # noqa: E402
@@ -31,6 +32,8 @@ websocket_urls = [
         ),
     ),
 ]
+
+django_asgi_app = ASGIHandler()
 
 application = ProtocolTypeRouter(
     {

@@ -93,8 +93,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 # PostgreSQL: DB_POOL_SIZE > 0 keeps a pool of that many connections per process (psycopg_pool). Without it
-# every request (each runs in its own thread under ASGI) and every websocket database call opens and closes a
-# connection of its own; DB_CONN_MAX_AGE does not help there (the threads do not live on).
+# every request and every websocket database call opens and closes a connection of its own, unless
+# DB_CONN_MAX_AGE keeps each request thread's (core/asgi_http.py: the threads live on).
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
 if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with a pool
@@ -107,6 +107,9 @@ if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgr
     # (PostgreSQL restarted, pg_terminate_backend, a proxy's idle timeout) is replaced, not discovered by the
     # request that gets it (a 503).
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The threads that run requests' sync work (core/asgi_http.py): as many as the pool's connections, since more
+# could only wait for one.
+RELAY_REQUEST_THREADS = env_int("RELAY_REQUEST_THREADS", DB_POOL_SIZE or 10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

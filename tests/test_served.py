@@ -1,6 +1,8 @@
 """The real server (`manage.py serve`, embedded mode, its own SQLite file), as a newcomer or an attacker meets
-it: the login limit holds whatever X-Forwarded-For says, and the API docs come from the server itself."""
+it: the login limit holds whatever X-Forwarded-For says, the API docs come from the server itself, and more
+requests than it has request threads, arriving together, are all answered."""
 
+import asyncio
 import re
 import subprocess
 import time
@@ -22,7 +24,8 @@ def server(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     # A low login limit: each login checks a password with the real hasher (slow on a busy machine), and the
     # limit's window is one minute.
-    env = _embedded_env(folder / "served.sqlite3", url) | {"LOGIN_THROTTLE_RATE": "5/min"}
+    # Two request threads: more requests than threads arrive together below.
+    env = _embedded_env(folder / "served.sqlite3", url) | {"LOGIN_THROTTLE_RATE": "5/min", "RELAY_REQUEST_THREADS": "2"}
     subprocess.run(manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
     log = folder / "server.log"
     with open(log, "wb") as out:
@@ -58,4 +61,16 @@ def test_the_api_docs_are_served_by_relay_itself(server):
             assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
             assert assets and all(url.startswith("/") for url in assets), assets
             for url in assets:
-                assert client.get(url).status_code == 200, url
+                asset = client.get(url)  # a file answer: streamed, not built in memory
+                assert asset.status_code == 200, url
+                assert asset.content and len(asset.content) == int(asset.headers["Content-Length"]), url
+
+
+def test_requests_arriving_together_are_all_answered(server):
+    async def many():
+        async with httpx.AsyncClient(base_url=server, timeout=30) as client:
+            return await asyncio.gather(*(client.get(f"/api/v1/nothing-here-{n}") for n in range(30)))
+
+    answers = asyncio.run(many())
+    assert [answer.status_code for answer in answers] == [404] * 30
+    assert {answer.json()["code"] for answer in answers} == {"not_found"}
