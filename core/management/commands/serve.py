@@ -57,12 +57,7 @@ class Command(BaseCommand):
             # uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a
             # saturated machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
             argv += ["--timeout-worker-healthcheck", "30"]
-            # glibc may give each thread of a worker (Django's sync code runs in one, executors add more) a malloc
-            # arena of its own, each keeping freed memory: capped at 2, two workers held ~9 MB less RSS after
-            # ~3,500 REST requests (measured). glibc reads it at process start, so it goes in the environment the
-            # supervisor and its workers inherit; an operator's own value wins.
-            env = {"MALLOC_ARENA_MAX": "2", **os.environ}
-            os.execve(sys.executable, argv, env)
+            os.execv(sys.executable, argv)
         celery = EmbeddedCelery() if settings.EMBEDDED else None
         if celery is not None:
             celery.start()
