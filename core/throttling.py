@@ -1,8 +1,18 @@
 """Rate limits that fail open: throttling state lives in the cache (Redis in production), and a Redis outage
-must not turn every API call into an error while dispatch itself carries on without Redis."""
+must not turn every API call into an error while dispatch itself carries on without Redis.
+
+Every limit is DRF's sliding log (SimpleRateThrottle: the times of the requests of the last `duration` seconds,
+at most `num_requests` of them). On Redis the log is a list, checked and written by one command that Redis runs
+atomically (SLIDING_LOG): one round trip per request instead of DRF's read and then write of a pickled list, and
+two requests of one client at the same moment can no longer both read the same history and lose one of their
+times. The location ingest route (drivers/ingest.py) runs the same command on the same key, so pings and the
+rest of the API share one budget. Embedded mode (no Redis) keeps DRF's own code on the local-memory cache."""
 
 import logging
 
+from django.core.cache import cache as django_cache
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 from core import metrics
@@ -12,22 +22,87 @@ THROTTLE_FAILURES = metrics.counter(
     "relay_throttle_cache_failures_total", "Requests let through unthrottled because the throttle cache failed"
 )
 
+# KEYS: the log (a list, newest first). ARGV: now, duration, num_requests. Returns {1, count} when the request
+# is recorded, {0, count, oldest time} when it is throttled (what DRF's wait() needs). EVAL sends the text each
+# time; Redis compiles it once and keeps it.
+SLIDING_LOG = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local oldest = redis.call('LINDEX', KEYS[1], -1)
+while oldest and tonumber(oldest) <= now - window do
+  redis.call('RPOP', KEYS[1])
+  oldest = redis.call('LINDEX', KEYS[1], -1)
+end
+local count = redis.call('LLEN', KEYS[1])
+if count >= limit then
+  return {0, count, oldest}
+end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], window)
+return {1, count + 1}
+"""
 
-class _FailOpen:
+
+def log_key(cache_key: str) -> str:
+    """The Redis key of a throttle's log (a list: not the key of DRF's pickled history, which it replaces)."""
+    return django_cache.make_key(f"{cache_key}:log")
+
+
+def check(target, cache_key: str, now: float, duration: int, num_requests: int):
+    """SLIDING_LOG on a redis-py client, sync or async (its answer), or on a pipeline (queued)."""
+    return target.eval(SLIDING_LOG, 1, log_key(cache_key), repr(now), duration, num_requests)
+
+
+_client = None
+
+
+def _redis():
+    """One client per process on the cache's own connection pool (core/cache_pool.py), or None when the cache
+    is not Redis."""
+    global _client
+    if _client is None:
+        backend = caches["default"]
+        if isinstance(backend, RedisCache):
+            _client = backend._cache.get_client(write=True)
+    return _client
+
+
+class _SlidingLog:
+    """SLIDING_LOG on Redis, DRF's own code elsewhere; a cache error lets the request through."""
+
+    _count: int | None = None
+    _oldest: float | None = None
+
     def allow_request(self, request, view) -> bool:
         try:
-            return super().allow_request(request, view)
+            client = _redis()
+            if client is None:
+                return super().allow_request(request, view)
+            if self.rate is None or (key := self.get_cache_key(request, view)) is None:
+                return True
+            self.now = self.timer()
+            answer = check(client, key, self.now, self.duration, self.num_requests)
         except Exception as exc:  # any cache backend error: let the request through, loudly
             THROTTLE_FAILURES.inc()
             log.warning("throttle cache unavailable (%s); request not throttled", exc)
             return True
+        allowed, self._count = answer[0], answer[1]
+        self._oldest = float(answer[2]) if len(answer) > 2 else None
+        return bool(allowed)
+
+    def wait(self) -> float | None:
+        """DRF's Retry-After, from what SLIDING_LOG returned."""
+        if self._count is None:
+            return super().wait()
+        remaining = self.duration - (self.now - self._oldest) if self._oldest is not None else self.duration
+        available = self.num_requests - self._count + 1
+        return remaining / available if available > 0 else None
 
 
-class UserThrottle(_FailOpen, UserRateThrottle):
+class UserThrottle(_SlidingLog, UserRateThrottle):
     pass
 
 
-class AddressThrottle(_FailOpen, SimpleRateThrottle):
+class AddressThrottle(_SlidingLog, SimpleRateThrottle):
     """Requests per client address (NUM_PROXIES decides which address that is), whoever is logged in."""
 
     def get_cache_key(self, request, view) -> str:
@@ -46,7 +121,7 @@ class TrackAddressThrottle(AddressThrottle):
     scope = "track"
 
 
-class LoginUsernameThrottle(_FailOpen, SimpleRateThrottle):
+class LoginUsernameThrottle(_SlidingLog, SimpleRateThrottle):
     """Login attempts per username, from any number of addresses: guessing one account's password from many
     machines is limited too."""
 

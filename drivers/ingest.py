@@ -5,10 +5,10 @@ reads per request), which cost ~5 ms of CPU around ~0.5 ms of Redis work.
 The fast path takes only the plain case of API.md's contract: a JSON batch that the lean validator below
 accepts, a `Token` of an online driver known to drivers/credentials.py, no `Idempotency-Key`, an allowed host
 over an accepted scheme, and a user under the API's throttle. It then does what the Django view does, in two
-Redis round trips: (1) the throttle history (DRF's own key and format, so both paths share one budget) and the
-user's credential version; (2) the location index commands and the new throttle history. Each round trip is
-shared with the other pings of the same turn of the event loop (`locations.RoundTrip`, as the driver sockets'
-pings): under load one pipeline serves many requests. Everything else —
+Redis round trips: (1) the throttle's check and record (core/throttling.py: the API's own command on the API's
+own key, so both paths share one budget) and the user's credential version; (2) the location index commands.
+Each round trip is shared with the other pings of the same turn of the event loop (`locations.RoundTrip`, as the
+driver sockets' pings): under load one pipeline serves many requests. Everything else —
 bad input, unknown or revoked tokens, other roles, offline drivers, a throttled user, an idempotent retry,
 Redis trouble — goes to Django with the body replayed, so its answers (error shapes included) stay exactly the
 API's. Embedded mode (no Redis) sends everything to Django.
@@ -22,10 +22,9 @@ from datetime import datetime
 import orjson
 import redis
 from django.conf import settings
-from django.core.cache import cache as django_cache
-from django.core.cache.backends.redis import RedisSerializer
 from django.http.request import split_domain_port, validate_host
 
+from core import throttling
 from core.throttling import UserThrottle
 from drivers import credentials, locations, trail
 
@@ -94,7 +93,6 @@ class LocationIngest:
     def __init__(self, django_app) -> None:
         self.django = django_app
         self._throttle: UserThrottle | None = None
-        self._serializer = RedisSerializer()
         self._hosts: dict[bytes, bool] = {}
 
     async def __call__(self, scope, receive, send):
@@ -132,13 +130,17 @@ class LocationIngest:
             if entry is None or not entry.online:
                 return None  # not a driver, revoked, or offline: the full API answers
         throttle = self._throttle or self._make_throttle()
-        history_key = django_cache.make_key(throttle.cache_format % {"scope": throttle.scope, "ident": entry.user_id})
+        throttle_key = throttle.cache_format % {"scope": throttle.scope, "ident": entry.user_id}
         version_key, carried_key = credentials.version_key(entry.user_id), trail.carried_key(entry.driver_id)
         round_trip = client.relay_round_trip  # shared with the other pings of this turn of the loop
+        now = time.time()
+
+        def read(pipe) -> None:  # few commands: ~25 µs each
+            throttling.check(pipe, throttle_key, now, throttle.duration, throttle.num_requests)
+            pipe.get(version_key).hgetall(carried_key)
+
         try:
-            (stored_history, version), carried = await round_trip.execute(
-                lambda pipe: pipe.mget(history_key, version_key).hgetall(carried_key)  # few commands: ~25 µs each
-            )
+            (allowed, *_), version, carried = await round_trip.execute(read)
             version = version.decode() if version is not None else None
             if cached is None:
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
@@ -150,13 +152,8 @@ class LocationIngest:
                     return None
                 entry = replace(entry, version=version)
             credentials.cache.put(token, entry)
-            now = time.time()
-            history = self._serializer.loads(stored_history) if stored_history is not None else []
-            while history and history[-1] <= now - throttle.duration:
-                history.pop()
-            if len(history) >= throttle.num_requests:
+            if not allowed:
                 return None  # throttled: DRF answers 429 with its Retry-After
-            history.insert(0, now)
             usable = locations.usable_points(points)
             newest = await locations.anewest(usable) if usable else None
             pushes: list[trail.Step] = []
@@ -164,7 +161,6 @@ class LocationIngest:
             def queue(pipe) -> None:
                 if newest is not None:
                     locations.queue_position(pipe, entry.driver_id, *newest)
-                pipe.set(history_key, self._serializer.dumps(history), ex=throttle.duration)
                 pushes.extend(trail.follow_on(pipe, entry.driver_id, carried, usable))
 
             results = await round_trip.execute(queue)

@@ -8,11 +8,11 @@ import httpx
 import pytest
 import redis
 from channels.db import DatabaseSyncToAsync
-from django.core.cache import cache as django_cache
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from config.asgi import django_asgi_app
+from core import throttling
 from core.audit import Actor
 from core.throttling import UserThrottle
 from deliveries.services.availability import go_online, take_offline
@@ -248,7 +248,7 @@ async def test_a_driver_gone_offline_is_not_indexed_by_the_next_ping(zones, djan
 async def test_the_throttle_budget_is_shared_with_the_rest_of_the_api(zones, django_app, monkeypatch, settings):
     monkeypatch.setattr(UserThrottle, "THROTTLE_RATES", {"user": "3/min"})
     driver, auth = await _sync(_online_driver)()
-    history_key = django_cache.make_key(f"throttle_user_{driver.user_id}")
+    history_key = throttling.log_key(f"throttle_user_{driver.user_id}")
     raw = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
     raw.delete(history_key)
     try:
