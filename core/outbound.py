@@ -15,8 +15,6 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit
 
-import httpx
-
 
 class Refused(Exception):
     """The URL may not be called (bad scheme, non-public address): retrying will not help."""
@@ -45,6 +43,8 @@ async def _checked_address(host: str, port: int, *, allow_private: bool) -> str:
 
 
 async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow_private: bool) -> int:
+    import httpx  # as in post
+
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise Refused(f"not an http(s) URL: {url!r}")
@@ -69,6 +69,10 @@ async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow
 
 def post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow_private: bool = False) -> int:
     """POST the body; the 2xx status, or Refused / Failed."""
+    # Only Celery workers send (webhooks are a task), yet the server's processes import this module with the
+    # tasks: httpx loads here, not with them (with rich and pygments when installed: ~4 MB of RSS per process).
+    import httpx
+
     try:
         return asyncio.run(_post(url, body, headers, timeout_s=timeout_s, allow_private=allow_private))
     except TimeoutError as exc:

@@ -4,10 +4,13 @@ Validity (closed rings, no self-intersection) and overlap between zones are shap
 checks. Point in zone stays a ray-casting test behind the zone's bounding box (see `contains`).
 """
 
-import math
+from __future__ import annotations
 
-from shapely.geometry import MultiPolygon, Polygon, shape
-from shapely.validation import explain_validity
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shapely.geometry import MultiPolygon, Polygon
 
 # The radius Redis uses for GEOSEARCH, so the database fallback orders and measures exactly as Redis does.
 EARTH_RADIUS_KM = 6372.797560856
@@ -30,6 +33,14 @@ def bounding_box(lat: float, lng: float, radius_km: float) -> tuple[float, float
     cos_lat = max(math.cos(math.radians(lat)), 1e-6)
     dlng = math.degrees(radius_km / (EARTH_RADIUS_KM * cos_lat))
     return lat - dlat, lat + dlat, lng - dlng, lng + dlng
+
+
+def _shape(geojson: dict) -> Polygon | MultiPolygon:
+    # shapely (with numpy, ~20 MB of RSS in each server process) is imported on the first zone edit or rebalancing
+    # hint, not when the app loads: the hot paths (point in zone, distances) never need it.
+    from shapely.geometry import shape
+
+    return shape(geojson)
 
 
 def _rings(geojson: dict) -> list:
@@ -55,8 +66,10 @@ def validate_geometry(geojson: dict) -> Polygon | MultiPolygon:
                 lng, lat = position[0], position[1]
                 if not (-180 <= lng <= 180 and -90 <= lat <= 90):
                     raise ValueError(f"position {position} is not a lon/lat pair")
-    geometry = shape(geojson)
+    geometry = _shape(geojson)
     if not geometry.is_valid:
+        from shapely.validation import explain_validity  # as in _shape: the server's workers rarely get here
+
         raise ValueError(f"the polygon is not valid: {explain_validity(geometry)} (lon lat)")
     return geometry
 
@@ -91,12 +104,12 @@ def contains(geojson: dict, lat: float, lng: float) -> bool:
 
 def centre(geojson: dict) -> tuple[float, float]:
     """(lat, lng) of a point inside the zone near its middle (the centroid when that is inside)."""
-    geometry = shape(geojson)
+    geometry = _shape(geojson)
     point = geometry.centroid if geometry.contains(geometry.centroid) else geometry.representative_point()
     return point.y, point.x
 
 
 def bbox(geojson: dict) -> tuple[float, float, float, float]:
     """(min_lat, max_lat, min_lng, max_lng) of the geometry."""
-    min_lng, min_lat, max_lng, max_lat = shape(geojson).bounds
+    min_lng, min_lat, max_lng, max_lat = _shape(geojson).bounds
     return min_lat, max_lat, min_lng, max_lng
