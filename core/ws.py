@@ -5,6 +5,7 @@ of paths no consumer serves."""
 import asyncio
 import json
 import logging
+import uuid
 import weakref
 from urllib.parse import parse_qs
 
@@ -18,6 +19,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
+from django.utils import timezone
 
 from core import metrics
 from core.tokens import valid_token
@@ -50,6 +52,7 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
 
     kind = "socket"  # "driver", "ops", "track"
     counted = False
+    seq = 0  # the number of the socket's last message (API.md's `seq`, per subscriber stream)
 
     async def dispatch(self, message):
         # Channels' own dispatch first hops to a thread to close stale database connections, on every message
@@ -101,10 +104,19 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
             await self.send_error("server_error", "Something went wrong on our side; it has been logged.")
 
     async def send_error(self, code: str, detail: str, fields=None):
+        """An `error` answering the client's message, in API.md's envelope like every server message."""
         body = {"code": code, "detail": detail}
         if fields:
             body["fields"] = {name: [str(error) for error in errors] for name, errors in fields.items()}
-        await self.send_json({"type": "error", "data": body})
+        sent_at = timezone.now().isoformat()
+        await self.send_json(
+            {"type": "error", "id": str(uuid.uuid4()), "seq": self.reply_seq(), "sent_at": sent_at, "data": body}
+        )
+
+    def reply_seq(self) -> int:
+        """The `seq` of a reply to the client: the socket's next number."""
+        self.seq += 1
+        return self.seq
 
 
 class UnknownPath(AsyncWebsocketConsumer):

@@ -21,7 +21,6 @@ def _may_watch(user) -> bool:
 
 class OpsConsumer(AuthenticatedConsumer):
     kind = "ops"
-    seq = 0
     joined = False
 
     async def authorized_user(self, user):
@@ -68,7 +67,6 @@ class TrackConsumer(JsonSocket):
     the delivery's last `status`). An unknown or expired token is refused at the handshake."""
 
     kind = "track"
-    seq = 0
     group = None
     status = ""
 

@@ -103,6 +103,11 @@ class DriverConsumer(AuthenticatedConsumer):
     async def stream_message(self, event):
         await self._deliver(event["message"])
 
+    def reply_seq(self) -> int:
+        # The stream's numbers are its stored messages' (`resume` replays by them): a reply carries the number of
+        # the last message delivered before it and takes none of theirs.
+        return self.last_seq
+
     async def _deliver(self, envelope: dict):
         if envelope["seq"] <= self.last_seq:
             return

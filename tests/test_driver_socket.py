@@ -1,5 +1,8 @@
 """`/ws/driver/`: only a valid driver token joins, and only its own stream."""
 
+import uuid
+from datetime import datetime
+
 import pytest
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
@@ -47,6 +50,9 @@ async def test_a_driver_joins_its_own_stream(zones):
     await communicator.send_json_to({"type": "bogus"})
     reply = await communicator.receive_json_from()
     assert reply["type"] == "error" and reply["data"]["code"] == "unknown_type"
+    # API.md's envelope, like every server message; its seq takes none of the stream's (resume replays by them).
+    assert set(reply) == {"type", "id", "seq", "sent_at", "data"}
+    assert uuid.UUID(reply["id"]) and datetime.fromisoformat(reply["sent_at"]) and reply["seq"] == 0
     await communicator.disconnect()
 
 

@@ -79,7 +79,10 @@ async def test_the_socket_gets_the_state_then_its_own_deliverys_messages_in_the_
     assert await socket.receive_nothing(timeout=0.2)
 
     await socket.send_json_to({"type": "hello"})
-    assert (await socket.receive_json_from())["data"]["code"] == "unknown_type"
+    refused = await socket.receive_json_from()
+    assert refused["data"]["code"] == "unknown_type"
+    assert set(refused) == {"type", "id", "seq", "sent_at", "data"}  # API.md's envelope, numbered on
+    assert refused["seq"] == delivered["seq"] + 1
     assert await other_socket.receive_nothing(timeout=0.2)
     await socket.disconnect()
     await other_socket.disconnect()
