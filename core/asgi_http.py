@@ -49,7 +49,7 @@ class ASGIHandler(asgi.ASGIHandler):
         body_file.close()
 
     def _respond_sync(self, scope, body_file):
-        set_script_prefix(asgi.get_script_prefix(scope))  # a thread's own: the prefix is thread-local
+        # The script prefix set above is seen here: sync_to_async runs this in a copy of the caller's context.
         signals.request_started.send(sender=self.__class__, scope=scope)
         request, response = self.create_request(scope, body_file)
         if request is not None:
