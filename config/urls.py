@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import LogoutView, TokenView
+from core.schema import SchemaView
 from core.views import healthz, metrics_view, readyz
 from deliveries.views import ops_board, tracking_page
 
@@ -20,7 +21,7 @@ urlpatterns = [
     path("ops/board/", admin.site.admin_view(ops_board), name="ops-board"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name=REDOC), name="api-redoc"),
     path("metrics", metrics_view, name="metrics"),

@@ -6,6 +6,10 @@ database unreachable (503); one that takes input may find it bad (400); one behi
 403); one naming an object or a page may not find it (404), and a tracking link may have expired (410); a POST
 may conflict with the state (409), be too large (413) or reuse a key with another body (422)."""
 
+import threading
+
+from drf_spectacular.views import SpectacularAPIView
+
 from core.idempotency import HEADER_NAME, MAX_KEY_LENGTH
 
 ERROR_SCHEMA = {
@@ -105,3 +109,15 @@ def document_errors_and_idempotency(result, generator, request, public):
             if method == "post":
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
     return result
+
+
+class SchemaView(SpectacularAPIView):
+    """`/api/schema/`, built one request at a time per process: drf-spectacular's generator is not thread-safe (its
+    extensions load their target classes lazily, its warnings are a global: tfranzel/drf-spectacular#1368), and
+    clients asking a fresh server at once got a 500."""
+
+    _generating = threading.Lock()
+
+    def get(self, request, *args, **kwargs):
+        with self._generating:
+            return super().get(request, *args, **kwargs)

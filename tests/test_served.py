@@ -1,6 +1,7 @@
 """The real server (`manage.py serve`, embedded mode, its own SQLite file), as a newcomer or an attacker meets
-it: the login limit holds whatever X-Forwarded-For says, the API docs come from the server itself, and more
-requests than it has request threads, arriving together, are all answered."""
+it: the login limit holds whatever X-Forwarded-For says, the API docs come from the server itself, clients
+asking it for the schema at once all get it, and more requests than it has request threads, arriving together,
+are all answered."""
 
 import asyncio
 import re
@@ -64,6 +65,16 @@ def test_the_api_docs_are_served_by_relay_itself(server):
                 asset = client.get(url)  # a file answer: streamed, not built in memory
                 assert asset.status_code == 200, url
                 assert asset.content and len(asset.content) == int(asset.headers["Content-Length"]), url
+
+
+def test_clients_asking_a_fresh_server_for_the_schema_at_once_all_get_it(server):
+    async def many():
+        async with httpx.AsyncClient(base_url=server, timeout=60) as client:
+            return await asyncio.gather(*(client.get("/api/schema/?format=json") for _ in range(6)))
+
+    answers = asyncio.run(many())
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert all(answer.json()["paths"] == answers[0].json()["paths"] for answer in answers)
 
 
 def test_requests_arriving_together_are_all_answered(server):
