@@ -43,7 +43,9 @@ async def _checked_address(host: str, port: int, *, allow_private: bool) -> str:
 
 
 async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow_private: bool) -> int:
-    import httpx  # as in post
+    # Only Celery workers send (webhooks are a task), yet the server's processes import this module with the
+    # tasks: httpx loads here, not with them (with rich and pygments when installed: ~4 MB of RSS per process).
+    import httpx
 
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -53,13 +55,16 @@ async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow
         address = await _checked_address(parts.hostname, port, allow_private=allow_private)
         # Connect to the checked address; the Host header and TLS (SNI and certificate) still name the host.
         target = httpx.URL(url).copy_with(host=address)
-        async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout_s) as client:
-            response = await client.post(
-                target,
-                content=body,
-                headers={**headers, "Host": parts.netloc.rsplit("@", 1)[-1]},
-                extensions={"sni_hostname": parts.hostname},
-            )
+        try:
+            async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout_s) as client:
+                response = await client.post(
+                    target,
+                    content=body,
+                    headers={**headers, "Host": parts.netloc.rsplit("@", 1)[-1]},
+                    extensions={"sni_hostname": parts.hostname},
+                )
+        except httpx.HTTPError as exc:
+            raise Failed(f"{type(exc).__name__}: {exc}") from exc
     if response.is_redirect:
         raise Failed(f"HTTP {response.status_code} redirect to {response.headers.get('location')!r} not followed")
     if not response.is_success:
@@ -69,13 +74,7 @@ async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow
 
 def post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow_private: bool = False) -> int:
     """POST the body; the 2xx status, or Refused / Failed."""
-    # Only Celery workers send (webhooks are a task), yet the server's processes import this module with the
-    # tasks: httpx loads here, not with them (with rich and pygments when installed: ~4 MB of RSS per process).
-    import httpx
-
     try:
         return asyncio.run(_post(url, body, headers, timeout_s=timeout_s, allow_private=allow_private))
     except TimeoutError as exc:
         raise Failed(f"no complete answer within {timeout_s:g} s") from exc
-    except httpx.HTTPError as exc:
-        raise Failed(f"{type(exc).__name__}: {exc}") from exc
