@@ -45,6 +45,11 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
+def envelope(type: str, data: dict) -> dict:
+    """A server message in API.md's envelope, but its `seq`: each socket numbers what it sends."""
+    return {"type": type, "id": str(uuid.uuid4()), "sent_at": timezone.now().isoformat(), "data": data}
+
+
 class JsonSocket(AsyncJsonWebsocketConsumer):
     """A socket whose client sends JSON objects. A message that is not one (binary, not JSON, not an object),
     or whose handling fails, is answered with an `error` message; the socket stays open. Open sockets are
@@ -108,10 +113,7 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
         body = {"code": code, "detail": detail}
         if fields:
             body["fields"] = {name: [str(error) for error in errors] for name, errors in fields.items()}
-        sent_at = timezone.now().isoformat()
-        await self.send_json(
-            {"type": "error", "id": str(uuid.uuid4()), "seq": self.reply_seq(), "sent_at": sent_at, "data": body}
-        )
+        await self.send_json(envelope("error", body) | {"seq": self.reply_seq()})
 
     def reply_seq(self) -> int:
         """The `seq` of a reply to the client: the socket's next number."""

@@ -19,15 +19,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.utils import timezone
 
+from core import ws
 from drivers import locations
 from drivers.notifications import push_to_group
 
@@ -47,7 +46,7 @@ def tracking_group(delivery_id) -> str:
 
 def tracking_envelope(type: str, data: dict) -> dict:
     """A `/ws/track/` message (API.md's envelope); each socket adds its own `seq`."""
-    return {"type": type, "id": str(uuid.uuid4()), "sent_at": timezone.now().isoformat(), "data": data}
+    return ws.envelope(type, data)
 
 
 def location_data(point: locations.Point) -> dict:
