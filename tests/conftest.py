@@ -96,6 +96,21 @@ def api_client_for(user) -> APIClient:
     return client
 
 
+def count_pipelines(monkeypatch) -> list:
+    """From now on, one item in the returned list for each pipeline (one round trip to Redis) that the async
+    location client of the running event loop sends."""
+    client = locations.async_client()
+    pipelines = []
+    pipeline = client.pipeline
+
+    def counted(*args, **kwargs):
+        pipelines.append(1)
+        return pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(client, "pipeline", counted)
+    return pipelines
+
+
 @pytest.fixture
 def merchant(zones):
     return factories.MerchantFactory()

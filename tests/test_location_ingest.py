@@ -19,7 +19,7 @@ from deliveries.services.availability import go_online, take_offline
 from drivers import credentials, locations
 from drivers.ingest import LocationIngest, parse_batch
 from tests import factories
-from tests.conftest import api_client_for
+from tests.conftest import api_client_for, count_pipelines
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 PATH = "/api/v1/driver/locations"
@@ -117,15 +117,7 @@ async def test_pings_arriving_together_share_their_redis_round_trips(zones, djan
     async with _client(django_app) as client:
         for _, auth in drivers:  # their tokens known to this process
             assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
-        redis_client = locations.async_client()
-        pipelines = []
-        pipeline = redis_client.pipeline
-
-        def counted(*args, **kwargs):
-            pipelines.append(1)
-            return pipeline(*args, **kwargs)
-
-        monkeypatch.setattr(redis_client, "pipeline", counted)
+        pipelines = count_pipelines(monkeypatch)
         old = (timezone.now() - timedelta(hours=1)).isoformat()
         bodies = [{"points": [_point()]}, {"points": [_point(), _point()]}, {"points": [_point()]}]
         bodies.append({"points": [_point(recorded_at=old)]})

@@ -14,7 +14,7 @@ from core import metrics
 from drivers import locations
 from drivers.models import Driver
 from tests import factories
-from tests.conftest import api_client_for
+from tests.conftest import api_client_for, count_pipelines
 from zones.selectors import zone_cache
 
 pytestmark = pytest.mark.django_db
@@ -223,15 +223,7 @@ async def test_a_burst_of_pings_waits_for_a_redis_connection_rather_than_falling
 async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
     """2,000 driver sockets hand over their pings on one event loop: those of one turn go to Redis together,
     each caller still answered with its own outcome."""
-    client = locations.async_client()
-    pipelines = []
-    pipeline = client.pipeline
-
-    def counted(*args, **kwargs):
-        pipelines.append(1)
-        return pipeline(*args, **kwargs)
-
-    monkeypatch.setattr(client, "pipeline", counted)
+    pipelines = count_pipelines(monkeypatch)
     now = timezone.now()
     pings = [
         locations.arecord_positions(f"turn-{i}", [locations.Point(38.715, -9.14 + i * 1e-5, now)], online=True)

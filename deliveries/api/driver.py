@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
-from core.inputs import read_input
+from core.inputs import query_flag, read_input
 from core.permissions import IsDriver
 from deliveries.models import Delivery, Offer, OfferStatus
 from deliveries.serializers import (
@@ -133,7 +133,7 @@ class DriverDeliveryListView(generics.ListAPIView):
 
     def get_queryset(self):
         rows = Delivery.objects.filter(driver=self.request.user.driver).select_related("merchant")
-        if self.request.query_params.get("active", "").lower() in ("1", "true", "yes"):
+        if query_flag(self.request, "active"):
             rows = rows.active()
         return rows
 

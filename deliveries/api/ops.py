@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
-from core.inputs import read_input
+from core.inputs import query_flag, read_input
 from core.permissions import IsOps
 from deliveries import messages
 from deliveries.models import Escalation, EscalationStatus
@@ -51,7 +51,7 @@ class EscalationListView(generics.ListAPIView):
 
     def get_queryset(self):
         rows = Escalation.objects.select_related("delivery__zone").order_by("-level", "opened_at")
-        if self.request.query_params.get("open", "").lower() in ("1", "true", "yes"):
+        if query_flag(self.request, "open"):
             rows = rows.exclude(status=EscalationStatus.RESOLVED)
         return rows
 
