@@ -27,7 +27,10 @@ def remove_rollup_schedule(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
-    replaces = [('analytics', '0001_kpi_rollups'), ('analytics', '0002_nightly_rollup_schedule')]
+    replaces = [
+        ('analytics', '0001_kpi_rollups'),
+        ('analytics', '0002_nightly_rollup_schedule'),
+    ]
 
     initial = True
 

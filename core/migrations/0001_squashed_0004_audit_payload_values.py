@@ -43,7 +43,12 @@ def drop_audit_trigger(apps, schema_editor):
 
 class Migration(migrations.Migration):
 
-    replaces = [('core', '0001_initial'), ('core', '0002_audit_append_only_trigger'), ('core', '0003_socket_credential_checks'), ('core', '0004_audit_payload_values')]
+    replaces = [
+        ('core', '0001_initial'),
+        ('core', '0002_audit_append_only_trigger'),
+        ('core', '0003_socket_credential_checks'),
+        ('core', '0004_audit_payload_values'),
+    ]
 
     initial = True
 

@@ -40,7 +40,19 @@ SCHEDULES = [
 
 class Migration(migrations.Migration):
 
-    replaces = [('deliveries', '0001_initial'), ('deliveries', '0002_beat_schedules'), ('deliveries', '0003_more_schedules'), ('deliveries', '0004_escalation_status_fsm'), ('deliveries', '0005_break_and_message_schedules'), ('deliveries', '0006_escalation_reason_no_candidate'), ('deliveries', '0007_zone_snapshot_schedule'), ('deliveries', '0008_tracking_eta_breadcrumbs'), ('deliveries', '0009_tracking_schedules'), ('deliveries', '0010_delivery_cost'), ('deliveries', '0011_delivery_ladder_restarted_at')]
+    replaces = [
+        ('deliveries', '0001_initial'),
+        ('deliveries', '0002_beat_schedules'),
+        ('deliveries', '0003_more_schedules'),
+        ('deliveries', '0004_escalation_status_fsm'),
+        ('deliveries', '0005_break_and_message_schedules'),
+        ('deliveries', '0006_escalation_reason_no_candidate'),
+        ('deliveries', '0007_zone_snapshot_schedule'),
+        ('deliveries', '0008_tracking_eta_breadcrumbs'),
+        ('deliveries', '0009_tracking_schedules'),
+        ('deliveries', '0010_delivery_cost'),
+        ('deliveries', '0011_delivery_ladder_restarted_at'),
+    ]
 
     initial = True
 

@@ -12,7 +12,10 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
 
-    replaces = [('drivers', '0001_initial'), ('drivers', '0002_driver_message_sent_at_idx')]
+    replaces = [
+        ('drivers', '0001_initial'),
+        ('drivers', '0002_driver_message_sent_at_idx'),
+    ]
 
     initial = True
 
