@@ -147,8 +147,8 @@ def test_three_expired_offers_in_a_row_set_the_driver_offline(merchant_api, cloc
     assert "3 offers" in told.data["detail"]
 
 
-def test_accepting_resets_the_missed_offer_count(merchant_api, clock):
-    driver = factories.online_driver(*factories.east(0.3))
+def _missed_two(merchant_api, clock, driver):
+    """Two offers to `driver` left to expire: its missed-offer count is 2."""
     for n in range(2):
         offer = factories.pending_offer(factories.delivery_via_api(merchant_api, external_id=f"missed-{n}"))
         clock.shift(31)
@@ -156,12 +156,35 @@ def test_accepting_resets_the_missed_offer_count(merchant_api, clock):
         offers.expire_offer(offer.pk)
     driver.refresh_from_db()
     assert driver.missed_offers_in_row == 2
+
+
+def test_accepting_resets_the_missed_offer_count(merchant_api, clock):
+    driver = factories.online_driver(*factories.east(0.3))
+    _missed_two(merchant_api, clock, driver)
     offers.accept_offer(
         factories.pending_offer(factories.delivery_via_api(merchant_api, external_id="kept")).pk,
         actor=Actor.driver(driver),
     )
     driver.refresh_from_db()
     assert (driver.state, driver.missed_offers_in_row) == ("busy", 0)
+
+
+def test_accepting_with_room_left_resets_the_missed_offer_count(merchant_api, clock):
+    driver = factories.online_driver(*factories.east(0.3), capacity=2)
+    _missed_two(merchant_api, clock, driver)
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api, external_id="kept"))
+    offers.accept_offer(offer.pk, actor=Actor.driver(driver))
+    driver.refresh_from_db()
+    assert (driver.state, driver.missed_offers_in_row) == ("available", 0)
+
+
+def test_declining_resets_the_missed_offer_count(merchant_api, clock):
+    driver = factories.online_driver(*factories.east(0.3))
+    _missed_two(merchant_api, clock, driver)
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api, external_id="declined"))
+    offers.decline_offer(offer.pk, actor=Actor.driver(driver), reason="busy")
+    driver.refresh_from_db()
+    assert (driver.state, driver.missed_offers_in_row) == ("available", 0)
 
 
 def test_the_database_allows_one_pending_offer_per_delivery_and_per_driver(merchant_api):

@@ -5,6 +5,7 @@ from django.db.models import Count
 from core.audit import Actor
 from core.compiled import UUID, CompiledRead
 from core.errors import DomainError
+from core.fsm import saving_changes
 from deliveries import messages, metrics
 from deliveries.models import Delivery
 from deliveries.services.common import transition_delivery
@@ -42,9 +43,10 @@ def assign_locked(delivery: Delivery, driver: Driver, *, actor: Actor, how: str,
         raise DriverUnavailable(f"{driver.name} already carries {active} of {driver.capacity} deliveries.")
     transition_delivery(delivery.assign, driver, actor=actor, payload={"how": how} | (payload or {}))
     metrics.observe_assignment(delivery)
-    driver.missed_offers_in_row = 0
     if active + 1 >= driver.capacity:
+        driver.missed_offers_in_row = 0
         transition_driver(driver.fill_capacity, actor=actor, reason="at capacity")
     else:
-        driver.save(update_fields=["missed_offers_in_row"])
+        with saving_changes(driver):  # no UPDATE for a driver who missed none (most assignments)
+            driver.missed_offers_in_row = 0
     notify_driver(driver.pk, "delivery.assigned", messages.driver_delivery(delivery))

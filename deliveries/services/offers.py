@@ -86,8 +86,8 @@ def decline_offer(offer_id, *, actor: Actor, reason: str, note: str = "") -> Off
         with saving_changes(offer):
             run_transition(offer.decline, reason, note)
         _record_offer(offer, "offer.declined", actor=actor, payload={"reason": reason, "note": note})
-        locked_driver.missed_offers_in_row = 0
-        locked_driver.save(update_fields=["missed_offers_in_row"])
+        with saving_changes(locked_driver):
+            locked_driver.missed_offers_in_row = 0
         _pass_on(delivery, actor=actor)
     return offer
 
