@@ -29,6 +29,11 @@ from tests.conftest import api_client_for
 from tests.servers import production_env, running_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+# Round counts come from the environment so CI stays fast on 2 cores; a long run raises them, e.g.
+# RELAY_RACE_ROUNDS=500 RELAY_RACE_ACCEPTS=500 make test PYTEST_ARGS=tests/test_races.py
+ACCEPTS = int(os.environ.get("RELAY_RACE_ACCEPTS", "200"))
+ROUNDS = int(os.environ.get("RELAY_RACE_ROUNDS", "60"))
+SEED = int(os.environ.get("RELAY_RACE_SEED", str(random.randrange(1_000_000))))
 
 
 def run_together(*targets):
@@ -74,7 +79,7 @@ def test_fifty_concurrent_accepts_of_one_offer_assign_once(zones):
 def test_accept_racing_expiry_never_ends_both_ways(zones):
     merchant = factories.MerchantFactory()
     outcomes = Counter()
-    for round_ in range(200):
+    for round_ in range(2 * ROUNDS):
         driver = factories.online_driver(*factories.CENTRO)
         delivery = factories.new_delivery(merchant, f"race-{round_}")
         offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=driver)
@@ -98,7 +103,7 @@ def test_accept_racing_expiry_never_ends_both_ways(zones):
         # Clear the board for the next round: this driver and delivery take no further part.
         cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="race done")
         take_offline(driver.pk, actor=Actor.system("test"), reason="race done")
-    assert sum(outcomes.values()) == 200
+    assert sum(outcomes.values()) == 2 * ROUNDS
 
 
 def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones):
@@ -122,7 +127,7 @@ def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones
         return getattr(response_or_error, "status_code", repr(response_or_error))
 
     codes = Counter()
-    for round_ in range(100):  # two races a round: 200
+    for round_ in range(ROUNDS):  # two races a round
         factories.ping(driver, *factories.CENTRO)
         delivery = factories.new_delivery(merchant, f"race-{round_}")
         offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING, driver=driver)
@@ -142,15 +147,10 @@ def test_ops_on_escalations_racing_a_driver_on_the_delivery_never_deadlock(zones
         assert (status(released), status(ops) in (200, 409)) == (200, True), (released, ops)
         codes[ops.status_code] += 1
         cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="race done")
-    assert sum(codes.values()) == 200
+    assert sum(codes.values()) == 2 * ROUNDS
 
 
 # --- issue 13: more contenders, every action at once, dispatches racing for a driver -------------------------
-# Round counts come from the environment so CI stays fast on 2 cores; a long run raises them, e.g.
-# RELAY_RACE_ROUNDS=500 RELAY_RACE_ACCEPTS=500 make test PYTEST_ARGS=tests/test_races.py
-ACCEPTS = int(os.environ.get("RELAY_RACE_ACCEPTS", "200"))
-ROUNDS = int(os.environ.get("RELAY_RACE_ROUNDS", "60"))
-SEED = int(os.environ.get("RELAY_RACE_SEED", str(random.randrange(1_000_000))))
 
 
 @pytest.mark.redis
