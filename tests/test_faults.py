@@ -255,7 +255,6 @@ def test_a_worker_killed_mid_task_has_the_task_redone_by_the_next_worker(zones, 
             what="the next worker redid the task",
         )
     finally:
-        os.killpg(second.pid, signal.SIGTERM)
-        second.wait(timeout=20)
+        faults.stop(second)
     assert AuditEvent.objects.filter(subject_id=offer.pk, type="offer.expired").count() == 1
     print(f"worker SIGKILLed mid-task: redone {took:.1f} s after the next worker started (its startup included)")
