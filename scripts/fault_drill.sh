@@ -19,5 +19,7 @@ run "database connections killed, 100 rounds" RELAY_DB_KILL_ROUNDS=100 \
     .venv/bin/python -m pytest tests/test_faults.py -k killed_database -q -s -p no:cacheprovider
 run "races: 500 rounds, 500 concurrent accepts" RELAY_RACE_ROUNDS=500 RELAY_RACE_ACCEPTS=500 \
     .venv/bin/python -m pytest tests/test_races.py -q -p no:cacheprovider
+run "3,000 refused socket connects leak no Redis connection" RELAY_REFUSED_SOCKETS=3000 \
+    .venv/bin/python -m pytest tests/test_socket_refusals.py -q -p no:cacheprovider
 run "state machine: 300 examples of 80 steps" RELAY_STATEFUL_EXAMPLES=300 RELAY_STATEFUL_STEPS=80 \
     .venv/bin/python -m pytest tests/test_state_machine.py -q -p no:cacheprovider
