@@ -44,10 +44,15 @@ run: migrate
 
 # Tests run with production settings when REDIS_URL is set; they need a secret and plain-http test clients, and
 # a fresh directory for the metric samples of this run's processes.
+# TEST_WORKERS pytest-xdist processes share the tests (TEST_WORKERS=0: one process, as before; `-n 0` in
+# PYTEST_ARGS does the same). Each worker has its own test database, Redis database and RabbitMQ vhost
+# (tests/xdist_env.py; an AMQP broker needs the vhosts of scripts/rabbitmq_test_vhosts.sh). loadgroup: tests are
+# handed out one by one as workers free up, except those of one xdist_group, which stay together.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	SECRET_KEY=$${SECRET_KEY:-tests-only-not-a-secret-0123456789abcdef0123456789} SECURE_SSL_REDIRECT=0 \
 	PROMETHEUS_MULTIPROC_DIR=$$(mktemp -d -t relay-metrics-XXXXXX) \
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

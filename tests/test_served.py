@@ -15,7 +15,8 @@ from core.processes import stop_process
 from tests.servers import ROOT, free_port, manage, wait_until_up
 from tests.test_demo_e2e import _embedded_env
 
-pytestmark = pytest.mark.e2e
+# One server for the module: its tests stay on one xdist worker (`--dist loadgroup`), not a server on each.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("served")]
 
 
 @pytest.fixture(scope="module")
