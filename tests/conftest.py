@@ -23,6 +23,31 @@ REQUIRE_SERVICES = os.environ.get("RELAY_REQUIRE_SERVICES") == "1"
 RUN_PREFIX = f"relay-test-{uuid.uuid4().hex[:8]}:"
 
 
+# Under pytest-xdist (`make test` runs 2 workers, handed tests one at a time) the longest files go first, longest
+# first (a CI run's figures: the schema fuzz ~70 s, the e2e demo, the dashboard, the races, the faults...), so the
+# short tests fill in at the end and the workers finish together, not one idling while the other runs a 70-second
+# test it drew last. Only the order changes; a run in one process keeps pytest's.
+LONGEST_FIRST = [
+    "test_schema_fuzz.py",
+    "test_demo_e2e.py",
+    "test_browser_dashboard.py",
+    "test_races.py",
+    "test_faults.py",
+    "test_production_sockets.py",
+    "test_state_machine.py",
+    "test_socket_refusals.py",
+    "test_seed_history.py",
+    "test_tracking_socket.py",
+    "test_access_matrix.py",
+]
+
+
+def pytest_collection_modifyitems(items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: xdist needs the same order in each
+        rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 def _unavailable(why: str):
     if REQUIRE_SERVICES:
         pytest.fail(f"required service missing: {why}")
