@@ -26,7 +26,8 @@ RUN_PREFIX = f"relay-test-{uuid.uuid4().hex[:8]}:"
 # Under pytest-xdist (`make test` runs 2 workers, handed tests one at a time) the longest files go first, longest
 # first (a CI run's figures: the schema fuzz ~70 s, the e2e demo, the dashboard, the races, the faults...), so the
 # short tests fill in at the end and the workers finish together, not one idling while the other runs a 70-second
-# test it drew last. Only the order changes; a run in one process keeps pytest's.
+# test it drew last. Only the order changes, within pytest-django's groups (tests that rely on the data migrations'
+# rows still run before transactional tests flush them); a run in one process keeps pytest's order.
 LONGEST_FIRST = [
     "test_schema_fuzz.py",
     "test_demo_e2e.py",
@@ -42,6 +43,7 @@ LONGEST_FIRST = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-django's, which then keeps its groups (transactional tests last)
 def pytest_collection_modifyitems(items):
     if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker sorts alike: xdist needs the same order in each
         rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
