@@ -7,6 +7,8 @@ import contextvars
 import pytest
 from django.core.cache import caches
 
+from core.cache_pool import SharedConnectionPool
+
 pytestmark = [pytest.mark.redis, pytest.mark.django_db]
 
 
@@ -19,7 +21,9 @@ def _pool_seen_by_a_new_request():
     return contextvars.Context().run(pool)  # a fresh context, as each ASGI request gets
 
 
-def test_requests_share_one_redis_connection_pool():
+def test_requests_share_one_redis_connection_pool(monkeypatch):
+    # A pool of this test's own: earlier tests of the process (threads of their own) may have opened more.
+    monkeypatch.setattr(SharedConnectionPool, "_shared", {})
     first, second = _pool_seen_by_a_new_request(), _pool_seen_by_a_new_request()
     assert first is second
     assert len(first._connections) == 1  # connections this pool opened (a BlockingConnectionPool)
