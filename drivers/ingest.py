@@ -7,8 +7,9 @@ accepts, a `Token` of an online driver known to drivers/credentials.py, no `Idem
 over an accepted scheme, and a user under the API's throttle. It then does what the Django view does, in two
 Redis round trips: (1) the throttle's check and record (core/throttling.py: the API's own command on the API's
 own key, so both paths share one budget) and the user's credential version; (2) the location index commands.
-Each round trip is shared with the other pings of the same turn of the event loop (`locations.RoundTrip`, as the
-driver sockets' pings): under load one pipeline serves many requests. Everything else —
+Each round trip is shared with the other pings of the same turn of the event loop, or of the time the previous
+pipeline was out (`locations.RoundTrip`, as the driver sockets' pings): under load one pipeline serves many
+requests. Everything else —
 bad input, unknown or revoked tokens, other roles, offline drivers, a throttled user, an idempotent retry,
 Redis trouble — goes to Django with the body replayed, so its answers (error shapes included) stay exactly the
 API's. Embedded mode (no Redis) sends everything to Django.
@@ -132,7 +133,7 @@ class LocationIngest:
         throttle = self._throttle or self._make_throttle()
         throttle_key = throttle.cache_format % {"scope": throttle.scope, "ident": entry.user_id}
         version_key, carried_key = credentials.version_key(entry.user_id), trail.carried_key(entry.driver_id)
-        round_trip = client.relay_round_trip  # shared with the other pings of this turn of the loop
+        round_trip = client.relay_round_trip  # shared with the other pings of this moment
         now = time.time()
 
         def read(pipe) -> None:  # few commands: ~25 µs each

@@ -198,15 +198,17 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
 
 
 class RoundTrip:
-    """The commands an event loop's callers queue in one turn of the loop go to Redis in one pipeline: driver
-    socket pings, REST pings. A round trip of redis-py's asyncio client costs ~140-220 µs of CPU for one ping's
-    two commands and ~40-60 µs per ping when 10-50 share it (measured). Each caller awaits its own results, so a
-    socket's messages keep their order."""
+    """The commands an event loop's callers queue go to Redis in shared pipelines, one in flight at a time: the
+    callers of one turn of the loop share one, and those that come while it is out share the next, sent as soon
+    as it is back (group commit). A round trip of redis-py's asyncio client costs ~140-220 µs of CPU for one
+    ping's commands and ~40-60 µs per ping when 10-50 share it (measured), so under load the batches grow by
+    themselves and a ping costs less, while an idle process sends each at once. Each caller awaits its own
+    results, so a socket's messages keep their order."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.waiting: list[tuple[Callable, asyncio.Future]] = []
-        self.sending: set[asyncio.Task] = set()
+        self.in_flight: asyncio.Task | None = None
 
     async def execute(self, queue: Callable) -> list:
         """`queue(pipe)` queues the caller's commands on the shared pipeline; returns their results, in order. An
@@ -215,7 +217,7 @@ class RoundTrip:
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self.waiting.append((queue, answer))
-        if len(self.waiting) == 1:
+        if len(self.waiting) == 1 and self.in_flight is None:
             loop.call_soon(self._flush)  # after the other callers of this turn have queued theirs
         results = await answer
         for result in results:
@@ -225,9 +227,19 @@ class RoundTrip:
 
     def _flush(self) -> None:
         batch, self.waiting = self.waiting, []
-        task = asyncio.ensure_future(self._send(batch))
-        self.sending.add(task)
-        task.add_done_callback(self.sending.discard)
+        self.in_flight = asyncio.ensure_future(self._send(batch))
+        self.in_flight.add_done_callback(self._back)
+
+    def _back(self, sent: asyncio.Task) -> None:
+        self.in_flight = None
+        if not self.waiting:
+            return
+        if sent.cancelled():  # the loop is closing: so are the callers that waited for this one
+            for _, answer in self.waiting:
+                answer.cancel()
+            self.waiting = []
+            return
+        self._flush()  # those that came while it was out
 
     async def _send(self, batch: list) -> None:
         try:

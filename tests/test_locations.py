@@ -237,6 +237,50 @@ async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
 
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
+async def test_pings_that_come_while_a_round_trip_is_out_share_the_next_one(zones, monkeypatch):
+    """One pipeline in flight at a time: pings that arrive in later turns of the loop while it is out wait for it
+    and then go together, so a busy process sends fewer, fuller round trips; each caller gets its own outcome."""
+    client = locations.async_client()
+    pipelines, back = [], asyncio.Event()
+    pipeline = client.pipeline
+
+    def held(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        pipelines.append(pipe)
+        if len(pipelines) == 1:  # the first round trip stays out until the test lets it back
+            execute = pipe.execute
+
+            async def late(*args, **kwargs):
+                await back.wait()
+                return await execute(*args, **kwargs)
+
+            pipe.execute = late
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", held)
+    now = timezone.now()
+
+    def ping(i: int):
+        point = locations.Point(38.715, -9.14 + i * 1e-5, now)
+        return asyncio.ensure_future(locations.arecord_positions(f"later-{i}", [point], online=True))
+
+    first = ping(0)
+    while not pipelines:
+        await asyncio.sleep(0)
+    later = []
+    for i in range(1, 6):  # five more, each in a turn of its own
+        later.append(ping(i))
+        await asyncio.sleep(0)
+    assert len(pipelines) == 1 and not first.done()
+    back.set()
+    assert await asyncio.gather(first, *later) == [1] * 6
+    assert len(pipelines) == 2
+    hits = await sync_to_async(locations.nearest_drivers)(38.715, -9.14, radius_km=1, limit=100, zone_codes=["centro"])
+    assert {f"later-{i}" for i in range(6)} <= {hit.driver_id for hit in hits}
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
 async def test_an_error_in_a_shared_round_trip_reaches_only_its_caller(zones):
     """Callers of one turn share a pipeline (`RoundTrip`): one caller's failing command (a key of the wrong type),
     or its own code failing while it queues, fails that caller alone, as its own round trip would have; the
