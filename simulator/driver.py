@@ -107,7 +107,8 @@ class SimDriver:
         try:
             # Listen before going online, so no offer pushed meanwhile is missed.
             try:
-                await asyncio.wait_for(self.connected.wait(), timeout=10)
+                async with asyncio.timeout(10):
+                    await self.connected.wait()
             except TimeoutError:
                 log.warning("%s: websocket not connected yet; going online anyway", self.name)
             try:
@@ -124,8 +125,11 @@ class SimDriver:
     async def _live(self) -> None:
         next_tick = time.monotonic()
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancel that comes as a message does,
+            # and the driver (so the fleet) would not stop.
             try:
-                message = await asyncio.wait_for(self.inbox.get(), timeout=max(0.0, next_tick - time.monotonic()))
+                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                    message = await self.inbox.get()
             except TimeoutError:
                 message = None
             try:

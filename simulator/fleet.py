@@ -105,10 +105,8 @@ class Fleet:
 
     async def _sign_off(self) -> None:
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(driver.sign_off() for driver in self.drivers), return_exceptions=True),
-                SIGN_OFF_TIMEOUT_S,
-            )
+            async with asyncio.timeout(SIGN_OFF_TIMEOUT_S):
+                await asyncio.gather(*(driver.sign_off() for driver in self.drivers), return_exceptions=True)
         except TimeoutError:
             log.warning("signing the drivers off took too long; the server will mark them stale")
 

@@ -1,6 +1,7 @@
 """The simulator's pure parts: riding at vehicle speed, seeded choices, places in the service area, and how a
 simulated driver reacts to its websocket messages (no server involved)."""
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -142,6 +143,28 @@ async def test_a_reassigned_job_is_dropped_and_being_set_offline_schedules_comin
     await driver.on_message({"type": "driver.state", "data": {"state": "offline", "reason": "missed_offers"}})
     assert driver.state == "offline"
     assert driver.clock.online_at is not None
+
+
+async def test_a_driver_stopped_in_the_instant_a_message_arrives_stops():
+    """Stopping the fleet (Ctrl-C) cancels each driver's loop. A cancel that comes in the same turn as a socket
+    message must still end it: `asyncio.wait_for` on Python 3.11 returned the message and dropped the cancel, and
+    the driver went on, so the fleet never stopped."""
+    driver = a_driver()
+    ticks = []
+
+    async def tick():
+        ticks.append(1)
+
+    driver.tick = tick
+    live = asyncio.create_task(driver._live())
+    while not ticks:  # its first tick is at once; then it waits on its inbox for up to tick_s (1 s)
+        await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    driver.inbox.put_nowait({"type": "noop", "data": {}})
+    live.cancel()
+    await asyncio.wait([live], timeout=5)
+    assert live.cancelled()
 
 
 def test_socket_messages_are_taken_once_in_seq_order():
