@@ -133,7 +133,7 @@ class LocationIngest:
         throttle = self._throttle or self._make_throttle()
         throttle_key = throttle.cache_format % {"scope": throttle.scope, "ident": entry.user_id}
         version_key, carried_key = credentials.version_key(entry.user_id), trail.carried_key(entry.driver_id)
-        round_trip = client.relay_round_trip  # shared with the other pings of this moment
+        round_trip = client.relay_round_trip  # shared with the other pings (RoundTrip)
         now = time.time()
 
         def read(pipe) -> None:  # few commands: ~25 µs each

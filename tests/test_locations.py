@@ -204,17 +204,26 @@ def test_a_driver_who_changes_zone_is_searched_only_in_the_new_one(zones):
 
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-async def test_a_burst_of_pings_waits_for_a_redis_connection_rather_than_falling_back(zones):
-    """More pings at once than the client's pool has connections (100), as 2,000 driver sockets send them: each
-    waits for a connection. redis-py's default pool raised "Too many connections" instead, which counted as Redis
-    being down and sent every ping of the process to the database for the next 5 s."""
+async def test_a_burst_of_round_trips_waits_for_a_redis_connection_rather_than_falling_back(zones):
+    """More round trips at once than the async client's pool has connections, as the trails of many sockets send
+    theirs beside the pings' shared one (`RoundTrip`, one in flight): each waits for a connection. A pool that
+    refused instead ("Too many connections") counted as Redis being down and sent every ping of the process to
+    the database for the next 5 s."""
+    client = locations.async_client()
     fallbacks = metrics.value(locations.FALLBACKS)
+    beyond_the_pool = 3 * client.connection_pool.max_connections
+
+    async def round_trip():
+        async with client.pipeline(transaction=False) as pipe:
+            return await pipe.ping().execute()
+
     now = timezone.now()
     pings = [
         locations.arecord_positions(f"burst-{i}", [locations.Point(38.715, -9.14 + i * 1e-5, now)], online=True)
         for i in range(300)
     ]
-    assert await asyncio.gather(*pings) == [1] * 300
+    answers = await asyncio.gather(*(round_trip() for _ in range(beyond_the_pool)), *pings)
+    assert answers == [[True]] * beyond_the_pool + [1] * 300
     assert metrics.value(locations.FALLBACKS) == fallbacks
 
 
