@@ -16,6 +16,7 @@ Django's own code and closed after, as Django does.
 Measured (bench/dispatch_cpu.py): see BENCHMARKS.md, "Issue 12, round 4".
 """
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
@@ -24,6 +25,8 @@ from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers import asgi, base
 from django.urls import set_script_prefix
+
+from core import loop_sends
 
 
 class ASGIHandler(asgi.ASGIHandler):
@@ -42,19 +45,21 @@ class ASGIHandler(asgi.ASGIHandler):
         except RequestAborted:
             return
         set_script_prefix(asgi.get_script_prefix(scope))
-        response = await self._respond(scope, body_file)
+        response = await self._respond(scope, body_file, asyncio.get_running_loop())
         await self.send_response(response, send)
         if response.streaming:
             await sync_to_async(response.close, thread_sensitive=False, executor=self._threads)()
         body_file.close()
 
-    def _respond_sync(self, scope, body_file):
+    def _respond_sync(self, scope, body_file, loop):
         # The script prefix set above is seen here: sync_to_async runs this in a copy of the caller's context.
-        signals.request_started.send(sender=self.__class__, scope=scope)
-        request, response = self.create_request(scope, body_file)
-        if request is not None:
-            response = self.get_response(request)
-            response._handler_class = self.__class__
-        if not response.streaming:
-            response.close()  # request_finished: the database connection goes back to the pool before the send
-        return response
+        # The request's pushes after commit are handed to the loop, not waited for (core/loop_sends.py).
+        with loop_sends.serving(loop):
+            signals.request_started.send(sender=self.__class__, scope=scope)
+            request, response = self.create_request(scope, body_file)
+            if request is not None:
+                response = self.get_response(request)
+                response._handler_class = self.__class__
+            if not response.streaming:
+                response.close()  # request_finished: the database connection goes back to the pool before the send
+            return response

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from core import loop_sends
 from drivers.models import Driver, DriverMessage
 
 log = logging.getLogger(__name__)
@@ -58,12 +59,16 @@ def _store_next(message: DriverMessage) -> DriverMessage:
 
 
 def push_to_group(group: str, envelope: dict) -> None:
-    """Best effort: the channel layer is at-most-once; the stored stream is what `resume` replays."""
+    """Best effort: the channel layer is at-most-once; the stored stream is what `resume` replays. A request's
+    thread hands the send to its server's event loop and goes on (core/loop_sends.py)."""
     layer = get_channel_layer()
     if layer is None:
         return
+    message = {"type": "stream.message", "message": envelope}
+    if loop_sends.hand_off(layer, group, message):
+        return
     try:
-        async_to_sync(layer.group_send)(group, {"type": "stream.message", "message": envelope})
+        async_to_sync(layer.group_send)(group, message)
     except Exception:  # a down channel layer must not fail the committed change; the app resumes from seq
         log.warning("push to %s failed; the client will resume", group, exc_info=True)
 

@@ -1,0 +1,85 @@
+"""Group sends handed from a request's thread to its server's event loop: in order, and without waiting.
+
+A request's sync work runs in a thread (core/asgi_http.py), and its pushes go out after commit. Sent from that
+thread (`async_to_sync(group_send)`), each push hops to the event loop and blocks the thread until the loop has
+sent it: the hop's machinery costs more CPU than the send, and the answer to the request waits behind every
+push it makes, longest while the loop is busy with other sockets. Handed off, the thread goes on at once, and
+one task per loop sends what it was handed, one message after the other in the order handed. Order matters: a
+driver's socket delivers its stream by `seq` and drops a message older than the last it delivered.
+
+A thread that serves no request of a running server (Celery's workers, management commands, the tests' sync
+client) hands nothing off: its caller sends in place, as before. The channel layer is at most once either way
+(a driver's stream is stored and `resume` replays it); a send that fails is logged, and the next ones go on."""
+
+import asyncio
+import logging
+import threading
+import weakref
+from collections import deque
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+_thread = threading.local()
+
+
+@contextmanager
+def serving(loop: asyncio.AbstractEventLoop):
+    """Within it, the calling thread does a request's work for the server running on `loop`."""
+    _thread.loop = loop
+    try:
+        yield
+    finally:
+        _thread.loop = None
+
+
+def hand_off(layer, group: str, message: dict) -> bool:
+    """Queue the group send on the event loop this thread's request came from. False, and nothing queued, in a
+    thread that serves no request: the caller sends it itself."""
+    loop = getattr(_thread, "loop", None)
+    if loop is None:
+        return False
+    try:
+        loop.call_soon_threadsafe(_Sender.of(loop).add, layer, group, message)
+    except RuntimeError:  # the loop has closed: the server stopped while this request finished
+        log.warning("push to %s not sent: the server is stopping; the client will resume", group)
+    return True
+
+
+class _Sender:
+    """One loop's queue of handed-off sends, and the task that sends them while there are any."""
+
+    _by_loop: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    _lock = threading.Lock()
+
+    @classmethod
+    def of(cls, loop) -> "_Sender":
+        with cls._lock:  # request threads of one loop ask at once
+            sender = cls._by_loop.get(loop)
+            if sender is None:
+                sender = cls._by_loop[loop] = cls()
+            return sender
+
+    def __init__(self) -> None:
+        self.queue: deque = deque()
+        self.task: asyncio.Task | None = None  # held here: the loop keeps only a weak reference to its tasks
+
+    def add(self, layer, group: str, message: dict) -> None:  # on the loop
+        self.queue.append((layer, group, message))
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        try:
+            while self.queue:
+                layer, group, message = self.queue[0]
+                try:
+                    await layer.group_send(group, message)
+                except Exception:  # a down channel layer must not stop the sends behind it
+                    log.warning("push to %s failed; the client will resume", group, exc_info=True)
+                self.queue.popleft()
+        except asyncio.CancelledError:
+            log.warning("%d pushes not sent: the server is stopping; the clients will resume", len(self.queue))
+            self.queue.clear()
+            raise
+        finally:
+            self.task = None

@@ -1,0 +1,116 @@
+"""Pushes made by a request go out from the server's event loop (core/loop_sends.py): the answer does not wait
+for them, they arrive in the order they were made, and one that fails is logged without stopping the rest."""
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from rest_framework.authtoken.models import Token
+
+from config.asgi import application
+from core import loop_sends
+from drivers.notifications import push_to_group
+from tests import factories
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+db = database_sync_to_async
+
+
+class HeldLayer:
+    """The process's channel layer, with group sends held until `release` (a busy or slow layer)."""
+
+    def __init__(self, layer) -> None:
+        self.layer, self.release, self.waiting = layer, asyncio.Event(), 0
+
+    async def group_send(self, group, message):
+        self.waiting += 1
+        await self.release.wait()
+        await self.layer.group_send(group, message)
+
+
+async def test_the_merchant_is_answered_before_the_offer_is_pushed_and_the_driver_still_gets_it(
+    zones, settings, monkeypatch
+):
+    settings.ALLOWED_HOSTS = ["testserver"]
+    settings.SECURE_SSL_REDIRECT = False
+    driver = await db(factories.online_driver)(*factories.CENTRO)
+    driver_token = await db(lambda: Token.objects.get_or_create(user=driver.user)[0].key)()
+    merchant = await db(factories.MerchantFactory)()
+    merchant_token = await db(lambda: Token.objects.get_or_create(user=merchant.user)[0].key)()
+    socket = WebsocketCommunicator(application, f"/ws/driver/?token={driver_token}")
+    assert (await socket.connect())[0]
+    held = HeldLayer(get_channel_layer())
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: held)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://testserver") as c:
+        async with asyncio.timeout(10):  # sending in the request's thread, the answer would wait for `release`
+            response = await c.post(
+                "/api/v1/deliveries",
+                json=factories.delivery_payload("held-push"),
+                headers={"Authorization": f"Token {merchant_token}"},
+            )
+    assert response.status_code == 201, response.text
+    assert response.json()["status"] == "offered"
+    assert held.waiting >= 1  # the offer's push is out, held by the layer
+    assert await socket.receive_nothing(timeout=0.2)
+
+    held.release.set()
+    message = await socket.receive_json_from(timeout=3)
+    assert message["type"] == "offer.created"
+    assert message["data"]["delivery"]["id"] == response.json()["id"]
+    await socket.disconnect()
+
+
+async def test_pushes_handed_off_arrive_in_order_and_a_failed_one_is_logged(monkeypatch, caplog):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("handed-off", channel)
+
+    class FailingThird:
+        calls = 0
+
+        async def group_send(self, group, message):
+            self.calls += 1
+            if self.calls == 3:
+                raise ConnectionError("Redis is down")
+            await layer.group_send(group, message)
+
+    failing = FailingThird()
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: failing)
+    loop = asyncio.get_running_loop()
+
+    def request_work():  # as a request's after-commit hooks run, in a thread of the server
+        with loop_sends.serving(loop):
+            for seq in range(1, 31):
+                push_to_group("handed-off", {"seq": seq})
+
+    with caplog.at_level(logging.WARNING, logger="core.loop_sends"):
+        await asyncio.to_thread(request_work)
+        received = [(await layer.receive(channel))["message"]["seq"] for _ in range(29)]
+    assert received == [seq for seq in range(1, 31) if seq != 3]
+    assert "push to handed-off failed; the client will resume" in caplog.text
+
+
+def test_a_push_from_a_request_that_outlives_its_server_is_logged_not_raised(caplog):
+    loop = asyncio.new_event_loop()
+    loop.close()
+    with caplog.at_level(logging.WARNING, logger="core.loop_sends"), loop_sends.serving(loop):
+        push_to_group("driver.gone", {"seq": 1})
+    assert "push to driver.gone not sent: the server is stopping" in caplog.text
+
+
+def test_outside_a_request_the_push_is_sent_in_place(monkeypatch):
+    sent = []
+
+    class Recording:
+        async def group_send(self, group, message):
+            sent.append((group, message["message"]))
+
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", Recording)
+    push_to_group("driver.here", {"seq": 7})  # a Celery task, a management command: sent before it returns
+    assert sent == [("driver.here", {"seq": 7})]
