@@ -85,6 +85,11 @@ async def app(sockets, port: int, merchant_token: str, *, listened: int, rate: f
     drivers.close()
 
     latencies = [offers[d][0] - t for d, t in sent_at.items() if d in offers]
+    # When the slowest offers were sent (seconds into the phase): spread evenly, they queued behind load; bunched,
+    # something paused the server (a garbage collection, a periodic task).
+    first = min(sent_at.values(), default=0.0)
+    heard = sorted(((offers[d][0] - t, t - first) for d, t in sent_at.items() if d in offers), reverse=True)
+    slowest = [[round(at, 2), round(latency * 1000, 1)] for latency, at in heard[: max(1, len(heard) // 100)]]
     return {
         "rate_per_s": rate,
         **window,
@@ -94,6 +99,7 @@ async def app(sockets, port: int, merchant_token: str, *, listened: int, rate: f
         "offers_heard": len(latencies),
         "offers_not_heard": len(sent_at) - len(latencies),
         "latency": summary_ms(latencies),
+        "slowest_1pct_sent_at_s_and_ms": sorted(slowest),
         "create_response_latency": summary_ms(create_latencies),
         "accept": {"statuses": accept_statuses, "latency": summary_ms(accept_latencies)},
     }

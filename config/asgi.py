@@ -1,3 +1,4 @@
+import gc
 import os
 
 import django
@@ -42,3 +43,8 @@ application = ProtocolTypeRouter(
         "websocket": BrowserOriginValidator(URLRouter(websocket_urls)),
     }
 )
+
+# What the imports above allocated (Django's app registry, models, URL patterns, the libraries' modules) lives as
+# long as the process. Frozen, it is left out of every garbage collection: a full collection of a server process
+# otherwise walks all of it, pausing every request and socket of the process ~70 ms (BENCHMARKS.md, round 7).
+gc.freeze()
