@@ -84,11 +84,11 @@ async def app(sockets, port: int, merchant_token: str, *, listened: int, rate: f
     merchant.close()
     drivers.close()
 
-    latencies = [offers[d][0] - t for d, t in sent_at.items() if d in offers]
-    # When the slowest offers were sent (seconds into the phase): spread evenly, they queued behind load; bunched,
-    # something paused the server (a garbage collection, a periodic task).
+    # Each heard offer's latency and when it was sent (seconds into the phase). The slowest spread evenly queued
+    # behind load; bunched, something paused the server (a garbage collection, a periodic task).
     first = min(sent_at.values(), default=0.0)
     heard = sorted(((offers[d][0] - t, t - first) for d, t in sent_at.items() if d in offers), reverse=True)
+    latencies = [latency for latency, _ in heard]
     slowest = [[round(at, 2), round(latency * 1000, 1)] for latency, at in heard[: max(1, len(heard) // 100)]]
     return {
         "rate_per_s": rate,
