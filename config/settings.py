@@ -92,11 +92,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
+# PostgreSQL through Django's backend with one change: timestamps are parsed by psycopg's C module (issue 12).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "core.postgresql"
 # PostgreSQL: DB_POOL_SIZE > 0 keeps a pool of that many connections per process (psycopg_pool). Without it
 # every request and every websocket database call opens and closes a connection of its own, unless
 # DB_CONN_MAX_AGE keeps each request thread's (core/asgi_http.py: the threads live on).
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
-if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "core.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with a pool
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": min(2, DB_POOL_SIZE),
