@@ -7,10 +7,12 @@ default (a prior worth PRIOR_TRIPS trips), so one odd hour does not swing it. Un
 recorded errors the window runs from the estimate to +WINDOW_SPREAD of the time left.
 """
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from cachetools import TTLCache, cached
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -36,6 +38,9 @@ MIN_WINDOW_S = 60
 PLAUSIBLE_KMH = (2.0, 90.0)
 # A new ETA is pushed only when it moved by more than this.
 PUSH_WHEN_MOVED = timedelta(minutes=1)
+# What was learned changes only as deliveries finish, yet every assignment and ETA refresh reads it: each process
+# keeps what it read this long. A delivery finished in this process shows at once, in the others within this time.
+LEARNED_KEPT_S = 60
 
 
 @dataclass(frozen=True)
@@ -74,26 +79,44 @@ def _recent_errors_query(zone_id):
     return recent.values_list("eta_error_s")[:ERROR_SAMPLE]
 
 
-# Read at every assignment and ETA refresh: compiled once (core.compiled).
-_speed_cell = CompiledRead(TravelSpeed, _speed_cell_query, (compiled.INTEGER, compiled.TEXT, compiled.INTEGER))
-_recent_errors = CompiledRead(Delivery, _recent_errors_query, (compiled.INTEGER,))
+# Read at every assignment and ETA refresh: compiled once (core.compiled), kept LEARNED_KEPT_S (`forget_learned`).
+_speed_cell_read = CompiledRead(TravelSpeed, _speed_cell_query, (compiled.INTEGER, compiled.TEXT, compiled.INTEGER))
+_recent_errors_read = CompiledRead(Delivery, _recent_errors_query, (compiled.INTEGER,))
+_learned_lock = threading.Lock()
+
+
+@cached(TTLCache(maxsize=20_000, ttl=LEARNED_KEPT_S), lock=_learned_lock)
+def _speed_cell(zone_id: int, vehicle: str, hour: int) -> tuple[int, float] | None:
+    cell = _speed_cell_read(zone_id, vehicle, hour)
+    return cell[0] if cell else None
+
+
+@cached(TTLCache(maxsize=1_000, ttl=LEARNED_KEPT_S), lock=_learned_lock)
+def _error_window(zone_id: int) -> tuple[int, int] | None:
+    errors = sorted(error for (error,) in _recent_errors_read(zone_id))
+    if len(errors) < MIN_ERRORS:
+        return None
+    return _percentile(errors, 0.5), _percentile(errors, 0.9)
+
+
+def forget_learned() -> None:
+    """Drop what this process keeps of learned speeds and errors: the next ETA reads them again."""
+    _speed_cell.cache_clear()
+    _error_window.cache_clear()
 
 
 def learned_speed(zone: Zone, vehicle: str, at: datetime) -> float:
     default = default_speed(vehicle)
     cell = _speed_cell(zone.pk, vehicle, hour_of_week(at, zone))
-    if not cell or cell[0][0] < MIN_TRIPS:
+    if cell is None or cell[0] < MIN_TRIPS:
         return default
-    trips, mean_kmh = cell[0]
+    trips, mean_kmh = cell
     return (trips * mean_kmh + PRIOR_TRIPS * default) / (trips + PRIOR_TRIPS)
 
 
 def error_window(zone: Zone) -> tuple[int, int] | None:
     """P50 and P90 of the zone's recent ETA errors in seconds, or None while there are too few."""
-    errors = sorted(error for (error,) in _recent_errors(zone.pk))
-    if len(errors) < MIN_ERRORS:
-        return None
-    return _percentile(errors, 0.5), _percentile(errors, 0.9)
+    return _error_window(zone.pk)
 
 
 def _percentile(ordered: list[int], q: float) -> int:
@@ -161,7 +184,11 @@ def predict_at_assignment_locked(delivery: Delivery) -> None:
 
 
 def learn_from_delivery_locked(delivery: Delivery, *, vehicle: str) -> None:
-    """At delivery: the ETA error, and the trip's speed into its zone/vehicle/hour-of-week cell."""
+    """At delivery: the ETA error, and the trip's speed into its zone/vehicle/hour-of-week cell. This process
+    forgets what it had learned now (its own next read is fresh) and again at commit (what another thread read
+    meanwhile was from before the change)."""
+    forget_learned()
+    transaction.on_commit(forget_learned)
     if delivery.eta_predicted_at_assignment is not None:
         delivery.eta_error_s = round((delivery.finished_at - delivery.eta_predicted_at_assignment).total_seconds())
     riding_s = (delivery.finished_at - delivery.picked_up_at).total_seconds() - DROPOFF_SERVICE_S

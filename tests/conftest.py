@@ -12,6 +12,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from deliveries import eta
 from drivers import locations, trail
 from tests import factories
 from zones.selectors import zone_cache
@@ -78,6 +79,7 @@ def _isolated(settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # the tests' webhook receivers run on 127.0.0.1
     zone_cache.clear()
+    eta.forget_learned()
     locations.reset_redis()
     trail.reset_memory()
     yield
