@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 
+from core import rows
 from core.models import AuditEvent
 
 
@@ -70,8 +71,7 @@ def atomic_action() -> Iterator[None]:
         batch = connection.relay_audit_batch = _Batch(depth=len(connection.savepoint_ids))
         try:
             yield
-            if batch.events:
-                AuditEvent.objects.bulk_create(batch.events)
+            rows.insert_numbered(AuditEvent, batch.events)
         finally:
             connection.relay_audit_batch = None
 

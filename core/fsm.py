@@ -11,6 +11,7 @@ from django.db import models
 from django_fsm import FSMModelMixin as _FSMModelMixin
 from django_fsm import TransitionNotAllowed
 
+from core import rows
 from core.errors import InvalidTransition
 
 
@@ -67,7 +68,7 @@ def saving_changes(instance: models.Model) -> Iterator[None]:
     before = _values(instance)
     yield
     changed = [name for name, value in _values(instance).items() if name not in before or value != before[name]]
-    instance.save(update_fields=changed)
+    rows.update_fields(instance, changed)
 
 
 def _values(instance: models.Model) -> dict:

@@ -2,6 +2,7 @@
 
 from django.utils import timezone
 
+from core import rows
 from core.audit import Actor, record_event
 from core.compiled import UUID, CompiledRead
 from core.fsm import run_transition
@@ -29,7 +30,7 @@ def transition_driver(transition, *, actor: Actor, reason: str = "", **payload) 
     driver: Driver = transition.__self__
     previous, entered_at = driver.state, driver.state_changed_at
     run_transition(transition)
-    driver.save(update_fields=["state", "state_changed_at", "missed_offers_in_row"])
+    rows.update_fields(driver, ["state", "state_changed_at", "missed_offers_in_row"])
     if driver.state == DriverState.OFFLINE:
         credentials.on_driver_offline(driver)  # the ingest route's cached "online" is void in every process
     record_event(

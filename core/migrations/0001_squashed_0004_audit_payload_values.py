@@ -5,7 +5,6 @@ A database migrated with those four (all recorded in django_migrations) sees thi
 squash: 0003 also took beat and delete permissions from an `ops` group made by an earlier `create_ops`; a fresh
 database has no such group."""
 
-import core.models
 import django.utils.timezone
 import uuid
 from django.db import migrations, models
@@ -72,7 +71,7 @@ class Migration(migrations.Migration):
                 ('driver_id', models.UUIDField(blank=True, db_index=True, null=True)),
                 ('from_state', models.CharField(blank=True, max_length=32)),
                 ('to_state', models.CharField(blank=True, max_length=32)),
-                ('payload', core.models.PayloadField(blank=True, default=dict)),
+                ('payload', models.JSONField(blank=True, default=dict)),
             ],
             options={
                 'ordering': ['id'],
