@@ -55,10 +55,10 @@ def insert_numbered(model: type[models.Model], instances: list[models.Model]) ->
     per_statement = max(1, connection.ops.bulk_batch_size(fields, instances))
     for start in range(0, len(instances), per_statement):
         batch = instances[start : start + per_statement]
-        rows = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * len(batch))
+        values = ", ".join([f"({', '.join(['%s'] * len(fields))})"] * len(batch))
         params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for obj in batch for field in fields]
         with connection.cursor() as cursor:
-            cursor.execute(f"{columns} VALUES {rows}{returning}", params)
+            cursor.execute(f"{columns} VALUES {values}{returning}", params)
             if returning:
                 for obj, (key,) in zip(batch, cursor.fetchall(), strict=True):
                     setattr(obj, pk.attname, key)

@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 # The statements each action sends, BEGIN and COMMIT aside (in a test they are the savepoints left out below).
 # On PostgreSQL a driver's message is numbered and stored in one statement; elsewhere in two.
 CREATE_AND_DISPATCH = {"postgresql": 9}.get(connection.vendor, 10)
-ACCEPT = {"postgresql": 10}.get(connection.vendor, 11)
 # An assignment's ETA uses what was learned of the zone's speeds and errors, read once and then kept a minute
 # (deliveries/eta.py): a process that already assigned one in the zone reads them no more. Without that, 2 more.
+ACCEPT = {"postgresql": 10}.get(connection.vendor, 11)
 # A driver with room left stays available: no state change to save, and a missed-offer count of 0 is not written.
 ACCEPT_WITH_ROOM_LEFT = ACCEPT - 1
 
