@@ -21,6 +21,8 @@ UVICORN_OPTIONS = {
     # compressor and decompressor for its life (measured: 83 KB per driver socket with it, 43 KB without, 300
     # sockets on one process); the messages are small JSON, so compression saves little bandwidth.
     "ws_per_message_deflate": False,
+    # uvicorn's websockets-sansio protocol (what it picks by default), holding less per socket.
+    "ws": "core.ws_server:WebSocketProtocol",
 }
 
 
@@ -53,7 +55,7 @@ class Command(BaseCommand):
             argv = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host, "--port", str(port)]
             argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off", "--no-proxy-headers"]
             argv += ["--no-access-log"]  # as UVICORN_OPTIONS says why
-            argv += ["--ws-per-message-deflate", "false"]  # as UVICORN_OPTIONS says why
+            argv += ["--ws-per-message-deflate", "false", "--ws", UVICORN_OPTIONS["ws"]]  # as UVICORN_OPTIONS says why
             # uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a
             # saturated machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
             argv += ["--timeout-worker-healthcheck", "30"]
