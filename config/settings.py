@@ -190,16 +190,16 @@ SPECTACULAR_SETTINGS = {
 if EMBEDDED:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 else:
-    # Redis pub/sub (channels-redis' RedisPubSubChannelLayer): a group send is one PUBLISH that Redis hands to each
-    # server process with a member, instead of the list layer's per-member pushes and each process's blocking-pop
-    # receive loop (benchmarked in BENCHMARKS.md: ~0.2-0.4 ms of CPU per message against 1.2-1.5 ms). Messages are
-    # at most once either way: a driver's stream is stored and `resume` replays it. Pub/sub channels are not
-    # scoped by Redis database, so the prefix carries the database number: deployments (and test runs) on one
-    # Redis server but different databases stay apart, as the list layer's keys did. The layer reads with a
-    # 0.1 s poll, so a quiet socket never waits on a read longer than the client's timeout (core.checks holds it).
+    # Redis pub/sub (channels-redis' RedisPubSubChannelLayer, with core/channel_layer.py's lean queues): a group send is
+    # one PUBLISH that Redis hands to each server process with a member, instead of the list layer's per-member pushes
+    # and each process's blocking-pop receive loop (benchmarked in BENCHMARKS.md: ~0.2-0.4 ms of CPU per message against
+    # 1.2-1.5 ms). Messages are at most once either way: a driver's stream is stored and `resume` replays it. Pub/sub
+    # channels are not scoped by Redis database, so the prefix carries the database number: deployments (and test runs)
+    # on one Redis server but different databases stay apart, as the list layer's keys did. The layer reads with a 0.1 s
+    # poll, so a quiet socket never waits on a read longer than the client's timeout (core.checks holds it).
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "BACKEND": "core.channel_layer.PubSubChannelLayer",
             "CONFIG": {
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
                 "prefix": f"asgi-db{redis_db(REDIS_URL)}",

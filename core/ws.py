@@ -22,6 +22,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core import metrics
+from core.channel_layer import PubSubChannelLayer
 from core.tokens import valid_token
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,42 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
     counted = False
     seq = 0  # the number of the socket's last message (API.md's `seq`, per subscriber stream)
 
+    async def __call__(self, scope, receive, send):
+        layer = get_channel_layer(self.channel_layer_alias)
+        if not isinstance(layer, PubSubChannelLayer):
+            return await super().__call__(scope, receive, send)
+        # Channels waits for the client and the channel layer with a task for each and `asyncio.wait` over both,
+        # for the socket's whole life. Here the channel's messages arrive in the socket's inbox directly, and so
+        # does the one task that waits for the client's next message, when it is done: one task less, and one
+        # queue (BENCHMARKS.md, issue 12 round 9). Messages are handled one at a time in arrival order, as there.
+        self.scope, self.channel_layer, self.base_send = scope, layer, send
+        self.channel_name, inbox = await layer.new_inbox()
+
+        def from_client() -> asyncio.Task:
+            waiting = asyncio.ensure_future(receive())
+            waiting.add_done_callback(inbox.put_nowait)
+            return waiting
+
+        waiting = from_client()
+        try:
+            while True:
+                item = await inbox.get()
+                if item is waiting:
+                    message, waiting = item.result(), None
+                else:
+                    message = layer.deserialize(item)
+                item = None  # nothing of a handled message is kept while the socket waits for the next
+                await self.dispatch(message)
+                message = None
+                if waiting is None:
+                    waiting = from_client()  # once the last is handled, as Channels does: the server's flow control
+        except StopConsumer:
+            pass
+        finally:
+            if waiting is not None:
+                waiting.cancel()
+            await layer.close_inbox(self.channel_name)
+
     async def dispatch(self, message):
         # Channels' own dispatch first hops to a thread to close stale database connections, on every message
         # (each location of every driver, each push): a thread round trip per message, serialized on the one
@@ -71,6 +108,10 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
 
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)
+        # The handshake's headers are read while connecting (origin, cookies) and never after. Emptied, the list the
+        # server's scope shares with this one holds nothing for the socket's life (~0.9 KB a socket).
+        if isinstance(handshake := self.scope.get("headers"), list):
+            handshake.clear()
         self.counted = True
         SOCKETS.labels(kind=self.kind).inc()
 

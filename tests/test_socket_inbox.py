@@ -1,0 +1,162 @@
+"""What an open socket holds while it waits (issue 12: ≤ 15 KB a driver socket): core.aio's queue and gate, the
+channel layer's inbox channels, and the socket loop that reads one inbox for both its client and its channel."""
+
+import asyncio
+import uuid
+
+import pytest
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from rest_framework.authtoken.models import Token
+
+from config.asgi import application
+from core.aio import Gate, Inbox
+from core.channel_layer import PubSubChannelLayer
+from tests import factories
+
+
+async def _turn() -> None:
+    """Let every task that is ready run once (no time passes)."""
+    await asyncio.sleep(0)
+
+
+async def test_an_inbox_hands_items_out_in_order_and_its_reader_waits_for_the_next():
+    inbox = Inbox()
+    inbox.put_nowait("first")
+    inbox.put_nowait("second")
+    assert inbox.qsize() == 2
+    assert [await inbox.get(), inbox.get_nowait()] == ["first", "second"]
+    assert inbox.empty() and inbox.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        inbox.get_nowait()
+
+    reading = asyncio.ensure_future(inbox.get())
+    await _turn()
+    assert not reading.done()
+    inbox.put_nowait("third")
+    assert await reading == "third"
+
+
+async def test_an_item_put_for_a_reader_that_is_cancelled_stays_for_the_next_read():
+    inbox = Inbox()
+    reading = asyncio.ensure_future(inbox.get())
+    await _turn()
+    inbox.put_nowait("kept")
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert await inbox.get() == "kept"
+
+
+async def test_an_inbox_refuses_a_second_reader_at_once():
+    inbox = Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    await _turn()
+    with pytest.raises(RuntimeError, match="one reader"):
+        await inbox.get()
+    inbox.put_nowait("for the first")
+    assert await first == "for the first"
+
+
+async def test_a_gate_lets_waiters_through_only_while_it_is_open():
+    gate = Gate()
+    assert not gate.is_set()
+    waiters = [asyncio.ensure_future(gate.wait()) for _ in range(3)]
+    await _turn()
+    assert not any(waiter.done() for waiter in waiters)
+    waiters[0].cancel()
+    gate.set()
+    assert await asyncio.gather(*waiters[1:]) == [True, True]
+    assert waiters[0].cancelled()
+    assert await gate.wait() is True  # open: at once
+    gate.clear()
+    late = asyncio.ensure_future(gate.wait())
+    await _turn()
+    assert not late.done()
+    gate.set()
+    assert await late is True
+
+
+def _layer(settings) -> PubSubChannelLayer:
+    hosts = [{"address": settings.REDIS_URL, "socket_timeout": 30}]
+    return PubSubChannelLayer(hosts=hosts, prefix=f"test-inbox-{uuid.uuid4().hex}")
+
+
+async def _subscribers(settings, channel: str) -> int:
+    client = aioredis.from_url(settings.REDIS_URL)
+    try:
+        return dict(await client.pubsub_numsub(channel))[channel.encode()]
+    finally:
+        await client.aclose()
+
+
+async def _until(predicate, timeout_s: float = 5.0) -> bool:
+    """Polls a state another process (Redis) reaches; True once it holds, False at the deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@pytest.mark.redis
+async def test_an_inbox_channel_gets_its_own_and_its_groups_messages_until_it_is_closed(settings):
+    layer = _layer(settings)
+    channel, inbox = await layer.new_inbox()
+    await layer.group_add("riders", channel)
+    await layer.send(channel, {"type": "to.the.channel"})
+    await layer.group_send("riders", {"type": "to.the.group"})
+    received = [layer.deserialize(await asyncio.wait_for(inbox.get(), 5)) for _ in range(2)]
+    assert [message["type"] for message in received] == ["to.the.channel", "to.the.group"]
+    assert await _subscribers(settings, channel) == 1
+
+    await layer.close_inbox(channel)
+
+    async def unsubscribed() -> bool:
+        return await _subscribers(settings, channel) == 0
+
+    assert await _until(unsubscribed)
+    await layer.close_inbox(channel)  # twice is harmless: a socket's loop closes it on every way out
+    await layer.flush()
+
+
+def _driver_token() -> str:
+    driver = factories.DriverFactory()
+    return Token.objects.get_or_create(user=driver.user)[0].key
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+async def test_a_closed_driver_socket_leaves_no_subscription_behind(zones, settings):
+    """The socket's channel and its driver group are unsubscribed when it closes: the loop that reads its inbox
+    closes it as Channels' receive did when cancelled. (Settings name the pub/sub layer whenever REDIS_URL is set.)"""
+    layer = get_channel_layer()
+    assert isinstance(layer, PubSubChannelLayer)
+    client = aioredis.from_url(settings.REDIS_URL)
+    prefix = layer._kwargs["prefix"]
+
+    async def channels() -> set[bytes]:
+        return set(await client.pubsub_channels(f"{prefix}*"))
+
+    try:
+        token = await database_sync_to_async(_driver_token)()
+        before = await channels()
+        socket = WebsocketCommunicator(application, f"/ws/driver/?token={token}")
+        assert (await socket.connect())[0]
+        await socket.send_json_to({"type": "bogus"})  # handled: the socket is past its connect
+        assert (await socket.receive_json_from())["data"]["code"] == "unknown_type"
+        opened = await channels() - before
+        # Its channel and its driver's group (and the process's credential-check group, unless already there).
+        assert len(opened) >= 2, opened
+
+        await socket.disconnect()
+
+        async def all_gone() -> bool:
+            return not (await channels() & opened)
+
+        assert await _until(all_gone), await channels() & opened
+    finally:
+        await client.aclose()
