@@ -227,3 +227,24 @@ def test_a_driver_whose_shift_ends_too_soon_is_skipped(merchant_api):
     assert factories.pending_offer(delivery).driver == staying
     decided = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided")
     assert {"driver_id": str(leaving.pk), "reason": "shift_ending"}.items() <= decided.payload["excluded"][0].items()
+
+
+@pytest.mark.parametrize("passed_on_by", ["expiry", "decline"])
+def test_the_customer_hears_a_status_once_when_the_offer_passes_to_the_next_driver(
+    merchant_api, clock, django_capture_on_commit_callbacks, monkeypatch, passed_on_by
+):
+    """Passing an offer on is offered → pending → offered in one transaction: the tracking link hears the state it
+    ends in, once, not a `status` per step that all say `offered`."""
+    first, second = factories.online_driver(*factories.east(0.3)), factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
+    offer = factories.pending_offer(delivery)
+    heard = []
+    monkeypatch.setattr("deliveries.services.tracking.push_to_group", lambda group, envelope: heard.append(envelope))
+    with django_capture_on_commit_callbacks(execute=True):
+        if passed_on_by == "expiry":
+            clock.shift(31)
+            assert offers.expire_offer(offer.pk) is True
+        else:
+            offers.decline_offer(offer.pk, actor=Actor.driver(first), reason="busy")
+    assert factories.pending_offer(delivery).driver == second
+    assert [(message["type"], message["data"]["status"]) for message in heard] == [("status", "offered")]

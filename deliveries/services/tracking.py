@@ -61,7 +61,12 @@ def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previou
             trail.carry(delivery.driver_id, delivery.pk, phase=delivery.status)
         elif previous_driver_id is not None:
             trail.uncarry(previous_driver_id, delivery.pk)
-        push_tracking(delivery.pk, "status", messages.tracking(delivery))
+        # Each step of one transaction (an offer passed on: offered, pending, offered) reads the state it ended in
+        # at commit: the customer hears it once.
+        state = messages.tracking(delivery)
+        if state != getattr(delivery, "_tracking_announced", None):
+            delivery._tracking_announced = state
+            push_tracking(delivery.pk, "status", state)
 
     # robust: the change is committed whatever happens to its announcement (logged, not raised to the caller).
     transaction.on_commit(after_commit, robust=True)
