@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 class _LoopLayer(RedisPubSubLoopLayer):
     async def _subscribe_to_channel(self, channel):
         self.channels[channel] = Inbox()
-        await self._get_shard(channel).subscribe(channel)
+        try:
+            await self._get_shard(channel).subscribe(channel)
+        except BaseException:
+            del self.channels[channel]  # Redis down: a refused socket's channel is not kept, for each of its retries
+            raise
 
     async def new_inbox(self, prefix="specific."):
         """A new channel, and the inbox its messages arrive in, serialized (`deserialize` reads them), for a

@@ -5,6 +5,7 @@ import asyncio
 import uuid
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -160,3 +161,12 @@ async def test_a_closed_driver_socket_leaves_no_subscription_behind(zones, setti
         assert await _until(all_gone), await channels() & opened
     finally:
         await client.aclose()
+
+
+async def test_a_channel_that_redis_cannot_subscribe_is_not_kept():
+    """Redis down: each refused socket's retry would otherwise leave its channel's inbox in the layer for good."""
+    layer = PubSubChannelLayer(hosts=[{"address": "redis://127.0.0.1:1/0", "socket_connect_timeout": 1}])
+    for _ in range(3):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await layer.new_inbox()
+    assert layer._get_layer().channels == {}
