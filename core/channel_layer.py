@@ -3,7 +3,8 @@ socket can read itself.
 
 Every socket's consumer has a channel of its own, and the layer keeps a queue per channel for the socket's life:
 an `asyncio.Queue`, ~3.3 KB empty, where `core.aio.Inbox` holds nothing while nothing waits in it. A socket that
-takes its channel with `new_inbox` reads that queue itself (core/ws.py), without a task waiting in `receive`.
+takes its channel with `new_inbox` reads that queue itself (core/ws.py), without a task waiting in `receive`. A
+channel has one reader at a time (an `Inbox` refuses a second), where channels-redis let several race for it.
 """
 
 import asyncio
@@ -22,7 +23,7 @@ class _LoopLayer(RedisPubSubLoopLayer):
         try:
             await self._get_shard(channel).subscribe(channel)
         except BaseException:
-            del self.channels[channel]  # Redis down: a refused socket's channel is not kept, for each of its retries
+            self.channels.pop(channel, None)  # Redis down: a refused socket's channel is not kept, for each retry
             raise
 
     async def new_inbox(self, prefix="specific."):

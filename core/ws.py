@@ -60,14 +60,32 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
     counted = False
     seq = 0  # the number of the socket's last message (API.md's `seq`, per subscriber stream)
 
+    closing = False  # the socket sent its close: what the channel layer brings is no longer sent
+    left = False  # the server's disconnect was handled
+
     async def __call__(self, scope, receive, send):
-        layer = get_channel_layer(self.channel_layer_alias)
-        if not isinstance(layer, PubSubChannelLayer):
-            return await super().__call__(scope, receive, send)
+        try:
+            layer = get_channel_layer(self.channel_layer_alias)
+            if isinstance(layer, PubSubChannelLayer):
+                await self._serve(scope, receive, send, layer)
+            else:
+                await super().__call__(scope, receive, send)
+        finally:
+            if not self.left:
+                # Ended without the server's disconnect (a send to a client already gone, a cancellation at
+                # shutdown): the same clean-up, or the socket's groups and count would outlive it.
+                try:
+                    await self.websocket_disconnect({"type": "websocket.disconnect", "code": 1006})
+                except StopConsumer:
+                    pass
+                except Exception:
+                    log.exception("%s: cleaning up after a socket that ended abruptly", type(self).__name__)
+
+    async def _serve(self, scope, receive, send, layer: PubSubChannelLayer):
         # Channels waits for the client and the channel layer with a task for each and `asyncio.wait` over both,
         # for the socket's whole life. Here the channel's messages arrive in the socket's inbox directly, and so
         # does the one task that waits for the client's next message, when it is done: one task less, and one
-        # queue (BENCHMARKS.md, issue 12 round 9). Messages are handled one at a time in arrival order, as there.
+        # queue (BENCHMARKS.md, issue 12 round 9). Messages are handled one at a time, as there.
         self.scope, self.channel_layer, self.base_send = scope, layer, send
         self.channel_name, inbox = await layer.new_inbox()
 
@@ -101,10 +119,20 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
         # (each location of every driver, each push): a thread round trip per message, serialized on the one
         # thread that runs all of the process's thread-sensitive calls. The consumers here touch the database
         # only through database_sync_to_async, which does that itself around each call.
+        if self.closing and not message["type"].startswith("websocket."):
+            return  # a push behind the socket's own close: the server refuses sends after it (a stream resumes)
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
+
+    async def close(self, code=None, reason=None):
+        self.closing = True
+        await super().close(code, reason)
+
+    async def websocket_disconnect(self, message):
+        self.left = True
+        await super().websocket_disconnect(message)
 
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)

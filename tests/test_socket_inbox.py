@@ -11,10 +11,12 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
+from uvicorn.protocols.utils import ClientDisconnected
 
 from config.asgi import application
 from core.aio import Gate, Inbox
-from core.channel_layer import PubSubChannelLayer
+from core.channel_layer import PubSubChannelLayer, _LoopLayer
+from core.ws import JsonSocket
 from tests import factories
 
 
@@ -170,3 +172,96 @@ async def test_a_channel_that_redis_cannot_subscribe_is_not_kept():
         with pytest.raises(redis.exceptions.ConnectionError):
             await layer.new_inbox()
     assert layer._get_layer().channels == {}
+
+
+class _Server:
+    """An ASGI server's side of one websocket, as uvicorn behaves: once the app sends its close, the disconnect is
+    queued for it and a further send raises; once the client is gone, a send raises ClientDisconnected."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue = asyncio.Queue()
+        self.incoming.put_nowait({"type": "websocket.connect"})
+        self.sent: list[dict] = []
+        self.closed = self.client_gone = False
+
+    async def receive(self) -> dict:
+        return await self.incoming.get()
+
+    async def send(self, message: dict) -> None:
+        if self.client_gone:
+            raise ClientDisconnected
+        if self.closed:
+            raise RuntimeError(f"Unexpected ASGI message '{message['type']}', after sending 'websocket.close'.")
+        self.sent.append(message)
+        if message["type"] == "websocket.close":
+            self.closed = True
+            self.incoming.put_nowait({"type": "websocket.disconnect", "code": message["code"]})
+
+
+class _Socket(JsonSocket):
+    kind = "test"
+    left_with = None
+
+    async def connect(self):
+        await self.channel_layer.group_add("riders", self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        await super().disconnect(code)
+        self.left_with = code
+        await self.channel_layer.group_discard("riders", self.channel_name)
+
+    async def closing_time(self, event):
+        await self.close(code=4401)
+
+    async def stream_message(self, event):
+        await self.send_json(event["message"])
+
+
+async def _serving(settings, monkeypatch) -> tuple[PubSubChannelLayer, _Server, _Socket, asyncio.Task, Inbox]:
+    """A _Socket on a fake server and the pub/sub layer, accepted; and its inbox, to put messages in at once."""
+    layer, inboxes = _layer(settings), []
+    new_inbox = _LoopLayer.new_inbox
+
+    async def kept(self, prefix="specific."):
+        channel, inbox = await new_inbox(self, prefix)
+        inboxes.append(inbox)
+        return channel, inbox
+
+    monkeypatch.setattr(_LoopLayer, "new_inbox", kept)
+    monkeypatch.setattr("core.ws.get_channel_layer", lambda alias=None: layer)
+    server, socket = _Server(), _Socket()
+    scope = {"type": "websocket", "path": "/ws/test/", "query_string": b"", "headers": []}
+    running = asyncio.ensure_future(socket(scope, server.receive, server.send))
+
+    async def accepted() -> bool:
+        return bool(server.sent)
+
+    assert await _until(accepted)
+    return layer, server, socket, running, inboxes[0]
+
+
+@pytest.mark.redis
+async def test_a_push_behind_the_sockets_own_close_is_dropped_and_its_disconnect_still_runs(settings, monkeypatch):
+    """A revoked socket closes itself; a push already queued behind that is not sent (the server refuses sends
+    after a close), and the socket still leaves its groups when the disconnect comes."""
+    layer, server, socket, running, inbox = await _serving(settings, monkeypatch)
+    inbox.put_nowait(layer.serialize({"type": "closing.time"}))
+    inbox.put_nowait(layer.serialize({"type": "stream.message", "message": {"type": "offer.created"}}))
+    await asyncio.wait_for(running, 10)
+    assert [message["type"] for message in server.sent] == ["websocket.accept", "websocket.close"]
+    assert socket.left_with == 4401
+    await layer.flush()
+
+
+@pytest.mark.redis
+async def test_a_socket_whose_client_is_gone_still_leaves_its_groups(settings, monkeypatch):
+    """A push to a client that went away mid-message fails; the socket still runs its disconnect (groups left,
+    count lowered) rather than ending without it."""
+    layer, server, socket, running, inbox = await _serving(settings, monkeypatch)
+    server.client_gone = True
+    inbox.put_nowait(layer.serialize({"type": "stream.message", "message": {"type": "offer.created"}}))
+    with pytest.raises(ClientDisconnected):
+        await asyncio.wait_for(running, 10)
+    assert socket.left_with == 1006
+    await layer.flush()
