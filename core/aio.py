@@ -12,7 +12,8 @@ from collections import deque
 
 class Inbox:
     """An unbounded first-in first-out queue for one reader, with the part of `asyncio.Queue`'s interface the
-    socket code uses: `put_nowait`, `get`, `get_nowait`, `empty`, `qsize`."""
+    socket code uses (uvicorn's receive queue, channels-redis' channel queues): `put_nowait`, `get`, `get_nowait`,
+    `empty`."""
 
     __slots__ = ("_items", "_waiter")
 
@@ -50,21 +51,16 @@ class Inbox:
     def empty(self) -> bool:
         return not self._items
 
-    def qsize(self) -> int:
-        return len(self._items) if self._items else 0
-
 
 class Gate:
-    """`asyncio.Event`'s `set`, `clear`, `is_set` and `wait`, keeping a list of waiters only while some wait."""
+    """`asyncio.Event`'s `set`, `clear` and `wait` (what uvicorn uses of its write event), keeping a list of
+    waiters only while some wait."""
 
     __slots__ = ("_open", "_waiters")
 
     def __init__(self) -> None:
         self._open = False
         self._waiters: list[asyncio.Future] | None = None
-
-    def is_set(self) -> bool:
-        return self._open
 
     def set(self) -> None:
         self._open = True
