@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core import metrics
+from core.round_trip import RoundTrip
 from drivers import index_command, trail
 from drivers.models import Driver
 from zones.geometry import bounding_box, haversine_km
@@ -195,78 +195,6 @@ async def arecord_positions(driver_id, points: list[Point], *, online: bool) -> 
     if carried:
         await trail.afollow(client, driver_id, carried, usable)
     return len(usable)
-
-
-class RoundTrip:
-    """The commands an event loop's callers queue go to Redis in shared pipelines, one in flight at a time: the
-    callers of one turn of the loop share one, and those that come while it is out share the next, sent as soon
-    as it is back (group commit). A round trip of redis-py's asyncio client costs ~140-220 µs of CPU for one
-    ping's commands and ~40-60 µs per ping when 10-50 share it (measured), so under load the batches grow by
-    themselves and a ping costs less, while an idle process sends each at once. Each caller awaits its own
-    results, so a socket's messages keep their order."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.waiting: list[tuple[Callable, asyncio.Future]] = []
-        self.in_flight: asyncio.Task | None = None
-
-    async def execute(self, queue: Callable) -> list:
-        """`queue(pipe)` queues the caller's commands on the shared pipeline; returns their results, in order. An
-        error of the caller's `queue` or of one of its commands is raised to that caller only; a connection's, to
-        every caller of the round trip."""
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        self.waiting.append((queue, answer))
-        if len(self.waiting) == 1 and self.in_flight is None:
-            loop.call_soon(self._flush)  # after the other callers of this turn have queued theirs
-        results = await answer
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results
-
-    def _flush(self) -> None:
-        batch, self.waiting = self.waiting, []
-        self.in_flight = asyncio.ensure_future(self._send(batch))
-        self.in_flight.add_done_callback(self._back)
-
-    def _back(self, sent: asyncio.Task) -> None:
-        self.in_flight = None
-        if not self.waiting:
-            return
-        if sent.cancelled():  # the loop is closing: so are the callers that waited for this one
-            for _, answer in self.waiting:
-                answer.cancel()
-            self.waiting = []
-            return
-        self._flush()  # those that came while it was out
-
-    async def _send(self, batch: list) -> None:
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                spans = []
-                for queue, answer in batch:
-                    start = len(pipe)
-                    try:
-                        queue(pipe)
-                    except Exception as exc:  # the caller's own code failed: its error alone, its commands out
-                        del pipe.command_stack[start:]
-                        if not answer.done():  # a caller cancelled meanwhile has nobody to tell
-                            answer.set_exception(exc)
-                    spans.append((start, len(pipe)))
-                results = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # every caller decides (Redis errors: the database fallback)
-            for _, answer in batch:
-                if not answer.done():
-                    answer.set_exception(exc)
-            return
-        except BaseException:  # cancelled (the loop is closing): so are the callers
-            for _, answer in batch:
-                answer.cancel()
-            raise
-        for (_, answer), (start, end) in zip(batch, spans, strict=True):
-            if not answer.done():
-                answer.set_result(results[start:end])
 
 
 async def anewest(usable: list[Point]) -> tuple[Point, str | None]:

@@ -125,19 +125,19 @@ def api_client_for(user) -> APIClient:
     return client
 
 
-def count_pipelines(monkeypatch) -> list:
-    """From now on, one item in the returned list for each pipeline (one round trip to Redis) that the async
-    location client of the running event loop sends."""
-    client = locations.async_client()
-    pipelines = []
-    pipeline = client.pipeline
+def count_round_trips(monkeypatch) -> list:
+    """From now on, one item in the returned list for each shared round trip to Redis (`core.round_trip`) that
+    the async location client of the running event loop sends."""
+    shared = locations.async_client().relay_round_trip
+    round_trips = []
+    exchange = shared.exchange
 
-    def counted(*args, **kwargs):
-        pipelines.append(1)
-        return pipeline(*args, **kwargs)
+    async def counted(commands):
+        round_trips.append(commands)
+        return await exchange(commands)
 
-    monkeypatch.setattr(client, "pipeline", counted)
-    return pipelines
+    monkeypatch.setattr(shared, "exchange", counted)
+    return round_trips
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from deliveries.services.availability import go_online, take_offline
 from drivers import credentials, locations
 from drivers.ingest import LocationIngest, parse_batch
 from tests import factories
-from tests.conftest import api_client_for, count_pipelines
+from tests.conftest import api_client_for, count_round_trips
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 PATH = "/api/v1/driver/locations"
@@ -117,7 +117,7 @@ async def test_pings_arriving_together_share_their_redis_round_trips(zones, djan
     async with _client(django_app) as client:
         for _, auth in drivers:  # their tokens known to this process
             assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
-        pipelines = count_pipelines(monkeypatch)
+        round_trips = count_round_trips(monkeypatch)
         old = (timezone.now() - timedelta(hours=1)).isoformat()
         bodies = [{"points": [_point()]}, {"points": [_point(), _point()]}, {"points": [_point()]}]
         bodies.append({"points": [_point(recorded_at=old)]})
@@ -130,7 +130,7 @@ async def test_pings_arriving_together_share_their_redis_round_trips(zones, djan
         (202, {"accepted": 1, "dropped": 0}),
         (202, {"accepted": 0, "dropped": 1}),
     ]
-    assert len(pipelines) == 2
+    assert len(round_trips) == 2
     assert django_app.calls == 0
 
 

@@ -14,7 +14,7 @@ from core import metrics
 from drivers import locations
 from drivers.models import Driver
 from tests import factories
-from tests.conftest import api_client_for, count_pipelines
+from tests.conftest import api_client_for, count_round_trips
 from zones.selectors import zone_cache
 
 pytestmark = pytest.mark.django_db
@@ -232,14 +232,14 @@ async def test_a_burst_of_round_trips_waits_for_a_redis_connection_rather_than_f
 async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
     """2,000 driver sockets hand over their pings on one event loop: those of one turn go to Redis together,
     each caller still answered with its own outcome."""
-    pipelines = count_pipelines(monkeypatch)
+    round_trips = count_round_trips(monkeypatch)
     now = timezone.now()
     pings = [
         locations.arecord_positions(f"turn-{i}", [locations.Point(38.715, -9.14 + i * 1e-5, now)], online=True)
         for i in range(50)
     ]
     assert await asyncio.gather(*pings) == [1] * 50
-    assert len(pipelines) == 1
+    assert len(round_trips) == 1
     hits = await sync_to_async(locations.nearest_drivers)(38.715, -9.14, radius_km=1, limit=100, zone_codes=["centro"])
     assert {f"turn-{i}" for i in range(50)} <= {hit.driver_id for hit in hits}
 
@@ -249,24 +249,17 @@ async def test_pings_of_one_loop_turn_share_a_round_trip(zones, monkeypatch):
 async def test_pings_that_come_while_a_round_trip_is_out_share_the_next_one(zones, monkeypatch):
     """One pipeline in flight at a time: pings that arrive in later turns of the loop while it is out wait for it
     and then go together, so a busy process sends fewer, fuller round trips; each caller gets its own outcome."""
-    client = locations.async_client()
-    pipelines, back = [], asyncio.Event()
-    pipeline = client.pipeline
+    shared = locations.async_client().relay_round_trip
+    round_trips, back = [], asyncio.Event()
+    exchange = shared.exchange
 
-    def held(*args, **kwargs):
-        pipe = pipeline(*args, **kwargs)
-        pipelines.append(pipe)
-        if len(pipelines) == 1:  # the first round trip stays out until the test lets it back
-            execute = pipe.execute
+    async def held(commands):
+        round_trips.append(commands)
+        if len(round_trips) == 1:  # the first round trip stays out until the test lets it back
+            await back.wait()
+        return await exchange(commands)
 
-            async def late(*args, **kwargs):
-                await back.wait()
-                return await execute(*args, **kwargs)
-
-            pipe.execute = late
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", held)
+    monkeypatch.setattr(shared, "exchange", held)
     now = timezone.now()
 
     def ping(i: int):
@@ -274,16 +267,16 @@ async def test_pings_that_come_while_a_round_trip_is_out_share_the_next_one(zone
         return asyncio.ensure_future(locations.arecord_positions(f"later-{i}", [point], online=True))
 
     first = ping(0)
-    while not pipelines:
+    while not round_trips:
         await asyncio.sleep(0)
     later = []
     for i in range(1, 6):  # five more, each in a turn of its own
         later.append(ping(i))
         await asyncio.sleep(0)
-    assert len(pipelines) == 1 and not first.done()
+    assert len(round_trips) == 1 and not first.done()
     back.set()
     assert await asyncio.gather(first, *later) == [1] * 6
-    assert len(pipelines) == 2
+    assert len(round_trips) == 2
     hits = await sync_to_async(locations.nearest_drivers)(38.715, -9.14, radius_km=1, limit=100, zone_codes=["centro"])
     assert {f"later-{i}" for i in range(6)} <= {hit.driver_id for hit in hits}
 
