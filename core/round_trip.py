@@ -1,7 +1,7 @@
 """Redis commands of an event loop's many callers in shared round trips, one in flight at a time (group commit).
 
-Used by the location pings (drivers/locations.py, drivers/ingest.py) and the channel layer's publishes
-(core/channel_layer.py): the hottest Redis traffic, many small commands from many tasks of one loop.
+Used by the location pings (drivers/locations.py, the driver sockets; drivers/ingest.py, the REST route): the
+hottest Redis traffic, a few small commands from each of many tasks of one loop.
 
 A round trip goes out on a connection of its own (only one is ever out), packed in C (hiredis, as redis-py's
 synchronous client packs) in one write, and each reply is read and parsed by the client's own `parse_response`,
