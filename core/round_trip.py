@@ -7,12 +7,14 @@ A round trip goes out on a connection of its own (only one is ever out), packed 
 synchronous client packs) in one write, and each reply is read and parsed by the client's own `parse_response`,
 so callers get exactly what a redis-py pipeline's `execute(raise_on_error=False)` gives. That skips the
 pipeline's execution machinery (a pool checkout and release, the pure-Python packer, retry and observability
-wrappers): ~160 µs of CPU per round trip became ~70 µs (BENCHMARKS.md, "Issue 12, round 10").
+wrappers, a timeout per read and a task per write): ~160 µs of CPU per round trip became ~60 µs
+(BENCHMARKS.md, "Issue 12, round 10").
 """
 
 import asyncio
 from collections.abc import Callable
 
+import redis
 import redis.asyncio as aioredis
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import ResponseError
@@ -29,8 +31,11 @@ class RoundTrip:
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         pool = client.connection_pool
-        # Its own connection, outside the pool: one round trip is out at a time, so it never waits for one.
-        self.connection = pool.connection_class(**pool.connection_kwargs)
+        # Its own connection, outside the pool: one round trip is out at a time, so it never waits for one. The
+        # client's socket timeout bounds each whole round trip (`exchange`), not each read and write of it.
+        kwargs = dict(pool.connection_kwargs)
+        self.timeout_s = kwargs.get("socket_timeout")
+        self.connection = pool.connection_class(**{**kwargs, "socket_timeout": None})
         self.waiting: list[tuple[Callable, asyncio.Future]] = []
         self.in_flight: asyncio.Task | None = None
 
@@ -91,18 +96,23 @@ class RoundTrip:
 
     async def exchange(self, commands: list) -> list:
         """A pipeline's queued commands (`command_stack`) sent in one write and their replies read in order: a
-        command's error in its place, as `execute(raise_on_error=False)`. A connection error or timeout is raised
-        (redis-py has then closed the connection; the next round trip opens it again)."""
+        command's error in its place, as `execute(raise_on_error=False)`. A connection error, or no answer within the
+        client's socket timeout, is raised as redis-py raises it, and the connection is closed: the next round
+        trip opens it again."""
         connection = self.connection
         packed = b"".join([_pack(*args)[0] for args, _ in commands])
-        await connection.send_packed_command(packed, check_health=False)
         results = []
         try:
-            for args, options in commands:
-                try:
-                    results.append(await self.client.parse_response(connection, args[0], **options))
-                except ResponseError as exc:
-                    results.append(exc)
+            async with asyncio.timeout(self.timeout_s):
+                await connection.send_packed_command(packed, check_health=False)
+                for args, options in commands:
+                    try:
+                        results.append(await self.client.parse_response(connection, args[0], **options))
+                    except ResponseError as exc:
+                        results.append(exc)
+        except TimeoutError:
+            await connection.disconnect(nowait=True)  # its replies, if they come, are for nobody
+            raise redis.exceptions.TimeoutError(f"No answer from Redis within {self.timeout_s} s") from None
         except BaseException:  # replies left unread would answer the next round trip: start it afresh
             await connection.disconnect(nowait=True)
             raise
