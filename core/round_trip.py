@@ -98,9 +98,22 @@ class RoundTrip:
         """A pipeline's queued commands (`command_stack`) sent in one write and their replies read in order: a
         command's error in its place, as `execute(raise_on_error=False)`. A connection error, or no answer within the
         client's socket timeout, is raised as redis-py raises it, and the connection is closed: the next round
-        trip opens it again."""
-        connection = self.connection
+        trip opens it again.
+
+        A connection that sat open may have been closed meanwhile (Redis restarted, an idle timeout on the way):
+        redis-py's pool checks a connection for that as it hands it out; here a round trip that finds its kept
+        connection closed goes out once more on a new one, as the pool would have given it."""
         packed = b"".join([_pack(*args)[0] for args, _ in commands])
+        kept = self.connection.is_connected
+        try:
+            return await self._exchange(packed, commands)
+        except redis.exceptions.ConnectionError:
+            if not kept:
+                raise
+            return await self._exchange(packed, commands)
+
+    async def _exchange(self, packed: bytes, commands: list) -> list:
+        connection = self.connection
         results = []
         try:
             async with asyncio.timeout(self.timeout_s):

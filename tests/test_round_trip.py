@@ -50,14 +50,26 @@ async def test_callers_get_what_a_redis_py_pipeline_gives(redis_client, shared):
     assert type(got[-1]) is type(expected[-1]) is redis.exceptions.ResponseError
 
 
-async def test_a_connection_closed_by_redis_fails_its_round_trip_and_the_next_one_reconnects(redis_client, shared):
+async def test_a_kept_connection_that_redis_closed_meanwhile_is_opened_again_for_the_round_trip(redis_client, shared):
+    """Redis restarted, or an idle timeout on the way, closed the connection the round trips keep: the next round
+    trip still gets its answers (on a new connection), as a pool's connection checked on checkout would."""
     [first] = await shared.execute(lambda pipe: pipe.client_id())
     await redis_client.client_kill_filter(_id=first)
-    with pytest.raises(redis.exceptions.ConnectionError):
-        await shared.execute(lambda pipe: pipe.ping())
     [second] = await shared.execute(lambda pipe: pipe.client_id())
     assert second != first
     assert await shared.execute(lambda pipe: pipe.set(KEY, "y").get(KEY)) == [True, b"y"]
+
+
+async def test_with_redis_unreachable_a_round_trip_fails_with_a_connection_error():
+    """What the callers' fallbacks catch (the pings then go to the database): no retry that hides it."""
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=0.5, socket_connect_timeout=0.5)
+    unreachable = RoundTrip(client)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await unreachable.execute(lambda pipe: pipe.ping())
+    finally:
+        await unreachable.aclose()
+        await client.aclose()
 
 
 async def test_a_reply_that_comes_too_late_is_never_read_as_the_next_round_trips(redis_client, shared):
