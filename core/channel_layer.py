@@ -1,54 +1,23 @@
 """The channel layer of production mode: channels-redis' pub/sub layer, with a lean queue per channel that a
-socket can read itself, and publishes that share Redis round trips.
+socket can read itself.
 
 Every socket's consumer has a channel of its own, and the layer keeps a queue per channel for the socket's life:
 an `asyncio.Queue`, ~3.3 KB empty, where `core.aio.Inbox` holds nothing while nothing waits in it. A socket that
 takes its channel with `new_inbox` reads that queue itself (core/ws.py), without a task waiting in `receive`. A
 channel has one reader at a time (an `Inbox` refuses a second), where channels-redis let several race for it.
-
-channels-redis sends each publish alone, one at a time under its shard's lock, through redis-py's client (~150 µs
-of CPU each here). A dispatch sends several (the offer to the driver, the status to the customer's page, the
-ops board), the tracking fan-out one per ping: here they share round trips (core/round_trip.py), in the order
-they were sent, and a publish waits for the one round trip out rather than for every publish before it.
 """
 
 import asyncio
 import logging
 
-from channels_redis.pubsub import (
-    RedisPubSubChannelLayer,
-    RedisPubSubLoopLayer,
-    RedisSingleShardConnection,
-    _wrap_close,
-)
+from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, _wrap_close
 
 from core.aio import Inbox
-from core.round_trip import RoundTrip
 
 log = logging.getLogger(__name__)
 
 
-class _Shard(RedisSingleShardConnection):
-    _round_trip: RoundTrip | None = None
-
-    async def publish(self, channel, message):
-        self._ensure_redis()
-        if self._round_trip is None:
-            self._round_trip = RoundTrip(self._redis)
-        await self._round_trip.execute(lambda pipe: pipe.publish(channel, message))
-
-    async def flush(self):
-        round_trip, self._round_trip = self._round_trip, None
-        if round_trip is not None:
-            await round_trip.aclose()
-        await super().flush()
-
-
 class _LoopLayer(RedisPubSubLoopLayer):
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._shards = [_Shard(shard.host, self) for shard in self._shards]
-
     async def _subscribe_to_channel(self, channel):
         self.channels[channel] = Inbox()
         try:

@@ -124,31 +124,6 @@ async def test_an_inbox_channel_gets_its_own_and_its_groups_messages_until_it_is
     await layer.flush()
 
 
-@pytest.mark.redis
-async def test_publishes_sent_together_share_a_round_trip_and_arrive_in_the_order_sent(settings, monkeypatch):
-    """Many tasks of one process publishing at once (a burst of dispatches, the tracking fan-out): their publishes
-    go to Redis in shared round trips, not one by one, and every message arrives, in the order it was sent."""
-    layer = _layer(settings)
-    channel, inbox = await layer.new_inbox()
-    await layer.group_add("riders", channel)
-    shard = layer._get_layer()._shards[0]
-    await layer.group_send("riders", {"type": "first", "n": -1})  # the shard's round trip exists from here on
-    round_trips = []
-    exchange = shard._round_trip.exchange
-
-    async def counted(commands):
-        round_trips.append(len(commands))
-        return await exchange(commands)
-
-    monkeypatch.setattr(shard._round_trip, "exchange", counted)
-    await asyncio.gather(*(layer.group_send("riders", {"type": "burst", "n": n}) for n in range(50)))
-    received = [layer.deserialize(await asyncio.wait_for(inbox.get(), 5)) for _ in range(51)]
-    assert [message["n"] for message in received] == list(range(-1, 50))
-    assert round_trips == [50]
-    await layer.close_inbox(channel)
-    await layer.flush()
-
-
 def _driver_token() -> str:
     driver = factories.DriverFactory()
     return Token.objects.get_or_create(user=driver.user)[0].key
