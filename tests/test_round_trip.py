@@ -73,7 +73,7 @@ async def test_with_redis_unreachable_a_round_trip_fails_with_a_connection_error
 
 
 async def test_a_reply_that_comes_too_late_is_never_read_as_the_next_round_trips(redis_client, shared):
-    """The redis_client's socket timeout (0.5 s here) ends a round trip whose reply is late (a BLPOP that waits 1 s):
+    """The client's socket timeout (0.5 s here) ends a round trip whose reply is late (a BLPOP that waits 1 s):
     its callers get the timeout, and the reply that Redis still sends is not taken for the next round trip's."""
     with pytest.raises(redis.exceptions.TimeoutError):
         await shared.execute(lambda pipe: pipe.blpop(f"{KEY}:empty", timeout=1))
