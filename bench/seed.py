@@ -124,6 +124,11 @@ def main(out: Path, n_drivers: int, n_listened: int) -> None:
             batch_size=BATCH,
         )
         _lower_bound_tables()
+    if connection.vendor == "postgresql":
+        # A database that has served for a while has planner statistics; one bulk-loaded a moment ago has none
+        # until autovacuum gets to it (often after the run), and its plans are not production's.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
 
     client = redis.Redis.from_url(settings.RELAY_LOCATION_REDIS_URL)
     prefix = settings.RELAY_REDIS_KEY_PREFIX
