@@ -240,7 +240,9 @@ OUT_OF_REACH_LISTED = 20
 def _out_of_reach_query(zone_codes, exclude):
     rows = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__any=zone_codes)
     rows = rows.exclude(pk__any=exclude)
-    return rows.values_list("pk", "name", "last_seen_at")[:OUT_OF_REACH_LISTED]
+    # The first found, unsorted: sorted (by name, the model's order) PostgreSQL read and sorted every available
+    # driver of the zones for each dispatch, ~2.8 ms at 3,300 a zone and growing with the fleet (issue 12).
+    return rows.order_by().values_list("pk", "name", "last_seen_at")[:OUT_OF_REACH_LISTED]
 
 
 # Compiled once (on SQLite once per number of zones searched and of drivers found).
@@ -407,6 +409,9 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
     # Every offer is announced here, which sets the outcome "offered": a delivery that never had one is offered
     # for the first time, one that had one is not, and only after a hold or an empty search must we ask.
     previous_outcome = delivery.dispatch_outcome
+    # The driver's message first: pushes go out after commit in the order they were made, and the driver, whose
+    # deadline is running, is waiting for this one (the customer's `status` and the webhook follow).
+    notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     transition_delivery(
         delivery.mark_offered,
         actor=actor,
@@ -429,7 +434,6 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
             "surge_multiplier": str(offer.surge_multiplier),
         },
     )
-    notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
     metrics.OFFERS.labels(outcome="created").inc()
     if previous_outcome != Outcome.OFFERED:
         metrics.observe_first_offer(delivery, offer, surely_first=not previous_outcome)
