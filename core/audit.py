@@ -57,20 +57,28 @@ class Actor:
         return get_user_model()._meta.pk.to_python(self.id)
 
 
+class Recorded(list):
+    """The events an action recorded at its own level, in order: written (numbered, timestamped) once it ends.
+    `complete` is False when the action also wrote some apart, in a savepoint nested in it: they are not here."""
+
+    complete = True
+
+
 @dataclass
 class _Batch:
     depth: int  # savepoints open when the action began: its own level
-    events: list[AuditEvent] = field(default_factory=list)
+    events: Recorded = field(default_factory=Recorded)
 
 
 @contextmanager
-def atomic_action() -> Iterator[None]:
+def atomic_action() -> Iterator[Recorded]:
     """The transaction of an action (an entry point): `transaction.atomic(durable=True)`, so it never runs inside
-    someone else's transaction, whose audit events are written together as it ends."""
+    someone else's transaction, whose audit events are written together as it ends. Yields what it records (for
+    an answer that shows them: they need not be read back)."""
     with transaction.atomic(durable=True):
         batch = connection.relay_audit_batch = _Batch(depth=len(connection.savepoint_ids))
         try:
-            yield
+            yield batch.events
             rows.insert_numbered(AuditEvent, batch.events)
         finally:
             connection.relay_audit_batch = None
@@ -106,5 +114,7 @@ def record_event(
     if batch is not None and len(connection.savepoint_ids) == batch.depth:
         batch.events.append(event)
     else:
+        if batch is not None:
+            batch.events.complete = False
         event.save(force_insert=True)
     return event

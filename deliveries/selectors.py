@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from core.audit import Recorded
 from core.compiled import UUID, CompiledRead
 from core.models import AuditEvent
 from deliveries.models import Delivery, Escalation, EscalationStatus
@@ -15,7 +16,21 @@ from zones.models import HintOutcome, Zone, ZoneHint, ZoneSnapshot
 
 def status_changes(delivery: Delivery) -> list[AuditEvent]:
     """The delivery's lifecycle as its merchant sees it: its own status events, oldest first."""
-    return _status_changes.instances(delivery.pk)
+    held = getattr(delivery, "_status_changes", None)
+    return held if held is not None else _status_changes.instances(delivery.pk)
+
+
+def hold_status_changes(delivery: Delivery, recorded: Recorded) -> None:
+    """For a delivery created by the action that recorded `recorded`, which holds every event of it then: its
+    status changes taken from there, for the answer that shows them, rather than read back (issue 12)."""
+    if recorded.complete:
+        delivery._status_changes = [
+            event
+            for event in recorded
+            if event.delivery_id == delivery.pk
+            and event.subject_kind == "delivery"
+            and event.type.startswith("delivery.")
+        ]
 
 
 # Read by every answer that shows a delivery to its merchant (the create's included): compiled once.

@@ -1,6 +1,9 @@
 """Merchant and driver REST round trip, and API.md's error codes."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from core.models import AuditEvent
@@ -44,6 +47,29 @@ def test_token_endpoint_refuses_wrong_password(merchant):
     )
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_credentials"
+
+
+@pytest.mark.parametrize(
+    ("situation", "types"),
+    [
+        ("a driver in reach", ["delivery.created", "delivery.offered"]),
+        ("nobody in reach", ["delivery.created"]),
+        ("ready in an hour", ["delivery.created"]),
+    ],
+)
+def test_the_create_answer_shows_the_timeline_that_reading_it_back_shows(merchant_api, zones, situation, types):
+    """The create's answer shows the events its own action recorded (not read back): the same as a GET's."""
+    extra = {}
+    if situation != "nobody in reach":
+        factories.online_driver(*factories.east(0.5))
+    if situation == "ready in an hour":
+        extra["ready_at"] = (timezone.now() + timedelta(hours=1)).isoformat()
+    created = create(merchant_api, **extra)
+    assert created.status_code == 201, created.content
+    read = merchant_api.get(f"/api/v1/deliveries/{created.json()['id']}")
+    assert [e["type"] for e in created.json()["events"]] == types
+    assert created.json()["events"] == read.json()["events"]
+    assert created.json()["status"] == read.json()["status"]
 
 
 def test_round_trip_create_assign_pickup_deliver(merchant_api, ops_api, zones):

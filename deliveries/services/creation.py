@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
 from core.errors import BadInput, DomainError
+from deliveries import selectors
 from deliveries.models import Delivery, Merchant
 from deliveries.pricing import delivery_fee
 from deliveries.services.dispatch import dispatch_locked
@@ -70,16 +71,18 @@ def _create_and_offer(merchant: Merchant, zone: Zone, data: dict, fingerprint: s
     dispatch sweep retries any pending delivery). Raises IntegrityError when the external_id is taken."""
     saved = False
     try:
-        with atomic_action():
+        with atomic_action() as recorded:
             delivery = _save_new(merchant, zone, data, fingerprint)
             saved = True
-            return dispatch_locked(delivery).delivery  # the row dispatch changed: current, nothing to re-read
+            delivery = dispatch_locked(delivery).delivery  # the row dispatch changed: current, nothing to re-read
     except Exception:
         if not saved:
             raise
         log.exception("first dispatch of %s failed; saved without it, the sweep will retry", data["external_id"])
-    with atomic_action():
-        return _save_new(merchant, zone, data, fingerprint)
+        with atomic_action():
+            return _save_new(merchant, zone, data, fingerprint)
+    selectors.hold_status_changes(delivery, recorded)  # nor its events, for the answer
+    return delivery
 
 
 def _save_new(merchant: Merchant, zone: Zone, data: dict, fingerprint: str) -> Delivery:
