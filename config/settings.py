@@ -9,7 +9,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_int, env_list, env_str, env_url, redis_db
+from config.env import env_bool, env_int, env_list, env_optional_int, env_str, env_url, redis_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -95,6 +95,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # PostgreSQL through Django's backend with one change: timestamps are parsed by psycopg's C module (issue 12).
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["ENGINE"] = "core.postgresql"
+    # Parameters sent apart from the SQL, and a statement a connection has run DB_PREPARE_THRESHOLD times
+    # prepared there: PostgreSQL parses and plans it once, not at every run (a dispatch's candidate query
+    # spent longer being planned than being run; BENCHMARKS.md, round 11). `none` turns preparing off, for a
+    # pooler in front of PostgreSQL that cannot keep prepared statements (PgBouncer in transaction mode).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+    DATABASES["default"]["OPTIONS"]["prepare_threshold"] = env_optional_int("DB_PREPARE_THRESHOLD", 5)
 # PostgreSQL: DB_POOL_SIZE > 0 keeps a pool of that many connections per process (psycopg_pool). Without it
 # every request and every websocket database call opens and closes a connection of its own, unless
 # DB_CONN_MAX_AGE keeps each request thread's (core/asgi_http.py: the threads live on).

@@ -49,6 +49,14 @@ def test_the_deploy_check_passes_with_production_variables():
         ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must start with"),
         ({"DB_CONN_MAX_AGE": "ten"}, "DB_CONN_MAX_AGE must be an integer"),
+        (
+            {
+                "DB_PREPARE_THRESHOLD": "soon",
+                "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/relay_nowhere",
+                "DEBUG": "1",
+            },
+            "DB_PREPARE_THRESHOLD must be an integer",
+        ),
     ],
 )
 def test_bad_settings_stop_the_process_with_a_clear_message(env, message):
@@ -70,6 +78,30 @@ def test_debug_is_off_unless_the_database_is_the_embedded_sqlite(env, debug):
     result = manage("shell", "-c", "from django.conf import settings; print(settings.DEBUG)", **env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == debug
+
+
+@pytest.mark.parametrize(("value", "threshold"), [(None, "5"), ("0", "0"), ("none", "None"), ("off", "None")])
+def test_postgresql_statements_are_prepared_unless_turned_off(value, threshold):
+    env = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/relay_nowhere", "DEBUG": "1"}
+    if value is not None:
+        env["DB_PREPARE_THRESHOLD"] = value
+    show = "from django.conf import settings; print(settings.DATABASES['default']['OPTIONS']['prepare_threshold'])"
+    result = manage("shell", "-c", show, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == threshold
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_a_statement_run_often_on_a_connection_is_prepared_there(zones):
+    from django.db import connection
+
+    for _ in range(6):
+        assert Zone.objects.filter(code="centro").exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [statement for (statement,) in cursor.fetchall()]
+    assert 'SELECT $1 AS "a" FROM "zones_zone" WHERE "zones_zone"."code" = $2 LIMIT 1' in prepared
 
 
 def test_a_postgresql_deployment_without_a_secret_key_refuses_to_start():
