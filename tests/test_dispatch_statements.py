@@ -37,15 +37,30 @@ def _listing(sql: list[str]) -> str:
 
 
 @pytest.fixture
-def offered(merchant, clock):
-    """Two candidates in reach, one delivery dispatched already (the zone list and other caches are warm)."""
+def dispatched(merchant, clock):
+    """Two candidates in reach, one delivery dispatched already (the zone list and other caches are warm); every
+    statement of the second's create and dispatch."""
     for km in (0.4, 0.6, 0.8):
         factories.online_driver(*factories.east(km))
     factories.new_delivery(merchant, "warm-up")
     with CaptureQueriesContext(connection) as queries:
         delivery = factories.new_delivery(merchant, "measured")
     assert delivery.status == "offered"
-    return delivery, _statements(queries)
+    return delivery, [q["sql"] for q in queries.captured_queries]
+
+
+@pytest.fixture
+def offered(dispatched):
+    delivery, sql = dispatched
+    return delivery, [statement for statement in sql if not statement.startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))]
+
+
+def test_the_offer_is_inserted_without_a_savepoint_of_its_own(dispatched):
+    """The one-pending-offer constraints may refuse the offer (another dispatch offered the driver first): the
+    insert says so itself (ON CONFLICT DO NOTHING) rather than in a savepoint, two round trips more. In a test
+    the action's own transaction is a savepoint too: that one, and no other."""
+    _, sql = dispatched
+    assert sum(statement.startswith("SAVEPOINT") for statement in sql) == 1, _listing(sql)
 
 
 def test_create_and_dispatch_send_a_fixed_number_of_statements(offered):

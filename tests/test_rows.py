@@ -6,12 +6,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from core import rows
 from core.models import AuditEvent
-from deliveries.models import Delivery
+from deliveries.models import Delivery, Offer
 from drivers.models import Driver
 from tests import factories
 from zones.models import Zone
@@ -91,3 +91,50 @@ def test_more_events_than_one_statement_takes_go_in_several(monkeypatch):
 def test_only_a_model_whose_key_the_database_numbers_can_be_inserted_this_way():
     with pytest.raises(TypeError, match="not numbered"):
         rows.insert_numbered(Driver, [Driver(name="x")])
+
+
+def _pending_offer(delivery: Delivery, driver: Driver) -> Offer:
+    now = timezone.now()
+    return Offer(
+        delivery=delivery,
+        driver=driver,
+        sent_at=now,
+        expires_at=now + timedelta(seconds=30),
+        distance_km=1.25,
+        eta_to_pickup_s=240,
+        estimated_pay=Decimal("3.10"),
+        surge_multiplier=Decimal("1.2"),
+    )
+
+
+def test_a_new_row_goes_in_as_the_orm_writes_it(merchant):
+    offer = _pending_offer(factories.new_delivery(merchant), factories.DriverFactory())
+    assert rows.insert_unless_taken(offer) is True
+    assert not offer._state.adding
+    stored = Offer.objects.get(pk=offer.pk)
+    assert (stored.status, stored.kind, stored.driver_id, stored.expires_at, stored.estimated_pay) == (
+        "pending",
+        Offer.Kind.DISPATCH,
+        offer.driver_id,
+        offer.expires_at,
+        Decimal("3.10"),
+    )
+
+
+def test_a_row_a_unique_constraint_refuses_is_left_out_and_the_transaction_goes_on(merchant):
+    driver = factories.DriverFactory()
+    first = _pending_offer(factories.new_delivery(merchant, "order-1"), driver)
+    second = _pending_offer(factories.new_delivery(merchant, "order-2"), driver)  # one pending offer per driver
+    with transaction.atomic():
+        assert rows.insert_unless_taken(first) is True
+        assert rows.insert_unless_taken(second) is False
+        assert Offer.objects.filter(driver=driver).count() == 1  # no savepoint needed: the transaction is usable
+    assert list(Offer.objects.filter(driver=driver).values_list("pk", flat=True)) == [first.pk]
+    assert second._state.adding
+
+
+def test_a_row_another_constraint_refuses_is_an_error_as_with_the_orm(merchant):
+    offer = _pending_offer(factories.new_delivery(merchant), factories.DriverFactory())
+    offer.expires_at = None  # a NOT NULL column: not a conflict
+    with pytest.raises(IntegrityError), transaction.atomic():
+        rows.insert_unless_taken(offer)

@@ -7,11 +7,10 @@ from enum import StrEnum
 from typing import NamedTuple
 from uuid import UUID
 
-from django.db import IntegrityError, transaction
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from django.utils import timezone
 
-from core import compiled
+from core import compiled, rows
 from core.audit import Actor, atomic_action, record_event
 from core.compiled import CompiledRead
 from core.queue import enqueue_on_commit
@@ -362,12 +361,10 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
     driver = lock_driver(candidate.driver.pk)
     if driver.state != DriverState.AVAILABLE:
         return None
-    try:
-        with transaction.atomic():
-            offer = create_offer_locked(
-                delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now, surge=decision.area.surge
-            )
-    except IntegrityError:
+    offer = new_offer(
+        delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now, surge=decision.area.surge
+    )
+    if not rows.insert_unless_taken(offer):
         return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
     record_event(
         "dispatch.decided",
@@ -381,15 +378,16 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
     return offer
 
 
-def create_offer_locked(
+def new_offer(
     delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now, surge: Decimal | None = None
 ) -> Offer:
-    """The offer's row, its pay at `surge` (the zone's surge in force, read here unless the caller has it)."""
+    """The offer, not saved yet, its pay at `surge` (the zone's surge in force, read here unless the caller has
+    it)."""
     zone = delivery.zone
     minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
     if surge is None:
         surge = surge_in_force(zone, now=now)
-    return Offer.objects.create(
+    return Offer(
         delivery=delivery,
         driver=driver,
         kind=kind,

@@ -11,7 +11,7 @@ from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.dispatch import Candidate, announce_offer_locked, create_offer_locked, dispatch_locked
+from deliveries.services.dispatch import Candidate, announce_offer_locked, dispatch_locked, new_offer
 from deliveries.services.escalations import raise_escalation_locked
 from deliveries.services.offers import pending_offer_of, withdraw_offer_locked
 from deliveries.services.progress import AlreadyPickedUp, release_capacity_locked
@@ -162,7 +162,9 @@ def _offer_to_named(delivery: Delivery, driver: Driver, *, kind: str) -> Offer:
     else:
         distance = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
     candidate = Candidate(driver, distance, eta.travel_seconds(distance, driver.vehicle))
-    return create_offer_locked(delivery, driver, candidate=candidate, kind=kind, now=timezone.now())
+    offer = new_offer(delivery, driver, candidate=candidate, kind=kind, now=timezone.now())
+    offer.save(force_insert=True)
+    return offer
 
 
 def _require_offerable(driver: Driver) -> None:
