@@ -320,30 +320,33 @@ def nearest_drivers(
     return _nearest_database(lat, lng, radius_km, limit, max_age_s, zone_codes, now)
 
 
+# KEYS: the seen zset, then the GEO set of each zone searched. ARGV: lng, lat, radius (km), count. Each zone's
+# nearest (member, distance, {lng, lat}) with the member's seen time appended: the search and the seen times in
+# one round trip, where a pipeline of searches and then a ZMSCORE of what they found took two.
+NEAREST = """
+local found = {}
+for i = 2, #KEYS do
+  local hits = redis.call('GEOSEARCH', KEYS[i], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[3], 'km',
+    'ASC', 'COUNT', ARGV[4], 'WITHCOORD', 'WITHDIST')
+  for _, hit in ipairs(hits) do found[#found + 1] = hit end
+end
+if #found == 0 then return found end
+local members = {}
+for i, hit in ipairs(found) do members[i] = hit[1] end
+local seen = redis.call('ZMSCORE', KEYS[1], unpack(members))
+for i, hit in ipairs(found) do hit[4] = seen[i] end
+return found
+"""
+
+
 def _nearest_redis(client, lat, lng, radius_km, limit, max_age_s, zone_codes, now) -> list[NearbyDriver]:
-    pipe = client.pipeline(transaction=False)
-    for code in zone_codes:
-        pipe.geosearch(
-            _key("geo", code),
-            longitude=lng,
-            latitude=lat,
-            radius=radius_km,
-            unit="km",
-            sort="ASC",
-            count=limit,
-            withdist=True,
-            withcoord=True,
-        )
-    found = [hit for hits in pipe.execute() for hit in hits]
-    if not found:
-        return []
-    seen = client.zmscore(_key("seen"), [member for member, *_ in found])
+    keys = [_key("seen"), *(_key("geo", code) for code in zone_codes)]
+    found = client.eval(NEAREST, len(keys), *keys, lng, lat, radius_km, limit)
     oldest = now.timestamp() - max_age_s
-    results = [
-        NearbyDriver(member, float(dist), float(coord[1]), float(coord[0]), _from_ts(ts))
-        for (member, dist, coord), ts in zip(found, seen, strict=True)
-        if ts is not None and ts >= oldest
-    ]
+    results = []
+    for member, dist, (hit_lng, hit_lat), seen in found:
+        if seen is not None and float(seen) >= oldest:
+            results.append(NearbyDriver(member, float(dist), float(hit_lat), float(hit_lng), _from_ts(float(seen))))
     results.sort(key=lambda hit: (hit.distance_km, hit.driver_id))
     return results[:limit]
 
