@@ -12,6 +12,7 @@ from django.utils import timezone
 from config.asgi import application
 from core.audit import Actor
 from deliveries.models import Delivery
+from deliveries.services.offers import accept_offer
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.tracking import push_tracking
 from tests import factories
@@ -86,3 +87,20 @@ async def test_the_socket_gets_the_state_then_its_own_deliverys_messages_in_the_
     assert await other_socket.receive_nothing(timeout=0.2)
     await socket.disconnect()
     await other_socket.disconnect()
+
+
+def test_nothing_is_pushed_to_a_tracking_link_before_it_is_given_out(zones, monkeypatch):
+    """A delivery is created and offered in one transaction, and its link is first given in the answer to the
+    create: nobody can be listening yet, so nothing is pushed then. Its next change is."""
+    pushed = []
+    monkeypatch.setattr(
+        "deliveries.services.tracking.push_to_group",
+        lambda group, envelope: pushed.append((envelope["type"], envelope["data"]["status"])),
+    )
+    factories.online_driver(*factories.east(0.5))
+    delivery = factories.new_delivery(factories.MerchantFactory())
+    assert delivery.status == "offered"
+    assert pushed == []
+    offer = delivery.offers.get()
+    accept_offer(offer.pk, actor=Actor.driver(offer.driver))
+    assert pushed == [("status", "assigned")]

@@ -12,6 +12,7 @@ from core.errors import BadInput, DomainError
 from deliveries import selectors
 from deliveries.models import Delivery, Merchant
 from deliveries.pricing import delivery_fee
+from deliveries.services import tracking
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.webhooks import enqueue_webhook
 from zones.geometry import haversine_km
@@ -111,6 +112,7 @@ def _save_new(merchant: Merchant, zone: Zone, data: dict, fingerprint: str) -> D
         fee=delivery_fee(zone, distance),
     )
     delivery.save(force_insert=True)
+    tracking.created_unwatched(delivery)
     record_event(
         "delivery.created",
         actor=Actor.merchant(merchant),

@@ -45,6 +45,12 @@ def push_tracking(delivery_id, type: str, data) -> None:
     push_to_group(trail.tracking_group(delivery_id), trail.tracking_envelope(type, data))
 
 
+def created_unwatched(delivery: Delivery) -> None:
+    """A delivery being created: its tracking link is first given in the answer to its create, which shows its
+    status, so nobody can watch it before that transaction commits. Its transitions there push nothing."""
+    delivery._tracking_unwatched = True
+
+
 def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previous_driver_id) -> None:
     """After a lifecycle transition of a locked delivery, before it is saved: a fresh ETA (kept at assignment,
     measured at delivery), and after commit the driver's trail and the customer's `status`."""
@@ -61,6 +67,8 @@ def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previou
             trail.carry(delivery.driver_id, delivery.pk, phase=delivery.status)
         elif previous_driver_id is not None:
             trail.uncarry(previous_driver_id, delivery.pk)
+        if getattr(delivery, "_tracking_unwatched", False):
+            return
         # Each step of one transaction (an offer passed on: offered, pending, offered) reads the state it ended in
         # at commit: the customer hears it once.
         state = messages.tracking(delivery)
