@@ -1,5 +1,7 @@
 """`/ws/driver/?token=<key>`: a driver's own message stream, with `resume` from the stored stream."""
 
+from collections import deque
+
 from channels.db import database_sync_to_async
 
 from core.ws import CLOSE_UNAUTHORIZED, AuthenticatedConsumer
@@ -10,6 +12,7 @@ from drivers.models import DriverMessage, DriverState
 from drivers.notifications import driver_group
 
 REPLAY_LIMIT = 500
+DELIVERED_KEPT = 64  # a resume right after a reconnect meets at most a few live pushes
 # The sockets' credentials and their drivers' states, in one query (drivers/credentials.py).
 _credentials = database_sync_to_async(credentials.load_many)
 
@@ -24,6 +27,7 @@ class DriverConsumer(AuthenticatedConsumer):
     kind = "driver"
     driver_id: str | None = None
     last_seq = 0
+    delivered: deque | None = None  # the last DELIVERED_KEPT seqs this socket sent (made at its first message)
     # Whether pings are kept (an offline driver's are dropped): read with the credentials at connect and at every
     # credential recheck (every 30 s, all of the process's driver sockets in one query), and kept current by
     # `driver.state` messages, so a ping costs no query.
@@ -98,7 +102,7 @@ class DriverConsumer(AuthenticatedConsumer):
             return
         # Messages are handled one at a time, so pushes that arrive meanwhile wait and are de-duplicated by seq.
         for envelope in await _missed(self.driver_id, after):
-            await self._deliver(envelope)
+            await self._deliver(envelope, replay=True)
 
     async def stream_message(self, event):
         await self._deliver(event["message"])
@@ -108,11 +112,20 @@ class DriverConsumer(AuthenticatedConsumer):
         # the last message delivered before it and takes none of theirs.
         return self.last_seq
 
-    async def _deliver(self, envelope: dict):
-        if envelope["seq"] <= self.last_seq:
+    async def _deliver(self, envelope: dict, *, replay: bool = False):
+        """A live push older than the last message delivered is dropped (pushes may cross on the way). A replayed
+        one is delivered unless this socket delivered it already: a push that arrived live between the app's
+        reconnect and its `resume` must not hide what the app missed before it."""
+        seq = envelope["seq"]
+        newest = seq > self.last_seq
+        if not newest and (not replay or seq in (self.delivered or ())):
             return
-        self.last_seq = envelope["seq"]
-        if envelope["type"] == "driver.state":
-            self.online = envelope["data"]["state"] != DriverState.OFFLINE
-            self.states_heard += 1
+        if newest:
+            self.last_seq = seq
+            if envelope["type"] == "driver.state":
+                self.online = envelope["data"]["state"] != DriverState.OFFLINE
+                self.states_heard += 1
+        if self.delivered is None:
+            self.delivered = deque(maxlen=DELIVERED_KEPT)
+        self.delivered.append(seq)
         await self.send_json(envelope)

@@ -107,6 +107,33 @@ async def test_resume_replays_exactly_what_was_missed(zones):
     await socket.disconnect()
 
 
+async def test_a_push_that_arrives_before_the_resume_does_not_hide_what_was_missed(zones):
+    driver = await db(factories.online_driver)(*factories.east(0.3))
+    merchant = await db(factories.MerchantFactory)()
+    socket = await _driver_socket(driver)
+    first = await db(factories.new_delivery)(merchant, "seen")
+    seen = await _next(socket, "offer.created")
+    await socket.disconnect()
+
+    # While the app is away: that offer is withdrawn and a new one arrives.
+    await db(cancel_delivery)(first.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
+    missed = await db(factories.new_delivery)(merchant, "missed")
+
+    # Back, and before its `resume` is handled, a live push: the new offer is withdrawn too.
+    socket = await _driver_socket(driver)
+    await db(cancel_delivery)(missed.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
+    live = await socket.receive_json_from(timeout=3)
+    assert (live["type"], live["seq"]) == ("offer.withdrawn", seen["seq"] + 3)
+    await socket.send_json_to({"type": "resume", "data": {"after_seq": seen["seq"]}})
+    replayed = [await socket.receive_json_from(timeout=3) for _ in range(2)]
+    assert [(m["type"], m["seq"]) for m in replayed] == [
+        ("offer.withdrawn", seen["seq"] + 1),
+        ("offer.created", seen["seq"] + 2),
+    ]
+    assert await socket.receive_nothing(timeout=0.3)  # the live one is not sent twice
+    await socket.disconnect()
+
+
 async def test_locations_sent_over_the_socket_are_recorded(zones, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     driver = await db(factories.online_driver)(*factories.east(0.3))
