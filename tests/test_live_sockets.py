@@ -84,18 +84,22 @@ async def test_decline_then_expiry_then_accept(zones, clock):
         await socket.disconnect()
 
 
-async def test_resume_replays_exactly_what_was_missed(zones):
+async def _away_for_two_messages():
+    """A driver's app sees an offer, goes away, and misses two messages: that offer withdrawn (cancelled) and a new
+    one. Returns the driver, the merchant, the offer seen and the delivery of the one missed."""
     driver = await db(factories.online_driver)(*factories.east(0.3))
     merchant = await db(factories.MerchantFactory)()
     socket = await _driver_socket(driver)
     first = await db(factories.new_delivery)(merchant, "seen")
     seen = await _next(socket, "offer.created")
     await socket.disconnect()
-
-    # While the app is away: that offer is withdrawn (cancelled) and a new one arrives.
     await db(cancel_delivery)(first.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
-    await db(factories.new_delivery)(merchant, "missed")
+    missed = await db(factories.new_delivery)(merchant, "missed")
+    return driver, merchant, seen, missed
 
+
+async def test_resume_replays_exactly_what_was_missed(zones):
+    driver, _, seen, _ = await _away_for_two_messages()
     socket = await _driver_socket(driver)
     await socket.send_json_to({"type": "resume", "data": {"after_seq": seen["seq"]}})
     replayed = [await socket.receive_json_from(timeout=3) for _ in range(2)]
@@ -108,17 +112,7 @@ async def test_resume_replays_exactly_what_was_missed(zones):
 
 
 async def test_a_push_that_arrives_before_the_resume_does_not_hide_what_was_missed(zones):
-    driver = await db(factories.online_driver)(*factories.east(0.3))
-    merchant = await db(factories.MerchantFactory)()
-    socket = await _driver_socket(driver)
-    first = await db(factories.new_delivery)(merchant, "seen")
-    seen = await _next(socket, "offer.created")
-    await socket.disconnect()
-
-    # While the app is away: that offer is withdrawn and a new one arrives.
-    await db(cancel_delivery)(first.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
-    missed = await db(factories.new_delivery)(merchant, "missed")
-
+    driver, merchant, seen, missed = await _away_for_two_messages()
     # Back, and before its `resume` is handled, a live push: the new offer is withdrawn too.
     socket = await _driver_socket(driver)
     await db(cancel_delivery)(missed.pk, actor=Actor.merchant(merchant), reason="customer cancelled")
