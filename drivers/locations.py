@@ -345,8 +345,9 @@ def _nearest_redis(client, lat, lng, radius_km, limit, max_age_s, zone_codes, no
     oldest = now.timestamp() - max_age_s
     results = []
     for member, dist, (hit_lng, hit_lat), seen in found:
-        if seen is not None and float(seen) >= oldest:
-            results.append(NearbyDriver(member, float(dist), float(hit_lat), float(hit_lng), _from_ts(float(seen))))
+        seen = None if seen is None else float(seen)
+        if seen is not None and seen >= oldest:
+            results.append(NearbyDriver(member, float(dist), float(hit_lat), float(hit_lng), _from_ts(seen)))
     results.sort(key=lambda hit: (hit.distance_km, hit.driver_id))
     return results[:limit]
 
