@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import signals
 from django.utils import timezone
 
 from core import rows
@@ -138,3 +139,23 @@ def test_a_row_another_constraint_refuses_is_an_error_as_with_the_orm(merchant):
     offer.expires_at = None  # a NOT NULL column: not a conflict
     with pytest.raises(IntegrityError), transaction.atomic():
         rows.insert_unless_taken(offer)
+
+
+def test_a_row_of_a_model_with_save_receivers_goes_through_the_orm_and_its_receivers(merchant):
+    heard = []
+
+    def receiver(sender, instance, created, **kwargs):
+        heard.append((instance.pk, created))
+
+    driver = factories.DriverFactory()
+    first = _pending_offer(factories.new_delivery(merchant, "order-1"), driver)
+    second = _pending_offer(factories.new_delivery(merchant, "order-2"), driver)
+    signals.post_save.connect(receiver, sender=Offer)
+    try:
+        with transaction.atomic():
+            assert rows.insert_unless_taken(first) is True
+            assert rows.insert_unless_taken(second) is False
+            assert Offer.objects.filter(driver=driver).count() == 1
+    finally:
+        signals.post_save.disconnect(receiver, sender=Offer)
+    assert heard == [(first.pk, True)]
