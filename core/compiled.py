@@ -9,7 +9,8 @@ values (prepared by the argument's field, as the ORM prepares them) and executes
 converters the ORM applies (SQLite's UUIDs, datetimes and booleans): as tuples (`read(...)`, for a `values_list`
 queryset) or as model instances (`read.instances(...)`, for a model queryset, select_related included), built by
 the ORM's own code for a row. Only the declared arguments vary: every other value in the query is part of its shape
-and must not change.
+and must not change. An argument may appear more than once (the parts of a UNION filtering on the same values), and
+be left out where an empty list argument makes the ORM drop the part of the query that used it.
 """
 
 import uuid
@@ -145,8 +146,9 @@ class CompiledRead:
                 if array != (index in arrays):
                     raise ValueError("filter a list argument with the `any` lookup (core/lookups.py)")
                 slots.append((slot, index))
-        if sorted(index for _, index in slots) != list(range(len(prepared))):
-            raise ValueError("every argument value must appear exactly once among the compiled query's parameters")
+        missing = set(range(len(prepared))) - {index for _, index in slots}
+        if missing and 0 not in sizes:  # an empty list may drop a part of the query, and the values it used
+            raise ValueError("every argument value must appear among the compiled query's parameters")
         columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
         converters = compiler.get_converters(columns)
         return _Compiled(

@@ -54,6 +54,21 @@ def test_lists_of_any_length_filter_and_exclude_as_the_queryset_does(zones):
         assert read(names, exclude) == list(named_except(names, exclude)), (names, exclude)
 
 
+def test_an_argument_used_twice_gets_its_value_in_both_places(zones):
+    """A UNION whose parts filter on the same list (dispatch's reasoning read): each part gets the call's values,
+    and a part that the list empties is left out as the ORM leaves it out."""
+
+    def named_or_not(ids, names):
+        found = Driver.objects.filter(pk__any=ids).order_by().values_list("name")
+        others = Driver.objects.filter(name__any=names).exclude(pk__any=ids).order_by().values_list("name")
+        return found.union(others, all=True)
+
+    read = CompiledRead(Driver, named_or_not, ([compiled.UUID], [compiled.TEXT]))
+    a, b, c = (factories.DriverFactory() for _ in range(3))
+    for ids, names in (([a.pk], [b.name, c.name]), ([b.pk, c.pk], [a.name, b.name]), ([], [a.name, c.name])):
+        assert sorted(read(ids, names)) == sorted(named_or_not(ids, names)), (ids, names)
+
+
 @pytest.mark.postgres
 def test_on_postgresql_a_list_argument_must_use_the_any_lookup(zones):
     read = CompiledRead(Driver, lambda ids: Driver.objects.filter(pk__in=ids).values_list("pk"), ([compiled.UUID],))

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.django_db, pytest.mark.redis]
 
 # The statements each action sends, BEGIN and COMMIT aside (in a test they are the savepoints left out below).
 # On PostgreSQL a driver's message is numbered and stored in one statement; elsewhere in two.
-CREATE_AND_DISPATCH = {"postgresql": 9}.get(connection.vendor, 10)
+CREATE_AND_DISPATCH = {"postgresql": 8}.get(connection.vendor, 9)
 # An assignment's ETA uses what was learned of the zone's speeds and errors, read once and then kept a minute
 # (deliveries/eta.py): a process that already assigned one in the zone reads them no more. Without that, 2 more.
 ACCEPT = {"postgresql": 10}.get(connection.vendor, 11)

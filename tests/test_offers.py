@@ -10,6 +10,7 @@ from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Offer
 from deliveries.services import offers
+from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
@@ -35,6 +36,50 @@ def test_offered_to_the_nearest_driver_with_the_offer_details(merchant_api, cloc
     decided = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided")
     assert decided.payload["chosen"]["driver_id"] == str(near.pk)
     assert [c["driver_id"] for c in decided.payload["candidates"]] == [str(near.pk), str(far.pk)]
+
+
+def _out_of_reach_drivers(count: int) -> list:
+    """Available drivers of the zone whose last location is two minutes old: the search skips them (stale)."""
+    a_while_ago = timezone.now() - timedelta(minutes=2)
+    silent = [factories.online_driver(*factories.east(1.2), seen_at=a_while_ago) for _ in range(count)]
+    locations.flush_positions()  # with Redis, the beat flush that puts positions (and zones) in the database
+    return silent
+
+
+def _decided(delivery) -> dict:
+    return AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided").payload
+
+
+def test_the_reasoning_names_the_drivers_the_search_did_not_find_and_why(merchant_api, clock, monkeypatch):
+    """Available drivers of the searched zones that the location search did not return are listed as excluded:
+    stale (no fresh location) or too far (beyond the search: here beyond a pool of one)."""
+    from deliveries.services import dispatch
+
+    monkeypatch.setattr(dispatch, "CANDIDATE_POOL", 1)
+    near = factories.online_driver(*factories.east(0.5))
+    farther = factories.online_driver(*factories.east(1.0))
+    silent = _out_of_reach_drivers(dispatch.OUT_OF_REACH_LISTED - 1)
+    delivery = factories.delivery_via_api(merchant_api)
+
+    assert factories.pending_offer(delivery).driver == near
+    decided = _decided(delivery)
+    assert [c["driver_id"] for c in decided["candidates"]] == [str(near.pk)]
+    assert {e["driver_id"]: e["reason"] for e in decided["excluded"]} == {str(farther.pk): "too_far"} | {
+        str(d.pk): "stale_location" for d in silent
+    }
+
+
+def test_the_reasoning_lists_at_most_twenty_drivers_out_of_reach(merchant_api, clock):
+    from deliveries.services import dispatch
+
+    near = factories.online_driver(*factories.east(0.5))
+    silent = {str(d.pk) for d in _out_of_reach_drivers(dispatch.OUT_OF_REACH_LISTED + 1)}
+    delivery = factories.delivery_via_api(merchant_api)
+
+    assert factories.pending_offer(delivery).driver == near
+    listed = [e["driver_id"] for e in _decided(delivery)["excluded"]]
+    assert len(listed) == dispatch.OUT_OF_REACH_LISTED == 20
+    assert set(listed) < silent
 
 
 def test_near_ties_go_to_the_driver_idle_longest(merchant_api, clock):

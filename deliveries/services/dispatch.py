@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import NamedTuple
 from uuid import UUID
 
-from django.db.models import Count, Exists, OuterRef, Q, Subquery
+from django.db.models import CharField, Count, DateTimeField, Exists, OuterRef, Q, Subquery, Value
 from django.utils import timezone
 
 from core import compiled, rows
@@ -56,7 +56,7 @@ class DispatchResult:
 
 
 class CandidateRow(NamedTuple):
-    """A driver the location search found, with everything that can exclude them (one row of `_candidate_rows`)."""
+    """A driver the reasoning names, with everything that can exclude them (one row of `_reasoning_rows`)."""
 
     pk: UUID
     name: str
@@ -68,6 +68,7 @@ class CandidateRow(NamedTuple):
     has_pending_offer: bool
     previous_offer: str | None
     shift_end: datetime | None
+    last_seen_at: datetime | None
 
 
 @dataclass
@@ -167,7 +168,12 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         now=now,
     )
     ids = [hit.driver_id for hit in nearby]
-    drivers = {str(d.pk): d for d in _candidate_rows(delivery, ids)}
+    found, drivers, out_of_reach = set(ids), {}, []
+    for row in _reasoning_rows(delivery, ids, zone_codes):
+        if (pk := str(row.pk)) in found:
+            drivers[pk] = row
+        else:
+            out_of_reach.append(row)
     candidates, excluded = [], []
     for hit in nearby:
         driver = drivers.get(hit.driver_id)
@@ -198,66 +204,74 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
             )
         else:
             candidates.append(Candidate(driver, hit.distance_km, to_pickup))
-    excluded.extend(_out_of_reach(zone_codes, exclude=ids, now=now))
+    excluded.extend(_out_of_reach(out_of_reach, now=now))
     candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
     return Decision(candidates, excluded, area)
 
 
-def _candidate_query(delivery_id, ids):
-    """The drivers the location search found, with everything that can exclude one, in ONE query: carried
-    deliveries (capacity), a pending offer, how this delivery's earlier offer to them ended, the end of their
-    open shift. Annotated rather than filtered out: the reasoning records why each one was excluded."""
+def _reasoning_query(delivery_id, ids, zone_codes):
+    """Everyone the reasoning names, in ONE query: the drivers the location search found, and up to
+    OUT_OF_REACH_LISTED available drivers of the searched zones it did not find (stale or too far). Each with
+    everything that can exclude them: carried deliveries (capacity), a pending offer, how this delivery's earlier
+    offer to them ended, the end of their open shift; annotated rather than filtered out, since the reasoning
+    records why each one was excluded. The two parts are a UNION ALL of the same columns (an OR of the two would
+    make PostgreSQL scan every driver)."""
+    found = Driver.objects.filter(pk__any=ids)
+    # The first found, unsorted: sorted (by name, the model's order) PostgreSQL read and sorted every available
+    # driver of the zones for each dispatch, ~2.8 ms at 3,300 a zone and growing with the fleet (issue 12).
+    available = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__any=zone_codes)
+    not_found = available.exclude(pk__any=ids).order_by().values("pk")[:OUT_OF_REACH_LISTED]
+    # Out of reach is the reason given for those: what else could exclude them is not looked up.
+    out_of_reach = Driver.objects.filter(pk__in=not_found).annotate(
+        active_count=Value(0),
+        has_pending_offer=Value(False),
+        previous_offer=Value(None, output_field=CharField()),
+        shift_end=Value(None, output_field=DateTimeField()),
+    )
+    return _with_exclusions(found, delivery_id).union(_columns(out_of_reach), all=True)
+
+
+def _with_exclusions(drivers, delivery_id):
     earlier_offers = (
         Offer.objects.filter(delivery_id=delivery_id, driver=OuterRef("pk"))
         .exclude(status__in=[OfferStatus.WITHDRAWN, OfferStatus.PENDING])
         .order_by("-sent_at")
     )
     open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)
-    return (
-        Driver.objects.filter(pk__any=ids)
-        .annotate(
+    return _columns(
+        drivers.annotate(
             active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
             has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
             previous_offer=Subquery(earlier_offers.values("status")[:1]),
             shift_end=Subquery(open_shift.values("planned_end")[:1]),
         )
-        .values_list(*CandidateRow._fields)
     )
 
 
-# Compiled once (on SQLite once per number of drivers found): compiling was most of its CPU.
-_candidate_read = CompiledRead(Driver, _candidate_query, (compiled.UUID, [compiled.UUID]))
-
-
-def _candidate_rows(delivery: Delivery, ids: list[str]) -> list[CandidateRow]:
-    return [CandidateRow._make(row) for row in _candidate_read(delivery.pk, ids)]
+def _columns(drivers):
+    return drivers.order_by().values_list(*CandidateRow._fields)
 
 
 OUT_OF_REACH_LISTED = 20
 
-
-def _out_of_reach_query(zone_codes, exclude):
-    available = Driver.objects.filter(state=DriverState.AVAILABLE, current_zone__code__any=zone_codes)
-    available = available.exclude(pk__any=exclude)
-    # The first found, unsorted: sorted (by name, the model's order) PostgreSQL read and sorted every available
-    # driver of the zones for each dispatch, ~2.8 ms at 3,300 a zone and growing with the fleet (issue 12).
-    return available.order_by().values_list("pk", "name", "last_seen_at")[:OUT_OF_REACH_LISTED]
+# Compiled once (on SQLite once per number of drivers found and of zones searched): compiling was most of its CPU.
+_reasoning_read = CompiledRead(Driver, _reasoning_query, (compiled.UUID, [compiled.UUID], [compiled.TEXT]))
 
 
-# Compiled once (on SQLite once per number of zones searched and of drivers found).
-_out_of_reach_read = CompiledRead(Driver, _out_of_reach_query, ([compiled.TEXT], [compiled.UUID]))
+def _reasoning_rows(delivery: Delivery, ids: list[str], zone_codes: list[str]) -> list[CandidateRow]:
+    return [CandidateRow._make(row) for row in _reasoning_read(delivery.pk, ids, zone_codes)]
 
 
-def _out_of_reach(zone_codes: list[str], *, exclude: list[str], now: datetime) -> list[dict]:
+def _out_of_reach(rows: list[CandidateRow], *, now: datetime) -> list[dict]:
     """Available drivers of the searched zones the location search did not return: stale or too far."""
     fresh_after = now - timedelta(seconds=FRESH_LOCATION_S)
     return [
         {
-            "driver_id": str(pk),
-            "name": name,
-            "reason": "stale_location" if seen is None or seen < fresh_after else "too_far",
+            "driver_id": str(row.pk),
+            "name": row.name,
+            "reason": "stale_location" if row.last_seen_at is None or row.last_seen_at < fresh_after else "too_far",
         }
-        for pk, name, seen in _out_of_reach_read(zone_codes, exclude)
+        for row in rows
     ]
 
 
