@@ -252,7 +252,7 @@ class EscalationSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
 # --- the public tracking link (SPEC 4.1): an allow-list, nothing else leaves -------------------------------
 
 
-class TrackingStepSerializer(serializers.Serializer):
+class TrackingStepSerializer(FieldsBuiltOnce, serializers.Serializer):
     status = serializers.CharField()
     at = serializers.DateTimeField()
 

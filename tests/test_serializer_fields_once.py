@@ -85,3 +85,4 @@ def test_the_tracking_state_with_this_call_s_location(objects):
                 del expected[optional]
         assert json.dumps(shapes.TrackingSerializer(delivery, context=context).data) == json.dumps(expected)
     assert "location" in shapes.TrackingSerializer(picked_up, context={"location": position}).data
+    _same_json(shapes.TrackingStepSerializer, {"status": "picked_up", "at": picked_up.picked_up_at})
