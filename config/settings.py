@@ -107,15 +107,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DB_POOL_SIZE = env_int("DB_POOL_SIZE", 0)
 if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "core.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # required with a pool
+    # The pool checks each connection as it hands it out: one the server dropped (PostgreSQL restarted,
+    # pg_terminate_backend, a proxy's idle timeout) is replaced, not discovered by the request that gets it (a
+    # 503). The backend (core/postgresql) has core/db_pool.py check it, without a round trip when one could tell
+    # no more.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": min(2, DB_POOL_SIZE),
         "max_size": DB_POOL_SIZE,
         "timeout": 10,
     }
-    # With a pool, Django has psycopg_pool check each connection as it hands it out: one the server dropped
-    # (PostgreSQL restarted, pg_terminate_backend, a proxy's idle timeout) is replaced, not discovered by the
-    # request that gets it (a 503).
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # The threads that run requests' sync work (core/asgi_http.py): as many as the pool's connections, since more
 # could only wait for one.
 RELAY_REQUEST_THREADS = env_int("RELAY_REQUEST_THREADS", DB_POOL_SIZE or 10)

@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend, reading timestamps with psycopg's compiled parser (issue 12).
+"""Django's PostgreSQL backend, reading timestamps with psycopg's compiled parser, and its pool checking connections
+with core/db_pool.py (issue 12).
 
 Django registers its own `timestamptz` loader on every connection: a subclass of psycopg's pure-Python loader that
 swaps the result's tzinfo for Django's. It parses every timestamp of every row in Python (~4 % of a create +
@@ -13,6 +14,8 @@ import functools
 from django.db.backends.postgresql import base
 from psycopg import adapt, adapters
 from psycopg.pq import Format
+
+from core import db_pool
 
 # The loader psycopg itself registers for timestamptz: the compiled one when psycopg's C module is installed.
 _PARSER = adapters.get_loader(adapters.types["timestamptz"].oid, Format.TEXT)
@@ -43,3 +46,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.timezone is not None:  # USE_TZ: without it, Django's loader drops the time zone, as it must
             params["context"] = _with_compiled_tz_loader(params["context"], self.timezone)
         return params
+
+    @property
+    def pool(self):
+        """Django's pool (OPTIONS["pool"]), checking each connection it hands out with core/db_pool.py, which
+        notes when each came back. Django gives psycopg_pool its own check (an empty query every time) or none
+        and takes no other, so both callbacks are set here, on the pool Django made closed, before first use."""
+        pool = super().pool
+        if pool is not None and pool._check is not db_pool.check:
+            pool._check, pool._reset = db_pool.check, db_pool.returned
+        return pool
