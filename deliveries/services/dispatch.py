@@ -56,7 +56,8 @@ class DispatchResult:
 
 
 class CandidateRow(NamedTuple):
-    """A driver the reasoning names, with everything that can exclude them (one row of `_reasoning_rows`)."""
+    """A driver the reasoning names, with everything that can exclude them (one row of `_reasoning_rows`; for one
+    the location search did not find, only `last_seen_at` is read)."""
 
     pk: UUID
     name: str
@@ -210,12 +211,12 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
 
 
 def _reasoning_query(delivery_id, ids, zone_codes):
-    """Everyone the reasoning names, in ONE query: the drivers the location search found, and up to
-    OUT_OF_REACH_LISTED available drivers of the searched zones it did not find (stale or too far). Each with
-    everything that can exclude them: carried deliveries (capacity), a pending offer, how this delivery's earlier
-    offer to them ended, the end of their open shift; annotated rather than filtered out, since the reasoning
-    records why each one was excluded. The two parts are a UNION ALL of the same columns (an OR of the two would
-    make PostgreSQL scan every driver)."""
+    """Everyone the reasoning names, in ONE query: the drivers the location search found, with everything that can
+    exclude them (carried deliveries against capacity, a pending offer, how this delivery's earlier offer to them
+    ended, the end of their open shift; annotated rather than filtered out, since the reasoning records why each
+    one was excluded), and up to OUT_OF_REACH_LISTED available drivers of the searched zones it did not find, with
+    their last location's time (stale or too far). The two parts are a UNION ALL of the same columns (an OR of
+    the two would make PostgreSQL scan every driver)."""
     found = Driver.objects.filter(pk__any=ids)
     # The first found, unsorted: sorted (by name, the model's order) PostgreSQL read and sorted every available
     # driver of the zones for each dispatch, ~2.8 ms at 3,300 a zone and growing with the fleet (issue 12).
