@@ -150,11 +150,20 @@ def rss_mb(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time used so far by the process and its children (from /proc/<pid>/stat)."""
-    total = 0
-    for member in process_tree(pid):
-        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(_cpu_ticks(f"/proc/{member}/stat") for member in process_tree(pid)) / os.sysconf("SC_CLK_TCK")
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """The same, of each process's main thread only: a server worker's event loop (uvicorn runs it there; Django's
+    request threads and the pools' workers are the other threads). The process's figure less this one is what
+    its other threads used, those that have ended included."""
+    ticks = sum(_cpu_ticks(f"/proc/{member}/task/{member}/stat") for member in process_tree(pid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_ticks(stat: str) -> int:
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 def run_checked(argv: list[str], env: dict[str, str], timeout: float) -> str:

@@ -33,6 +33,7 @@ from bench.common import (
     app_env,
     cpu_seconds,
     free_port,
+    main_thread_cpu_seconds,
     rss_mb,
     run_checked,
     wait_port,
@@ -163,6 +164,7 @@ class Meter:
     def _read(self) -> dict:
         return {
             "server_cpu_s": cpu_seconds(self.server.pid),
+            "server_loop_cpu_s": main_thread_cpu_seconds(self.server.pid),
             "worker_cpu_s": cpu_seconds(self.worker.pid),
             "generator_cpu_s": generator_cpu_seconds(),
         }
@@ -182,7 +184,9 @@ class Meter:
         """The phase's CPU divided by the work done in it, in ms per operation."""
         phase = self.phases[name]
         phase.update(operations=operations, unit=unit)
-        for key in ("server_cpu_s", "worker_cpu_s", "generator_cpu_s"):
+        # The server's split: its event loops, and its other threads (Django's request threads above all).
+        phase["server_threads_cpu_s"] = round(phase["server_cpu_s"] - phase["server_loop_cpu_s"], 2)
+        for key in ("server_cpu_s", "server_loop_cpu_s", "server_threads_cpu_s", "worker_cpu_s", "generator_cpu_s"):
             per_op = phase[key] * 1000 / operations if operations else None
             phase[key.replace("_s", "_ms_per_op")] = None if per_op is None else round(per_op, 3)
         return phase
@@ -426,7 +430,8 @@ def report(results: dict) -> list[str]:
         if "operations" not in c:
             continue
         rows.append(
-            f"  {name:<20} {c['operations']:>7} × {c['unit']:<42} server {c['server_cpu_ms_per_op']} · worker "
+            f"  {name:<20} {c['operations']:>7} × {c['unit']:<42} server {c['server_cpu_ms_per_op']} (event loops "
+            f"{c['server_loop_cpu_ms_per_op']} · other threads {c['server_threads_cpu_ms_per_op']}) · worker "
             f"{c['worker_cpu_ms_per_op']} · generator {c['generator_cpu_ms_per_op']}"
         )
     if "tracking_fanout" in results:
