@@ -146,13 +146,16 @@ class LocationIngest:
             if cached is None:
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
                 entry = replace(entry, version=version)
+                credentials.cache.put(token, entry)
             elif entry.version != version:
                 entry = await credentials.aload(token)
                 if entry is None or not entry.online:
                     credentials.cache.drop(token)
                     return None
                 entry = replace(entry, version=version)
-            credentials.cache.put(token, entry)
+                credentials.cache.put(token, entry)
+            else:
+                credentials.keep_fresh(token, entry)
             if not allowed:
                 return None  # throttled: DRF answers 429 with its Retry-After
             usable = locations.usable_points(points)

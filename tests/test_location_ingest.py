@@ -2,12 +2,14 @@
 (drivers/ingest.py), everything else exactly as Django answers it; revocation reaches the token cache at once."""
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import redis
 from channels.db import DatabaseSyncToAsync
+from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -277,3 +279,107 @@ def test_the_lean_validator_refuses_what_it_cannot_judge():
         b'{"points": [{"lat": NaN, "lng": -9.1, "recorded_at": "2026-11-25T12:00:00Z"}]}',
     ):
         assert parse_batch(body) is None
+
+
+class HeldRefreshes:
+    """The background refresh of cached tokens, its gathering held until `release()`; counts its reads."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.gate = asyncio.Event()
+        self.reads: list[list[str]] = []
+        real_read = credentials._load_many
+
+        async def counted(keys):
+            self.reads.append(sorted(keys))
+            return await real_read(keys)
+
+        monkeypatch.setattr(credentials._Refreshes, "_gathering", staticmethod(self.gate.wait))
+        monkeypatch.setattr(credentials, "_load_many", counted)
+
+    async def release(self) -> None:
+        task = credentials._refreshes[asyncio.get_running_loop()].task
+        self.gate.set()
+        await task
+
+
+def _age(auth: dict, seconds: float) -> None:
+    """As if the token's cache entry had been read `seconds` earlier (the cache's clock is the monotonic one)."""
+    key = auth["Authorization"].removeprefix("Token ")
+    entry = credentials.cache.get(key)
+    credentials.cache.put(key, replace(entry, loaded_at=entry.loaded_at - seconds))
+
+
+async def test_tokens_in_use_are_read_again_together_before_they_expire(zones, django_app, monkeypatch):
+    """A token pinged with is read again in the background as its entry nears the end of its life, with the
+    others come due in one query; it then never misses (a miss is a read on the ping's own path)."""
+    drivers = [await _sync(_online_driver)() for _ in range(3)]
+    held = HeldRefreshes(monkeypatch)
+    async with _client(django_app) as client:
+        for _, auth in drivers:
+            assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        misses = len(held.reads)
+        for _, auth in drivers:
+            _age(auth, credentials.REFRESH_AFTER_S + 1)  # due, not expired
+        answers = await asyncio.gather(*(client.post(URL, json={"points": [_point()]}, headers=a) for _, a in drivers))
+        assert [a.status_code for a in answers] == [202] * 3
+        assert len(held.reads) == misses  # answered from the cache: nothing read on the pings' path
+        await held.release()
+        assert held.reads[misses:] == [sorted(a["Authorization"].removeprefix("Token ") for _, a in drivers)]
+        for _, auth in drivers:
+            _age(auth, credentials.ENTRY_TTL_S - credentials.REFRESH_AFTER_S)  # past the first read's life
+        answers = await asyncio.gather(*(client.post(URL, json={"points": [_point()]}, headers=a) for _, a in drivers))
+    assert [a.status_code for a in answers] == [202] * 3
+    assert len(held.reads) == misses + 1  # no miss
+    assert django_app.calls == 0
+
+
+async def test_a_token_revoked_while_redis_missed_the_bump_is_refused_after_the_refresh(zones, django_app, monkeypatch):
+    """The refresh keeps the cache's promise for a lost bump: a revoked token stops working within its entry's
+    life, not later for being in use."""
+    driver, auth = await _sync(_online_driver)()
+    held = HeldRefreshes(monkeypatch)
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        monkeypatch.setattr(credentials, "bump_version", lambda user_id: None)  # Redis missed it
+        await _sync(Token.objects.filter(user=driver.user).delete)()
+        _age(auth, credentials.REFRESH_AFTER_S + 1)
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202  # cached
+        await held.release()
+        refused = await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert (refused.status_code, refused.json()["code"]) == (401, "authentication_failed")
+
+
+async def test_a_refresh_that_fails_is_logged_and_leaves_the_entry_to_expire(zones, django_app, monkeypatch, caplog):
+    driver, auth = await _sync(_online_driver)()
+    held = HeldRefreshes(monkeypatch)
+    async with _client(django_app) as client:
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+        _age(auth, credentials.REFRESH_AFTER_S + 1)
+        assert (await client.post(URL, json={"points": [_point()]}, headers=auth)).status_code == 202
+
+        async def down(keys):
+            raise OperationalError("the database is gone")
+
+        monkeypatch.setattr(credentials, "_load_many", down)
+        await held.release()
+        assert "Refreshing 1 cached driver tokens failed" in caplog.text
+        monkeypatch.undo()
+        _age(auth, credentials.ENTRY_TTL_S)  # expired: the next ping reads its token again
+        answer = await client.post(URL, json={"points": [_point()]}, headers=auth)
+    assert answer.status_code == 202
+    assert await _sync(_indexed)(driver)
+
+
+def test_a_refresh_leaves_an_entry_replaced_during_its_read_as_it_is():
+    """A ping that found a new version reloaded the entry while the refresh was reading: the newer entry stays."""
+    was = credentials.DriverCredential(1, "d", True, "3", loaded_at=0.0, expires_at=float("inf"))
+    newer = replace(was, version="4", loaded_at=10.0)
+    try:
+        credentials.cache.put("k", newer)
+        credentials.cache.refreshed("k", was, replace(was, version=None, loaded_at=5.0))
+        assert credentials.cache._entries["k"] is newer
+        credentials.cache.put("k", was)
+        credentials.cache.refreshed("k", was, replace(was, version=None, loaded_at=5.0))
+        assert credentials.cache._entries["k"] == replace(was, loaded_at=5.0)  # the version the last ping checked
+    finally:
+        credentials.cache.clear()
