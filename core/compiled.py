@@ -4,13 +4,14 @@ Compiling a queryset to SQL can cost more CPU than PostgreSQL spends running it:
 its correlated subqueries, spent 2.25 of its 3.8 ms of CPU compiling. A `CompiledRead` keeps the ORM as the one
 definition of the query (so every database backend gets its own SQL, SQLite included): it builds the queryset with
 placeholder values, compiles it once per shape (database, and elsewhere than on PostgreSQL the length of each list
-argument), remembers where the placeholders landed among the parameters, and from then on only swaps in the call's
-values (prepared by the argument's field, as the ORM prepares them) and executes. Rows come back through the
-converters the ORM applies (SQLite's UUIDs, datetimes and booleans): as tuples (`read(...)`, for a `values_list`
-queryset) or as model instances (`read.instances(...)`, for a model queryset, select_related included), built by
-the ORM's own code for a row. Only the declared arguments vary: every other value in the query is part of its shape
-and must not change. An argument may appear more than once (the parts of a UNION filtering on the same values), and
-be left out where an empty list argument makes the ORM drop the part of the query that used it.
+argument, rounded up to a power of two), remembers where the placeholders landed among the parameters, and from then
+on only swaps in the call's values (prepared by the argument's field, as the ORM prepares them) and executes. Rows
+come back through the converters the ORM applies (SQLite's UUIDs, datetimes and booleans): as tuples (`read(...)`,
+for a `values_list` queryset) or as model instances (`read.instances(...)`, for a model queryset, select_related
+included), built by the ORM's own code for a row. Only the declared arguments vary: every other value in the query
+is part of its shape and must not change. An argument may appear more than once (the parts of a UNION filtering on
+the same values), and be left out where an empty list argument makes the ORM drop the part of the query that used
+it.
 """
 
 import uuid
@@ -92,7 +93,7 @@ class CompiledRead:
         arrays = connection.vendor == "postgresql"
         # A list's length: part of the shape, except for a non-empty list passed as an array (ARRAY below).
         sizes = tuple(
-            (ARRAY if arrays and arg else len(arg)) if is_list else None
+            (ARRAY if arrays and arg else _rounded(len(arg))) if is_list else None
             for arg, (_, is_list) in zip(args, self._kinds, strict=True)
         )
         key = (connection.alias, connection.vendor, sizes)
@@ -108,8 +109,10 @@ class CompiledRead:
         for arg, (kind, is_list), size in zip(args, self._kinds, sizes, strict=True):
             if size is ARRAY:
                 values.append((kind, arg, True))
+            elif is_list:  # padded to its shape with its last value, which changes nothing for `any`
+                values.extend((kind, value, False) for value in [*arg, *arg[-1:] * (size - len(arg))])
             else:
-                values.extend((kind, value, False) for value in (arg if is_list else [arg]))
+                values.append((kind, arg, False))
         params = list(compiled.params)
         for slot, index in compiled.slots:
             kind, value, array = values[index]
@@ -160,6 +163,12 @@ class CompiledRead:
             tuple(compiler.select),
             compiler.query.select_for_update and connection.features.has_select_for_update,
         )
+
+
+def _rounded(length: int) -> int:
+    """A list's length in a shape where each value is a parameter of its own: the next power of two, so that lists
+    of up to N values make log2(N) shapes, not N."""
+    return 1 << (length - 1).bit_length() if length else 0
 
 
 def _placeholder(kind: models.Field, index: int):

@@ -5,7 +5,7 @@ on it gives what select_related gave, in one query."""
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -52,6 +52,17 @@ def test_lists_of_any_length_filter_and_exclude_as_the_queryset_does(zones):
         ([], [a.pk]),
     ):
         assert read(names, exclude) == list(named_except(names, exclude)), (names, exclude)
+
+
+def test_lists_of_up_to_n_values_make_log2_n_shapes_at_most(zones):
+    """On PostgreSQL a list is one array parameter, one shape; elsewhere each value is a parameter and the list is
+    padded up to a power of two, so a read of up to 1,000 tokens is compiled 10 times at most, not 1,000."""
+    read = CompiledRead(Driver, _drivers, ([compiled.UUID],))
+    drivers = [factories.DriverFactory() for _ in range(9)]
+    for n in range(1, 10):
+        ids = [d.pk for d in drivers[:n]]
+        assert read(ids) == list(_drivers(ids))
+    assert len(read._compiled) == (1 if connection.vendor == "postgresql" else 5)  # 1, 2, 4, 8, 16
 
 
 def test_an_argument_used_twice_gets_its_value_in_both_places(zones):

@@ -255,7 +255,8 @@ def _columns(drivers):
 
 OUT_OF_REACH_LISTED = 20
 
-# Compiled once (on SQLite once per number of drivers found and of zones searched): compiling was most of its CPU.
+# Compiled once (on SQLite once per power of two of drivers found and of zones searched): compiling was most of its
+# CPU.
 _reasoning_read = CompiledRead(Driver, _reasoning_query, (compiled.UUID, [compiled.UUID], [compiled.TEXT]))
 
 
