@@ -132,9 +132,8 @@ _load_many = DatabaseSyncToAsync(load_many, thread_sensitive=False)
 
 class _Loads:
     """The tokens the ingest route misses are read many at a time, in one query in one thread: a cold process meets
-    every driver's token at once, and a read of its own costs ~2 ms of CPU (the thread hop and the ORM), ~5x the
-    ping it serves (measured). One read at a time per process: the
-    tokens missed while it runs wait for it and go together in the next one (under load, the batch grows to the
+    every driver's token at once, and each read pays for a thread hop and a query. One read at a time per process:
+    the tokens missed while it runs wait for it and go together in the next one (under load, the batch grows to the
     requests in flight). Each caller awaits its own answer."""
 
     def __init__(self) -> None:
