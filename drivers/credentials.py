@@ -221,11 +221,7 @@ _refreshes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 async def aload(key: str) -> DriverCredential | None:
     """`load` for the ingest route (version None: the caller pairs it with the version it reads), sharing one
     query with the other tokens missed in this turn of the loop."""
-    loop = asyncio.get_running_loop()
-    loads = _loads.get(loop)
-    if loads is None:
-        loads = _loads[loop] = _Loads()
-    return await loads.load(key)
+    return await _of_this_loop(_loads, _Loads).load(key)
 
 
 def keep_fresh(key: str, entry: DriverCredential) -> None:
@@ -233,11 +229,15 @@ def keep_fresh(key: str, entry: DriverCredential) -> None:
     token in use does not expire and miss."""
     if time.monotonic() - entry.loaded_at < REFRESH_AFTER_S:
         return
+    _of_this_loop(_refreshes, _Refreshes).want(key, entry)
+
+
+def _of_this_loop(registry: weakref.WeakKeyDictionary, make):
     loop = asyncio.get_running_loop()
-    refreshes = _refreshes.get(loop)
-    if refreshes is None:
-        refreshes = _refreshes[loop] = _Refreshes()
-    refreshes.want(key, entry)
+    found = registry.get(loop)
+    if found is None:
+        found = registry[loop] = make()
+    return found
 
 
 def bump_version(user_id) -> None:

@@ -143,19 +143,17 @@ class LocationIngest:
         try:
             (allowed, *_), version, carried = await round_trip.execute(read)
             version = version.decode() if version is not None else None
-            if cached is None:
+            if cached is not None and entry.version == version:
+                credentials.keep_fresh(token, entry)
+            else:
+                if cached is not None:  # the version moved: read again
+                    entry = await credentials.aload(token)
+                    if entry is None or not entry.online:
+                        credentials.cache.drop(token)
+                        return None
                 # Just read from the database; a bump between that read and this one is caught by the TTL.
                 entry = replace(entry, version=version)
                 credentials.cache.put(token, entry)
-            elif entry.version != version:
-                entry = await credentials.aload(token)
-                if entry is None or not entry.online:
-                    credentials.cache.drop(token)
-                    return None
-                entry = replace(entry, version=version)
-                credentials.cache.put(token, entry)
-            else:
-                credentials.keep_fresh(token, entry)
             if not allowed:
                 return None  # throttled: DRF answers 429 with its Retry-After
             usable = locations.usable_points(points)
