@@ -19,7 +19,7 @@ QUIET_TRUSTED_S = 10.0
 
 
 def returned(conn) -> None:
-    """The pool's `reset` callback: when the connection came back (idle, outside any transaction)."""
+    """Note when the connection came back to the pool (the backend, core/postgresql, calls it as it returns one)."""
     conn.relay_returned_at = time.monotonic()
 
 

@@ -18,9 +18,7 @@ def pool():
     conninfo = psycopg.conninfo.make_conninfo(
         dbname=params["dbname"], host=params.get("host"), port=params.get("port"), user=params.get("user")
     )
-    pool = ConnectionPool(
-        conninfo, min_size=1, max_size=1, open=True, check=db_pool.check, reset=db_pool.returned, timeout=10
-    )
+    pool = ConnectionPool(conninfo, min_size=1, max_size=1, open=True, check=db_pool.check, timeout=10)
     pool.wait(timeout=10)
     yield pool
     pool.close()
@@ -42,7 +40,9 @@ def round_trips(monkeypatch):
 
 def _backend(pool) -> int:
     with pool.connection() as conn:
-        return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        db_pool.returned(conn)  # as the backend notes each connection it hands back
+    return pid
 
 
 def test_a_connection_back_a_moment_ago_is_handed_out_without_a_round_trip(pool, round_trips):

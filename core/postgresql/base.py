@@ -60,10 +60,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     @property
     def pool(self):
-        """Django's pool (OPTIONS["pool"]), checking each connection it hands out with core/db_pool.py, which
-        notes when each came back. Django gives psycopg_pool its own check (an empty query every time) or none
-        and takes no other, so both callbacks are set here, on the pool Django made closed, before first use."""
+        """Django's pool (OPTIONS["pool"]), checking each connection it hands out with core/db_pool.py. Django
+        gives psycopg_pool its own check (an empty query every time) or none and takes no other, so the check is
+        set here, on the pool Django made closed, before first use."""
         pool = super().pool
         if pool is not None and pool._check is not db_pool.check:
-            pool._check, pool._reset = db_pool.check, db_pool.returned
+            pool._check = db_pool.check
         return pool
+
+    def _close(self):
+        # The connection goes back to the pool here: noted now, in the request's thread. As the pool's `reset`
+        # callback it would make every return a task for a pool worker thread (a thread woken per request).
+        if self.connection is not None and self.pool:
+            db_pool.returned(self.connection)
+        super()._close()
