@@ -4,7 +4,8 @@ REDIS_URL). Issue 12's figure without `make bench`'s servers, load generators an
 through the real request stack — `config.asgi.application` called as uvicorn calls it (the location-ingest
 wrapper, Django's ASGI handler and its thread hop, the middleware, DRF, token authentication and the throttle)
 — and `time.process_time()` around the two requests counts every thread of this process: all of the server's
-Python, none of PostgreSQL's or Redis's.
+Python, none of PostgreSQL's or Redis's. It also prints the waits per operation (voluntary context switches), a
+figure that, unlike CPU time, does not drift with the machine's speed.
 
 Its fixtures are its own (names and Redis key prefix carry a random run id; the rows stay, its Redis keys
 are deleted at the end): the demo zones if
@@ -23,6 +24,7 @@ import io
 import json
 import os
 import pstats
+import resource
 import statistics
 import threading
 import time
@@ -134,6 +136,13 @@ class _Profiles:
         return out.getvalue()
 
 
+def _waits() -> int:
+    """This process's voluntary context switches so far: each time one of its threads waited (a round trip to
+    PostgreSQL or Redis, a hop between the event loop and a request thread, the GIL). Unlike CPU time it does not
+    move with the machine's speed, so it compares two versions of the code run at different moments."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
 def _drop_redis_keys() -> None:
     """This run's location index and trail keys (its database rows stay: they are ordinary history)."""
     client = redis.Redis.from_url(settings.RELAY_LOCATION_REDIS_URL)
@@ -156,14 +165,14 @@ def main() -> None:
     driver_ids = list(driver_tokens)
     loop = asyncio.new_event_loop()
     profiles = _Profiles() if args.profile else None
-    create_cpu, accept_cpu, wall = [], [], []
+    create_cpu, accept_cpu, wall, switches = [], [], [], []
     for i in range(args.warmup + args.ops):
         if i % 20 == 0:
             _place_drivers(driver_ids, pickup)
         measured = i >= args.warmup
         if measured and profiles and i == args.warmup:
             profiles.enable()
-        started, started_wall = time.process_time(), time.perf_counter()
+        started, started_wall, started_switches = time.process_time(), time.perf_counter(), _waits()
         status, body = loop.run_until_complete(
             asgi_post(application, "/api/v1/deliveries", merchant_token, _delivery(f"cpu-{RUN}-{i}", pickup))
         )
@@ -184,6 +193,7 @@ def main() -> None:
             create_cpu.append(created - started)
             accept_cpu.append(accepted - accept_started)
             wall.append(accepted_wall - started_wall)
+            switches.append(_waits() - started_switches)
     if profiles:
         profiles.disable()
     loop.close()
@@ -198,6 +208,7 @@ def main() -> None:
     print(f"  CPU accept:            {ms(accept_cpu)}")
     print(f"  CPU per operation:     {ms(total)}")
     print(f"  wall per operation:    {ms(wall)}")
+    print(f"  waits per operation:   mean {statistics.fmean(switches):6.1f}, median {statistics.median(switches):g}")
     if profiles:
         print(profiles.report(args.top))
 
