@@ -74,8 +74,9 @@ def _services(request, settings):
 
 @pytest.fixture(autouse=True)
 def _isolated(settings):
-    """Fresh in-process caches and a private Redis key prefix for each test."""
+    """Fresh in-process caches, a private Redis key prefix and no throttle history for each test."""
     settings.RELAY_REDIS_KEY_PREFIX = RUN_PREFIX + uuid.uuid4().hex[:8] + ":"
+    _forget_throttles(settings)
     settings.CELERY_TASK_ALWAYS_EAGER = True
     settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True  # the tests' webhook receivers run on 127.0.0.1
     zone_cache.clear()
@@ -93,6 +94,23 @@ def _isolated(settings):
             pass
     locations.reset_redis()
     zone_cache.clear()
+
+
+def _forget_throttles(settings) -> None:
+    """Delete the throttles' request logs from the cache's Redis, where the test's own servers keep them too. They
+    are keyed by client address and username, which tests share (every live server's client is 127.0.0.1) and
+    which the factories give again in each run: a run started within a minute of another was refused its logins
+    (429) once the earlier run's count was reached."""
+    cache = settings.CACHES["default"]
+    if not cache["BACKEND"].endswith("RedisCache"):
+        return  # a local-memory cache lives and dies with the test process
+    try:
+        client = redis.Redis.from_url(cache["LOCATION"], socket_connect_timeout=1)
+        keys = list(client.scan_iter("*throttle_*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.exceptions.ConnectionError:
+        pass  # the tests that need Redis say so themselves
 
 
 @pytest.fixture(autouse=True)
