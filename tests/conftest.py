@@ -99,8 +99,8 @@ def _isolated(settings):
 def _forget_throttles(settings) -> None:
     """Delete the throttles' request logs from the cache's Redis, where the test's own servers keep them too. They
     are keyed by client address and username, which tests share (every live server's client is 127.0.0.1) and
-    which the factories give again in each run: a run started within a minute of another was refused its logins
-    (429) once the earlier run's count was reached."""
+    which the factories give again in each run: the logins of one test (the schema fuzz posts many), or of a run
+    a minute before, counted against the next one's, which was refused its logins (429)."""
     cache = settings.CACHES["default"]
     if not cache["BACKEND"].endswith("RedisCache"):
         return  # a local-memory cache lives and dies with the test process
