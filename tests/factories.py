@@ -28,8 +28,10 @@ KM_PER_DEGREE_OF_LONGITUDE = 87.0  # at Lisbon's latitude
 @functools.cache
 def _password_hash() -> str:
     # Hashed once for every test user: PBKDF2 costs seconds a user on a busy machine. A real hash still, so a
-    # server started in a subprocess (its own settings) accepts the password.
-    return make_password(PASSWORD)
+    # server started in a subprocess (its own settings) accepts the password. Always PBKDF2, the settings' own:
+    # hashed first inside a test that puts a quicker hasher first (test_login_security), the hash every later
+    # test's users get would be one the settings no longer accept, and their logins would fail.
+    return make_password(PASSWORD, hasher="pbkdf2_sha256")
 
 
 class UserFactory(factory.django.DjangoModelFactory):
