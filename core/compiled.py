@@ -46,7 +46,10 @@ class _Compiled:
     converters: tuple[tuple[int, tuple, object], ...]  # (column, converter functions, expression)
     klass_info: dict | None = None  # a model query's: what ModelIterable builds instances from
     select: tuple = ()
+    attnames: tuple | None = None  # a model query's: the columns of its model, as `from_db` takes them
+    populators: tuple | None = None  # a model query's: the ORM's builders of its select_related instances
     locks: bool = False  # SELECT ... FOR UPDATE: only inside a transaction, as the ORM checks at each compile
+    db: str = ""  # the alias of the database it was compiled for (the one the router picks for reading)
 
 
 _NO_ROWS = _Compiled("", (), (), ())  # the shape matches nothing (an empty list): no query at all
@@ -74,15 +77,13 @@ class CompiledRead:
         if not rows:
             return []
         klass_info, select = compiled.klass_info, compiled.select
-        if klass_info is None or len(select) != len(rows[0]):
+        if klass_info is None or compiled.attnames is None or len(select) != len(rows[0]):
             raise TypeError("instances() needs a model queryset without annotations")
         start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-        names = [column.target.attname for column, _, _ in select[start:end]]
-        db = router.db_for_read(self._model)
-        populators = get_related_populators(klass_info, list(select), db)
+        model, db, names, populators = klass_info["model"], compiled.db, compiled.attnames, compiled.populators
         built = []
         for row in rows:
-            instance = klass_info["model"].from_db(db, names, row[start:end])
+            instance = model.from_db(db, names, row[start:end])
             for populator in populators:
                 populator.populate(row, instance)
             built.append(instance)
@@ -154,14 +155,26 @@ class CompiledRead:
             raise ValueError("every argument value must appear among the compiled query's parameters")
         columns = [column for column, _, _ in compiler.select[: compiler.col_count]]
         converters = compiler.get_converters(columns)
+        klass_info, select = compiler.klass_info, tuple(compiler.select)
+        attnames = populators = None
+        if klass_info is not None:  # a model query: its instances' builders, made once as the ORM makes them per query
+            fields = [
+                column for column, _, _ in select[klass_info["select_fields"][0] : klass_info["select_fields"][-1] + 1]
+            ]
+            if all(hasattr(column, "target") for column in fields):  # else values, not the model's columns
+                attnames = tuple(column.target.attname for column in fields)
+                populators = tuple(get_related_populators(klass_info, list(select), connection.alias))
         return _Compiled(
             sql,
             tuple(params),
             tuple(slots),
             tuple((column, tuple(functions), expression) for column, (functions, expression) in converters.items()),
-            compiler.klass_info,
-            tuple(compiler.select),
+            klass_info,
+            select,
+            attnames,
+            populators,
             compiler.query.select_for_update and connection.features.has_select_for_update,
+            connection.alias,
         )
 
 
