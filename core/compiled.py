@@ -25,6 +25,8 @@ from django.db.models import QuerySet
 from django.db.models.query import get_related_populators
 from django.db.transaction import TransactionManagementError
 
+from core.postgresql import arrays
+
 # The kinds of argument, by the field that prepares their values for the database.
 UUID = models.UUIDField()
 TEXT = models.CharField()
@@ -118,7 +120,7 @@ class CompiledRead:
         for slot, index in compiled.slots:
             kind, value, array = values[index]
             if array:
-                params[slot] = [kind.get_db_prep_value(item, connection) for item in value]
+                params[slot] = _array(kind, value, connection)
             else:
                 params[slot] = kind.get_db_prep_value(value, connection)
         with connection.cursor() as cursor:
@@ -176,6 +178,16 @@ class CompiledRead:
             compiler.query.select_for_update and connection.features.has_select_for_update,
             connection.alias,
         )
+
+
+def _array(kind: models.Field, values, connection):
+    """A list argument as one array parameter (PostgreSQL): UUIDs and strings written in one call
+    (core/postgresql/arrays.py), other kinds prepared value by value, as the ORM prepares them."""
+    if kind is UUID:
+        return arrays.UUIDList(values)
+    if kind is TEXT and all(isinstance(value, str) for value in values):
+        return arrays.TextList(values)
+    return [kind.get_db_prep_value(value, connection) for value in values]
 
 
 def _rounded(length: int) -> int:

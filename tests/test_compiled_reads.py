@@ -5,7 +5,8 @@ on it gives what select_related gave, in one query."""
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.core.exceptions import ValidationError
+from django.db import DataError, connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -85,6 +86,39 @@ def test_on_postgresql_a_list_argument_must_use_the_any_lookup(zones):
     read = CompiledRead(Driver, lambda ids: Driver.objects.filter(pk__in=ids).values_list("pk"), ([compiled.UUID],))
     with pytest.raises(ValueError, match="`any` lookup"):
         read([factories.DriverFactory().pk])
+
+
+def test_a_list_of_uuids_may_mix_objects_and_their_text(zones):
+    """On PostgreSQL a list of UUIDs is written as one array literal (core/postgresql/arrays.py): the same rows
+    whether each is a UUID, its hyphenated text or its bare hex."""
+    read = CompiledRead(Driver, _drivers, ([compiled.UUID],))
+    drivers = [factories.DriverFactory() for _ in range(12)]
+    ids = [[d.pk, str(d.pk), d.pk.hex][i % 3] for i, d in enumerate(drivers)]
+    assert read(ids) == list(_drivers([d.pk for d in drivers]))
+    assert read(ids[:5]) == list(_drivers([d.pk for d in drivers[:5]]))
+
+
+@pytest.mark.parametrize("bad", ["not-a-uuid", "{}", '"', "A,B", "A},{B"])
+def test_a_list_element_that_is_not_a_uuid_is_refused_never_read_as_other_elements(zones, bad):
+    """Written into one array literal, an element holding two UUIDs must not become two elements."""
+    a, b = factories.DriverFactory(), factories.DriverFactory()
+    read = CompiledRead(Driver, _drivers, ([compiled.UUID],))
+    with pytest.raises((ValueError, ValidationError, DataError)), transaction.atomic():
+        read([bad.replace("A", str(a.pk)).replace("B", str(b.pk))])
+
+
+def test_a_list_of_texts_matches_each_text_exactly_whatever_its_characters(zones):
+    names = ["comma, inside", 'quote " inside', "back\\slash", "{braces}", " spaced ", "NULL", "", "café 🛵"]
+    for name in names:
+        factories.DriverFactory(name=name)
+    factories.DriverFactory(name="comma")  # a part of one of them: never matched by it
+
+    def named(names):
+        return Driver.objects.filter(name__any=names).values_list("name").order_by("name")
+
+    read = CompiledRead(Driver, named, ([compiled.TEXT],))
+    assert read(names) == sorted((name,) for name in names)
+    assert read(["comma", "NULL"]) == [("NULL",), ("comma",)]
 
 
 def test_text_integer_and_datetime_arguments(zones, clock):

@@ -17,6 +17,7 @@ from psycopg import adapt, adapters
 from psycopg.pq import Format
 
 from core import db_pool
+from core.postgresql import arrays
 
 # The loader psycopg itself registers for timestamptz: the compiled one when psycopg's C module is installed.
 _PARSER = adapters.get_loader(adapters.types["timestamptz"].oid, Format.TEXT)
@@ -44,18 +45,20 @@ def _connection_zone(context):
 
 
 @functools.cache
-def _with_compiled_tz_loader(template: adapt.AdaptersMap, timezone) -> adapt.AdaptersMap:
-    """Django's adapters, but for the timestamptz loader (Django caches its template the same way)."""
+def _adapters(template: adapt.AdaptersMap, timezone) -> adapt.AdaptersMap:
+    """Django's adapters, with the compiled reads' list arguments (core/postgresql/arrays.py) and, with a time
+    zone, the timestamptz loader above (Django caches its template the same way)."""
     context = adapt.AdaptersMap(template)
-    context.register_loader("timestamptz", type("TzLoader", (_TzLoader,), {"timezone": timezone}))
+    arrays.register(context)
+    if timezone is not None:  # USE_TZ: without it, Django's loader drops the time zone, as it must
+        context.register_loader("timestamptz", type("TzLoader", (_TzLoader,), {"timezone": timezone}))
     return context
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_connection_params(self):
         params = super().get_connection_params()
-        if self.timezone is not None:  # USE_TZ: without it, Django's loader drops the time zone, as it must
-            params["context"] = _with_compiled_tz_loader(params["context"], self.timezone)
+        params["context"] = _adapters(params["context"], self.timezone)
         return params
 
     @property
