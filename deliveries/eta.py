@@ -114,6 +114,21 @@ def learned_speed(zone: Zone, vehicle: str, at: datetime) -> float:
     return (trips * mean_kmh + PRIOR_TRIPS * default) / (trips + PRIOR_TRIPS)
 
 
+class Speeds:
+    """The learned speed of each vehicle type in one zone at one moment, looked up once per type: what a dispatch
+    ranks its candidates' ETAs to pickup with (SPEC 4.1: ETAs to pickup and to dropoff use the learned speeds)."""
+
+    def __init__(self, zone: Zone, at: datetime) -> None:
+        self.zone, self.at = zone, at
+        self._kmh: dict[str, float] = {}
+
+    def seconds(self, distance_km: float, vehicle: str) -> int:
+        kmh = self._kmh.get(vehicle)
+        if kmh is None:
+            kmh = self._kmh[vehicle] = learned_speed(self.zone, vehicle, self.at)
+        return travel_seconds(distance_km, vehicle, kmh)
+
+
 def error_window(zone: Zone) -> tuple[int, int] | None:
     """P50 and P90 of the zone's recent ETA errors in seconds, or None while there are too few."""
     return _error_window(zone.pk)

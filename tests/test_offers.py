@@ -8,7 +8,8 @@ from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Offer
+from deliveries import eta
+from deliveries.models import Offer, TravelSpeed
 from deliveries.services import offers
 from drivers import locations
 from drivers.models import DriverMessage
@@ -98,6 +99,40 @@ def test_a_clearly_nearer_driver_wins_over_idle_time(merchant_api, clock):
     factories.ping(idle_longer, *factories.east(1.2))
     nearer = factories.online_driver(*factories.east(0.7))
     assert factories.pending_offer(factories.delivery_via_api(merchant_api)).driver == nearer
+
+
+def test_a_driver_already_carrying_a_delivery_is_not_the_one_idle_longest(merchant, merchant_api, clock):
+    """A driver with room for a second delivery stays available, but carrying one they are not idle: a near-tie
+    goes to the driver who has waited for work, however long the carrier has been online."""
+    carrier = factories.online_driver(*factories.east(0.8), capacity=2)
+    factories.assigned_delivery(merchant, carrier, "first")
+    clock.shift(600)
+    factories.ping(carrier, *factories.east(0.8))
+    waiting = factories.online_driver(*factories.east(0.7))  # online 10 minutes after the carrier
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api, "second"))
+    assert offer.driver == waiting
+    decided = AuditEvent.objects.get(delivery_id=offer.delivery_id, type="dispatch.decided").payload
+    described = {c["driver_id"]: c for c in decided["candidates"]}
+    assert (described[str(carrier.pk)]["carrying"], described[str(carrier.pk)]["idle_since"]) == (1, None)
+    assert described[str(waiting.pk)]["carrying"] == 0
+
+
+def test_the_eta_to_pickup_uses_the_speed_learned_in_the_zone(merchant_api, zones, clock):
+    """SPEC 4.1: ETAs to pickup use the speed learned per zone, vehicle and hour. By default a car 0.5 km away
+    (~94 s) beats a bicycle 0.7 km away (~218 s); where cars are learned to crawl at this hour, the bicycle wins,
+    and the car's offer would have shown its learned ETA."""
+    hour = eta.hour_of_week(timezone.now(), zones["centro"])
+    TravelSpeed.objects.create(zone=zones["centro"], vehicle="car", hour_of_week=hour, trips=100, mean_kmh=5.0)
+    car = factories.online_driver(*factories.east(0.5), vehicle="car")
+    bicycle = factories.online_driver(*factories.east(0.7), vehicle="bicycle")
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
+    assert offer.driver == bicycle
+    assert offer.eta_to_pickup_s == round(0.7 * 1.3 / 15 * 3600)  # no cell for bicycles: the default 15 km/h
+    decided = AuditEvent.objects.get(delivery_id=offer.delivery_id, type="dispatch.decided").payload
+    car_kmh = eta.learned_speed(zones["centro"], "car", timezone.now())
+    assert car_kmh < 8
+    car_eta = {c["driver_id"]: c["eta_to_pickup_s"] for c in decided["candidates"]}[str(car.pk)]
+    assert car_eta == pytest.approx(0.5 * 1.3 / car_kmh * 3600, abs=3)
 
 
 def test_decline_passes_on_and_never_comes_back(merchant_api):

@@ -1,7 +1,7 @@
 """Choosing the driver to offer a delivery to (SPEC 2.1), with the reasoning recorded (SPEC 3.2)."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import NamedTuple
@@ -74,22 +74,35 @@ class CandidateRow(NamedTuple):
 
 @dataclass
 class Candidate:
-    driver: Driver | CandidateRow  # what is read of the driver: pk, name, vehicle, state_changed_at
+    driver: Driver | CandidateRow  # what is read of the driver: pk, name, vehicle, state_changed_at (active_count)
     distance_km: float
     eta_to_pickup_s: int
 
     @property
-    def idle_since(self) -> datetime:
-        return self.driver.state_changed_at
+    def carrying(self) -> int:
+        """Deliveries the driver already carries (a driver with room for more stays available)."""
+        return getattr(self.driver, "active_count", 0)
+
+    @property
+    def idle_since(self) -> datetime | None:
+        """Since when the driver has waited for work: None while they carry a delivery (they are not idle)."""
+        return None if self.carrying else self.driver.state_changed_at
+
+    def tie_break(self) -> tuple:
+        """Among near-ties: idle drivers first, the one idle longest first."""
+        idle_since = self.idle_since
+        return (idle_since is None, idle_since or datetime.max.replace(tzinfo=UTC))
 
     def describe(self) -> dict:
+        idle_since = self.idle_since
         return {
             "driver_id": str(self.driver.pk),
             "name": self.driver.name,
             "distance_km": round(self.distance_km, 3),
             "eta_to_pickup_s": self.eta_to_pickup_s,
             "score": self.eta_to_pickup_s,
-            "idle_since": self.idle_since.isoformat(),
+            "idle_since": idle_since.isoformat() if idle_since else None,
+            "carrying": self.carrying,
         }
 
 
@@ -115,6 +128,7 @@ class Decision:
     candidates: list[Candidate]
     excluded: list[dict]
     area: SearchArea
+    speeds: eta.Speeds  # the learned speeds the ETAs were ranked with
 
     @property
     def radius_km(self) -> float:
@@ -175,13 +189,13 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
             drivers[pk] = row
         else:
             out_of_reach.append(row)
-    candidates, excluded = [], []
+    candidates, excluded, speeds = [], [], eta.Speeds(delivery.zone, now)
     for hit in nearby:
         driver = drivers.get(hit.driver_id)
         if driver is None:
             continue
-        to_pickup = eta.travel_seconds(hit.distance_km, driver.vehicle)
-        job_s = to_pickup + eta.PICKUP_SERVICE_S + eta.travel_seconds(delivery.distance_km, driver.vehicle)
+        to_pickup = speeds.seconds(hit.distance_km, driver.vehicle)
+        job_s = to_pickup + eta.PICKUP_SERVICE_S + speeds.seconds(delivery.distance_km, driver.vehicle)
         job_s += eta.DROPOFF_SERVICE_S
         reason = None
         if driver.state != DriverState.AVAILABLE:
@@ -206,8 +220,8 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         else:
             candidates.append(Candidate(driver, hit.distance_km, to_pickup))
     excluded.extend(_out_of_reach(out_of_reach, now=now))
-    candidates.sort(key=lambda c: (c.eta_to_pickup_s, c.idle_since))
-    return Decision(candidates, excluded, area)
+    candidates.sort(key=lambda c: (c.eta_to_pickup_s, *c.tie_break()))
+    return Decision(candidates, excluded, area, speeds)
 
 
 def _reasoning_query(delivery_id, ids, zone_codes):
@@ -279,11 +293,11 @@ def _out_of_reach(rows: list[CandidateRow], *, now: datetime) -> list[dict]:
 
 def choose(candidates: list[Candidate]) -> list[Candidate]:
     """Candidates in the order to try: lowest ETA to pickup; among near-ties (within 60 s of the best) the
-    driver idle longest first."""
+    driver idle longest first (one already carrying a delivery is not idle: after every idle one)."""
     if not candidates:
         return []
     best = candidates[0].eta_to_pickup_s
-    near = sorted((c for c in candidates if c.eta_to_pickup_s <= best + NEAR_TIE_S), key=lambda c: c.idle_since)
+    near = sorted((c for c in candidates if c.eta_to_pickup_s <= best + NEAR_TIE_S), key=Candidate.tie_break)
     rest = [c for c in candidates if c.eta_to_pickup_s > best + NEAR_TIE_S]
     return near + rest
 
@@ -353,7 +367,7 @@ def _held(delivery: Delivery, decision: Decision, now: datetime) -> datetime | N
     if decision.candidates:
         to_pickup_s = choose(decision.candidates)[0].eta_to_pickup_s
     else:
-        to_pickup_s = max(eta.travel_seconds(decision.radius_km, vehicle) for vehicle in Vehicle.values)
+        to_pickup_s = max(decision.speeds.seconds(decision.radius_km, vehicle) for vehicle in Vehicle.values)
     hold_until = delivery.ready_at - timedelta(seconds=to_pickup_s) - JUST_IN_TIME_MARGIN
     return hold_until if now < hold_until else None
 
@@ -400,7 +414,8 @@ def new_offer(
     """The offer, not saved yet, its pay at `surge` (the zone's surge in force, read here unless the caller has
     it)."""
     zone = delivery.zone
-    minutes = (candidate.eta_to_pickup_s + eta.travel_seconds(delivery.distance_km, driver.vehicle)) / 60
+    to_dropoff = eta.travel_seconds(delivery.distance_km, driver.vehicle, eta.learned_speed(zone, driver.vehicle, now))
+    minutes = (candidate.eta_to_pickup_s + to_dropoff) / 60
     if surge is None:
         surge = surge_in_force(zone, now=now)
     return Offer(
