@@ -86,6 +86,11 @@ def _street_line(address: str) -> str:
     return address.splitlines()[0].split(",")[0].strip() if address else ""
 
 
+# The customer's door is shown no closer than this (3 decimals: ~110 m north-south): anyone the link is forwarded
+# to sees the neighbourhood, not the address (SPEC 4.1: nothing beyond the dropoff street line).
+DROPOFF_DECIMALS = 3
+
+
 def tracking_page(request, token: str):
     language = translation.get_language_from_request(request)
     with translation.override(language):
@@ -104,7 +109,10 @@ def tracking_page(request, token: str):
                 "language": translation.get_language(),
                 "time_zone": delivery.zone.time_zone,
                 "pickup": [delivery.pickup_lat, delivery.pickup_lng],
-                "dropoff": [delivery.dropoff_lat, delivery.dropoff_lng],
+                "dropoff": [
+                    round(delivery.dropoff_lat, DROPOFF_DECIMALS),
+                    round(delivery.dropoff_lng, DROPOFF_DECIMALS),
+                ],
             }
             context = {
                 "state": messages.tracking(delivery),

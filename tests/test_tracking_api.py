@@ -146,6 +146,16 @@ def _data(page: str, name: str) -> dict:
     return json.loads(re.search(rf'<script id="tracking-{name}" type="application/json">(.*?)</script>', page)[1])
 
 
+def test_the_page_shows_the_dropoff_no_closer_than_its_neighbourhood(merchant, rider):
+    """SPEC 4.1: nothing beyond the dropoff's street line. The map's pin is the door to within ~110 m, so a
+    forwarded link does not give the customer's exact location; the merchant's pickup is shown as it is."""
+    door = (38.723456, -9.134567)
+    delivery = factories.assigned_delivery(merchant, rider, dropoff=door)
+    page = _customer().get(f"/t/{delivery.tracking_token}").content.decode()
+    assert _data(page, "config")["dropoff"] == [38.723, -9.135]
+    assert "38.723456" not in page and "9.134567" not in page
+
+
 def test_the_map_uses_tiles_only_when_a_tile_server_is_configured(merchant, rider, settings):
     delivery = factories.assigned_delivery(merchant, rider)
     plain = _data(_customer().get(f"/t/{delivery.tracking_token}").content.decode(), "config")
