@@ -1,6 +1,7 @@
 """ADR-026: deliveries go back to dispatch, keeping their history; after pickup they escalate instead."""
 
 import pytest
+from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
@@ -215,6 +216,31 @@ def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api,
     api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
     escalation.refresh_from_db()
     assert escalation.status == "resolved"  # delivered: the cause is gone
+
+
+def test_overdue_counts_from_the_eta_at_the_speed_learned_in_the_zone(merchant_api, zones, clock):
+    """Where bicycles are learned to be slow at this hour, the trip from pickup is expected to take longer: the
+    delivery is overdue 15 minutes after that ETA, not after one at the default speed."""
+    from deliveries import eta
+    from deliveries.models import TravelSpeed
+
+    hour = eta.hour_of_week(timezone.now(), zones["centro"])
+    TravelSpeed.objects.create(zone=zones["centro"], vehicle="bicycle", hour_of_week=hour, trips=100, mean_kmh=5.0)
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    accept_pending(delivery)
+    api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    delivery.refresh_from_db()
+    learned = eta.learned_speed(zones["centro"], "bicycle", timezone.now())
+    default_due_s = eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
+    learned_due_s = eta.travel_seconds(delivery.distance_km, "bicycle", learned) + eta.DROPOFF_SERVICE_S
+    assert learned_due_s > default_due_s + 60
+    clock.shift(default_due_s + 15 * 60 + 1)
+    run_ladder()
+    assert not delivery.escalations.exists()
+    clock.shift(learned_due_s - default_due_s)
+    run_ladder()
+    assert delivery.escalations.get().reason == "overdue"
 
 
 def test_a_forced_assignment_names_a_driver_whoever_asks(merchant_api, ops_api, ops_user):

@@ -33,12 +33,19 @@ def run_ladder(*, now: datetime | None = None) -> int:
         if delivery.assigned_at <= now - timedelta(seconds=delivery.zone.not_moving_alert_s) and _not_moving(delivery):
             changed += _escalate(delivery.pk, Escalation.Reason.NOT_MOVING, "Driver not moving toward pickup")
     for delivery in Delivery.objects.filter(status=DeliveryStatus.PICKED_UP).select_related("zone", "driver"):
-        due = delivery.picked_up_at + timedelta(
-            seconds=eta.travel_seconds(delivery.distance_km, delivery.driver.vehicle) + eta.DROPOFF_SERVICE_S
-        )
+        due = _due_at_dropoff(delivery)
         if now > due + timedelta(seconds=delivery.zone.dropoff_overdue_alert_s):
             changed += _escalate(delivery.pk, Escalation.Reason.OVERDUE, f"Dropoff was due at {due:%H:%M} UTC")
     return changed
+
+
+def _due_at_dropoff(delivery: Delivery) -> datetime:
+    """The dropoff ETA as of pickup: the trip at the speed learned for the zone, vehicle and hour (SPEC 4.1), plus
+    the dropoff's service time. Not the ETA shown now: refreshed from a stuck driver's pings, that one moves later
+    with every minute lost, and would never be passed."""
+    picked_up_at = delivery.picked_up_at
+    trip_s = eta.Speeds(delivery.zone, picked_up_at).seconds(delivery.distance_km, delivery.driver.vehicle)
+    return picked_up_at + timedelta(seconds=trip_s + eta.DROPOFF_SERVICE_S)
 
 
 def _climb_unassigned(delivery_id, *, now: datetime) -> int:
