@@ -4,9 +4,12 @@ Redis location index directly (the key layout of drivers/locations.py), then the
 generators read: tokens, ids and positions.
 
 Placement makes the dispatch benchmark's chosen driver one whose websocket is listened to: the first N_LISTENED
-drivers sit on a grid (~330 m apart) and every pickup is put on one of them; they have been idle longest (the
-near-tie rule picks them) and have room for many deliveries (capacity 1000), so they stay `available` after
-accepting. The other drivers are spread at random over the zones, never within 100 m of a grid driver.
+drivers sit on a grid (~330 m apart) and every pickup is put on one of them; they have room for many deliveries
+(capacity 1000), so they stay `available` after accepting. The other drivers are spread at random over the zones,
+never within 100 m of a grid driver, online but on a break: each dispatch finds and weighs them (the nearest 50,
+read with everything that can exclude them, as before), but none can take the offer. Available, they would: a grid
+driver carrying earlier deliveries is not idle, and the near-tie rule (SPEC 2.1) gives the offer to an idle driver
+a few seconds further away (round 15). The tracking benchmark ends the break of the drivers it uses.
 """
 
 import json
@@ -111,8 +114,7 @@ def main(out: Path, n_drivers: int, n_listened: int) -> None:
                     vehicle="bicycle",
                     home_zone=zone,
                     capacity=1000 if listened else 1,
-                    state="available",
-                    # Listened drivers have been idle longest: the near-tie rule prefers them.
+                    state="available" if listened else "on_break",
                     state_changed_at=now - timedelta(days=1 if listened else 0, seconds=i),
                     last_lat=lat,
                     last_lng=lng,

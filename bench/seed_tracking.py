@@ -16,6 +16,7 @@ django.setup()
 from core.audit import Actor  # noqa: E402
 from deliveries.models import Merchant  # noqa: E402
 from deliveries.serializers import DeliveryCreateInput  # noqa: E402
+from deliveries.services.availability import end_break  # noqa: E402
 from deliveries.services.creation import create_delivery  # noqa: E402
 from deliveries.services.progress import pick_up_delivery  # noqa: E402
 from deliveries.services.reassignment import force_assign  # noqa: E402
@@ -36,6 +37,7 @@ def main(fixture_path: Path, out: Path, n: int) -> None:
         data = DeliveryCreateInput(data={"external_id": f"track-{i}", "pickup": place, "dropoff": dropoff})
         data.is_valid(raise_exception=True)
         delivery, _ = create_delivery(merchant=merchant, data=data.validated_data)
+        end_break(rider["id"], actor=Actor.driver(Driver.objects.get(pk=rider["id"])))  # seeded on a break
         force_assign(delivery.pk, driver_id=rider["id"], actor=bench)
         pick_up_delivery(delivery.pk, actor=Actor.driver(Driver.objects.get(pk=rider["id"])))
         tracked.append(rider | {"tracking_token": delivery.tracking_token, "delivery_id": str(delivery.pk)})
