@@ -65,7 +65,9 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
     offers = 0
     outcomes: Counter = Counter()
     decline_reasons: Counter = Counter()
-    cohort_offers = Offer.objects.filter(delivery__in=cohort.values("pk")).order_by("sent_at")
+    # Offers drivers were asked: a forced assignment (ops, without asking) is recorded as an accepted offer, yet
+    # nobody answered it, so it would inflate acceptance and first-offer success (SPEC 5).
+    cohort_offers = Offer.objects.asked().filter(delivery__in=cohort.values("pk")).order_by("sent_at")
     for row in cohort_offers.values("delivery_id", "status", "decline_reason"):
         offers += 1
         outcomes[row["status"]] += 1
@@ -135,7 +137,7 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
 def driver_day_facts(driver: Driver, day: date) -> dict:
     zone = driver.home_zone
     start, end = day_window(zone, day)
-    offers = Offer.objects.filter(driver=driver, sent_at__gte=start, sent_at__lt=end)
+    offers = Offer.objects.asked().filter(driver=driver, sent_at__gte=start, sent_at__lt=end)
     outcomes = Counter(offers.values_list("status", flat=True))
     in_day = AuditEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
     went_offline = in_day.filter(type="driver.state_changed", driver_id=driver.pk, to_state=DriverState.OFFLINE)

@@ -241,6 +241,10 @@ class OfferQuerySet(models.QuerySet):
     def accepted(self):
         return self.filter(status=OfferStatus.ACCEPTED)
 
+    def asked(self):
+        """Offers a driver was asked to answer: all but ops' forced assignments (accepted without asking)."""
+        return self.exclude(kind="forced")
+
     def pending_for_driver(self, driver):
         """The driver's (or driver id's) pending offer: at most one (a partial unique index)."""
         return self.pending().filter(driver=driver)

@@ -145,6 +145,22 @@ def test_driver_kpis_of_a_hand_built_day(three_deliveries, zones):
     assert (a["releases"], a["release_rate"], a["offline_events"], a["stale_events"]) == (0, 0.0, 0, 0)
 
 
+def test_a_forced_assignment_is_not_counted_as_an_offer_answered(merchant, clock, zones, ops_user):
+    """A declines; ops then force the delivery onto A. The forced one is recorded as an accepted offer, but nobody
+    was asked: the zone's and the driver's offer figures count the one decline only."""
+    a = factories.online_driver(*factories.east(0.5), name="Ana A")
+    delivery = factories.new_delivery(merchant, "d1")
+    clock.shift(10)
+    offers.decline_offer(_offer(delivery).pk, actor=Actor.driver(a), reason="busy")
+    clock.shift(20)
+    reassignment.force_assign(delivery.pk, driver_id=a.pk, actor=Actor.ops(ops_user))
+    assert Delivery.objects.get(pk=delivery.pk).status == "assigned"
+    figures = kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries
+    assert (figures["offers"], figures["acceptance_rate"], figures["first_offer_success_rate"]) == (1, 0.0, 0.0)
+    row = {row["name"]: row for row in kpis.kpi_report(DAY, DAY).drivers}["Ana A"]
+    assert (row["offers_received"], row["accepted"], row["declined"], row["acceptance_rate"]) == (1, 0, 1, 0.0)
+
+
 def test_reassignments_escalations_releases_and_acknowledgement(merchant, clock, zones, ops_user):
     """C accepts at 10 s and releases at 60 s: nobody else in reach, so the search widens (level 1) and an
     escalation opens (level 2). Ops acknowledge at 180 s, force it onto D at 240 s, then send it back to
