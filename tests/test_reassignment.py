@@ -6,6 +6,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import EscalationLevel, Offer, OfferStatus
+from deliveries.services import tracking
 from deliveries.services.availability import mark_stale_drivers
 from deliveries.services.ladder import run_ladder
 from deliveries.services.reassignment import DriverRequired, force_assign
@@ -188,6 +189,26 @@ def test_a_driver_not_moving_toward_pickup_for_10_minutes_is_escalated(assigned_
     assert delivery.escalations.get().reason == "not_moving"
     run_ladder()
     assert delivery.escalations.count() == 1  # once, not every sweep
+
+
+def test_a_driver_who_stops_after_some_progress_is_escalated_10_minutes_later(
+    merchant_api, clock, django_capture_on_commit_callbacks
+):
+    """SPEC 2.3: not moving toward pickup for 10 min. A driver who rides from 2 km to 1 km in the first minute and
+    then stands still (pinging) has made no progress for 10 minutes at minute 11, whatever they did before."""
+    driver = factories.online_driver(*factories.east(2.0))
+    delivery = factories.delivery_via_api(merchant_api)
+    with django_capture_on_commit_callbacks(execute=True):  # the trail starts at assignment: after commit
+        accept_pending(delivery)
+    for minute in range(1, 12):  # a ping a minute; the breadcrumbs written as the beat writes them
+        clock.shift(60)
+        factories.ping(driver, *factories.east(1.0))
+        tracking.flush_breadcrumbs()
+        if minute == 10:
+            run_ladder()
+            assert not delivery.escalations.exists(), list(delivery.escalations.values("reason", "detail"))
+    run_ladder()
+    assert delivery.escalations.get().reason == "not_moving"
 
 
 def test_a_moving_driver_is_not_escalated(assigned_1_km_away, clock):

@@ -8,10 +8,11 @@ from django.utils import timezone
 
 from core.audit import Actor, atomic_action
 from deliveries import eta
-from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
+from deliveries.models import OPEN_STATUSES, Breadcrumb, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.escalations import raise_escalation_locked
+from drivers import locations
 from zones.geometry import haversine_km
 
 LADDER = Actor.system("escalation")
@@ -30,7 +31,8 @@ def run_ladder(*, now: datetime | None = None) -> int:
         status=DeliveryStatus.ASSIGNED, assigned_at__lte=now - timedelta(seconds=60)
     ).select_related("zone", "driver")
     for delivery in assigned_long:
-        if delivery.assigned_at <= now - timedelta(seconds=delivery.zone.not_moving_alert_s) and _not_moving(delivery):
+        window = timedelta(seconds=delivery.zone.not_moving_alert_s)
+        if delivery.assigned_at <= now - window and _not_moving(delivery, since=now - window):
             changed += _escalate(delivery.pk, Escalation.Reason.NOT_MOVING, "Driver not moving toward pickup")
     for delivery in Delivery.objects.filter(status=DeliveryStatus.PICKED_UP).select_related("zone", "driver"):
         due = _due_at_dropoff(delivery)
@@ -85,13 +87,32 @@ def _escalate(delivery_id, reason: str, detail: str) -> int:
         return 1
 
 
-def _not_moving(delivery: Delivery) -> bool:
+def _not_moving(delivery: Delivery, *, since: datetime) -> bool:
+    """Not PROGRESS_KM nearer the pickup than at `since` (and not there yet): no progress for the whole window, even
+    if the driver made some before it. Where they were at `since` is their last breadcrumb by then, or, before the
+    first, their distance when the offer was made."""
     driver = delivery.driver
-    offer = Offer.objects.accepted().filter(delivery=delivery, driver=driver).order_by("-sent_at").first()
-    if driver.last_lat is None or offer is None:
+    position = locations.last_position(driver)  # the index's, current to the last ping
+    if position is None:
         return True
-    now_km = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
-    return now_km > PROGRESS_KM and now_km > offer.distance_km - PROGRESS_KM
+    now_km = haversine_km(position.lat, position.lng, delivery.pickup_lat, delivery.pickup_lng)
+    if now_km <= PROGRESS_KM:
+        return False
+    then_km = _distance_to_pickup_at(delivery, driver, since)
+    return then_km is None or now_km > then_km - PROGRESS_KM
+
+
+def _distance_to_pickup_at(delivery: Delivery, driver, at: datetime) -> float | None:
+    crumb = (
+        Breadcrumb.objects.filter(delivery=delivery, driver=driver, recorded_at__lte=at)
+        .order_by("-recorded_at")
+        .values_list("lat", "lng")
+        .first()
+    )
+    if crumb is not None:
+        return haversine_km(*crumb, delivery.pickup_lat, delivery.pickup_lng)
+    offer = Offer.objects.accepted().filter(delivery=delivery, driver=driver).order_by("-sent_at").first()
+    return None if offer is None else offer.distance_km
 
 
 def dispatch_waiting(*, now: datetime | None = None) -> int:
