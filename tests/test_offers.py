@@ -1,5 +1,6 @@
 """ADR-024: offers, one driver at a time, with deadlines; declines and expiry pass the job on."""
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -133,6 +134,21 @@ def test_the_eta_to_pickup_uses_the_speed_learned_in_the_zone(merchant_api, zone
     assert car_kmh < 8
     car_eta = {c["driver_id"]: c["eta_to_pickup_s"] for c in decided["candidates"]}[str(car.pk)]
     assert car_eta == pytest.approx(0.5 * 1.3 / car_kmh * 3600, abs=3)
+
+
+@pytest.mark.parametrize(("age_s", "offered"), [(59, True), (61, False)])
+def test_a_candidate_location_may_be_60_seconds_old_and_no_older(merchant_api, clock, age_s, offered):
+    """SPEC 2.1: candidates have a fresh location (<= 60 s old)."""
+    driver = factories.online_driver(*factories.east(0.5), seen_at=timezone.now() - timedelta(seconds=age_s))
+    delivery = factories.delivery_via_api(merchant_api)
+    assert (factories.pending_offer(delivery).driver == driver) if offered else delivery.status == "pending"
+
+
+def test_a_tracking_link_holds_at_least_128_random_bits(merchant):
+    """SPEC 4.1: the link's token is the only credential, so it must not be guessable."""
+    tokens = {factories.new_delivery(merchant, f"order-{i}").tracking_token for i in range(20)}
+    assert len(tokens) == 20
+    assert all(len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8 >= 128 for token in tokens)
 
 
 def test_decline_passes_on_and_never_comes_back(merchant_api):
