@@ -46,6 +46,10 @@ class Actor:
         return self.kind == AuditEvent.ActorKind.DRIVER
 
     @property
+    def is_ops(self) -> bool:
+        return self.kind == AuditEvent.ActorKind.OPS
+
+    @property
     def is_merchant(self) -> bool:
         return self.kind == AuditEvent.ActorKind.MERCHANT
 

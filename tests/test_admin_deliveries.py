@@ -13,6 +13,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
+from deliveries.services.availability import start_break
 from deliveries.services.progress import pick_up_delivery
 from deliveries.services.reassignment import force_assign
 from tests import factories
@@ -127,6 +128,7 @@ def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_clien
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
     carried = forced(factories.new_delivery(merchant, "carried"), ben, admin_user)
     pick_up_delivery(carried.pk, actor=Actor.driver(ben))
+    cara = factories.online_driver(*factories.CENTRO, name="Cara Dias")
 
     response = admin_client.post(
         reverse(CHANGELIST), {"action": "send_back_to_dispatch", "_selected_action": [held.pk, carried.pk]}, follow=True
@@ -134,14 +136,39 @@ def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_clien
     assert response.status_code == 200
     assert messages_of(response) == [
         "carried: The delivery has been picked up; it can no longer be cancelled or handed back.",
-        "Sent back to dispatch: 1 of 2.",
+        "Sent back to dispatch and offered to a driver: 1 of 2.",
     ]
     held.refresh_from_db()
     carried.refresh_from_db()
     assert held.driver_id is None and held.reassignment_count == 1
+    assert factories.pending_offer(held).driver == cara
     assert (carried.status, carried.driver_id) == (DeliveryStatus.PICKED_UP, ben.pk)
     handed_back = AuditEvent.objects.get(delivery_id=held.pk, type="delivery.pending", from_state="assigned")
     assert handed_back.actor_kind == "ops" and handed_back.payload["reason"] == "reassigned by ops"
+
+
+def test_reassign_action_past_the_limit_offers_it_or_says_nobody_can_take_it(admin_client, admin_user, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    first = forced(factories.new_delivery(merchant, "first"), ana, admin_user)
+    second = forced(factories.new_delivery(merchant, "second"), ben, admin_user)
+    limit = first.zone.max_reassignments
+    Delivery.objects.filter(pk__in=[first.pk, second.pk]).update(reassignment_count=limit)  # at the limit
+    cara = factories.online_driver(*factories.CENTRO, name="Cara Dias")
+    url = reverse(CHANGELIST)
+
+    offered = admin_client.post(url, {"action": "send_back_to_dispatch", "_selected_action": [first.pk]}, follow=True)
+    assert messages_of(offered) == ["Sent back to dispatch and offered to a driver: 1 of 1."]
+    first.refresh_from_db()
+    assert (first.status, first.reassignment_count) == (DeliveryStatus.OFFERED, limit + 1)
+    assert factories.pending_offer(first).driver == cara
+
+    # Nobody for `second`: Ben had it, Cara is answering an offer, and Ana (freed by `first`) is on a break.
+    start_break(ana.pk, actor=Actor.driver(ana))
+    nobody = admin_client.post(url, {"action": "send_back_to_dispatch", "_selected_action": [second.pk]}, follow=True)
+    assert messages_of(nobody) == ["second: sent back to dispatch, not offered: nobody to offer it to now."]
+    second.refresh_from_db()
+    assert (second.status, second.driver_id) == (DeliveryStatus.PENDING, None)
 
 
 def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, clock):

@@ -127,6 +127,30 @@ def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
     assert drivers
 
 
+def test_ops_reassign_past_the_limit_offers_it_to_a_new_driver(merchant_api, ops_api):
+    """Ops asking for a new driver override the automatic limit: a 4th reassignment by ops is offered at once."""
+    drivers = [factories.online_driver(*factories.east(0.2 + 0.1 * n)) for n in range(5)]
+    delivery = factories.delivery_via_api(merchant_api)
+    for n in range(3):
+        holder = accept_pending(delivery)
+        api_client_for(holder.user).post(
+            f"/api/v1/deliveries/{delivery.pk}/release", {"reason": f"release {n}"}, format="json"
+        )
+    holder = accept_pending(delivery)
+
+    response = ops_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "offered"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.reassignment_count, delivery.dispatch_outcome) == ("offered", 4, "offered")
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    assert offer.driver == drivers[4]  # the only one who never had it
+    assert offer.driver != holder
+    assert DriverMessage.objects.filter(driver=drivers[4], type="offer.created").exists()
+    assert not delivery.escalations.exists()  # ops acted; nothing to escalate
+
+
 def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_api):
     factories.online_driver(*factories.east(0.3))
     chosen = factories.online_driver(*factories.east(1.2))

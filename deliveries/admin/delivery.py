@@ -21,7 +21,7 @@ from core.models import AuditEvent
 from deliveries import timeline
 from deliveries.models import Delivery, EscalationLevel
 from deliveries.services import reassignment
-from deliveries.services.dispatch import Outcome, dispatch
+from deliveries.services.dispatch import DispatchResult, Outcome, dispatch
 from deliveries.services.progress import cancel_delivery
 from drivers.models import Driver, DriverState
 
@@ -81,6 +81,15 @@ TRAIL_POINTS = 2000
 
 def _external_id(delivery: Delivery) -> str:
     return delivery.external_id
+
+
+def _not_offered(result: DispatchResult) -> str:
+    """Why a delivery ops sent back to dispatch was not offered, in ops' words."""
+    if result.outcome == Outcome.NO_CANDIDATE:
+        return "nobody to offer it to now"
+    if result.outcome == Outcome.HELD:
+        return f"held until {result.hold_until:%H:%M:%S} so the driver does not wait for the food"
+    return timeline.words(result.outcome)
 
 
 @admin.register(Delivery)
@@ -158,13 +167,15 @@ class DeliveryAdmin(RecordAdmin):
 
     @admin.action(description="Reassign (back to dispatch)", permissions=["change"])
     def send_back_to_dispatch(self, request, queryset):
+        actor = Actor.ops(request.user)
+
+        def send_back(delivery: Delivery) -> None:
+            result = reassignment.send_back_to_dispatch(delivery.pk, actor=actor)
+            if not result.offered:
+                raise Skipped(f"sent back to dispatch, not offered: {_not_offered(result)}.")
+
         apply_each(
-            self,
-            request,
-            queryset,
-            lambda delivery: reassignment.send_back_to_dispatch(delivery.pk, actor=Actor.ops(request.user)),
-            done="Sent back to dispatch",
-            label=_external_id,
+            self, request, queryset, send_back, done="Sent back to dispatch and offered to a driver", label=_external_id
         )
 
     @admin.action(description="Re-run dispatch", permissions=["change"])

@@ -40,7 +40,7 @@ class Outcome(StrEnum):
     HELD = "held"  # just in time: not offered before `hold_until`, for `ready_at`
     NO_CANDIDATE = "no_candidate"  # nobody can take it now; the sweep retries
     NOT_PENDING = "not_pending"  # offered, assigned or finished already: nothing to dispatch
-    REASSIGNED_TOO_OFTEN = "reassigned_too_often"  # escalated to ops instead (SPEC 3.1)
+    REASSIGNED_TOO_OFTEN = "reassigned_too_often"  # past the zone's limit: ops decide, not dispatch (SPEC 3.1)
 
 
 @dataclass(frozen=True)
@@ -312,10 +312,13 @@ def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchRes
     """Offer a locked pending delivery to the best candidate, or say why not.
 
     No candidate at all is a level-2 cause (SPEC 2.3): the search widens at once rather than at the ladder's
-    2-minute rung and, if still nobody, ops are alerted then (with who was excluded and why), not at 5 minutes."""
+    2-minute rung and, if still nobody, ops are alerted then (with who was excluded and why), not at 5 minutes.
+
+    A delivery reassigned more often than its zone allows is escalated to ops and no longer dispatched
+    automatically; ops asking for it (reassign, re-run dispatch) override that limit (SPEC 3.1)."""
     if delivery.status != DeliveryStatus.PENDING:
         return DispatchResult(Outcome.NOT_PENDING, delivery)
-    if delivery.reassignment_count > delivery.zone.max_reassignments:
+    if delivery.reassignment_count > delivery.zone.max_reassignments and not actor.is_ops:
         return DispatchResult(Outcome.REASSIGNED_TOO_OFTEN, delivery)
     now = timezone.now()
     decision = rank_candidates(delivery, now=now)

@@ -11,7 +11,13 @@ from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
-from deliveries.services.dispatch import Candidate, announce_offer_locked, dispatch_locked, new_offer
+from deliveries.services.dispatch import (
+    Candidate,
+    DispatchResult,
+    announce_offer_locked,
+    dispatch_locked,
+    new_offer,
+)
 from deliveries.services.escalations import raise_escalation_locked
 from deliveries.services.offers import pending_offer_of, withdraw_offer_locked
 from deliveries.services.progress import AlreadyPickedUp, release_capacity_locked
@@ -87,13 +93,13 @@ class DriverRequired(BadInput):
         super().__init__(fields={"driver_id": [self.default_detail]})
 
 
-def send_back_to_dispatch(delivery_id, *, actor: Actor) -> Delivery:
-    """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once.
-    Ops' explicit reassign overrides the automatic limit on reassignments."""
+def send_back_to_dispatch(delivery_id, *, actor: Actor) -> DispatchResult:
+    """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once if
+    anyone can take it. Ops' explicit reassign overrides the automatic limit on reassignments (`dispatch_locked`
+    lets an ops actor past it). Returns what dispatch did, so ops can be told whether it was offered."""
     with atomic_action():
         delivery = _take_back_for_ops(delivery_id, actor=actor)
-        dispatch_locked(delivery, actor=actor)
-    return delivery
+        return dispatch_locked(delivery, actor=actor)
 
 
 def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
@@ -130,7 +136,7 @@ def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor) ->
         return force_assign(delivery_id, driver_id=driver_id, actor=actor)
     if driver_id is not None:
         return offer_directly(delivery_id, driver_id=driver_id, actor=actor)
-    return send_back_to_dispatch(delivery_id, actor=actor)
+    return send_back_to_dispatch(delivery_id, actor=actor).delivery
 
 
 def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
