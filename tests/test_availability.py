@@ -83,6 +83,23 @@ def test_a_break_withdraws_the_pending_offer_and_passes_it_on(merchant_api):
     assert told.data["reason"] == "driver_on_break"
 
 
+def test_going_offline_withdraws_the_pending_offer_and_passes_it_on_at_once(merchant_api):
+    leaving = factories.online_driver(*factories.east(0.3))
+    other = factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
+    first = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    assert first.driver == leaving
+
+    assert set_state(leaving, "offline").json()["state"] == "offline"
+
+    first.refresh_from_db()
+    assert (first.status, first.withdraw_reason) == ("withdrawn", "driver_offline")
+    delivery.refresh_from_db()
+    assert delivery.status == "offered"  # not left for the dispatch sweep
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other
+    assert DriverMessage.objects.filter(driver=other, type="offer.created").exists()
+
+
 def test_a_break_over_the_limit_is_flagged(zones, clock):
     driver = factories.online_driver(*factories.east(0.3))
     set_state(driver, "on_break")
