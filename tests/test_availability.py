@@ -144,6 +144,27 @@ def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_a
     assert driver.state == "busy"
 
 
+@pytest.mark.parametrize("requested", ["on_break", "available"])
+def test_a_refusal_lists_only_states_the_driver_could_go_to_now(merchant_api, requested):
+    """Carrying a picked-up delivery, a busy driver cannot go offline either: the 409 must not offer it."""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    api = api_client_for(driver.user)
+    api.post(f"/api/v1/offers/{Offer.objects.get(delivery=delivery).pk}/accept")
+    api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+
+    response = set_state(driver, requested)
+
+    assert (response.status_code, response.json()["code"]) == (409, "invalid_transition")
+    detail = response.json()["detail"]
+    assert "offline" not in detail
+    assert detail == (
+        "A driver who is busy can go to no other state while carrying a picked-up delivery: deliver it first."
+    )
+    driver.refresh_from_db()
+    assert driver.state == "busy"
+
+
 def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     silent = factories.online_driver(*factories.east(0.3))

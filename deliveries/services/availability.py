@@ -33,8 +33,7 @@ def set_availability(requested: str, *, actor: Actor) -> Driver:
     requestable = [t for t in driver.get_available_state_transitions() if t.custom.get("requested")]
     chosen = next((t for t in requestable if t.target == requested), None)
     if chosen is None:
-        allowed = ", ".join(t.target for t in requestable)
-        raise InvalidTransition(f"A driver who is {driver.state} can go to: {allowed}.")
+        raise InvalidTransition(_allowed_now(driver, requestable))
     action = {
         "go_online": go_online,
         "start_break": start_break,
@@ -44,6 +43,24 @@ def set_availability(requested: str, *, actor: Actor) -> Driver:
     action(driver.pk, actor=actor)
     driver.refresh_from_db()
     return driver
+
+
+def _allowed_now(driver: Driver, requestable: list) -> str:
+    """The 409's detail: the states the driver could ask for now and be granted (API.md), so the state machine's
+    transitions less those the actions refuse (going offline with a picked-up delivery, in `take_offline`)."""
+    if _carries_picked_up(driver):
+        requestable = [t for t in requestable if t.target != DriverState.OFFLINE]
+        if not requestable:
+            return (
+                f"A driver who is {driver.state} can go to no other state while carrying a picked-up delivery: "
+                "deliver it first."
+            )
+    allowed = ", ".join(t.target for t in requestable)
+    return f"A driver who is {driver.state} can go to: {allowed}."
+
+
+def _carries_picked_up(driver: Driver) -> bool:
+    return Delivery.objects.carried_by(driver).filter(status=DeliveryStatus.PICKED_UP).exists()
 
 
 def go_online(driver_id, *, actor: Actor) -> None:
