@@ -99,7 +99,7 @@ def send_unsent_webhooks() -> int:
     return len(ids)
 
 
-@shared_task(bind=True, max_retries=webhooks.MAX_ATTEMPTS - 1, acks_late=True)
+@shared_task(bind=True, max_retries=webhooks.MAX_RETRIES, acks_late=True)
 def send_webhook(self, webhook_id: str) -> None:
     """At-least-once (receivers dedupe on the body's `id`); a webhook already sent is not sent again.
 
@@ -121,7 +121,7 @@ def send_webhook(self, webhook_id: str) -> None:
             status=WebhookDelivery.Status.FAILED if final else WebhookDelivery.Status.PENDING,
         )
         if not final:
-            # Backoff 2, 4, 8, 16, 32 s between the 6 attempts.
+            # Backoff 2, 4, 8, 16, 32, 64 s before the 6 retries.
             raise self.retry(countdown=2**attempts) from exc
         return
     pending.update(attempts=F("attempts") + 1, status=WebhookDelivery.Status.SENT, sent_at=timezone.now())

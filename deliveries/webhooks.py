@@ -12,7 +12,9 @@ from core.queue import enqueue_on_commit
 from deliveries import messages
 from deliveries.models import Delivery, WebhookDelivery
 
-MAX_ATTEMPTS = 6
+# API.md: "retried with backoff up to 6 times": the first attempt, then up to 6 retries.
+MAX_RETRIES = 6
+MAX_ATTEMPTS = 1 + MAX_RETRIES
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:

@@ -37,15 +37,21 @@ def test_every_status_change_is_posted_signed(zones, endpoint):
     assert set(WebhookDelivery.objects.values_list("status", flat=True)) == {"sent"}
 
 
-def test_a_failing_endpoint_is_retried_six_times_then_marked_failed(zones, endpoint):
+def test_a_failing_endpoint_is_retried_six_times_after_the_first_attempt_then_marked_failed(
+    zones, endpoint, monkeypatch
+):
     endpoint.status = 500
     merchant = factories.MerchantFactory(webhook_url=endpoint.url)
     api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
     webhook = WebhookDelivery.objects.get()
+    countdowns = []
+    retry = send_webhook.retry
+    monkeypatch.setattr(send_webhook, "retry", lambda *a, **kw: countdowns.append(kw["countdown"]) or retry(*a, **kw))
     send_webhook.apply(args=[str(webhook.pk)])  # eager: each retry runs at once
     webhook.refresh_from_db()
-    assert (webhook.status, webhook.attempts) == ("failed", 6)
-    assert len(endpoint.requests) == 6
+    assert (webhook.status, webhook.attempts) == ("failed", 7)  # API.md: "retried ... up to 6 times"
+    assert len(endpoint.requests) == 7
+    assert countdowns == [2, 4, 8, 16, 32, 64]  # the backoff doubles
     assert "500" in webhook.last_error
 
 
