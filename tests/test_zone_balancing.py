@@ -181,7 +181,7 @@ def test_drivers_in_calm_neighbours_get_a_rate_limited_hint_whose_effect_is_meas
     assert _hints_to(far_away) == []
     (hint,) = _hints_to(moves)
     assert hint["zone"] == "centro" and hint["name"] == "Centro"
-    assert hint["surge_multiplier"] == "1.50" and hint["message"] == "High demand in Centro, +50 %"
+    assert hint["surge_multiplier"] == "1.50" and hint["message"] == "high demand in Centro, +50%"
     assert zones["centro"].contains(hint["lat"], hint["lng"])
     assert AuditEvent.objects.filter(type="zone.hint_sent", driver_id=moves.pk).count() == 1
 

@@ -95,7 +95,7 @@ def _hint_locked(driver: Driver, snapshot: ZoneSnapshot, *, now: datetime) -> Zo
         from_zone_id=driver.current_zone_id,
         sent_at=now,
         surge_multiplier=snapshot.surge_multiplier,
-        message=f"High demand in {zone.name}" + (f", +{percent} %" if percent else ""),
+        message=f"high demand in {zone.name}" + (f", +{percent}%" if percent else ""),  # as SPEC 4.2 words it
     )
     record_event(
         "zone.hint_sent",
