@@ -38,7 +38,7 @@ class Outcome(StrEnum):
 
     OFFERED = "offered"
     HELD = "held"  # just in time: not offered before `hold_until`, for `ready_at`
-    NO_CANDIDATE = "no_candidate"  # nobody can take it now; the sweep retries
+    NO_CANDIDATE = "no_candidate"  # nobody can take it now; the sweep retries (not past the reassignment limit)
     NOT_PENDING = "not_pending"  # offered, assigned or finished already: nothing to dispatch
     REASSIGNED_TOO_OFTEN = "reassigned_too_often"  # past the zone's limit: ops decide, not dispatch (SPEC 3.1)
 
