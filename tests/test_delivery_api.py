@@ -240,3 +240,10 @@ def test_schema_and_docs_are_served(client):
     ):
         assert path in text
     assert client.get("/api/docs/").status_code == 200
+
+
+def test_the_schema_documents_the_200_of_a_delivery_sent_again(client):
+    operation = client.get("/api/schema/", {"format": "json"}).json()["paths"]["/api/v1/deliveries"]["post"]
+    created, again = operation["responses"]["201"], operation["responses"]["200"]
+    assert again["content"]["application/json"]["schema"] == created["content"]["application/json"]["schema"]
+    assert "sent again" in again["description"]

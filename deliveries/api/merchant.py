@@ -1,4 +1,4 @@
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -41,7 +41,17 @@ class DeliveryListCreateView(generics.ListAPIView):
                 rows = rows.filter(**{name: value})
         return rows
 
-    @extend_schema(request=DeliveryCreateInput, responses={201: MerchantDeliveryDetailSerializer})
+    @extend_schema(
+        request=DeliveryCreateInput,
+        responses={
+            201: MerchantDeliveryDetailSerializer,
+            200: OpenApiResponse(
+                MerchantDeliveryDetailSerializer,
+                description="The same delivery (this merchant's external_id, the same body) sent again: the "
+                "existing delivery, as its 201 showed it. Another body under that external_id answers 409.",
+            ),
+        },
+    )
     def post(self, request):
         data = read_input(DeliveryCreateInput, request)
         delivery, created = create_delivery(merchant=request.user.merchant, data=data)
