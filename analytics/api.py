@@ -167,6 +167,10 @@ class KpiView(APIView):
         if request.query_params.get("format", "json") not in FORMATS:
             # Answered in JSON: the query's validation then reports the bad format as a 400 naming the field.
             return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
+        if request.method == "OPTIONS":
+            # `format` chooses how the report is given, and OPTIONS gives no report: its description of the
+            # endpoint is JSON, as without `format` (the CSV renderer renders nothing itself: it was a 500).
+            return renderers.JSONRenderer(), renderers.JSONRenderer.media_type
         return super().perform_content_negotiation(request, force)
 
     def handle_exception(self, exc):

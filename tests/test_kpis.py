@@ -282,6 +282,14 @@ def test_kpi_api_bad_input_is_a_400_naming_the_field(ops_api, zones, query, fiel
     assert answer.json()["code"] == "invalid" and field in answer.json()["fields"]
 
 
+def test_options_describes_the_kpi_endpoint_in_json_whatever_format_is_asked(ops_api, zones):
+    plain = ops_api.options("/api/v1/ops/kpis")
+    asked_csv = ops_api.options("/api/v1/ops/kpis?format=csv")
+    assert plain.status_code == asked_csv.status_code == 200, asked_csv.content
+    assert asked_csv["Content-Type"] == "application/json"
+    assert asked_csv.json() == plain.json()
+
+
 def test_kpi_api_is_for_ops_only(merchant_api, zones, client):
     assert client.get("/api/v1/ops/kpis?from=2026-11-25&to=2026-11-25").status_code == 401
     assert merchant_api.get("/api/v1/ops/kpis?from=2026-11-25&to=2026-11-25").status_code == 403
