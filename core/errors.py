@@ -49,7 +49,16 @@ class BadInput(DomainError):
     default_detail = "The request is not valid."
 
 
-def error_body(code: str, detail: str, fields: dict | None = None) -> dict:
+# DRF's key for what is wrong with the input as a whole rather than with one field of it.
+NON_FIELD_ERRORS = "non_field_errors"
+SEE_FIELDS = "The request is not valid; see fields."
+
+
+def error_body(code: str, detail: str, fields: dict | None = None, *, status: int | None = None) -> dict:
+    """API.md's error shape. A 400 always says what was wrong in `fields` (API.md, Errors): when no one field is
+    to blame (a body that is not JSON, a request Django could not read), the detail is given as the input's."""
+    if status == HTTPStatus.BAD_REQUEST and not fields:
+        fields = {NON_FIELD_ERRORS: [detail]}
     body = {"code": code, "detail": detail}
     if fields:
         body["fields"] = fields
@@ -79,7 +88,7 @@ def _flatten(detail) -> object:
 
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.detail, exc.fields), status=exc.status)
+        return Response(error_body(exc.code, exc.detail, exc.fields, status=exc.status), status=exc.status)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
@@ -90,11 +99,11 @@ def exception_handler(exc, context):
     if isinstance(exc, drf_exceptions.ValidationError):
         fields = _flatten(exc.detail)
         if not isinstance(fields, dict):
-            fields = {"non_field_errors": fields}
-        response.data = error_body("invalid", "The request is not valid; see fields.", fields)
+            fields = {NON_FIELD_ERRORS: fields}
+        response.data = error_body("invalid", SEE_FIELDS, fields, status=response.status_code)
         return response
     code = _DRF_CODES.get(type(exc), getattr(exc, "default_code", "error"))
-    response.data = error_body(code, str(exc.detail))
+    response.data = error_body(code, str(exc.detail), status=response.status_code)
     return response
 
 
@@ -108,8 +117,9 @@ _PAGE_CODES = {
 }
 
 
-def json_error(status: int, code: str, detail: str) -> HttpResponse:
-    return HttpResponse(json.dumps(error_body(code, detail)), status=status, content_type="application/json")
+def json_error(status: int, code: str, detail: str, fields: dict | None = None) -> HttpResponse:
+    body = error_body(code, detail, fields, status=status)
+    return HttpResponse(json.dumps(body), status=status, content_type="application/json")
 
 
 # The database gone for a moment (restarted, its connections killed, the pool exhausted): 503, not 500, so clients

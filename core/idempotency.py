@@ -60,9 +60,8 @@ class IdempotencyMiddleware:
         if request.method != "POST" or key is None or not request.path.startswith("/api/"):
             return self.get_response(request)
         if not key or len(key) > MAX_KEY_LENGTH:
-            return json_error(
-                400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters."
-            )
+            wrong = f"{HEADER_NAME} must be 1 to {MAX_KEY_LENGTH} characters."
+            return json_error(400, "invalid_idempotency_key", wrong, fields={HEADER_NAME: [wrong]})
 
         caller, fingerprint = _caller(request), _fingerprint(request)
         try:

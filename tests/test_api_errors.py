@@ -5,7 +5,9 @@ import logging
 import pytest
 from django.db import IntegrityError
 
+from deliveries.models import Delivery
 from tests import factories
+from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -50,3 +52,43 @@ def test_a_body_over_the_size_limit_is_a_json_413(merchant_api, settings):
     assert_error_shape(response, 413, "request_too_large")
     response = merchant_api.post("/api/v1/deliveries", payload, format="json")
     assert_error_shape(response, 413, "request_too_large")
+
+
+def assert_bad_input(response, code: str, field: str) -> None:
+    """API.md: a 400 says what was wrong in `fields`, by the name of what was wrong."""
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert (body["code"], set(body)) == (code, {"code", "detail", "fields"})
+    assert body["fields"][field] and all(isinstance(error, str) for error in body["fields"][field])
+
+
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [
+        ("/api/v1/auth/token", None),
+        ("/api/v1/deliveries", "merchant"),
+        ("/api/v1/driver/locations", "driver"),
+        ("/api/v1/driver/availability", "driver"),
+    ],
+)
+def test_a_body_that_is_not_json_is_a_400_with_fields(client, zones, path, role):
+    users = {"merchant": factories.MerchantFactory, "driver": factories.DriverFactory}
+    api = api_client_for(users[role]().user) if role else client
+    response = api.post(path, data='{"points": [', content_type="application/json")
+    assert_bad_input(response, "parse_error", "non_field_errors")
+
+
+@pytest.mark.parametrize("key", ["", "k" * 256])
+def test_an_idempotency_key_of_the_wrong_length_is_a_400_naming_the_header(merchant_api, key):
+    response = merchant_api.post(
+        "/api/v1/deliveries", factories.delivery_payload(), format="json", HTTP_IDEMPOTENCY_KEY=key
+    )
+    assert_bad_input(response, "invalid_idempotency_key", "Idempotency-Key")
+    assert not Delivery.objects.exists()
+
+
+def test_a_request_django_itself_refuses_is_a_400_with_fields(client, settings):
+    settings.ALLOWED_HOSTS = ["relay.example"]
+    response = client.get("/api/v1/deliveries", HTTP_HOST="elsewhere.example")
+    assert_bad_input(response, "bad_request", "non_field_errors")

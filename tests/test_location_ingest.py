@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 import pytest
 import redis
 from channels.db import DatabaseSyncToAsync
@@ -172,6 +173,34 @@ async def test_bad_input_gets_exactly_the_answer_of_the_api(zones, django_app, b
     assert answer.status_code == expected.status_code == 400
     assert answer.json() == expected.json()
     assert answer.json()["code"] == "invalid"
+
+
+_PING = orjson.dumps({"points": [_point()]})
+
+
+@pytest.mark.parametrize(
+    ("body", "idempotency_key", "field"),
+    [
+        (b'{"points": [', None, "non_field_errors"),
+        (_PING, "", "Idempotency-Key"),
+        (_PING, "k" * 256, "Idempotency-Key"),
+    ],
+    ids=["not-json", "empty-key", "long-key"],  # the ping's time is no id: workers must collect the same names
+)
+async def test_a_malformed_body_or_idempotency_key_gets_the_apis_400_with_fields(
+    zones, django_app, body, idempotency_key, field
+):
+    driver, auth = await _sync(_online_driver)()
+    key = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+    async with _client(django_app) as client:
+        answer = await client.post(URL, content=body, headers=auth | key | {"Content-Type": "application/json"})
+    meta = {} if idempotency_key is None else {"HTTP_IDEMPOTENCY_KEY": idempotency_key}
+    expected = await _sync(
+        lambda: api_client_for(driver.user).post(PATH, data=body, content_type="application/json", **meta)
+    )()
+    assert answer.status_code == expected.status_code == 400
+    assert answer.json() == expected.json()
+    assert answer.json()["fields"][field]
 
 
 async def test_forms_the_lean_validator_leaves_to_the_serializer_still_work(zones, django_app):
