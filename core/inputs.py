@@ -1,6 +1,16 @@
-"""Reading a request's input (its body, its query flags): every endpoint does it the same way."""
+"""Reading a request's input (its body, its query flags, its URL): every endpoint does it the same way."""
 
+from django.core.exceptions import BadRequest
+from django.http import Http404
 from rest_framework import serializers
+
+from core.errors import SEE_FIELDS, json_error
+
+# PostgreSQL cannot store or compare text holding a NUL (0x00): a query given one fails (DataError), which was a
+# 500. Bodies are refused by DRF's fields, in these words; the URL by `NullCharacterMiddleware`, sockets where they
+# read a token.
+NUL = "\x00"
+NUL_REFUSED = "Null characters are not allowed."
 
 
 def read_input(serializer_class: type[serializers.Serializer], request) -> dict:
@@ -14,3 +24,26 @@ def query_flag(request, name: str) -> bool:
     """A yes/no filter in the query string (`?active=true`, `?open=1`): on for 1, true or yes in any case, off for
     anything else or when absent."""
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+
+
+class NullCharacterMiddleware:
+    """A NUL in the URL is refused before any view runs, whatever the view does with it and whatever the database:
+    no path holds one (404: the site's page, or the API's JSON), and a query parameter holding one is bad input (400;
+    under /api/ in API.md's error shape, `fields` naming the parameter)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if NUL in request.path:
+            raise Http404("No path holds a NUL character.")
+        query = request.META.get("QUERY_STRING", "")
+        if "%00" not in query and NUL not in query:
+            return self.get_response(request)  # the common case, without parsing the query string here
+        named = [name for name, values in request.GET.lists() if NUL in name or any(NUL in value for value in values)]
+        if not named:
+            return self.get_response(request)
+        if not request.path.startswith("/api/"):
+            raise BadRequest(f"Query parameter {named[0]!r}: {NUL_REFUSED}")
+        fields = {name: [NUL_REFUSED] for name in named}
+        return json_error(400, "invalid", SEE_FIELDS, fields)

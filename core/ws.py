@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from core import metrics
 from core.channel_layer import PubSubChannelLayer
+from core.inputs import NUL
 from core.tokens import valid_token
 
 log = logging.getLogger(__name__)
@@ -307,6 +308,8 @@ class AuthenticatedConsumer(JsonSocket):
     async def authenticate(self):
         """At connect: the authorized user, or None to refuse the socket."""
         self.token_key = token_from_scope(self.scope)
+        if self.token_key is not None and NUL in self.token_key:
+            return None  # no token holds one, and the database refuses to look one up (core.inputs.NUL)
         return await self.current_user()
 
     async def accept(self, subprotocol=None, headers=None):

@@ -2,11 +2,11 @@
 online driver, answered on the event loop without Django's request cycle (thread hop, middleware, DRF, two
 reads per request), which cost ~5 ms of CPU around ~0.5 ms of Redis work.
 
-The fast path takes only the plain case of API.md's contract: a JSON batch that the lean validator below
-accepts, a `Token` of an online driver known to drivers/credentials.py, no `Idempotency-Key`, an allowed host
-over an accepted scheme, and a user under the API's throttle. It then does what the Django view does, in two
-Redis round trips: (1) the throttle's check and record (core/throttling.py: the API's own command on the API's
-own key, so both paths share one budget) and the user's credential version; (2) the location index commands.
+The fast path takes only the plain case of API.md's contract: a JSON batch that the lean validator below accepts, a
+`Token` of an online driver known to drivers/credentials.py, no `Idempotency-Key`, no NUL in the query string, an
+allowed host over an accepted scheme, and a user under the API's throttle. It then does what the Django view does,
+in two Redis round trips: (1) the throttle's check and record (core/throttling.py: the API's own command on the
+API's own key, so both paths share one budget) and the user's credential version; (2) the location index commands.
 Each round trip is shared with the other pings of the same turn of the event loop, or of the time the previous
 pipeline was out (`locations.RoundTrip`, as the driver sockets' pings): under load one pipeline serves many
 requests. Everything else —
@@ -180,6 +180,9 @@ class LocationIngest:
     def _token(self, scope, headers: dict) -> str | None:
         if b"idempotency-key" in headers or not headers.get(b"content-type", b"").startswith(b"application/json"):
             return None
+        query = scope.get("query_string", b"")
+        if b"%00" in query or b"\x00" in query:
+            return None  # Django refuses a NUL in a query parameter (core.inputs.NullCharacterMiddleware)
         if settings.SECURE_SSL_REDIRECT and not _secure(scope, headers):
             return None
         host = headers.get(b"host", b"")

@@ -203,6 +203,20 @@ async def test_a_malformed_body_or_idempotency_key_gets_the_apis_400_with_fields
     assert answer.json()["fields"][field]
 
 
+async def test_a_nul_in_the_query_string_gets_the_apis_400(zones, django_app):
+    driver, auth = await _sync(_online_driver)()
+    async with _client(django_app) as client:
+        answer = await client.post(URL + "?source=%00", json={"points": [_point()]}, headers=auth)
+    expected = await _sync(
+        lambda: api_client_for(driver.user).post(PATH + "?source=%00", {"points": [_point()]}, format="json")
+    )()
+    assert answer.status_code == expected.status_code == 400
+    assert answer.json() == expected.json()
+    assert answer.json()["fields"] == {"source": ["Null characters are not allowed."]}
+    assert django_app.calls == 1
+    assert not await _sync(_indexed)(driver)
+
+
 async def test_forms_the_lean_validator_leaves_to_the_serializer_still_work(zones, django_app):
     _, auth = await _sync(_online_driver)()
     naive = datetime.now(UTC).replace(tzinfo=None).isoformat()
