@@ -31,7 +31,8 @@ SOCKETS = metrics.live_gauge("relay_websocket_connections", "Open websockets, by
 
 
 def token_from_scope(scope) -> str | None:
-    values = parse_qs(scope.get("query_string", b"").decode()).get("token")
+    # latin-1 reads any bytes: a query string that is not UTF-8 holds no valid token and is refused as unknown.
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
     return values[0] if values else None
 
 

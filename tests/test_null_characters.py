@@ -65,3 +65,20 @@ async def test_a_socket_with_a_nul_in_its_token_is_refused_as_an_unknown_token(u
     unknown = await refusal("ab")
     assert unknown[0] is False
     assert await refusal("a%00b") == unknown
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("path", ["/ws/driver/", "/ws/ops/"])
+async def test_a_socket_whose_query_string_is_not_utf8_is_refused_as_an_unknown_token(path):
+    """A client may send raw bytes in the query string: refused like any unknown token, not a crashed handshake."""
+
+    async def refusal(query: bytes) -> tuple[bool, int]:
+        socket = WebsocketCommunicator(application, path)
+        socket.scope["query_string"] = query
+        connected, code = await socket.connect()
+        await socket.disconnect()
+        return connected, code
+
+    unknown = await refusal(b"token=ab")
+    assert unknown[0] is False
+    assert await refusal(b"token=a\xffb") == unknown
