@@ -20,7 +20,8 @@ ERROR_SCHEMA = {
         "detail": {"type": "string", "description": "A sentence for a human."},
         "fields": {
             "type": "object",
-            "description": "Bad input only: what was wrong with each field.",
+            "description": "Every 400 (bad input) and only then: what was wrong with each field, under "
+            "`non_field_errors` when no single field is at fault.",
             "additionalProperties": {},
         },
     },
@@ -88,14 +89,12 @@ def _statuses(path: str, method: str, operation: dict) -> list[str]:
 
 def _response(status: str) -> dict:
     description, code, detail = ERRORS[status]
+    example = {"code": code, "detail": detail}
+    if status == "400":
+        example["fields"] = {"external_id": ["This field is required."]}
     return {
         "description": description,
-        "content": {
-            "application/json": {
-                "schema": {"$ref": "#/components/schemas/Error"},
-                "example": {"code": code, "detail": detail},
-            }
-        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": example}},
     }
 
 
