@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.audit import Actor
+from core.models import AuditEvent
 from deliveries import eta
 from deliveries.models import Delivery, TravelSpeed, WebhookDelivery
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
@@ -101,6 +102,7 @@ def test_pings_refresh_the_eta_and_only_a_move_over_a_minute_is_pushed(
     with django_capture_on_commit_callbacks(execute=True):
         assert refresh_etas() == 0
     assert len(pushed) == 2
+    assert not AuditEvent.objects.filter(delivery_id=delivery.pk, type="delivery.eta_updated").exists()
 
     clock.shift(15)
     factories.ping(rider, *DROPOFF)  # at the door already: minutes earlier than shown
@@ -112,6 +114,8 @@ def test_pings_refresh_the_eta_and_only_a_move_over_a_minute_is_pushed(
     assert pushed[-1]["data"]["dropoff"] == delivery.eta_dropoff.isoformat().replace("+00:00", "Z")
     sent = WebhookDelivery.objects.get(delivery=delivery, type="delivery.eta_updated")
     assert json.loads(sent.body)["data"] == pushed[-1]["data"]  # the merchant is told the same ETA
+    audited = AuditEvent.objects.get(delivery_id=delivery.pk, type="delivery.eta_updated")  # a change: audited
+    assert (audited.actor_kind, audited.payload) == ("system", pushed[-1]["data"])
     assert sent.status == "sent" and json.loads(endpoint.requests[-1].body)["type"] == "delivery.eta_updated"
     with django_capture_on_commit_callbacks(execute=True):
         assert refresh_etas() == 0  # no ping since: nothing to recompute

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from core.audit import atomic_action
+from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, NotFound
 from deliveries import eta, messages
 from deliveries.models import Breadcrumb, Delivery, DeliveryStatus
@@ -21,6 +21,7 @@ from drivers import trail
 from drivers.notifications import push_to_group
 
 ETA_FIELDS = ["eta_pickup", "eta_dropoff", "eta_window_start", "eta_window_end"]
+ETA_REFRESH = Actor.system("eta-refresh")
 
 
 class LinkExpired(DomainError):
@@ -97,6 +98,10 @@ def refresh_etas() -> int:
             if not changed.update(**{field: getattr(delivery, field) for field in ETA_FIELDS}):
                 continue
             data = messages.eta(delivery)
+            # A change of the delivery, audited as every change is (SPEC 3.2), in the words the merchant is told.
+            record_event(
+                "delivery.eta_updated", actor=ETA_REFRESH, subject=delivery, delivery_id=delivery.pk, payload=data
+            )
             enqueue_webhook(delivery, "delivery.eta_updated", data)
             transaction.on_commit(lambda delivery_id=delivery.pk, data=data: push_tracking(delivery_id, "eta", data))
         moved += 1
