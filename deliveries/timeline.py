@@ -57,6 +57,10 @@ def describe_dispatch(event_type: str, payload: dict) -> str:
     return "; ".join(parts)
 
 
+def _clock(iso: str) -> str:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%H:%M")
+
+
 def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> str:
     """One line for one event: what changed and why, from the fields the event recorded."""
     if event_type in DISPATCH_TYPES:
@@ -76,6 +80,11 @@ def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> 
             f"{words(payload['kind'])}, {distance(payload['distance_km'])}, "
             f"{duration(payload['eta_to_pickup_s'])} to pickup, pay {payload['estimated_pay']}"
             + (f" (surge ×{payload['surge_multiplier']})" if payload.get("surge_multiplier", "1.00") != "1.00" else "")
+        )
+    if event_type == "delivery.eta_updated" and payload.get("dropoff"):
+        details.append(
+            f"dropoff {_clock(payload['dropoff'])} UTC, window {_clock(payload['window_start'])}–"
+            f"{_clock(payload['window_end'])}"
         )
     if event_type.startswith("escalation.") and "level" in payload:
         details.insert(0, f"level {payload['level']}")

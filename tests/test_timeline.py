@@ -67,3 +67,13 @@ def test_an_offer_shows_what_the_driver_saw():
 
 def test_durations_round_to_what_matters():
     assert [duration(s) for s in (0, 59, 90, 3599, 3900)] == ["0 s", "59 s", "2 min", "1 h", "1 h 5 min"]
+
+
+def test_a_moved_eta_shows_the_new_dropoff_and_window():
+    payload = {
+        "pickup": "2026-11-25T12:03:00Z",
+        "dropoff": "2026-11-25T12:21:40Z",
+        "window_start": "2026-11-25T12:21:40Z",
+        "window_end": "2026-11-25T12:26:10Z",
+    }
+    assert describe("delivery.eta_updated", "", "", payload) == "dropoff 12:21 UTC, window 12:21–12:26"
