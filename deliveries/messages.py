@@ -49,9 +49,14 @@ def offer_created(offer: Offer) -> dict:
     return _jsonable(OfferSerializer(offer).data)
 
 
+# API.md names three reasons an offer is withdrawn; anything else that takes the offer away (ops reassigned the
+# delivery, the driver went on a break or offline) supersedes it, and `cause` says what.
+WITHDRAWN_AS = {"expired": "expired", "cancelled": "cancelled"}
+
+
 def offer_withdrawn(offer: Offer, *, reason: str) -> dict:
-    """`offer.withdrawn`: expired, cancelled, or superseded."""
-    return {"offer_id": str(offer.pk), "reason": reason}
+    """`offer.withdrawn`: `reason` expired, cancelled or superseded (API.md), `cause` the withdrawal's own."""
+    return {"offer_id": str(offer.pk), "reason": WITHDRAWN_AS.get(reason, "superseded"), "cause": reason}
 
 
 def zone_hint(hint: ZoneHint) -> dict:

@@ -80,7 +80,7 @@ def test_a_break_withdraws_the_pending_offer_and_passes_it_on(merchant_api):
     assert (first.status, first.withdraw_reason) == ("withdrawn", "driver_on_break")
     assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other
     told = DriverMessage.objects.filter(driver=resting, type="offer.withdrawn").get()
-    assert told.data["reason"] == "driver_on_break"
+    assert (told.data["reason"], told.data["cause"]) == ("superseded", "driver_on_break")  # API.md's three reasons
 
 
 def test_going_offline_withdraws_the_pending_offer_and_passes_it_on_at_once(merchant_api):

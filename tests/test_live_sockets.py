@@ -56,7 +56,7 @@ async def test_decline_then_expiry_then_accept(zones, clock):
     clock.shift(31)
     assert await db(offers.expire_offer)(second["data"]["id"])
     withdrawn = await _next(sockets[1], "offer.withdrawn")
-    assert withdrawn["data"] == {"offer_id": second["data"]["id"], "reason": "expired"}
+    assert withdrawn["data"] == {"offer_id": second["data"]["id"], "reason": "expired", "cause": "expired"}
 
     third = await _next(sockets[2], "offer.created")
     await db(offers.accept_offer)(third["data"]["id"], actor=Actor.driver(drivers[2]))

@@ -163,6 +163,8 @@ def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_ap
     assert (offer.driver, offer.kind) == (chosen, "direct")
     withdrawn = Offer.objects.get(delivery=delivery, status=OfferStatus.WITHDRAWN)
     assert withdrawn.withdraw_reason == "reassigned_by_ops"
+    told = DriverMessage.objects.get(driver=withdrawn.driver, type="offer.withdrawn").data
+    assert (told["reason"], told["cause"]) == ("superseded", "reassigned_by_ops")  # API.md's reasons, and why
 
 
 def test_ops_cannot_reassign_after_pickup_or_to_a_busy_driver(merchant_api, ops_api):
