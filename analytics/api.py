@@ -101,6 +101,7 @@ class DriverFigures(serializers.Serializer):
     hours_available = serializers.FloatField()
     hours_busy = serializers.FloatField()
     hours_on_break = serializers.FloatField()
+    hours_offline = serializers.FloatField()
     utilisation = serializers.FloatField(allow_null=True)
     deliveries_completed = serializers.IntegerField()
     earnings = serializers.DecimalField(max_digits=12, decimal_places=2)

@@ -142,6 +142,9 @@ def driver_day_facts(driver: Driver, day: date) -> dict:
     in_day = AuditEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
     went_offline = in_day.filter(type="driver.state_changed", driver_id=driver.pk, to_state=DriverState.OFFLINE)
     seconds = state_seconds(Driver.objects.filter(pk=driver.pk), start, end).get(driver.pk, {})
+    # Offline is the rest of the day so far, from when the driver's account exists: no event marks its hours.
+    known = (min(end, timezone.now()) - max(start, driver.user.date_joined)).total_seconds()
+    offline = max(0.0, known - sum(seconds.values()))
     jobs = DeliveryCost.objects.filter(driver=driver, ended_at__gte=start, ended_at__lt=end)
     return {
         "offers_received": sum(outcomes.values()),
@@ -168,6 +171,7 @@ def driver_day_facts(driver: Driver, day: date) -> dict:
         "seconds_available": round(seconds.get(DriverState.AVAILABLE, 0.0), 3),
         "seconds_busy": round(seconds.get(DriverState.BUSY, 0.0), 3),
         "seconds_on_break": round(seconds.get(DriverState.ON_BREAK, 0.0), 3),
+        "seconds_offline": round(offline, 3),
         "deliveries_completed": jobs.filter(outcome=DeliveryStatus.DELIVERED).count(),
         "delivery_pay": str(money(jobs.aggregate(pay=Sum("driver_pay"))["pay"] or 0)),
         "idle_pay": str(idle_pay(zone, seconds=seconds.get(DriverState.AVAILABLE, 0.0))),

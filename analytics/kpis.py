@@ -100,7 +100,7 @@ def summarise_deliveries(facts: dict) -> dict:
 DRIVER_ZERO = {
     **dict.fromkeys(["offers_received", "accepted", "declined", "expired", "releases"], 0),
     **dict.fromkeys(["offline_events", "stale_events", "deliveries_completed"], 0),
-    **dict.fromkeys(["seconds_available", "seconds_busy", "seconds_on_break"], 0.0),
+    **dict.fromkeys(["seconds_available", "seconds_busy", "seconds_on_break", "seconds_offline"], 0.0),
     "decline_reasons": {},
     "response_s": [],
     "delivery_pay": "0.00",
@@ -127,6 +127,7 @@ def summarise_driver(facts: dict) -> dict:
         "hours_available": round(available / 3600, 2),
         "hours_busy": round(busy / 3600, 2),
         "hours_on_break": round(facts["seconds_on_break"] / 3600, 2),
+        "hours_offline": round(facts["seconds_offline"] / 3600, 2),
         "utilisation": ratio(busy, available + busy),
         "deliveries_completed": facts["deliveries_completed"],
         "earnings": str(Decimal(facts["delivery_pay"]) + Decimal(facts["idle_pay"])),
@@ -198,7 +199,7 @@ def kpi_report(first: date, last: date, *, zone: Zone | None = None) -> KpiRepor
     zones = [zone] if zone else list(Zone.objects.all())
     days = days_between(first, last)
     zone_facts = stored_or_live_zone_facts(zones, days)
-    drivers = list(Driver.objects.filter(home_zone__in=zones).select_related("home_zone").order_by("name"))
+    drivers = list(Driver.objects.filter(home_zone__in=zones).select_related("home_zone", "user").order_by("name"))
     driver_facts = stored_or_live_driver_facts(drivers, days)
     return KpiReport(
         deliveries=summarise_deliveries(merge(zone_facts.values())),

@@ -18,7 +18,7 @@ def roll_up_day(zone: Zone, day: date) -> None:
     """Store the facts of `zone` and its drivers on `day` (the zone's local day)."""
     with transaction.atomic():
         ZoneDay.objects.update_or_create(zone=zone, day=day, defaults={"facts": zone_day_facts(zone, day)})
-        for driver in Driver.objects.filter(home_zone=zone).select_related("home_zone"):
+        for driver in Driver.objects.filter(home_zone=zone).select_related("home_zone", "user"):
             DriverDay.objects.update_or_create(
                 driver=driver, day=day, defaults={"facts": driver_day_facts(driver, day)}
             )

@@ -204,11 +204,13 @@ def test_hours_in_each_state_and_a_driver_gone_stale(merchant, clock, zones):
     factories.ping(e, *factories.east(0.5))
     at(900)
     assert mark_stale_drivers() == 1
+    at(4500)
     row = next(row for row in kpis.kpi_report(DAY, DAY).drivers if row["name"] == e.name)
     assert (row["offline_events"], row["stale_events"]) == (1, 1)
-    # Available 0-100 and 700-900 s; on a break 600 s; never busy.
-    assert (row["hours_available"], row["hours_on_break"], row["hours_busy"]) == (
-        round(300 / 3600, 2), round(600 / 3600, 2), 0.0,
+    # Available 0-100 and 700-900 s; on a break 600 s; never busy; offline from 900 s to the report at 4500 s (the
+    # account exists from 0 s: no hours before it).
+    assert (row["hours_available"], row["hours_on_break"], row["hours_busy"], row["hours_offline"]) == (
+        round(300 / 3600, 2), round(600 / 3600, 2), 0.0, 1.0,
     )  # fmt: skip
     assert row["utilisation"] == 0.0
 
