@@ -337,7 +337,7 @@ def dispatch_locked(delivery: Delivery, *, actor: Actor = SYSTEM) -> DispatchRes
         delivery.save(update_fields=["dispatch_not_before", "dispatch_outcome"])
         return DispatchResult(Outcome.HELD, delivery, hold_until=hold_until)
     for candidate in choose(decision.candidates):
-        offer = _offer_to(delivery, candidate, decision, actor=actor, now=now)
+        offer = _offer_to(delivery, candidate, decision, actor=actor)
         if offer is not None:
             return DispatchResult(Outcome.OFFERED, delivery, offer=offer)
     _note_outcome(delivery, Outcome.NO_CANDIDATE, actor, decision.reasoning(None))
@@ -389,13 +389,18 @@ def _note_outcome(delivery: Delivery, outcome: Outcome, actor: Actor, payload: d
     delivery.dispatch_outcome = outcome
 
 
-def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, actor: Actor, now) -> Offer | None:
+def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, actor: Actor) -> Offer | None:
     # Lock the driver (delivery, then offer, then driver) and check again: it may have changed since the search.
     driver = lock_driver(candidate.driver.pk)
     if driver.state != DriverState.AVAILABLE:
         return None
     offer = new_offer(
-        delivery, driver, candidate=candidate, kind=Offer.Kind.DISPATCH, now=now, surge=decision.area.surge
+        delivery,
+        driver,
+        candidate=candidate,
+        kind=Offer.Kind.DISPATCH,
+        speeds=decision.speeds,
+        surge=decision.area.surge,
     )
     if not rows.insert_unless_taken(offer):
         return None  # another delivery's dispatch offered this driver first (one pending offer per driver)
@@ -412,13 +417,18 @@ def _offer_to(delivery: Delivery, candidate: Candidate, decision: Decision, *, a
 
 
 def new_offer(
-    delivery: Delivery, driver: Driver, *, candidate: Candidate, kind: str, now, surge: Decimal | None = None
+    delivery: Delivery,
+    driver: Driver,
+    *,
+    candidate: Candidate,
+    kind: str,
+    speeds: eta.Speeds,
+    surge: Decimal | None = None,
 ) -> Offer:
-    """The offer, not saved yet, its pay at `surge` (the zone's surge in force, read here unless the caller has
-    it)."""
-    zone = delivery.zone
-    to_dropoff = eta.travel_seconds(delivery.distance_km, driver.vehicle, eta.learned_speed(zone, driver.vehicle, now))
-    minutes = (candidate.eta_to_pickup_s + to_dropoff) / 60
+    """The offer, not saved yet, sent at `speeds.at`, its minutes at the learned `speeds` the candidate's ETA came
+    from, its pay at `surge` (the zone's surge in force, read here unless the caller has it)."""
+    zone, now = delivery.zone, speeds.at
+    minutes = (candidate.eta_to_pickup_s + speeds.seconds(delivery.distance_km, driver.vehicle)) / 60
     if surge is None:
         surge = surge_in_force(zone, now=now)
     return Offer(

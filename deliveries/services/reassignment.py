@@ -167,9 +167,9 @@ def _offer_to_named(delivery: Delivery, driver: Driver, *, kind: str) -> Offer:
         distance = 0.0
     else:
         distance = haversine_km(driver.last_lat, driver.last_lng, delivery.pickup_lat, delivery.pickup_lng)
-    now = timezone.now()
-    candidate = Candidate(driver, distance, eta.Speeds(delivery.zone, now).seconds(distance, driver.vehicle))
-    offer = new_offer(delivery, driver, candidate=candidate, kind=kind, now=now)
+    speeds = eta.Speeds(delivery.zone, timezone.now())
+    candidate = Candidate(driver, distance, speeds.seconds(distance, driver.vehicle))
+    offer = new_offer(delivery, driver, candidate=candidate, kind=kind, speeds=speeds)
     offer.save(force_insert=True)
     return offer
 
