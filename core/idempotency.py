@@ -4,10 +4,12 @@ The first response for (caller, key) is stored for 24 h and replayed byte for by
 body answers 422; a retry while the first is still running answers 409 `request_in_progress`. Only a response
 that completed the request is stored: 2xx, or a 4xx that the same body would always get. One that says nothing
 about the body (401, 403, 408, 429: credentials, rate, time) or a crash (5xx, or a process that died mid-way and
-left its claim older than `CLAIM_TIMEOUT`) releases the key, so the client's retry runs for real.
+left its claim older than `CLAIM_TIMEOUT`) releases the key, so the client's retry runs for real. A replay goes
+only to a credential that still works, and never hands out one that no longer does (a login's token, revoked).
 """
 
 import hashlib
+import json
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
@@ -44,6 +46,20 @@ def _credential_still_valid(request) -> bool:
     return scheme.lower() == "token" and valid_token(key.strip()) is not None
 
 
+def _gives_a_dead_token(request, record) -> bool:
+    """A login's stored answer whose token no longer works (logged out since, or expired). Replayed, it would hand
+    the app a token that every request refuses, under a key the app retries with; the login runs again instead,
+    and its new answer is the one stored."""
+    if request.META.get("HTTP_AUTHORIZATION") or not 200 <= record.status_code < 300:
+        return False
+    try:
+        given = json.loads(bytes(record.body))
+    except ValueError:
+        return False
+    token = given.get("token") if isinstance(given, dict) else None
+    return isinstance(token, str) and valid_token(token) is None
+
+
 def _fingerprint(request) -> str:
     digest = hashlib.sha256()
     digest.update(request.path.encode() + b"\n")
@@ -65,7 +81,7 @@ class IdempotencyMiddleware:
 
         caller, fingerprint = _caller(request), _fingerprint(request)
         try:
-            record, conflict = self._claim(caller, key, fingerprint)
+            record, conflict = self._claim(request, caller, key, fingerprint)
         except DATABASE_DOWN:
             return database_unavailable()
         if conflict is not None:
@@ -90,7 +106,7 @@ class IdempotencyMiddleware:
         )
         return response
 
-    def _claim(self, caller: str, key: str, fingerprint: str):
+    def _claim(self, request, caller: str, key: str, fingerprint: str):
         now = timezone.now()
         for _ in range(3):
             try:
@@ -105,7 +121,10 @@ class IdempotencyMiddleware:
             if existing is None:
                 continue  # released between our insert and our read: try again
             abandoned = not existing.completed and existing.created_at < now - CLAIM_TIMEOUT
-            if existing.expires_at <= now or abandoned:
+            # A login answered with a token since revoked is not replayed: the login runs again (see the function).
+            same = existing.completed and existing.fingerprint == fingerprint
+            outlived = same and _gives_a_dead_token(request, existing)
+            if existing.expires_at <= now or abandoned or outlived:
                 IdempotencyRecord.objects.filter(pk=existing.pk, created_at=existing.created_at).delete()
                 continue
             if existing.fingerprint != fingerprint:

@@ -215,3 +215,26 @@ def test_a_revoked_token_gets_no_replay(zones):
 
     assert replay.status_code == 401, replay.content
     assert replay.json()["code"] in ("authentication_failed", "token_expired")
+
+
+@pytest.mark.django_db
+def test_a_login_retried_after_logout_gets_a_token_that_works(zones):
+    """A login's stored answer is not replayed once its token is revoked: the app would be handed a token every
+    request refuses. The login runs again, and its new answer is then the one replayed."""
+    login = _call("auth/token")
+    first = login.post("key-1").json()["token"]
+    assert api_client_for_token(first).post("/api/v1/auth/logout").status_code == 204
+
+    again = login.post("key-1")
+
+    assert again.status_code == 200, again.content
+    token = again.json()["token"]
+    assert token != first
+    assert api_client_for_token(token).get("/api/v1/driver/me").status_code == 200
+    assert login.post("key-1").content == again.content  # stored again, and replayed while it works
+
+
+def api_client_for_token(token: str) -> APIClient:
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return api
