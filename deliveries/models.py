@@ -149,6 +149,8 @@ class Delivery(FSMModelMixin, models.Model):
             models.Index(fields=["status", "created_at"], name="delivery_status_created_idx"),
             # The zone's recent ETA errors (the window of deliveries/eta.py).
             models.Index(fields=["zone", "finished_at"], name="delivery_zone_finished_idx"),
+            # A driver's last finished delivery: dispatch reads it for every candidate (idle since).
+            models.Index(fields=["driver", "finished_at"], name="delivery_driver_finished_idx"),
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from core.models import AuditEvent
 from deliveries import eta
 from deliveries.models import Offer, TravelSpeed
 from deliveries.services import offers
+from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
@@ -116,6 +117,29 @@ def test_a_driver_already_carrying_a_delivery_is_not_the_one_idle_longest(mercha
     described = {c["driver_id"]: c for c in decided["candidates"]}
     assert (described[str(carrier.pk)]["carrying"], described[str(carrier.pk)]["idle_since"]) == (1, None)
     assert described[str(waiting.pk)]["carrying"] == 0
+
+
+def test_a_driver_who_just_finished_a_delivery_is_idle_since_then(merchant, merchant_api, clock):
+    """A driver with room for two stays available through their deliveries: idle since they went online would
+    count the hours they worked. Idle since their last delivery ended, they come after a driver who waited longer."""
+    worked = factories.online_driver(*factories.east(0.8), capacity=2)
+    carried = factories.assigned_delivery(merchant, worked, "first")
+    clock.shift(300)
+    waiting = factories.online_driver(*factories.east(0.7))  # online 5 minutes after the other
+    clock.shift(300)
+    pick_up_delivery(carried.pk, actor=Actor.driver(worked))
+    deliver_delivery(carried.pk, actor=Actor.driver(worked))
+    finished_at = timezone.now()
+    clock.shift(60)
+    factories.ping(worked, *factories.east(0.8))
+    factories.ping(waiting, *factories.east(0.7))
+
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api, "second"))
+
+    assert offer.driver == waiting
+    decided = AuditEvent.objects.get(delivery_id=offer.delivery_id, type="dispatch.decided").payload
+    described = {c["driver_id"]: c for c in decided["candidates"]}
+    assert described[str(worked.pk)]["idle_since"] == finished_at.isoformat()
 
 
 def test_the_eta_to_pickup_uses_the_speed_learned_in_the_zone(merchant_api, zones, clock):

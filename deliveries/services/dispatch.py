@@ -70,6 +70,7 @@ class CandidateRow(NamedTuple):
     previous_offer: str | None
     shift_end: datetime | None
     last_seen_at: datetime | None
+    last_finished_at: datetime | None  # when a delivery they carried last ended (delivered, failed, cancelled)
 
 
 @dataclass
@@ -85,8 +86,13 @@ class Candidate:
 
     @property
     def idle_since(self) -> datetime | None:
-        """Since when the driver has waited for work: None while they carry a delivery (they are not idle)."""
-        return None if self.carrying else self.driver.state_changed_at
+        """Since when the driver has waited for work: None while they carry a delivery (they are not idle); else
+        since they became available or, later, since their last delivery ended: a driver with room for several
+        stays available while carrying, so their state's time alone would count the hours they worked."""
+        if self.carrying:
+            return None
+        changed, finished = self.driver.state_changed_at, getattr(self.driver, "last_finished_at", None)
+        return max(changed, finished) if finished else changed
 
     def tie_break(self) -> tuple:
         """Among near-ties: idle drivers first, the one idle longest first."""
@@ -242,6 +248,7 @@ def _reasoning_query(delivery_id, ids, zone_codes):
         has_pending_offer=Value(False),
         previous_offer=Value(None, output_field=CharField()),
         shift_end=Value(None, output_field=DateTimeField()),
+        last_finished_at=Value(None, output_field=DateTimeField()),
     )
     return _with_exclusions(found, delivery_id).union(_columns(out_of_reach), all=True)
 
@@ -253,12 +260,14 @@ def _with_exclusions(drivers, delivery_id):
         .order_by("-sent_at")
     )
     open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)
+    finished = Delivery.objects.filter(driver=OuterRef("pk"), finished_at__isnull=False).order_by("-finished_at")
     return _columns(
         drivers.annotate(
             active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
             has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
             previous_offer=Subquery(earlier_offers.values("status")[:1]),
             shift_end=Subquery(open_shift.values("planned_end")[:1]),
+            last_finished_at=Subquery(finished.values("finished_at")[:1]),
         )
     )
 
