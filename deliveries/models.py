@@ -151,6 +151,10 @@ class Delivery(FSMModelMixin, models.Model):
             models.Index(fields=["zone", "finished_at"], name="delivery_zone_finished_idx"),
             # A driver's last finished delivery: dispatch reads it for every candidate (idle since).
             models.Index(fields=["driver", "finished_at"], name="delivery_driver_finished_idx"),
+            # What a driver carries now: counted for every candidate of every dispatch, and at each assignment.
+            models.Index(
+                fields=["driver"], condition=models.Q(status__in=ACTIVE_STATUSES), name="delivery_driver_carried_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -7,7 +7,8 @@ from enum import StrEnum
 from typing import NamedTuple
 from uuid import UUID
 
-from django.db.models import CharField, Count, DateTimeField, Exists, OuterRef, Q, Subquery, Value
+from django.db.models import CharField, Count, DateTimeField, Exists, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from core import compiled, rows
@@ -261,9 +262,18 @@ def _with_exclusions(drivers, delivery_id):
     )
     open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)
     finished = Delivery.objects.filter(driver=OuterRef("pk"), finished_at__isnull=False).order_by("-finished_at")
+    # Counted per driver from the index of carried deliveries: a join of the drivers' deliveries, as an aggregate
+    # over the relation, read every delivery they ever had (a scan of the whole table once it is large).
+    carried = (
+        Delivery.objects.filter(driver=OuterRef("pk"), status__in=ACTIVE_STATUSES)
+        .order_by()
+        .values("driver")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return _columns(
         drivers.annotate(
-            active_count=Count("deliveries", filter=Q(deliveries__status__in=ACTIVE_STATUSES)),
+            active_count=Coalesce(Subquery(carried), 0),
             has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
             previous_offer=Subquery(earlier_offers.values("status")[:1]),
             shift_end=Subquery(open_shift.values("planned_end")[:1]),
