@@ -16,7 +16,7 @@ from core.audit import Actor, atomic_action, record_event
 from core.compiled import CompiledRead
 from core.queue import enqueue_on_commit
 from deliveries import eta, messages, metrics
-from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer, OfferStatus
 from deliveries.pricing import driver_pay
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.escalations import raise_escalation_locked
@@ -264,16 +264,10 @@ def _with_exclusions(drivers, delivery_id):
     finished = Delivery.objects.filter(driver=OuterRef("pk"), finished_at__isnull=False).order_by("-finished_at")
     # Counted per driver from the index of carried deliveries: a join of the drivers' deliveries, as an aggregate
     # over the relation, read every delivery they ever had (a scan of the whole table once it is large).
-    carried = (
-        Delivery.objects.filter(driver=OuterRef("pk"), status__in=ACTIVE_STATUSES)
-        .order_by()
-        .values("driver")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
+    carried = Delivery.objects.carried_by(OuterRef("pk")).order_by().values("driver").annotate(n=Count("pk"))
     return _columns(
         drivers.annotate(
-            active_count=Coalesce(Subquery(carried), 0),
+            active_count=Coalesce(Subquery(carried.values("n")), 0),
             has_pending_offer=Exists(Offer.objects.pending_for_driver(OuterRef("pk"))),
             previous_offer=Subquery(earlier_offers.values("status")[:1]),
             shift_end=Subquery(open_shift.values("planned_end")[:1]),
