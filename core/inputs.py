@@ -13,6 +13,15 @@ NUL = "\x00"
 NUL_REFUSED = "Null characters are not allowed."
 
 
+class Number(serializers.FloatField):
+    """A JSON number (API.md: coordinates are numbers). DRF's FloatField reads true and false as 1.0 and 0.0."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 def read_input(serializer_class: type[serializers.Serializer], request) -> dict:
     """The body as `serializer_class` validates it; invalid, a 400 in API.md's error shape (`core.errors`)."""
     data = serializer_class(data=request.data)

@@ -3,7 +3,6 @@ bad messages, sockets that close when the credentials they were opened with stop
 of paths no consumer serves."""
 
 import asyncio
-import json
 import logging
 import uuid
 import weakref
@@ -21,7 +20,7 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.utils import timezone
 
-from core import metrics
+from core import metrics, parsers
 from core.channel_layer import PubSubChannelLayer
 from core.inputs import NUL
 from core.tokens import valid_token
@@ -152,12 +151,7 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data):
-        # orjson for the common case; the standard module decides what orjson refuses and it accepts (NaN,
-        # integers past 64 bits), so such a message is answered as before.
-        try:
-            return orjson.loads(text_data)
-        except orjson.JSONDecodeError:
-            return json.loads(text_data)
+        return parsers.loads(text_data)
 
     @classmethod
     async def encode_json(cls, content):

@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.inputs import Number
 from core.models import AuditEvent
 from deliveries import eta, selectors
 from deliveries.models import DeclineReason, Delivery, Escalation, Offer
@@ -10,8 +11,8 @@ from drivers import trail
 class PlaceInput(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     address = serializers.CharField(max_length=300)
-    lat = serializers.FloatField(min_value=-90, max_value=90)
-    lng = serializers.FloatField(min_value=-180, max_value=180)
+    lat = Number(min_value=-90, max_value=90)
+    lng = Number(min_value=-180, max_value=180)
     phone = serializers.CharField(max_length=32, required=False, allow_blank=True)
 
 

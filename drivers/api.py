@@ -3,19 +3,19 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.inputs import read_input
+from core.inputs import Number, read_input
 from core.permissions import IsDriver
 from drivers import locations
 from drivers.models import DriverState
 
 
 class PointInput(serializers.Serializer):
-    lat = serializers.FloatField(min_value=-90, max_value=90)
-    lng = serializers.FloatField(min_value=-180, max_value=180)
+    lat = Number(min_value=-90, max_value=90)
+    lng = Number(min_value=-180, max_value=180)
     recorded_at = serializers.DateTimeField()
-    accuracy = serializers.FloatField(min_value=0, required=False, allow_null=True)
-    speed = serializers.FloatField(min_value=0, required=False, allow_null=True)
-    heading = serializers.FloatField(min_value=0, max_value=360, required=False, allow_null=True)
+    accuracy = Number(min_value=0, required=False, allow_null=True)
+    speed = Number(min_value=0, required=False, allow_null=True)
+    heading = Number(min_value=0, max_value=360, required=False, allow_null=True)
 
 
 class LocationBatchInput(serializers.Serializer):

@@ -79,6 +79,43 @@ def test_a_body_that_is_not_json_is_a_400_with_fields(client, zones, path, role)
     assert_bad_input(response, "parse_error", "non_field_errors")
 
 
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [
+        ("/api/v1/auth/token", None),
+        ("/api/v1/deliveries", "merchant"),
+        ("/api/v1/driver/locations", "driver"),
+    ],
+)
+def test_a_body_nested_deeper_than_python_reads_is_a_400_with_fields(client, zones, path, role):
+    """A 2 KB body of nested arrays made Python's JSON reader run out of stack: a 500, open to anyone at login."""
+    users = {"merchant": factories.MerchantFactory, "driver": factories.DriverFactory}
+    api = api_client_for(users[role]().user) if role else client
+    response = api.post(path, data="[" * 5000 + "]" * 5000, content_type="application/json")
+    assert_bad_input(response, "parse_error", "non_field_errors")
+
+
+def test_a_form_body_is_refused_as_not_json(merchant_api):
+    """API.md: JSON bodies. A form cannot carry a delivery's pickup; it is refused as such, not half read."""
+    response = merchant_api.post(
+        "/api/v1/deliveries", data="external_id=x", content_type="application/x-www-form-urlencoded"
+    )
+    assert_error_shape(response, 415, "unsupported_media_type")
+    assert not Delivery.objects.exists()
+
+
+@pytest.mark.parametrize("place", ["pickup", "dropoff"])
+def test_true_and_false_are_not_coordinates(merchant_api, place):
+    """API.md: coordinates are numbers. Read as 1.0 and 0.0, a dropoff of true/false became a billable delivery
+    in the Gulf of Guinea."""
+    payload = factories.delivery_payload()
+    payload[place] |= {"lat": True, "lng": False}
+    response = merchant_api.post("/api/v1/deliveries", payload, format="json")
+    assert_bad_input(response, "invalid", place)
+    assert set(response.json()["fields"][place]) == {"lat", "lng"}
+    assert not Delivery.objects.exists()
+
+
 @pytest.mark.parametrize("key", ["", "k" * 256])
 def test_an_idempotency_key_of_the_wrong_length_is_a_400_naming_the_header(merchant_api, key):
     response = merchant_api.post(

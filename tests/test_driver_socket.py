@@ -66,8 +66,13 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
             {"text_data": '{"type":"location","data":{"lat":NaN,"lng":0,"recorded_at":"2026-01-01T00:00:00Z"}}'},
             "invalid",
         ),
+        (
+            {"text_data": '{"type":"location","data":{"lat":true,"lng":false,"recorded_at":"2026-01-01T00:00:00Z"}}'},
+            "invalid",
+        ),
         ({"text_data": "not json"}, "invalid_message"),
         ({"text_data": "[1, 2]"}, "invalid_message"),
+        ({"text_data": "[" * 5000 + "]" * 5000}, "invalid_message"),  # deeper than Python's stack: not a crash
         ({"bytes_data": b"\x00\x01"}, "invalid_message"),
     ]
     for frame, code in malformed:
