@@ -45,12 +45,13 @@ class DeclineInput(serializers.Serializer):
     note = serializers.CharField(max_length=300, required=False, allow_blank=True, default="")
 
 
+# For an output serializer whose fields depend on nothing but the object (no context, no arguments): its fields are
+# built once per class, not per object. DRF builds a serializer's fields anew for every instance (copies of the
+# declared fields, and a ModelSerializer introspects its model each time): ~9 % of the CPU of a dispatch went there
+# (issue 12). The representation is the same code on the same fields, so the same JSON;
+# tests/test_serializer_fields_once.py holds it to the per-instance fields' output. (A comment, not a docstring:
+# drf-spectacular describes each serializer by its docstring, inherited, and integrators read those.)
 class FieldsBuiltOnce:
-    """For an output serializer whose fields depend on nothing but the object (no context, no arguments): its
-    fields are built once per class, not per object. DRF builds a serializer's fields anew for every instance
-    (copies of the declared fields, and a ModelSerializer introspects its model each time): ~9 % of the CPU of
-    a dispatch went there (issue 12). The representation is the same code on the same fields, so the same JSON;
-    tests/test_serializer_fields_once.py holds it to the per-instance fields' output."""
 
     def to_representation(self, instance):
         cls = type(self)
