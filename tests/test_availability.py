@@ -165,6 +165,27 @@ def test_a_refusal_lists_only_states_the_driver_could_go_to_now(merchant_api, re
     assert driver.state == "busy"
 
 
+def test_a_driver_back_online_with_a_picked_up_delivery_is_busy_not_free(merchant_api, clock, settings):
+    """Gone stale while carrying a picked-up delivery, a driver keeps it (ops are alerted). Coming back online with
+    it at capacity they are busy, as they were: not free supply for the zone, and not free to take a break."""
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    api = api_client_for(driver.user)
+    api.post(f"/api/v1/offers/{Offer.objects.get(delivery=delivery).pk}/accept")
+    api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    clock.shift(91)
+    assert mark_stale_drivers() == 1
+
+    assert set_state(driver, "available").json()["state"] == "busy"
+
+    assert api.get("/api/v1/driver/me").json()["state"] == "busy"
+    assert set_state(driver, "on_break").status_code == 409
+    api.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+    driver.refresh_from_db()
+    assert driver.state == "available"
+
+
 def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     silent = factories.online_driver(*factories.east(0.3))

@@ -12,6 +12,7 @@ from core.audit import Actor, atomic_action, record_event
 from core.errors import InvalidTransition
 from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Offer
+from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.offers import withdraw_offer_locked
@@ -64,9 +65,13 @@ def _carries_picked_up(driver: Driver) -> bool:
 
 
 def go_online(driver_id, *, actor: Actor) -> None:
+    """Online, and busy at once when what the driver still carries fills their capacity: a driver set offline by
+    the system (stale) keeps a picked-up delivery, and coming back with it they are not free supply."""
     with atomic_action():
         driver = lock_driver(driver_id)
         transition_driver(driver.go_online, actor=actor, reason="shift started")
+        if active_delivery_count(driver) >= driver.capacity:
+            transition_driver(driver.fill_capacity, actor=actor, reason="at capacity")
         start_shift(driver, actor=actor)
         announce_state(driver, reason="online")
 
