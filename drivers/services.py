@@ -1,5 +1,7 @@
 """Driver-level writes that need nothing from deliveries: state transitions with their audit event, shifts."""
 
+from datetime import timedelta
+
 from django.utils import timezone
 
 from core import rows
@@ -48,9 +50,17 @@ def transition_driver(transition, *, actor: Actor, reason: str = "", **payload) 
     )
 
 
+# Going online this long before a planned shift starts that shift (not a second, unplanned one).
+JOIN_PLANNED_EARLY = timedelta(minutes=15)
+
+
 def start_shift(driver: Driver, *, actor: Actor) -> Shift:
+    """The shift going online starts (SPEC 2.2, "starts or joins a shift"): the planned one under way, or starting
+    within JOIN_PLANNED_EARLY; else a new one. A planned shift whose end has passed is not joined: its end would
+    rule the driver out of every dispatch as ending their shift."""
     now = timezone.now()
-    shift = Shift.objects.filter(driver=driver, started_at__isnull=True, planned_start__lte=now).first()
+    planned = Shift.objects.filter(driver=driver, started_at__isnull=True, planned_start__lte=now + JOIN_PLANNED_EARLY)
+    shift = planned.exclude(planned_end__lte=now).order_by("planned_start").first()
     if shift is None:
         shift = Shift(driver=driver)
     shift.started_at = now

@@ -186,6 +186,40 @@ def test_a_driver_back_online_with_a_picked_up_delivery_is_busy_not_free(merchan
     assert driver.state == "available"
 
 
+def test_a_planned_shift_that_has_ended_is_not_joined_and_blocks_nothing(merchant_api, clock):
+    """Yesterday's planned shift, never worked, was joined by going online today: its end, long past, ruled the
+    driver out of every offer as ending their shift. Going online starts a shift of its own instead."""
+    driver = factories.DriverFactory()
+    now = timezone.now()
+    missed = Shift.objects.create(
+        driver=driver, planned_start=now - timedelta(days=1, hours=3), planned_end=now - timedelta(days=1)
+    )
+    set_state(driver, "available")
+    driver.refresh_from_db()
+    factories.ping(driver, *factories.east(0.3))
+
+    delivery = factories.delivery_via_api(merchant_api)
+
+    assert Offer.objects.get(delivery=delivery).driver == driver
+    missed.refresh_from_db()
+    assert missed.started_at is None
+    assert Shift.objects.open().get(driver=driver).planned_end is None
+
+
+def test_going_online_shortly_before_a_planned_shift_starts_that_shift(zones, clock):
+    driver = factories.DriverFactory()
+    now = timezone.now()
+    planned = Shift.objects.create(
+        driver=driver, planned_start=now + timedelta(minutes=10), planned_end=now + timedelta(hours=4)
+    )
+
+    set_state(driver, "available")
+
+    assert list(Shift.objects.filter(driver=driver)) == [planned]
+    planned.refresh_from_db()
+    assert planned.started_at == now and planned.planned_end == now + timedelta(hours=4)
+
+
 def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     silent = factories.online_driver(*factories.east(0.3))
