@@ -13,6 +13,7 @@ from deliveries.models import Delivery
 from deliveries.services import balancing
 from deliveries.services.availability import go_online, start_break
 from deliveries.services.ladder import dispatch_waiting
+from deliveries.services.offers import decline_offer
 from deliveries.timeline import describe
 from drivers import locations
 from drivers.models import DriverMessage
@@ -242,6 +243,19 @@ def test_a_driver_answering_an_offer_gets_no_hint(zones, merchant, clock):
     assert factories.pending_offer(Delivery.objects.get(external_id="order-1")).driver == asked
     idle = _driver_in(*factories.NORTE)
     assert [hint.driver for hint in balancing.take_zone_snapshots().hints] == [idle]
+
+
+def test_a_driver_carrying_a_delivery_gets_no_hint(zones, merchant, clock):
+    """SPEC 4.2 hints go to idle drivers. With room for two, a driver carrying one stays available, yet is not
+    idle: sent to another zone, they would take the customer's order with them."""
+    carrier = _driver_in(*factories.NORTE, capacity=2)
+    factories.assigned_delivery(merchant, carrier, "carried", pickup=factories.NORTE)
+    centro = factories.new_delivery(merchant, "order-1")  # nobody in Centro: widened, offered to the carrier
+    decline_offer(factories.pending_offer(centro).pk, actor=Actor.driver(carrier), reason="busy")
+    idle = _driver_in(*factories.NORTE)
+
+    assert [hint.driver for hint in balancing.take_zone_snapshots().hints] == [idle]
+    assert _hints_to(carrier) == []
 
 
 def test_snapshots_are_taken_every_minute_by_an_editable_schedule_that_replaced_the_pressure_push():

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
 from deliveries import messages
-from deliveries.models import Offer
+from deliveries.models import Delivery, Offer
 from deliveries.selectors import ZoneReading, measure_zones
 from deliveries.services.ops_feed import push_ops
 from drivers.models import Driver, DriverState
@@ -65,8 +65,9 @@ def _send_hints(readings: list[ZoneReading], *, now: datetime) -> list[ZoneHint]
     for from_id, to_id in links.values_list("from_zone_id", "to_zone_id"):
         calm_neighbours.setdefault(from_id, []).append(to_id)
     recently_hinted = ZoneHint.objects.filter(driver=OuterRef("pk"), sent_at__gt=now - HINT_INTERVAL)
-    idle = (  # available and not answering an offer right now (SPEC 4.2: "idle drivers")
+    idle = (  # available, carrying nothing and not answering an offer right now (SPEC 4.2: "idle drivers")
         Driver.objects.filter(state=DriverState.AVAILABLE)
+        .exclude(Exists(Delivery.objects.carried_by(OuterRef("pk"))))
         .exclude(Exists(Offer.objects.pending_for_driver(OuterRef("pk"))))
         .exclude(Exists(recently_hinted))
     )
