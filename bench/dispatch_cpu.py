@@ -1,5 +1,5 @@
 """The server's CPU per create + dispatch + accept, in process: `python -m bench.dispatch_cpu [--ops N]
-[--candidates N] [--profile]` with the app's environment (DATABASE_URL of a migrated PostgreSQL database,
+[--candidates N] [--history N] [--profile]` with the app's environment (DATABASE_URL of a migrated PostgreSQL database,
 REDIS_URL). Issue 12's figure without `make bench`'s servers, load generators and noise: each operation goes
 through the real request stack — `config.asgi.application` called as uvicorn calls it (the location-ingest
 wrapper, Django's ASGI handler and its thread hop, the middleware, DRF, token authentication and the throttle)
@@ -47,13 +47,14 @@ import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.common import asgi_post  # noqa: E402
 from config.asgi import application  # noqa: E402
 from core.audit import Actor  # noqa: E402
-from deliveries.models import Merchant, Offer, OfferStatus  # noqa: E402
+from deliveries.models import Delivery, DeliveryStatus, Merchant, Offer, OfferStatus  # noqa: E402
 from deliveries.services.availability import go_online  # noqa: E402
 from drivers import locations  # noqa: E402
 from drivers.models import Driver  # noqa: E402
@@ -151,18 +152,72 @@ def _drop_redis_keys() -> None:
         client.delete(*keys)
 
 
+def _history(driver_ids: list[str], per_driver: int) -> None:
+    """`per_driver` delivered deliveries for each driver, over the last 30 days (a database that has served holds far
+    more finished deliveries than open ones): one delivery made through the ORM, copied in one INSERT … SELECT with
+    its own id, external id, tracking token, driver and times (every other column as the ORM wrote it)."""
+    if per_driver <= 0:
+        return
+    centro = Zone.objects.get(code="centro")
+    lat, lng = centro.centre
+    template = Delivery.objects.create(
+        merchant=Merchant.objects.get(user__username=f"cpu-{RUN}-merchant"),
+        external_id=f"cpu-{RUN}-history",
+        zone=centro,
+        pickup_name="CPU Shop",
+        pickup_address="Rua A 1",
+        pickup_lat=lat,
+        pickup_lng=lng,
+        dropoff_name="Ana",
+        dropoff_address="Rua B 2",
+        dropoff_lat=lat + 0.01,
+        dropoff_lng=lng + 0.01,
+        distance_km=1.5,
+        fee="4.50",
+        status=DeliveryStatus.DELIVERED,
+    )
+    step = f"(g * interval '30 days' / {per_driver})"
+    given = {
+        "id": "gen_random_uuid()",
+        "external_id": f"'cpu-{RUN}-history-' || d || '-' || g",
+        "tracking_token": "md5(d || '-' || g)",
+        "driver_id": "d::uuid",
+        "created_at": f"now() - {step} - interval '40 minutes'",
+        "assigned_at": f"now() - {step} - interval '35 minutes'",
+        "picked_up_at": f"now() - {step} - interval '20 minutes'",
+        "status_changed_at": f"now() - {step}",
+        "finished_at": f"now() - {step}",
+    }
+    quote = connection.ops.quote_name
+    table = quote(Delivery._meta.db_table)
+    columns = [field.column for field in Delivery._meta.concrete_fields]
+    values = [given.get(column, f"t.{quote(column)}") for column in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) SELECT {', '.join(values)} "
+            f"FROM {table} t, unnest(%s::text[]) d, generate_series(1, %s) g WHERE t.id = %s",
+            [driver_ids, per_driver, template.pk],
+        )
+        cursor.execute(f"ANALYZE {table}")
+    template.delete()
+
+
 # --- the run ----------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=100, help="measured create + accept pairs")
     parser.add_argument("--warmup", type=int, default=10, help="unmeasured pairs first (caches, connections)")
     parser.add_argument("--candidates", type=int, default=50, help="available drivers in reach")
+    parser.add_argument(
+        "--history", type=int, default=0, help="delivered deliveries each driver has behind them (e.g. 300: a month)"
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the measured operations")
     parser.add_argument("--top", type=int, default=40, help="functions listed by --profile")
     args = parser.parse_args()
 
     merchant_token, pickup, driver_tokens = _fixtures(args.candidates)
     driver_ids = list(driver_tokens)
+    _history(driver_ids, args.history)
     loop = asyncio.new_event_loop()
     profiles = _Profiles() if args.profile else None
     create_cpu, accept_cpu, wall, switches = [], [], [], []
@@ -203,7 +258,10 @@ def main() -> None:
         return f"mean {statistics.fmean(values) * 1000:6.2f} ms, median {statistics.median(values) * 1000:6.2f} ms"
 
     total = [c + a for c, a in zip(create_cpu, accept_cpu, strict=True)]
-    print(f"{args.ops} operations, {args.candidates} candidates in reach{' (profiled)' if profiles else ''}")
+    print(
+        f"{args.ops} operations, {args.candidates} candidates in reach, {args.history} delivered deliveries each"
+        f"{' (profiled)' if profiles else ''}"
+    )
     print(f"  CPU create + dispatch: {ms(create_cpu)}")
     print(f"  CPU accept:            {ms(accept_cpu)}")
     print(f"  CPU per operation:     {ms(total)}")
