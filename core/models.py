@@ -51,6 +51,7 @@ class AuditEvent(models.Model):
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["subject_kind", "subject_id"])]
+        base_manager_name = "objects"  # Django's own lookups refuse changes too, not only ours
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.type}"

@@ -41,6 +41,12 @@ def test_the_orm_refuses_to_change_or_delete_an_event(events):
         AuditEvent.objects.filter(pk=event.pk).update(type="forged")
     with pytest.raises(AppendOnlyError):
         AuditEvent.objects.filter(pk=event.pk).delete()
+    # The manager Django itself uses (related lookups, refresh_from_db) is the guarded one too: on SQLite, the
+    # embedded default, there is no trigger behind it.
+    with pytest.raises(AppendOnlyError):
+        AuditEvent._base_manager.filter(pk=event.pk).update(type="forged")
+    with pytest.raises(AppendOnlyError):
+        AuditEvent._base_manager.filter(pk=event.pk).delete()
     assert AuditEvent.objects.get(pk=event.pk).type == "driver.state_changed"
     assert AuditEvent.objects.count() == len(events)
 
