@@ -38,15 +38,15 @@ class FSMModelMixin(_FSMModelMixin):
 
 def refusal(transition) -> str:
     """Why a bound transition cannot run from its object's current state, in words for the API's 409: the
-    transition's `custom["refused"]` (formatted with `state`), else "A delivery that is offered cannot be
-    picked up"."""
+    transition's `custom["refused"]` (formatted with `state`), else "You cannot pick up a delivery that is
+    offered" (the transition's name is its verb)."""
     meta = transition._django_fsm
     instance = transition.__self__
     state = meta.field.get_state(instance)
     custom = next(iter(meta.transitions.values())).custom
     if "refused" in custom:
         return custom["refused"].format(state=state)
-    return f"A {instance._meta.verbose_name} that is {state} cannot be {transition.__name__.replace('_', ' ')}."
+    return f"You cannot {transition.__name__.replace('_', ' ')} a {instance._meta.verbose_name} that is {state}."
 
 
 def run_transition(transition, *args, **kwargs):

@@ -186,6 +186,15 @@ def test_cancel_after_pickup_is_a_conflict(merchant_api, ops_api):
     assert merchant_api.get(f"/api/v1/deliveries/{delivery_id}").json()["status"] == "picked_up"
 
 
+def test_a_step_out_of_order_is_refused_in_plain_words(merchant_api, ops_api):
+    delivery_id = create(merchant_api).json()["id"]
+    driver = factories.online_driver(*factories.CENTRO)
+    force_onto(ops_api, delivery_id, driver)
+    response = api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery_id}/deliver", {}, format="json")
+    assert (response.status_code, response.json()["code"]) == (409, "invalid_transition")
+    assert response.json()["detail"] == "You cannot deliver a delivery that is assigned."
+
+
 def test_cancel_before_pickup_frees_the_driver(merchant_api, ops_api):
     delivery_id = create(merchant_api).json()["id"]
     driver = factories.online_driver(*factories.CENTRO)
