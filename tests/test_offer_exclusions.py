@@ -8,10 +8,18 @@ import pytest
 from django.utils import timezone
 
 from core.models import AuditEvent
+from deliveries.models import Delivery
+from deliveries.services.ladder import dispatch_waiting
 from drivers.models import DriverMessage, Shift
 from tests import factories
+from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
+
+
+def set_state(driver, state):
+    answer = api_client_for(driver.user).post("/api/v1/driver/availability", {"state": state}, format="json")
+    assert answer.status_code == 200, answer.content
 
 
 def _offers_to(driver) -> int:
@@ -34,3 +42,23 @@ def test_a_driver_who_could_reach_the_pickup_but_not_finish_the_dropoff_before_t
     assert factories.pending_offer(delivery).driver == staying
     decided = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided").payload
     assert {e["driver_id"]: e["reason"] for e in decided["excluded"]} == {str(leaving.pk): "shift_ending"}
+
+
+def test_a_driver_whose_offer_was_withdrawn_for_a_break_is_offered_the_delivery_again(merchant_api, clock):
+    """Offered the delivery, the driver takes a break (the offer is withdrawn: they neither declined nor let it
+    expire). Back from the break, the delivery, still waiting, is offered to them again."""
+    driver = factories.online_driver(*factories.east(0.5))
+    delivery = factories.delivery_via_api(merchant_api)
+    assert factories.pending_offer(delivery).driver == driver
+    set_state(driver, "on_break")
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"  # nobody else in reach
+
+    clock.shift(60)
+    set_state(driver, "available")
+    factories.ping(driver, *factories.east(0.5))
+    dispatch_waiting()
+
+    assert _offers_to(driver) == 2
+    assert Delivery.objects.get(pk=delivery.pk).status == "offered"
+    assert factories.pending_offer(delivery).driver == driver
