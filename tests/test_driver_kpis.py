@@ -73,3 +73,32 @@ def test_utilisation_is_busy_time_over_time_available_or_busy_not_counting_break
     assert (row["hours_busy"], row["hours_available"], row["hours_on_break"]) == (
         round(980 / 3600, 2), round(420 / 3600, 2), round(600 / 3600, 2),
     )  # fmt: skip
+
+
+def test_the_release_rate_is_releases_per_accepted_delivery(merchant_api, ops_api, clock):
+    """Three offers: the first declined, the second accepted and delivered, the third accepted and handed back
+    (released). One release of two accepted deliveries: 0.5, whatever the declined offer."""
+    at = Timeline(clock).at
+    app = DriverApp(factories.online_driver(*factories.east(0.5), name="Rui Release"))
+    declined = factories.delivery_via_api(merchant_api, "r1")
+    at(10)
+    app.answer_offer(declined, "decline", reason="too_far")
+    at(20)
+    delivered = factories.delivery_via_api(merchant_api, "r2")
+    at(30)
+    app.answer_offer(delivered, "accept")
+    at(300)
+    app.act(delivered, "pickup")
+    at(900)
+    app.act(delivered, "deliver")
+    factories.ping(app.driver, *factories.east(0.5))
+    released = factories.delivery_via_api(merchant_api, "r3")
+    at(910)
+    app.answer_offer(released, "accept")
+    at(960)
+    app.act(released, "release", reason="flat tyre")
+    at(1000)
+
+    row = _driver_row(ops_api, "Rui Release")
+    assert (row["offers_received"], row["accepted"], row["declined"], row["releases"]) == (3, 2, 1, 1)
+    assert row["release_rate"] == 0.5
