@@ -4,6 +4,7 @@ is per accepted delivery (not per offer), and only the offline events caused by 
 
 import pytest
 
+from deliveries.services.availability import mark_stale_drivers
 from tests import factories
 from tests.conftest import api_client_for
 
@@ -102,3 +103,21 @@ def test_the_release_rate_is_releases_per_accepted_delivery(merchant_api, ops_ap
     row = _driver_row(ops_api, "Rui Release")
     assert (row["offers_received"], row["accepted"], row["declined"], row["releases"]) == (3, 2, 1, 1)
     assert row["release_rate"] == 0.5
+
+
+def test_only_going_offline_for_silence_counts_as_a_stale_event(zones, ops_api, clock):
+    """The driver goes offline by choice at 100 s, online again at 200 s and then stops sending locations: set
+    offline as stale at 400 s. Two offline events, one of them stale."""
+    at = Timeline(clock).at
+    app = DriverApp(factories.online_driver(*factories.east(0.5), name="Sol Stale"))
+    at(100)
+    app.set_state("offline")
+    at(200)
+    app.set_state("available")
+    factories.ping(app.driver, *factories.east(0.5))
+    at(400)
+    assert mark_stale_drivers() == 1
+    at(500)
+
+    row = _driver_row(ops_api, "Sol Stale")
+    assert (row["offline_events"], row["stale_events"]) == (2, 1)
