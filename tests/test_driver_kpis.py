@@ -1,0 +1,123 @@
+"""SPEC 5, driver KPIs as ops read them (`GET /api/v1/ops/kpis`), on small hand-built days where each figure's
+definition matters: utilisation is busy time over time *available for work* (a break is not), the release rate
+is per accepted delivery (not per offer), and only the offline events caused by silence are stale."""
+
+import pytest
+
+from deliveries.services.availability import mark_stale_drivers
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+DAY = "2026-11-25"  # the clock fixture's day (12:00 UTC); the demo zones keep UTC
+
+
+class Timeline:
+    """Seconds since the scenario began, on the frozen clock."""
+
+    def __init__(self, clock):
+        self.clock, self.now = clock, 0
+
+    def at(self, seconds: float) -> None:
+        self.clock.shift(seconds - self.now)
+        self.now = seconds
+
+
+class DriverApp:
+    """What the driver's phone sends (API.md, Driver)."""
+
+    def __init__(self, driver):
+        self.driver, self.api = driver, api_client_for(driver.user)
+
+    def post(self, path: str, body: dict | None = None) -> dict:
+        answer = self.api.post(path, body or {}, format="json")
+        assert answer.status_code == 200, answer.content
+        return answer.json()
+
+    def set_state(self, state: str) -> None:
+        self.post("/api/v1/driver/availability", {"state": state})
+
+    def answer_offer(self, delivery, how: str, **body) -> None:
+        self.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/{how}", body)
+
+    def act(self, delivery, step: str, **body) -> None:
+        self.post(f"/api/v1/deliveries/{delivery.pk}/{step}", body)
+
+
+def _driver_row(ops_api, name: str) -> dict:
+    answer = ops_api.get("/api/v1/ops/kpis", {"from": DAY, "to": DAY})
+    assert answer.status_code == 200, answer.content
+    return next(row for row in answer.json()["drivers"] if row["name"] == name)
+
+
+def test_utilisation_is_busy_time_over_time_available_or_busy_not_counting_breaks(merchant_api, ops_api, clock):
+    """Online at 0; accepts at 20 s, picks up at 400, delivers at 1000; a break from 1200 to 1800 s; the report
+    at 2000 s. Busy 980 s; available 20 + 200 + 200 = 420 s; on a break 600 s, which is not time the driver
+    could have been used: utilisation 980 / 1400 = 0.7."""
+    at = Timeline(clock).at
+    app = DriverApp(factories.online_driver(*factories.east(0.5), name="Uma Util"))
+    delivery = factories.delivery_via_api(merchant_api, "u1")
+    at(20)
+    app.answer_offer(delivery, "accept")
+    at(400)
+    app.act(delivery, "pickup")
+    at(1000)
+    app.act(delivery, "deliver")
+    at(1200)
+    app.set_state("on_break")
+    at(1800)
+    app.set_state("available")
+    at(2000)
+
+    row = _driver_row(ops_api, "Uma Util")
+    assert row["utilisation"] == 0.7
+    assert (row["hours_busy"], row["hours_available"], row["hours_on_break"]) == (
+        round(980 / 3600, 2), round(420 / 3600, 2), round(600 / 3600, 2),
+    )  # fmt: skip
+
+
+def test_the_release_rate_is_releases_per_accepted_delivery(merchant_api, ops_api, clock):
+    """Three offers: the first declined, the second accepted and delivered, the third accepted and handed back
+    (released). One release of two accepted deliveries: 0.5, whatever the declined offer."""
+    at = Timeline(clock).at
+    app = DriverApp(factories.online_driver(*factories.east(0.5), name="Rui Release"))
+    declined = factories.delivery_via_api(merchant_api, "r1")
+    at(10)
+    app.answer_offer(declined, "decline", reason="too_far")
+    at(20)
+    delivered = factories.delivery_via_api(merchant_api, "r2")
+    at(30)
+    app.answer_offer(delivered, "accept")
+    at(300)
+    app.act(delivered, "pickup")
+    at(900)
+    app.act(delivered, "deliver")
+    factories.ping(app.driver, *factories.east(0.5))
+    released = factories.delivery_via_api(merchant_api, "r3")
+    at(910)
+    app.answer_offer(released, "accept")
+    at(960)
+    app.act(released, "release", reason="flat tyre")
+    at(1000)
+
+    row = _driver_row(ops_api, "Rui Release")
+    assert (row["offers_received"], row["accepted"], row["declined"], row["releases"]) == (3, 2, 1, 1)
+    assert row["release_rate"] == 0.5
+
+
+def test_only_going_offline_for_silence_counts_as_a_stale_event(zones, ops_api, clock):
+    """The driver goes offline by choice at 100 s, online again at 200 s and then stops sending locations: set
+    offline as stale at 400 s. Two offline events, one of them stale."""
+    at = Timeline(clock).at
+    app = DriverApp(factories.online_driver(*factories.east(0.5), name="Sol Stale"))
+    at(100)
+    app.set_state("offline")
+    at(200)
+    app.set_state("available")
+    factories.ping(app.driver, *factories.east(0.5))
+    at(400)
+    assert mark_stale_drivers() == 1
+    at(500)
+
+    row = _driver_row(ops_api, "Sol Stale")
+    assert (row["offline_events"], row["stale_events"]) == (2, 1)
