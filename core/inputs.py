@@ -29,10 +29,30 @@ def read_input(serializer_class: type[serializers.Serializer], request) -> dict:
     return data.validated_data
 
 
+FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
+
+
 def query_flag(request, name: str) -> bool:
-    """A yes/no filter in the query string (`?active=true`, `?open=1`): on for 1, true or yes in any case, off for
-    anything else or when absent."""
-    return request.query_params.get(name, "").lower() in ("1", "true", "yes")
+    """A yes/no filter in the query string (`?active=true`, `?open=1`): on for 1, true or yes, off for 0, false or
+    no (in any case) or when absent. Anything else is bad input (400 naming it): a typo silently ignored would
+    answer the unfiltered list as if it were the filtered one."""
+    value = request.query_params.get(name, "")
+    if not value:
+        return False
+    if (flag := FLAGS.get(value.lower())) is None:
+        raise serializers.ValidationError({name: ["Must be true or false (or 1 / 0, yes / no)."]})
+    return flag
+
+
+def query_choice(request, name: str, choices: list[str]) -> str | None:
+    """A filter taking one of `choices` (`?status=pending`): None when absent; anything else is bad input (400
+    naming it), not an empty list that looks like "none of those"."""
+    value = request.query_params.get(name, "")
+    if not value:
+        return None
+    if value not in choices:
+        raise serializers.ValidationError({name: [f"Must be one of: {', '.join(choices)}."]})
+    return value
 
 
 class NullCharacterMiddleware:

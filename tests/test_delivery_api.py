@@ -237,6 +237,30 @@ def test_list_filters_by_status_and_external_id(merchant_api):
     assert merchant_api.get("/api/v1/deliveries?status=pending").json()["count"] == 2
 
 
+@pytest.mark.parametrize(
+    ("role", "path", "name"),
+    [
+        ("merchant", "/api/v1/deliveries?status=deliverd", "status"),
+        ("driver", "/api/v1/driver/offers?status=pendng", "status"),
+        ("driver", "/api/v1/driver/deliveries?active=banana", "active"),
+        ("ops", "/api/v1/ops/escalations?open=maybe", "open"),
+    ],
+)
+def test_a_filter_value_that_means_nothing_is_a_400_naming_it(zones, role, path, name):
+    """A typo in a filter answered an empty list, or the unfiltered one, as if it had been the filtered list."""
+    users = {"merchant": factories.MerchantFactory, "driver": factories.DriverFactory}
+    api = api_client_for(users[role]().user if role in users else factories.OpsUserFactory())
+    response = api.get(path)
+    assert (response.status_code, response.json()["code"]) == (400, "invalid")
+    assert list(response.json()["fields"]) == [name]
+
+
+def test_flags_take_false_as_well_as_true(merchant_api, ops_api):
+    create(merchant_api, external_id="a")
+    assert ops_api.get("/api/v1/ops/escalations?open=false").status_code == 200
+    assert ops_api.get("/api/v1/ops/escalations?open=0").json() == ops_api.get("/api/v1/ops/escalations").json()
+
+
 def test_schema_and_docs_are_served(client):
     schema = client.get("/api/schema/")
     assert schema.status_code == 200

@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
-from core.inputs import query_flag, read_input
+from core.inputs import query_choice, query_flag, read_input
 from core.permissions import IsDriver
 from deliveries.models import Delivery, Offer, OfferStatus
 from deliveries.serializers import (
@@ -99,8 +99,8 @@ class OfferListView(generics.ListAPIView):
 
     def get_queryset(self):
         rows = Offer.objects.filter(driver=self.request.user.driver).select_related("delivery")
-        if value := self.request.query_params.get("status"):
-            rows = rows.filter(status=value)
+        if status := query_choice(self.request, "status", OfferStatus.values):
+            rows = rows.filter(status=status)
         return rows
 
 

@@ -4,9 +4,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
-from core.inputs import read_input
+from core.inputs import query_choice, read_input
 from core.permissions import IsMerchant
-from deliveries.models import Delivery
+from deliveries.models import Delivery, DeliveryStatus
 from deliveries.serializers import (
     DeliveryCreateInput,
     MerchantDeliveryDetailSerializer,
@@ -27,7 +27,9 @@ class DeliveryListCreateView(generics.ListAPIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("status", str, description="Only deliveries in this status"),
+            OpenApiParameter(
+                "status", str, enum=list(DeliveryStatus.values), description="Only deliveries in this status"
+            ),
             OpenApiParameter("external_id", str, description="Only the delivery with this external_id"),
         ]
     )
@@ -36,9 +38,10 @@ class DeliveryListCreateView(generics.ListAPIView):
 
     def get_queryset(self):
         rows = merchant_deliveries(self.request)
-        for name in ("status", "external_id"):
-            if value := self.request.query_params.get(name):
-                rows = rows.filter(**{name: value})
+        if status := query_choice(self.request, "status", DeliveryStatus.values):
+            rows = rows.filter(status=status)
+        if external_id := self.request.query_params.get("external_id"):
+            rows = rows.filter(external_id=external_id)
         return rows
 
     @extend_schema(
