@@ -52,7 +52,6 @@ class DeclineInput(serializers.Serializer):
 # tests/test_serializer_fields_once.py holds it to the per-instance fields' output. (A comment, not a docstring:
 # drf-spectacular describes each serializer by its docstring, inherited, and integrators read those.)
 class FieldsBuiltOnce:
-
     def to_representation(self, instance):
         cls = type(self)
         template = cls.__dict__.get("_fields_template")
