@@ -10,6 +10,10 @@ never within 100 m of a grid driver, online but on a break: each dispatch finds 
 read with everything that can exclude them, as before), but none can take the offer. Available, they would: a grid
 driver carrying earlier deliveries is not idle, and the near-tie rule (SPEC 2.1) gives the offer to an idle driver
 a few seconds further away (round 15). The tracking benchmark ends the break of the drivers it uses.
+
+Every driver also has a history: HISTORY deliveries delivered over the last 30 days (round 16). A database that has
+served holds far more finished deliveries than open ones, and a read that touches a driver's history, not just
+what they carry now, grows with it: on a database seeded without any, the dispatch benchmark could not see that.
 """
 
 import json
@@ -34,7 +38,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from deliveries.models import Merchant  # noqa: E402
+from deliveries.models import Delivery, DeliveryStatus, Merchant  # noqa: E402
 from drivers.models import Driver  # noqa: E402
 from zones.models import Zone  # noqa: E402
 
@@ -42,6 +46,7 @@ GRID = 10  # per zone side: 10 x 10 grid drivers per zone
 MARGIN_DEG = 0.001  # ~100 m away from zone borders
 EXCLUSION_M = 100.0
 BATCH = 1000
+HISTORY = 30  # delivered deliveries per driver, over the last 30 days
 
 
 def _meters(lat1, lng1, lat2, lng2) -> float:
@@ -88,6 +93,54 @@ def _lower_bound_tables() -> None:
         )
 
 
+def _history(merchant: Merchant, zone: Zone, now) -> None:
+    """HISTORY delivered deliveries for every driver: one made through the ORM, copied in one INSERT … SELECT with
+    its own id, external id, tracking token, driver and times (every other column as the ORM wrote it)."""
+    day = timedelta(days=1)
+    template = Delivery.objects.create(
+        merchant=merchant,
+        external_id="bench-history-template",
+        zone=zone,
+        pickup_name="Bench Shop",
+        pickup_address="Rua A 1",
+        pickup_lat=zone.centre[0],
+        pickup_lng=zone.centre[1],
+        dropoff_name="Customer",
+        dropoff_address="Rua B 2",
+        dropoff_lat=zone.centre[0] + 0.01,
+        dropoff_lng=zone.centre[1] + 0.01,
+        distance_km=1.5,
+        fee="4.50",
+        status=DeliveryStatus.DELIVERED,
+        assigned_at=now - day,
+        picked_up_at=now - day,
+        finished_at=now - day,
+    )
+    step = "(g * interval '30 days' / %s)"
+    given = {
+        "id": "gen_random_uuid()",
+        "external_id": "'bench-history-' || d.id || '-' || g",
+        "tracking_token": "md5(d.id || '-' || g)",
+        "driver_id": "d.id",
+        "created_at": f"now() - {step} - interval '40 minutes'",
+        "assigned_at": f"now() - {step} - interval '35 minutes'",
+        "picked_up_at": f"now() - {step} - interval '20 minutes'",
+        "status_changed_at": f"now() - {step}",
+        "finished_at": f"now() - {step}",
+    }
+    quote = connection.ops.quote_name
+    columns = [field.column for field in Delivery._meta.concrete_fields]
+    values = [given.get(column, f"t.{quote(column)}") for column in columns]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(Delivery._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
+            f"SELECT {', '.join(values)} FROM {quote(Delivery._meta.db_table)} t, {quote(Driver._meta.db_table)} d, "
+            f"generate_series(1, %s) g WHERE t.id = %s",
+            [HISTORY] * sum(value.count("%s") for value in values) + [HISTORY, template.pk],
+        )
+    template.delete()
+
+
 def main(out: Path, n_drivers: int, n_listened: int) -> None:
     rng = random.Random(5)
     now = timezone.now()
@@ -126,6 +179,7 @@ def main(out: Path, n_drivers: int, n_listened: int) -> None:
             batch_size=BATCH,
         )
         _lower_bound_tables()
+        _history(Merchant.objects.get(user=merchant_user), zones[0], now)
     if connection.vendor == "postgresql":
         # A database that has served for a while has planner statistics; one bulk-loaded a moment ago has none
         # until autovacuum gets to it (often after the run), and its plans are not production's.
