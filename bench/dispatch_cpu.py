@@ -47,14 +47,14 @@ import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
 from bench.common import asgi_post  # noqa: E402
+from bench.history import add_history  # noqa: E402
 from config.asgi import application  # noqa: E402
 from core.audit import Actor  # noqa: E402
-from deliveries.models import Delivery, DeliveryStatus, Merchant, Offer, OfferStatus  # noqa: E402
+from deliveries.models import Merchant, Offer, OfferStatus  # noqa: E402
 from deliveries.services.availability import go_online  # noqa: E402
 from drivers import locations  # noqa: E402
 from drivers.models import Driver  # noqa: E402
@@ -152,56 +152,6 @@ def _drop_redis_keys() -> None:
         client.delete(*keys)
 
 
-def _history(driver_ids: list[str], per_driver: int) -> None:
-    """`per_driver` delivered deliveries for each driver, over the last 30 days (a database that has served holds far
-    more finished deliveries than open ones): one delivery made through the ORM, copied in one INSERT … SELECT with
-    its own id, external id, tracking token, driver and times (every other column as the ORM wrote it)."""
-    if per_driver <= 0:
-        return
-    centro = Zone.objects.get(code="centro")
-    lat, lng = centro.centre
-    template = Delivery.objects.create(
-        merchant=Merchant.objects.get(user__username=f"cpu-{RUN}-merchant"),
-        external_id=f"cpu-{RUN}-history",
-        zone=centro,
-        pickup_name="CPU Shop",
-        pickup_address="Rua A 1",
-        pickup_lat=lat,
-        pickup_lng=lng,
-        dropoff_name="Ana",
-        dropoff_address="Rua B 2",
-        dropoff_lat=lat + 0.01,
-        dropoff_lng=lng + 0.01,
-        distance_km=1.5,
-        fee="4.50",
-        status=DeliveryStatus.DELIVERED,
-    )
-    step = f"(g * interval '30 days' / {per_driver})"
-    given = {
-        "id": "gen_random_uuid()",
-        "external_id": f"'cpu-{RUN}-history-' || d || '-' || g",
-        "tracking_token": "md5(d || '-' || g)",
-        "driver_id": "d::uuid",
-        "created_at": f"now() - {step} - interval '40 minutes'",
-        "assigned_at": f"now() - {step} - interval '35 minutes'",
-        "picked_up_at": f"now() - {step} - interval '20 minutes'",
-        "status_changed_at": f"now() - {step}",
-        "finished_at": f"now() - {step}",
-    }
-    quote = connection.ops.quote_name
-    table = quote(Delivery._meta.db_table)
-    columns = [field.column for field in Delivery._meta.concrete_fields]
-    values = [given.get(column, f"t.{quote(column)}") for column in columns]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(quote(c) for c in columns)}) SELECT {', '.join(values)} "
-            f"FROM {table} t, unnest(%s::text[]) d, generate_series(1, %s) g WHERE t.id = %s",
-            [driver_ids, per_driver, template.pk],
-        )
-        cursor.execute(f"ANALYZE {table}")
-    template.delete()
-
-
 # --- the run ----------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -217,7 +167,12 @@ def main() -> None:
 
     merchant_token, pickup, driver_tokens = _fixtures(args.candidates)
     driver_ids = list(driver_tokens)
-    _history(driver_ids, args.history)
+    add_history(
+        Merchant.objects.get(user__username=f"cpu-{RUN}-merchant"),
+        Zone.objects.get(code="centro"),
+        args.history,
+        driver_ids,
+    )
     loop = asyncio.new_event_loop()
     profiles = _Profiles() if args.profile else None
     create_cpu, accept_cpu, wall, switches = [], [], [], []

@@ -38,7 +38,8 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from rest_framework.authtoken.models import Token  # noqa: E402
 
-from deliveries.models import Delivery, DeliveryStatus, Merchant  # noqa: E402
+from bench.history import add_history  # noqa: E402
+from deliveries.models import Merchant  # noqa: E402
 from drivers.models import Driver  # noqa: E402
 from zones.models import Zone  # noqa: E402
 
@@ -93,54 +94,6 @@ def _lower_bound_tables() -> None:
         )
 
 
-def _history(merchant: Merchant, zone: Zone, now) -> None:
-    """HISTORY delivered deliveries for every driver: one made through the ORM, copied in one INSERT … SELECT with
-    its own id, external id, tracking token, driver and times (every other column as the ORM wrote it)."""
-    day = timedelta(days=1)
-    template = Delivery.objects.create(
-        merchant=merchant,
-        external_id="bench-history-template",
-        zone=zone,
-        pickup_name="Bench Shop",
-        pickup_address="Rua A 1",
-        pickup_lat=zone.centre[0],
-        pickup_lng=zone.centre[1],
-        dropoff_name="Customer",
-        dropoff_address="Rua B 2",
-        dropoff_lat=zone.centre[0] + 0.01,
-        dropoff_lng=zone.centre[1] + 0.01,
-        distance_km=1.5,
-        fee="4.50",
-        status=DeliveryStatus.DELIVERED,
-        assigned_at=now - day,
-        picked_up_at=now - day,
-        finished_at=now - day,
-    )
-    step = "(g * interval '30 days' / %s)"
-    given = {
-        "id": "gen_random_uuid()",
-        "external_id": "'bench-history-' || d.id || '-' || g",
-        "tracking_token": "md5(d.id || '-' || g)",
-        "driver_id": "d.id",
-        "created_at": f"now() - {step} - interval '40 minutes'",
-        "assigned_at": f"now() - {step} - interval '35 minutes'",
-        "picked_up_at": f"now() - {step} - interval '20 minutes'",
-        "status_changed_at": f"now() - {step}",
-        "finished_at": f"now() - {step}",
-    }
-    quote = connection.ops.quote_name
-    columns = [field.column for field in Delivery._meta.concrete_fields]
-    values = [given.get(column, f"t.{quote(column)}") for column in columns]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(Delivery._meta.db_table)} ({', '.join(quote(c) for c in columns)}) "
-            f"SELECT {', '.join(values)} FROM {quote(Delivery._meta.db_table)} t, {quote(Driver._meta.db_table)} d, "
-            f"generate_series(1, %s) g WHERE t.id = %s",
-            [HISTORY] * sum(value.count("%s") for value in values) + [HISTORY, template.pk],
-        )
-    template.delete()
-
-
 def main(out: Path, n_drivers: int, n_listened: int) -> None:
     rng = random.Random(5)
     now = timezone.now()
@@ -179,7 +132,7 @@ def main(out: Path, n_drivers: int, n_listened: int) -> None:
             batch_size=BATCH,
         )
         _lower_bound_tables()
-        _history(Merchant.objects.get(user=merchant_user), zones[0], now)
+        add_history(Merchant.objects.get(user=merchant_user), zones[0], HISTORY)
     if connection.vendor == "postgresql":
         # A database that has served for a while has planner statistics; one bulk-loaded a moment ago has none
         # until autovacuum gets to it (often after the run), and its plans are not production's.
