@@ -7,20 +7,10 @@ import pytest
 from deliveries.services.availability import mark_stale_drivers
 from tests import factories
 from tests.conftest import api_client_for
+from tests.test_kpis import Timeline
 
 pytestmark = pytest.mark.django_db
 DAY = "2026-11-25"  # the clock fixture's day (12:00 UTC); the demo zones keep UTC
-
-
-class Timeline:
-    """Seconds since the scenario began, on the frozen clock."""
-
-    def __init__(self, clock):
-        self.clock, self.now = clock, 0
-
-    def at(self, seconds: float) -> None:
-        self.clock.shift(seconds - self.now)
-        self.now = seconds
 
 
 class DriverApp:
