@@ -255,6 +255,24 @@ def test_a_filter_value_that_means_nothing_is_a_400_naming_it(zones, role, path,
     assert list(response.json()["fields"]) == [name]
 
 
+@pytest.mark.parametrize("page", ["abc", "0", "-1", "1.5", "²"])
+def test_a_page_that_is_no_page_number_is_a_400_naming_it(merchant_api, page):
+    """It answered 404 "Invalid page.", as for a page past the end: a client could not tell a bug from the end."""
+    create(merchant_api)
+    response = merchant_api.get(f"/api/v1/deliveries?page={page}")
+    assert (response.status_code, response.json()["code"]) == (400, "invalid")
+    assert list(response.json()["fields"]) == ["page"]
+
+
+def test_a_page_past_the_end_is_missing_and_says_so(merchant_api):
+    create(merchant_api)
+    assert merchant_api.get("/api/v1/deliveries?page=1").json()["count"] == 1
+    assert merchant_api.get("/api/v1/deliveries?page=last").json()["count"] == 1
+    response = merchant_api.get("/api/v1/deliveries?page=2")
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert response.json()["detail"].startswith("There is no page 2:")
+
+
 def test_flags_take_false_as_well_as_true(merchant_api, ops_api):
     create(merchant_api, external_id="a")
     assert ops_api.get("/api/v1/ops/escalations?open=false").status_code == 200
