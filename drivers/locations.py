@@ -282,11 +282,23 @@ def flush_positions(batch: int = 5000) -> int:
                 if pos:
                     point = Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
                     rows.append((member, point, zone_ids.get(pos.get("zone") or "")))
+            rows = _newer_than_stored(rows)
             _write_database(rows)
             written += len(rows)
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return written
+
+
+def _newer_than_stored(rows: list[tuple[str, Point, int | None]]) -> list[tuple[str, Point, int | None]]:
+    """The buffered positions the database does not already hold a newer one of. While Redis was unreachable, pings
+    went straight to the database; a Redis that comes back with its data (it hung, the network split, it restarted
+    from its dump) still buffers the position from before the outage. Written over the newer ones, it made every
+    driver who pinged all through an outage longer than the stale limit look silent, and the stale sweep (which
+    flushes first) took them offline and their deliveries away."""
+    stored = Driver.objects.filter(pk__in=[member for member, _, _ in rows]).values_list("pk", "last_seen_at")
+    seen = {str(pk): last_seen_at for pk, last_seen_at in stored}
+    return [row for row in rows if seen.get(row[0]) is None or seen[row[0]] < row[1].recorded_at]
 
 
 def _from_ts(ts: float) -> datetime:

@@ -117,3 +117,27 @@ def test_a_failed_first_offer_leaves_the_delivery_saved_for_the_sweep(zones, mon
     clock.shift(5)
     assert dispatch_waiting_deliveries() == 1
     assert Offer.objects.get().status == OfferStatus.PENDING
+
+
+@pytest.mark.redis
+def test_drivers_who_kept_pinging_through_a_redis_outage_stay_online_when_it_comes_back(zones, settings, clock):
+    """Redis unreachable for longer than the stale limit, then back with its data (it hung, the network split, or
+    it restarted from its dump): it still buffers each driver's position from before the outage, while the pings
+    of the outage went to the database. The first flush must not put the old position back over them."""
+    from deliveries.services.availability import mark_stale_drivers
+    from drivers.models import DriverState
+
+    driver = factories.online_driver(*factories.CENTRO)  # the ping waits in Redis for the next flush
+    reachable = settings.RELAY_LOCATION_REDIS_URL
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # ------------------------------- Redis is down
+    locations.reset_redis()
+    for _ in range(30):  # two minutes of pings, every 4 s, recorded in the database
+        clock.shift(4)
+        factories.ping(driver, *factories.CENTRO)
+    settings.RELAY_LOCATION_REDIS_URL = reachable  # ------------------------- Redis is back, with what it held
+    locations.reset_redis()
+
+    assert mark_stale_drivers() == 0
+    driver.refresh_from_db()
+    assert driver.state == DriverState.AVAILABLE  # not taken offline, nor its deliveries taken away
+    assert driver.last_seen_at == timezone.now()
