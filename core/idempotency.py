@@ -10,9 +10,10 @@ only to a credential that still works, and never hands out one that no longer do
 
 import hashlib
 import json
+import logging
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpResponse
 from django.utils import timezone
 
@@ -28,6 +29,7 @@ CLAIM_TIMEOUT = timedelta(seconds=60)
 # Answers about the caller or the moment, not the body: the same retry may well succeed.
 NOT_FINAL = {401, 403, 408, 429}
 REPLAYED = "Idempotent-Replayed"
+log = logging.getLogger(__name__)
 
 
 def _caller(request) -> str:
@@ -58,6 +60,21 @@ def _gives_a_dead_token(request, record) -> bool:
         return False
     token = given.get("token") if isinstance(given, dict) else None
     return isinstance(token, str) and valid_token(token) is None
+
+
+def _write_claim(write) -> bool:
+    """Release or complete the claim. The request's database connection may have died while the view ran (the view
+    then answered 503): the write goes once more on a new connection, or the claim, still open, made every retry
+    of the key answer 409 `request_in_progress` for CLAIM_TIMEOUT, a driver's accept longer than its offer lasts.
+    False when the database stays unreachable (the claim is then abandoned, and taken over after CLAIM_TIMEOUT)."""
+    for _ in range(2):
+        try:
+            write()
+            return True
+        except DATABASE_DOWN:
+            connection.close()  # a dead connection is not reused: the next query opens (or checks out) a new one
+    log.warning("idempotency: the database is unreachable; a claim is left to expire")
+    return False
 
 
 def _fingerprint(request) -> str:
@@ -91,18 +108,21 @@ class IdempotencyMiddleware:
         try:
             response = self.get_response(request)
         except BaseException:
-            record.delete()
+            _write_claim(record.delete)
             raise
         if response.status_code >= 500 or response.status_code in NOT_FINAL or response.streaming:
-            record.delete()
+            if not _write_claim(record.delete):
+                return database_unavailable()
             return response
         # An update, not a save: if this request ran so long that a retry took its claim over, the retry's
         # record stands and this one is simply not stored.
-        IdempotencyRecord.objects.filter(pk=record.pk).update(
-            completed=True,
-            status_code=response.status_code,
-            content_type=response.get("Content-Type", ""),
-            body=bytes(response.content),
+        _write_claim(
+            lambda: IdempotencyRecord.objects.filter(pk=record.pk).update(
+                completed=True,
+                status_code=response.status_code,
+                content_type=response.get("Content-Type", ""),
+                body=bytes(response.content),
+            )
         )
         return response
 

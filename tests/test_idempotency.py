@@ -91,6 +91,34 @@ def test_a_server_error_releases_the_key(merchant_api, monkeypatch):
     assert post(merchant_api, "key-1").status_code == 201
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_lost_mid_request_answers_503_and_frees_the_key_for_the_retry(merchant_api, monkeypatch):
+    """The request's database connection dies while the view runs (PostgreSQL restarted, the connection killed):
+    503 as for any request, and the key is released, so the retry that the 503 asks for runs at once rather than
+    getting 409 `request_in_progress` for a minute."""
+    from django.db import connection
+
+    from deliveries.api import merchant
+
+    real = merchant.create_delivery
+
+    def connection_killed(**kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        return real(**kwargs)
+
+    monkeypatch.setattr(merchant, "create_delivery", connection_killed)
+    first = post(merchant_api, "key-1")
+    assert first.status_code == 503
+    assert first.json()["code"] == "service_unavailable"
+    monkeypatch.undo()
+
+    retry = post(merchant_api, "key-1")
+    assert retry.status_code == 201, retry.content
+    assert Delivery.objects.count() == 1
+
+
 def test_a_throttled_request_retried_with_the_same_key_creates_the_delivery(merchant_api, monkeypatch, clock):
     from django.core.cache import cache
 
