@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from celery import shared_task
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from core import outbound
@@ -89,9 +89,13 @@ def purge_driver_messages() -> int:
 
 @shared_task
 def send_unsent_webhooks() -> int:
-    """Safety net for webhooks whose task was never queued or was lost: never attempted after a minute."""
+    """Safety net for webhooks whose task was never queued or was lost: never attempted after a minute, or a
+    minute past the retry a failed attempt scheduled (Celery drops a retry it cannot publish; a broker restarted
+    without its data forgets the queued ones)."""
+    late = timezone.now() - timedelta(minutes=1)
     stale = WebhookDelivery.objects.filter(
-        status=WebhookDelivery.Status.PENDING, attempts=0, created_at__lte=timezone.now() - timedelta(minutes=1)
+        Q(attempts=0, created_at__lte=late) | Q(attempts__gt=0, next_attempt_at__lte=late),
+        status=WebhookDelivery.Status.PENDING,
     )
     ids = list(stale.values_list("pk", flat=True)[:500])
     for webhook_id in ids:
@@ -115,13 +119,15 @@ def send_webhook(self, webhook_id: str) -> None:
         attempts = webhook.attempts + 1
         # A refused URL (a private address, say) stays refused: no point retrying it.
         final = attempts >= webhooks.MAX_ATTEMPTS or isinstance(exc, outbound.Refused)
+        # Backoff 2, 4, 8, 16, 32, 64 s before the 6 retries.
+        countdown = 2**attempts
         pending.update(
             attempts=F("attempts") + 1,
             last_error=str(exc)[:300],
             status=WebhookDelivery.Status.FAILED if final else WebhookDelivery.Status.PENDING,
+            next_attempt_at=None if final else timezone.now() + timedelta(seconds=countdown),
         )
         if not final:
-            # Backoff 2, 4, 8, 16, 32, 64 s before the 6 retries.
-            raise self.retry(countdown=2**attempts) from exc
+            raise self.retry(countdown=countdown) from exc
         return
     pending.update(attempts=F("attempts") + 1, status=WebhookDelivery.Status.SENT, sent_at=timezone.now())

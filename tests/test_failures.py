@@ -141,3 +141,34 @@ def test_drivers_who_kept_pinging_through_a_redis_outage_stay_online_when_it_com
     driver.refresh_from_db()
     assert driver.state == DriverState.AVAILABLE  # not taken offline, nor its deliveries taken away
     assert driver.last_seen_at == timezone.now()
+
+
+def test_a_webhook_whose_retry_was_lost_is_still_sent_by_the_sweep(zones, receivers, monkeypatch, clock):
+    """The retry after a failed attempt is a message on the broker, and can be lost: Celery drops it when it cannot
+    publish it (a Reject, not requeued), a Redis broker restarted without its data forgets it. The webhook must
+    reach the merchant anyway, as one that was never queued does."""
+    from celery.exceptions import Reject
+
+    endpoint = receivers(status=500)
+    merchant = factories.MerchantFactory(webhook_url=endpoint.url)
+    monkeypatch.setattr(send_webhook, "apply_async", lambda *args, **kwargs: None)  # sent by hand below
+    api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    monkeypatch.undo()
+    webhook = WebhookDelivery.objects.get()
+
+    def retry_lost(*args, exc=None, **kwargs):
+        raise Reject(exc, requeue=False)
+
+    monkeypatch.setattr(send_webhook, "retry", retry_lost)
+    send_webhook.apply(args=[str(webhook.pk)])  # the first attempt fails; its retry never reaches the broker
+    monkeypatch.undo()
+    webhook.refresh_from_db()
+    assert (webhook.status, webhook.attempts) == (WebhookDelivery.Status.PENDING, 1)
+
+    endpoint.status = 200
+    clock.shift(timedelta(minutes=5))
+    assert send_unsent_webhooks() == 1
+    webhook.refresh_from_db()
+    assert (webhook.status, webhook.attempts) == (WebhookDelivery.Status.SENT, 2)
+    assert len(endpoint.requests) == 2
+    assert send_unsent_webhooks() == 0
