@@ -198,6 +198,23 @@ def uncarry(driver_id, delivery_id) -> None:
         log.warning("tracking: Redis unavailable (%s); uncarry not recorded", exc)
 
 
+def carry_again(carried: list[tuple]) -> None:
+    """`carry` once more each (driver, delivery, phase) that the deliveries app finds active in the database: a
+    `carry` that Redis missed (down at that moment) left the delivery unfollowed to its end otherwise (no trail,
+    no live location for the customer, no ETA refresh from pings), however soon Redis came back."""
+    store = _store()
+    if store is None or not carried:
+        return
+    try:
+        pipe = store.pipeline(transaction=False)
+        for driver_id, delivery_id, phase in carried:
+            pipe.hset(carried_key(driver_id), str(delivery_id), phase)
+            pipe.expire(carried_key(driver_id), 24 * 3600)
+        pipe.execute()
+    except _REDIS_ERRORS as exc:
+        log.warning("tracking: Redis unavailable (%s); carried deliveries not restored", exc)
+
+
 @dataclass(frozen=True)
 class Crumb:
     delivery_id: str

@@ -142,3 +142,28 @@ async def test_the_async_ping_paths_leave_the_same_trail(zones, settings):
     trail = await DatabaseSyncToAsync(_trail, thread_sensitive=False)(delivery)
     assert trail == [(38.7161, -9.14), (38.7162, -9.14)]
     credentials.cache.clear()
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_a_delivery_picked_up_while_redis_was_down_is_followed_once_it_is_back(
+    zones, settings, clock, django_capture_on_commit_callbacks
+):
+    """Redis unreachable when the driver accepts and picks up: what the driver carries could not be written there.
+    Once Redis is back, the driver's pings follow the delivery again (trail, live location, ETA refresh)."""
+    rider = factories.online_driver(*factories.CENTRO)
+    locations.flush_positions()  # dispatch finds the driver in the database while Redis is down
+    reachable = settings.RELAY_LOCATION_REDIS_URL
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # ------------------------------- Redis is down
+    locations.reset_redis()
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery = factories.assigned_delivery(factories.MerchantFactory(), rider)
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    settings.RELAY_LOCATION_REDIS_URL = reachable  # --------------------------------------------- Redis is back
+    locations.reset_redis()
+    flush_breadcrumbs()  # the batch write runs every 10 s
+
+    for lat in (38.7160, 38.7170):
+        clock.shift(10)
+        factories.ping(rider, lat, -9.14)
+    assert _trail(delivery) == [(38.7160, -9.14), (38.7170, -9.14)]

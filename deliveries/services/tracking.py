@@ -109,13 +109,27 @@ def refresh_etas() -> int:
 
 
 def flush_breadcrumbs(batch: int = 5000) -> int:
-    """Write the buffered breadcrumbs in bulk. Returns how many were written."""
+    """Write the buffered breadcrumbs in bulk, after restoring what the drivers carry (`restore_carried`).
+    Returns how many were written."""
+    restore_carried()
     written = 0
     while crumbs := trail.drain(batch):
         rows = [Breadcrumb(**asdict(crumb)) for crumb in crumbs]  # a Crumb has a Breadcrumb's fields
         Breadcrumb.objects.bulk_create(rows, batch_size=1000)
         written += len(rows)
     return written
+
+
+def restore_carried() -> None:
+    """Tell the trail again what every driver carries, from the database, for the `carry` a Redis outage lost.
+    A delivery that finished or changed hands between the read and the write has its own `uncarry` run before
+    that write: it runs once more here, so no trail or live location outlives its delivery."""
+    active = list(Delivery.objects.active().values_list("driver_id", "pk", "status"))
+    trail.carry_again(active)
+    now = dict(Delivery.objects.filter(pk__in=[pk for _, pk, _ in active]).active().values_list("pk", "driver_id"))
+    for driver_id, delivery_id, _ in active:
+        if now.get(delivery_id) != driver_id:
+            trail.uncarry(driver_id, delivery_id)
 
 
 def purge_old_breadcrumbs() -> int:
