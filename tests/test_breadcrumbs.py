@@ -16,7 +16,7 @@ from deliveries.models import Breadcrumb
 from deliveries.services.availability import take_offline
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.tracking import flush_breadcrumbs, purge_old_breadcrumbs
-from drivers import credentials, locations
+from drivers import credentials, locations, trail
 from drivers.ingest import LocationIngest
 from tests import factories
 
@@ -167,3 +167,26 @@ def test_a_delivery_picked_up_while_redis_was_down_is_followed_once_it_is_back(
         clock.shift(10)
         factories.ping(rider, lat, -9.14)
     assert _trail(delivery) == [(38.7160, -9.14), (38.7170, -9.14)]
+
+
+@pytest.mark.django_db
+def test_a_pickup_while_the_trail_is_restored_keeps_the_customers_live_location(
+    carrying, clock, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The restore reads what each driver carries, then writes it again: a pickup committed in between had its
+    own write undone (the delivery set back to `assigned`), and the customer saw no live location after pickup."""
+    rider, delivery = carrying
+    restore = trail.carry_again
+
+    def picked_up_meanwhile(carried):
+        with django_capture_on_commit_callbacks(execute=True):
+            pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+        restore(carried)
+
+    monkeypatch.setattr(trail, "carry_again", picked_up_meanwhile)
+    flush_breadcrumbs()
+    pushed = []
+    monkeypatch.setattr(trail, "push_to_group", lambda group, envelope: pushed.append((group, envelope["type"])))
+    clock.shift(10)
+    factories.ping(rider, 38.7160, -9.14)
+    assert pushed == [(trail.tracking_group(delivery.pk), "location")]

@@ -122,14 +122,18 @@ def flush_breadcrumbs(batch: int = 5000) -> int:
 
 def restore_carried() -> None:
     """Tell the trail again what every driver carries, from the database, for the `carry` a Redis outage lost.
-    A delivery that finished or changed hands between the read and the write has its own `uncarry` run before
-    that write: it runs once more here, so no trail or live location outlives its delivery."""
+    A delivery that changed between the read and the write had its own `carry` or `uncarry` run before that
+    write, which the write undid: it is redone here, so no trail or live location outlives its delivery and a
+    pickup is not set back to `assigned` (the customer sees the location from pickup on)."""
     active = list(Delivery.objects.active().values_list("driver_id", "pk", "status"))
     trail.carry_again(active)
-    now = dict(Delivery.objects.filter(pk__in=[pk for _, pk, _ in active]).active().values_list("pk", "driver_id"))
-    for driver_id, delivery_id, _ in active:
-        if now.get(delivery_id) != driver_id:
+    now = Delivery.objects.filter(pk__in=[pk for _, pk, _ in active]).active().values_list("pk", "driver_id", "status")
+    now = {pk: (driver_id, status) for pk, driver_id, status in now}
+    for driver_id, delivery_id, status in active:
+        if (current := now.get(delivery_id)) is None or current[0] != driver_id:
             trail.uncarry(driver_id, delivery_id)
+        elif current[1] != status:
+            trail.carry(driver_id, delivery_id, phase=current[1])
 
 
 def purge_old_breadcrumbs() -> int:
