@@ -198,13 +198,14 @@ def uncarry(driver_id, delivery_id) -> None:
         log.warning("tracking: Redis unavailable (%s); uncarry not recorded", exc)
 
 
-def carry_again(carried: list[tuple]) -> None:
+def carry_again(carried: list[tuple]) -> bool:
     """`carry` once more each (driver, delivery, phase) that the deliveries app finds active in the database: a
     `carry` that Redis missed (down at that moment) left the delivery unfollowed to its end otherwise (no trail,
-    no live location for the customer, no ETA refresh from pings), however soon Redis came back."""
+    no live location for the customer, no ETA refresh from pings), however soon Redis came back. Whether it was
+    written (not without Redis, nor while it is down)."""
     store = _store()
     if store is None or not carried:
-        return
+        return False
     try:
         pipe = store.pipeline(transaction=False)
         for driver_id, delivery_id, phase in carried:
@@ -213,6 +214,8 @@ def carry_again(carried: list[tuple]) -> None:
         pipe.execute()
     except _REDIS_ERRORS as exc:
         log.warning("tracking: Redis unavailable (%s); carried deliveries not restored", exc)
+        return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -181,7 +181,7 @@ def test_a_pickup_while_the_trail_is_restored_keeps_the_customers_live_location(
     def picked_up_meanwhile(carried):
         with django_capture_on_commit_callbacks(execute=True):
             pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
-        restore(carried)
+        return restore(carried)
 
     monkeypatch.setattr(trail, "carry_again", picked_up_meanwhile)
     flush_breadcrumbs()

@@ -126,7 +126,8 @@ def restore_carried() -> None:
     write, which the write undid: it is redone here, so no trail or live location outlives its delivery and a
     pickup is not set back to `assigned` (the customer sees the location from pickup on)."""
     active = list(Delivery.objects.active().values_list("driver_id", "pk", "status"))
-    trail.carry_again(active)
+    if not trail.carry_again(active):
+        return
     now = Delivery.objects.filter(pk__in=[pk for _, pk, _ in active]).active().values_list("pk", "driver_id", "status")
     now = {pk: (driver_id, status) for pk, driver_id, status in now}
     for driver_id, delivery_id, status in active:
