@@ -190,3 +190,29 @@ def test_a_pickup_while_the_trail_is_restored_keeps_the_customers_live_location(
     clock.shift(10)
     factories.ping(rider, 38.7160, -9.14)
     assert pushed == [(trail.tracking_group(delivery.pk), "location")]
+
+
+@pytest.mark.django_db
+def test_pings_after_a_delivery_whose_end_redis_missed_leave_no_trail(
+    carrying, clock, settings, django_capture_on_commit_callbacks
+):
+    """Redis unreachable when the delivery ends: the trail was never told to stop following it. Once Redis is back,
+    the driver's next pings were kept as the delivered order's trail (SPEC 6: nothing after the delivery)."""
+    rider, delivery = carrying
+    with django_capture_on_commit_callbacks(execute=True):
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    clock.shift(10)
+    factories.ping(rider, 38.7150, -9.14)
+    reachable = settings.RELAY_LOCATION_REDIS_URL
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # ------------------------------- Redis is down
+    locations.reset_redis()
+    clock.shift(10)
+    with django_capture_on_commit_callbacks(execute=True):
+        deliver_delivery(delivery.pk, actor=Actor.driver(rider))
+    settings.RELAY_LOCATION_REDIS_URL = reachable  # --------------------------------------------- Redis is back
+    locations.reset_redis()
+
+    for lat in (38.7160, 38.7170):
+        clock.shift(10)
+        factories.ping(rider, lat, -9.14)
+    assert _trail(delivery) == [(38.7150, -9.14)]

@@ -15,7 +15,7 @@ from django.utils import timezone
 from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, NotFound
 from deliveries import eta, messages
-from deliveries.models import Breadcrumb, Delivery, DeliveryStatus
+from deliveries.models import ACTIVE_STATUSES, Breadcrumb, Delivery, DeliveryStatus
 from deliveries.webhooks import enqueue_webhook
 from drivers import trail
 from drivers.notifications import push_to_group
@@ -114,10 +114,29 @@ def flush_breadcrumbs(batch: int = 5000) -> int:
     restore_carried()
     written = 0
     while crumbs := trail.drain(batch):
-        rows = [Breadcrumb(**asdict(crumb)) for crumb in crumbs]  # a Crumb has a Breadcrumb's fields
+        rows = [Breadcrumb(**asdict(crumb)) for crumb in _while_carried(crumbs)]  # a Crumb has a Breadcrumb's fields
         Breadcrumb.objects.bulk_create(rows, batch_size=1000)
         written += len(rows)
     return written
+
+
+def _while_carried(crumbs: list[trail.Crumb]) -> list[trail.Crumb]:
+    """The crumbs a driver left while carrying the delivery: recorded while it is still theirs, or before it stopped
+    being theirs (its last change). The others come from an `uncarry` a Redis outage lost at the delivery's end or
+    handover: the trail is told again to stop following it, and nothing is kept after the delivery (SPEC 6)."""
+    ids = {crumb.delivery_id for crumb in crumbs}
+    now = Delivery.objects.filter(pk__in=ids).values_list("pk", "driver_id", "status", "status_changed_at")
+    now = {str(pk): (str(driver_id), status, changed) for pk, driver_id, status, changed in now}
+    kept, gone = [], set()
+    for crumb in crumbs:
+        driver_id, status, changed = now.get(crumb.delivery_id, (None, None, None))
+        if driver_id == crumb.driver_id and (status in ACTIVE_STATUSES or crumb.recorded_at <= changed):
+            kept.append(crumb)
+        elif changed is None or crumb.recorded_at > changed:
+            gone.add((crumb.driver_id, crumb.delivery_id))
+    for driver_id, delivery_id in gone:
+        trail.uncarry(driver_id, delivery_id)
+    return kept
 
 
 def restore_carried() -> None:
