@@ -9,7 +9,7 @@ from django.urls import reverse
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus, Offer, OfferStatus
-from deliveries.services.escalations import raise_escalation_locked, resolve_escalation
+from deliveries.services.escalations import acknowledge_escalation, raise_escalation_locked, resolve_escalation
 from deliveries.services.offers import decline_offer
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import force_assign
@@ -51,6 +51,20 @@ def test_the_queue_shows_the_most_severe_then_the_oldest_first(admin_client, mer
     assert [e.pk for e in open_only.context["cl"].result_list] == [old_alert.pk, new_alert.pk]
     resolved = admin_client.get(reverse(QUEUE), {"status__exact": "resolved"})
     assert [e.pk for e in resolved.context["cl"].result_list] == [critical.pk]
+
+
+def test_the_queue_lists_what_is_still_unresolved_before_what_is_resolved(admin_client, merchant, clock):
+    # Yesterday's critical one, long resolved, and today's alert nobody has looked at yet: the alert is what ops
+    # must see first, not on the last page behind every resolved escalation of the past weeks.
+    handled = escalated(merchant, "handled", level=EscalationLevel.CRITICAL)
+    resolve_escalation(handled.pk, actor=Actor.ops(factories.UserFactory()), note="called the shop")
+    clock.shift(86_400)
+    waiting = escalated(merchant, "waiting", level=EscalationLevel.ALERT)
+    clock.shift(60)
+    seen = escalated(merchant, "seen", level=EscalationLevel.ALERT)
+    acknowledge_escalation(seen.pk, actor=Actor.ops(factories.UserFactory()))
+    page = admin_client.get(reverse(QUEUE))
+    assert [e.pk for e in page.context["cl"].result_list] == [waiting.pk, seen.pk, handled.pk]
 
 
 def test_acknowledge_records_who_and_reports_resolved_ones(admin_client, admin_user, merchant, clock):

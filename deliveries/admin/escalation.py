@@ -1,15 +1,21 @@
-"""The escalation queue (SPEC 2.3): most severe first, then oldest; ops acknowledge and resolve with a note.
+"""The escalation queue (SPEC 2.3): what is still unresolved first, then most severe, then oldest; ops acknowledge
+and resolve with a note.
 Escalations change only through those actions, so each change is audited and pushed to the ops feed."""
 
 from django.contrib import admin
+from django.db.models import Case, Value, When
 from django.utils import timezone
 
 from core.admin_actions import apply_each, apply_each_with_note
 from core.admin_bases import RecordAdmin
 from core.audit import Actor
 from deliveries import timeline
-from deliveries.models import Escalation
+from deliveries.models import Escalation, EscalationStatus
 from deliveries.services.escalations import acknowledge_escalation, resolve_escalation
+
+# Resolved escalations stay listed (the status filter finds them), but after every unresolved one: weeks of
+# resolved history must not push today's open escalation off the first page.
+RESOLVED_LAST = Case(When(status=EscalationStatus.RESOLVED, then=Value(1)), default=Value(0)).asc()
 
 
 def _label(escalation: Escalation) -> str:
@@ -21,7 +27,7 @@ class EscalationAdmin(RecordAdmin):
     list_display = ["delivery", "zone", "reason", "level", "status", "age", "opened_at", "acknowledged_at"]
     list_filter = ["status", "level", "reason"]
     list_select_related = ["delivery__zone"]
-    ordering = ["-level", "opened_at"]
+    ordering = [RESOLVED_LAST, "-level", "opened_at"]
     search_fields = ["delivery__external_id"]
     readonly_fields = [f.name for f in Escalation._meta.fields]
     actions = ["acknowledge", "resolve"]
