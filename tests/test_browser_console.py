@@ -5,14 +5,18 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 
 from core.audit import Actor
 from core.models import AuditEvent
+from deliveries.models import EscalationLevel
 from deliveries.services.offers import decline_offer
 from tests import factories
 from tests.browser import chromium
+from tests.test_admin_queue import escalated
 
 CHANGE_PAGE = re.compile(r"/admin/deliveries/delivery/[0-9a-f-]+/change/")
+ESCALATION_PAGE = re.compile(r"/admin/deliveries/escalation/[0-9a-f-]+/change/")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
@@ -52,3 +56,35 @@ def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_se
     assert delivery.offers.get(driver=chosen).kind == "forced"
     assigned = AuditEvent.objects.get(delivery_id=delivery.pk, type="delivery.assigned")
     assert (assigned.actor_kind, assigned.payload["how"]) == ("ops", "forced")
+
+
+def test_ops_acknowledge_and_resolve_an_escalation_from_the_page_the_board_links_to(zones, live_server):
+    factories.OpsUserFactory(username="oscar", password=make_password("ops-pass-123"))  # the ops group, no superuser
+    escalation = escalated(factories.MerchantFactory(), "stuck-2", level=EscalationLevel.ALERT)
+
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(f"{live_server.url}/admin/login/?next=/ops/board/")
+        page.fill("#id_username", "oscar")
+        page.fill("#id_password", "ops-pass-123")
+        page.click("input[type=submit]")
+        page.click("#escalation-table >> text=stuck-2")
+        page.wait_for_url(ESCALATION_PAGE)
+        page.click(".object-tools input[value=Acknowledge]")
+        assert "Acknowledged: 1 of 1." in page.locator("ul.messagelist").inner_text()
+
+        page.goto(f"{live_server.url}/ops/board/")
+        page.click("#escalation-table >> text=stuck-2")
+        page.wait_for_url(ESCALATION_PAGE)
+        assert page.locator(".object-tools input[value=Acknowledge]").count() == 0  # done already
+        page.click('.object-tools input[value="Resolve…"]')
+        page.fill("textarea[name=note]", "called the shop, driver on the way")
+        page.click("input[type=submit][value=Resolve]")
+        assert "Resolved: 1 of 1." in page.locator("ul.messagelist").inner_text()
+        page.goto(page.url.split("/admin/")[0] + f"/admin/deliveries/escalation/{escalation.pk}/change/")
+        assert page.locator(".object-tools input[type=submit]").count() == 0  # nothing left to do
+        page.close()
+
+    escalation.refresh_from_db()
+    assert (escalation.status, escalation.acknowledged_by.username) == ("resolved", "oscar")
+    assert escalation.resolution_note == "called the shop, driver on the way"

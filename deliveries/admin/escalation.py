@@ -3,6 +3,7 @@ and resolve with a note.
 Escalations change only through those actions, so each change is audited and pushed to the ops feed."""
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.db.models import Case, Value, When
 from django.utils import timezone
 
@@ -34,6 +35,17 @@ class EscalationAdmin(RecordAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context.update(show_save=False, show_save_and_continue=False, show_save_and_add_another=False)
+        # The board links here: what can still be done to this escalation is offered on its page.
+        can_act = obj is not None and self.has_change_permission(request, obj)
+        context["action_checkbox_name"] = helpers.ACTION_CHECKBOX_NAME
+        context["escalation_actions"] = [
+            (action, label)
+            for action, label, allowed in [
+                ("acknowledge", "Acknowledge", obj is not None and obj.status == EscalationStatus.OPEN),
+                ("resolve", "Resolve…", obj is not None and obj.status != EscalationStatus.RESOLVED),
+            ]
+            if can_act and allowed
+        ]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @admin.display(description="zone", ordering="delivery__zone__code")
