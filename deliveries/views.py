@@ -114,10 +114,14 @@ def tracking_page(request, token: str):
                     round(delivery.dropoff_lng, DROPOFF_DECIMALS),
                 ],
             }
+            state = messages.tracking(delivery)
+            labels = _labels()
             context = {
-                "state": messages.tracking(delivery),
+                "state": state,
+                # The heading in words from the start: the script only keeps it current.
+                "status_label": labels["status"].get(state["status"], state["status"]),
                 "config": config,
-                "labels": _labels(),
+                "labels": labels,
                 "merchant": delivery.merchant.name,
                 "street": _street_line(delivery.dropoff_address),
             }

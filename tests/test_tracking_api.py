@@ -164,3 +164,15 @@ def test_the_map_uses_tiles_only_when_a_tile_server_is_configured(merchant, ride
     settings.RELAY_MAP_TILES_URL = "https://tiles.example.com/{z}/{x}/{y}.png"
     tiled = _data(_customer().get(f"/t/{delivery.tracking_token}").content.decode(), "config")
     assert tiled["tiles"] == "https://tiles.example.com/{z}/{x}/{y}.png"
+
+
+def test_the_page_states_the_status_in_words_before_its_script_runs(merchant, rider):
+    """What a customer without JavaScript (or before the script has run) reads: the heading in words, in their
+    language, not the code `picked_up`, since the page's own hint tells them to reload for the latest status."""
+    delivery = factories.assigned_delivery(merchant, rider)
+    pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    heading = re.compile(r'<h1 id="status">(.*?)</h1>')
+    page = _customer().get(f"/t/{delivery.tracking_token}", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert heading.search(page)[1] == "On the way to you"
+    page = _customer().get(f"/t/{delivery.tracking_token}", HTTP_ACCEPT_LANGUAGE="pt").content.decode()
+    assert heading.search(page)[1] == _data(page, "labels")["status"]["picked_up"] != "On the way to you"
