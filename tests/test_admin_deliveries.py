@@ -108,6 +108,23 @@ def test_the_list_filters_by_status_zone_level_and_age_and_searches_external_id(
     assert listed(q="bulk-12") == {"bulk-12"}
 
 
+def test_ops_find_a_delivery_by_the_id_or_tracking_link_they_are_given(admin_client, merchant):
+    """A merchant quotes the delivery's id (its API answers and webhooks carry it), a customer reads out their
+    tracking link: either finds the delivery in the console, and a search that is neither finds nothing."""
+    wanted = factories.new_delivery(merchant, "order-41")
+    factories.new_delivery(merchant, "order-42")
+
+    def found(q: str) -> list[str]:
+        page = admin_client.get(reverse(CHANGELIST), {"q": q})
+        assert page.status_code == 200
+        return [d.external_id for d in page.context["cl"].result_list]
+
+    assert found(str(wanted.pk)) == ["order-41"]
+    assert found(f" {wanted.tracking_token} ") == ["order-41"]
+    assert found("order-41") == ["order-41"]
+    assert found("no-such-thing") == []
+
+
 def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(admin_client, merchant, clock):
     factories.online_driver(*factories.CENTRO, name="Ana Silva")
     delivery = factories.new_delivery(merchant, "order-7")

@@ -96,7 +96,9 @@ def _not_offered(result: DispatchResult) -> str:
 class DeliveryAdmin(RecordAdmin):
     list_display = ["external_id", "merchant", "status", "zone", "driver", "escalation_level", "age", "created_at"]
     list_filter = ["status", "zone", EscalationLevelFilter, AgeFilter]
-    search_fields = ["external_id"]
+    # What ops are given to look one up: the merchant's order number, the id of the API and webhooks, or the
+    # token of the customer's tracking link.
+    search_fields = ["external_id", "=id", "=tracking_token"]
     list_select_related = ["merchant", "zone", "driver"]
     # The exact total costs a second COUNT over all deliveries on every page; the filtered count is enough.
     show_full_result_count = False
