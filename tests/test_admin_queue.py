@@ -148,3 +148,28 @@ def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user
     assert delivery.status == DeliveryStatus.PENDING and delivery.driver_id is None
     went = AuditEvent.objects.get(driver_id=ana.pk, type="driver.state_changed", to_state="offline")
     assert went.actor_kind == "ops" and went.payload["reason"] == "ops"
+
+
+def test_raising_a_busy_drivers_capacity_makes_them_available_for_the_next_offer(
+    admin_client, admin_user, merchant, clock, django_capture_on_commit_callbacks
+):
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    factories.assigned_delivery(merchant, rider, "first")
+    rider.refresh_from_db()
+    assert (rider.state, rider.capacity) == (DriverState.BUSY, 1)
+    form = {"user": rider.user_id, "name": rider.name, "phone": "", "vehicle": "bicycle"}
+    form |= {"home_zone": rider.home_zone_id, "capacity": 2}
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse("admin:drivers_driver_change", args=[rider.pk]), form)
+    assert response.status_code == 302
+    rider.refresh_from_db()
+    assert (rider.state, rider.capacity) == (DriverState.AVAILABLE, 2)
+    event = AuditEvent.objects.filter(driver_id=rider.pk, type="driver.state_changed").latest("id")
+    assert (event.actor_kind, event.from_state, event.to_state) == ("ops", "busy", "available")
+    second = factories.new_delivery(merchant, "second")
+    assert Offer.objects.get(delivery=second, status=OfferStatus.PENDING).driver == rider
+
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(reverse("admin:drivers_driver_change", args=[rider.pk]), form | {"capacity": 1})
+    rider.refresh_from_db()
+    assert (rider.state, rider.capacity) == (DriverState.BUSY, 1)  # what they carry fills it again

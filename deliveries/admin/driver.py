@@ -2,13 +2,14 @@
 (which hands back what they hold before pickup, through the same action as a stale driver)."""
 
 from django.contrib import admin
+from django.db import transaction
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from core.admin_actions import Skipped, apply_each
 from core.audit import Actor
 from deliveries.models import ACTIVE_STATUSES, Delivery
-from deliveries.services.availability import take_offline
+from deliveries.services.availability import apply_capacity, take_offline
 from drivers.models import Driver, DriverState
 
 RECENT = 10
@@ -64,6 +65,12 @@ class DriverAdmin(admin.ModelAdmin):
             ),
         )
         return format_html("<table><tr><th>Delivery</th><th>Status</th><th>Since</th></tr>{}</table>", rows)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "capacity" in form.changed_data:
+            # The state follows the new capacity through its action, once this form's transaction is in.
+            transaction.on_commit(lambda: apply_capacity(obj.pk, actor=Actor.ops(request.user)))
 
     @admin.action(description="Force offline", permissions=["change"])
     def force_offline(self, request, queryset):

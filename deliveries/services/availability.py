@@ -7,6 +7,7 @@ from functools import partial
 
 from django.db import transaction
 from django.utils import timezone
+from django_fsm import can_proceed
 
 from core.audit import Actor, atomic_action, record_event
 from core.errors import InvalidTransition
@@ -219,3 +220,16 @@ def _hand_back_from_offline_drivers() -> None:
         reassign_after_driver_loss(
             delivery_id, driver_id=driver_id, actor=Actor.system("stale-sweep"), reason="offline"
         )
+
+
+def apply_capacity(driver_id, *, actor: Actor) -> None:
+    """After ops changed a driver's capacity: busy when what they carry fills the new capacity, available again
+    when it no longer does (SPEC 2.2: busy is "at capacity"), audited as every availability change. Dispatch
+    offers only to available drivers, so a raised capacity left on busy would never be used."""
+    with atomic_action():
+        driver = lock_driver(driver_id)
+        carried = active_delivery_count(driver)
+        if carried < driver.capacity and can_proceed(driver.free_capacity):
+            transition_driver(driver.free_capacity, actor=actor, reason="capacity changed")
+        elif carried >= driver.capacity and carried and can_proceed(driver.fill_capacity):
+            transition_driver(driver.fill_capacity, actor=actor, reason="capacity changed")
