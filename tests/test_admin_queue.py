@@ -4,16 +4,18 @@ acknowledge, resolve, or take a driver offline, each recorded as done by ops."""
 import pytest
 from django.contrib.messages import get_messages
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 
 from core.audit import Actor
 from core.models import AuditEvent
+from deliveries.admin.driver import DriverAdmin
 from deliveries.models import DeliveryStatus, Escalation, EscalationLevel, EscalationStatus, Offer, OfferStatus
 from deliveries.services.escalations import acknowledge_escalation, raise_escalation_locked, resolve_escalation
 from deliveries.services.offers import decline_offer
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import force_assign
-from drivers.models import DriverState
+from drivers.models import Driver, DriverState
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -173,3 +175,26 @@ def test_raising_a_busy_drivers_capacity_makes_them_available_for_the_next_offer
         admin_client.post(reverse("admin:drivers_driver_change", args=[rider.pk]), form | {"capacity": 1})
     rider.refresh_from_db()
     assert (rider.state, rider.capacity) == (DriverState.BUSY, 1)  # what they carry fills it again
+
+
+def test_saving_a_drivers_page_keeps_what_their_actions_changed_meanwhile(zones, admin_client, monkeypatch):
+    """The console's form saved the whole row as it had read it: an accept committed between that read and the
+    save was undone (the driver available again while carrying, their message numbers set back)."""
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    read = DriverAdmin.get_object
+
+    def accepted_meanwhile(self, request, object_id, from_field=None):
+        driver = read(self, request, object_id, from_field)
+        # What an accept committed by another request writes to the driver's row (the form's own transaction is
+        # open here, so the accept itself cannot run in it).
+        Driver.objects.filter(pk=rider.pk).update(state=DriverState.BUSY, message_seq=F("message_seq") + 1)
+        return driver
+
+    monkeypatch.setattr(DriverAdmin, "get_object", accepted_meanwhile)
+    form = {"user": rider.user_id, "name": "Rita R.", "phone": "", "vehicle": "bicycle"}
+    form |= {"home_zone": rider.home_zone_id, "capacity": 1}
+    response = admin_client.post(reverse("admin:drivers_driver_change", args=[rider.pk]), form)
+    assert response.status_code == 302
+    seq = rider.message_seq
+    rider.refresh_from_db()
+    assert (rider.name, rider.state, rider.message_seq) == ("Rita R.", DriverState.BUSY, seq + 1)

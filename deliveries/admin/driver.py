@@ -67,8 +67,12 @@ class DriverAdmin(admin.ModelAdmin):
         return format_html("<table><tr><th>Delivery</th><th>Status</th><th>Since</th></tr>{}</table>", rows)
 
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        if change and "capacity" in form.changed_data:
+        if not change:
+            return super().save_model(request, obj, form, change)
+        # Only what the form changed: the rest of the row (the state, the position, the message numbers) moves with
+        # the driver's own actions meanwhile, and writing back what was read a moment ago would undo them.
+        obj.save(update_fields=form.changed_data)
+        if "capacity" in form.changed_data:
             # The state follows the new capacity through its action, once this form's transaction is in.
             transaction.on_commit(lambda: apply_capacity(obj.pk, actor=Actor.ops(request.user)))
 
