@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
@@ -119,3 +120,26 @@ def test_pings_refresh_the_eta_and_only_a_move_over_a_minute_is_pushed(
     assert sent.status == "sent" and json.loads(endpoint.requests[-1].body)["type"] == "delivery.eta_updated"
     with django_capture_on_commit_callbacks(execute=True):
         assert refresh_etas() == 0  # no ping since: nothing to recompute
+
+
+def test_an_eta_that_has_passed_moves_on_when_the_pings_stop(
+    merchant, zones, clock, django_capture_on_commit_callbacks, monkeypatch
+):
+    """Only pings refreshed the ETA: a driver whose app stopped sending left the customer a window that ended in
+    the past, for as long as the delivery lasted."""
+    pushed = []
+    monkeypatch.setattr("deliveries.services.tracking.push_to_group", lambda group, envelope: pushed.append(envelope))
+    rider = factories.online_driver(*factories.CENTRO, name="Rui Rocha")
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery = factories.assigned_delivery(merchant, rider, dropoff=DROPOFF)
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    delivery.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_etas() == 0  # no ping, and the ETA is ahead: nothing to do
+    clock.shift((delivery.eta_window_end - timezone.now()).total_seconds() + 60)  # no ping all along
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refresh_etas() == 1
+    delivery.refresh_from_db()
+    assert delivery.eta_dropoff > timezone.now() and delivery.eta_window_end > timezone.now()
+    assert pushed[-1]["type"] == "eta"
+    assert pushed[-1]["data"]["window_end"] == delivery.eta_window_end.isoformat().replace("+00:00", "Z")

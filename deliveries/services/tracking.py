@@ -10,6 +10,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
@@ -82,11 +83,14 @@ def delivery_changed_locked(delivery: Delivery, *, previous_status: str, previou
 
 
 def refresh_etas() -> int:
-    """For deliveries whose driver sent points since the last run (a beat task, every 15 s): a new ETA
-    is shown, pushed to the customer and sent to the merchant only when it moved by more than a minute.
-    Returns how many moved."""
+    """For deliveries whose driver sent points since the last run (a beat task, every 15 s), and those whose shown
+    ETA has passed (pings stopped: the driver is stuck or their app is; shown as it was, the window ended in the
+    past while the customer still waited): a new ETA is shown, pushed to the customer and sent to the merchant
+    only when it moved by more than a minute. Returns how many moved."""
     moved = 0
-    due = Delivery.objects.active().filter(pk__in=trail.due_for_eta()).select_related("driver", "zone", "merchant")
+    pinged = Q(pk__in=trail.due_for_eta())
+    overdue = Q(eta_dropoff__lt=timezone.now())
+    due = Delivery.objects.active().filter(pinged | overdue).select_related("driver", "zone", "merchant")
     for delivery in due:
         estimate = eta.estimate(delivery)
         if estimate is None or not estimate.moved_from(delivery):
