@@ -52,6 +52,9 @@ def test_a_customer_follows_a_delivery_to_the_door(zones, settings, tmp_path):
         page.wait_for_selector("body[data-status=picked_up]")
         assert page.locator("#status").inner_text() == "On the way to you"
         assert WINDOW.match(page.locator("#eta").inner_text())
+        # The status and the ETA are a live region: a screen reader announces each change as it arrives.
+        announced = page.get_by_role("status").inner_text().split("\n")
+        assert announced[0] == "On the way to you" and WINDOW.match(announced[-1]), announced
 
         _ping(url, driver, 38.7160, -9.1380)
         marker = page.wait_for_selector(".driver-marker")
