@@ -275,3 +275,19 @@ def test_forcing_onto_a_driver_answering_another_offer_is_refused(admin_client, 
     waiting.refresh_from_db()
     assert (waiting.status, waiting.driver_id) == (DeliveryStatus.PENDING, None)
     assert AuditEvent.objects.count() == events_before
+
+
+def test_a_picked_up_delivery_is_not_offered_for_reassignment_and_says_why(admin_client, merchant):
+    """The console offered "Reassign…" for a delivery in the driver's bag, named its status by its code ("is
+    picked_up") and let ops fill in a form that could only be refused."""
+    rider = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    delivery = factories.assigned_delivery(merchant, rider, "order-9")
+    pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    assert url not in admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk])).content.decode()
+    page = admin_client.get(url).content.decode()
+    assert "order-9 is picked up, with Ana Silva." in page
+    assert "Only a delivery not yet picked up can be reassigned." in page and 'value="Reassign"' not in page
+    admin_client.post(url, {"force": "on", "driver": rider.pk})
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.driver_id) == ("picked_up", rider.pk)

@@ -117,7 +117,7 @@ class DeliveryAdmin(RecordAdmin):
                 (event, timeline.describe(event.type, event.from_state, event.to_state, event.payload))
                 for event in events
             ]
-            if self.has_change_permission(request, obj):
+            if self.has_change_permission(request, obj) and obj.status in reassignment.REASSIGNABLE:
                 context["reassign_url"] = reverse("admin:deliveries_delivery_reassign", args=[obj.pk])
             context["tracking_page_url"] = reverse("tracking-page", args=[obj.tracking_token])
             context["route"] = {
@@ -142,8 +142,8 @@ class DeliveryAdmin(RecordAdmin):
         delivery = get_object_or_404(Delivery.objects.select_related("driver"), pk=object_id)
         if not self.has_change_permission(request, delivery):
             raise PermissionDenied
-        form = ReassignForm(request.POST or None)
-        if form.is_valid():
+        form = ReassignForm(request.POST or None) if delivery.status in reassignment.REASSIGNABLE else None
+        if form is not None and form.is_valid():
             driver = form.cleaned_data["driver"]
             try:
                 reassignment.reassign_as_ops_ask(
@@ -156,7 +156,8 @@ class DeliveryAdmin(RecordAdmin):
                 form.add_error("driver" if exc.fields and "driver_id" in exc.fields else None, exc.detail)
             else:
                 delivery.refresh_from_db()
-                self.message_user(request, f"{delivery.external_id} is now {delivery.status}.", messages.SUCCESS)
+                status = delivery.get_status_display().lower()
+                self.message_user(request, f"{delivery.external_id} is now {status}.", messages.SUCCESS)
                 return redirect("admin:deliveries_delivery_change", delivery.pk)
         context = {
             **self.admin_site.each_context(request),

@@ -130,6 +130,10 @@ def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
     return delivery
 
 
+# What ops can reassign: before pickup only (after it the order is in the driver's bag), and nothing finished.
+REASSIGNABLE = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED)
+
+
 def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor) -> Delivery:
     """The reassign form of the API and the console, read as the one action it asks for."""
     if force:
@@ -142,7 +146,7 @@ def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor) ->
 def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
     """Lock a delivery ops reassign and free it: its pending offer withdrawn, its driver (before pickup) relieved."""
     delivery = lock_delivery(delivery_id)
-    if delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED):
+    if delivery.status not in REASSIGNABLE:
         if delivery.status == DeliveryStatus.PICKED_UP:
             raise AlreadyPickedUp()
         raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
