@@ -146,7 +146,9 @@ class _Activity:
         self._drivers: dict = {}
 
     def possible(self, zone: Zone, day: date) -> bool:
-        return self.first is not None and day_window(zone, day)[1] > self.first and day <= local_today(zone)
+        # By local dates, not the day's window: the window of the last day a date can hold (9999-12-31) ends on a
+        # date that cannot exist, and asking for it was a 500.
+        return self.first is not None and zone.local_time(self.first).date() <= day <= local_today(zone)
 
     def active(self, driver: Driver, day: date) -> bool:
         """An event of the driver in the day (or in the span a state held then may end in), or online now."""

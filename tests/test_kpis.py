@@ -284,6 +284,19 @@ def test_kpi_api_bad_input_is_a_400_naming_the_field(ops_api, zones, query, fiel
     assert answer.json()["code"] == "invalid" and field in answer.json()["fields"]
 
 
+@pytest.mark.parametrize(("first", "last"), [("9999-12-31", "9999-12-31"), ("0001-01-01", "0001-01-01")])
+def test_the_first_and_last_days_of_the_calendar_give_an_empty_report(merchant, clock, zones, ops_api, first, last):
+    """The last day a date can hold has no next day to end its window: with any activity recorded, asking for it
+    was a 500. The first, in a zone ahead of UTC, starts before the first instant a datetime can hold."""
+    zones["centro"].time_zone = "Asia/Tokyo"
+    zones["centro"].save()
+    factories.new_delivery(merchant, "d1")
+    answer = ops_api.get("/api/v1/ops/kpis", {"from": first, "to": last})
+    assert answer.status_code == 200, answer.content
+    assert answer.json()["deliveries"]["deliveries"] == 0
+    assert [row["deliveries"] for row in answer.json()["days"]] == [0]
+
+
 def test_options_describes_the_kpi_endpoint_in_json_whatever_format_is_asked(ops_api, zones):
     plain = ops_api.options("/api/v1/ops/kpis")
     asked_csv = ops_api.options("/api/v1/ops/kpis?format=csv")
