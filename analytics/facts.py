@@ -3,7 +3,7 @@ local day. Facts are additive (counts, money sums, lists of durations) so days m
 are derived from them in `analytics.kpis`."""
 
 from collections import Counter, defaultdict
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -24,9 +24,12 @@ LONGEST_STATE = timedelta(days=1)
 
 
 def day_window(zone: Zone, day: date) -> tuple[datetime, datetime]:
-    """The zone's local day as a UTC-comparable [start, end)."""
+    """The zone's local day as a UTC [start, end). In UTC, not the zone's time: Python subtracts two datetimes
+    of one tzinfo as wall-clock times, so a state held all day counted 24 h on the 23 h and 25 h days of a DST
+    change."""
     tz = ZoneInfo(zone.time_zone)
-    return datetime.combine(day, time.min, tzinfo=tz), datetime.combine(day + timedelta(days=1), time.min, tzinfo=tz)
+    start, end = (datetime.combine(one, time.min, tzinfo=tz).astimezone(UTC) for one in (day, day + timedelta(days=1)))
+    return start, end
 
 
 def local_today(zone: Zone) -> date:

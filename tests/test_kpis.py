@@ -2,7 +2,7 @@
 
 import csv
 import io
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,6 +15,7 @@ from core.audit import Actor
 from deliveries.models import Delivery, DeliveryCost
 from deliveries.pricing import money
 from deliveries.services import escalations, offers, progress, reassignment
+from deliveries.services.availability import go_online, set_availability
 from deliveries.services.ladder import dispatch_waiting
 from tests import factories
 
@@ -361,6 +362,30 @@ def test_days_are_the_zones_local_days(merchant, clock, zones):
     factories.new_delivery(merchant, "tokyo-2")
     report = kpis.kpi_report(DAY, date(2026, 11, 26), zone=zones["centro"])
     assert [(row["day"], row["deliveries"]) for row in report.days] == [("2026-11-25", 1), ("2026-11-26", 1)]
+
+
+@pytest.mark.parametrize(("day", "hours_in_day"), [(date(2026, 3, 29), 23), (date(2026, 10, 25), 25)])
+def test_hours_on_a_daylight_saving_day_are_the_hours_that_day_had(merchant, clock, zones, ops_api, day, hours_in_day):
+    """Lisbon moves its clocks on these days: 23 h, then 25 h. Dora is available from the day before to the day
+    after; Otto, whose account exists from the day before, is available 2 h that day and offline the rest."""
+    zones["centro"].time_zone = "Europe/Lisbon"
+    zones["centro"].save()
+    clock.move_to(datetime.combine(day - timedelta(days=1), time(12), tzinfo=UTC))
+    factories.online_driver(*factories.east(0.5), name="Dora D")
+    otto = factories.DriverFactory(name="Otto O")
+    clock.move_to(datetime.combine(day, time(10), tzinfo=UTC))
+    go_online(otto.pk, actor=Actor.driver(otto))
+    clock.shift(2 * 3600)
+    set_availability("offline", actor=Actor.driver(otto))
+    clock.move_to(datetime.combine(day + timedelta(days=2), time(12), tzinfo=UTC))
+
+    answer = ops_api.get("/api/v1/ops/kpis", {"from": day.isoformat(), "to": day.isoformat()})
+    assert answer.status_code == 200, answer.content
+    rows = {row["name"]: row for row in answer.json()["drivers"]}
+    assert (rows["Dora D"]["hours_available"], rows["Dora D"]["hours_offline"]) == (hours_in_day, 0.0)
+    assert (rows["Otto O"]["hours_available"], rows["Otto O"]["hours_offline"]) == (2.0, hours_in_day - 2)
+    # Paid idle time, hours_in_day + 2 h at 0.10 a minute.
+    assert answer.json()["deliveries"]["idle_pay"] == f"{(hours_in_day + 2) * 6}.00"
 
 
 def _now():
