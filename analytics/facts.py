@@ -40,11 +40,15 @@ def _seconds(later: datetime, earlier: datetime) -> float:
     return round((later - earlier).total_seconds(), 3)
 
 
-def _dispatchable(row: dict) -> datetime:
+def _dispatchable(row: dict, first_offered: datetime | None) -> datetime:
     """When a delivery could first be offered: at creation or, held back for `ready_at`, when the hold ended.
-    Time to assign counts from here (as the escalation ladder does), so a just-in-time hold is no delay."""
+    Time to assign counts from here (as the escalation ladder does), so a just-in-time hold is no delay.
+    The hold stored is the last one set, which may come after the first assignment (released, then held again
+    for a nearer driver) or may have been cut short (ops assigned it during the hold): its first offer, forced
+    or not, shows the delivery was being dispatched by then (else time to assign came out negative)."""
     hold = row["dispatch_not_before"]
-    return max(row["created_at"], hold) if hold else row["created_at"]
+    start = max(row["created_at"], hold) if hold else row["created_at"]
+    return min(start, first_offered) if first_offered else start
 
 
 def _eta_errors(cohort) -> list[tuple[float, bool]]:
@@ -78,6 +82,13 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
             decline_reasons[row["decline_reason"]] += 1
         first_offer.setdefault(row["delivery_id"], row["status"])
     assigned = events.filter(type="delivery.assigned").values("delivery_id").annotate(first=Min("occurred_at"))
+    first_offered = dict(
+        Offer.objects.filter(delivery__in=cohort.values("pk"))
+        .order_by()
+        .values("delivery_id")
+        .annotate(first=Min("sent_at"))
+        .values_list("delivery_id", "first")
+    )
     handed_back = events.filter(type="delivery.pending", from_state=DeliveryStatus.ASSIGNED)
     # How many times a delivery reached each level: WARN is recorded on the delivery, ALERT and CRITICAL by
     # the escalation that opened or was raised to them.
@@ -107,7 +118,10 @@ def zone_day_facts(zone: Zone, day: date) -> dict:
         "decline_reasons": dict(decline_reasons),
         "offered_deliveries": len(first_offer),
         "first_offer_accepted": sum(1 for status in first_offer.values() if status == OfferStatus.ACCEPTED),
-        "time_to_assign_s": [_seconds(row["first"], _dispatchable(created[row["delivery_id"]])) for row in assigned],
+        "time_to_assign_s": [
+            _seconds(row["first"], _dispatchable(created[row["delivery_id"]], first_offered.get(row["delivery_id"])))
+            for row in assigned
+        ],
         "reassignments": handed_back.count(),
         "manual_reassignments": handed_back.filter(actor_kind=AuditEvent.ActorKind.OPS).count(),
         "escalations_by_level": {str(level.value): levels[str(level.value)] for level in EscalationLevel if level},

@@ -445,3 +445,34 @@ def test_time_to_assign_counts_from_the_end_of_a_ready_at_hold(merchant, clock, 
     clock.shift(15)
     offers.accept_offer(factories.pending_offer(delivery).pk, actor=Actor.driver(driver))
     assert kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries["time_to_assign_p50_s"] == 15.0
+
+
+def test_time_to_assign_is_to_the_first_assignment_when_a_release_sets_a_later_hold(merchant, clock, zones):
+    """Ready in 30 min. The hold ends, Fay (1.2 km away) is offered it and accepts 10 s later, then releases it:
+    Nico, 0.2 km away, could set off later, so the delivery is held again. Time to assign was 10 s; counted
+    from the new hold it came out negative."""
+    fay = factories.online_driver(*factories.east(1.2), name="Fay F")
+    delivery = factories.new_delivery(merchant, "held", ready_at=(_now() + timedelta(minutes=30)).isoformat())
+    delivery.refresh_from_db()
+    clock.shift((delivery.dispatch_not_before - _now()).total_seconds())
+    factories.ping(fay, *factories.east(1.2))
+    dispatch_waiting()
+    clock.shift(10)
+    offers.accept_offer(factories.pending_offer(delivery).pk, actor=Actor.driver(fay))
+    factories.online_driver(*factories.east(0.2), name="Nico N")
+    clock.shift(10)
+    reassignment.release_delivery(delivery.pk, actor=Actor.driver(fay), reason="flat tyre")
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.dispatch_outcome) == ("pending", "held")
+    assert kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries["time_to_assign_p50_s"] == 10.0
+
+
+def test_a_delivery_ops_assign_during_its_hold_took_no_time_to_assign(merchant, clock, zones, ops_user):
+    """Ready in an hour, so held for most of it; ops force it onto Ana a minute after it came in. It waited for
+    no driver: 0 s, not minus the rest of the hold."""
+    ana = factories.online_driver(*factories.east(0.5), name="Ana A")
+    delivery = factories.new_delivery(merchant, "held", ready_at=(_now() + timedelta(minutes=60)).isoformat())
+    clock.shift(60)
+    reassignment.force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(ops_user))
+    figures = kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries
+    assert (figures["time_to_assign_p50_s"], figures["time_to_assign_p90_s"]) == (0.0, 0.0)
