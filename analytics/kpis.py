@@ -57,7 +57,8 @@ def _per(amount: Decimal, count: int) -> str | None:
 
 
 def summarise_deliveries(facts: dict) -> dict:
-    fees, pay, idle = (Decimal(facts.get(key, "0")) for key in ("fees", "driver_pay", "idle_pay"))
+    # "0.00" when the range has no facts: money is a decimal string with 2 places (API.md), "0" is not one.
+    fees, pay, idle = (Decimal(facts.get(key, "0.00")) for key in ("fees", "driver_pay", "idle_pay"))
     delivered, created = facts.get("delivered", 0), facts.get("deliveries", 0)
     eta_errors = facts.get("eta_error_s", [])
     return {

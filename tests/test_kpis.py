@@ -298,6 +298,17 @@ def test_the_first_and_last_days_of_the_calendar_give_an_empty_report(merchant, 
     assert [row["deliveries"] for row in answer.json()["days"]] == [0]
 
 
+def test_money_of_a_range_with_no_activity_has_two_places(merchant, clock, zones, ops_api):
+    """Nothing happened on the 20th, nor in Este today: zero money is "0.00", as every amount is (API.md)."""
+    factories.new_delivery(merchant, "d1")
+    quiet = ops_api.get("/api/v1/ops/kpis", {"from": "2026-11-20", "to": "2026-11-20"}).json()
+    today = ops_api.get("/api/v1/ops/kpis", {"from": "2026-11-25", "to": "2026-11-25", "zone": "este"}).json()
+    for figures in (quiet["deliveries"], quiet["zones"][0], quiet["days"][0], today["deliveries"]):
+        amounts = [figures[key] for key in ("driver_pay", "idle_pay", "surge_pay", "fees")]
+        assert amounts == ["0.00"] * 4
+        assert (figures["cost_per_delivery"], figures["margin_per_delivery"]) == (None, None)
+
+
 def test_options_describes_the_kpi_endpoint_in_json_whatever_format_is_asked(ops_api, zones):
     plain = ops_api.options("/api/v1/ops/kpis")
     asked_csv = ops_api.options("/api/v1/ops/kpis?format=csv")
