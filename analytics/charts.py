@@ -82,16 +82,27 @@ def line_chart(title: str, labels: list[str], series: list[Series]) -> SafeStrin
     return _frame(title, "line", len(known), body, low, peak)
 
 
-def bar_chart(title: str, bars: list[tuple[str, float]]) -> SafeString:
-    low, peak = _scale([value for _, value in bars])
+def bar_chart(title: str, bars: list[tuple[str, float | None]]) -> SafeString:
+    """One bar per label; a None value (no data) draws no bar, only its label and "no data", where a 0 would
+    read as a measured zero."""
+    known = [value for _, value in bars if value is not None]
+    low, peak = _scale(known)
     slot = (WIDTH - LEFT - RIGHT) / max(len(bars), 1)
     body = []
     for index, (label, value) in enumerate(bars):
-        top, bottom = sorted((_y(value, low, peak), _y(0, low, peak)))
         x, centre = LEFT + index * slot + slot * 0.15, LEFT + (index + 0.5) * slot
+        if value is None:
+            body.append(
+                f'<text x="{centre:.1f}" y="{_y(0, low, peak) - 4:.1f}" text-anchor="middle" class="tick">'
+                f"<title>{escape(label)}: no data</title>no data</text>"
+            )
+        else:
+            top, bottom = sorted((_y(value, low, peak), _y(0, low, peak)))
+            body.append(
+                f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * 0.7:.1f}" height="{bottom - top:.1f}" '
+                f'fill="{COLOURS[0]}"><title>{escape(label)}: {_number(value)}</title></rect>'
+            )
         body.append(
-            f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * 0.7:.1f}" height="{bottom - top:.1f}" '
-            f'fill="{COLOURS[0]}"><title>{escape(label)}: {_number(value)}</title></rect>'
             f'<text x="{centre:.1f}" y="{HEIGHT - 16}" text-anchor="middle" class="tick">{escape(label)}</text>'
         )
-    return _frame(title, "bar", len(bars), body, low, peak)
+    return _frame(title, "bar", len(known), body, low, peak)

@@ -49,7 +49,10 @@ def _charts(report: KpiReport) -> list:
         bar_chart("Deliveries by zone", [(row["zone"], row["deliveries"]) for row in report.zones]),
         bar_chart(
             "Time in the critical band by zone (%)",
-            [(row["zone"], (row["critical_share"] or 0) * 100) for row in report.zones],
+            [
+                (row["zone"], None if row["critical_share"] is None else row["critical_share"] * 100)
+                for row in report.zones
+            ],
         ),
         bar_chart("Declines by reason", [(reason or "none", count) for reason, count in reasons]),
     ]

@@ -89,3 +89,25 @@ def test_charts_keep_negative_values_inside_the_plot():
     bars = bar_chart("Margin by zone", [("x", -5.0), ("y", 5.0)])
     heights = [float(h) for h in re.findall(r'<rect [^>]*height="([\d.]+)"', bars)]
     assert heights[0] == heights[1] > 0  # as tall below zero as above
+
+
+def test_a_zone_without_snapshots_shows_no_data_not_zero_time_critical(client, ops_user, zones, clock):
+    """Centro was measured (never critical: 0 %); Este and Norte were never measured, which is not the same."""
+    import re
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from zones.models import ZoneSnapshot
+
+    counts = {"demand_open": 0, "demand_recent": 0, "supply_available": 1, "supply_busy": 0, "supply_on_break": 0}
+    ZoneSnapshot.objects.create(
+        zone=zones["centro"], taken_at=timezone.now(), band="normal", pressure=0.0, surge_multiplier=Decimal(1),
+        **counts,
+    )  # fmt: skip
+    client.force_login(ops_user)
+    html = client.get(DASHBOARD, {"from": "2026-11-25", "to": "2026-11-25"}).content.decode()
+    chart = re.search(r'<svg [^>]*aria-label="Time in the critical band by zone \(%\)".*?</svg>', html).group()
+    assert re.findall(r"<rect [^>]*><title>([^<]*)</title>", chart) == ["centro: 0"]
+    assert "este: no data" in chart and "norte: no data" in chart
+    assert 'data-points="1"' in chart
