@@ -198,3 +198,15 @@ def test_saving_a_drivers_page_keeps_what_their_actions_changed_meanwhile(zones,
     seq = rider.message_seq
     rider.refresh_from_db()
     assert (rider.name, rider.state, rider.message_seq) == ("Rita R.", DriverState.BUSY, seq + 1)
+
+
+def test_an_escalations_history_is_its_audit_trail(admin_client, merchant):
+    """Its "History" button showed Django's change log, empty: escalations change through actions, which audit."""
+    escalation = escalated(merchant, "stuck-3", level=EscalationLevel.ALERT)
+    acknowledge_escalation(escalation.pk, actor=Actor.ops(factories.UserFactory()))
+    page = admin_client.get(reverse("admin:deliveries_escalation_history", args=[escalation.pk]), follow=True)
+    events = page.context["cl"].result_list
+    assert {(e.type, e.subject_id) for e in events} == {
+        ("escalation.opened", escalation.pk),
+        ("escalation.acknowledged", escalation.pk),
+    }
