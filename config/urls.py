@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import LogoutView, TokenView
 from core.schema import SchemaView
-from core.views import healthz, metrics_view, readyz
+from core.views import favicon, healthz, metrics_view, readyz
 from deliveries.views import ops_board, tracking_page
 
 REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
@@ -28,4 +28,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("t/<str:token>", tracking_page, name="tracking-page"),
+    # Browsers ask every site for it: without it each page view logged a 404.
+    path("favicon.ico", favicon),
 ]

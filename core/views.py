@@ -1,5 +1,7 @@
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -48,3 +50,9 @@ def readyz(request):
     checks = health.readiness()
     ready = all(checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+@require_GET
+def favicon(request):
+    """Browsers ask every site for /favicon.ico: without it each page view logged a 404."""
+    return redirect(static("relay/favicon.svg"), permanent=True)

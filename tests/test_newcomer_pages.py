@@ -43,3 +43,9 @@ def test_the_console_is_branded_relay_and_links_the_api_docs(client):
     assert "Relay console" in index and "Dispatch operations" in index
     assert 'href="/api/docs/"' in index and 'href="/api/redoc/"' in index
     assert "View site" not in index  # there is no public site to view
+
+
+def test_the_site_has_an_icon(client):
+    """Browsers ask every site for /favicon.ico: it answered 404, logged at every page a person opened."""
+    icon = client.get("/favicon.ico", follow=True)
+    assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
