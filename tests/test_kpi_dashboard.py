@@ -111,3 +111,21 @@ def test_a_zone_without_snapshots_shows_no_data_not_zero_time_critical(client, o
     assert re.findall(r"<rect [^>]*><title>([^<]*)</title>", chart) == ["centro: 0"]
     assert "este: no data" in chart and "norte: no data" in chart
     assert 'data-points="1"' in chart
+
+
+def test_rates_read_as_percentages_beside_the_charts_in_percent(client, ops_user, merchant, clock):
+    """The figures showed rates as fractions ("0.5") beside charts labelled in %: half the orders delivered read
+    like half a percent."""
+    from core.audit import Actor
+    from deliveries.services.progress import deliver_delivery, pick_up_delivery
+    from tests import factories
+
+    rider = factories.online_driver(*factories.CENTRO)
+    done = factories.assigned_delivery(merchant, rider, "done")
+    pick_up_delivery(done.pk, actor=Actor.driver(rider))
+    deliver_delivery(done.pk, actor=Actor.driver(rider))
+    factories.new_delivery(merchant, "waiting")
+    client.force_login(ops_user)
+    html = client.get(DASHBOARD, {"from": "2026-11-25", "to": "2026-11-25"}).content.decode()
+    assert "Completion rate<strong>50%</strong>" in html
+    assert kpi_report(date(2026, 11, 25), date(2026, 11, 25)).deliveries["completion_rate"] == 0.5  # the API's
