@@ -45,7 +45,9 @@ def test_the_console_is_branded_relay_and_links_the_api_docs(client):
     assert "View site" not in index  # there is no public site to view
 
 
+@pytest.mark.django_db  # closing the response ends the request, which checks the database connection
 def test_the_site_has_an_icon(client):
     """Browsers ask every site for /favicon.ico: it answered 404, logged at every page a person opened."""
     icon = client.get("/favicon.ico", follow=True)
+    icon.close()  # a file served by WhiteNoise: closed here, not left to the collector
     assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
