@@ -125,6 +125,23 @@ def test_pickup_outside_every_zone_is_refused(merchant_api):
     assert "pickup" in response.json()["fields"]
 
 
+@pytest.mark.parametrize(
+    ("point", "expected"),
+    [
+        ((38.73, -9.12), {"centro", "norte", "este"}),  # the corner the three share: one of them
+        ((38.76, -9.14), {"norte"}),  # on the service area's northern edge
+        ((38.715, -9.08), {"este"}),  # on its eastern edge
+        ((38.73, -9.14), {"centro", "norte"}),  # a border two zones share: one of them, as before
+    ],
+)
+def test_a_point_on_a_zones_edge_is_in_the_service_area(merchant_api, point, expected):
+    """Zones' insides are half-open (a shared border goes to one zone): the service area's northern and eastern
+    edges, and the corner three zones share, belonged to none, and a pickup there was "outside the service area"."""
+    response = create(merchant_api, pickup=point, dropoff=(38.72, -9.13))
+    assert response.status_code == 201, response.json()
+    assert response.json()["zone"] in expected
+
+
 def test_bad_input_lists_the_fields(merchant_api):
     response = merchant_api.post("/api/v1/deliveries", {"external_id": "", "pickup": {"lat": 100}}, format="json")
     assert response.status_code == 400

@@ -7,6 +7,7 @@ checks. Point in zone stays a ray-casting test behind the zone's bounding box (s
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -99,6 +100,19 @@ def contains(geojson: dict, lat: float, lng: float) -> bool:
         outer, holes = polygon[0], polygon[1:]
         if _in_ring(lng, lat, outer) and not any(_in_ring(lng, lat, hole) for hole in holes):
             return True
+    return False
+
+
+def on_border(geojson: dict, lat: float, lng: float) -> bool:
+    """Whether the point lies on one of the zone's edges (holes' included). `contains` gives a border shared by
+    two zones to one of them, but the points of an outer edge, and a corner where three zones meet, to none."""
+    for polygon in _rings(geojson):
+        for ring in polygon:
+            for a, b in pairwise(ring):
+                (x1, y1), (x2, y2) = a[:2], b[:2]  # a position may carry an altitude
+                cross = (x2 - x1) * (lat - y1) - (y2 - y1) * (lng - x1)
+                if abs(cross) <= 1e-12 and min(x1, x2) <= lng <= max(x1, x2) and min(y1, y2) <= lat <= max(y1, y2):
+                    return True
     return False
 
 

@@ -114,6 +114,9 @@ class Zone(models.Model):
     def contains(self, lat: float, lng: float) -> bool:
         return geometry.contains(self.polygon, lat, lng)
 
+    def on_border(self, lat: float, lng: float) -> bool:
+        return geometry.on_border(self.polygon, lat, lng)
+
     @cached_property
     def centre(self) -> tuple[float, float]:
         """(lat, lng) inside the zone, near its middle: where a rebalancing hint sends drivers."""

@@ -53,10 +53,14 @@ def zone_for_point(lat: float, lng: float, zones: list[Zone] | None = None) -> Z
     """The active zone containing the point, or None. Zones do not overlap; the first match wins. From the
     in-memory zone list (or `zones`, that list as async code loaded it): an edit shows at once in this process
     and within 30 s in the others."""
-    for zone in zone_cache.zones() if zones is None else zones:
-        if zone.min_lat <= lat <= zone.max_lat and zone.min_lng <= lng <= zone.max_lng and zone.contains(lat, lng):
+    zones = zone_cache.zones() if zones is None else zones
+    around = [z for z in zones if z.min_lat <= lat <= z.max_lat and z.min_lng <= lng <= z.max_lng]
+    for zone in around:
+        if zone.contains(lat, lng):
             return zone
-    return None
+    # On an edge no zone's inside claims (the service area's outer edge, a corner three zones share): the service
+    # area is closed, so the first zone it borders takes it.
+    return next((zone for zone in around if zone.on_border(lat, lng)), None)
 
 
 def active_zone_codes() -> list[str]:
