@@ -12,7 +12,7 @@ from drivers.models import Driver
 from zones.models import Zone
 
 
-def _secret() -> str:
+def new_secret() -> str:
     return secrets.token_hex(32)
 
 
@@ -26,7 +26,7 @@ class Merchant(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="merchant")
     name = models.CharField(max_length=100)
     webhook_url = models.URLField(blank=True)
-    webhook_secret = models.CharField(max_length=64, default=_secret)
+    webhook_secret = models.CharField(max_length=64, default=new_secret)
 
     class Meta:
         ordering = ["name"]

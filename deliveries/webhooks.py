@@ -8,13 +8,25 @@ import uuid
 from django.conf import settings
 
 from core import outbound
+from core.audit import Actor, atomic_action, record_event
 from core.queue import enqueue_on_commit
 from deliveries import messages
-from deliveries.models import Delivery, WebhookDelivery
+from deliveries.models import Delivery, Merchant, WebhookDelivery, new_secret
 
 # API.md: "retried with backoff up to 6 times": the first attempt, then up to 6 retries.
 MAX_RETRIES = 6
 MAX_ATTEMPTS = 1 + MAX_RETRIES
+
+
+def rotate_secret(merchant_id, *, actor: Actor) -> str:
+    """A new signing secret for the merchant's webhooks (the next attempt of every pending one signs with it),
+    audited without its value. Returns it, to be shown once to the person who asked."""
+    with atomic_action():
+        merchant = Merchant.objects.select_for_update().get(pk=merchant_id)
+        merchant.webhook_secret = new_secret()
+        merchant.save(update_fields=["webhook_secret"])
+        record_event("merchant.webhook_secret_rotated", actor=actor, subject=merchant)
+    return merchant.webhook_secret
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:

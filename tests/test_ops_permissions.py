@@ -14,11 +14,14 @@ from django.utils import timezone
 
 from config.asgi import application
 from core.audit import Actor
+from core.models import AuditEvent
 from core.tokens import issue_token
 from deliveries.models import Delivery, DeliveryStatus, Merchant, Offer, OfferStatus, WebhookDelivery
 from deliveries.services.availability import start_break
 from deliveries.services.creation import create_delivery
 from deliveries.services.ladder import run_ladder
+from deliveries.tasks import send_webhook
+from deliveries.webhooks import sign
 from drivers.models import Break, Driver, DriverMessage, Shift
 from tests import factories
 from tests.conftest import api_client_for
@@ -164,3 +167,42 @@ def test_shift_times_and_driver_counters_are_read_only_in_the_admin(client, ever
     assert 'name="state"' not in driver_page and 'name="missed_offers_in_row"' not in driver_page
     merchant_page = client.get(reverse("admin:deliveries_merchant_change", args=[every_record[Merchant].pk]))
     assert 'name="webhook_secret"' not in merchant_page.content.decode()
+
+
+def test_a_merchants_webhook_secret_is_shown_once_to_whoever_makes_it(client, merchant, receivers):
+    """Every staffer who could read a merchant's page, view-only ones included, read its signing secret in full:
+    enough to sign webhooks the merchant trusts. It is shown when made (on adding, on rotating), then masked."""
+    viewer = staff_with("view_merchant")
+    client.force_login(viewer)
+    page = client.get(reverse("admin:deliveries_merchant_change", args=[merchant.pk])).content.decode()
+    assert merchant.webhook_secret not in page and f"…{merchant.webhook_secret[-4:]}" in page
+
+    ops = staff_with("view_merchant", "change_merchant")
+    client.force_login(ops)
+    changelist = reverse("admin:deliveries_merchant_changelist")
+    rotated = client.post(
+        changelist, {"action": "rotate_webhook_secret", "_selected_action": [merchant.pk]}, follow=True
+    ).content.decode()
+    old, merchant_now = merchant.webhook_secret, Merchant.objects.get(pk=merchant.pk)
+    assert merchant_now.webhook_secret != old and merchant_now.webhook_secret in rotated  # shown once, here
+    page = client.get(reverse("admin:deliveries_merchant_change", args=[merchant.pk])).content.decode()
+    assert merchant_now.webhook_secret not in page
+    event = AuditEvent.objects.get(type="merchant.webhook_secret_rotated", subject_id=merchant.pk)
+    assert event.actor_kind == "ops" and merchant_now.webhook_secret not in str(event.payload)
+
+    # Added in the console: shown once, on the page the save leads to.
+    ops.user_permissions.add(Permission.objects.get(codename="add_merchant"))
+    added = client.post(
+        reverse("admin:deliveries_merchant_add"), {"user": factories.UserFactory().pk, "name": "New Shop"}, follow=True
+    ).content.decode()
+    assert Merchant.objects.get(name="New Shop").webhook_secret in added
+
+    # The merchant's webhooks are signed with the new one.
+    endpoint = receivers()
+    merchant_now.webhook_url = endpoint.url
+    merchant_now.save()
+    factories.new_delivery(merchant_now, "signed")
+    send_webhook.apply(args=[str(WebhookDelivery.objects.get(merchant=merchant_now).pk)])
+    signature = endpoint.requests[-1].headers["X-Relay-Signature"]
+    timestamp = int(signature.split(",")[0].removeprefix("t="))
+    assert signature == sign(merchant_now.webhook_secret, timestamp, endpoint.requests[-1].body.decode())

@@ -1,22 +1,52 @@
 """Merchants, offers, webhooks and learned travel speeds: records ops look up, changed only by the actions that
 own them. None is deleted here: deliveries and their audit trail point at them."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
 
 from core.admin_bases import RecordAdmin
+from core.audit import Actor
+from deliveries import webhooks
 from deliveries.models import Merchant, Offer, TravelSpeed, WebhookDelivery
 
 
 @admin.register(Merchant)
 class MerchantAdmin(admin.ModelAdmin):
+    """The webhook signing secret is shown in full once, to whoever creates the merchant or rotates it: anyone who
+    reads it can sign webhooks the merchant will trust, and the console is read by every ops staffer."""
+
     list_display = ["name", "user", "webhook_url"]
     raw_id_fields = ["user"]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # Django 6's default, without the warning
-    readonly_fields = ["webhook_secret"]  # shown once by create_merchant; never edited by hand
+    exclude = ["webhook_secret"]
+    readonly_fields = ["signing_secret"]
+    actions = ["rotate_webhook_secret"]
 
     def has_delete_permission(self, request, obj=None):
         return False  # deactivate the merchant's user account instead: its deliveries and webhooks stay
+
+    @admin.display(description="webhook signing secret")
+    def signing_secret(self, merchant: Merchant) -> str:
+        if merchant.pk is None:
+            return "Made when the merchant is saved, and shown once then."
+        return f"…{merchant.webhook_secret[-4:]} (shown in full only when made: rotate it for a new one)"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            self._show_once(request, obj.name, obj.webhook_secret)
+
+    @admin.action(description="Rotate the webhook signing secret (the new one is shown once)", permissions=["change"])
+    def rotate_webhook_secret(self, request, queryset):
+        for merchant in queryset:
+            self._show_once(request, merchant.name, webhooks.rotate_secret(merchant.pk, actor=Actor.ops(request.user)))
+
+    def _show_once(self, request, name: str, secret: str) -> None:
+        self.message_user(
+            request,
+            f"{name}: webhook signing secret {secret}. Give it to the merchant now: it is not shown again.",
+            messages.WARNING,
+        )
 
 
 @admin.register(Offer)

@@ -70,7 +70,7 @@ class Migration(migrations.Migration):
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('name', models.CharField(max_length=100)),
                 ('webhook_url', models.URLField(blank=True)),
-                ('webhook_secret', models.CharField(default=deliveries.models._secret, max_length=64)),
+                ('webhook_secret', models.CharField(default=deliveries.models.new_secret, max_length=64)),
                 ('user', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='merchant', to=settings.AUTH_USER_MODEL)),
             ],
             options={
