@@ -1,6 +1,10 @@
-"""System checks for pairings of libraries that break Relay at run time without an error at startup."""
+"""System checks for what breaks Relay at run time without an error at startup: pairings of libraries, and (with
+`check --deploy`) settings a deployment must not keep at their defaults."""
 
-from django.core.checks import Error, register
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
 
 # channels-redis' pub/sub layer reads its subscriptions in polls of this many seconds (pubsub.py, fixed).
 PUBSUB_POLL_S = 0.1
@@ -38,3 +42,20 @@ def channel_layer_outlasts_its_blocking_reads(app_configs, **kwargs) -> list[Err
                 )
             )
     return errors
+
+
+@register(deploy=True)
+def tracking_links_reach_customers(app_configs, **kwargs) -> list[Warning]:
+    """Every delivery's `tracking_url`, which merchants hand to their customers, starts with RELAY_PUBLIC_URL. Left
+    at its default (this machine, for `make run`), every link a deployment gave out would lead nowhere."""
+    host = urlsplit(settings.RELAY_PUBLIC_URL).hostname or ""
+    if host in {"127.0.0.1", "localhost", "::1", "0.0.0.0", ""}:
+        return [
+            Warning(
+                f"RELAY_PUBLIC_URL is {settings.RELAY_PUBLIC_URL}: every tracking link merchants give their customers "
+                "would point at the customer's own machine.",
+                hint="Set RELAY_PUBLIC_URL to the address customers reach this deployment at (https://...).",
+                id="relay.W001",
+            )
+        ]
+    return []

@@ -19,27 +19,36 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def manage(*args, **env):
-    ours = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "SECURE_SSL_REDIRECT")
+    ours = ("DATABASE_URL", "REDIS_URL", "DEBUG", "SECRET_KEY", "SECURE_SSL_REDIRECT", "RELAY_PUBLIC_URL")
     base = {k: v for k, v in os.environ.items() if k not in ours}
     return subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=base | env, capture_output=True, text=True, timeout=120
     )
 
 
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "relay.example.com",
+    "RELAY_PUBLIC_URL": "https://relay.example.com",
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/relay",
+}
+
+
 def test_the_deploy_check_passes_with_production_variables():
-    result = manage(
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS="relay.example.com",
-        REDIS_URL="redis://127.0.0.1:6379/0",
-        DATABASE_URL="postgres://postgres@127.0.0.1:5432/relay",
-    )
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_the_deploy_check_warns_of_tracking_links_to_this_machine():
+    """Left at its default, RELAY_PUBLIC_URL made every tracking link a merchant handed its customers point at
+    127.0.0.1, and nothing said so."""
+    env = {k: v for k, v in PRODUCTION.items() if k != "RELAY_PUBLIC_URL"}
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **env)
+    assert result.returncode != 0
+    assert "relay.W001" in result.stderr and "RELAY_PUBLIC_URL is http://127.0.0.1:8000" in result.stderr
 
 
 @pytest.mark.parametrize(
