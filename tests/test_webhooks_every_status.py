@@ -71,3 +71,28 @@ def test_a_failed_delivery_posts_its_failure_after_its_pickup(zones, endpoint):
         ("delivery.picked_up", "picked_up"),
         ("delivery.failed", "failed"),
     ]
+
+
+def test_a_merchant_cancelling_an_offered_delivery_hears_it_cancelled_never_pending_again(zones, endpoint):
+    """The merchant cancels while a driver is being asked: the offer is withdrawn and the delivery ends. It never
+    needed a driver again, so no `pending` webhook follows the merchant's own cancel (it could even arrive after
+    the `cancelled` one and put the order back to "looking for a driver"), and its timeline says so too."""
+    merchant = factories.MerchantFactory(webhook_url=endpoint.url)
+    factories.online_driver(*factories.east(0.5))
+    api = api_client_for(merchant.user)
+    delivery = factories.delivery_via_api(api)
+    assert delivery.status == "offered"
+    answer = api.post(f"/api/v1/deliveries/{delivery.pk}/cancel", {"reason": "out of stock"}, format="json")
+    assert answer.status_code == 200, answer.content
+
+    assert _received(endpoint) == [
+        ("delivery.pending", "pending"),
+        ("delivery.offered", "offered"),
+        ("delivery.cancelled", "cancelled"),
+    ]
+    timeline = api.get(f"/api/v1/deliveries/{delivery.pk}").json()["events"]
+    assert [(event["from_state"], event["to_state"]) for event in timeline] == [
+        ("", "pending"),
+        ("pending", "offered"),
+        ("offered", "cancelled"),
+    ]

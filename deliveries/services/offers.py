@@ -127,14 +127,17 @@ def expire_offer(offer_id) -> bool:
     return True
 
 
-def withdraw_offer_locked(delivery: Delivery, offer: Offer, *, reason: str, actor: Actor) -> None:
+def withdraw_offer_locked(
+    delivery: Delivery, offer: Offer, *, reason: str, actor: Actor, needs_driver: bool = True
+) -> None:
     """Withdraw a locked pending offer of a locked delivery, inside the caller's transaction; the delivery needs
-    a driver again."""
+    a driver again, unless the caller ends it (`needs_driver=False`: a cancel takes it from offered straight to
+    cancelled; a `pending` on the way would reach its merchant as a webhook, maybe after the `cancelled` one)."""
     with saving_changes(offer):
         run_transition(offer.withdraw, reason)
     _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
     notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
-    if delivery.status == DeliveryStatus.OFFERED:
+    if needs_driver and delivery.status == DeliveryStatus.OFFERED:
         transition_delivery(delivery.mark_unoffered, actor=actor, payload={"offer_id": str(offer.pk)})
 
 

@@ -62,7 +62,7 @@ def cancel_delivery(delivery_id, *, actor: Actor, reason: str) -> Delivery:
             raise AlreadyPickedUp()
         offer = pending_offer_of(delivery)
         if offer is not None:
-            withdraw_offer_locked(delivery, offer, reason="cancelled", actor=actor)
+            withdraw_offer_locked(delivery, offer, reason="cancelled", actor=actor, needs_driver=False)
         driver_id = delivery.driver_id
         transition_delivery(delivery.cancel, reason, actor=actor, payload={"reason": reason})
         record_cost_locked(delivery)
