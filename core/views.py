@@ -3,7 +3,7 @@ from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.utils.crypto import constant_time_compare
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from core import health, metrics
@@ -28,7 +28,7 @@ def _may_scrape(request) -> bool | None:
     return role_of(user) == "ops"
 
 
-@require_GET
+@require_safe
 def metrics_view(request):
     allowed = _may_scrape(request)
     if allowed is None:
@@ -38,21 +38,21 @@ def metrics_view(request):
     return HttpResponse(metrics.render_prometheus(), content_type=CONTENT_TYPE_LATEST)
 
 
-@require_GET
+@require_safe
 def healthz(request):
     """The process answers (no dependency checked: a load balancer must not drop every server when the
     database blips)."""
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@require_safe
 def readyz(request):
     checks = health.readiness()
     ready = all(checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
 
 
-@require_GET
+@require_safe
 def favicon(request):
     """Browsers ask every site for /favicon.ico: without it each page view logged a 404."""
     return redirect(static("relay/favicon.svg"), permanent=True)

@@ -107,6 +107,8 @@ def test_healthz_answers_and_readyz_checks_the_services(client, settings):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and all(ready.json()["checks"].values())
+    # Load balancers probe with HEAD as often as with GET: it was 405.
+    assert (client.head("/healthz").status_code, client.head("/readyz").status_code) == (200, 200)
 
 
 @pytest.mark.redis
