@@ -231,7 +231,11 @@ else:
     }
 
 # --- Celery -------------------------------------------------------------------------------------------
-CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", {"redis", "rediss", "memory", "amqp"}) or (REDIS_URL or "memory://")
+# The in-memory broker's URL names a host: a bare `memory://` has kombu log "No hostname was supplied. Reverting to
+# default 'localhost'" in every process that queues a task (the terminal of `make demo`, demo.log).
+CELERY_BROKER_URL = env_url("CELERY_BROKER_URL", {"redis", "rediss", "memory", "amqp"}) or (
+    REDIS_URL or "memory://localhost/"
+)
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
