@@ -51,3 +51,13 @@ def test_the_site_has_an_icon(client):
     icon = client.get("/favicon.ico", follow=True)
     icon.close()  # a file served by WhiteNoise: closed here, not left to the collector
     assert icon.status_code == 200 and icon["Content-Type"] == "image/svg+xml"
+
+
+def test_redoc_may_not_fetch_its_logo_from_the_cdn():
+    """Redoc's bundle itself fetched https://cdn.redoc.ly/redoc/logo-mini.svg (its "API docs by Redocly" footer) at
+    every view: offline, a failed request in the console. The page allows images from Relay only."""
+    html = Client().get("/api/redoc/").content.decode()
+    policy = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)"', html)
+    assert policy, "no Content-Security-Policy on the Redoc page"
+    img_src = next(part.split()[1:] for part in policy.group(1).split(";") if part.split()[0] == "img-src")
+    assert img_src and all(source in ("'self'", "data:") for source in img_src), img_src
