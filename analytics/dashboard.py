@@ -3,6 +3,7 @@ filters by dates and zone, and every table as CSV."""
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -74,5 +75,6 @@ def kpi_dashboard(request, admin_site):
         "charts": _charts(report),
         "query": request.GET.urlencode(),
         "tables": TABLES,
+        "currency": settings.RELAY_CURRENCY,  # money is in the deployment's currency (API.md)
     }
     return TemplateResponse(request, "admin/analytics/dashboard.html", context)

@@ -128,4 +128,5 @@ def test_rates_read_as_percentages_beside_the_charts_in_percent(client, ops_user
     client.force_login(ops_user)
     html = client.get(DASHBOARD, {"from": "2026-11-25", "to": "2026-11-25"}).content.decode()
     assert "Completion rate<strong>50%</strong>" in html
+    assert "Cost per delivery (EUR)" in html  # money is in the deployment's currency (RELAY_CURRENCY)
     assert kpi_report(date(2026, 11, 25), date(2026, 11, 25)).deliveries["completion_rate"] == 0.5  # the API's
