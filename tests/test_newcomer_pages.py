@@ -43,6 +43,7 @@ def test_the_console_is_branded_relay_and_links_the_api_docs(client):
     assert "Relay console" in index and "Dispatch operations" in index
     assert 'href="/api/docs/"' in index and 'href="/api/redoc/"' in index
     assert "View site" not in index  # there is no public site to view
+    assert "Webhook deliveries" in index and "deliverys" not in index
 
 
 @pytest.mark.django_db  # closing the response ends the request, which checks the database connection
