@@ -111,9 +111,10 @@ class Fleet:
             log.warning("signing the drivers off took too long; the server will mark them stale")
 
     def summary(self) -> str:
+        words = {"offers_decline": "declined", "offers_ignore": "let expire", "ws_resumes": "socket resumes"}
         keys = ("created", "offers", "accepted", "offers_decline", "offers_ignore", "picked_up", "delivered")
         keys += ("released", "breaks", "stale", "set_offline", "ws_resumes", "request_errors")
-        return " · ".join(f"{key} {self.stats[key]}" for key in keys)
+        return " · ".join(f"{words.get(key, key.replace('_', ' '))} {self.stats[key]}" for key in keys)
 
 
 def configure_logging(*, level: int = logging.WARNING, path: Path | None = None) -> None:

@@ -176,3 +176,19 @@ def test_serve_refuses_several_processes_in_embedded_mode():
     result = manage("serve", "--workers", "2")
     assert result.returncode != 0
     assert "--workers needs production mode" in result.stderr
+
+
+def test_the_demo_names_its_accounts_once_beside_its_links(db):
+    """The accounts were printed twice (by the setup step and again by the demo), apart from the links they log
+    in to."""
+    from deliveries.management.commands.demo import Command
+
+    out = io.StringIO()
+    call_command("demo", "--setup-only", "--drivers", "3", stdout=out)
+    assert out.getvalue().strip() == "demo zones and accounts ready"
+    banner = io.StringIO()
+    options = {"log": Path("demo.log"), "speedup": 5, "rate": 6}
+    Command(stdout=banner).banner("http://127.0.0.1:8750", options, Path("demo-fleet.log"), ["d1", "d3"])
+    text = banner.getvalue()
+    assert "admin console  http://127.0.0.1:8750/admin/" in text
+    assert "API accounts   merchant" in text and "drivers d1…d3" in text

@@ -49,6 +49,7 @@ class Command(BaseCommand):
         usernames = driver_usernames(options)
         self.set_up(usernames)
         if options["setup_only"]:
+            self.stdout.write("demo zones and accounts ready")
             return
         url = f"http://{options['host']}:{options['port']}"
         try:
@@ -60,7 +61,7 @@ class Command(BaseCommand):
         configure_logging(level=logging.INFO, path=fleet_log)
         server = self.start_server(options, url)
         try:
-            self.banner(url, options, fleet_log)
+            self.banner(url, options, fleet_log, usernames)
             asyncio.run(until_stopped(self.watch(fleet, url, every=options["status_every"])))
         except (KeyboardInterrupt, asyncio.CancelledError):
             self.stdout.write("\nstopping…")
@@ -88,10 +89,6 @@ class Command(BaseCommand):
             )
         # The server is another process: let it see everything committed, and SQLite not see two writers here.
         connections.close_all()
-        self.stdout.write(
-            f"demo accounts ready: ops {OPS_USER}/{OPS_PASSWORD}, merchant {MERCHANT}/{DEMO_PASSWORD}, "
-            f"{len(usernames)} drivers {usernames[0]}…{usernames[-1]} (password {DEMO_PASSWORD})"
-        )
 
     # --- the server -----------------------------------------------------------------------------------
     def start_server(self, options, url: str) -> subprocess.Popen:
@@ -126,11 +123,13 @@ class Command(BaseCommand):
         stop_process(server)
         raise CommandError(f"the server did not answer on {url} within 60 s; see {log_path}")
 
-    def banner(self, url: str, options, fleet_log: Path) -> None:
+    def banner(self, url: str, options, fleet_log: Path, usernames: list[str]) -> None:
         lines = [
             "",
             f"Relay demo on {url}  (logs: server {options['log']}, simulated fleet {fleet_log})",
             f"  admin console  {url}/admin/   login {OPS_USER} / {OPS_PASSWORD}",
+            f"  API accounts   merchant {MERCHANT} / {DEMO_PASSWORD}; drivers {usernames[0]}…{usernames[-1]} / "
+            f"{DEMO_PASSWORD}  (a token: POST {url}/api/v1/auth/token)",
             f"  live ops board {url}/ops/board/  (zones by band, surge, escalations; updated every minute)",
             f"  KPI dashboard  {url}{reverse('admin:analytics_dashboard')}  (charts of the seeded history)",
             f"  metrics        {url}/metrics  (Prometheus; as a logged-in ops user)   health: {url}/readyz",
