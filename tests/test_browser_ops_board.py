@@ -73,6 +73,7 @@ def test_ops_watch_a_zone_turn_critical_live_and_others_are_sent_to_login(zones,
         page.click("input[type=submit]")
         page.wait_for_url(f"{url}/ops/board/")
         page.wait_for_selector("#board-status:text('connected')")
+        assert page.locator("#board-updated").inner_text().startswith("zones at ")  # not a dangling "·"
         assert _zone_band(page, "centro")[0] == "normal"
         page.evaluate("window.sameDocument = true")
         page.screenshot(path=ARTIFACTS / "ops_board_before.png", full_page=True)

@@ -99,6 +99,8 @@
 
   var status = document.getElementById("board-status");
   var connectedBefore = false;
+  // The zones drawn came with the page: as of now, until the first `zone.pressure` (up to a minute away).
+  document.getElementById("board-updated").textContent = "zones at " + new Date().toLocaleTimeString();
 
   function connect() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
