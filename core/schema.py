@@ -87,11 +87,22 @@ def _statuses(path: str, method: str, operation: dict) -> list[str]:
     return statuses
 
 
-def _response(status: str) -> dict:
+def _input_named(result: dict, operation: dict) -> str:
+    """What a 400 of this operation's example names: its body's first required field, else its first query
+    parameter, else the Idempotency-Key (a POST with no body may still carry a bad one)."""
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    if "$ref" in body:
+        body = result["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    names = body.get("required") or list(body.get("properties", {}))
+    names = names or [p["name"] for p in operation.get("parameters", []) if p["in"] == "query"]
+    return names[0] if names else HEADER_NAME
+
+
+def _response(status: str, field: str) -> dict:
     description, code, detail = ERRORS[status]
     example = {"code": code, "detail": detail}
     if status == "400":
-        example["fields"] = {"external_id": ["This field is required."]}
+        example["fields"] = {field: ["This value is not valid."]}
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}, "example": example}},
@@ -104,7 +115,7 @@ def document_errors_and_idempotency(result, generator, request, public):
         for method, operation in operations.items():
             responses = operation.setdefault("responses", {})
             for status in _statuses(path, method, operation):
-                responses.setdefault(status, _response(status))
+                responses.setdefault(status, _response(status, _input_named(result, operation)))
             if method == "post":
                 operation.setdefault("parameters", []).append(IDEMPOTENCY_KEY)
     return result

@@ -43,3 +43,17 @@ def test_the_schema_describes_objects_to_integrators_not_our_implementation():
     described = {name: part.get("description", "") for name, part in schema["components"]["schemas"].items()}
     for name, description in described.items():
         assert not any(word in description for word in ("issue 12", "CPU", "tests/", "serializer")), name
+
+
+def test_each_operations_bad_input_example_names_one_of_its_own_inputs():
+    """Every 400 example named `external_id`, a field of creating a delivery only: the docs showed a logout or a
+    decline refused over a field they do not have."""
+    paths = _schema()["paths"]
+
+    def named(path: str, method: str) -> list[str]:
+        return list(paths[path][method]["responses"]["400"]["content"]["application/json"]["example"]["fields"])
+
+    assert named("/api/v1/deliveries", "post")[0] in {"external_id", "pickup", "dropoff"}
+    assert named("/api/v1/offers/{id}/decline", "post") == ["reason"]
+    assert named("/api/v1/deliveries", "get")[0] in {"status", "external_id", "page"}
+    assert named("/api/v1/auth/logout", "post") == ["Idempotency-Key"]
