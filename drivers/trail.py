@@ -210,7 +210,8 @@ def carry_again(carried: list[tuple]) -> bool:
         pipe = store.pipeline(transaction=False)
         for driver_id, delivery_id, phase in carried:
             pipe.hset(carried_key(driver_id), str(delivery_id), phase)
-            pipe.expire(carried_key(driver_id), 24 * 3600)
+        for key in {carried_key(driver_id) for driver_id, _, _ in carried}:
+            pipe.expire(key, 24 * 3600)
         pipe.execute()
     except _REDIS_ERRORS as exc:
         log.warning("tracking: Redis unavailable (%s); carried deliveries not restored", exc)
