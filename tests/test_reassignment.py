@@ -237,6 +237,33 @@ def test_a_driver_who_stops_after_some_progress_is_escalated_10_minutes_later(
     assert delivery.escalations.get().reason == "not_moving"
 
 
+def test_a_second_driver_not_moving_after_ops_reassign_is_escalated_too(assigned_1_km_away, clock, ops_api):
+    """The first driver's not-moving escalation, resolved by ops who reassigned the delivery, does not stand for
+    the next driver: one who sits still for 10 minutes too is escalated again (it once never was)."""
+    delivery, first = assigned_1_km_away
+    clock.shift(600)
+    factories.ping(first, *factories.east(1.0))
+    run_ladder()
+    escalation = delivery.escalations.get()
+    assert escalation.reason == "not_moving"
+    clock.shift(60)  # ops look into it
+    second = factories.online_driver(*factories.east(1.2))
+    assert ops_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json").status_code == 200
+    assert accept_pending(delivery) == second
+    resolved = ops_api.post(f"/api/v1/ops/escalations/{escalation.pk}/resolve", {"note": "reassigned"}, format="json")
+    assert resolved.status_code == 200
+
+    clock.shift(599)
+    factories.ping(second, *factories.east(1.2))
+    run_ladder()
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
+    clock.shift(1)
+    run_ladder()
+    run_ladder()
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"]) for e in listed] == [(str(delivery.pk), "not_moving")]
+
+
 def test_a_moving_driver_is_not_escalated(assigned_1_km_away, clock):
     delivery, driver = assigned_1_km_away
     clock.shift(600)
