@@ -167,6 +167,23 @@ def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_ap
     assert (told["reason"], told["cause"]) == ("superseded", "reassigned_by_ops")  # API.md's reasons, and why
 
 
+def test_ops_reassign_of_an_offered_delivery_offers_it_to_someone_else(merchant_api, ops_api):
+    """Ops press "reassign" on a delivery whose driver is sitting on the offer: it goes to the next driver, not
+    back to the same one with a fresh deadline (it once did: the nearest driver was simply offered it again)."""
+    silent = factories.online_driver(*factories.east(0.3), name="Sid Silent")
+    other = factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
+    assert factories.pending_offer(delivery).driver == silent
+
+    response = ops_api.post(f"/api/v1/ops/deliveries/{delivery.pk}/reassign", {}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "offered"
+    offer = factories.pending_offer(delivery)
+    assert offer.driver == other
+    decided = AuditEvent.objects.get(type="dispatch.decided", payload__offer_id=str(offer.pk))
+    assert {"name": "Sid Silent", "reason": "previous_driver"}.items() <= decided.payload["excluded"][0].items()
+
+
 def test_ops_cannot_reassign_after_pickup_or_to_a_busy_driver(merchant_api, ops_api):
     factories.online_driver(*factories.east(0.3))
     delivery = factories.delivery_via_api(merchant_api)

@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import NamedTuple
 from uuid import UUID
 
-from django.db.models import CharField, Count, DateTimeField, Exists, OuterRef, Subquery, Value
+from django.db.models import CharField, Count, DateTimeField, Exists, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -32,6 +32,8 @@ FRESH_LOCATION_S = 60
 NEAR_TIE_S = 60
 JUST_IN_TIME_MARGIN = timedelta(minutes=2)
 SYSTEM = Actor.system("dispatcher")
+# Why ops' "reassign" withdraws a pending offer: its driver is then the previous driver, not offered it again.
+REASSIGNED_BY_OPS = "reassigned_by_ops"
 
 
 class Outcome(StrEnum):
@@ -212,7 +214,8 @@ def rank_candidates(delivery: Delivery, *, now: datetime) -> Decision:
         elif driver.has_pending_offer:
             reason = "has_pending_offer"
         elif driver.previous_offer:
-            reason = {"accepted": "previous_driver"}.get(driver.previous_offer, driver.previous_offer)
+            previous = {OfferStatus.ACCEPTED: "previous_driver", OfferStatus.WITHDRAWN: "previous_driver"}
+            reason = previous.get(driver.previous_offer, driver.previous_offer)
         elif driver.shift_end is not None and now + timedelta(seconds=job_s) > driver.shift_end:
             reason = "shift_ending"
         if reason:
@@ -255,9 +258,13 @@ def _reasoning_query(delivery_id, ids, zone_codes):
 
 
 def _with_exclusions(drivers, delivery_id):
+    # A withdrawn offer leaves its driver eligible (a break, going offline), unless ops withdrew it to reassign
+    # the delivery away from them: pressing "reassign" must not offer it straight back to the same driver.
+    withdrawn_otherwise = Q(status=OfferStatus.WITHDRAWN) & ~Q(withdraw_reason=REASSIGNED_BY_OPS)
     earlier_offers = (
         Offer.objects.filter(delivery_id=delivery_id, driver=OuterRef("pk"))
-        .exclude(status__in=[OfferStatus.WITHDRAWN, OfferStatus.PENDING])
+        .exclude(status=OfferStatus.PENDING)
+        .exclude(withdrawn_otherwise)
         .order_by("-sent_at")
     )
     open_shift = Shift.objects.open().filter(driver=OuterRef("pk"), planned_end__isnull=False)

@@ -12,6 +12,7 @@ from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLe
 from deliveries.services.assignment import DriverUnavailable, assign_locked
 from deliveries.services.common import lock_delivery, transition_delivery
 from deliveries.services.dispatch import (
+    REASSIGNED_BY_OPS,
     Candidate,
     DispatchResult,
     announce_offer_locked,
@@ -152,7 +153,7 @@ def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
         raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
     offer = pending_offer_of(delivery)
     if offer is not None:
-        withdraw_offer_locked(delivery, offer, reason="reassigned_by_ops", actor=actor)
+        withdraw_offer_locked(delivery, offer, reason=REASSIGNED_BY_OPS, actor=actor)
     if delivery.status == DeliveryStatus.ASSIGNED:
         _hand_back(delivery, actor=actor, reason="reassigned by ops")
     return delivery
