@@ -109,6 +109,45 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_
     assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "driver_stale")
 
 
+def test_a_picked_up_delivery_left_with_a_stale_driver_by_a_crash_is_escalated_by_the_next_sweep(
+    merchant_api, ops_api, clock, settings, monkeypatch
+):
+    """The driver is set offline (stale) and the worker dies before the picked-up delivery it holds is escalated:
+    the next stale sweep raises it, once (it once waited for the ladder's overdue rung, an ETA and 15 min later)."""
+    from deliveries.services import availability
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    quiet = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    accept_pending(delivery)
+    api_client_for(quiet.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    clock.shift(90)
+
+    def crash(*args, **kwargs):
+        raise SystemExit("the worker died here")
+
+    monkeypatch.setattr(availability, "reassign_after_driver_loss", crash)
+    with pytest.raises(SystemExit):
+        mark_stale_drivers()
+    monkeypatch.undo()
+    quiet.refresh_from_db()
+    assert quiet.state == "offline" and not delivery.escalations.exists()  # the crash's leftovers
+
+    clock.shift(60)
+    mark_stale_drivers()
+    mark_stale_drivers()
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "driver_stale", 2)]
+    opened = AuditEvent.objects.get(delivery_id=delivery.pk, type="escalation.opened")
+    assert (opened.actor_kind, opened.actor_id) == ("system", "stale-sweep")
+
+    resolved = ops_api.post(f"/api/v1/ops/escalations/{listed[0]['id']}/resolve", {"note": "called"}, format="json")
+    assert resolved.status_code == 200
+    clock.shift(60)
+    mark_stale_drivers()
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0  # resolved stays resolved
+
+
 def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
     drivers = [factories.online_driver(*factories.east(0.2 + 0.1 * n)) for n in range(5)]
     delivery = factories.delivery_via_api(merchant_api)

@@ -6,13 +6,15 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django_fsm import can_proceed
 
 from core.audit import Actor, atomic_action, record_event
 from core.errors import InvalidTransition
+from core.models import AuditEvent
 from deliveries import messages
-from deliveries.models import Delivery, DeliveryStatus, Offer
+from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
@@ -220,6 +222,33 @@ def _hand_back_from_offline_drivers() -> None:
         reassign_after_driver_loss(
             delivery_id, driver_id=driver_id, actor=Actor.system("stale-sweep"), reason="offline"
         )
+    _escalate_carried_by_offline_drivers()
+
+
+def _escalate_carried_by_offline_drivers() -> None:
+    """The same crash after pickup left a picked-up delivery with an offline driver and no escalation: raise it now
+    (SPEC 2.3: a driver who went stale while holding a picked-up delivery), not at the ladder's overdue rung, up to
+    its ETA and 15 minutes later. Once each time its driver went offline: an escalation ops resolved stays so."""
+    escalated = Escalation.objects.filter(
+        delivery=OuterRef("pk"),
+        reason__in=[Escalation.Reason.DRIVER_STALE, Escalation.Reason.DRIVER_OFFLINE],
+        opened_at__gte=OuterRef("driver__state_changed_at"),
+    )
+    left = Delivery.objects.filter(status=DeliveryStatus.PICKED_UP, driver__state=DriverState.OFFLINE)
+    for delivery_id, driver_id in left.exclude(Exists(escalated)).values_list("pk", "driver_id"):
+        reassign_after_driver_loss(
+            delivery_id, driver_id=driver_id, actor=Actor.system("stale-sweep"), reason=_offline_cause(driver_id)
+        )
+
+
+def _offline_cause(driver_id) -> str:
+    """Why the driver last went offline, as its availability change recorded it ("stale", "missed_offers", ...)."""
+    went_offline = (
+        AuditEvent.objects.filter(driver_id=driver_id, type="driver.state_changed", to_state=DriverState.OFFLINE)
+        .order_by("-id")
+        .first()
+    )
+    return (went_offline.payload.get("reason") if went_offline else "") or "offline"
 
 
 def apply_capacity(driver_id, *, actor: Actor) -> None:
