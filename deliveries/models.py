@@ -200,6 +200,9 @@ class Delivery(FSMModelMixin, models.Model):
         self.assigned_at = None
         self.unassigned_since = self.status_changed_at
         self.reassignment_count += 1
+        # Waiting afresh: the ladder climbs from here. A level its driver's not-moving escalation reached would
+        # otherwise skip the 5-minute and no-candidate alerts of this new wait.
+        self.escalation_level = EscalationLevel.NONE
 
     @transition(field=status, source=DeliveryStatus.ASSIGNED, target=DeliveryStatus.PICKED_UP)
     def pick_up(self) -> None:

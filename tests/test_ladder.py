@@ -14,6 +14,7 @@ from deliveries.services.availability import start_break
 from deliveries.services.ladder import dispatch_waiting, run_ladder
 from drivers import locations
 from tests import factories
+from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -128,3 +129,30 @@ def test_a_delivery_still_waiting_after_ops_resolve_its_escalation_climbs_again(
 
     assert level == 2
     assert delivery.escalations.exclude(status="resolved").get().reason == Escalation.Reason.UNASSIGNED
+
+
+def test_a_delivery_handed_back_after_a_not_moving_escalation_climbs_the_ladder_again(
+    merchant_api, ops_api, clock, settings
+):
+    """Its driver did not move (escalated, then resolved by ops) and then released it: the new wait for a driver
+    alerts ops at 5 minutes like any other (it once did not until 10: the not-moving alert's level was kept)."""
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    stuck = factories.online_driver(*factories.east(1.0))
+    delivery = factories.delivery_via_api(merchant_api)
+    offers.accept_offer(factories.pending_offer(delivery).pk, actor=Actor.driver(stuck))
+    clock.shift(600)
+    factories.ping(stuck, *factories.east(1.0))
+    run_ladder()
+    not_moving = delivery.escalations.get()
+    assert not_moving.reason == "not_moving"
+    assert ops_api.post(f"/api/v1/ops/escalations/{not_moving.pk}/resolve", {"note": "called"}).status_code == 200
+    factories.online_driver(*factories.east(1.5))  # gets the offer, and sits on it
+    released = api_client_for(stuck.user).post(f"/api/v1/deliveries/{delivery.pk}/release", {"reason": "flat"})
+    assert released.status_code == 200
+    handed_back = timezone.now()
+
+    assert ladder_at(delivery, clock, handed_back + timedelta(seconds=299))[0] == 1
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
+    assert ladder_at(delivery, clock, handed_back + timedelta(minutes=5))[0] == 2
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "unassigned", 2)]
