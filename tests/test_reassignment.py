@@ -5,8 +5,8 @@ from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import EscalationLevel, Offer, OfferStatus
-from deliveries.services import tracking
+from deliveries.models import Delivery, EscalationLevel, Offer, OfferStatus
+from deliveries.services import ladder, tracking
 from deliveries.services.availability import mark_stale_drivers
 from deliveries.services.ladder import run_ladder
 from deliveries.services.reassignment import DriverRequired, force_assign
@@ -318,6 +318,23 @@ def test_a_second_driver_not_moving_after_ops_reassign_is_escalated_too(assigned
     run_ladder()
     listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
     assert [(e["delivery_id"], e["reason"]) for e in listed] == [(str(delivery.pk), "not_moving")]
+
+
+def test_a_pickup_while_the_ladder_runs_opens_no_not_moving_escalation(assigned_1_km_away, clock, monkeypatch):
+    """The ladder lists the assigned deliveries, then locks each: a pickup committed in between got a "not moving
+    toward pickup" escalation, which nothing closes before the door."""
+    delivery, driver = assigned_1_km_away
+    clock.shift(600)
+    factories.ping(driver, *factories.east(1.0))
+    lock = ladder.lock_delivery
+
+    def picked_up_meanwhile(delivery_id):
+        Delivery.objects.filter(pk=delivery_id).update(status="picked_up", picked_up_at=timezone.now())
+        return lock(delivery_id)
+
+    monkeypatch.setattr(ladder, "lock_delivery", picked_up_meanwhile)
+    run_ladder()
+    assert not delivery.escalations.exists()
 
 
 def test_a_moving_driver_is_not_escalated(assigned_1_km_away, clock):

@@ -33,14 +33,13 @@ def run_ladder(*, now: datetime | None = None) -> int:
     for delivery in assigned_long:
         window = timedelta(seconds=delivery.zone.not_moving_alert_s)
         if delivery.assigned_at <= now - window and _not_moving(delivery, since=now - window):
-            changed += _escalate(
-                delivery.pk, Escalation.Reason.NOT_MOVING, "Driver not moving toward pickup", since=delivery.assigned_at
-            )
+            detail = "Driver not moving toward pickup"
+            changed += _escalate(delivery, Escalation.Reason.NOT_MOVING, detail, since=delivery.assigned_at)
     for delivery in Delivery.objects.filter(status=DeliveryStatus.PICKED_UP).select_related("zone", "driver"):
         due = _due_at_dropoff(delivery)
         if now > due + timedelta(seconds=delivery.zone.dropoff_overdue_alert_s):
             detail = f"Dropoff was due at {due:%H:%M} UTC"
-            changed += _escalate(delivery.pk, Escalation.Reason.OVERDUE, detail, since=delivery.picked_up_at)
+            changed += _escalate(delivery, Escalation.Reason.OVERDUE, detail, since=delivery.picked_up_at)
     return changed
 
 
@@ -81,11 +80,15 @@ def _climb_unassigned(delivery_id, *, now: datetime) -> int:
         return 1
 
 
-def _escalate(delivery_id, reason: str, detail: str, *, since: datetime) -> int:
+def _escalate(seen: Delivery, reason: str, detail: str, *, since: datetime) -> int:
     """Escalate for `reason` once per assignment (or pickup) that began at `since`: a delivery reassigned to a
-    second driver who does not move either is escalated again, though its first driver's escalation exists."""
+    second driver who does not move either is escalated again, though its first driver's escalation exists. Only
+    if the delivery is still as the ladder saw it before locking it: picked up meanwhile, a "not moving toward
+    pickup" would stay open to the door."""
     with atomic_action():
-        delivery = lock_delivery(delivery_id)
+        delivery = lock_delivery(seen.pk)
+        if delivery.status != seen.status or delivery.driver_id != seen.driver_id:
+            return 0
         if delivery.escalations.filter(reason=reason, opened_at__gte=since).exists():
             return 0  # escalated for this once already
         raise_escalation_locked(delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, actor=LADDER)
