@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from core.models import AuditEvent
 from deliveries.models import Offer, OfferStatus
+from deliveries.services import dispatch
 from deliveries.services.availability import mark_stale_drivers
 from drivers.models import Break, DriverMessage, Shift
 from tests import factories
@@ -81,6 +82,32 @@ def test_a_break_withdraws_the_pending_offer_and_passes_it_on(merchant_api):
     assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other
     told = DriverMessage.objects.filter(driver=resting, type="offer.withdrawn").get()
     assert (told.data["reason"], told.data["cause"]) == ("superseded", "driver_on_break")  # API.md's three reasons
+
+
+@pytest.mark.parametrize("requested", ["on_break", "offline"])
+def test_an_offer_past_its_deadline_expires_when_the_driver_leaves_before_the_expiry_job(
+    merchant_api, clock, requested
+):
+    # SPEC 2.1: the deadline rules, not the expiry job. An offer the driver let run out, then a break (or going
+    # offline) before the job ran: the app is told it expired, and the driver is not asked for it again.
+    resting = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    offer = Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING)
+    assert offer.driver == resting
+    clock.shift((offer.expires_at - timezone.now()).total_seconds() + 1)
+
+    assert set_state(resting, requested).json()["state"] == requested
+
+    offer.refresh_from_db()
+    assert offer.status == "expired"
+    told = DriverMessage.objects.filter(driver=resting, type="offer.withdrawn").get()
+    assert told.data["reason"] == "expired"
+    resting.refresh_from_db()
+    assert resting.missed_offers_in_row == 1
+    assert set_state(resting, "available").json()["state"] == "available"
+    factories.ping(resting, *factories.east(0.3))
+    dispatch.dispatch(delivery.pk)
+    assert not Offer.objects.filter(delivery=delivery, driver=resting, status=OfferStatus.PENDING).exists()
 
 
 def test_going_offline_withdraws_the_pending_offer_and_passes_it_on_at_once(merchant_api):

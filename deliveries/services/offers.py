@@ -1,5 +1,6 @@
 """A driver's answer to an offer (accept, decline), its expiry, and its withdrawal (SPEC 2.1)."""
 
+from django.db.models import F
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
@@ -12,9 +13,11 @@ from deliveries.services.assignment import assign_locked
 from deliveries.services.common import lock_delivery_of_offer, transition_delivery
 from deliveries.services.dispatch import dispatch_locked
 from deliveries.services.escalations import raise_escalation_locked
-from drivers.models import DriverState
+from drivers.models import Driver, DriverState
 from drivers.notifications import notify_driver
 from drivers.services import lock_driver
+
+OFFER_EXPIRY = Actor.system("offer-expiry")
 
 
 class OfferExpired(DomainError):
@@ -104,23 +107,19 @@ def expire_offer(offer_id) -> bool:
         if offer.status != OfferStatus.PENDING or timezone.now() < offer.expires_at:
             return False
         driver = lock_driver(offer.driver_id)
-        with saving_changes(offer):
-            run_transition(offer.expire)
-        actor = Actor.system("offer-expiry")
-        _record_offer(offer, "offer.expired", actor=actor)
-        notify_driver(driver.pk, "offer.withdrawn", messages.offer_withdrawn(offer, reason="expired"))
+        _expire_locked(offer)
         driver.missed_offers_in_row += 1
         driver.save(update_fields=["missed_offers_in_row"])
         limit = delivery.zone.missed_offers_before_offline
         if driver.missed_offers_in_row >= limit and driver.state != DriverState.OFFLINE:
             took_offline = driver.pk
-        _pass_on(delivery, actor=actor)
+        _pass_on(delivery, actor=OFFER_EXPIRY)
     if took_offline is not None:
         from deliveries.services.availability import take_offline
 
         take_offline(
             took_offline,
-            actor=Actor.system("offer-expiry"),
+            actor=OFFER_EXPIRY,
             reason="missed_offers",
             detail=f"You were set offline after {limit} offers in a row expired without an answer.",
         )
@@ -132,13 +131,30 @@ def withdraw_offer_locked(
 ) -> None:
     """Withdraw a locked pending offer of a locked delivery, inside the caller's transaction; the delivery needs
     a driver again, unless the caller ends it (`needs_driver=False`: a cancel takes it from offered straight to
-    cancelled; a `pending` on the way would reach its merchant as a webhook, maybe after the `cancelled` one)."""
-    with saving_changes(offer):
-        run_transition(offer.withdraw, reason)
-    _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
-    notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
+    cancelled; a `pending` on the way would reach its merchant as a webhook, maybe after the `cancelled` one).
+
+    An offer already past its deadline is not withdrawn but expired, as the expiry job would have: the deadline
+    rules, not the job (an accept then is `offer_expired` too), so the app is told `expired`, the miss counts and
+    the driver is not asked for this delivery again."""
+    if timezone.now() >= offer.expires_at:
+        _expire_locked(offer)
+        # After the offer, as the fixed lock order has it; the caller may hold the driver's row already.
+        Driver.objects.filter(pk=offer.driver_id).update(missed_offers_in_row=F("missed_offers_in_row") + 1)
+    else:
+        with saving_changes(offer):
+            run_transition(offer.withdraw, reason)
+        _record_offer(offer, "offer.withdrawn", actor=actor, payload={"reason": reason})
+        notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason=reason))
     if needs_driver and delivery.status == DeliveryStatus.OFFERED:
         transition_delivery(delivery.mark_unoffered, actor=actor, payload={"offer_id": str(offer.pk)})
+
+
+def _expire_locked(offer: Offer) -> None:
+    """Expire a locked pending offer past its deadline and tell its driver, inside the caller's transaction."""
+    with saving_changes(offer):
+        run_transition(offer.expire)
+    _record_offer(offer, "offer.expired", actor=OFFER_EXPIRY)
+    notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason="expired"))
 
 
 def pending_offer_of(delivery: Delivery) -> Offer | None:
