@@ -17,13 +17,15 @@ from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
 from deliveries.models import Delivery, Escalation, EscalationLevel, Offer, OfferStatus
-from deliveries.services import offers
+from deliveries.services import availability, offers
 from deliveries.services.availability import take_offline
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch
 from deliveries.services.escalations import raise_escalation_locked
 from deliveries.services.progress import cancel_delivery
 from deliveries.services.reassignment import reassign_as_ops_ask, release_delivery
+from drivers.models import DriverMessage
+from drivers.services import lock_driver
 from tests import factories, invariants
 from tests.conftest import api_client_for
 from tests.servers import production_env, running_server
@@ -274,3 +276,36 @@ def test_duplicate_beat_ticks_running_every_sweep_twice_at_once_reach_the_same_s
         assert AuditEvent.objects.filter(subject_id=offer.pk, type="offer.expired").count() == 1
     assert Escalation.objects.count() == Delivery.objects.filter(status__in=["pending", "offered"]).count()
     assert invariants.all_problems() == []
+
+
+@pytest.mark.parametrize("requested", ["on_break", "offline"])
+def test_an_offer_made_while_the_driver_leaves_is_withdrawn_not_left_pending(zones, monkeypatch, requested):
+    # Leaving reads the driver's pending offer, then locks the driver: an offer dispatch committed in between (it
+    # locks the driver to make it) was left pending on a driver on a break or offline, who could not accept it and
+    # was counted as missing it when it expired, while the delivery waited for the deadline.
+    merchant = factories.MerchantFactory()
+    driver = factories.online_driver(*factories.east(0.3))
+    made = []
+
+    def make_offer_elsewhere():
+        try:
+            made.append(factories.new_delivery(merchant))
+        finally:
+            connection.close()
+
+    def lock_after_an_offer_was_made(driver_id):
+        if not made:
+            thread = threading.Thread(target=make_offer_elsewhere)
+            thread.start()
+            thread.join(timeout=30)
+        return lock_driver(driver_id)
+
+    monkeypatch.setattr(availability, "lock_driver", lock_after_an_offer_was_made)
+    response = api_client_for(driver.user).post("/api/v1/driver/availability", {"state": requested}, format="json")
+
+    assert response.json()["state"] == requested
+    offer = Offer.objects.get(delivery=made[0])
+    assert offer.driver == driver
+    assert offer.status == OfferStatus.WITHDRAWN
+    told = DriverMessage.objects.filter(driver=driver, type__startswith="offer.").values_list("type", flat=True)
+    assert list(told) == ["offer.created", "offer.withdrawn"]

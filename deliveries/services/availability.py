@@ -3,7 +3,7 @@ offers. These live here, not in drivers/, because each change also decides what 
 offer and deliveries."""
 
 from datetime import datetime, timedelta
-from functools import partial
+from functools import partial, wraps
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_fsm import can_proceed
 
 from core.audit import Actor, atomic_action, record_event
-from core.errors import InvalidTransition
+from core.errors import DomainError, InvalidTransition
 from core.models import AuditEvent
 from deliveries import messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer
@@ -79,8 +79,22 @@ def go_online(driver_id, *, actor: Actor) -> None:
         announce_state(driver, reason="online")
 
 
+class _OfferArrived(DomainError):
+    """An offer was made to the driver between reading its pending offer and locking the driver. Retried; only
+    if offers kept arriving through every attempt does the app see it (a 409 to answer the offer or ask again)."""
+
+    code = "offer_arrived"
+    default_detail = "An offer arrived just now: answer it, or ask again."
+
+
+# Each retry means dispatch offered the driver a job in that very instant: a second one is already rare.
+LEAVING_ATTEMPTS = 3
+
+
 def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer | None]:
-    """Lock the driver's pending offer and its delivery before the driver (the fixed lock order)."""
+    """Lock the driver's pending offer and its delivery before the driver (the fixed lock order). Dispatch makes
+    an offer holding the driver's row, so once that is locked no new one can come; one committed after the read
+    above is not locked and would be left pending on a driver who left: `_OfferArrived`, to start again."""
     delivery_id = Offer.objects.pending_for_driver(driver_id).values_list("delivery_id", flat=True).first()
     delivery = lock_delivery(delivery_id) if delivery_id else None
     offer = (
@@ -88,9 +102,28 @@ def _lock_with_pending_offer(driver_id) -> tuple[Driver, Delivery | None, Offer 
         if delivery
         else None
     )
-    return lock_driver(driver_id), delivery, offer
+    driver = lock_driver(driver_id)
+    if offer is None and Offer.objects.pending_for_driver(driver_id).exists():
+        raise _OfferArrived()
+    return driver, delivery, offer
 
 
+def _retried_when_an_offer_arrives(action):
+    """Run a leaving action again, in a new transaction, when an offer arrived while it locked the driver."""
+
+    @wraps(action)
+    def run(driver_id, **kwargs):
+        for _ in range(LEAVING_ATTEMPTS - 1):
+            try:
+                return action(driver_id, **kwargs)
+            except _OfferArrived:
+                continue
+        return action(driver_id, **kwargs)
+
+    return run
+
+
+@_retried_when_an_offer_arrives
 def start_break(driver_id, *, actor: Actor) -> None:
     with atomic_action():
         driver, delivery, offer = _lock_with_pending_offer(driver_id)
@@ -165,6 +198,7 @@ def announce_state(driver: Driver, *, reason: str, detail: str = "") -> None:
     notify_driver(driver.pk, "driver.state", messages.driver_state(driver, reason=reason, detail=detail))
 
 
+@_retried_when_an_offer_arrives
 def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> None:
     """Set a driver offline. By the driver's own choice it is refused while carrying a picked-up delivery; set
     by the system (stale, missed offers) or ops the driver is told why. A pending offer is withdrawn and passed on;
