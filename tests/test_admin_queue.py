@@ -15,7 +15,7 @@ from deliveries.services.escalations import acknowledge_escalation, raise_escala
 from deliveries.services.offers import decline_offer
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
 from deliveries.services.reassignment import force_assign
-from drivers.models import Driver, DriverState
+from drivers.models import Driver, DriverMessage, DriverState
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -166,6 +166,8 @@ def test_raising_a_busy_drivers_capacity_makes_them_available_for_the_next_offer
     assert response.status_code == 302
     rider.refresh_from_db()
     assert (rider.state, rider.capacity) == (DriverState.AVAILABLE, 2)
+    told = DriverMessage.objects.filter(driver=rider, type="driver.state").latest("seq").data
+    assert (told["state"], told["reason"]) == ("available", "capacity_changed")  # the app hears it too
     event = AuditEvent.objects.filter(driver_id=rider.pk, type="driver.state_changed").latest("id")
     assert (event.actor_kind, event.from_state, event.to_state) == ("ops", "busy", "available")
     second = factories.new_delivery(merchant, "second")

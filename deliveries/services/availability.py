@@ -296,3 +296,7 @@ def apply_capacity(driver_id, *, actor: Actor) -> None:
             transition_driver(driver.free_capacity, actor=actor, reason="capacity changed")
         elif carried >= driver.capacity and carried and can_proceed(driver.fill_capacity):
             transition_driver(driver.fill_capacity, actor=actor, reason="capacity changed")
+        else:
+            return
+        # Not one of the driver's own deliveries: the app learns of it only from here.
+        announce_state(driver, reason="capacity_changed", detail=f"You can now carry {driver.capacity} at once.")
