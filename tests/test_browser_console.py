@@ -20,6 +20,16 @@ ESCALATION_PAGE = re.compile(r"/admin/deliveries/escalation/[0-9a-f-]+/change/")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def _logged_in(browser, live_server, username: str, *, then: str = ""):
+    """A page of the console, logged in through its form as `username` (password ops-pass-123)."""
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(f"{live_server.url}/admin/login/" + (f"?next={then}" if then else ""))
+    page.fill("#id_username", username)
+    page.fill("#id_password", "ops-pass-123")
+    page.click("input[type=submit]")
+    return page
+
+
 def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_server, tmp_path):
     get_user_model().objects.create_superuser("olga", "olga@example.com", "ops-pass-123")
     declined_by = factories.online_driver(*factories.CENTRO, name="Ana Silva")
@@ -28,11 +38,7 @@ def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_se
     decline_offer(delivery.offers.get().pk, actor=Actor.driver(declined_by), reason="too_far")
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(f"{live_server.url}/admin/login/")
-        page.fill("#id_username", "olga")
-        page.fill("#id_password", "ops-pass-123")
-        page.click("input[type=submit]")
+        page = _logged_in(browser, live_server, "olga")
         page.wait_for_url(f"{live_server.url}/admin/")
         page.goto(f"{live_server.url}/admin/deliveries/delivery/?status__exact=pending")
         page.click("text=stuck-1")
@@ -63,11 +69,7 @@ def test_ops_acknowledge_and_resolve_an_escalation_from_the_page_the_board_links
     escalation = escalated(factories.MerchantFactory(), "stuck-2", level=EscalationLevel.ALERT)
 
     with chromium() as browser:
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto(f"{live_server.url}/admin/login/?next=/ops/board/")
-        page.fill("#id_username", "oscar")
-        page.fill("#id_password", "ops-pass-123")
-        page.click("input[type=submit]")
+        page = _logged_in(browser, live_server, "oscar", then="/ops/board/")
         page.click("#escalation-table >> text=stuck-2")
         page.wait_for_url(ESCALATION_PAGE)
         page.click(".object-tools input[value=Acknowledge]")
