@@ -16,6 +16,7 @@ from deliveries.webhooks import enqueue_webhook
 # Which causes go away with which delivery status.
 _GONE_WHEN = {
     DeliveryStatus.ASSIGNED: {
+        Escalation.Reason.NOT_MOVING,  # of the driver it had before: a new assignment is a new driver
         Escalation.Reason.UNASSIGNED,
         Escalation.Reason.OFFER_ROUNDS,
         Escalation.Reason.REASSIGNMENTS,
