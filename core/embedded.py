@@ -59,6 +59,12 @@ class EmbeddedCelery:
         # would go through the webhook worker's app (and its configuration) instead of Relay's.
         app.set_current()
         app.set_default()
+        # Building a worker also points Celery's fast task tracer at that worker's app, through one registry per
+        # process: the default worker would run its tasks through the webhook app's registry, whose tracers only
+        # exist once the webhook worker has started, and a task it took first killed it ("'NoneType' object is
+        # not callable"). The plain tracer looks each task up in the current app, Relay's.
+        for celery_app in {worker.app for worker in workers}:
+            celery_app.use_fast_trace_task = False
         worker_state.should_stop = None
         self.threads = [
             threading.Thread(target=worker.start, name=f"celery-{worker.hostname}", daemon=True) for worker in workers
