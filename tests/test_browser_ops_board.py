@@ -123,3 +123,30 @@ def test_ops_watch_a_zone_turn_critical_live_and_others_are_sent_to_login(zones,
         assert "not authorized to access this page" in visitor.locator("body").inner_text()
         visitor.screenshot(path=ARTIFACTS / "ops_board_not_staff.png", full_page=True)
     assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+
+
+def test_a_zone_name_holding_markup_is_shown_as_text_on_every_map(zones, settings):
+    """Zone names are typed by ops (the admin, `load_zones`); the maps' labels once put them in as HTML, so a name
+    ran as script in the console of everyone who opened the board or a zone's page, superusers included."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    name = '<img src=x onerror="window.injected=1">Norte'
+    zones["norte"].name = name
+    zones["norte"].save(update_fields=["name"])
+    call_command("create_ops", "desk", "--password", PASSWORD, stdout=io.StringIO())
+    log = Path(ARTIFACTS / "zone_name_markup_server.log")
+
+    with running_server(production_env(settings), log) as url, chromium() as browser:
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{url}/admin/login/?next=/ops/board/")
+        page.fill("#id_username", "desk")
+        page.fill("#id_password", PASSWORD)
+        page.click("input[type=submit]")
+        page.wait_for_url(f"{url}/ops/board/")
+        page.wait_for_selector("#board-status:text('connected')")
+        assert f"{name} · normal ×1.00" in page.locator("#board-map .zone-label").all_inner_texts()
+        assert page.evaluate("window.injected") is None
+        page.goto(f"{url}/admin/zones/zone/{zones['centro'].pk}/change/")
+        page.wait_for_selector("#zone-map .zone-label")
+        assert name in page.locator("#zone-map .zone-label").all_inner_texts()
+        assert page.evaluate("window.injected") is None
+        assert page.locator("img[src=x]").count() == 0

@@ -27,7 +27,7 @@
         element.setAttribute("data-band", zone.band);
       }
     });
-    entry.layer.setTooltipContent(zone.name + " · " + zone.band + " ×" + zone.surge_multiplier);
+    entry.layer.setTooltipContent(RelayZoneMap.text(zone.name + " · " + zone.band + " ×" + zone.surge_multiplier));
     var row = entry.row;
     row.dataset.band = zone.band;
     row.replaceChildren(

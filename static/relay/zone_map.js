@@ -19,10 +19,20 @@ window.RelayZoneMap = (function () {
     return { color: colour, weight: 2, fillColor: colour, fillOpacity: 0.35 };
   }
 
+  /* Tooltip content that is shown as text: Leaflet puts a string in as HTML, and zone names are typed by ops
+     (a name holding markup ran as script in the console of whoever opened the map). */
+  function text(value) {
+    return function () {
+      var label = document.createElement("span");
+      label.textContent = value;
+      return label;
+    };
+  }
+
   /* A zone's polygon with its name on it; `layer.setColour(c)` recolours it later. */
   function drawZone(map, zone, colour) {
     var layer = L.geoJSON(zone.polygon, { style: style(colour) });
-    layer.bindTooltip(zone.name, { permanent: true, direction: "center", className: "zone-label" });
+    layer.bindTooltip(text(zone.name), { permanent: true, direction: "center", className: "zone-label" });
     layer.setColour = function (c) { layer.setStyle(style(c)); };
     layer.addTo(map);
     return layer;
@@ -36,5 +46,5 @@ window.RelayZoneMap = (function () {
     }
   }
 
-  return { COLOURS: COLOURS, create: create, drawZone: drawZone, fit: fit };
+  return { COLOURS: COLOURS, create: create, drawZone: drawZone, fit: fit, text: text };
 })();
