@@ -24,10 +24,23 @@ class Failed(Exception):
     """The call was made and did not succeed (network error, time limit, redirect, non-2xx): worth a retry."""
 
 
+# IPv6 addresses that carry an IPv4 address in their last 32 bits, which the kernel or a translating gateway
+# delivers to: IPv4-compatible (::/96), SIIT (::ffff:0:0:0/96) and NAT64 (64:ff9b::/96, RFC 6052). Python calls
+# them global whatever they carry, so [64:ff9b::a9fe:a9fe] reached the cloud metadata address through a NAT64.
+_CARRYING_IPV4 = [ipaddress.ip_network(prefix) for prefix in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")]
+# NAT64 for one site's own use (RFC 8215): never a public destination.
+_LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
+
+
 def _public(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # drop an IPv6 zone id
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if ip.version == 6:
+        if ip in _LOCAL_NAT64:
+            return False
+        if ip.ipv4_mapped or ip.sixtofour:  # ::ffff:a.b.c.d, and 6to4 (2002::/16) relays
+            ip = ip.ipv4_mapped or ip.sixtofour
+        elif any(ip in prefix for prefix in _CARRYING_IPV4):
+            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip.is_global and not ip.is_multicast
 
 

@@ -48,6 +48,13 @@ def test_a_redirect_is_not_followed(zones, receivers):
         "http://169.254.169.254/latest/meta-data/",
         "http://[::ffff:127.0.0.1]:{port}/hook",
         "http://0.0.0.0:{port}/hook",
+        # IPv4 carried in IPv6, delivered by the kernel or a translating gateway (NAT64, 6to4)
+        "http://[::7f00:1]:{port}/hook",
+        "http://[::ffff:0:7f00:1]:{port}/hook",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/",
+        "http://[2002:a9fe:a9fe::1]/latest/meta-data/",
+        "http://[2002:c0a8:a::1]:8080/hook",
     ],
 )
 def test_private_addresses_are_refused_unless_allowed(zones, receivers, settings, target):
