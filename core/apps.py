@@ -13,6 +13,13 @@ class CoreConfig(AppConfig):
 
         register_scrape_collector(collect_redis_up)
 
+        from django.contrib.auth import get_user_model
+        from django.db.models.signals import post_save
+
+        from core.tokens import revoke_on_password_change
+
+        post_save.connect(revoke_on_password_change, sender=get_user_model(), dispatch_uid="core.password_changed")
+
 
 class RelayAdminConfig(admin_apps.AdminConfig):
     """The admin is Relay's ops console: its own site (branding, login limits) replaces Django's default."""

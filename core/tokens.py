@@ -46,6 +46,14 @@ def revoke_token(token: Token) -> None:
     Token.objects.filter(pk=token.pk).delete()
 
 
+def revoke_on_password_change(sender, instance, created: bool, **kwargs) -> None:
+    """A user saved with a new password (`set_password`: the admin's form, `changepassword`, the create commands)
+    loses their token, as Django ends their sessions: whoever held it because the old password leaked keeps
+    nothing. (`_password` is the new raw password until the save ends; a hash upgrade at login clears it first.)"""
+    if not created and instance._password is not None:
+        Token.objects.filter(user_id=instance.pk).delete()  # each deletion voids the ingest route's cache too
+
+
 def _token_query(key):
     # The role lookups of `expires_at` and of the permission classes read the profiles joined here.
     return Token.objects.select_related("user", "user__driver", "user__merchant").filter(key=key)

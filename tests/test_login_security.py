@@ -151,6 +151,26 @@ def test_logout_revokes_the_token_it_is_called_with(zones):
     assert client.post("/api/v1/auth/logout").status_code == 401  # nothing left to revoke
 
 
+def test_a_new_password_revokes_the_token_issued_under_the_old_one(zones):
+    merchant = factories.MerchantFactory()
+    client = APIClient()
+    token = _login(client, merchant.user.username, REMOTE_ADDR=_address()).json()["token"]
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert client.get("/api/v1/deliveries").status_code == 200
+
+    merchant.user.set_password("a-new-pass-456")  # as ops do it in the admin after a leak
+    merchant.user.save()
+
+    assert client.get("/api/v1/deliveries").status_code == 401
+    assert _login(APIClient(), merchant.user.username, REMOTE_ADDR=_address()).status_code == 401
+    fresh = _login(APIClient(), merchant.user.username, "a-new-pass-456", REMOTE_ADDR=_address()).json()["token"]
+    assert fresh != token
+    client.credentials(HTTP_AUTHORIZATION=f"Token {fresh}")
+    assert client.get("/api/v1/deliveries").status_code == 200
+    merchant.user.save()  # saved without a new password (the admin's other fields): the token stays
+    assert client.get("/api/v1/deliveries").status_code == 200
+
+
 def test_the_schema_documents_expiry_and_logout():
     schema = APIClient().get("/api/schema/", {"format": "json"}).json()
     token_output = schema["components"]["schemas"]["TokenOutput"]
