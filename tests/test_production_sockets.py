@@ -10,6 +10,7 @@ import httpx
 import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from deliveries.tasks import take_zone_snapshots
@@ -97,3 +98,28 @@ def test_the_startup_check_refuses_a_layer_that_times_out_its_own_blocking_reads
         assert "relay.E001" in [error.id for error in run_checks()]
     finally:
         channel_layers.backends.clear()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_socket_message_far_larger_than_any_client_sends_closes_the_socket(zones, settings, tmp_path, workers):
+    """Clients send a location or a resume (well under 1 KB). A tracking link is all it takes to open a socket, and
+    each 16 MB message (uvicorn's default limit) held the server's event loop ~0.4 s: every socket and request of
+    the process waited."""
+    _create_accounts()
+    with running_server(production_env(settings), tmp_path / "server.log", workers=workers) as url:
+        merchant = {"Authorization": f"Token {_login(url, 'shop')}"}
+        created = httpx.post(f"{url}/api/v1/deliveries", json=factories.delivery_payload(), headers=merchant)
+        assert created.status_code == 201, created.text
+        token = created.json()["tracking_url"].rsplit("/", 1)[1]
+        with connect(f"{url.replace('http', 'ws', 1)}/ws/track/{token}/", max_size=None) as socket:
+            assert json.loads(socket.recv(timeout=10))["type"] == "status"
+            socket.send(json.dumps({"type": "hello", "data": {"padding": "x" * 60_000}}))
+            assert json.loads(socket.recv(timeout=10))["data"]["code"] == "unknown_type"  # answered, still open
+
+            socket.send("[NaN" + ",1" * 1_000_000 + "]")
+            with pytest.raises(ConnectionClosed) as closed:
+                socket.recv(timeout=10)
+            assert closed.value.rcvd.code == 1009  # message too big

@@ -23,6 +23,10 @@ UVICORN_OPTIONS = {
     "ws_per_message_deflate": False,
     # uvicorn's websockets-sansio protocol (what it picks by default), holding less per socket.
     "ws": "core.ws_server:WebSocketProtocol",
+    # What a client may send in one websocket message (API.md: a location or a resume, well under 1 KB; the
+    # tracking and ops sockets take none). uvicorn's default, 16 MiB, let anyone holding a tracking link stall a
+    # server process's event loop ~0.4 s per message while it was read and parsed; a larger one closes with 1009.
+    "ws_max_size": 64 * 1024,
 }
 
 
@@ -56,6 +60,7 @@ class Command(BaseCommand):
             argv += ["--workers", str(workers), "--log-level", "warning", "--lifespan", "off", "--no-proxy-headers"]
             argv += ["--no-access-log"]  # as UVICORN_OPTIONS says why
             argv += ["--ws-per-message-deflate", "false", "--ws", UVICORN_OPTIONS["ws"]]  # as UVICORN_OPTIONS says why
+            argv += ["--ws-max-size", str(UVICORN_OPTIONS["ws_max_size"])]
             # uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a
             # saturated machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
             argv += ["--timeout-worker-healthcheck", "30"]
