@@ -1,9 +1,11 @@
 from django.contrib import admin
 from django.http import HttpResponse
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
 
 from core.admin_bases import ReadOnlyAdmin
 from core.export import CONTENT_TYPES, write_events
-from core.models import AuditEvent
+from core.models import ApiToken, AuditEvent
 
 
 class TypeFamilyFilter(admin.SimpleListFilter):
@@ -47,3 +49,32 @@ class AuditEventAdmin(ReadOnlyAdmin):
         response["Content-Disposition"] = f'attachment; filename="audit-events.{fmt}"'
         write_events(queryset.order_by("id").iterator(chunk_size=2000), response, fmt)
         return response
+
+
+# DRF's token page listed every key in full: to anyone given its view permission, every merchant's, driver's and
+# superuser's API access. Replaced by one that shows whose token it is and lets it be revoked.
+admin.site.unregister(TokenProxy)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(TokenAdmin):
+    """Tokens by user (DRF's page, whose links name the user, not the key), revoked by deleting one. None is made
+    or changed here: users log in for theirs."""
+
+    list_display = ["user", "key_ending", "created"]
+    list_display_links = ["user"]
+
+    @admin.display(description="key")
+    def key_ending(self, token: ApiToken) -> str:
+        return f"…{token.key[-4:]}"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def get_deleted_objects(self, objs, request):
+        # Django's list links each object's page by its pk, here the key: named, not linked.
+        _, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return [f"API token: {token}" for token in objs], counts, perms_needed, protected

@@ -2,6 +2,7 @@ import uuid
 
 from django.db import models
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 
 class AppendOnlyError(Exception):
@@ -83,3 +84,15 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} ({'done' if self.completed else 'running'})"
+
+
+class ApiToken(Token):
+    """An API token as the console shows it: whose it is and the last 4 characters of its key, never the key
+    (whoever reads it can act as its user: a superuser's token is every ops right on the API)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.user} (…{self.key[-4:]})"

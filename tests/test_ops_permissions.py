@@ -7,10 +7,12 @@ import io
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from config.asgi import application
 from core.audit import Actor
@@ -206,3 +208,26 @@ def test_a_merchants_webhook_secret_is_shown_once_to_whoever_makes_it(client, me
     signature = endpoint.requests[-1].headers["X-Relay-Signature"]
     timestamp = int(signature.split(",")[0].removeprefix("t="))
     assert signature == sign(merchant_now.webhook_secret, timestamp, endpoint.requests[-1].body.decode())
+
+
+def test_no_console_page_shows_an_api_token_and_a_superuser_can_still_revoke_one(client, admin_user, merchant):
+    keys = [issue_token(merchant.user).key, issue_token(admin_user).key]
+    client.force_login(admin_user)
+    token_pages = [model for model in admin.site._registry if issubclass(model, Token)]
+    assert token_pages  # the console lists tokens, by user
+    for model in token_pages:
+        name = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        for page in [
+            reverse(f"{name}_changelist"),
+            reverse(f"{name}_change", args=[merchant.user.pk]),
+            reverse(f"{name}_delete", args=[merchant.user.pk]),
+        ]:
+            shown = client.get(page)
+            assert shown.status_code == 200, page
+            assert not any(key in shown.content.decode() for key in keys), page
+        assert keys[0][-4:] in client.get(reverse(f"{name}_changelist")).content.decode()
+
+        revoked = client.post(reverse(f"{name}_delete", args=[merchant.user.pk]), {"post": "yes"}, follow=True)
+        assert keys[0] not in revoked.content.decode()
+    assert not Token.objects.filter(user=merchant.user).exists()
+    assert api_client_for(merchant.user).get("/api/v1/deliveries").status_code == 200  # a new login works
