@@ -6,8 +6,10 @@
   one in. `allow_private` lifts this for the demo and the tests, whose receivers run on 127.0.0.1.
 - Redirects are never followed: a POST is not turned into a request to wherever the answer points, with
   our signature on it.
-- One time limit covers the whole call (resolving, connecting, sending, the full answer): a receiver that
+- One time limit covers the whole call (resolving, connecting, sending, the answer's headers): a receiver that
   answers a byte at a time cannot hold a worker longer than that.
+- The answer's body is never read: only its status counts, and a receiver could send gigabytes, which were read
+  into the worker's memory.
 """
 
 import asyncio
@@ -69,13 +71,17 @@ async def _post(url: str, body: bytes, headers: dict, *, timeout_s: float, allow
         # Connect to the checked address; the Host header and TLS (SNI and certificate) still name the host.
         target = httpx.URL(url).copy_with(host=address)
         try:
-            async with httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout_s) as client:
-                response = await client.post(
+            async with (
+                httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout_s) as client,
+                client.stream(
+                    "POST",
                     target,
                     content=body,
                     headers={**headers, "Host": parts.netloc.rsplit("@", 1)[-1]},
                     extensions={"sni_hostname": parts.hostname},
-                )
+                ) as response,
+            ):
+                pass  # the status line and headers are the answer: the body is left unread (see the docstring)
         except httpx.HTTPError as exc:
             raise Failed(f"{type(exc).__name__}: {exc}") from exc
     if response.is_redirect:

@@ -129,3 +129,45 @@ def test_one_time_limit_covers_the_whole_call(zones, settings):
         assert time.monotonic() - started < 10  # the receiver would have kept it going for 20 s
     finally:
         trickle.close()
+
+
+class EndlessBody:
+    """A receiver that answers 200 and then sends a body without end (a merchant's server that returns gigabytes)."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.stop = threading.Event()
+        self.sent = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        connection, _ = self.listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+            while not self.stop.wait(0.005):
+                try:
+                    connection.sendall(chunk)
+                except OSError:
+                    return  # the client hung up
+                self.sent += 65536
+
+    def close(self):
+        self.stop.set()
+        self.listener.close()
+
+
+def test_the_answers_body_is_not_read(zones, settings):
+    """Only the status counts. The whole body was read into the worker's memory, as fast as the receiver sent it,
+    for up to the time limit (and an endless one made a delivered webhook fail and be sent again)."""
+    settings.RELAY_WEBHOOK_TIMEOUT_S = 3
+    endless = EndlessBody()
+    try:
+        webhook = _webhook_to(endless.url)
+        started = time.monotonic()
+        assert webhooks.post_webhook(webhook) is None
+        assert time.monotonic() - started < 1
+    finally:
+        endless.close()
