@@ -1,9 +1,11 @@
 """`/ws/driver/?token=<key>`: a driver's own message stream, with `resume` from the stored stream."""
 
+import time
 from collections import deque
 
 from channels.db import database_sync_to_async
 
+from core.throttling import UserThrottle
 from core.ws import CLOSE_UNAUTHORIZED, AuthenticatedConsumer
 from drivers import credentials, locations
 from drivers.api import PointInput, points_from
@@ -33,6 +35,11 @@ class DriverConsumer(AuthenticatedConsumer):
     # `driver.state` messages, so a ping costs no query.
     online = False
     states_heard = 0  # `driver.state` messages received: one received while a check read is newer than its read
+    # A socket's locations have the API's per-user budget (API_THROTTLE_RATE), counted here in memory, as the REST
+    # route counts its pings in Redis (a round trip a socket's location does without): one app sending thousands a
+    # second held a server process's loop. Locations over it are answered `throttled` and not recorded.
+    budget_ends = 0.0  # when the current window of the budget ends (time.time())
+    budget_left = 0
 
     async def current_user(self):
         # Drivers' apps authenticate by token only; the token must be a driver's.
@@ -84,6 +91,12 @@ class DriverConsumer(AuthenticatedConsumer):
             await handler(data)
 
     async def on_location(self, data):
+        if not self._within_budget():
+            wait_s = max(1, round(self.budget_ends - time.time()))
+            await self.send_error(
+                "throttled", f"Too many locations on this socket: not recorded. Try again in {wait_s} s."
+            )
+            return
         # The lean validator takes the plain form on the event loop; the serializer decides the rest and words
         # the errors.
         point = parse_point(data)
@@ -94,6 +107,14 @@ class DriverConsumer(AuthenticatedConsumer):
                 return
             point = points_from([serializer.validated_data])[0]
         await locations.arecord_positions(self.driver_id, [point], online=self.online)
+
+    def _within_budget(self) -> bool:
+        now = time.time()
+        if now >= self.budget_ends:
+            throttle = UserThrottle()
+            self.budget_ends, self.budget_left = now + throttle.duration, throttle.num_requests
+        self.budget_left -= 1
+        return self.budget_left >= 0
 
     async def on_resume(self, data):
         after = data.get("after_seq")

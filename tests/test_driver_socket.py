@@ -127,3 +127,40 @@ async def test_an_unrouted_path_is_refused_at_the_handshake(path):
     connected, code = await communicator.connect()
     assert (connected, code) == (False, 4404)
     await communicator.disconnect()
+
+
+async def test_locations_over_the_apis_budget_are_refused_and_not_recorded(zones, monkeypatch, clock):
+    from channels.db import database_sync_to_async as db
+    from django.utils import timezone
+
+    from core.throttling import UserThrottle
+    from drivers.locations import last_position
+
+    monkeypatch.setattr(UserThrottle, "THROTTLE_RATES", {"user": "3/min"})
+    driver = await db(factories.online_driver)(*factories.CENTRO)
+    socket, connected, _ = await _connect(await db(lambda: _token_for(driver.user))())
+    assert connected
+
+    async def send(lat: float) -> dict:
+        point = {"lat": lat, "lng": factories.CENTRO[1], "recorded_at": timezone.now().isoformat()}
+        await socket.send_json_to({"type": "location", "data": point})
+        await socket.send_json_to({"type": "probe"})  # answered once the location is handled
+        return await socket.receive_json_from(timeout=3)
+
+    async def position() -> float:
+        await db(driver.refresh_from_db)()
+        return (await db(last_position)(driver)).lat
+
+    lat = factories.CENTRO[0]
+    for step in (0.001, 0.002, 0.003):
+        assert (await send(lat + step))["data"]["code"] == "unknown_type"  # the probe's answer: nothing else
+    refused = await send(lat + 0.004)
+    assert refused["type"] == "error" and refused["data"]["code"] == "throttled"
+    assert "60 s" in refused["data"]["detail"]
+    assert (await socket.receive_json_from(timeout=3))["data"]["code"] == "unknown_type"
+    assert await position() == pytest.approx(lat + 0.003)
+
+    clock.shift(61)
+    assert (await send(lat + 0.005))["data"]["code"] == "unknown_type"
+    assert await position() == pytest.approx(lat + 0.005)
+    await socket.disconnect()
