@@ -1,23 +1,71 @@
 """The channel layer of production mode: channels-redis' pub/sub layer, with a lean queue per channel that a
-socket can read itself.
+socket can read itself, and sockets told when the layer loses Redis.
 
 Every socket's consumer has a channel of its own, and the layer keeps a queue per channel for the socket's life:
 an `asyncio.Queue`, ~3.3 KB empty, where `core.aio.Inbox` holds nothing while nothing waits in it. A socket that
 takes its channel with `new_inbox` reads that queue itself (core/ws.py), without a task waiting in `receive`. A
 channel has one reader at a time (an `Inbox` refuses a second), where channels-redis let several race for it.
+
+Pub/sub is at most once: what is published while the layer's connection is down never arrives, and a socket that
+stayed open through the outage would never learn it missed anything (a driver set offline meanwhile would go on
+pinging into the void). So when the connection is lost every channel of the layer is told
+(`LOST`), the sockets close with 1012 and their apps reconnect and `resume` from the stored stream; and the layer
+starts again from no subscription, as the sockets it had are gone (channels-redis would log a traceback a second
+while Redis is down and resubscribe the dead channels when it is back).
 """
 
 import asyncio
+import contextlib
 import logging
 
-from channels_redis.pubsub import RedisPubSubChannelLayer, RedisPubSubLoopLayer, _wrap_close
+from channels_redis.pubsub import (
+    RedisPubSubChannelLayer,
+    RedisPubSubLoopLayer,
+    RedisSingleShardConnection,
+    _close_redis,
+    _wrap_close,
+)
 
 from core.aio import Inbox
 
 log = logging.getLogger(__name__)
+LOST = {"type": "channel_layer.lost"}  # what every channel of a layer receives when the layer loses Redis
+RETRY_S = 1.0  # while Redis is down, the receiving task tries again this often (channels-redis' pace)
+
+
+class _Shard(RedisSingleShardConnection):
+    async def _do_receiving(self):
+        # As channels-redis' loop, but a lost connection is one warning and a reset, not a traceback a second.
+        while True:
+            try:
+                if self._pubsub and self._pubsub.subscribed:
+                    message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                    self._receive_message(message)
+                else:
+                    await asyncio.sleep(0.1)
+            except (TimeoutError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:
+                log.warning("channel layer: Redis connection lost (%s); its sockets close to resume", exc)
+                await self._reset()
+                await asyncio.sleep(RETRY_S)
+
+    async def _reset(self) -> None:
+        """Forget every subscription (they died with the connection) and tell every channel of the layer."""
+        async with self._lock:
+            redis, self._redis, self._pubsub, self._subscribed_to = self._redis, None, None, set()
+            for channel in list(self.channel_layer.channels.values()):
+                channel.put_nowait(self.channel_layer.channel_layer.serialize(LOST))
+            if redis is not None:
+                with contextlib.suppress(Exception):  # the connection is gone already
+                    await _close_redis(redis)
 
 
 class _LoopLayer(RedisPubSubLoopLayer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._shards = [_Shard(shard.host, self) for shard in self._shards]
+
     async def _subscribe_to_channel(self, channel):
         self.channels[channel] = Inbox()
         try:

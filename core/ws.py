@@ -21,7 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core import metrics, parsers
-from core.channel_layer import PubSubChannelLayer
+from core.channel_layer import LOST, PubSubChannelLayer
 from core.inputs import NUL
 from core.tokens import valid_token
 
@@ -45,6 +45,8 @@ def user_for_token(key: str | None):
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+# The server can no longer push to the socket (its channel layer lost Redis): the app reconnects and resumes.
+CLOSE_SERVICE_RESTART = 1012
 
 
 def envelope(type: str, data: dict) -> dict:
@@ -114,6 +116,9 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
             if waiting is not None:
                 waiting.cancel()
             await layer.close_inbox(self.channel_name)
+
+    async def channel_layer_lost(self, event):
+        await self.close(code=CLOSE_SERVICE_RESTART)
 
     async def dispatch(self, message):
         # Channels' own dispatch first hops to a thread to close stale database connections, on every message
@@ -250,7 +255,8 @@ class _CredentialChecks:
         ready.set_result(None)
         try:
             while True:
-                await layer.receive(channel)
+                if (await layer.receive(channel))["type"] == LOST["type"]:
+                    return  # its sockets close; the next one to open starts a listener on a new subscription
                 try:
                     await self._recheck()
                 except Exception:

@@ -1,0 +1,56 @@
+"""The pub/sub channel layer losing Redis (found by the production soak): what was published meanwhile never
+arrives, so a socket open through the outage is closed (1012) for its app to reconnect and `resume` from the
+stored stream, instead of staying open and deaf (a driver set offline meanwhile never learnt it); and the outage
+is one warning, not a traceback a second."""
+
+import asyncio
+import logging
+import uuid
+
+import pytest
+
+from core.channel_layer import PubSubChannelLayer
+from tests import faults
+from tests.test_socket_inbox import _Server, _Socket, _until
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+
+def _layer(url: str) -> PubSubChannelLayer:
+    hosts = [{"address": url, "socket_timeout": 30, "socket_connect_timeout": 1}]
+    return PubSubChannelLayer(hosts=hosts, prefix=f"test-outage-{uuid.uuid4().hex}")
+
+
+async def _open(layer, monkeypatch, extensions=None) -> tuple[_Server, asyncio.Task]:
+    monkeypatch.setattr("core.ws.get_channel_layer", lambda alias=None: layer)
+    server = _Server()
+    scope = {"type": "websocket", "path": "/ws/test/", "query_string": b"", "headers": []}
+    scope["extensions"] = extensions or {}
+    running = asyncio.ensure_future(_Socket()(scope, server.receive, server.send))
+
+    async def answered() -> bool:
+        return bool(server.sent) or running.done()
+
+    assert await _until(answered, timeout_s=10)
+    return server, running
+
+
+async def test_a_socket_open_when_redis_goes_down_is_closed_for_its_app_to_resume(tmp_path, monkeypatch, caplog):
+    redis_server = faults.PrivateRedis(tmp_path)
+    redis_server.start()
+    try:
+        layer = _layer(redis_server.url)
+        server, running = await _open(layer, monkeypatch)
+        assert server.sent[0]["type"] == "websocket.accept"
+
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            redis_server.stop()
+            await asyncio.wait_for(running, 10)  # the socket ended: its app reconnects and resumes
+            await asyncio.sleep(2)  # Redis stays down: the layer keeps trying, and says so once
+        assert (server.sent[-1]["type"], server.sent[-1]["code"]) == ("websocket.close", 1012)
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+        assert len([r for r in caplog.records if r.name == "core.channel_layer"]) == 1
+    finally:
+        redis_server.stop()
+    await layer.flush()
