@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from core import metrics, parsers
 from core.channel_layer import LOST, PubSubChannelLayer
@@ -47,6 +48,7 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 # The server can no longer push to the socket (its channel layer lost Redis): the app reconnects and resumes.
 CLOSE_SERVICE_RESTART = 1012
+UNAVAILABLE_RETRY_AFTER_S = 5
 
 
 def envelope(type: str, data: dict) -> dict:
@@ -73,6 +75,11 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
                 await self._serve(scope, receive, send, layer)
             else:
                 await super().__call__(scope, receive, send)
+        except RedisError as exc:  # the channel layer cannot reach Redis: the app is asked to come back later
+            log.warning("%s socket: channel layer unavailable (%s)", self.kind, exc)
+            if getattr(self, "channel_name", None) is None:
+                self.left = True  # refused before it had a channel: there is nothing to clean up
+            await self._unavailable(send)
         finally:
             if not self.left:
                 # Ended without the server's disconnect (a send to a client already gone, a cancellation at
@@ -116,6 +123,14 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
             if waiting is not None:
                 waiting.cancel()
             await layer.close_inbox(self.channel_name)
+
+    async def _unavailable(self, send) -> None:
+        if self.counted or "websocket.http.response" not in self.scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
+            return
+        headers = [(b"retry-after", str(UNAVAILABLE_RETRY_AFTER_S).encode()), (b"content-length", b"0")]
+        await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": b""})
 
     async def channel_layer_lost(self, event):
         await self.close(code=CLOSE_SERVICE_RESTART)

@@ -1,7 +1,7 @@
 """The pub/sub channel layer losing Redis (found by the production soak): what was published meanwhile never
 arrives, so a socket open through the outage is closed (1012) for its app to reconnect and `resume` from the
-stored stream, instead of staying open and deaf (a driver set offline meanwhile never learnt it); and the outage
-is one warning, not a traceback a second."""
+stored stream, instead of staying open and deaf (a driver set offline meanwhile never learnt it). A socket that
+opens while Redis is down is refused with a 503, and the outage is one warning, not a traceback a second."""
 
 import asyncio
 import logging
@@ -51,6 +51,36 @@ async def test_a_socket_open_when_redis_goes_down_is_closed_for_its_app_to_resum
         assert (server.sent[-1]["type"], server.sent[-1]["code"]) == ("websocket.close", 1012)
         assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
         assert len([r for r in caplog.records if r.name == "core.channel_layer"]) == 1
+    finally:
+        redis_server.stop()
+    await layer.flush()
+
+
+async def test_a_socket_opened_while_redis_is_down_is_refused_with_503_and_opens_once_it_is_back(
+    tmp_path, monkeypatch, caplog
+):
+    redis_server = faults.PrivateRedis(tmp_path)
+    redis_server.start()
+    layer = _layer(redis_server.url)
+    try:
+        redis_server.stop()
+        with caplog.at_level(logging.WARNING):
+            server, running = await _open(layer, monkeypatch, extensions={"websocket.http.response": {}})
+            await asyncio.wait_for(running, 10)  # no exception left for the server to log as a traceback
+        assert server.sent[0]["type"] == "websocket.http.response.start"
+        assert server.sent[0]["status"] == 503
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+
+        redis_server.start()
+        server, running = await _open(layer, monkeypatch)
+        assert server.sent[0]["type"] == "websocket.accept"
+        await layer.group_send("riders", {"type": "stream.message", "message": {"type": "offer.created"}})
+
+        async def pushed() -> bool:
+            return any(m["type"] == "websocket.send" for m in server.sent)
+
+        assert await _until(pushed)
+        running.cancel()
     finally:
         redis_server.stop()
     await layer.flush()
