@@ -18,6 +18,8 @@ import weakref
 from collections import deque
 from contextlib import contextmanager
 
+from redis.exceptions import RedisError
+
 log = logging.getLogger(__name__)
 _thread = threading.local()
 
@@ -43,6 +45,12 @@ def hand_off(layer, group: str, message: dict) -> bool:
     except RuntimeError:  # the loop has closed: the server stopped while this request finished
         log.warning("push to %s not sent: the server is stopping; the client will resume", group)
     return True
+
+
+def unreachable(exc: Exception) -> bool:
+    """The channel layer could not be reached (worth a line while Redis is down), rather than a fault of ours (worth
+    its traceback)."""
+    return isinstance(exc, RedisError | OSError)
 
 
 class _Sender:
@@ -74,8 +82,10 @@ class _Sender:
                 layer, group, message = self.queue[0]
                 try:
                     await layer.group_send(group, message)
-                except Exception:  # a down channel layer must not stop the sends behind it
-                    log.warning("push to %s failed; the client will resume", group, exc_info=True)
+                except Exception as exc:  # a down channel layer must not stop the sends behind it
+                    log.warning(
+                        "push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc)
+                    )
                 self.queue.popleft()
         except asyncio.CancelledError:
             log.warning("%d pushes not sent: the server is stopping; the clients will resume", len(self.queue))

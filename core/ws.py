@@ -219,7 +219,10 @@ CREDENTIAL_CHECK_GROUP = "sockets.credentials"
 
 
 def recheck_socket_credentials() -> None:
-    async_to_sync(get_channel_layer().group_send)(CREDENTIAL_CHECK_GROUP, {"type": "credentials.recheck"})
+    try:
+        async_to_sync(get_channel_layer().group_send)(CREDENTIAL_CHECK_GROUP, {"type": "credentials.recheck"})
+    except RedisError as exc:  # the sockets close when the layer loses Redis; the next recheck is 30 s away
+        log.warning("socket credentials not rechecked: channel layer unavailable (%s)", exc)
 
 
 class _CredentialChecks:

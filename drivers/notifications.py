@@ -69,8 +69,10 @@ def push_to_group(group: str, envelope: dict) -> None:
         return
     try:
         async_to_sync(layer.group_send)(group, message)
-    except Exception:  # a down channel layer must not fail the committed change; the app resumes from seq
-        log.warning("push to %s failed; the client will resume", group, exc_info=True)
+    except Exception as exc:  # a down channel layer must not fail the committed change; the app resumes from seq
+        log.warning(
+            "push to %s failed (%s); the client will resume", group, exc, exc_info=not loop_sends.unreachable(exc)
+        )
 
 
 def purge_old_messages() -> int:

@@ -236,7 +236,11 @@ def drain(batch: int = 5000) -> list[Crumb]:
     pipe = store.pipeline(transaction=True)
     pipe.lrange(_key("crumbs"), 0, batch - 1)
     pipe.ltrim(_key("crumbs"), batch, -1)
-    raw, _ = pipe.execute()
+    try:
+        raw, _ = pipe.execute()
+    except _REDIS_ERRORS as exc:
+        log.warning("tracking: Redis unavailable (%s); breadcrumbs not flushed", exc)
+        return []
     crumbs = []
     for line in raw:
         delivery_id, driver_id, lat, lng, ts = _text(line).split("|")
@@ -249,7 +253,12 @@ def due_for_eta(batch: int = 5000) -> list[str]:
     store = _store()
     if store is None:
         return []
-    return [_text(member) for member in store.spop(_key("eta-due"), batch) or []]
+    try:
+        due = store.spop(_key("eta-due"), batch)
+    except _REDIS_ERRORS as exc:
+        log.warning("tracking: Redis unavailable (%s); ETAs not refreshed from pings", exc)
+        return []
+    return [_text(member) for member in due or []]
 
 
 def _store():

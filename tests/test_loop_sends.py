@@ -93,7 +93,7 @@ async def test_pushes_handed_off_arrive_in_order_and_a_failed_one_is_logged(monk
         await asyncio.to_thread(request_work)
         received = [(await layer.receive(channel))["message"]["seq"] for _ in range(29)]
     assert received == [seq for seq in range(1, 31) if seq != 3]
-    assert "push to handed-off failed; the client will resume" in caplog.text
+    assert "push to handed-off failed (Redis is down); the client will resume" in caplog.text
 
 
 def test_a_push_from_a_request_that_outlives_its_server_is_logged_not_raised(caplog):
