@@ -9,6 +9,7 @@ times. The location ingest route (drivers/ingest.py) runs the same command on th
 rest of the API share one budget. Embedded mode (no Redis) keeps DRF's own code on the local-memory cache."""
 
 import logging
+import time
 
 from django.core.cache import cache as django_cache
 from django.core.cache import caches
@@ -52,6 +53,23 @@ def check(target, cache_key: str, now: float, duration: int, num_requests: int):
     return target.eval(SLIDING_LOG, 1, log_key(cache_key), repr(now), duration, num_requests)
 
 
+# While the cache is down every request fails open: said once per this many seconds, with how many were let
+# through, not once per request (thousands of lines a second in production; relay_throttle_cache_failures_total
+# counts them all).
+WARN_EVERY_S = 10.0
+_unwarned = {"failures": 0, "since": float("-inf")}
+
+
+def _warn_failure(exc: Exception) -> None:
+    THROTTLE_FAILURES.inc()
+    _unwarned["failures"] += 1
+    now = time.monotonic()
+    if now - _unwarned["since"] < WARN_EVERY_S:
+        return
+    let_through, _unwarned["failures"], _unwarned["since"] = _unwarned["failures"], 0, now
+    log.warning("throttle cache unavailable (%s); %d request(s) let through unthrottled", exc, let_through)
+
+
 _client = None
 
 
@@ -82,8 +100,7 @@ class _SlidingLog:
             self.now = self.timer()
             answer = check(client, key, self.now, self.duration, self.num_requests)
         except Exception as exc:  # any cache backend error: let the request through, loudly
-            THROTTLE_FAILURES.inc()
-            log.warning("throttle cache unavailable (%s); request not throttled", exc)
+            _warn_failure(exc)
             return True
         allowed, self._count = answer[0], answer[1]
         self._oldest = float(answer[2]) if len(answer) > 2 else None
