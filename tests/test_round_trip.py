@@ -92,13 +92,21 @@ async def test_a_round_trip_cancelled_before_it_began_cancels_its_callers(shared
     assert await shared.execute(lambda pipe: pipe.ping()) == [True]
 
 
-async def test_a_round_trip_cancelled_while_out_leaves_the_next_its_own_replies(redis_client, shared):
-    """Cancelled with its replies still unread (a BLPOP that Redis holds for 0.3 s): its callers are cancelled,
-    and the next round trip reads its own replies, not the abandoned one."""
-    waiting = asyncio.ensure_future(shared.execute(lambda pipe: pipe.blpop(f"{KEY}:empty", timeout=0.3)))
-    while not any(client["cmd"] == "blpop" for client in await redis_client.client_list()):
-        await asyncio.sleep(0.01)  # until Redis holds it
-    shared.in_flight.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
-    assert await shared.execute(lambda pipe: pipe.set(KEY, "w").get(KEY)) == [True, b"w"]
+async def test_a_round_trip_cancelled_while_out_leaves_the_next_its_own_replies(redis_client):
+    """Cancelled with its replies still unread (a BLPOP that Redis holds for 5 s): its callers are cancelled,
+    and the next round trip reads its own replies, not the abandoned one (which would come as the SET's)."""
+    # Held for longer than a loaded machine takes to see it held: a BLPOP of 0.3 s was answered before the test's
+    # look at CLIENT LIST once that came 0.4 s late, and there was no round trip left to cancel.
+    patient = aioredis.Redis.from_url(settings.RELAY_LOCATION_REDIS_URL, socket_timeout=10)
+    shared = RoundTrip(patient)
+    try:
+        waiting = asyncio.ensure_future(shared.execute(lambda pipe: pipe.blpop(f"{KEY}:empty", timeout=5)))
+        while not any(client["cmd"] == "blpop" for client in await redis_client.client_list()):
+            await asyncio.sleep(0.01)  # until Redis holds it
+        shared.in_flight.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await shared.execute(lambda pipe: pipe.set(KEY, "w").get(KEY)) == [True, b"w"]
+    finally:
+        await shared.aclose()
+        await patient.aclose()
