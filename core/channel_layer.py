@@ -25,6 +25,7 @@ from channels_redis.pubsub import (
     _close_redis,
     _wrap_close,
 )
+from redis.exceptions import RedisError
 
 from core.aio import Inbox
 
@@ -86,6 +87,8 @@ class _LoopLayer(RedisPubSubLoopLayer):
             return
         try:
             await self._get_shard(channel).unsubscribe(channel)
+        except (RedisError, OSError) as exc:  # Redis is gone, and the subscription with its connection
+            log.warning("channel layer: a closed socket's channel not unsubscribed: Redis unavailable (%s)", exc)
         except Exception:
             log.exception("unsubscribing a closed socket's channel failed")
 

@@ -8,6 +8,8 @@ import logging
 import uuid
 
 import pytest
+from channels_redis.pubsub import RedisSingleShardConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.channel_layer import PubSubChannelLayer
 from tests import faults
@@ -81,6 +83,31 @@ async def test_a_socket_opened_while_redis_is_down_is_refused_with_503_and_opens
 
         assert await _until(pushed)
         running.cancel()
+    finally:
+        redis_server.stop()
+    await layer.flush()
+
+
+async def test_a_socket_closing_while_redis_is_down_leaves_one_line_not_a_traceback(tmp_path, monkeypatch, caplog):
+    # Seen in production mode: a driver app reconnecting as Redis went down got its channel, then failed to join
+    # its group; unsubscribing the channel on the way out was refused too, and logged an ERROR with three
+    # tracebacks. (Whether the unsubscribe meets the dead connection depends on the layer's reader noticing first:
+    # here it is made to meet it.)
+    redis_server = faults.PrivateRedis(tmp_path)
+    redis_server.start()
+    layer = _layer(redis_server.url)
+    try:
+        channel, _ = await layer.new_inbox()
+        redis_server.stop()
+
+        async def refused(self, channel):
+            raise RedisConnectionError(f"Error 111 connecting to {redis_server.url}. Connection refused.")
+
+        monkeypatch.setattr(RedisSingleShardConnection, "unsubscribe", refused)
+        with caplog.at_level(logging.WARNING):
+            await layer.close_inbox(channel)
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+        assert ["Connection refused" in r.getMessage() for r in caplog.records] == [True]
     finally:
         redis_server.stop()
     await layer.flush()
