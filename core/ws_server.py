@@ -30,7 +30,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
     async def send(self, message) -> None:
         await super().send(message)
-        if message["type"] == "websocket.accept" and self.handshake_complete:
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            # A refusal answered with a response (a 503 while Redis is down) completes the handshake too: uvicorn's
+            # protocol forgets to say so and logs each one as an ERROR (Kludex/uvicorn#3138, open).
+            self.handshake_complete = True
+        elif message["type"] == "websocket.accept" and self.handshake_complete:
             # websockets' parser keeps the request object for the connection's life (a local of its generator):
             # emptied, it keeps no headers.
             self.request.headers.clear()

@@ -10,11 +10,11 @@ import httpx
 import pytest
 from django.core.checks import run_checks
 from django.core.management import call_command
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from deliveries.tasks import take_zone_snapshots
-from tests import factories
+from tests import factories, faults
 from tests.servers import production_env, running_server
 
 QUIET_S = 15  # three times the 5 s read timeout that once closed every idle socket
@@ -123,3 +123,29 @@ def test_a_socket_message_far_larger_than_any_client_sends_closes_the_socket(zon
             with pytest.raises(ConnectionClosed) as closed:
                 socket.recv(timeout=10)
             assert closed.value.rcvd.code == 1009  # message too big
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_socket_refused_while_redis_is_down_gets_a_503_and_logs_no_error(zones, settings, tmp_path):
+    """A driver app reconnecting during a Redis outage is asked to come back later (503, Retry-After). uvicorn's
+    websockets-sansio protocol logged every such refusal as "ASGI callable returned without completing
+    handshake" at ERROR (Kludex/uvicorn#3138), though the answer went out whole."""
+    redis_server = faults.PrivateRedis(tmp_path)
+    redis_server.start()
+    _create_accounts()
+    log = tmp_path / "server.log"
+    try:
+        with running_server(production_env(settings) | {"REDIS_URL": redis_server.url}, log) as url:
+            token = _login(url, "rider")
+            redis_server.stop()
+            with pytest.raises(InvalidStatus) as refused:
+                connect(f"{url.replace('http', 'ws', 1)}/ws/driver/?token={token}", open_timeout=10)
+            assert refused.value.response.status_code == 503
+            assert refused.value.response.headers["Retry-After"] == "5"
+    finally:
+        redis_server.stop()
+    output = log.read_text()
+    assert "channel layer unavailable" in output
+    assert "ERROR" not in output and "Traceback" not in output
