@@ -52,9 +52,17 @@ class HistoryDay:
         self.answered: set = set()
         self.acknowledging: set = set()
         self.deliveries = 0
+        self.ends = datetime.combine(day, CLOSE_AT, tzinfo=UTC) + timedelta(hours=2)  # closing time, and the day's end
 
     def at(self, when: datetime, action: Callable) -> None:
         heapq.heappush(self.queue, _Event(when, next(self.seq), action))
+
+    def later(self, action: Callable) -> None:
+        """Try `action` again in 10 minutes, while the day lasts: a break for a driver who is never available, or
+        going home for one who stays busy, would otherwise be tried forever and the day would never end."""
+        when = _now() + timedelta(minutes=10)
+        if when <= self.ends:
+            self.at(when, action)
 
     def run(self) -> int:
         opens = datetime.combine(self.day, OPEN_AT, tzinfo=UTC)
@@ -82,7 +90,7 @@ class HistoryDay:
                 with contextlib.suppress(DomainError):
                     event.action()
                 self.follow_up()
-            clock.move_to(closes + timedelta(hours=2))
+            clock.move_to(self.ends)
             self.close_the_day()
         return self.deliveries
 
@@ -99,7 +107,7 @@ class HistoryDay:
 
     def take_break(self, driver: Driver) -> None:
         if Driver.objects.get(pk=driver.pk).state != DriverState.AVAILABLE:
-            self.at(_now() + timedelta(minutes=10), lambda: self.take_break(driver))
+            self.later(lambda: self.take_break(driver))
             return
         availability.start_break(driver.pk, actor=Actor.driver(driver))
         back = _now() + timedelta(minutes=self.rng.choice([15, 20, 25, 30, 40]))
@@ -113,7 +121,7 @@ class HistoryDay:
     def offline(self, driver: Driver) -> None:
         state = Driver.objects.get(pk=driver.pk).state
         if state == DriverState.BUSY:
-            self.at(_now() + timedelta(minutes=10), lambda: self.offline(driver))
+            self.later(lambda: self.offline(driver))
         elif state != DriverState.OFFLINE:
             availability.take_offline(driver.pk, actor=Actor.driver(driver), reason="driver")
 

@@ -35,3 +35,25 @@ def test_refused_while_a_fleet_is_online(zones):
     factories.online_driver(*factories.CENTRO)
     with pytest.raises(CommandError, match="1 drivers are online"):
         call_command("seed_history", "--days", "1", stdout=io.StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_day_ends_even_for_a_driver_who_never_becomes_available(zones, monkeypatch):
+    """Found on a fresh `make demo`: seeding never got past its 12th day. A driver who was not available at
+    lunch tried the break again every 10 simulated minutes, forever, and the day never ended."""
+    import random
+    import threading
+    from datetime import date
+
+    from analytics.history import HistoryDay, history_accounts
+    from zones.models import Zone
+
+    merchant, ops_user, drivers = history_accounts(list(Zone.objects.filter(active=True)), 1)
+    monkeypatch.setattr(HistoryDay, "online", lambda self, driver: None)  # nobody comes to work that day
+    day = HistoryDay(
+        date(2026, 11, 2), merchant=merchant, ops_user=ops_user, drivers=drivers, per_day=0, rng=random.Random(1)
+    )
+    running = threading.Thread(target=day.run, daemon=True)
+    running.start()
+    running.join(timeout=60)
+    assert not running.is_alive(), "the simulated day never ended"
