@@ -45,6 +45,8 @@ def test_a_day_ends_even_for_a_driver_who_never_becomes_available(zones, monkeyp
     import threading
     from datetime import date
 
+    from django.db import connection
+
     from analytics.history import HistoryDay, history_accounts
     from zones.models import Zone
 
@@ -53,7 +55,14 @@ def test_a_day_ends_even_for_a_driver_who_never_becomes_available(zones, monkeyp
     day = HistoryDay(
         date(2026, 11, 2), merchant=merchant, ops_user=ops_user, drivers=drivers, per_day=0, rng=random.Random(1)
     )
-    running = threading.Thread(target=day.run, daemon=True)
+
+    def run_the_day():
+        try:
+            day.run()
+        finally:
+            connection.close()  # this thread's own
+
+    running = threading.Thread(target=run_the_day, daemon=True)
     running.start()
     running.join(timeout=60)
     assert not running.is_alive(), "the simulated day never ended"
