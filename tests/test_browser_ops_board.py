@@ -55,6 +55,18 @@ def _zone_band(page, code: str) -> tuple[str, str]:
     return row.get_attribute("data-band"), page.locator(f'path[data-zone="{code}"]').get_attribute("fill")
 
 
+def _board_as_desk(browser, url: str):
+    """The ops board, as ops user `desk` logged in through the console's form, its socket connected."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{url}/admin/login/?next=/ops/board/")
+    page.fill("#id_username", "desk")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{url}/ops/board/")
+    page.wait_for_selector("#board-status:text('connected')")
+    return page
+
+
 def test_ops_watch_a_zone_turn_critical_live_and_others_are_sent_to_login(zones, settings):
     ARTIFACTS.mkdir(exist_ok=True)
     out = io.StringIO()
@@ -66,13 +78,7 @@ def test_ops_watch_a_zone_turn_critical_live_and_others_are_sent_to_login(zones,
     log = Path(ARTIFACTS / "ops_board_server.log")
 
     with running_server(production_env(settings), log) as url, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{url}/admin/login/?next=/ops/board/")
-        page.fill("#id_username", "desk")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        page.wait_for_url(f"{url}/ops/board/")
-        page.wait_for_selector("#board-status:text('connected')")
+        page = _board_as_desk(browser, url)
         assert page.locator("#board-updated").inner_text().startswith("zones at ")  # not a dangling "·"
         assert _zone_band(page, "centro")[0] == "normal"
         page.evaluate("window.sameDocument = true")
@@ -136,13 +142,7 @@ def test_a_zone_name_holding_markup_is_shown_as_text_on_every_map(zones, setting
     log = Path(ARTIFACTS / "zone_name_markup_server.log")
 
     with running_server(production_env(settings), log) as url, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{url}/admin/login/?next=/ops/board/")
-        page.fill("#id_username", "desk")
-        page.fill("#id_password", PASSWORD)
-        page.click("input[type=submit]")
-        page.wait_for_url(f"{url}/ops/board/")
-        page.wait_for_selector("#board-status:text('connected')")
+        page = _board_as_desk(browser, url)
         assert f"{name} · normal ×1.00" in page.locator("#board-map .zone-label").all_inner_texts()
         assert page.evaluate("window.injected") is None
         page.goto(f"{url}/admin/zones/zone/{zones['centro'].pk}/change/")
