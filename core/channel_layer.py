@@ -34,6 +34,12 @@ LOST = {"type": "channel_layer.lost"}  # what every channel of a layer receives 
 RETRY_S = 1.0  # while Redis is down, the receiving task tries again this often (channels-redis' pace)
 
 
+def unreachable(exc: Exception) -> bool:
+    """The channel layer could not reach Redis (worth a line while Redis is down), rather than a fault of ours
+    (worth its traceback)."""
+    return isinstance(exc, RedisError | OSError)
+
+
 class _Shard(RedisSingleShardConnection):
     async def _do_receiving(self):
         # As channels-redis' loop, but a lost connection is one warning and a reset, not a traceback a second.
@@ -87,10 +93,11 @@ class _LoopLayer(RedisPubSubLoopLayer):
             return
         try:
             await self._get_shard(channel).unsubscribe(channel)
-        except (RedisError, OSError) as exc:  # Redis is gone, and the subscription with its connection
-            log.warning("channel layer: a closed socket's channel not unsubscribed: Redis unavailable (%s)", exc)
-        except Exception:
-            log.exception("unsubscribing a closed socket's channel failed")
+        except Exception as exc:
+            if not unreachable(exc):
+                log.exception("unsubscribing a closed socket's channel failed")
+            else:  # Redis is gone, and the subscription with its connection
+                log.warning("channel layer: a closed socket's channel not unsubscribed: Redis unavailable (%s)", exc)
 
 
 class PubSubChannelLayer(RedisPubSubChannelLayer):

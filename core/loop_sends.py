@@ -18,7 +18,7 @@ import weakref
 from collections import deque
 from contextlib import contextmanager
 
-from redis.exceptions import RedisError
+from core.channel_layer import unreachable
 
 log = logging.getLogger(__name__)
 _thread = threading.local()
@@ -45,12 +45,6 @@ def hand_off(layer, group: str, message: dict) -> bool:
     except RuntimeError:  # the loop has closed: the server stopped while this request finished
         log.warning("push to %s not sent: the server is stopping; the client will resume", group)
     return True
-
-
-def unreachable(exc: Exception) -> bool:
-    """The channel layer could not be reached (worth a line while Redis is down), rather than a fault of ours (worth
-    its traceback)."""
-    return isinstance(exc, RedisError | OSError)
 
 
 class _Sender:

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from core import loop_sends
+from core.channel_layer import unreachable
 from drivers.models import Driver, DriverMessage
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,7 @@ def push_to_group(group: str, envelope: dict) -> None:
     try:
         async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # a down channel layer must not fail the committed change; the app resumes from seq
-        log.warning(
-            "push to %s failed (%s); the client will resume", group, exc, exc_info=not loop_sends.unreachable(exc)
-        )
+        log.warning("push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc))
 
 
 def purge_old_messages() -> int:
