@@ -9,14 +9,18 @@ driver's socket delivers its stream by `seq` and drops a message older than the 
 
 A thread that serves no request of a running server (Celery's workers, management commands, the tests' sync
 client) hands nothing off: its caller sends in place, as before. The channel layer is at most once either way
-(a driver's stream is stored and `resume` replays it); a send that fails is logged, and the next ones go on."""
+(a driver's stream is stored and `resume` replays it); a send that fails is logged, its `unsent` hook runs (in a
+thread: it may write to the database), and the next ones go on."""
 
 import asyncio
 import logging
 import threading
 import weakref
 from collections import deque
+from collections.abc import Callable
 from contextlib import contextmanager
+
+from channels.db import database_sync_to_async
 
 from core.channel_layer import unreachable
 
@@ -34,14 +38,14 @@ def serving(loop: asyncio.AbstractEventLoop):
         _thread.loop = None
 
 
-def hand_off(layer, group: str, message: dict) -> bool:
+def hand_off(layer, group: str, message: dict, *, unsent: Callable[[], None] | None = None) -> bool:
     """Queue the group send on the event loop this thread's request came from. False, and nothing queued, in a
     thread that serves no request: the caller sends it itself."""
     loop = getattr(_thread, "loop", None)
     if loop is None:
         return False
     try:
-        loop.call_soon_threadsafe(_Sender.of(loop).add, layer, group, message)
+        loop.call_soon_threadsafe(_Sender.of(loop).add, layer, group, message, unsent)
     except RuntimeError:  # the loop has closed: the server stopped while this request finished
         log.warning("push to %s not sent: the server is stopping; the client will resume", group)
     return True
@@ -65,21 +69,23 @@ class _Sender:
         self.queue: deque = deque()
         self.task: asyncio.Task | None = None  # held here: the loop keeps only a weak reference to its tasks
 
-    def add(self, layer, group: str, message: dict) -> None:  # on the loop
-        self.queue.append((layer, group, message))
+    def add(self, layer, group: str, message: dict, unsent: Callable[[], None] | None) -> None:  # on the loop
+        self.queue.append((layer, group, message, unsent))
         if self.task is None:
             self.task = asyncio.get_running_loop().create_task(self._send_all())
 
     async def _send_all(self) -> None:
         try:
             while self.queue:
-                layer, group, message = self.queue[0]
+                layer, group, message, unsent = self.queue[0]
                 try:
                     await layer.group_send(group, message)
                 except Exception as exc:  # a down channel layer must not stop the sends behind it
                     log.warning(
                         "push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc)
                     )
+                    if unsent is not None:
+                        await database_sync_to_async(run_unsent)(unsent)
                 self.queue.popleft()
         except asyncio.CancelledError:
             log.warning("%d pushes not sent: the server is stopping; the clients will resume", len(self.queue))
@@ -87,3 +93,12 @@ class _Sender:
             raise
         finally:
             self.task = None
+
+
+def run_unsent(unsent: Callable[[], None]) -> None:
+    """Run the hook of a push the channel layer could not take. Its own failure is logged, not raised: the
+    sends behind it, and the change that made the push, go on."""
+    try:
+        unsent()
+    except Exception:
+        log.exception("the hook of a push that could not be sent failed")

@@ -293,6 +293,11 @@ class Offer(FSMModelMixin, models.Model):
     eta_to_pickup_s = models.PositiveIntegerField()
     estimated_pay = models.DecimalField(max_digits=8, decimal_places=2)
     surge_multiplier = models.DecimalField(max_digits=4, decimal_places=2, default=1)
+    # The push of `offer.created` failed (the channel layer was down): the app could not hear the offer live, so
+    # its expiry is not the driver's miss (SPEC 2.1 counts offers the driver *lets* expire).
+    unheard = models.BooleanField(
+        default=False, help_text="The offer could not be pushed to the app; its expiry does not count as a miss."
+    )
 
     objects = OfferQuerySet.as_manager()
 

@@ -1,6 +1,7 @@
 """Messages to a driver's app: stored first (numbered per driver), pushed over the websocket after commit."""
 
 import logging
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -20,13 +21,14 @@ def driver_group(driver_id) -> str:
     return f"driver.{driver_id}"
 
 
-def notify_driver(driver_id, type: str, data: dict) -> DriverMessage:
-    """Store the message in the driver's stream and send it when the surrounding transaction commits."""
+def notify_driver(driver_id, type: str, data: dict, *, unsent: Callable[[], None] | None = None) -> DriverMessage:
+    """Store the message in the driver's stream and send it when the surrounding transaction commits. `unsent`
+    runs (in a thread, after the commit) if the channel layer could not take the push."""
     if not connection.in_atomic_block:
         raise RuntimeError("notify_driver must run inside the transaction of the change it reports")
     message = _store_next(DriverMessage(driver_id=driver_id, type=type, data=data))
     envelope = message.envelope()
-    transaction.on_commit(lambda: push_to_group(driver_group(driver_id), envelope))
+    transaction.on_commit(lambda: push_to_group(driver_group(driver_id), envelope, unsent=unsent))
     return message
 
 
@@ -59,19 +61,22 @@ def _store_next(message: DriverMessage) -> DriverMessage:
     return message
 
 
-def push_to_group(group: str, envelope: dict) -> None:
+def push_to_group(group: str, envelope: dict, *, unsent: Callable[[], None] | None = None) -> None:
     """Best effort: the channel layer is at-most-once; the stored stream is what `resume` replays. A request's
-    thread hands the send to its server's event loop and goes on (core/loop_sends.py)."""
+    thread hands the send to its server's event loop and goes on (core/loop_sends.py). `unsent` runs if the
+    channel layer could not take the message."""
     layer = get_channel_layer()
     if layer is None:
         return
     message = {"type": "stream.message", "message": envelope}
-    if loop_sends.hand_off(layer, group, message):
+    if loop_sends.hand_off(layer, group, message, unsent=unsent):
         return
     try:
         async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # a down channel layer must not fail the committed change; the app resumes from seq
         log.warning("push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc))
+        if unsent is not None:
+            loop_sends.run_unsent(unsent)
 
 
 def purge_old_messages() -> int:

@@ -106,6 +106,9 @@ def test_redis_down_for_a_while_no_5xx_offers_expire_the_ladder_climbs_and_every
             _, took = faults.wait_for(outage_traffic, timeout_s=30, what="the offer expired with Redis down")
             expired_at = datetime.now(UTC)
             assert (expired_at - deadline).total_seconds() <= 2 * faults.SWEEP_S + 3  # the sweep, on RabbitMQ
+            assert offer.unheard  # its push could not reach the app: the expiry is not the driver's miss
+            driver.refresh_from_db()
+            assert driver.missed_offers_in_row == 0
 
             def escalated():
                 outage_traffic()

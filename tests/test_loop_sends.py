@@ -96,6 +96,41 @@ async def test_pushes_handed_off_arrive_in_order_and_a_failed_one_is_logged(monk
     assert "push to handed-off failed (Redis is down); the client will resume" in caplog.text
 
 
+async def test_a_failed_push_runs_its_hook_and_a_failing_hook_stops_nothing(monkeypatch, caplog):
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("hooked", channel)
+    hooked = []
+
+    class FailingFirst:
+        calls = 0
+
+        async def group_send(self, group, message):
+            self.calls += 1
+            if self.calls <= 2:
+                raise ConnectionError("Redis is down")
+            await layer.group_send(group, message)
+
+    def broken_hook():
+        raise RuntimeError("the database is gone too")
+
+    failing = FailingFirst()
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: failing)
+    loop = asyncio.get_running_loop()
+
+    def request_work():
+        with loop_sends.serving(loop):
+            push_to_group("hooked", {"seq": 1}, unsent=broken_hook)
+            push_to_group("hooked", {"seq": 2}, unsent=lambda: hooked.append(2))
+            push_to_group("hooked", {"seq": 3}, unsent=lambda: hooked.append(3))
+
+    with caplog.at_level(logging.WARNING, logger="core.loop_sends"):
+        await asyncio.to_thread(request_work)
+        assert (await layer.receive(channel))["message"]["seq"] == 3
+    assert hooked == [2]  # the hook of the push that failed, not of the one sent
+    assert "the hook of a push that could not be sent failed" in caplog.text
+
+
 def test_a_push_from_a_request_that_outlives_its_server_is_logged_not_raised(caplog):
     loop = asyncio.new_event_loop()
     loop.close()

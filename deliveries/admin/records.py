@@ -52,7 +52,7 @@ class MerchantAdmin(admin.ModelAdmin):
 @admin.register(Offer)
 class OfferAdmin(RecordAdmin):
     list_display = ["delivery", "driver", "kind", "status", "sent_at", "expires_at", "decline_reason"]
-    list_filter = ["status", "kind", "decline_reason"]
+    list_filter = ["status", "kind", "decline_reason", "unheard"]
     list_select_related = ["delivery", "driver"]
     readonly_fields = [f.name for f in Offer._meta.fields]
 

@@ -1,5 +1,6 @@
 """Choosing the driver to offer a delivery to (SPEC 2.1), with the reasoning recorded (SPEC 3.2)."""
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,6 +28,7 @@ from drivers.services import lock_driver
 from zones.models import Band
 from zones.selectors import band_in_force, bands_in_force, surge_in_force
 
+log = logging.getLogger(__name__)
 CANDIDATE_POOL = 50
 FRESH_LOCATION_S = 60
 NEAR_TIE_S = 60
@@ -473,7 +475,9 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
     previous_outcome = delivery.dispatch_outcome
     # The driver's message first: pushes go out after commit in the order they were made, and the driver, whose
     # deadline is running, is waiting for this one (the customer's `status` and the webhook follow).
-    notify_driver(offer.driver_id, "offer.created", messages.offer_created(offer))
+    notify_driver(
+        offer.driver_id, "offer.created", messages.offer_created(offer), unsent=lambda: offer_unheard(offer.pk)
+    )
     transition_delivery(
         delivery.mark_offered,
         actor=actor,
@@ -502,3 +506,11 @@ def announce_offer_locked(delivery: Delivery, offer: Offer, *, actor: Actor) -> 
     from deliveries.tasks import expire_offer_task
 
     enqueue_on_commit(expire_offer_task, str(offer.pk), eta=offer.expires_at)
+
+
+def offer_unheard(offer_id) -> None:
+    """The push of the offer failed (the channel layer is down): the app hears it only by asking
+    (`GET /driver/offers`) or after its socket reconnects and resumes, so its expiry is not counted as the driver's
+    miss. Nothing is written if the offer was answered meanwhile."""
+    if Offer.objects.filter(pk=offer_id, status=OfferStatus.PENDING).update(unheard=True):
+        log.warning("offer %s could not be pushed to its driver; its expiry will not count as a miss", offer_id)

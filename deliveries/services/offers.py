@@ -108,11 +108,12 @@ def expire_offer(offer_id) -> bool:
             return False
         driver = lock_driver(offer.driver_id)
         _expire_locked(offer)
-        driver.missed_offers_in_row += 1
-        driver.save(update_fields=["missed_offers_in_row"])
         limit = delivery.zone.missed_offers_before_offline
-        if driver.missed_offers_in_row >= limit and driver.state != DriverState.OFFLINE:
-            took_offline = driver.pk
+        if not offer.unheard:  # an offer the app could not hear is not one the driver let expire
+            driver.missed_offers_in_row += 1
+            driver.save(update_fields=["missed_offers_in_row"])
+            if driver.missed_offers_in_row >= limit and driver.state != DriverState.OFFLINE:
+                took_offline = driver.pk
         _pass_on(delivery, actor=OFFER_EXPIRY)
     if took_offline is not None:
         from deliveries.services.availability import take_offline
@@ -134,12 +135,13 @@ def withdraw_offer_locked(
     cancelled; a `pending` on the way would reach its merchant as a webhook, maybe after the `cancelled` one).
 
     An offer already past its deadline is not withdrawn but expired, as the expiry job would have: the deadline
-    rules, not the job (an accept then is `offer_expired` too), so the app is told `expired`, the miss counts and
-    the driver is not asked for this delivery again."""
+    rules, not the job (an accept then is `offer_expired` too), so the app is told `expired`, the miss counts
+    (unless the offer was unheard) and the driver is not asked for this delivery again."""
     if timezone.now() >= offer.expires_at:
         _expire_locked(offer)
-        # After the offer, as the fixed lock order has it; the caller may hold the driver's row already.
-        Driver.objects.filter(pk=offer.driver_id).update(missed_offers_in_row=F("missed_offers_in_row") + 1)
+        if not offer.unheard:
+            # After the offer, as the fixed lock order has it; the caller may hold the driver's row already.
+            Driver.objects.filter(pk=offer.driver_id).update(missed_offers_in_row=F("missed_offers_in_row") + 1)
     else:
         with saving_changes(offer):
             run_transition(offer.withdraw, reason)
@@ -153,7 +155,7 @@ def _expire_locked(offer: Offer) -> None:
     """Expire a locked pending offer past its deadline and tell its driver, inside the caller's transaction."""
     with saving_changes(offer):
         run_transition(offer.expire)
-    _record_offer(offer, "offer.expired", actor=OFFER_EXPIRY)
+    _record_offer(offer, "offer.expired", actor=OFFER_EXPIRY, payload={"unheard": True} if offer.unheard else None)
     notify_driver(offer.driver_id, "offer.withdrawn", messages.offer_withdrawn(offer, reason="expired"))
 
 
