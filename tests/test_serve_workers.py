@@ -1,5 +1,7 @@
 """`serve --workers N`: N worker processes under a supervisor that loads no Django (memory is per worker)."""
 
+import os
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -8,7 +10,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect
 
-from tests import factories
+from tests import factories, faults
 from tests.servers import production_env, running_server
 
 
@@ -67,6 +69,34 @@ def _listening_supervisor(port: int) -> int:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"uvicorn" in args and str(port).encode() in args:
+        if b"core.supervisor" in args and str(port).encode() in args:
             return int(cmdline.parent.name)
     raise AssertionError("no uvicorn supervisor for this port")
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_dies_is_replaced_with_a_warning_naming_it(zones, settings, tmp_path):
+    """uvicorn replaces a dead or hung worker, and says so at info: below the warning level Relay serves at, so a
+    worker dropping every socket it held left no line in the log."""
+    driver = factories.online_driver(*factories.CENTRO)
+    token, _ = Token.objects.get_or_create(user=driver.user)
+    log = tmp_path / "server.log"
+    with running_server(production_env(settings), log, workers=2, deadline_s=180) as url:
+        supervisor = _listening_supervisor(int(url.rsplit(":", 1)[1]))
+        workers = [pid for pid in _children(supervisor) if b"spawn_main" in _cmdline(pid)]
+        os.kill(workers[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            return len([pid for pid in _children(supervisor) if b"spawn_main" in _cmdline(pid)]) == len(workers)
+
+        faults.wait_for(
+            lambda: f"server process [{workers[0]}] ended" in log.read_text(), timeout_s=30, what="the warning"
+        )
+        faults.wait_for(replaced, timeout_s=60, what="the replacement worker")
+        answer = httpx.get(f"{url}/api/v1/driver/me", headers={"Authorization": f"Token {token.key}"}, timeout=30)
+        assert answer.status_code == 200
+    warning = next(line for line in log.read_text().splitlines() if f"[{workers[0]}] ended" in line)
+    assert warning.startswith("WARNING:")
+    assert "exit code -9" in warning and "replaced by [" in warning

@@ -1,0 +1,72 @@
+"""The supervisor of `manage.py serve --workers N`, and the uvicorn options of both ways of serving.
+
+`serve --workers N` starts this module as a process of its own (`python -m core.supervisor HOST PORT N`): it loads
+no Django (~20 MB instead of ~85 MB), only uvicorn, and each worker imports the application itself.
+
+It is uvicorn's supervisor with one addition: a worker that died, or hung past its health check and was killed,
+is replaced with a warning in the log, naming both processes. uvicorn says it at info, below the warning level
+Relay serves at, so a worker replaced (and every socket it held dropped) left no trace."""
+
+import logging
+import sys
+
+from uvicorn import Config
+from uvicorn.supervisors import Multiprocess
+
+UVICORN_OPTIONS = {
+    "log_level": "warning",
+    # At that level uvicorn logs no request, yet with the access log on it builds each line's arguments (client
+    # address, quoted path) before the logger drops it: per request, on the location pings' hot path.
+    "access_log": False,
+    "lifespan": "off",
+    # uvicorn would take the client address from X-Forwarded-For on any connection from 127.0.0.1, so a
+    # local client could pick a new address per request. Django decides instead, from NUM_PROXIES.
+    "proxy_headers": False,
+    # No permessage-deflate on websockets: apps and browsers offer it, and each socket that takes it keeps a zlib
+    # compressor and decompressor for its life (measured: 83 KB per driver socket with it, 43 KB without, 300
+    # sockets on one process); the messages are small JSON, so compression saves little bandwidth.
+    "ws_per_message_deflate": False,
+    # uvicorn's websockets-sansio protocol (what it picks by default), holding less per socket.
+    "ws": "core.ws_server:WebSocketProtocol",
+    # What a client may send in one websocket message (API.md: a location or a resume, well under 1 KB; the
+    # tracking and ops sockets take none). uvicorn's default, 16 MiB, let anyone holding a tracking link stall a
+    # server process's event loop ~0.4 s per message while it was read and parsed; a larger one closes with 1009.
+    "ws_max_size": 64 * 1024,
+}
+# uvicorn restarts a worker that misses its health check for 5 s, dropping every socket it holds; a saturated
+# machine (the benchmark at load 15 on 2 cores) misses that without being stuck.
+HEALTHCHECK_TIMEOUT_S = 30
+APPLICATION = "config.asgi:application"
+
+log = logging.getLogger("uvicorn.error")  # uvicorn configures it, at the server's level
+
+
+class Supervisor(Multiprocess):
+    def keep_subprocess_alive(self) -> None:
+        watched = list(self.processes)
+        super().keep_subprocess_alive()
+        for old, new in zip(watched, self.processes, strict=True):
+            if new is not old:
+                log.warning(
+                    "server process [%s] ended (exit code %s) and was replaced by [%s]; the sockets it held were "
+                    "dropped and their clients reconnect",
+                    old.pid,
+                    old.exitcode,
+                    new.pid,
+                )
+
+
+def supervise(host: str, port: int, workers: int) -> None:
+    config = Config(
+        APPLICATION,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_worker_healthcheck=HEALTHCHECK_TIMEOUT_S,
+        **UVICORN_OPTIONS,
+    )
+    Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+if __name__ == "__main__":
+    supervise(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
