@@ -1,10 +1,12 @@
+from collections.abc import Callable
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from core.inputs import Number
 from core.models import AuditEvent
 from deliveries import eta, selectors
-from deliveries.models import DeclineReason, Delivery, Escalation, Offer
+from deliveries.models import ACTIVE_STATUSES, DeclineReason, Delivery, Escalation, Offer
 from drivers import trail
 
 
@@ -74,14 +76,20 @@ def place(delivery: Delivery, which: str, *, with_phone: bool) -> dict:
 
 @extend_schema_field(PlaceInput)
 class PlaceField(serializers.Field):
-    """The pickup or dropoff of a delivery as one object; phone numbers only for those who may call."""
+    """The pickup or dropoff of a delivery as one object; phone numbers only for those who may call: always, never,
+    or while `with_phone(delivery)` says so."""
 
-    def __init__(self, which: str, *, with_phone: bool, **kwargs):
+    def __init__(self, which: str, *, with_phone: bool | Callable[[Delivery], bool], **kwargs):
         self.which, self.with_phone = which, with_phone
         super().__init__(source="*", read_only=True, **kwargs)
 
     def to_representation(self, delivery) -> dict:
-        return place(delivery, self.which, with_phone=self.with_phone)
+        with_phone = self.with_phone(delivery) if callable(self.with_phone) else self.with_phone
+        return place(delivery, self.which, with_phone=with_phone)
+
+
+def _carried(delivery: Delivery) -> bool:
+    return delivery.status in ACTIVE_STATUSES
 
 
 class EtaSerializer(FieldsBuiltOnce, serializers.Serializer):
@@ -173,8 +181,10 @@ class MerchantDeliveryDetailSerializer(MerchantDeliverySerializer):
 
 class DriverDeliverySerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     merchant = serializers.CharField(source="merchant.name")
-    pickup = PlaceField("pickup", with_phone=True)
-    dropoff = PlaceField("dropoff", with_phone=True)
+    # The driver may call the shop and the customer while carrying the delivery; once it has ended, their
+    # deliveries list keeps where it went, not the numbers.
+    pickup = PlaceField("pickup", with_phone=_carried)
+    dropoff = PlaceField("dropoff", with_phone=_carried)
 
     class Meta:
         model = Delivery

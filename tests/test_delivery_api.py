@@ -118,6 +118,34 @@ def test_round_trip_create_assign_pickup_deliver(merchant_api, ops_api, zones):
     assert assigned.actor_kind == "ops" and assigned.payload["how"] == "forced"
 
 
+def test_a_driver_has_the_phone_numbers_while_carrying_the_delivery_and_not_after(merchant_api, ops_api):
+    driver = factories.online_driver(*factories.CENTRO, capacity=2)
+    delivered_id, cancelled_id = (create(merchant_api, external_id=ref).json()["id"] for ref in ("kept", "called-off"))
+    for delivery_id in (delivered_id, cancelled_id):
+        force_onto(ops_api, delivery_id, driver)
+    driver_api = api_client_for(driver.user)
+
+    def places() -> dict:
+        listed = driver_api.get("/api/v1/driver/deliveries").json()["results"]
+        return {d["id"]: (d["pickup"], d["dropoff"]) for d in listed}
+
+    carried = places()
+    assert {carried[delivered_id][1]["phone"], carried[cancelled_id][1]["phone"]} == {"+351 2"}
+    assert driver_api.post(f"/api/v1/deliveries/{delivered_id}/pickup").status_code == 200
+    assert places()[delivered_id][0]["phone"]  # picked up: the customer may still need a call
+    assert driver_api.post(f"/api/v1/deliveries/{delivered_id}/deliver", {}, format="json").status_code == 200
+    cancelled = merchant_api.post(f"/api/v1/deliveries/{cancelled_id}/cancel", {"reason": "x"}, format="json")
+    assert cancelled.status_code == 200, cancelled.content
+
+    ended = places()
+    for delivery_id in (delivered_id, cancelled_id):
+        pickup, dropoff = ended[delivery_id]
+        assert "phone" not in pickup and "phone" not in dropoff
+        assert dropoff["address"]  # where it went stays in the driver's history
+    pushed = DriverMessage.objects.filter(driver=driver, type="delivery.updated", data__status="delivered").get()
+    assert "phone" not in pushed.data["dropoff"]
+
+
 def test_pickup_outside_every_zone_is_refused(merchant_api):
     response = create(merchant_api, pickup=factories.OUTSIDE)
     assert response.status_code == 400
