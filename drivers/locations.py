@@ -263,12 +263,14 @@ def remove_from_index(driver: Driver) -> None:
 
 
 def flush_positions(batch: int = 5000) -> int:
-    """Write buffered positions from Redis to the database in bulk. Returns how many drivers were written."""
+    """Write buffered positions from Redis to the database in bulk (and, first, fill an index that Redis lost:
+    `_restore_lost_index`). Returns how many drivers were written."""
     client = _redis.client()
     if client is None:
         return 0
     written = 0
     try:
+        _restore_lost_index(client)
         while True:
             members = client.spop(_key("dirty"), batch)
             if not members:
@@ -288,6 +290,47 @@ def flush_positions(batch: int = 5000) -> int:
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return written
+
+
+# KEYS: pos hash, seen zset, the zone's GEO set. ARGV: member, lng, lat, seen, zone code. A driver the index has
+# no position of gets the database's; one that has pinged since Redis came back keeps its own, newer one.
+RESTORE_POSITION = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('GEOADD', KEYS[3], ARGV[2], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[1], 'lat', ARGV[3], 'lng', ARGV[2], 't', ARGV[4], 'zone', ARGV[5])
+return 1
+"""
+
+
+def _restore_lost_index(client) -> int:
+    """Put the database's last positions back into an index that Redis lost (it restarted without its data, or
+    it is a new server). Until each driver pinged again, dispatch found nobody and escalated to ops, naming drivers
+    standing at the pickup as "too far" (seen in production mode). A marker written with the index tells: the
+    flush (every few seconds) finds it missing on a Redis that has no index, and writes it back with the online
+    drivers' positions of the last MAX_POINT_AGE. Returns how many were restored."""
+    if not client.set(_key("index-kept-since"), timezone.now().isoformat(), nx=True):
+        return 0
+    rows = (
+        Driver.objects.exclude(state="offline")
+        .filter(last_seen_at__gte=timezone.now() - MAX_POINT_AGE, last_lat__isnull=False, current_zone__isnull=False)
+        .values_list("pk", "last_lat", "last_lng", "last_seen_at", "current_zone__code")
+        .iterator(chunk_size=2000)
+    )
+    restored = 0
+    pipe = client.pipeline(transaction=False)
+    for n, (pk, lat, lng, seen_at, zone_code) in enumerate(rows, 1):
+        member = str(pk)
+        keys = (_key("pos", member), _key("seen"), _key("geo", zone_code))
+        pipe.eval(RESTORE_POSITION, len(keys), *keys, member, lng, lat, seen_at.timestamp(), zone_code)
+        if n % 2000 == 0:
+            restored += sum(pipe.execute())
+    restored += sum(pipe.execute())
+    if restored:
+        log.warning(
+            "location index: Redis held no index; %d drivers' last positions restored from the database", restored
+        )
+    return restored
 
 
 def _newer_than_stored(rows: list[tuple[str, Point, int | None]]) -> list[tuple[str, Point, int | None]]:

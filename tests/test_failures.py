@@ -143,6 +143,32 @@ def test_drivers_who_kept_pinging_through_a_redis_outage_stay_online_when_it_com
     assert driver.last_seen_at == timezone.now()
 
 
+def _lose_the_index(settings) -> None:
+    """Redis restarted without its data: every key of the index is gone."""
+    client = locations.redis_client()
+    client.delete(*client.scan_iter(settings.RELAY_REDIS_KEY_PREFIX + "*"))
+
+
+@pytest.mark.redis
+def test_drivers_are_found_again_soon_after_redis_comes_back_empty(zones, settings, clock):
+    """Until each driver pinged again, an index that Redis lost found nobody: dispatch escalated to ops and named
+    the driver at the pickup "too far". The next flush (every few seconds) restores it from the database."""
+    waiting = factories.online_driver(*factories.CENTRO)
+    moved = factories.online_driver(*factories.east(3))
+    assert locations.flush_positions() == 2
+    _lose_the_index(settings)
+    clock.shift(4)
+    factories.ping(moved, *factories.east(0.5))  # pinged since Redis came back: its own position stays
+
+    assert locations.flush_positions() == 1  # the new ping, after the index is restored
+    found = locations.nearest_drivers(*factories.CENTRO, radius_km=5, limit=10)
+    assert [(hit.driver_id, round(hit.distance_km, 1)) for hit in found] == [(str(waiting.pk), 0), (str(moved.pk), 0.5)]
+    merchant = factories.MerchantFactory()
+    created = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    assert created.json()["status"] == "offered"
+    assert Offer.objects.get(status=OfferStatus.PENDING).driver == waiting
+
+
 def test_a_webhook_whose_retry_was_lost_is_still_sent_by_the_sweep(zones, receivers, monkeypatch, clock):
     """The retry after a failed attempt is a message on the broker, and can be lost: Celery drops it when it cannot
     publish it (a Reject, not requeued), a Redis broker restarted without its data forgets it. The webhook must
