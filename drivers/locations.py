@@ -328,7 +328,8 @@ def _restore_lost_index(client) -> int:
     restored += sum(pipe.execute())
     if restored:
         log.warning(
-            "location index: Redis held no index; %d drivers' last positions restored from the database", restored
+            "location index: Redis held no index; the last positions of %d driver(s) restored from the database",
+            restored,
         )
     return restored
 
