@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 from core.errors import DomainError
 from core.inputs import read_input
 from core.permissions import role_of
-from core.throttling import LOGIN_THROTTLES
+from core.throttling import LOGIN_THROTTLES, logged_in
 from core.tokens import expires_at, issue_token, revoke_token
 
 
@@ -21,6 +21,10 @@ class TokenView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
     throttle_classes = LOGIN_THROTTLES
+
+    def get_throttles(self):
+        self.login_throttles = super().get_throttles()  # kept: a login that succeeds is taken back out of them
+        return self.login_throttles
 
     @extend_schema(
         request=TokenInput,
@@ -43,6 +47,7 @@ class TokenView(APIView):
             raise DomainError(
                 "Wrong username or password.", code="invalid_credentials", status=status.HTTP_401_UNAUTHORIZED
             )
+        logged_in(self.login_throttles)
         token = issue_token(user)
         return Response({"token": token.key, "role": role, "expires_at": expires_at(token)})
 

@@ -89,12 +89,16 @@ class _SlidingLog:
 
     _count: int | None = None
     _oldest: float | None = None
+    _recorded: tuple[str, float] | None = None  # the log's key and the time this request was recorded at
 
     def allow_request(self, request, view) -> bool:
         try:
             client = _redis()
             if client is None:
-                return super().allow_request(request, view)
+                allowed = super().allow_request(request, view)
+                if allowed and getattr(self, "key", None) is not None:
+                    self._recorded = (self.key, self.now)
+                return allowed
             if self.rate is None or (key := self.get_cache_key(request, view)) is None:
                 return True
             self.now = self.timer()
@@ -104,7 +108,27 @@ class _SlidingLog:
             return True
         allowed, self._count = answer[0], answer[1]
         self._oldest = float(answer[2]) if len(answer) > 2 else None
+        if allowed:
+            self._recorded = (key, self.now)
         return bool(allowed)
+
+    def take_back(self) -> None:
+        """Take this request back out of the log, as if it had not been made (a login that succeeded)."""
+        if self._recorded is None:
+            return
+        key, now = self._recorded
+        self._recorded = None
+        try:
+            client = _redis()
+            if client is not None:
+                client.lrem(log_key(key), 1, repr(now))
+                return
+            history = self.cache.get(key, [])
+            if now in history:
+                history.remove(now)
+                self.cache.set(key, history, self.duration)
+        except Exception as exc:
+            _warn_failure(exc)
 
     def wait(self) -> float | None:
         """DRF's Retry-After, from what SLIDING_LOG returned."""
@@ -163,14 +187,21 @@ def _username(request) -> str:
     return username if isinstance(username, str) else ""
 
 
+# Only failed logins count against these: every attempt is recorded as it arrives (so guesses sent in parallel
+# are all counted), and one that succeeds is taken back out (`logged_in`). A fleet logging in at the start of a
+# shift behind one address (a depot's Wi-Fi, a carrier's NAT) is not held up, nor a driver on two phones.
 LOGIN_THROTTLES = [LoginAddressThrottle, LoginUsernameThrottle]
 
 
-def login_wait(request) -> float | None:
-    """For a login outside DRF (the admin's form): None when it may go ahead, else the seconds to wait.
-    Every throttle records the attempt, as DRF's own check does."""
-    waits = []
-    for throttle in (cls() for cls in LOGIN_THROTTLES):
-        if not throttle.allow_request(request, None):
-            waits.append(throttle.wait() or 0)
-    return max(waits) if waits else None
+def login_attempt(request) -> tuple[float | None, list]:
+    """For a login outside DRF (the admin's form): the seconds to wait (None when it may go ahead) and the
+    throttles that recorded the attempt, for `logged_in`. Every throttle records it, as DRF's own check does."""
+    throttles = [cls() for cls in LOGIN_THROTTLES]
+    waits = [throttle.wait() or 0 for throttle in throttles if not throttle.allow_request(request, None)]
+    return (max(waits) if waits else None), throttles
+
+
+def logged_in(throttles: list) -> None:
+    """The login these throttles recorded succeeded: it does not count against the limits."""
+    for throttle in throttles:
+        throttle.take_back()

@@ -5,6 +5,7 @@ import secrets
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -69,6 +70,23 @@ def test_one_username_is_limited_whatever_the_address():
     assert statuses[10:] == [429, 429]
     # The right password is refused too while the limit holds: guessing gains nothing.
     assert _login(client, user.username, REMOTE_ADDR=_address()).status_code == 429
+
+
+def test_a_fleet_logging_in_behind_one_address_is_not_held_up_but_failures_still_count(client, zones):
+    """Only failed logins count against the limits: forty drivers starting a shift on a depot's Wi-Fi all get in,
+    on the API and the admin's form, and a driver on two phones too; the failures from that address still do."""
+    depot, quick_hash = _address(), make_password(PASSWORD, hasher="md5")  # the first hasher here (see above)
+    drivers = [factories.DriverFactory(user__password=quick_hash).user for _ in range(40)]
+    assert {_login(APIClient(), user.username, REMOTE_ADDR=depot).status_code for user in drivers} == {200}
+    assert {_login(APIClient(), drivers[0].username, REMOTE_ADDR=_address()).status_code for _ in range(12)} == {200}
+    ops = factories.OpsUserFactory(username=f"ops-{secrets.token_hex(4)}", password=quick_hash)
+    for _ in range(12):
+        signed_in = client.post("/admin/login/", {"username": ops.username, "password": PASSWORD}, REMOTE_ADDR=depot)
+        assert signed_in.status_code == 302
+        client.logout()
+
+    failures = [_login(APIClient(), f"nobody-{n}", "wrong", REMOTE_ADDR=depot).status_code for n in range(31)]
+    assert failures == [401] * 30 + [429]
 
 
 def test_a_body_that_does_not_parse_is_still_a_clear_400():
