@@ -244,6 +244,14 @@ def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merc
     assert assigned.actor_kind == "ops" and assigned.payload["how"] == "forced"
 
 
+def test_messages_show_the_order_number_as_the_merchant_wrote_it(admin_client, merchant, clock):
+    delivery = factories.new_delivery(merchant, "order-9")
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    page = admin_client.post(url, {"driver": ana.pk, "force": "on"}, follow=True).content.decode()
+    assert '<li class="success">order-9 is now assigned.</li>' in page  # not "Order-9", which is no order of theirs
+
+
 def test_a_refused_reassignment_changes_nothing(admin_client, admin_user, merchant, clock):
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
     ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
