@@ -33,6 +33,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_filter = [TypeFamilyFilter, "actor_kind"]
     search_fields = ["=type", "=delivery_id", "=driver_id", "=subject_id"]
     date_hierarchy = "occurred_at"
+    # The latest first, as every other record page: weeks of trail must not put today's events on the last page.
+    ordering = ["-id"]
     show_full_result_count = False
     actions = ["download_csv", "download_jsonl"]
 

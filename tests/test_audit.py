@@ -95,6 +95,11 @@ def test_the_event_list_does_not_grow_queries_with_rows(admin_client, events, dj
     assert response.content.decode().count("driver.state_changed") >= 2
 
 
+def test_the_event_list_opens_on_the_latest_events(admin_client, events):
+    listed = admin_client.get(reverse("admin:core_auditevent_changelist")).context["cl"].result_list
+    assert [event.pk for event in listed] == [event.pk for event in reversed(events)]
+
+
 def test_export_command_writes_the_window_as_jsonl(events):
     out, err = io.StringIO(), io.StringIO()
     # The second driver's events happened at 12:01: outside [12:00, 12:01).
