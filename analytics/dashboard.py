@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from analytics.api import TABLES, KpiQuery, kpi_rows, stream_csv
 from analytics.charts import Series, bar_chart, line_chart
+from analytics.facts import local_today
 from analytics.kpis import KpiReport, kpi_report
 from zones.models import Zone
 
@@ -17,9 +18,15 @@ DEFAULT_DAYS = 14
 PERMISSION = "analytics.view_zoneday"
 
 
+def _today():
+    """The latest of the zones' local dates: a zone east of UTC may already be in tomorrow, and its day so far
+    must be in the default range (days count by the zone's local date)."""
+    return max((local_today(zone) for zone in Zone.objects.all()), default=timezone.localdate())
+
+
 def _query(request) -> tuple[dict, dict]:
     """The filters asked for (or the last 14 days, every zone) and any errors in them."""
-    today = timezone.localdate()
+    today = _today()
     asked = {"from": (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(), "to": today.isoformat()}
     asked |= {key: request.GET[key] for key in ("from", "to", "zone") if request.GET.get(key)}
     query = KpiQuery(data=asked)

@@ -39,6 +39,20 @@ def test_a_zone_filter_and_bad_dates_are_shown_not_crashed(client, ops_user, zon
     assert 'data-kind="bar" data-points="1"' in one_zone
 
 
+def test_by_default_it_shows_the_day_a_zone_east_of_utc_is_already_in(client, ops_user, merchant, clock):
+    """At 12:00 UTC on the 25th it is 01:00 on the 26th in Auckland: that zone's orders of tonight count on the
+    26th, which the default range (to UTC's today) left out."""
+    from tests import factories
+    from zones.models import Zone
+
+    Zone.objects.filter(code="centro").update(time_zone="Pacific/Auckland")
+    factories.new_delivery(merchant, "late-night")
+    client.force_login(ops_user)
+    html = client.get(DASHBOARD).content.decode()
+    assert 'name="to" value="2026-11-26"' in html
+    assert "Deliveries<strong>1</strong>" in html
+
+
 def test_the_dashboard_is_for_staff_with_the_permission(client, merchant, zones):
     from django.contrib.auth import get_user_model
 
