@@ -1,6 +1,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
 from django_fsm import FSMField, transition
@@ -49,7 +50,8 @@ class Driver(FSMModelMixin, models.Model):
     phone = models.CharField(max_length=32, blank=True)
     vehicle = models.CharField(max_length=16, choices=Vehicle.choices, default=Vehicle.BICYCLE)
     home_zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="home_drivers")
-    capacity = models.PositiveSmallIntegerField(default=1)
+    # At least one: a driver who may carry nothing would be online, "busy" and never offered a job.
+    capacity = models.PositiveSmallIntegerField(default=1, validators=[MinValueValidator(1)])
 
     state = FSMField(default=DriverState.OFFLINE, choices=DriverState.choices, protected=True, db_index=True)
     state_changed_at = models.DateTimeField(default=timezone.now)

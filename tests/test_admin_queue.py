@@ -179,6 +179,18 @@ def test_raising_a_busy_drivers_capacity_makes_them_available_for_the_next_offer
     assert (rider.state, rider.capacity) == (DriverState.BUSY, 1)  # what they carry fills it again
 
 
+def test_a_capacity_of_zero_is_refused_as_create_driver_refuses_it(admin_client, zones):
+    """Saved, it left the driver online and "busy" carrying nothing: never offered a job, and no word why."""
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    form = {"user": rider.user_id, "name": rider.name, "phone": "", "vehicle": "bicycle"}
+    form |= {"home_zone": rider.home_zone_id, "capacity": 0}
+    response = admin_client.post(reverse("admin:drivers_driver_change", args=[rider.pk]), form)
+    assert response.status_code == 200
+    assert "Ensure this value is greater than or equal to 1." in response.content.decode()
+    rider.refresh_from_db()
+    assert (rider.state, rider.capacity) == (DriverState.AVAILABLE, 1)
+
+
 def test_saving_a_drivers_page_keeps_what_their_actions_changed_meanwhile(zones, admin_client, monkeypatch):
     """The console's form saved the whole row as it had read it: an accept committed between that read and the
     save was undone (the driver available again while carrying, their message numbers set back)."""
