@@ -1,6 +1,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -142,6 +143,10 @@ class Shift(models.Model):
 
     def __str__(self) -> str:
         return f"{self.driver} {self.started_at:%Y-%m-%d %H:%M}" if self.started_at else f"{self.driver} (planned)"
+
+    def clean(self) -> None:
+        if self.planned_start and self.planned_end and self.planned_end <= self.planned_start:
+            raise ValidationError({"planned_end": "The planned end must be after the planned start."})
 
 
 class DriverMessage(models.Model):

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from core.models import AuditEvent
@@ -231,6 +232,17 @@ def test_a_planned_shift_that_has_ended_is_not_joined_and_blocks_nothing(merchan
     missed.refresh_from_db()
     assert missed.started_at is None
     assert Shift.objects.open().get(driver=driver).planned_end is None
+
+
+def test_a_plan_that_ends_before_it_starts_is_refused_in_the_console(admin_client, zones):
+    """It was saved ("added successfully") and then never joined: the driver's planned end bounded nothing."""
+    driver = factories.DriverFactory()
+    plan = {"driver": driver.pk, "planned_start_0": "2026-11-28", "planned_start_1": "18:00:00"}
+    plan |= {"planned_end_0": "2026-11-28", "planned_end_1": "10:00:00"}
+    response = admin_client.post(reverse("admin:drivers_shift_add"), plan)
+    assert response.status_code == 200
+    assert "The planned end must be after the planned start." in response.content.decode()
+    assert not Shift.objects.filter(driver=driver).exists()
 
 
 def test_going_online_shortly_before_a_planned_shift_starts_that_shift(zones, clock):
