@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 import weakref
+from importlib import import_module
 from urllib.parse import parse_qs
 
 import orjson
@@ -312,7 +313,10 @@ class AuthenticatedConsumer(JsonSocket):
         if self.token_key:
             user = await user_for_token(self.token_key)
         elif "session" in self.scope:
-            user = await get_user(self.scope)
+            # Read from the store each time: the scope's session was loaded once, at connect, and would still
+            # name the user after a logout (or its expiry) deleted it.
+            stored = import_module(settings.SESSION_ENGINE).SessionStore(self.scope["session"].session_key)
+            user = await get_user({"session": stored})
             user = user if user.is_authenticated and user.is_active else None
         else:
             user = None

@@ -8,6 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Permission
+from django.test import Client
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from rest_framework.test import APIClient
@@ -115,6 +116,20 @@ async def test_ops_who_lose_the_right_to_the_feed_are_disconnected(zones):
         ops.user_permissions.add(Permission.objects.get(codename="view_delivery"))
 
     await db(demote)()
+    await _recheck()
+    assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
+
+
+async def test_logging_out_of_the_console_closes_the_live_boards_socket(zones):
+    """The board's socket rides the console's session: it kept streaming the ops feed after the logout, as the
+    session read at connect still named the user."""
+    browser = Client()
+    await db(browser.force_login)(await db(factories.OpsUserFactory)())
+    cookie = f"sessionid={browser.cookies['sessionid'].value}".encode()
+    socket = WebsocketCommunicator(application, "/ws/ops/", headers=[(b"cookie", cookie)])
+    assert (await socket.connect())[0]
+
+    await db(browser.logout)()
     await _recheck()
     assert await _closed_with(socket) == CLOSE_UNAUTHORIZED
 
