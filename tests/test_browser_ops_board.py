@@ -15,10 +15,14 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 
+from core.audit import Actor
+from deliveries.models import EscalationLevel
+from deliveries.services.escalations import resolve_escalation
 from deliveries.tasks import take_zone_snapshots
 from drivers import locations
 from tests import factories
 from tests.servers import ROOT, production_env, running_server
+from tests.test_admin_queue import escalated
 from tests.test_browser_console import chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -150,3 +154,22 @@ def test_a_zone_name_holding_markup_is_shown_as_text_on_every_map(zones, setting
         assert name in page.locator("#zone-map .zone-label").all_inner_texts()
         assert page.evaluate("window.injected") is None
         assert page.locator("img[src=x]").count() == 0
+
+
+def test_a_zones_escalation_count_follows_the_queue_when_one_is_resolved(zones, settings):
+    """The zone table counted open escalations from the minute's reading while the queue beside it was live: one
+    just resolved left the queue at once but stayed counted against its zone until the next snapshot."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    call_command("create_ops", "desk", "--password", PASSWORD, stdout=io.StringIO())
+    escalation = escalated(factories.MerchantFactory(), "stuck-9", level=EscalationLevel.ALERT)
+    resolver = factories.OpsUserFactory()
+    log = Path(ARTIFACTS / "ops_board_resolved_server.log")
+
+    with running_server(production_env(settings), log) as url, chromium() as browser:
+        page = _board_as_desk(browser, url)
+        count = page.locator('#zone-table tr[data-zone="centro"] td:last-child')  # Escalations
+        assert count.inner_text() == "1"
+        in_thread(lambda: resolve_escalation(escalation.pk, actor=Actor.ops(resolver), note="sent a car"))
+        page.wait_for_selector("#no-escalations:not([hidden])", timeout=10_000)
+        assert count.inner_text() == "0"
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
