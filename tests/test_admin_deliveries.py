@@ -192,7 +192,7 @@ def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, cl
     delivery = factories.new_delivery(merchant, "lonely")
     url = reverse(CHANGELIST)
     first = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
-    assert messages_of(first) == ["lonely: not offered: no candidate."]
+    assert messages_of(first) == ["lonely: not offered: nobody to offer it to now."]  # as "Reassign" says it
     factories.online_driver(*factories.CENTRO, name="Ana Silva")
     second = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
     assert messages_of(second) == ["Offered to a driver: 1 of 1."]
@@ -200,6 +200,17 @@ def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, cl
     assert delivery.status == DeliveryStatus.OFFERED
     decided = AuditEvent.objects.get(delivery_id=delivery.pk, type="dispatch.decided")
     assert decided.actor_kind == "ops" and decided.payload["chosen"]["name"] == "Ana Silva"
+
+
+def test_rerun_dispatch_on_a_delivery_held_for_the_food_says_until_when(admin_client, merchant, clock):
+    """It said "not offered: held.", leaving ops to guess whether and when it would be."""
+    factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    soup = factories.new_delivery(merchant, "soup", ready_at="2026-11-25T13:00:00+00:00")
+    soup.refresh_from_db()
+    url = reverse(CHANGELIST)
+    response = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [soup.pk]}, follow=True)
+    until = f"{soup.dispatch_not_before:%H:%M:%S}"
+    assert messages_of(response) == [f"soup: not offered: held until {until} so the driver does not wait for the food."]
 
 
 def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin_user, merchant, clock):

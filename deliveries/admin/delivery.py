@@ -84,7 +84,7 @@ def _external_id(delivery: Delivery) -> str:
 
 
 def _not_offered(result: DispatchResult) -> str:
-    """Why a delivery ops sent back to dispatch was not offered, in ops' words."""
+    """Why a delivery ops sent (back) to dispatch was not offered, in ops' words: one wording for both actions."""
     if result.outcome == Outcome.NO_CANDIDATE:
         return "nobody to offer it to now"
     if result.outcome == Outcome.HELD:
@@ -192,7 +192,7 @@ class DeliveryAdmin(RecordAdmin):
             if result.outcome == Outcome.NOT_PENDING:
                 status = result.delivery.status
                 raise Skipped(f"not offered: it is {status} (only a pending delivery is dispatched).")
-            raise Skipped(f"not offered: {timeline.words(result.outcome)}.")
+            raise Skipped(f"not offered: {_not_offered(result)}.")
 
         apply_each(self, request, queryset, offer, done="Offered to a driver", label=_external_id)
 
