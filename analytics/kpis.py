@@ -2,12 +2,13 @@
 days without a rollup row), merged, then turned into plainly named figures. API, CSV and dashboards read this."""
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from analytics.facts import LONGEST_STATE, day_window, driver_day_facts, local_today, zone_day_facts
+from analytics.facts import LONGEST_STATE, day_window, drivers_day_facts, local_today, zone_day_facts
 from analytics.models import DriverDay, ZoneDay
 from core.models import AuditEvent
 from drivers.models import Driver, DriverState
@@ -179,11 +180,14 @@ def stored_or_live_driver_facts(drivers: list[Driver], days: list[date]) -> dict
     """As for zones; a driver with no event in a day (or around it) and offline now has no facts to compute."""
     found = {(row.driver_id, row.day): row.facts for row in DriverDay.objects.filter(driver__in=drivers, day__in=days)}
     activity = _Activity()
+    live = defaultdict(list)  # (home zone, day): its drivers whose facts are computed (in one batch per day)
     for driver in drivers:
         for day in days:
             missing = (driver.pk, day) not in found
             if missing and activity.possible(driver.home_zone, day) and activity.active(driver, day):
-                found[(driver.pk, day)] = driver_day_facts(driver, day)
+                live[(driver.home_zone_id, day)].append(driver)
+    for (_, day), batch in live.items():
+        found |= {(driver_id, day): facts for driver_id, facts in drivers_day_facts(batch, day).items()}
     return found
 
 

@@ -5,7 +5,7 @@ from datetime import date, timedelta
 
 from django.db import transaction
 
-from analytics.facts import driver_day_facts, local_today, zone_day_facts
+from analytics.facts import drivers_day_facts, local_today, zone_day_facts
 from analytics.models import DriverDay, ZoneDay
 from drivers.models import Driver
 from zones.models import Zone
@@ -18,10 +18,10 @@ def roll_up_day(zone: Zone, day: date) -> None:
     """Store the facts of `zone` and its drivers on `day` (the zone's local day)."""
     with transaction.atomic():
         ZoneDay.objects.update_or_create(zone=zone, day=day, defaults={"facts": zone_day_facts(zone, day)})
-        for driver in Driver.objects.filter(home_zone=zone).select_related("home_zone", "user"):
-            DriverDay.objects.update_or_create(
-                driver=driver, day=day, defaults={"facts": driver_day_facts(driver, day)}
-            )
+        drivers = list(Driver.objects.filter(home_zone=zone).select_related("home_zone", "user"))
+        facts = drivers_day_facts(drivers, day) if drivers else {}
+        for driver in drivers:
+            DriverDay.objects.update_or_create(driver=driver, day=day, defaults={"facts": facts[driver.pk]})
 
 
 def roll_up_recent_days(days: int = NIGHTLY_DAYS) -> int:

@@ -111,3 +111,28 @@ def test_only_going_offline_for_silence_counts_as_a_stale_event(zones, ops_api, 
 
     row = _driver_row(ops_api, "Sol Stale")
     assert (row["offline_events"], row["stale_events"]) == (2, 1)
+
+
+def test_the_report_reads_a_days_drivers_in_the_same_queries_however_many_worked(merchant_api, ops_api, clock):
+    """Today's driver figures are computed live (no rollup yet): one read per figure and driver made a dashboard
+    of 200 drivers 2,000 queries. Each driver here gets an offer, answers it and goes offline."""
+
+    def a_day_of(count: int, ref: str) -> None:
+        for n in range(count):
+            app = DriverApp(factories.online_driver(*factories.east(0.5), name=f"{ref} {n}"))
+            app.answer_offer(factories.delivery_via_api(merchant_api, f"{ref}-{n}"), "decline", reason="busy")
+            app.set_state("offline")
+
+    def queries_of_the_report() -> int:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as read:
+            assert ops_api.get("/api/v1/ops/kpis", {"from": DAY, "to": DAY}).status_code == 200
+        return len(read)
+
+    a_day_of(2, "few")
+    with_two = queries_of_the_report()
+    a_day_of(6, "more")
+    assert queries_of_the_report() == with_two
+    assert _driver_row(ops_api, "more 5")["offers_received"] == 1
