@@ -76,9 +76,7 @@ def line_chart(title: str, labels: list[str], series: list[Series]) -> SafeStrin
                 for x, y, label, value in points
             ]
         legend_x = LEFT + 8 + 150 * series.index(one)
-        body.append(
-            f'<text x="{legend_x}" y="{HEIGHT - 2}" style="fill:{colour}" class="legend">■ {escape(one.name)}</text>'
-        )
+        body.append(f'<text x="{legend_x}" y="{HEIGHT - 2}" fill="{colour}" class="legend">■ {escape(one.name)}</text>')
     return _frame(title, "line", len(known), body, low, peak)
 
 
