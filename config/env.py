@@ -63,3 +63,10 @@ def redis_db(url: str) -> str:
     if parts.scheme == "unix":
         return parse_qs(parts.query).get("db", ["0"])[0]
     return parts.path.strip("/") or "0"
+
+
+def origin_source(url: str, *, scheme: str = "") -> str:
+    """The Content-Security-Policy source of a URL's origin (`https://tile.example.com`), in `scheme` if given. A
+    Leaflet template's `{s}` subdomain becomes the policy's `*` wildcard."""
+    parts = urlsplit(url)
+    return f"{scheme or parts.scheme}://{parts.netloc.replace('{s}', '*')}"

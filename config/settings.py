@@ -6,10 +6,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_int, env_list, env_optional_int, env_str, env_url, redis_db
+from config.env import env_bool, env_int, env_list, env_optional_int, env_str, env_url, origin_source, redis_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "channels",
     "django_celery_beat",
     "core",
@@ -54,6 +56,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "core.errors.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "core.inputs.NullCharacterMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -287,6 +290,30 @@ RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", 
 # https://tile.example.com/{z}/{x}/{y}.png). Unset, the maps draw zones, or pickup, dropoff, route and driver, on a
 # blank background and need no internet access at all.
 RELAY_MAP_TILES_URL = env_url("RELAY_MAP_TILES_URL", {"http", "https"})
+
+# --- Content-Security-Policy (django-csp; SECURITY.md says why each source is there) ---------------------
+# Pages run only the project's own script files: no inline script, event handler attribute or eval, so markup that
+# slipped into a page unescaped does not run. Styles likewise come from files (Leaflet and the admin's scripts set
+# theirs through the DOM, which a policy does not restrict); Redoc's <style> elements carry the page's nonce
+# (templates/relay/redoc.html), which a page's policy names only when the page used it.
+# Sockets: 'self' covers ws:/wss: to the page's own host in CSP Level 3 browsers; the public URL's socket origin
+# is named too, for browsers that still read 'self' as http(s) only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:", *([origin_source(RELAY_MAP_TILES_URL)] if RELAY_MAP_TILES_URL else [])],
+        "connect-src": [
+            SELF,
+            origin_source(RELAY_PUBLIC_URL, scheme="wss" if RELAY_PUBLIC_URL.startswith("https:") else "ws"),
+        ],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],  # as X-Frame-Options: DENY (Django's default, sent by XFrameOptionsMiddleware)
+    }
+}
 
 # --- System metrics (/metrics) -------------------------------------------------------------------------
 # prometheus_client's multiprocess mode: every server worker and Celery worker on the host writes its samples

@@ -1,13 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerView
 
 from core.api import LogoutView, TokenView
+from core.api_docs import RedocView, SwaggerUIView
 from core.schema import SchemaView
 from core.views import favicon, healthz, metrics_view, readyz
 from deliveries.views import ops_board, tracking_page
-
-REDOC = "relay/redoc.html"  # drf-spectacular's page without its web fonts: nothing loads from outside
 
 api_v1 = [
     path("auth/token", TokenView.as_view(), name="auth-token"),
@@ -22,8 +20,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SchemaView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", template_name=REDOC), name="api-redoc"),
+    path("api/docs/", SwaggerUIView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", RedocView.as_view(url_name="schema"), name="api-redoc"),
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
