@@ -119,3 +119,13 @@ def test_a_superusers_own_pages_are_covered_too(admin_client):
     user = get_user_model().objects.get(username="admin")
     assert_strict(admin_client.get(reverse("admin:auth_user_change", args=[user.pk])))
     assert_strict(admin_client.get(reverse("admin:password_change")))
+
+
+def test_the_apis_json_answers_carry_no_policy_its_html_pages_do(client, merchant_api):
+    """A policy restricts a document; on JSON it means nothing and costs on every request of the hot paths."""
+    answer = merchant_api.get("/api/v1/deliveries")
+    assert answer.status_code == 200 and answer["Content-Type"] == "application/json"
+    assert "Content-Security-Policy" not in answer
+    page = client.get("/api/v1/deliveries", HTTP_ACCEPT="text/html")
+    assert page["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in page["Content-Security-Policy"]
