@@ -17,6 +17,7 @@ from deliveries.services.availability import start_break
 from deliveries.services.progress import pick_up_delivery
 from deliveries.services.reassignment import force_assign
 from tests import factories
+from tests.conftest import api_client_for
 
 pytestmark = pytest.mark.django_db
 
@@ -136,7 +137,23 @@ def test_the_change_page_shows_the_timeline_with_readable_dispatch_reasoning(adm
     assert reverse("admin:deliveries_delivery_reassign", args=[delivery.pk]) in html
     assert 'name="_save"' not in html  # a delivery changes through actions, not by saving the form
     timeline = page.context["timeline"]
-    assert [event.type for event, _ in timeline][:2] == ["delivery.created", "dispatch.decided"]
+    assert [event.type for event, _, _ in timeline][:2] == ["delivery.created", "dispatch.decided"]
+
+
+def test_the_timeline_names_who_acted(admin_client, admin_user, merchant, clock):
+    """Ops read "driver Ana Silva", not "driver 588eac5b-…", in the timeline's By column."""
+    delivery = factories.new_delivery(merchant, "order-8")
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    admin_client.post(url, {"driver": ana.pk, "force": "on"})
+    assert api_client_for(ana.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup").status_code == 200
+
+    page = admin_client.get(reverse("admin:deliveries_delivery_change", args=[delivery.pk]))
+    by = {(event.type, event.actor_kind): name for event, name, _ in page.context["timeline"]}
+    assert by[("delivery.created", "merchant")] == merchant.name
+    assert by[("delivery.assigned", "ops")] == admin_user.username
+    assert by[("delivery.picked_up", "driver")] == "Ana Silva"
+    assert "driver <small>Ana Silva</small>" in page.content.decode()
 
 
 def test_reassign_action_sends_back_what_it_can_and_reports_the_rest(admin_client, admin_user, merchant, clock):

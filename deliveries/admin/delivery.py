@@ -7,6 +7,7 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -19,7 +20,7 @@ from core.audit import Actor
 from core.errors import DomainError
 from core.models import AuditEvent
 from deliveries import timeline
-from deliveries.models import Delivery, EscalationLevel
+from deliveries.models import Delivery, EscalationLevel, Merchant
 from deliveries.services import reassignment
 from deliveries.services.dispatch import DispatchResult, Outcome, dispatch
 from deliveries.services.progress import cancel_delivery
@@ -83,6 +84,19 @@ def _external_id(delivery: Delivery) -> str:
     return delivery.external_id
 
 
+def _actor_names(events: list[AuditEvent]) -> dict[tuple[str, str], str]:
+    """{(actor kind, actor id): name} of the drivers, merchants and ops users who acted in these events, one query
+    per kind: the timeline's "By" names who did it rather than an id (a system actor's id is already a word)."""
+    ids = {kind: {e.actor_id for e in events if e.actor_kind == kind and e.actor_id} for kind in AuditEvent.ActorKind}
+    kinds = AuditEvent.ActorKind
+    found = {
+        kinds.DRIVER: Driver.objects.filter(pk__in=ids[kinds.DRIVER]).values_list("pk", "name"),
+        kinds.MERCHANT: Merchant.objects.filter(pk__in=ids[kinds.MERCHANT]).values_list("pk", "name"),
+        kinds.OPS: get_user_model().objects.filter(pk__in=ids[kinds.OPS]).values_list("pk", "username"),
+    }
+    return {(kind, str(pk)): name for kind, rows in found.items() if ids[kind] for pk, name in rows}
+
+
 def _not_offered(result: DispatchResult) -> str:
     """Why a delivery ops sent (back) to dispatch was not offered, in ops' words: one wording for both actions."""
     if result.outcome == Outcome.NO_CANDIDATE:
@@ -112,9 +126,14 @@ class DeliveryAdmin(RecordAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            events = AuditEvent.objects.for_delivery(obj.pk)
+            events = list(AuditEvent.objects.for_delivery(obj.pk))
+            names = _actor_names(events)
             context["timeline"] = [
-                (event, timeline.describe(event.type, event.from_state, event.to_state, event.payload))
+                (
+                    event,
+                    names.get((event.actor_kind, event.actor_id), event.actor_id),
+                    timeline.describe(event.type, event.from_state, event.to_state, event.payload),
+                )
                 for event in events
             ]
             if self.has_change_permission(request, obj) and obj.status in reassignment.REASSIGNABLE:
