@@ -258,8 +258,13 @@ def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin
 def test_reassign_form_forces_an_assignment_to_a_named_driver(admin_client, merchant, clock):
     delivery = factories.new_delivery(merchant, "order-9")
     ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    resting = factories.online_driver(*factories.CENTRO, name="Rui Rest")
+    api_client_for(resting.user).post("/api/v1/driver/availability", {"state": "on_break"}, format="json")
     url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
-    assert admin_client.get(url).status_code == 200
+    form = admin_client.get(url)
+    assert form.status_code == 200
+    assert ">Ana Silva (available)<" in form.content.decode()  # whom the delivery can go to, before choosing
+    assert ">Rui Rest (on break)<" in form.content.decode()
 
     refused = admin_client.post(url, {"force": "on"})
     assert "A forced assignment needs a driver." in refused.content.decode()

@@ -67,8 +67,16 @@ class EscalationLevelFilter(admin.SimpleListFilter):
         return queryset
 
 
+class _OnlineDriverField(forms.ModelChoiceField):
+    """Each driver with their state: only an available one can take the delivery, and ops picking a busy or
+    resting one were refused after choosing."""
+
+    def label_from_instance(self, driver: Driver) -> str:
+        return f"{driver.name} ({driver.get_state_display().lower()})"
+
+
 class ReassignForm(forms.Form):
-    driver = forms.ModelChoiceField(
+    driver = _OnlineDriverField(
         Driver.objects.exclude(state=DriverState.OFFLINE).order_by("name"),
         required=False,
         help_text="Leave empty to send it back to dispatch. A named driver gets a direct offer.",
