@@ -98,6 +98,18 @@ def test_the_admin_refuses_a_self_intersecting_polygon_and_a_bad_time_zone(admin
     assert "'Mars/Olympus' is not an IANA time zone" in errors["time_zone"][0]
 
 
+def test_a_zone_cannot_be_its_own_neighbour_in_the_admin_or_on_load(admin_client, zones, tmp_path):
+    """Its searches would read its drivers twice, each of them a candidate twice."""
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    form = _admin_form(norte)
+    response = admin_client.post(url, form | {"neighbours": [*form["neighbours"], norte.pk]})
+    assert "neighbours" in response.context["adminform"].form.errors
+    assert norte.pk not in set(norte.neighbours.values_list("pk", flat=True))
+    with pytest.raises(CommandError, match="zone loop: a zone cannot be its own neighbour"):
+        _load_with(tmp_path, "loop", WEST_OF_CENTRO, neighbours=["loop"])
+
+
 def test_the_admin_saves_thresholds_only_in_order(admin_client, zones):
     norte = zones["norte"]
     url = reverse("admin:zones_zone_change", args=[norte.pk])

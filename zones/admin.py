@@ -79,6 +79,13 @@ class ZoneAdmin(admin.ModelAdmin):
         ),
     ]
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if obj is not None and "neighbours" in form.base_fields:
+            # Not its own neighbour: its searches would read its drivers twice, each a candidate twice.
+            form.base_fields["neighbours"].queryset = Zone.objects.exclude(pk=obj.pk)
+        return form
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["zone_map"] = zone_map_data(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)

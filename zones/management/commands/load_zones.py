@@ -63,4 +63,6 @@ class Command(BaseCommand):
                 missing = set(names) - {zone.code for zone in found}
                 if missing:
                     raise CommandError(f"zone {code}: unknown neighbours {sorted(missing)}")
+                if code in names:
+                    raise CommandError(f"zone {code}: a zone cannot be its own neighbour")
                 Zone.objects.get(code=code).neighbours.set(found)
