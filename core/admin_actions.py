@@ -15,21 +15,33 @@ class Skipped(Exception):
     """Raised by an `apply_each` callback when there was nothing to do for a row (not an error)."""
 
 
+# Rows named in one message at most: a bulk action over 200 rows refused for one reason is one line, not 200.
+NAMED_ROWS = 10
+
+
 def apply_each(modeladmin, request, rows, apply: Callable, *, done: str, label: Callable = str) -> None:
     """Call `apply(row)` for each row. Each call is its own transaction (the domain actions open one), so a
     refused row is reported with its reason and changes nothing, while the others go through. A row the
-    callback skips is reported as a warning and not counted as done."""
+    callback skips is reported as a warning and not counted as done. Rows refused or skipped for the same
+    reason share one message."""
     rows = list(rows)
     succeeded = 0
+    reported: dict[tuple[int, str], list[str]] = {}
     for row in rows:
         try:
             apply(row)
         except DomainError as exc:
-            modeladmin.message_user(request, f"{label(row)}: {exc.detail}", messages.ERROR)
+            reported.setdefault((messages.ERROR, str(exc.detail)), []).append(label(row))
         except Skipped as exc:
-            modeladmin.message_user(request, f"{label(row)}: {exc}", messages.WARNING)
+            reported.setdefault((messages.WARNING, str(exc)), []).append(label(row))
         else:
             succeeded += 1
+    for (level, reason), unsorted in reported.items():
+        labels = sorted(unsorted)
+        named = ", ".join(labels[:NAMED_ROWS]) + (
+            f" and {len(labels) - NAMED_ROWS} more" if len(labels) > NAMED_ROWS else ""
+        )
+        modeladmin.message_user(request, f"{named}: {reason}", level)
     if succeeded:
         modeladmin.message_user(request, f"{done}: {succeeded} of {len(rows)}.", messages.SUCCESS)
 

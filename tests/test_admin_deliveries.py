@@ -219,6 +219,21 @@ def test_rerun_dispatch_offers_once_a_driver_is_there(admin_client, merchant, cl
     assert decided.actor_kind == "ops" and decided.payload["chosen"]["name"] == "Ana Silva"
 
 
+def test_rows_refused_for_one_reason_share_one_message(admin_client, merchant, clock):
+    """Re-running dispatch on 13 deliveries nobody can take said it 13 times, one warning each."""
+    lonely = [factories.new_delivery(merchant, f"lonely-{n:02d}") for n in range(12)]
+    picked_up = factories.assigned_delivery(merchant, factories.online_driver(*factories.CENTRO), "on-its-way")
+    pick_up_delivery(picked_up.pk, actor=Actor.driver(picked_up.driver))
+    selected = [d.pk for d in lonely] + [picked_up.pk]
+    url = reverse(CHANGELIST)
+    response = admin_client.post(url, {"action": "dispatch_again", "_selected_action": selected}, follow=True)
+    first_ten = ", ".join(f"lonely-{n:02d}" for n in range(10))
+    assert sorted(messages_of(response)) == [
+        f"{first_ten} and 2 more: not offered: nobody to offer it to now.",
+        "on-its-way: not offered: it is picked_up (only a pending delivery is dispatched).",
+    ]
+
+
 def test_rerun_dispatch_on_a_delivery_held_for_the_food_says_until_when(admin_client, merchant, clock):
     """It said "not offered: held.", leaving ops to guess whether and when it would be."""
     factories.online_driver(*factories.CENTRO, name="Ana Silva")
