@@ -49,7 +49,7 @@ def test_ops_read_the_timeline_and_force_a_delivery_onto_a_driver(zones, live_se
         page.screenshot(path=tmp_path / "delivery.png", full_page=True)
 
         page.click("text=Reassign…")
-        page.select_option("select[name=driver]", label="Bruno Costa")
+        page.select_option("select[name=driver]", label="Bruno Costa (available)")  # each with their state
         page.check("input[name=force]")
         page.click("input[type=submit][value=Reassign]")
         page.wait_for_url(CHANGE_PAGE)
