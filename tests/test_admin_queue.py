@@ -132,10 +132,13 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
     assert html.index(">now</a></td><td>assigned") < html.index(">earlier</a></td><td>delivered")
 
 
-def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user, merchant, clock):
-    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+def test_force_offline_hands_back_what_the_driver_holds_and_says_so(admin_client, admin_user, merchant, clock):
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva", capacity=2)
     delivery = factories.new_delivery(merchant, "held")
     force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
+    on_its_way = factories.new_delivery(merchant, "on-its-way")
+    force_assign(on_its_way.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
+    pick_up_delivery(on_its_way.pk, actor=Actor.driver(ana))
     gone = factories.DriverFactory(name="Ben Costa")  # never came online
 
     response = admin_client.post(
@@ -143,7 +146,12 @@ def test_force_offline_hands_back_what_the_driver_holds(admin_client, admin_user
         {"action": "force_offline", "_selected_action": [ana.pk, gone.pk]},
         follow=True,
     )
-    assert messages_of(response) == ["Ben Costa: already offline.", "Set offline: 1 of 2."]
+    assert messages_of(response) == [
+        "Ana Silva: held back to dispatch; on-its-way escalated (picked up: never reassigned automatically).",
+        "Ben Costa: already offline.",
+        "Set offline: 1 of 2.",
+    ]
+    assert on_its_way.escalations.exists()
     ana.refresh_from_db()
     delivery.refresh_from_db()
     assert ana.state == DriverState.OFFLINE

@@ -1,14 +1,14 @@
 """A driver's console page: state, last seen, what they carry now and did recently, and "Force offline"
 (which hands back what they hold before pickup, through the same action as a stale driver)."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import transaction
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from core.admin_actions import Skipped, apply_each
 from core.audit import Actor
-from deliveries.models import ACTIVE_STATUSES, Delivery
+from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus
 from deliveries.services.availability import apply_capacity, take_offline
 from drivers.models import Driver, DriverState
 
@@ -83,6 +83,16 @@ class DriverAdmin(admin.ModelAdmin):
         def offline(driver: Driver) -> None:
             if driver.state == DriverState.OFFLINE:
                 raise Skipped("already offline.")
+            held = list(Delivery.objects.carried_by(driver).values_list("external_id", "status"))
             take_offline(driver.pk, actor=actor, reason="ops")
+            # What happened to what they carried, which ops would otherwise learn only from each delivery's page.
+            back = [ref for ref, status in held if status != DeliveryStatus.PICKED_UP]
+            escalated = [ref for ref, status in held if status == DeliveryStatus.PICKED_UP]
+            told = [f"{', '.join(back)} back to dispatch"] if back else []
+            told += (
+                [f"{', '.join(escalated)} escalated (picked up: never reassigned automatically)"] if escalated else []
+            )
+            if told:
+                self.message_user(request, f"{driver.name}: {'; '.join(told)}.", messages.INFO)
 
         apply_each(self, request, queryset, offline, done="Set offline")
