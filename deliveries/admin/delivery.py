@@ -95,8 +95,8 @@ def _external_id(delivery: Delivery) -> str:
 def _actor_names(events: list[AuditEvent]) -> dict[tuple[str, str], str]:
     """{(actor kind, actor id): name} of the drivers, merchants and ops users who acted in these events, one query
     per kind: the timeline's "By" names who did it rather than an id (a system actor's id is already a word)."""
-    ids = {kind: {e.actor_id for e in events if e.actor_kind == kind and e.actor_id} for kind in AuditEvent.ActorKind}
     kinds = AuditEvent.ActorKind
+    ids = {kind: {e.actor_id for e in events if e.actor_kind == kind and e.actor_id} for kind in kinds}
     found = {
         kinds.DRIVER: Driver.objects.filter(pk__in=ids[kinds.DRIVER]).values_list("pk", "name"),
         kinds.MERCHANT: Merchant.objects.filter(pk__in=ids[kinds.MERCHANT]).values_list("pk", "name"),
