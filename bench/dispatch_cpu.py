@@ -1,5 +1,5 @@
 """The server's CPU per create + dispatch + accept, in process: `python -m bench.dispatch_cpu [--ops N]
-[--candidates N] [--history N] [--profile]` with the app's environment (DATABASE_URL of a migrated PostgreSQL database,
+[--candidates N] [--history N]` with the app's environment (DATABASE_URL of a migrated PostgreSQL database,
 REDIS_URL). Issue 12's figure without `make bench`'s servers, load generators and noise: each operation goes
 through the real request stack — `config.asgi.application` called as uvicorn calls it (the location-ingest
 wrapper, Django's ASGI handler and its thread hop, the middleware, DRF, token authentication and the throttle)
@@ -12,21 +12,17 @@ are deleted at the end): the demo zones if
 the database has none, a merchant, and N available drivers with capacity 1000 (they stay available after
 accepting, as the bench's listened drivers do) around one pickup in centro, their positions written to the
 location index through `record_positions`. Offers' expiry tasks go to an in-memory broker (CELERY_BROKER_URL
-unless set), so no worker ever runs them. `--profile` adds cProfile of every thread that works (the event loop's,
-and the thread Django runs each request's view in) for the measured operations; the CPU figures of a profiled run
-are inflated by the profiler.
+unless set), so no worker ever runs them. Where the CPU goes: run it under py-spy and read the profile with
+`bench.spy_shares` (its docstring has the command line).
 """
 
 import argparse
 import asyncio
-import cProfile
 import io
 import json
 import os
-import pstats
 import resource
 import statistics
-import threading
 import time
 import uuid
 
@@ -106,37 +102,6 @@ def _delivery(external_id: str, pickup: tuple[float, float]) -> bytes:
     ).encode()
 
 
-class _Profiles:
-    """cProfile of every thread that works: the event loop's, and each new thread (Django runs each request's
-    sync code in a thread of its own). One profiler per thread: one enabled in two threads mixes their stacks."""
-
-    def __init__(self) -> None:
-        self.loop = cProfile.Profile()
-        self.threads: list[cProfile.Profile] = []
-
-    def _in_new_thread(self, *_event) -> None:
-        profile = cProfile.Profile()
-        self.threads.append(profile)
-        profile.enable()  # replaces this hook in this thread
-
-    def enable(self) -> None:
-        threading.setprofile(self._in_new_thread)
-        self.loop.enable()
-
-    def disable(self) -> None:
-        self.loop.disable()
-        threading.setprofile(None)
-
-    def report(self, top: int) -> str:
-        out = io.StringIO()
-        stats = pstats.Stats(self.loop, stream=out)
-        for profile in self.threads:
-            stats.add(profile)
-        stats.sort_stats("cumulative").print_stats(top)
-        stats.sort_stats("tottime").print_stats(top)
-        return out.getvalue()
-
-
 def _waits() -> int:
     """This process's voluntary context switches so far: each time one of its threads waited (a round trip to
     PostgreSQL or Redis, a hop between the event loop and a request thread, the GIL). Unlike CPU time it does not
@@ -161,8 +126,6 @@ def main() -> None:
     parser.add_argument(
         "--history", type=int, default=0, help="delivered deliveries each driver has behind them (e.g. 300: a month)"
     )
-    parser.add_argument("--profile", action="store_true", help="cProfile the measured operations")
-    parser.add_argument("--top", type=int, default=40, help="functions listed by --profile")
     args = parser.parse_args()
 
     merchant_token, pickup, driver_tokens = _fixtures(args.candidates)
@@ -174,14 +137,11 @@ def main() -> None:
         driver_ids,
     )
     loop = asyncio.new_event_loop()
-    profiles = _Profiles() if args.profile else None
     create_cpu, accept_cpu, wall, switches = [], [], [], []
     for i in range(args.warmup + args.ops):
         if i % 20 == 0:
             _place_drivers(driver_ids, pickup)
         measured = i >= args.warmup
-        if measured and profiles and i == args.warmup:
-            profiles.enable()
         started, started_wall, started_switches = time.process_time(), time.perf_counter(), _waits()
         status, body = loop.run_until_complete(
             asgi_post(application, "/api/v1/deliveries", merchant_token, _delivery(f"cpu-{RUN}-{i}", pickup))
@@ -204,8 +164,6 @@ def main() -> None:
             accept_cpu.append(accepted - accept_started)
             wall.append(accepted_wall - started_wall)
             switches.append(_waits() - started_switches)
-    if profiles:
-        profiles.disable()
     loop.close()
     _drop_redis_keys()
 
@@ -213,17 +171,12 @@ def main() -> None:
         return f"mean {statistics.fmean(values) * 1000:6.2f} ms, median {statistics.median(values) * 1000:6.2f} ms"
 
     total = [c + a for c, a in zip(create_cpu, accept_cpu, strict=True)]
-    print(
-        f"{args.ops} operations, {args.candidates} candidates in reach, {args.history} delivered deliveries each"
-        f"{' (profiled)' if profiles else ''}"
-    )
+    print(f"{args.ops} operations, {args.candidates} candidates in reach, {args.history} delivered deliveries each")
     print(f"  CPU create + dispatch: {ms(create_cpu)}")
     print(f"  CPU accept:            {ms(accept_cpu)}")
     print(f"  CPU per operation:     {ms(total)}")
     print(f"  wall per operation:    {ms(wall)}")
     print(f"  waits per operation:   mean {statistics.fmean(switches):6.1f}, median {statistics.median(switches):g}")
-    if profiles:
-        print(profiles.report(args.top))
 
 
 if __name__ == "__main__":
