@@ -32,11 +32,21 @@ def read_input(serializer_class: type[serializers.Serializer], request) -> dict:
 FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
+def query_value(request, name: str) -> str:
+    """A filter's one value in the query string ("" when absent). Given twice (`?status=pending&status=offered`)
+    it is bad input (400 naming it): the last one alone answered, and a list filtered by one of the values looked
+    like the answer to both."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise serializers.ValidationError({name: ["Give one value, not several."]})
+    return values[0] if values else ""
+
+
 def query_flag(request, name: str) -> bool:
     """A yes/no filter in the query string (`?active=true`, `?open=1`): on for 1, true or yes, off for 0, false or
     no (in any case) or when absent. Anything else is bad input (400 naming it): a typo silently ignored would
     answer the unfiltered list as if it were the filtered one."""
-    value = request.query_params.get(name, "")
+    value = query_value(request, name)
     if not value:
         return False
     if (flag := FLAGS.get(value.lower())) is None:
@@ -47,7 +57,7 @@ def query_flag(request, name: str) -> bool:
 def query_choice(request, name: str, choices: list[str]) -> str | None:
     """A filter taking one of `choices` (`?status=pending`): None when absent; anything else is bad input (400
     naming it), not an empty list that looks like "none of those"."""
-    value = request.query_params.get(name, "")
+    value = query_value(request, name)
     if not value:
         return None
     if value not in choices:

@@ -300,6 +300,25 @@ def test_a_filter_value_that_means_nothing_is_a_400_naming_it(zones, role, path,
     assert list(response.json()["fields"]) == [name]
 
 
+@pytest.mark.parametrize(
+    ("role", "path", "name"),
+    [
+        ("merchant", "/api/v1/deliveries?status=pending&status=cancelled", "status"),
+        ("merchant", "/api/v1/deliveries?external_id=a&external_id=b", "external_id"),
+        ("driver", "/api/v1/driver/deliveries?active=true&active=false", "active"),
+        ("ops", "/api/v1/ops/escalations?open=1&open=0", "open"),
+    ],
+)
+def test_a_filter_given_twice_is_a_400_naming_it(zones, role, path, name):
+    """The last value alone answered: a merchant asking for pending and cancelled deliveries got the cancelled ones
+    only, a list that looked like the answer to both."""
+    users = {"merchant": factories.MerchantFactory, "driver": factories.DriverFactory}
+    api = api_client_for(users[role]().user if role in users else factories.OpsUserFactory())
+    response = api.get(path)
+    assert (response.status_code, response.json()["code"]) == (400, "invalid")
+    assert response.json()["fields"] == {name: ["Give one value, not several."]}
+
+
 @pytest.mark.parametrize("page", ["abc", "0", "-1", "1.5", "²"])
 def test_a_page_that_is_no_page_number_is_a_400_naming_it(merchant_api, page):
     """It answered 404 "Invalid page.", as for a page past the end: a client could not tell a bug from the end."""

@@ -4,7 +4,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.audit import Actor
-from core.inputs import query_choice, read_input
+from core.inputs import query_choice, query_value, read_input
 from core.permissions import IsMerchant
 from deliveries.models import Delivery, DeliveryStatus
 from deliveries.serializers import (
@@ -40,7 +40,7 @@ class DeliveryListCreateView(generics.ListAPIView):
         rows = merchant_deliveries(self.request)
         if status := query_choice(self.request, "status", DeliveryStatus.values):
             rows = rows.filter(status=status)
-        if external_id := self.request.query_params.get("external_id"):
+        if external_id := query_value(self.request, "external_id"):
             rows = rows.filter(external_id=external_id)
         return rows
 
