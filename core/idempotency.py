@@ -151,7 +151,9 @@ class IdempotencyMiddleware:
                 return None, json_error(
                     422,
                     "idempotency_key_reused",
-                    "This Idempotency-Key was already used with a different request body.",
+                    # The key stands for one request: its endpoint as well as its body (`_fingerprint`).
+                    "This Idempotency-Key was already used for another request (another body, or another "
+                    "endpoint); a new request needs a new key.",
                 )
             if not existing.completed:
                 return None, json_error(

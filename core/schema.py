@@ -46,9 +46,10 @@ ERRORS = {
     "410": ("Gone: the tracking link has expired.", "gone", "This tracking link has expired."),
     "413": ("The body is too large.", "request_too_large", "The request body is over 2621440 bytes."),
     "422": (
-        "This Idempotency-Key was used before with a different body.",
+        "This Idempotency-Key was used before for another request: another body, or another endpoint.",
         "idempotency_key_reused",
-        "This Idempotency-Key was already used with a different request body.",
+        "This Idempotency-Key was already used for another request (another body, or another endpoint); a new "
+        "request needs a new key.",
     ),
     "429": ("Too many requests; `Retry-After` says when to try again.", "throttled", "Request was throttled."),
     "503": (

@@ -31,6 +31,18 @@ def test_the_same_key_with_another_body_is_refused(merchant_api):
     assert merchant_api.get("/api/v1/deliveries").json()["count"] == 1
 
 
+def test_the_same_key_and_body_at_another_endpoint_is_refused_saying_so(merchant_api):
+    """Cancelling two deliveries with one key and one body: the 422 said the body differed, and it had not."""
+    first, second = (post(merchant_api, f"create-{ref}", external_id=ref).json()["id"] for ref in ("a", "b"))
+    cancel = {"reason": "customer called"}
+    path = "/api/v1/deliveries/{}/cancel"
+    assert merchant_api.post(path.format(first), cancel, format="json", HTTP_IDEMPOTENCY_KEY="k").status_code == 200
+    response = merchant_api.post(path.format(second), cancel, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert (response.status_code, response.json()["code"]) == (422, "idempotency_key_reused")
+    assert "another endpoint" in response.json()["detail"]
+    assert merchant_api.get(f"/api/v1/deliveries/{second}").json()["status"] == "pending"
+
+
 def _retry_during_first(monkeypatch, api, before_retry=lambda: None) -> list:
     """Make the first request send its own retry while it is still running; returns the retry's response."""
     from deliveries.api import merchant
