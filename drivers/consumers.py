@@ -118,7 +118,7 @@ class DriverConsumer(AuthenticatedConsumer):
 
     async def on_resume(self, data):
         after = data.get("after_seq")
-        if not isinstance(after, int) or after < 0:
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             await self.send_error("invalid", "resume needs data.after_seq, a whole number ≥ 0.")
             return
         # Messages are handled one at a time, so pushes that arrive meanwhile wait and are de-duplicated by seq.

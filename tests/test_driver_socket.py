@@ -61,6 +61,7 @@ async def test_malformed_messages_are_answered_and_the_socket_stays_open(zones):
     communicator = await _driver_socket()
     malformed = [
         ({"text_data": '{"type":"resume","data":[1]}'}, "invalid"),
+        ({"text_data": '{"type":"resume","data":{"after_seq":true}}'}, "invalid"),  # not "from 1": a bool is no seq
         ({"text_data": '{"type":"location","data":"here"}'}, "invalid"),
         (
             {"text_data": '{"type":"location","data":{"lat":NaN,"lng":0,"recorded_at":"2026-01-01T00:00:00Z"}}'},
