@@ -29,6 +29,7 @@ class DriverConsumer(AuthenticatedConsumer):
     kind = "driver"
     driver_id: str | None = None
     last_seq = 0
+    resumed_after = 0  # the app has the stream up to here (the after_seq of its last `resume`)
     delivered: deque | None = None  # the last DELIVERED_KEPT seqs this socket sent (made at its first message)
     # Whether pings are kept (an offline driver's are dropped): read with the credentials at connect and at every
     # credential recheck (every 30 s, all of the process's driver sockets in one query), and kept current by
@@ -121,9 +122,10 @@ class DriverConsumer(AuthenticatedConsumer):
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
             await self.send_error("invalid", "resume needs data.after_seq, a whole number ≥ 0.")
             return
+        self.resumed_after = after
         # Messages are handled one at a time, so pushes that arrive meanwhile wait and are de-duplicated by seq.
         for envelope in await _missed(self.driver_id, after):
-            await self._deliver(envelope, replay=True)
+            await self._deliver(envelope)
 
     async def stream_message(self, event):
         await self._deliver(event["message"])
@@ -133,15 +135,15 @@ class DriverConsumer(AuthenticatedConsumer):
         # the last message delivered before it and takes none of theirs.
         return self.last_seq
 
-    async def _deliver(self, envelope: dict, *, replay: bool = False):
-        """A live push older than the last message delivered is dropped (pushes may cross on the way). A replayed
-        one is delivered unless this socket delivered it already: a push that arrived live between the app's
-        reconnect and its `resume` must not hide what the app missed before it."""
+    async def _deliver(self, envelope: dict):
+        """Each stored message once, whichever way it comes: live, or replayed by `resume`. Pushes from two
+        processes may cross on the way, and a push may arrive between the app's reconnect and its `resume`: an
+        older message is then delivered late, never dropped (the app would not know to ask for it). One this
+        socket sent already, or that the app said it has (its last `resume`), is not sent again."""
         seq = envelope["seq"]
-        newest = seq > self.last_seq
-        if not newest and (not replay or seq in (self.delivered or ())):
+        if seq <= self.resumed_after or seq in (self.delivered or ()):
             return
-        if newest:
+        if seq > self.last_seq:
             self.last_seq = seq
             if envelope["type"] == "driver.state":
                 self.online = envelope["data"]["state"] != DriverState.OFFLINE

@@ -5,7 +5,9 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import transaction
 from rest_framework.authtoken.models import Token
 
 from config.asgi import application
@@ -15,6 +17,7 @@ from deliveries.models import EscalationLevel, Offer, OfferStatus
 from deliveries.services import ladder, offers
 from deliveries.services.ladder import dispatch_waiting
 from deliveries.services.progress import cancel_delivery
+from drivers.notifications import driver_group, notify_driver
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,6 +128,48 @@ async def test_a_push_that_arrives_before_the_resume_does_not_hide_what_was_miss
         ("offer.created", seen["seq"] + 2),
     ]
     assert await socket.receive_nothing(timeout=0.3)  # the live one is not sent twice
+    await socket.disconnect()
+
+
+@pytest.fixture
+def pushed_by_the_test(monkeypatch):
+    """Messages are stored in the driver's stream and their pushes left to the test: pushes from two processes,
+    each after its own commit, may reach Redis in either order."""
+    monkeypatch.setattr("drivers.notifications.push_to_group", lambda *args, **kwargs: None)
+
+
+def _stored(driver, *types: str) -> list[dict]:
+    with transaction.atomic():
+        return [notify_driver(driver.pk, type_, {"n": n}).envelope() for n, type_ in enumerate(types)]
+
+
+async def test_a_live_push_that_crossed_a_newer_one_on_the_way_is_delivered_late_not_lost(zones, pushed_by_the_test):
+    driver = await db(factories.online_driver)(*factories.east(0.3))
+    socket = await _driver_socket(driver)
+    offer, update = await db(_stored)(driver, "offer.created", "delivery.updated")
+    for envelope in (update, offer):
+        await get_channel_layer().group_send(driver_group(driver.pk), {"type": "stream.message", "message": envelope})
+    received = [await socket.receive_json_from(timeout=3) for _ in range(2)]
+    assert [(m["type"], m["seq"]) for m in received] == [
+        ("delivery.updated", update["seq"]),
+        ("offer.created", offer["seq"]),
+    ]
+    # What the app said it has is not sent again, nor what this socket already sent.
+    await socket.send_json_to({"type": "resume", "data": {"after_seq": offer["seq"] - 1}})
+    await get_channel_layer().group_send(driver_group(driver.pk), {"type": "stream.message", "message": offer})
+    assert await socket.receive_nothing(timeout=0.3)
+    await socket.disconnect()
+
+
+async def test_a_pushed_message_older_than_the_resume_point_is_not_sent(zones, pushed_by_the_test):
+    driver = await db(factories.online_driver)(*factories.east(0.3))
+    socket = await _driver_socket(driver)
+    (known,) = await db(_stored)(driver, "offer.created")
+    # The app had it on its previous socket and says so; the push was on its way to this one too.
+    await socket.send_json_to({"type": "resume", "data": {"after_seq": known["seq"]}})
+    assert await socket.receive_nothing(timeout=0.3)
+    await get_channel_layer().group_send(driver_group(driver.pk), {"type": "stream.message", "message": known})
+    assert await socket.receive_nothing(timeout=0.3)
     await socket.disconnect()
 
 
