@@ -267,6 +267,9 @@ RELAY_REDIS_KEY_PREFIX = env_str("RELAY_REDIS_KEY_PREFIX", "relay:")
 RELAY_REDIS_TIMEOUT_S = float(env_int("RELAY_REDIS_TIMEOUT_MS", 250)) / 1000
 RELAY_PUBLIC_URL = env_str("RELAY_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 RELAY_CURRENCY = env_str("RELAY_CURRENCY", "EUR")
+# A delivery's dropoff must lie within this many km (straight line) of its pickup: further is a typo (swapped
+# lat/lng, a customer's other address) that would be priced and offered as a trip across the country.
+RELAY_MAX_DELIVERY_KM = env_int("RELAY_MAX_DELIVERY_KM", 30)
 # How long a driver's stream messages are kept for `resume` (older ones are purged hourly).
 RELAY_DRIVER_MESSAGE_RETENTION = timedelta(hours=env_int("RELAY_DRIVER_MESSAGE_RETENTION_H", 24))
 # Tracking links answer 410 Gone this long after their delivery finished; raw breadcrumbs (drivers' trails)

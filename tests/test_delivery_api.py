@@ -153,6 +153,21 @@ def test_pickup_outside_every_zone_is_refused(merchant_api):
     assert "pickup" in response.json()["fields"]
 
 
+def test_a_dropoff_beyond_reach_of_the_pickup_is_refused_and_nothing_is_created(merchant_api, settings):
+    """A dropoff in another country (or with lat and lng swapped) was priced at thousands and offered to a bicycle."""
+    settings.RELAY_MAX_DELIVERY_KM = 30
+    swapped = create(merchant_api, external_id="swapped", dropoff=(-9.13, 38.72))
+    assert swapped.status_code == 400
+    body = swapped.json()
+    assert body["code"] == "outside_service_area"
+    assert "at most 30 km" in body["fields"]["dropoff"][0]
+    assert "km from the pickup" in body["detail"]
+    # 25 km away is a long trip, not a typo; 35 km is past this deployment's reach.
+    assert create(merchant_api, external_id="far", dropoff=factories.east(35)).status_code == 400
+    assert create(merchant_api, external_id="long", dropoff=factories.east(25)).status_code == 201
+    assert [d["external_id"] for d in merchant_api.get("/api/v1/deliveries").json()["results"]] == ["long"]
+
+
 @pytest.mark.parametrize(
     ("point", "expected"),
     [

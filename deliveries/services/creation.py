@@ -4,6 +4,7 @@ import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
@@ -57,6 +58,7 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
     zone = zone_for_point(pickup["lat"], pickup["lng"])
     if zone is None:
         raise OutsideServiceArea(fields={"pickup": ["This point is outside every active zone."]})
+    _check_distance(data)
     fingerprint = _fingerprint(data)
     try:
         return _create_and_offer(merchant, zone, data, fingerprint), True
@@ -134,6 +136,16 @@ def _check_schedule(data: dict) -> None:
     }
     if fields:
         raise BadInput("The request is not valid; see fields.", fields=fields)
+
+
+def _check_distance(data: dict) -> None:
+    pickup, dropoff, limit = data["pickup"], data["dropoff"], settings.RELAY_MAX_DELIVERY_KM
+    distance = haversine_km(pickup["lat"], pickup["lng"], dropoff["lat"], dropoff["lng"])
+    if distance > limit:
+        raise OutsideServiceArea(
+            f"The dropoff is {distance:,.1f} km from the pickup; deliveries go up to {limit} km.",
+            fields={"dropoff": [f"This point is {distance:,.1f} km from the pickup (at most {limit} km)."]},
+        )
 
 
 def _same_or_conflict(existing: Delivery, fingerprint: str) -> Delivery:
