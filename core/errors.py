@@ -111,7 +111,11 @@ def exception_handler(exc, context):
 _PAGE_CODES = {
     HTTPStatus.BAD_REQUEST: ("bad_request", "The request could not be read."),
     HTTPStatus.FORBIDDEN: ("permission_denied", "You are not allowed to do this."),
-    HTTPStatus.NOT_FOUND: ("not_found", "There is no API endpoint at this path."),
+    HTTPStatus.NOT_FOUND: (
+        "not_found",
+        # What merchants got wrong on their first day: `/deliveries/` and `/deliveries/<their external_id>`.
+        "There is no API endpoint at this path (paths end without a slash; the ids in them are UUIDs).",
+    ),
     HTTPStatus.METHOD_NOT_ALLOWED: ("method_not_allowed", "This endpoint does not take this method."),
     HTTPStatus.INTERNAL_SERVER_ERROR: ("server_error", "Something went wrong on our side; it has been logged."),
 }

@@ -153,6 +153,14 @@ def test_pickup_outside_every_zone_is_refused(merchant_api):
     assert "pickup" in response.json()["fields"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/deliveries/", "/api/v1/deliveries/order-1"])
+def test_a_path_off_the_contract_says_what_paths_look_like(merchant_api, path):
+    create(merchant_api)  # order-1 exists: its external_id is not its id
+    response = merchant_api.get(path)
+    assert (response.status_code, response.json()["code"]) == (404, "not_found")
+    assert "end without a slash" in response.json()["detail"] and "UUIDs" in response.json()["detail"]
+
+
 def test_a_dropoff_beyond_reach_of_the_pickup_is_refused_and_nothing_is_created(merchant_api, settings):
     """A dropoff in another country (or with lat and lng swapped) was priced at thousands and offered to a bicycle."""
     settings.RELAY_MAX_DELIVERY_KM = 30
