@@ -13,7 +13,7 @@ from datetime import datetime
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
-from deliveries.models import Delivery, Escalation, Offer
+from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer
 from deliveries.serializers import (
     DriverDeliverySerializer,
     EscalationSerializer,
@@ -149,6 +149,14 @@ def eta(delivery: Delivery) -> dict | None:
 def delivery_escalated(escalation: Escalation, *, detail: str) -> dict:
     """The `data` of a `delivery.escalated` webhook (level CRITICAL): how bad, why, and what was just seen."""
     return {"level": escalation.level, "reason": escalation.reason, "detail": detail}
+
+
+def delivery_status_changed(delivery: Delivery) -> dict:
+    """The `data` of a status webhook: why a delivery ended unsuccessfully (as its `outcome_reason` reads on a GET),
+    so that the merchant need not fetch it to tell the customer."""
+    if delivery.status in (DeliveryStatus.CANCELLED, DeliveryStatus.FAILED):
+        return {"outcome_reason": delivery.outcome_reason}
+    return {}
 
 
 def webhook_body(event_id: uuid.UUID, type: str, delivery: Delivery, data: dict | None = None) -> str:

@@ -26,6 +26,10 @@ def _received(endpoint) -> list[tuple[str, str]]:
     return [(body["type"], body["status"]) for body in bodies]
 
 
+def _data_of_last(endpoint) -> dict:
+    return json.loads(endpoint.requests[-1].body)["data"]
+
+
 def _accepted_by(driver, delivery):
     """The delivery's offer, accepted by `driver` through the driver app's API."""
     app = api_client_for(driver.user)
@@ -71,6 +75,7 @@ def test_a_failed_delivery_posts_its_failure_after_its_pickup(zones, endpoint):
         ("delivery.picked_up", "picked_up"),
         ("delivery.failed", "failed"),
     ]
+    assert _data_of_last(endpoint) == {"outcome_reason": "nobody home"}  # no GET needed to tell the customer why
 
 
 def test_a_merchant_cancelling_an_offered_delivery_hears_it_cancelled_never_pending_again(zones, endpoint):
@@ -90,6 +95,7 @@ def test_a_merchant_cancelling_an_offered_delivery_hears_it_cancelled_never_pend
         ("delivery.offered", "offered"),
         ("delivery.cancelled", "cancelled"),
     ]
+    assert _data_of_last(endpoint) == {"outcome_reason": "out of stock"}
     timeline = api.get(f"/api/v1/deliveries/{delivery.pk}").json()["events"]
     assert [(event["from_state"], event["to_state"]) for event in timeline] == [
         ("", "pending"),

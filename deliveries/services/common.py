@@ -6,6 +6,7 @@ from core.audit import Actor, record_event
 from core.compiled import CompiledRead
 from core.errors import NotFound
 from core.fsm import run_transition, saving_changes
+from deliveries import messages
 from deliveries.models import Delivery
 from deliveries.services.escalations import resolve_gone_causes
 from deliveries.services.tracking import delivery_changed_locked
@@ -80,5 +81,5 @@ def transition_delivery(
         payload=payload or {},
     )
     if delivery.status != previous:
-        enqueue_webhook(delivery, f"delivery.{delivery.status}")
+        enqueue_webhook(delivery, f"delivery.{delivery.status}", messages.delivery_status_changed(delivery))
         resolve_gone_causes(delivery, actor=actor)
