@@ -3,14 +3,18 @@
 The first response for (caller, key) is stored for 24 h and replayed byte for byte; the same key with another
 body answers 422; a retry while the first is still running answers 409 `request_in_progress`. Only a response
 that completed the request is stored: 2xx, or a 4xx that the same body would always get. One that says nothing
-about the body (401, 403, 408, 429: credentials, rate, time) or a crash (5xx, or a process that died mid-way and
-left its claim older than `CLAIM_TIMEOUT`) releases the key, so the client's retry runs for real. A replay goes
-only to a credential that still works, and never hands out one that no longer does (a login's token, revoked).
+about the body (401, 403, 408, 429: credentials, rate, time) or a crash (5xx, or a process that died mid-way)
+releases the key, so the client's retry runs for real. On PostgreSQL a running request holds a session lock on its
+key, which the database drops with the connection of a process that died: the retry takes its claim over at once.
+Without session locks (SQLite; a pooler that keeps no session, DB_PREPARE_THRESHOLD=none) a claim is taken over
+once older than `CLAIM_TIMEOUT`. A replay goes only to a credential that still works, and never hands out one
+that no longer does (a login's token, revoked).
 """
 
 import hashlib
 import json
 import logging
+import threading
 from datetime import timedelta
 
 from django.db import IntegrityError, connection, transaction
@@ -62,11 +66,52 @@ def _gives_a_dead_token(request, record) -> bool:
     return isinstance(token, str) and valid_token(token) is None
 
 
+# Lock ids of the requests this thread runs now, on its database connection (Django's are per thread). A retry on
+# the same session (a request that sends its own retry, as a test does) would be granted its re-entrant lock again.
+_this_thread = threading.local()
+
+
+def _running() -> set[int]:
+    if not hasattr(_this_thread, "locks"):
+        _this_thread.locks = set()
+    return _this_thread.locks
+
+
+def _lock_id(caller: str, key: str) -> int:
+    digest = hashlib.sha256(f"idempotency\n{caller}\n{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _take_lock(lock_id: int) -> bool | None:
+    """PostgreSQL: whether this request now holds its key's lock (False: a request with the key is running, here
+    or in a live process). None without session locks: SQLite, or a pooler in transaction mode (PgBouncer), which
+    runs each statement on any server connection and is why prepared statements are off (DB_PREPARE_THRESHOLD)."""
+    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return None
+    if lock_id in _running():
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [lock_id])
+        taken = cursor.fetchone()[0]
+    if taken:
+        _running().add(lock_id)
+    return taken
+
+
+def _release_lock(lock_id: int) -> None:
+    _running().discard(lock_id)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
+    except DATABASE_DOWN:
+        connection.close()  # the lock went with the connection
+
+
 def _write_claim(write) -> bool:
     """Release or complete the claim. The request's database connection may have died while the view ran (the view
     then answered 503): the write goes once more on a new connection, or the claim, still open, made every retry
     of the key answer 409 `request_in_progress` for CLAIM_TIMEOUT, a driver's accept longer than its offer lasts.
-    False when the database stays unreachable (the claim is then abandoned, and taken over after CLAIM_TIMEOUT)."""
+    False when the database stays unreachable (the claim is then abandoned, and taken over as a dead process's is)."""
     for _ in range(2):
         try:
             write()
@@ -97,14 +142,23 @@ class IdempotencyMiddleware:
             return json_error(400, "invalid_idempotency_key", wrong, fields={HEADER_NAME: [wrong]})
 
         caller, fingerprint = _caller(request), _fingerprint(request)
+        lock_id, lock = _lock_id(caller, key), None
         try:
-            record, conflict = self._claim(request, caller, key, fingerprint)
-        except DATABASE_DOWN:
-            return database_unavailable()
-        if conflict is not None:
-            if conflict.has_header(REPLAYED) and not _credential_still_valid(request):
-                return self.get_response(request)  # the view refuses it (401), as any request with it
-            return conflict
+            try:
+                lock = _take_lock(lock_id)
+                record, conflict = self._claim(request, caller, key, fingerprint, lock=lock)
+            except DATABASE_DOWN:
+                return database_unavailable()
+            if conflict is not None:
+                if conflict.has_header(REPLAYED) and not _credential_still_valid(request):
+                    return self.get_response(request)  # the view refuses it (401), as any request with it
+                return conflict
+            return self._run(request, record)
+        finally:
+            if lock:
+                _release_lock(lock_id)
+
+    def _run(self, request, record):
         try:
             response = self.get_response(request)
         except BaseException:
@@ -126,21 +180,28 @@ class IdempotencyMiddleware:
         )
         return response
 
-    def _claim(self, request, caller: str, key: str, fingerprint: str):
+    def _claim(self, request, caller: str, key: str, fingerprint: str, *, lock: bool | None):
+        """`lock`: whether this request holds its key's lock (`_take_lock`). Without it, a request with the key is
+        running: this one claims nothing."""
         now = timezone.now()
         for _ in range(3):
-            try:
-                with transaction.atomic():
-                    record = IdempotencyRecord.objects.create(
-                        caller=caller, key=key, fingerprint=fingerprint, expires_at=now + RETENTION
-                    )
-                return record, None
-            except IntegrityError:
-                pass
+            if lock is not False:
+                try:
+                    with transaction.atomic():
+                        record = IdempotencyRecord.objects.create(
+                            caller=caller, key=key, fingerprint=fingerprint, expires_at=now + RETENTION
+                        )
+                    return record, None
+                except IntegrityError:
+                    pass
             existing = IdempotencyRecord.objects.filter(caller=caller, key=key).first()
             if existing is None:
+                if lock is False:
+                    break  # the running one is about to claim it
                 continue  # released between our insert and our read: try again
-            abandoned = not existing.completed and existing.created_at < now - CLAIM_TIMEOUT
+            # An open claim whose key nobody holds was left by a process that died (or lost its database).
+            left = lock if lock is not None else existing.created_at < now - CLAIM_TIMEOUT
+            abandoned = not existing.completed and left
             # A login answered with a token since revoked is not replayed: the login runs again (see the function).
             same = existing.completed and existing.fingerprint == fingerprint
             outlived = same and _gives_a_dead_token(request, existing)

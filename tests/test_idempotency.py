@@ -69,7 +69,12 @@ def test_a_retry_while_the_first_is_running_is_a_conflict(merchant_api, monkeypa
     assert post(merchant_api, "key-1").content == first.content
 
 
-def test_a_claim_abandoned_for_a_minute_is_taken_over(merchant_api, monkeypatch, clock):
+def test_without_session_locks_a_claim_abandoned_for_a_minute_is_taken_over(merchant_api, monkeypatch, clock):
+    from django.db import connection
+
+    # SQLite, or PostgreSQL behind a pooler in transaction mode (DB_PREPARE_THRESHOLD=none): nothing tells a running
+    # request from one whose process died, but time.
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "prepare_threshold", None)
     retries = _retry_during_first(monkeypatch, merchant_api, before_retry=lambda: clock.shift(61))
     post(merchant_api, "key-1")
     assert retries[0].status_code == 201
@@ -158,3 +163,54 @@ def test_a_refused_credential_is_not_replayed(merchant, merchant_api):
     merchant.user.save()
     retry = post(merchant_api, "key-1")
     assert retry.status_code == 201, retry.content
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_process_died_mid_request_is_taken_over_by_the_retry_at_once(merchant, monkeypatch):
+    """A server process killed while it ran a request (kill -9, out of memory) left its claim open: the app's
+    retry with the same key got 409 `request_in_progress` for a minute, longer than a driver's offer lasts. The
+    database drops a dead process's connection, and with it what marks its request as running; while that
+    process lives, a retry is still a conflict."""
+    import threading
+
+    from django.db import connection
+
+    from deliveries.api import merchant as merchant_views
+    from tests.conftest import api_client_for
+
+    running, resume, backend = threading.Event(), threading.Event(), []
+
+    def stuck(**kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backend.append(cursor.fetchone()[0])
+        running.set()
+        resume.wait(10)
+        raise RuntimeError("the process is gone: nothing of this request runs after the kill")
+
+    def first_request():
+        try:
+            with pytest.raises(RuntimeError):
+                post(api_client_for(merchant.user), "key-1")
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(merchant_views, "create_delivery", stuck)
+    first = threading.Thread(target=first_request)
+    first.start()
+    try:
+        assert running.wait(10)
+        monkeypatch.undo()
+        retry = post(api_client_for(merchant.user), "key-1")
+        assert (retry.status_code, retry.json()["code"]) == (409, "request_in_progress")
+
+        with connection.cursor() as cursor:  # the process dies: the database ends its connection
+            cursor.execute("SELECT pg_terminate_backend(%s)", [backend[0]])
+        retry = post(api_client_for(merchant.user), "key-1")
+        assert retry.status_code == 201, retry.content
+    finally:
+        resume.set()
+        first.join(10)
+    assert post(api_client_for(merchant.user), "key-1").content == retry.content
+    assert Delivery.objects.count() == 1
