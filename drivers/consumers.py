@@ -13,7 +13,7 @@ from drivers.ingest import parse_point
 from drivers.models import DriverMessage, DriverState
 from drivers.notifications import driver_group
 
-REPLAY_LIMIT = 500
+REPLAY_BATCH = 500  # stored messages read at a time by a `resume`
 DELIVERED_KEPT = 64  # a resume right after a reconnect meets at most a few live pushes
 # The sockets' credentials and their drivers' states, in one query (drivers/credentials.py).
 _credentials = database_sync_to_async(credentials.load_many)
@@ -21,7 +21,7 @@ _credentials = database_sync_to_async(credentials.load_many)
 
 @database_sync_to_async
 def _missed(driver_id, after_seq: int) -> list[dict]:
-    rows = DriverMessage.objects.filter(driver_id=driver_id, seq__gt=after_seq).order_by("seq")[:REPLAY_LIMIT]
+    rows = DriverMessage.objects.filter(driver_id=driver_id, seq__gt=after_seq).order_by("seq")[:REPLAY_BATCH]
     return [message.envelope() for message in rows]
 
 
@@ -124,8 +124,13 @@ class DriverConsumer(AuthenticatedConsumer):
             return
         self.resumed_after = after
         # Messages are handled one at a time, so pushes that arrive meanwhile wait and are de-duplicated by seq.
-        for envelope in await _missed(self.driver_id, after):
-            await self._deliver(envelope)
+        # All that was missed, a batch at a time: the app cannot tell a first batch from the whole.
+        while missed := await _missed(self.driver_id, after):
+            for envelope in missed:
+                await self._deliver(envelope)
+            if len(missed) < REPLAY_BATCH:
+                break
+            after = missed[-1]["seq"]
 
     async def stream_message(self, event):
         await self._deliver(event["message"])

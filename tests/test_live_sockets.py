@@ -173,6 +173,20 @@ async def test_a_pushed_message_older_than_the_resume_point_is_not_sent(zones, p
     await socket.disconnect()
 
 
+async def test_a_resume_replays_all_that_was_missed_not_only_a_first_batch(zones, monkeypatch, pushed_by_the_test):
+    monkeypatch.setattr("drivers.consumers.REPLAY_BATCH", 2)  # a long day's stream, in miniature
+    driver = await db(factories.online_driver)(*factories.east(0.3))
+    socket = await _driver_socket(driver)
+    missed = await db(_stored)(
+        driver, "offer.created", "offer.withdrawn", "offer.created", "offer.withdrawn", "offer.created"
+    )
+    await socket.send_json_to({"type": "resume", "data": {"after_seq": missed[0]["seq"] - 1}})
+    replayed = [await socket.receive_json_from(timeout=3) for _ in missed]
+    assert [m["seq"] for m in replayed] == [m["seq"] for m in missed]
+    assert await socket.receive_nothing(timeout=0.3)
+    await socket.disconnect()
+
+
 async def test_locations_sent_over_the_socket_are_recorded(zones, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     driver = await db(factories.online_driver)(*factories.east(0.3))
