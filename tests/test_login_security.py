@@ -166,6 +166,7 @@ def test_logout_revokes_the_token_it_is_called_with(zones):
     after = client.get("/api/v1/deliveries")
     assert after.status_code == 401
     assert after.json()["code"] == "authentication_failed"
+    assert "log in again" in after.json()["detail"]  # what an app shows, on this phone or another that shared it
     assert client.post("/api/v1/auth/logout").status_code == 401  # nothing left to revoke
 
 
