@@ -217,15 +217,18 @@ class IdempotencyMiddleware:
                     "endpoint); a new request needs a new key.",
                 )
             if not existing.completed:
-                return None, json_error(
-                    409,
-                    "request_in_progress",
-                    "A request with this Idempotency-Key is still being processed.",
-                )
+                return None, _in_progress()
             replay = HttpResponse(bytes(existing.body), status=existing.status_code, content_type=existing.content_type)
             replay[REPLAYED] = "true"
             return None, replay
-        return None, json_error(409, "request_in_progress", "A request with this Idempotency-Key is being processed.")
+        return None, _in_progress()
+
+
+def _in_progress() -> HttpResponse:
+    """409 to a retry while the first request with its key still runs: it is worth retrying in a moment."""
+    response = json_error(409, "request_in_progress", "A request with this Idempotency-Key is still being processed.")
+    response["Retry-After"] = "1"
+    return response
 
 
 def purge_expired_idempotency_records() -> int:

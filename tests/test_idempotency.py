@@ -66,6 +66,7 @@ def test_a_retry_while_the_first_is_running_is_a_conflict(merchant_api, monkeypa
     assert first.status_code == 201
     assert retries[0].status_code == 409
     assert retries[0].json()["code"] == "request_in_progress"
+    assert retries[0]["Retry-After"] == "1"  # worth retrying in a moment, as the app's retry loop reads it
     assert post(merchant_api, "key-1").content == first.content
 
 
