@@ -2,8 +2,11 @@
 definition matters: utilisation is busy time over time *available for work* (a break is not), the release rate
 is per accepted delivery (not per offer), and only the offline events caused by silence are stale."""
 
+from decimal import Decimal
+
 import pytest
 
+from deliveries.models import DeliveryCost
 from deliveries.services.availability import mark_stale_drivers
 from tests import factories
 from tests.conftest import api_client_for
@@ -136,3 +139,47 @@ def test_the_report_reads_a_days_drivers_in_the_same_queries_however_many_worked
     a_day_of(6, "more")
     assert queries_of_the_report() == with_two
     assert _driver_row(ops_api, "more 5")["offers_received"] == 1
+
+
+def test_each_driver_of_a_day_keeps_their_own_figures(zones, merchant_api, ops_api, clock):
+    """A day's drivers are read together, per home zone: each row must still hold that driver's releases, offline
+    events, deliveries and pay, and the idle pay of their own zone. Ana delivers (available 0-20 s and 180-280 s);
+    Rui takes the next delivery, hands it back and goes silent (stale); Nuno, of Norte, which pays idle time at
+    another rate, is online from 220 s."""
+    norte = zones["norte"]
+    norte.pay_waiting_per_minute = Decimal("0.50")
+    norte.save(update_fields=["pay_waiting_per_minute"])
+    at = Timeline(clock).at
+    ana = DriverApp(factories.online_driver(*factories.east(0.5), name="Ana Batch"))
+    delivered = factories.delivery_via_api(merchant_api, "b1")
+    at(20)
+    ana.answer_offer(delivered, "accept")
+    rui = DriverApp(factories.online_driver(*factories.east(0.5), name="Rui Batch"))
+    released = factories.delivery_via_api(merchant_api, "b2")  # Ana is at capacity: Rui is offered it
+    at(30)
+    rui.answer_offer(released, "accept")
+    at(40)
+    rui.act(released, "release", reason="flat tyre")
+    assert (
+        merchant_api.post(f"/api/v1/deliveries/{released.pk}/cancel", {"reason": "x"}, format="json").status_code == 200
+    )
+    at(100)
+    ana.act(delivered, "pickup")
+    at(180)
+    ana.act(delivered, "deliver")
+    at(220)
+    factories.ping(ana.driver, *factories.east(0.5))
+    factories.online_driver(*factories.NORTE, name="Nuno Batch", home_zone=norte)
+    at(280)
+    assert mark_stale_drivers() == 1  # Rui, silent since 40 s
+
+    rows = {name: _driver_row(ops_api, name) for name in ("Ana Batch", "Rui Batch", "Nuno Batch")}
+    figures = ("releases", "offline_events", "stale_events", "deliveries_completed")
+    assert {name: tuple(row[f] for f in figures) for name, row in rows.items()} == {
+        "Ana Batch": (0, 0, 0, 1),
+        "Rui Batch": (1, 1, 1, 0),
+        "Nuno Batch": (0, 0, 0, 0),
+    }
+    ana_pay = DeliveryCost.objects.get(delivery=delivered).driver_pay
+    assert Decimal(rows["Ana Batch"]["earnings"]) == ana_pay + Decimal("0.20")  # 2 minutes idle at Centro's 0.10
+    assert Decimal(rows["Nuno Batch"]["earnings"]) == Decimal("0.50")  # 1 minute idle at Norte's 0.50
