@@ -115,3 +115,24 @@ async def test_a_request_whose_offer_push_fails_marks_the_offer_unheard(zones, s
     async with asyncio.timeout(10):
         while not await unheard():
             await asyncio.sleep(0.02)
+
+
+@pytest.mark.django_db
+def test_an_unheard_offer_past_its_deadline_when_the_driver_takes_a_break_is_not_a_miss(
+    merchant_api, clock, django_capture_on_commit_callbacks, layer_down
+):
+    """The break comes before the expiry job: the offer expires then (SPEC 2.1, the deadline rules), and as with
+    the job, an offer the app never heard is not counted against the driver."""
+    driver = factories.online_driver(*factories.east(0.3))
+    with django_capture_on_commit_callbacks(execute=True):
+        delivery = factories.delivery_via_api(merchant_api, external_id="unheard-then-break")
+    offer = factories.pending_offer(delivery)
+    clock.shift(31)
+    answer = api_client_for(driver.user).post("/api/v1/driver/availability", {"state": "on_break"}, format="json")
+    assert answer.json()["state"] == "on_break"
+
+    offer.refresh_from_db()
+    assert (offer.status, offer.unheard) == ("expired", True)
+    assert AuditEvent.objects.get(type="offer.expired", subject_id=str(offer.pk)).payload == {"unheard": True}
+    driver.refresh_from_db()
+    assert driver.missed_offers_in_row == 0
