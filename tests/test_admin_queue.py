@@ -140,16 +140,17 @@ def test_force_offline_hands_back_what_the_driver_holds_and_says_so(admin_client
     force_assign(on_its_way.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
     pick_up_delivery(on_its_way.pk, actor=Actor.driver(ana))
     gone = factories.DriverFactory(name="Ben Costa")  # never came online
+    idle = factories.online_driver(*factories.NORTE, name="Carla Idle")  # holds nothing: nothing more to say
 
     response = admin_client.post(
         reverse("admin:drivers_driver_changelist"),
-        {"action": "force_offline", "_selected_action": [ana.pk, gone.pk]},
+        {"action": "force_offline", "_selected_action": [ana.pk, gone.pk, idle.pk]},
         follow=True,
     )
     assert messages_of(response) == [
         "Ana Silva: held back to dispatch; on-its-way escalated (picked up: never reassigned automatically).",
         "Ben Costa: already offline.",
-        "Set offline: 1 of 2.",
+        "Set offline: 2 of 3.",
     ]
     assert on_its_way.escalations.exists()
     ana.refresh_from_db()
