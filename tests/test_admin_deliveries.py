@@ -153,6 +153,7 @@ def test_the_timeline_names_who_acted(admin_client, admin_user, merchant, clock)
     assert by[("delivery.created", "merchant")] == merchant.name
     assert by[("delivery.assigned", "ops")] == admin_user.username
     assert by[("delivery.picked_up", "driver")] == "Ana Silva"
+    assert by[("dispatch.no_candidate", "system")] == "dispatcher"  # a system actor keeps its word
     assert "driver <small>Ana Silva</small>" in page.content.decode()
 
 
@@ -232,6 +233,16 @@ def test_rows_refused_for_one_reason_share_one_message(admin_client, merchant, c
         f"{first_ten} and 2 more: not offered: nobody to offer it to now.",
         "on-its-way: not offered: it is picked_up (only a pending delivery is dispatched).",
     ]
+
+
+def test_ten_rows_refused_for_one_reason_are_all_named_with_no_more_to_count(admin_client, merchant, clock):
+    lonely = [factories.new_delivery(merchant, f"lonely-{n}") for n in range(10)]
+    url = reverse(CHANGELIST)
+    response = admin_client.post(
+        url, {"action": "dispatch_again", "_selected_action": [d.pk for d in lonely]}, follow=True
+    )
+    named = ", ".join(f"lonely-{n}" for n in range(10))
+    assert messages_of(response) == [f"{named}: not offered: nobody to offer it to now."]
 
 
 def test_rerun_dispatch_on_a_delivery_held_for_the_food_says_until_when(admin_client, merchant, clock):
