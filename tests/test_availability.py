@@ -242,6 +242,8 @@ def test_a_plan_that_ends_before_it_starts_is_refused_in_the_console(admin_clien
     response = admin_client.post(reverse("admin:drivers_shift_add"), plan)
     assert response.status_code == 200
     assert "The planned end must be after the planned start." in response.content.decode()
+    empty = admin_client.post(reverse("admin:drivers_shift_add"), plan | {"planned_end_1": "18:00:00"})
+    assert "The planned end must be after the planned start." in empty.content.decode()  # a plan of no time at all
     assert not Shift.objects.filter(driver=driver).exists()
 
 
