@@ -155,7 +155,10 @@ def test_drivers_are_found_again_soon_after_redis_comes_back_empty(zones, settin
     the driver at the pickup "too far". The next flush (every few seconds) restores it from the database."""
     waiting = factories.online_driver(*factories.CENTRO)
     moved = factories.online_driver(*factories.east(3))
-    assert locations.flush_positions() == 2
+    gone = factories.online_driver(*factories.CENTRO)
+    assert locations.flush_positions() == 3
+    went = api_client_for(gone.user).post("/api/v1/driver/availability", {"state": "offline"}, format="json")
+    assert went.json()["state"] == "offline"  # its last position stays in the database, not in any search
     _lose_the_index(settings)
     clock.shift(4)
     factories.ping(moved, *factories.east(0.5))  # pinged since Redis came back: its own position stays
