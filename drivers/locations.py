@@ -8,6 +8,7 @@ Every fallback is counted (`relay_location_fallbacks_total`).
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -308,9 +309,29 @@ def _restore_lost_index(client) -> int:
     it is a new server). Until each driver pinged again, dispatch found nobody and escalated to ops, naming drivers
     standing at the pickup as "too far" (seen in production mode). A marker written with the index tells: the
     flush (every few seconds) finds it missing on a Redis that has no index, and writes it back with the online
-    drivers' positions of the last MAX_POINT_AGE. Returns how many were restored."""
-    if not client.set(_key("index-kept-since"), timezone.now().isoformat(), nx=True):
+    drivers' positions of the last MAX_POINT_AGE. Returns how many were restored.
+
+    The marker goes first, so that two flushes never restore at once; a restore cut short (Redis lost again, the
+    database unreachable) takes it back out, or no later flush would try again and the index would fill only as
+    drivers ping."""
+    marker = _key("index-kept-since")
+    if not client.set(marker, timezone.now().isoformat(), nx=True):
         return 0
+    try:
+        restored = _restore_positions(client)
+    except BaseException:
+        with contextlib.suppress(*_REDIS_ERRORS):  # Redis went away again: it comes back without the marker
+            client.delete(marker)
+        raise
+    if restored:
+        log.warning(
+            "location index: Redis held no index; the last positions of %d driver(s) restored from the database",
+            restored,
+        )
+    return restored
+
+
+def _restore_positions(client) -> int:
     rows = (
         Driver.objects.exclude(state="offline")
         .filter(last_seen_at__gte=timezone.now() - MAX_POINT_AGE, last_lat__isnull=False, current_zone__isnull=False)
@@ -326,11 +347,6 @@ def _restore_lost_index(client) -> int:
         if n % 2000 == 0:
             restored += sum(pipe.execute())
     restored += sum(pipe.execute())
-    if restored:
-        log.warning(
-            "location index: Redis held no index; the last positions of %d driver(s) restored from the database",
-            restored,
-        )
     return restored
 
 

@@ -3,6 +3,7 @@
 from datetime import timedelta
 
 import pytest
+import redis
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -170,6 +171,27 @@ def test_drivers_are_found_again_soon_after_redis_comes_back_empty(zones, settin
     created = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
     assert created.json()["status"] == "offered"
     assert Offer.objects.get(status=OfferStatus.PENDING).driver == waiting
+
+
+@pytest.mark.redis
+def test_a_restore_cut_short_is_tried_again_by_the_next_flush(zones, settings, monkeypatch):
+    """Redis went away again in the middle of the restore: the flush after it restores the index, not only the
+    drivers' next pings."""
+    waiting = factories.online_driver(*factories.CENTRO)
+    assert locations.flush_positions() == 1
+    _lose_the_index(settings)
+    with monkeypatch.context() as flapping:
+        flapping.setattr(redis.client.Pipeline, "execute", _redis_lost_again)  # the restore's writes
+        assert locations.flush_positions() == 0
+    locations.reset_redis()  # and is back: searches use it again
+
+    locations.flush_positions()
+    found = locations.nearest_drivers(*factories.CENTRO, radius_km=5, limit=10)
+    assert [hit.driver_id for hit in found] == [str(waiting.pk)]
+
+
+def _redis_lost_again(pipeline, *args, **kwargs):
+    raise redis.exceptions.ConnectionError("Connection reset by peer")
 
 
 def test_a_webhook_whose_retry_was_lost_is_still_sent_by_the_sweep(zones, receivers, monkeypatch, clock):
