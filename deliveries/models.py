@@ -416,7 +416,8 @@ class Escalation(FSMModelMixin, models.Model):
 
 
 class WebhookDelivery(models.Model):
-    """One webhook to a merchant: written with the change it reports, sent after commit, retried with backoff."""
+    """One webhook to a merchant: written with the change it reports, sent after commit, retried over hours
+    (deliveries/webhooks.py)."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -431,7 +432,7 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    # When the retry after a failed attempt is due: one that much overdue was lost, and the sweep sends it.
+    # While pending, when its next attempt is due (the beat sweep queues it then); none once sent or failed.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -439,6 +440,12 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "webhook deliveries"
+        # The sweep's question every minute, over a table that keeps every webhook ever sent.
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"], condition=models.Q(status="pending"), name="webhook_pending_due_idx"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} → {self.merchant} ({self.status})"

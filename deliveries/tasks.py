@@ -1,12 +1,8 @@
 """Celery tasks: each takes ids, loads fresh rows through an action, and is safe to run twice."""
 
-from datetime import timedelta
-
 from celery import shared_task
-from django.db.models import F, Q
 from django.utils import timezone
 
-from core import outbound
 from core.idempotency import purge_expired_idempotency_records
 from deliveries import webhooks
 from deliveries.models import Offer, WebhookDelivery
@@ -89,45 +85,16 @@ def purge_driver_messages() -> int:
 
 @shared_task
 def send_unsent_webhooks() -> int:
-    """Safety net for webhooks whose task was never queued or was lost: never attempted after a minute, or a
-    minute past the retry a failed attempt scheduled (Celery drops a retry it cannot publish; a broker restarted
-    without its data forgets the queued ones)."""
-    late = timezone.now() - timedelta(minutes=1)
-    stale = WebhookDelivery.objects.filter(
-        Q(attempts=0, created_at__lte=late) | Q(attempts__gt=0, next_attempt_at__lte=late),
-        status=WebhookDelivery.Status.PENDING,
-    )
-    ids = list(stale.values_list("pk", flat=True)[:500])
+    """Every minute: queue each pending webhook whose attempt is due (`deliveries.webhooks`): the retries after
+    failed attempts, and any attempt whose task was never queued or was lost (a broker restarted without its data
+    forgets the queued ones). The longest-waiting first, at most 500 a minute."""
+    due = WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=timezone.now())
+    ids = list(due.order_by("next_attempt_at").values_list("pk", flat=True)[:500])
     for webhook_id in ids:
         send_webhook.delay(str(webhook_id))
     return len(ids)
 
 
-@shared_task(bind=True, max_retries=webhooks.MAX_RETRIES, acks_late=True)
-def send_webhook(self, webhook_id: str) -> None:
-    """At-least-once (receivers dedupe on the body's `id`); a webhook already sent is not sent again.
-
-    No row lock is held across the HTTP call: on SQLite that would stop every other writer meanwhile.
-    """
-    webhook = WebhookDelivery.objects.select_related("merchant").filter(pk=webhook_id).first()
-    if webhook is None or webhook.status != WebhookDelivery.Status.PENDING:
-        return
-    pending = WebhookDelivery.objects.filter(pk=webhook.pk, status=WebhookDelivery.Status.PENDING)
-    try:
-        webhooks.post_webhook(webhook)
-    except Exception as exc:
-        attempts = webhook.attempts + 1
-        # A refused URL (a private address, say) stays refused: no point retrying it.
-        final = attempts >= webhooks.MAX_ATTEMPTS or isinstance(exc, outbound.Refused)
-        # Backoff 2, 4, 8, 16, 32, 64 s before the 6 retries.
-        countdown = 2**attempts
-        pending.update(
-            attempts=F("attempts") + 1,
-            last_error=str(exc)[:300],
-            status=WebhookDelivery.Status.FAILED if final else WebhookDelivery.Status.PENDING,
-            next_attempt_at=None if final else timezone.now() + timedelta(seconds=countdown),
-        )
-        if not final:
-            raise self.retry(countdown=countdown) from exc
-        return
-    pending.update(attempts=F("attempts") + 1, status=WebhookDelivery.Status.SENT, sent_at=timezone.now())
+@shared_task(acks_late=True)
+def send_webhook(webhook_id: str) -> None:
+    webhooks.attempt_due_webhook(webhook_id)

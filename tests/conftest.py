@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from deliveries import eta
+from deliveries.tasks import send_unsent_webhooks
 from drivers import locations, trail
 from tests import factories
 from zones.selectors import zone_cache
@@ -134,6 +135,16 @@ def clock():
     """A controllable clock: frozen at a fixed instant; `clock.shift(seconds)` moves it."""
     with time_machine.travel("2026-11-25 12:00:00+00:00", tick=False) as traveller:
         yield traveller
+
+
+def sweep_webhooks_every_minute(clock, *, minutes: int, after_each=None) -> None:
+    """The webhook sweep as beat runs it: once at each of the next `minutes` minutes of the clock, then
+    `after_each(minute)`, where the first minute is 1."""
+    for minute in range(1, minutes + 1):
+        clock.shift(60)
+        send_unsent_webhooks()
+        if after_each is not None:
+            after_each(minute)
 
 
 def api_client_for(user) -> APIClient:

@@ -48,7 +48,8 @@ def test_a_down_broker_does_not_fail_a_delivery_and_the_sweeps_catch_up(zones, m
     assert expire_overdue_offers() == 1  # the offer still expires on time, by the sweep
     assert Offer.objects.filter(status=OfferStatus.EXPIRED).count() == 1
     clock.shift(60)
-    assert send_unsent_webhooks() == len(unsent)
+    # Also queued: the retry of the webhook the expiry wrote (its first attempt found no receiver at that port).
+    assert send_unsent_webhooks() == len(unsent) + 1
     assert not WebhookDelivery.objects.filter(pk__in=unsent, attempts=0).exists()
 
 
@@ -195,31 +196,64 @@ def _redis_lost_again(pipeline, *args, **kwargs):
 
 
 def test_a_webhook_whose_retry_was_lost_is_still_sent_by_the_sweep(zones, receivers, monkeypatch, clock):
-    """The retry after a failed attempt is a message on the broker, and can be lost: Celery drops it when it cannot
-    publish it (a Reject, not requeued), a Redis broker restarted without its data forgets it. The webhook must
-    reach the merchant anyway, as one that was never queued does."""
-    from celery.exceptions import Reject
-
+    """A retry is a task the sweep queues when it is due, and a queued task can be lost (a broker restarted without
+    its data forgets it). The webhook must reach the merchant anyway: it is still due, and the next sweep queues it
+    again."""
     endpoint = receivers(status=500)
     merchant = factories.MerchantFactory(webhook_url=endpoint.url)
     monkeypatch.setattr(send_webhook, "apply_async", lambda *args, **kwargs: None)  # sent by hand below
     api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
-    monkeypatch.undo()
     webhook = WebhookDelivery.objects.get()
-
-    def retry_lost(*args, exc=None, **kwargs):
-        raise Reject(exc, requeue=False)
-
-    monkeypatch.setattr(send_webhook, "retry", retry_lost)
-    send_webhook.apply(args=[str(webhook.pk)])  # the first attempt fails; its retry never reaches the broker
+    send_webhook.apply(args=[str(webhook.pk)])  # the first attempt fails
+    clock.shift(timedelta(minutes=1))
+    assert send_unsent_webhooks() == 1  # its retry is queued, and lost
     monkeypatch.undo()
     webhook.refresh_from_db()
-    assert (webhook.status, webhook.attempts) == (WebhookDelivery.Status.PENDING, 1)
+    assert (webhook.status, webhook.attempts, len(endpoint.requests)) == (WebhookDelivery.Status.PENDING, 1, 1)
 
     endpoint.status = 200
-    clock.shift(timedelta(minutes=5))
+    clock.shift(timedelta(minutes=1))
     assert send_unsent_webhooks() == 1
     webhook.refresh_from_db()
     assert (webhook.status, webhook.attempts) == (WebhookDelivery.Status.SENT, 2)
     assert len(endpoint.requests) == 2
     assert send_unsent_webhooks() == 0
+
+
+class WorkerDied(BaseException):
+    """A worker killed mid-task (OOM, a deploy): nothing after the call runs, not even an `except Exception`."""
+
+
+def test_a_webhook_whose_worker_died_mid_attempt_is_sent_again_once_and_only_after_its_claim_ran_out(
+    zones, receivers, monkeypatch, clock
+):
+    """The merchant got the call but the outcome was never written. The broker redelivers the task at once (acks
+    late): it must not call again while the attempt may still be under way, and the sweep must make it again once the
+    attempt's time limit has surely passed: at least once, never lost."""
+    from deliveries import webhooks
+
+    endpoint = receivers()
+    merchant = factories.MerchantFactory(webhook_url=endpoint.url)
+    monkeypatch.setattr(send_webhook, "apply_async", lambda *args, **kwargs: None)  # sent by hand below
+    api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    webhook = WebhookDelivery.objects.get()
+    post = webhooks.post_webhook
+
+    def post_then_die(webhook):
+        post(webhook)
+        raise WorkerDied
+
+    monkeypatch.setattr(webhooks, "post_webhook", post_then_die)
+    with pytest.raises(WorkerDied):
+        send_webhook.apply(args=[str(webhook.pk)])
+    monkeypatch.undo()
+
+    send_webhook.apply(args=[str(webhook.pk)])  # redelivered by the broker
+    clock.shift(timedelta(minutes=1))
+    assert send_unsent_webhooks() == 0  # the claim lasts the call's time limit (10 s) and a minute more
+    assert len(endpoint.requests) == 1
+    clock.shift(timedelta(minutes=1))
+    assert send_unsent_webhooks() == 1
+    webhook.refresh_from_db()
+    assert (webhook.status, webhook.attempts) == (WebhookDelivery.Status.SENT, 1)
+    assert [request.body for request in endpoint.requests] == [webhook.body.encode()] * 2  # one `id`: deduped

@@ -4,6 +4,7 @@ own them. None is deleted here: deliveries and their audit trail point at them."
 from django.contrib import admin, messages
 from django.db import models
 
+from core.admin_actions import apply_each
 from core.admin_bases import RecordAdmin
 from core.audit import Actor
 from deliveries import webhooks
@@ -59,10 +60,25 @@ class OfferAdmin(RecordAdmin):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(RecordAdmin):
-    list_display = ["type", "merchant", "delivery", "status", "attempts", "created_at"]
+    """Failed webhooks (every attempt failed, or the URL is refused) are listed by the status filter, with their last
+    error; once the merchant's receiver is back, ops send them again."""
+
+    list_display = ["type", "merchant", "delivery", "status", "attempts", "last_error", "created_at"]
     list_filter = ["status", "type"]
     list_select_related = ["merchant", "delivery"]
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    actions = ["resend_failed"]
+
+    @admin.action(description="Send failed webhooks again", permissions=["change"])
+    def resend_failed(self, request, queryset):
+        actor = Actor.ops(request.user)
+        apply_each(
+            self,
+            request,
+            queryset,
+            lambda webhook: webhooks.resend_failed_webhook(webhook.pk, actor=actor),
+            done="Queued to be sent again",
+        )
 
 
 @admin.register(TravelSpeed)
