@@ -177,8 +177,13 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Relay API",
-    "DESCRIPTION": "Dispatch platform: merchants, drivers, ops and public tracking.",
+    "DESCRIPTION": "Dispatch platform: merchants, drivers, ops and public tracking. Merchants: the events Relay "
+    "POSTs to your webhook URL, how to verify their signature, the retries and the delivery semantics are under "
+    "Webhooks (`delivery_event`).",
     "VERSION": "1.0.0",
+    # 3.1 has a place for webhooks (the merchant's side of the contract: deliveries/webhook_docs.py).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": ["deliveries.webhook_docs.DELIVERY_EVENT"],
     "SERVE_INCLUDE_SCHEMA": False,
     # Swagger UI and Redoc from the project's own static files (drf-spectacular-sidecar): the docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",
