@@ -1,6 +1,7 @@
 """What the API docs (`/api/docs/`, `/api/schema/`'s `webhooks`) tell a merchant about consuming webhooks: the body,
-the events, the signature and how to check it, the answer expected, the retries and the delivery semantics. Built
-from the code that sends them (deliveries/webhooks.py, deliveries/messages.py), so the two cannot drift apart."""
+the events, the signature and how to check it, the answer expected, the retries and the delivery semantics. The
+event types and the retry schedule are read from the code that sends them (deliveries/webhooks.py); the body's shape
+is deliveries/messages.py's, which tests/test_webhook_docs.py holds the two to."""
 
 from datetime import timedelta
 
@@ -99,8 +100,10 @@ BODY = {
         },
         "data": {
             "type": "object",
-            "description": "`{}` for a status change; for `delivery.escalated` `level` (3, critical), `reason` and "
-            "`detail`; for `delivery.eta_updated` the ETA (`pickup`, `dropoff`, `window_start`, `window_end`).",
+            "description": "`{}` for a status change, but for `delivery.cancelled` and `delivery.failed` "
+            "`outcome_reason`, why (as a GET of the delivery names it); for `delivery.escalated` `level` (3, "
+            "critical), `reason` and `detail`; for `delivery.eta_updated` the ETA (`pickup`, `dropoff`, "
+            "`window_start`, `window_end`).",
         },
     },
     "required": ["id", "type", "delivery_id", "external_id", "status", "occurred_at", "data"],
