@@ -43,7 +43,8 @@ def user_for_token(key: str | None):
     return token.user if token else None
 
 
-# Close codes: the handshake is refused before accept, so nothing leaks; these show in the client's close event.
+# Close codes. A handshake refused before accept leaks nothing: in-process clients see the code, a real client (through
+# uvicorn) a plain HTTP 403 (README, "the sockets"). After accept, the client's close event carries the code.
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
