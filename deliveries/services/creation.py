@@ -58,24 +58,26 @@ def create_delivery(*, merchant: Merchant, data: dict) -> tuple[Delivery, bool]:
     zone = zone_for_point(pickup["lat"], pickup["lng"])
     if zone is None:
         raise OutsideServiceArea(fields={"pickup": ["This point is outside every active zone."]})
-    _check_distance(data)
+    pickup, dropoff = data["pickup"], data["dropoff"]
+    distance = haversine_km(pickup["lat"], pickup["lng"], dropoff["lat"], dropoff["lng"])
+    _check_distance(distance)
     fingerprint = _fingerprint(data)
     try:
-        return _create_and_offer(merchant, zone, data, fingerprint), True
+        return _create_and_offer(merchant, zone, data, fingerprint, distance), True
     except IntegrityError:
         # Sent before (a retry), or by a concurrent request that won the insert: the unique key says which row.
         existing = Delivery.objects.get(merchant=merchant, external_id=data["external_id"])
         return _same_or_conflict(existing, fingerprint), False
 
 
-def _create_and_offer(merchant: Merchant, zone: Zone, data: dict, fingerprint: str) -> Delivery:
+def _create_and_offer(merchant: Merchant, zone: Zone, data: dict, fingerprint: str, distance: float) -> Delivery:
     """Save the delivery and make its first offer in ONE transaction: the row just inserted is already locked
     and held, so dispatch neither re-reads nor re-locks it. If the offer fails, the delivery is saved alone (the
     dispatch sweep retries any pending delivery). Raises IntegrityError when the external_id is taken."""
     saved = False
     try:
         with atomic_action() as recorded:
-            delivery = _save_new(merchant, zone, data, fingerprint)
+            delivery = _save_new(merchant, zone, data, fingerprint, distance)
             saved = True
             delivery = dispatch_locked(delivery).delivery  # the row dispatch changed: current, nothing to re-read
     except Exception:
@@ -83,14 +85,13 @@ def _create_and_offer(merchant: Merchant, zone: Zone, data: dict, fingerprint: s
             raise
         log.exception("first dispatch of %s failed; saved without it, the sweep will retry", data["external_id"])
         with atomic_action():
-            return _save_new(merchant, zone, data, fingerprint)
+            return _save_new(merchant, zone, data, fingerprint, distance)
     selectors.hold_status_changes(delivery, recorded)  # nor its events, for the answer
     return delivery
 
 
-def _save_new(merchant: Merchant, zone: Zone, data: dict, fingerprint: str) -> Delivery:
+def _save_new(merchant: Merchant, zone: Zone, data: dict, fingerprint: str, distance: float) -> Delivery:
     pickup, dropoff = data["pickup"], data["dropoff"]
-    distance = haversine_km(pickup["lat"], pickup["lng"], dropoff["lat"], dropoff["lng"])
     delivery = Delivery(
         merchant=merchant,
         external_id=data["external_id"],
@@ -138,9 +139,8 @@ def _check_schedule(data: dict) -> None:
         raise BadInput("The request is not valid; see fields.", fields=fields)
 
 
-def _check_distance(data: dict) -> None:
-    pickup, dropoff, limit = data["pickup"], data["dropoff"], settings.RELAY_MAX_DELIVERY_KM
-    distance = haversine_km(pickup["lat"], pickup["lng"], dropoff["lat"], dropoff["lng"])
+def _check_distance(distance: float) -> None:
+    limit = settings.RELAY_MAX_DELIVERY_KM
     if distance > limit:
         raise OutsideServiceArea(
             f"The dropoff is {distance:,.1f} km from the pickup; deliveries go up to {limit} km.",
