@@ -44,6 +44,9 @@ def test_a_customer_follows_a_delivery_to_the_door(zones, settings, tmp_path):
         assert WINDOW.match(page.locator("#eta").inner_text()), page.locator("#eta").inner_text()
         assert page.locator("#driver").inner_text() == "Rita · bicycle"
         assert page.locator(".pickup-marker").count() == page.locator(".dropoff-marker").count() == 1
+        # A phone has no hover for the markers' tooltips: the legend under the map says what each dot is.
+        legend = page.locator(".legend li:visible")
+        assert legend.all_inner_texts() == ["Store", "You"]
         page.wait_for_selector("body[data-live=socket]")
         page.evaluate("window.sameDocument = true")
         page.screenshot(path=ARTIFACTS / "tracking-360.png", full_page=True)
@@ -59,6 +62,7 @@ def test_a_customer_follows_a_delivery_to_the_door(zones, settings, tmp_path):
         _ping(url, driver, 38.7160, -9.1380)
         marker = page.wait_for_selector(".driver-marker")
         before = marker.bounding_box()
+        assert legend.all_inner_texts() == ["Store", "You", "Driver"]
 
         def marker_moved():
             _ping(url, driver, 38.7190, -9.1330)  # the server pushes at most every 2 s per delivery
@@ -73,6 +77,7 @@ def test_a_customer_follows_a_delivery_to_the_door(zones, settings, tmp_path):
         assert httpx.post(f"{url}/api/v1/deliveries/{delivery.pk}/deliver", headers=driver).status_code == 200
         page.wait_for_selector("body[data-status=delivered]")
         assert page.locator(".driver-marker").count() == 0
+        assert legend.all_inner_texts() == ["Store", "You"]
         assert page.locator("#status").inner_text() == "Delivered"
         outcome = page.locator("#eta").inner_text()
         page.screenshot(path=ARTIFACTS / "tracking-delivered-360.png", full_page=True)

@@ -68,6 +68,7 @@
       driver.remove();
       driver = null;
     }
+    document.getElementById("legend-driver").hidden = !driver;
   }
 
   function apply(message) {
