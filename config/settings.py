@@ -355,6 +355,9 @@ LOGGING = {
         # Django's own config also prints to the console when DEBUG is on: one line per message is enough.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.channels.server": {"level": "WARNING"},
+        # httpx logs each request's URL at INFO: a merchant's webhook URL, with the credential some put in it
+        # (`?token=`, `user:password@`), on every attempt. The outcome is in the webhook's row (its last error).
+        "httpx": {"level": "WARNING"},
     },
 }
 
