@@ -289,6 +289,8 @@ RELAY_TOKEN_DAYS = {
     "merchant": env_int("TOKEN_DAYS_MERCHANT", 365),
     "ops": env_int("TOKEN_DAYS_OPS", 1),
 }
+# Only staff have console sessions: one lasts as long as an ops token, not Django's two weeks.
+SESSION_COOKIE_AGE = int(timedelta(days=RELAY_TOKEN_DAYS["ops"]).total_seconds())
 # Webhooks: the whole call (connect, send, answer) is cut off after this many seconds. Merchants' URLs that
 # resolve to loopback, link-local or private addresses are refused (they would reach our own network) unless
 # this is on: the demo and the tests post to receivers on 127.0.0.1.
@@ -355,6 +357,9 @@ LOGGING = {
         # Django's own config also prints to the console when DEBUG is on: one line per message is enough.
         "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.channels.server": {"level": "WARNING"},
+        # httpx logs each request's URL at INFO: a merchant's webhook URL, with the credential some put in it
+        # (`?token=`, `user:password@`), on every attempt. The outcome is in the webhook's row (its last error).
+        "httpx": {"level": "WARNING"},
     },
 }
 

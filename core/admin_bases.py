@@ -1,8 +1,10 @@
-"""Bases of the console's model pages for rows that Relay's actions write and ops only read."""
+"""Bases of the console's model pages: rows that Relay's actions write and ops only read, and the profiles that
+give accounts their API roles."""
 
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -30,3 +32,23 @@ class ReadOnlyAdmin(RecordAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+class RoleProfileAdmin(admin.ModelAdmin):
+    """A driver's or a merchant's page: the profile that gives an account its API role (`core.permissions.role_of`).
+    It stays with the account it was made for. Any staffer who may change the page could otherwise move it to
+    another account, their own included, and log in to the API as that driver or merchant with their own password
+    (accepting and delivering, creating and cancelling in its name) while its owner was locked out; moved to a
+    superuser's account, it turned their API role into a driver's. A profile added here goes to an account that is
+    not staff and has no role yet."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if obj is None else [*fields, "user"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user":
+            kwargs["queryset"] = get_user_model().objects.filter(
+                is_staff=False, is_superuser=False, driver__isnull=True, merchant__isnull=True
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)

@@ -3,9 +3,10 @@
 The first response for (caller, key) is stored for 24 h and replayed byte for byte; the same key with another
 body answers 422; a retry while the first is still running answers 409 `request_in_progress`. Only a response
 that completed the request is stored: 2xx, or a 4xx that the same body would always get. One that says nothing
-about the body (401, 403, 408, 429: credentials, rate, time) or a crash (5xx, or a process that died mid-way)
-releases the key, so the client's retry runs for real. On PostgreSQL a running request holds a session lock on its
-key, which the database drops with the connection of a process that died: the retry takes its claim over at once.
+about the body (401, 403, 406, 408, 415, 429: credentials, headers, rate, time) or a crash (5xx, or a process
+that died mid-way) releases the key, so the client's retry runs for real. On PostgreSQL a running request holds a
+session lock on its key, which the database drops with the connection of a process that died: the retry takes its
+claim over at once.
 Without session locks (SQLite; a pooler that keeps no session, DB_PREPARE_THRESHOLD=none) a claim is taken over
 once older than `CLAIM_TIMEOUT`. A replay goes only to a credential that still works, and never hands out one
 that no longer does (a login's token, revoked).
@@ -30,8 +31,9 @@ HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
-# Answers about the caller or the moment, not the body: the same retry may well succeed.
-NOT_FINAL = {401, 403, 408, 429}
+# Answers about the caller, its headers (Accept, Content-Type) or the moment, not the body: the same retry may well
+# succeed.
+NOT_FINAL = {401, 403, 406, 408, 415, 429}
 REPLAYED = "Idempotent-Replayed"
 log = logging.getLogger(__name__)
 

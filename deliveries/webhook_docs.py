@@ -35,15 +35,19 @@ The `X-Relay-Event` header repeats the body's `type`.
 lowercase hex HMAC-SHA256, keyed with your webhook signing secret (UTF-8), of `<t>` + `.` + the raw request body:
 the bytes exactly as received, not JSON you parsed and serialized again. Compare in constant time, and refuse a `t`
 far from your clock (more than 5 minutes, say): each attempt is signed anew with its own `t`, so a replayed old
-request fails. After your secret is rotated, every attempt from then on is signed with the new one.
+request fails. Anyone can POST to your URL: refuse a header not in this form too, rather than fail on it. After your
+secret is rotated, every attempt from then on is signed with the new one.
 
 ```python
 import hashlib, hmac, time
 
 def verify(secret: str, header: str, body: bytes, tolerance_s: int = 300) -> bool:
-    parts = dict(part.split("=", 1) for part in header.split(","))
-    expected = hmac.new(secret.encode(), parts["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts["v1"]) and abs(time.time() - int(parts["t"])) <= tolerance_s
+    parts = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    t, v1 = parts.get("t", ""), parts.get("v1", "")
+    if not (t.isascii() and t.isdigit()) or abs(time.time() - int(t)) > tolerance_s:
+        return False
+    expected = hmac.new(secret.encode(), t.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), v1.encode())
 ```
 
 **Answer** any `2xx` within {settings.RELAY_WEBHOOK_TIMEOUT_S:g} seconds: the event is then delivered (your answer's

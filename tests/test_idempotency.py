@@ -1,5 +1,7 @@
 """API.md: Idempotency-Key on every POST."""
 
+import json
+
 import pytest
 
 from deliveries.models import Delivery
@@ -152,6 +154,22 @@ def test_a_throttled_request_retried_with_the_same_key_creates_the_delivery(merc
     assert retry.status_code == 201, retry.content
     assert "Idempotent-Replayed" not in retry
     assert Delivery.objects.filter(external_id="order-1").count() == 1
+
+
+def test_a_request_refused_for_its_headers_is_not_replayed_once_they_are_right(merchant_api):
+    """A 415 (the body's Content-Type) or a 406 (the Accept header) says nothing about the body, yet was stored and
+    replayed for 24 h: an integration that fixed its headers and retried with the key got the refusal again."""
+
+    def create(key: str, external_id: str, **headers):
+        body = json.dumps(factories.delivery_payload(external_id))
+        headers = {"content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": key} | headers
+        return merchant_api.post("/api/v1/deliveries", body, **headers)
+
+    assert create("key-1", "order-1", content_type="text/plain").status_code == 415
+    assert create("key-2", "order-2", HTTP_ACCEPT="text/csv").status_code == 406
+    retries = [create("key-1", "order-1"), create("key-2", "order-2")]
+    assert [retry.status_code for retry in retries] == [201, 201]
+    assert Delivery.objects.count() == 2
 
 
 def test_a_refused_credential_is_not_replayed(merchant, merchant_api):

@@ -153,6 +153,19 @@ def test_other_roles_have_their_own_lifetime(zones, clock, role, days):
     assert login["expires_at"] == (timezone.now() + timedelta(days=days)).isoformat().replace("+00:00", "Z")
 
 
+def test_a_console_session_lasts_as_long_as_an_ops_token(client, clock):
+    """The console's session lasted Django's two weeks while an ops API token lasts a working day (TOKEN_DAYS_OPS,
+    1): a session left open on a shared ops workstation, or its cookie taken, kept the console for 14 days."""
+    user = factories.OpsUserFactory(username=f"ops-{secrets.token_hex(4)}", password=make_password(PASSWORD))
+    assert _login(APIClient(), user.username, REMOTE_ADDR=_address()).json()["role"] == "ops"
+    login = client.post("/admin/login/", {"username": user.username, "password": PASSWORD}, REMOTE_ADDR=_address())
+    assert login.status_code == 302
+    clock.shift(timedelta(days=1) - timedelta(seconds=1))
+    assert client.get("/admin/").status_code == 200
+    clock.shift(1)
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")
+
+
 def test_logout_revokes_the_token_it_is_called_with(zones):
     merchant = factories.MerchantFactory()
     client = APIClient()

@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from config.asgi import application
 from core.audit import Actor
@@ -169,6 +170,34 @@ def test_shift_times_and_driver_counters_are_read_only_in_the_admin(client, ever
     assert 'name="state"' not in driver_page and 'name="missed_offers_in_row"' not in driver_page
     merchant_page = client.get(reverse("admin:deliveries_merchant_change", args=[every_record[Merchant].pk]))
     assert 'name="webhook_secret"' not in merchant_page.content.decode()
+
+
+def test_no_staffer_moves_a_drivers_or_a_merchants_profile_to_another_account(client, merchant):
+    """A staffer who may change drivers moved a driver's profile to their own account in the console, then logged in
+    to the API as that driver with their own password (accepting and delivering in the driver's name, the driver's
+    own token answering 403); the same with a merchant's. A profile is added only to an account with no role yet."""
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    ops = staff_with("view_driver", "change_driver", "view_merchant", "change_merchant", "add_merchant")
+    ops.set_password("ops-pass-123")
+    ops.save()
+    client.force_login(ops)
+    form = {"user": ops.pk, "name": rider.name, "phone": "", "vehicle": "bicycle", "capacity": 1}
+    moved = client.post(
+        reverse("admin:drivers_driver_change", args=[rider.pk]), form | {"home_zone": rider.home_zone_id}
+    )
+    assert moved.status_code == 302
+    form = {"user": ops.pk, "name": merchant.name, "webhook_url": ""}
+    assert client.post(reverse("admin:deliveries_merchant_change", args=[merchant.pk]), form).status_code == 302
+    rider.refresh_from_db()
+    merchant.refresh_from_db()
+    assert rider.user.username != ops.username and merchant.user.username != ops.username
+
+    login = APIClient().post("/api/v1/auth/token", {"username": ops.username, "password": "ops-pass-123"})
+    assert login.json()["role"] == "ops"
+    assert api_client_for(rider.user).get("/api/v1/driver/me").status_code == 200
+
+    added = client.post(reverse("admin:deliveries_merchant_add"), {"user": ops.pk, "name": "Own Shop"})
+    assert added.status_code == 200 and not Merchant.objects.filter(name="Own Shop").exists()
 
 
 def test_a_merchants_webhook_secret_is_shown_once_to_whoever_makes_it(client, merchant, receivers):

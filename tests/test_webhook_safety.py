@@ -1,6 +1,7 @@
 """Webhooks go where the merchant said and nowhere else: no redirects, no private addresses (unless the
 deployment allows them), and no call longer than the time limit."""
 
+import logging
 import socket
 import threading
 import time
@@ -83,6 +84,19 @@ def test_the_allowing_setting_lets_a_local_receiver_be_called(zones, receivers, 
     assert (request.method, request.path) == ("POST", "/hook")
     # the name, though we dialled the address
     assert request.headers["Host"] == f"localhost:{receiver.server.server_port}"
+
+
+def test_a_credential_in_the_webhook_url_is_not_written_to_the_log(zones, receivers, settings, caplog):
+    """Merchants put a credential in their webhook URL (`?token=`, `user:password@`) for their receiver to check:
+    httpx logged every attempt's URL, credential included, in the webhook worker's log (at INFO, the default)."""
+    settings.RELAY_WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    receiver = receivers()
+    webhook = _webhook_to(receiver.url.replace("http://", "http://shop:pa55word@") + "?token=s3cret")
+    with caplog.at_level(logging.INFO):
+        send_webhook.apply(args=[str(webhook.pk)])
+    webhook.refresh_from_db()
+    assert webhook.status == "sent" and receiver.requests[0].path == "/hook?token=s3cret"
+    assert "s3cret" not in caplog.text and "pa55word" not in caplog.text
 
 
 def test_only_http_urls_are_called(zones):

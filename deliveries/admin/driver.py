@@ -7,6 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from core.admin_actions import Skipped, apply_each
+from core.admin_bases import RoleProfileAdmin
 from core.audit import Actor
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus
 from deliveries.services.availability import apply_capacity, take_offline
@@ -16,7 +17,7 @@ RECENT = 10
 
 
 @admin.register(Driver)
-class DriverAdmin(admin.ModelAdmin):
+class DriverAdmin(RoleProfileAdmin):
     list_display = ["name", "state", "vehicle", "home_zone", "capacity", "last_seen_at", "current_zone"]
     list_filter = ["state", "vehicle", "home_zone"]
     search_fields = ["name", "phone", "user__username"]

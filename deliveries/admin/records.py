@@ -5,14 +5,14 @@ from django.contrib import admin, messages
 from django.db import models
 
 from core.admin_actions import apply_each
-from core.admin_bases import RecordAdmin
+from core.admin_bases import RecordAdmin, RoleProfileAdmin
 from core.audit import Actor
 from deliveries import webhooks
 from deliveries.models import Merchant, Offer, TravelSpeed, WebhookDelivery
 
 
 @admin.register(Merchant)
-class MerchantAdmin(admin.ModelAdmin):
+class MerchantAdmin(RoleProfileAdmin):
     """The webhook signing secret is shown in full once, to whoever creates the merchant or rotates it: anyone who
     reads it can sign webhooks the merchant will trust, and the console is read by every ops staffer."""
 
