@@ -3,11 +3,13 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 from django_fsm import FSMField, transition
 
 from core.fsm import FSMModelMixin
+from core.permissions import role_conflict
 from drivers.models import Driver
 from zones.models import Zone
 
@@ -33,6 +35,10 @@ class Merchant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.user_id is not None and (conflict := role_conflict(self.user, "merchant")):
+            raise ValidationError({"user": conflict})
 
 
 class DeliveryStatus(models.TextChoices):

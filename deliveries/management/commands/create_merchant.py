@@ -1,7 +1,8 @@
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core.permissions import role_conflict
 from deliveries.models import Merchant
 
 
@@ -17,6 +18,8 @@ class Command(BaseCommand):
     def handle(self, *args, username, password, name, webhook_url, **options):
         with transaction.atomic():
             user, _ = get_user_model().objects.get_or_create(username=username)
+            if conflict := role_conflict(user, "merchant"):
+                raise CommandError(conflict)
             user.set_password(password)
             user.save()
             merchant, created = Merchant.objects.update_or_create(
