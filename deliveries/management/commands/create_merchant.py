@@ -1,4 +1,5 @@
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
@@ -16,6 +17,10 @@ class Command(BaseCommand):
         parser.add_argument("--webhook-url", default="")
 
     def handle(self, *args, username, password, name, webhook_url, **options):
+        try:
+            Merchant._meta.get_field("webhook_url").clean(webhook_url, None)
+        except ValidationError as exc:
+            raise CommandError(f"--webhook-url {webhook_url}: {exc.messages[0]} (http or https)") from exc
         with transaction.atomic():
             user, _ = get_user_model().objects.get_or_create(username=username)
             if conflict := role_conflict(user, "merchant"):
