@@ -16,6 +16,18 @@ def role_of(user) -> str | None:
     return None
 
 
+def role_conflict(user, role: str) -> str | None:
+    """Why `user` cannot be given a `role` (a driver or merchant profile, or staff), if it already holds another
+    role; None if it may. An account has one role: a driver profile added to a merchant's account made its token a
+    driver's too (its logins answered role `driver`, and it could go online and accept offers), and one added to a
+    staff account took the ops API away from it. Asked by the console's forms and the create_* commands alike."""
+    held = [name for name in ("driver", "merchant") if _has_profile(user, name)] + (["ops"] if user.is_staff else [])
+    other = next((name for name in held if name != role), None)
+    if other is None:
+        return None
+    return f"{user.get_username()} already holds the {other} role: a {role} needs an account of its own."
+
+
 def _has_profile(user, role: str) -> bool:
     try:
         getattr(user, role)

@@ -3,11 +3,14 @@ import uuid
 from datetime import datetime
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.utils import timezone
 from django_fsm import FSMField, transition
 
 from core.fsm import FSMModelMixin
+from core.permissions import role_conflict
 from drivers.models import Driver
 from zones.models import Zone
 
@@ -25,7 +28,8 @@ class Merchant(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="merchant")
     name = models.CharField(max_length=100)
-    webhook_url = models.URLField(blank=True)
+    # What webhooks can be sent to (core.outbound): an ftp:// URL was saved, and every webhook then failed at once.
+    webhook_url = models.URLField(blank=True, validators=[URLValidator(schemes=["http", "https"])])
     webhook_secret = models.CharField(max_length=64, default=new_secret)
 
     class Meta:
@@ -33,6 +37,10 @@ class Merchant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.user_id is not None and (conflict := role_conflict(self.user, "merchant")):
+            raise ValidationError({"user": conflict})
 
 
 class DeliveryStatus(models.TextChoices):

@@ -8,6 +8,7 @@ from django.utils import timezone
 from django_fsm import FSMField, transition
 
 from core.fsm import FSMModelMixin
+from core.permissions import role_conflict
 from zones.models import Zone
 
 
@@ -76,6 +77,10 @@ class Driver(FSMModelMixin, models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.user_id is not None and (conflict := role_conflict(self.user, "driver")):
+            raise ValidationError({"user": conflict})
 
     @property
     def first_name(self) -> str:

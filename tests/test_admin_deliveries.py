@@ -358,3 +358,21 @@ def test_a_picked_up_delivery_is_not_offered_for_reassignment_and_says_why(admin
     admin_client.post(url, {"force": "on", "driver": rider.pk})
     delivery.refresh_from_db()
     assert (delivery.status, delivery.driver_id) == ("picked_up", rider.pk)
+
+
+def test_ops_find_a_deliverys_webhooks_and_offers_by_its_order_number(admin_client, zones):
+    """A merchant asks about the webhooks of their order 41, a driver about an offer of it: the webhook and offer
+    lists had no search box, so ops paged through every merchant's rows for them."""
+    merchant = factories.MerchantFactory(webhook_url="https://shop.example/hook")
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    wanted = factories.new_delivery(merchant, "order-41")  # offered to Ana
+    factories.new_delivery(merchant, "order-42")
+
+    def found(changelist: str, q: str) -> set[str]:
+        page = admin_client.get(reverse(changelist), {"q": q})
+        return {row.delivery.external_id for row in page.context["cl"].result_list}
+
+    assert found("admin:deliveries_webhookdelivery_changelist", "order-41") == {"order-41"}
+    assert found("admin:deliveries_offer_changelist", "order-41") == {"order-41"}
+    assert found("admin:deliveries_offer_changelist", "Ana") == {"order-41"}
+    assert wanted.offers.get().driver == ana

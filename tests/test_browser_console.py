@@ -90,3 +90,20 @@ def test_ops_acknowledge_and_resolve_an_escalation_from_the_page_the_board_links
     escalation.refresh_from_db()
     assert (escalation.status, escalation.acknowledged_by.username) == ("resolved", "oscar")
     assert escalation.resolution_note == "called the shop, driver on the way"
+
+
+def test_the_board_fits_a_phone_and_its_tables_scroll_in_their_column(zones, live_server):
+    """On a phone's width the board's tables pushed the page sideways: the header ended at the screen's edge, the
+    zones' escalation counts and the queue's statuses were off it, reached only by scrolling the whole page."""
+    factories.OpsUserFactory(username="oscar", password=make_password("ops-pass-123"))
+    escalated(factories.MerchantFactory(), "stuck-3", level=EscalationLevel.ALERT)
+
+    with chromium() as browser:
+        page = _logged_in(browser, live_server, "oscar", then="/ops/board/")
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.wait_for_selector("#escalation-table >> text=stuck-3")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        side = page.locator(".board-side")
+        assert side.bounding_box()["width"] <= 390
+        assert side.evaluate("side => side.scrollWidth > side.clientWidth")  # the tables scroll inside it
+        page.close()

@@ -10,6 +10,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib import admin
 from django.contrib.auth.models import Permission
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -260,3 +261,45 @@ def test_no_console_page_shows_an_api_token_and_a_superuser_can_still_revoke_one
         assert keys[0] not in revoked.content.decode()
     assert not Token.objects.filter(user=merchant.user).exists()
     assert api_client_for(merchant.user).get("/api/v1/deliveries").status_code == 200  # a new login works
+
+
+def test_an_account_keeps_its_one_role_in_the_console(client, zones, merchant):
+    """Ops adding a driver by user id could name a merchant's account: its logins then answered role `driver`, and
+    its token could go online and accept offers. A staff account made a driver lost the ops API."""
+    client.force_login(factories.OpsUserFactory())
+    rider, desk = factories.DriverFactory(), factories.OpsUserFactory(username="desk")
+    driver_form = {"name": "Shop Rider", "phone": "", "vehicle": "bicycle", "home_zone": zones["centro"].pk}
+    driver_form |= {"capacity": 1}
+    for user, role in ((merchant.user, "merchant"), (desk, "ops")):
+        page = client.post(reverse("admin:drivers_driver_add"), driver_form | {"user": user.pk})
+        assert page.status_code == 200  # the form again, holding what was typed
+        form = page.context["adminform"].form
+        assert form.errors["user"] == [
+            f"{user.username} already holds the {role} role: a driver needs an account of its own."
+        ]
+        assert form.data["name"] == "Shop Rider"
+    assert not Driver.objects.filter(name="Shop Rider").exists()
+
+    page = client.post(reverse("admin:deliveries_merchant_add"), {"user": rider.user_id, "name": "Rider's Shop"})
+    assert page.context["adminform"].form.errors["user"] == [
+        f"{rider.user.username} already holds the driver role: a merchant needs an account of its own."
+    ]
+    assert not Merchant.objects.filter(name="Rider's Shop").exists()
+    login = APIClient().post(
+        reverse("auth-token"), {"username": merchant.user.username, "password": factories.PASSWORD}, format="json"
+    )
+    assert login.json()["role"] == "merchant"
+
+
+def test_the_create_commands_refuse_an_account_of_another_role(zones, merchant):
+    """`create_driver` with a merchant's username made it a driver too, and set a new password on it: the
+    merchant's servers were locked out."""
+    with pytest.raises(CommandError, match=f"{merchant.user.username} already holds the merchant role"):
+        call_command("create_driver", merchant.user.username, password="new-pass-123", zone="centro")
+    rider = factories.DriverFactory()
+    with pytest.raises(CommandError, match=f"{rider.user.username} already holds the driver role"):
+        call_command("create_ops", rider.user.username, password="new-pass-123", stdout=io.StringIO())
+    merchant.user.refresh_from_db()
+    rider.user.refresh_from_db()
+    assert merchant.user.check_password(factories.PASSWORD) and not hasattr(merchant.user, "driver")
+    assert not rider.user.is_staff and rider.user.check_password(factories.PASSWORD)

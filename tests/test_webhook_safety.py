@@ -7,10 +7,13 @@ import threading
 import time
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.urls import reverse
 
 from core import outbound
 from deliveries import webhooks
-from deliveries.models import WebhookDelivery
+from deliveries.models import Merchant, WebhookDelivery
 from deliveries.services.creation import create_delivery
 from deliveries.tasks import send_webhook
 from tests import factories
@@ -105,6 +108,26 @@ def test_only_http_urls_are_called(zones):
     webhook.refresh_from_db()
     assert (webhook.status, webhook.attempts) == ("failed", 1)
     assert "not an http(s) URL" in webhook.last_error
+
+
+def test_a_url_webhooks_cannot_be_sent_to_is_refused_when_it_is_given(admin_client, zones):
+    """The console and create_merchant saved an ftp:// URL (or, in the command, any text): each of the merchant's
+    webhooks then failed at its first attempt, and ops learned of it from the failed list, not from the form."""
+    merchant = factories.MerchantFactory(webhook_url="https://shop.example/hook")
+    url = reverse("admin:deliveries_merchant_change", args=[merchant.pk])
+    page = admin_client.post(
+        url, {"user": merchant.user_id, "name": merchant.name, "webhook_url": "ftp://shop.example/hook"}
+    )
+    assert page.status_code == 200  # the form again, holding what was typed
+    form = page.context["adminform"].form
+    assert (
+        form.errors["webhook_url"] == ["Enter a valid URL."] and form.data["webhook_url"] == "ftp://shop.example/hook"
+    )
+    with pytest.raises(CommandError, match=r"--webhook-url shop\.example/hook: Enter a valid URL"):
+        call_command("create_merchant", "new-shop", password="pass-123456", webhook_url="shop.example/hook")
+    merchant.refresh_from_db()
+    assert merchant.webhook_url == "https://shop.example/hook"
+    assert not Merchant.objects.filter(user__username="new-shop").exists()
 
 
 class Trickle:

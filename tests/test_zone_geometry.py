@@ -121,6 +121,29 @@ def test_the_admin_saves_thresholds_only_in_order(admin_client, zones):
     assert (norte.busy_pressure, norte.critical_pressure, str(norte.surge_busy)) == (1.5, 3.0, "1.30")
 
 
+def test_the_admin_refuses_a_policy_under_which_dispatch_stops(admin_client, zones):
+    """Each was saved: a stale limit of 0 set every online driver of the zone offline at each sweep, a radius factor
+    under 1 made the ladder's widened search narrower than the zone's own, and 0 missed offers or offer rounds
+    acted on the first one."""
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    refused = {
+        "stale_after_s": 0,
+        "escalation_radius_factor": 0.5,
+        "missed_offers_before_offline": 0,
+        "escalation_max_offer_rounds": 0,
+    }
+    response = admin_client.post(url, _admin_form(norte, **refused))
+    assert response.status_code == 200  # the form again, with the errors, holding what was typed
+    form = response.context["adminform"].form
+    assert set(form.errors) == set(refused)
+    assert "greater than or equal to 30" in form.errors["stale_after_s"][0]
+    assert "greater than or equal to 1.0" in form.errors["escalation_radius_factor"][0]
+    assert {name: form.data[name] for name in refused} == {name: str(value) for name, value in refused.items()}
+    norte.refresh_from_db()
+    assert (norte.stale_after_s, norte.escalation_radius_factor, norte.missed_offers_before_offline) == (90, 1.5, 3)
+
+
 def test_the_zone_page_draws_the_zone_and_its_neighbours_on_a_map(admin_client, zones):
     page = admin_client.get(reverse("admin:zones_zone_change", args=[zones["centro"].pk]))
     roles = {zone["code"]: zone["role"] for zone in page.context["zone_map"]["zones"]}

@@ -55,6 +55,8 @@ class OfferAdmin(RecordAdmin):
     list_display = ["delivery", "driver", "kind", "status", "sent_at", "expires_at", "decline_reason"]
     list_filter = ["status", "kind", "decline_reason", "unheard"]
     list_select_related = ["delivery", "driver"]
+    # What ops are asked about: a merchant's order number, or the driver by name.
+    search_fields = ["delivery__external_id", "driver__name"]
     readonly_fields = [f.name for f in Offer._meta.fields]
 
 
@@ -66,6 +68,7 @@ class WebhookDeliveryAdmin(RecordAdmin):
     list_display = ["type", "merchant", "delivery", "status", "attempts", "last_error", "created_at"]
     list_filter = ["status", "type"]
     list_select_related = ["merchant", "delivery"]
+    search_fields = ["delivery__external_id"]  # the merchant's order number, as they quote it
     readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
     actions = ["resend_failed"]
 

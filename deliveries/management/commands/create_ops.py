@@ -1,8 +1,8 @@
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from core.permissions import ops_group
+from core.permissions import ops_group, role_conflict
 
 
 class Command(BaseCommand):
@@ -17,6 +17,8 @@ class Command(BaseCommand):
         with transaction.atomic():
             group = ops_group()
             user, created = get_user_model().objects.get_or_create(username=username)
+            if conflict := role_conflict(user, "ops"):
+                raise CommandError(conflict)
             user.set_password(password)
             user.is_staff = True
             user.is_superuser = user.is_superuser or superuser

@@ -2,6 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from core.permissions import role_conflict
 from drivers.models import Driver, Vehicle
 from zones.models import Zone
 
@@ -26,6 +27,8 @@ class Command(BaseCommand):
             raise CommandError("--capacity must be at least 1")
         with transaction.atomic():
             user, _ = get_user_model().objects.get_or_create(username=username)
+            if conflict := role_conflict(user, "driver"):
+                raise CommandError(conflict)
             user.set_password(password)
             user.save()
             driver, created = Driver.objects.update_or_create(
