@@ -4,7 +4,6 @@ give accounts their API roles."""
 from urllib.parse import urlencode
 
 from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -39,16 +38,9 @@ class RoleProfileAdmin(admin.ModelAdmin):
     It stays with the account it was made for. Any staffer who may change the page could otherwise move it to
     another account, their own included, and log in to the API as that driver or merchant with their own password
     (accepting and delivering, creating and cancelling in its name) while its owner was locked out; moved to a
-    superuser's account, it turned their API role into a driver's. A profile added here goes to an account that is
-    not staff and has no role yet."""
+    superuser's account, it turned their API role into a driver's. A profile added here goes to an account with no
+    role yet: the model's `clean` asks `core.permissions.role_conflict` and says why another is refused."""
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
         return fields if obj is None else [*fields, "user"]
-
-    def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.name == "user":
-            kwargs["queryset"] = get_user_model().objects.filter(
-                is_staff=False, is_superuser=False, driver__isnull=True, merchant__isnull=True
-            )
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
