@@ -265,7 +265,10 @@ def remove_from_index(driver: Driver) -> None:
 
 def flush_positions(batch: int = 5000) -> int:
     """Write buffered positions from Redis to the database in bulk (and, first, fill an index that Redis lost:
-    `_restore_lost_index`). Returns how many drivers were written."""
+    `_restore_lost_index`). Returns how many drivers were written. Drivers whose positions the write failed (the
+    database, or Redis, unreachable meanwhile) are marked for the next flush again: taken out of the set of those
+    to write and not written, a driver who sent no further ping kept an older position and time in the database,
+    which the stale sweep and the restore of a lost index read."""
     client = _redis.client()
     if client is None:
         return 0
@@ -276,21 +279,30 @@ def flush_positions(batch: int = 5000) -> int:
             members = client.spop(_key("dirty"), batch)
             if not members:
                 return written
-            pipe = client.pipeline(transaction=False)
-            for member in members:
-                pipe.hgetall(_key("pos", member))
-            rows = []
-            zone_ids = {zone.code: zone.pk for zone in zone_cache.zones()}
-            for member, pos in zip(members, pipe.execute(), strict=True):
-                if pos:
-                    point = Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
-                    rows.append((member, point, zone_ids.get(pos.get("zone") or "")))
-            rows = _newer_than_stored(rows)
-            _write_database(rows)
-            written += len(rows)
+            try:
+                written += _write_buffered(client, members)
+            except BaseException:
+                with contextlib.suppress(*_REDIS_ERRORS):  # Redis itself failed: it keeps them, or lost them all
+                    client.sadd(_key("dirty"), *members)
+                raise
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return written
+
+
+def _write_buffered(client, members: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        pipe.hgetall(_key("pos", member))
+    rows = []
+    zone_ids = {zone.code: zone.pk for zone in zone_cache.zones()}
+    for member, pos in zip(members, pipe.execute(), strict=True):
+        if pos:
+            point = Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
+            rows.append((member, point, zone_ids.get(pos.get("zone") or "")))
+    rows = _newer_than_stored(rows)
+    _write_database(rows)
+    return len(rows)
 
 
 # KEYS: pos hash, seen zset, the zone's GEO set. ARGV: member, lng, lat, seen, zone code. A driver the index has

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.db import DatabaseError
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -143,6 +144,34 @@ def test_drivers_who_kept_pinging_through_a_redis_outage_stay_online_when_it_com
     driver.refresh_from_db()
     assert driver.state == DriverState.AVAILABLE  # not taken offline, nor its deliveries taken away
     assert driver.last_seen_at == timezone.now()
+
+
+@pytest.mark.redis
+def test_a_position_the_database_could_not_take_is_written_by_the_next_flush(zones, clock, monkeypatch):
+    """The flush takes the drivers to write out of Redis' set, then writes them: the database failing in between
+    left a driver who sent no ping since with the position and time from before, and the stale sweep set a driver
+    seen 35 s ago offline (taking away what they carried) for silence."""
+    from deliveries.services.availability import mark_stale_drivers
+    from drivers.models import Driver, DriverState
+
+    driver = factories.online_driver(*factories.CENTRO)
+    assert locations.flush_positions() == 1
+    clock.shift(60)
+    factories.ping(driver, *factories.east(0.2))  # then a tunnel: the next ping is 40 s away
+
+    def connection_lost(*args, **kwargs):
+        raise DatabaseError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as database_down:
+        database_down.setattr(Driver.objects, "bulk_update", connection_lost)
+        with pytest.raises(DatabaseError):
+            locations.flush_positions()
+    clock.shift(35)
+
+    assert mark_stale_drivers() == 0
+    driver.refresh_from_db()
+    assert driver.state == DriverState.AVAILABLE
+    assert driver.last_seen_at == timezone.now() - timedelta(seconds=35)
 
 
 def _lose_the_index(settings) -> None:
