@@ -275,6 +275,7 @@ def flush_positions(batch: int = 5000) -> int:
     written = 0
     try:
         _restore_lost_index(client)
+        _forget_long_silent(client)
         while True:
             members = client.spop(_key("dirty"), batch)
             if not members:
@@ -288,6 +289,27 @@ def flush_positions(batch: int = 5000) -> int:
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return written
+
+
+# KEYS: the seen zset. ARGV: the oldest seen time kept, the prefix of the zones' GEO keys, then every zone's code.
+FORGET_SILENT = """
+local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
+if #silent == 0 then return 0 end
+for i = 3, #ARGV do redis.call('ZREM', ARGV[2] .. ARGV[i], unpack(silent)) end
+redis.call('ZREM', KEYS[1], unpack(silent))
+return #silent
+"""
+
+
+def _forget_long_silent(client) -> int:
+    """Take out of the searches every driver not seen for MAX_POINT_AGE: a driver leaves them when going offline
+    (`remove_from_index`), but one who went offline while Redis was unreachable (or within the few seconds after,
+    when this process does not try it) stayed in its zone's GEO set for as long as Redis kept its data. Each search
+    takes the nearest CANDIDATE_POOL of a zone before it drops those not seen lately: enough of them where drivers
+    end their shifts hid every driver behind them, and deliveries there escalated with nobody offered them. An
+    online driver this silent was set offline by the stale sweep long before. Returns how many it took out."""
+    cutoff = (timezone.now() - MAX_POINT_AGE).timestamp()
+    return client.eval(FORGET_SILENT, 1, _key("seen"), cutoff, _key("geo", ""), *active_zone_codes())
 
 
 def _write_buffered(client, members: list[str]) -> int:

@@ -174,6 +174,36 @@ def test_a_position_the_database_could_not_take_is_written_by_the_next_flush(zon
     assert driver.last_seen_at == timezone.now() - timedelta(seconds=35)
 
 
+@pytest.mark.redis
+def test_drivers_who_went_offline_while_redis_was_unreachable_do_not_hide_the_others_from_dispatch(
+    zones, settings, clock, monkeypatch
+):
+    """Going offline takes a driver out of the index; with Redis unreachable at that moment, the driver stayed in it
+    for as long as Redis kept its data. A search takes a zone's nearest CANDIDATE_POOL before it drops those not seen
+    lately: that many drivers who ended their shift at the pickup while Redis was away hid the one waiting beside
+    them, and every delivery there went unoffered. The flush takes drivers silent for 10 minutes out."""
+    from deliveries.services import dispatch
+
+    monkeypatch.setattr(dispatch, "CANDIDATE_POOL", 3)  # 50 in production: as many drivers, at 3 the time
+    gone = [factories.online_driver(*factories.CENTRO) for _ in range(dispatch.CANDIDATE_POOL)]
+    reachable = settings.RELAY_LOCATION_REDIS_URL
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # ------------------------------- Redis is down
+    locations.reset_redis()
+    for driver in gone:
+        went = api_client_for(driver.user).post("/api/v1/driver/availability", {"state": "offline"})
+        assert went.json()["state"] == "offline"
+    settings.RELAY_LOCATION_REDIS_URL = reachable  # ------------------------- Redis is back, with what it held
+    locations.reset_redis()
+    clock.shift(10 * 60 + 1)
+    waiting = factories.online_driver(*factories.east(0.5))
+    locations.flush_positions()
+
+    merchant = factories.MerchantFactory()
+    created = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    assert created.json()["status"] == "offered"
+    assert Offer.objects.get(status=OfferStatus.PENDING).driver == waiting
+
+
 def _lose_the_index(settings) -> None:
     """Redis restarted without its data: every key of the index is gone."""
     client = locations.redis_client()
