@@ -265,32 +265,66 @@ def remove_from_index(driver: Driver) -> None:
 
 def flush_positions(batch: int = 5000) -> int:
     """Write buffered positions from Redis to the database in bulk (and, first, fill an index that Redis lost:
-    `_restore_lost_index`). Returns how many drivers were written."""
+    `_restore_lost_index`). Returns how many drivers were written. Drivers whose positions the write failed (the
+    database, or Redis, unreachable meanwhile) are marked for the next flush again: taken out of the set of those
+    to write and not written, a driver who sent no further ping kept an older position and time in the database,
+    which the stale sweep and the restore of a lost index read."""
     client = _redis.client()
     if client is None:
         return 0
     written = 0
     try:
         _restore_lost_index(client)
+        _forget_long_silent(client)
         while True:
             members = client.spop(_key("dirty"), batch)
             if not members:
                 return written
-            pipe = client.pipeline(transaction=False)
-            for member in members:
-                pipe.hgetall(_key("pos", member))
-            rows = []
-            zone_ids = {zone.code: zone.pk for zone in zone_cache.zones()}
-            for member, pos in zip(members, pipe.execute(), strict=True):
-                if pos:
-                    point = Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
-                    rows.append((member, point, zone_ids.get(pos.get("zone") or "")))
-            rows = _newer_than_stored(rows)
-            _write_database(rows)
-            written += len(rows)
+            try:
+                written += _write_buffered(client, members)
+            except BaseException:
+                with contextlib.suppress(*_REDIS_ERRORS):  # Redis itself failed: it keeps them, or lost them all
+                    client.sadd(_key("dirty"), *members)
+                raise
     except _REDIS_ERRORS as exc:
         _redis.failed(exc)
         return written
+
+
+# KEYS: the seen zset. ARGV: the oldest seen time kept, the prefix of the zones' GEO keys, then every zone's code.
+FORGET_SILENT = """
+local silent = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
+if #silent == 0 then return 0 end
+for i = 3, #ARGV do redis.call('ZREM', ARGV[2] .. ARGV[i], unpack(silent)) end
+redis.call('ZREM', KEYS[1], unpack(silent))
+return #silent
+"""
+
+
+def _forget_long_silent(client) -> int:
+    """Take out of the searches every driver not seen for MAX_POINT_AGE: a driver leaves them when going offline
+    (`remove_from_index`), but one who went offline while Redis was unreachable (or within the few seconds after,
+    when this process does not try it) stayed in its zone's GEO set for as long as Redis kept its data. Each search
+    takes the nearest CANDIDATE_POOL of a zone before it drops those not seen lately: enough of them where drivers
+    end their shifts hid every driver behind them, and deliveries there escalated with nobody offered them. An
+    online driver this silent was set offline by the stale sweep long before. Returns how many it took out."""
+    cutoff = (timezone.now() - MAX_POINT_AGE).timestamp()
+    return client.eval(FORGET_SILENT, 1, _key("seen"), cutoff, _key("geo", ""), *active_zone_codes())
+
+
+def _write_buffered(client, members: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for member in members:
+        pipe.hgetall(_key("pos", member))
+    rows = []
+    zone_ids = {zone.code: zone.pk for zone in zone_cache.zones()}
+    for member, pos in zip(members, pipe.execute(), strict=True):
+        if pos:
+            point = Point(float(pos["lat"]), float(pos["lng"]), _from_ts(float(pos["t"])))
+            rows.append((member, point, zone_ids.get(pos.get("zone") or "")))
+    rows = _newer_than_stored(rows)
+    _write_database(rows)
+    return len(rows)
 
 
 # KEYS: pos hash, seen zset, the zone's GEO set. ARGV: member, lng, lat, seen, zone code. A driver the index has

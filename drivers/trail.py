@@ -248,6 +248,20 @@ def drain(batch: int = 5000) -> list[Crumb]:
     return crumbs
 
 
+def put_back(crumbs: list[Crumb]) -> None:
+    """Return drained breadcrumbs the database did not take to the head of the buffer, in their order: the next
+    flush writes them (`drain` takes them out before they are written)."""
+    lines = [_crumb(c.delivery_id, c.driver_id, locations.Point(c.lat, c.lng, c.recorded_at)) for c in crumbs]
+    store = _store()  # None: Redis failed since the drain
+    if store is not None:
+        try:
+            store.lpush(_key("crumbs"), *reversed(lines))
+            return
+        except _REDIS_ERRORS as exc:
+            log.warning("tracking: Redis unavailable (%s)", exc)
+    log.warning("tracking: %d breadcrumbs the database failed could not go back to the buffer: lost", len(crumbs))
+
+
 def due_for_eta(batch: int = 5000) -> list[str]:
     """Deliveries whose driver sent points since the last call (they leave the set)."""
     store = _store()
@@ -301,6 +315,10 @@ class _Memory:
 
     def rpush(self, key, *values):
         self.lists.setdefault(key, []).extend(values)
+
+    def lpush(self, key, *values):
+        with self.lock:
+            self.lists[key] = [*reversed(values), *self.lists.get(key, [])]
 
     def lrange(self, key, start, end):
         return list(self.lists.get(key, [])[start : end + 1])

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from channels.db import DatabaseSyncToAsync
+from django.db import OperationalError
 from rest_framework.authtoken.models import Token
 
 from config.asgi import django_asgi_app
@@ -216,3 +217,26 @@ def test_pings_after_a_delivery_whose_end_redis_missed_leave_no_trail(
         clock.shift(10)
         factories.ping(rider, lat, -9.14)
     assert _trail(delivery) == [(38.7150, -9.14)]
+
+
+@pytest.mark.django_db
+def test_a_trail_the_database_could_not_take_is_written_by_the_next_flush(carrying, clock, monkeypatch):
+    """The flush takes the breadcrumbs out of the buffer, then writes them: the database failing in between (a
+    killed connection, a failover) lost that stretch of the trail for good, and with it the evidence the ladder's
+    "not moving toward pickup" rung and ops' map read."""
+    rider, delivery = carrying
+    for lat in (38.7150, 38.7160, 38.7170):
+        clock.shift(10)
+        factories.ping(rider, lat, -9.14)
+
+    def connection_lost(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as database_down:
+        database_down.setattr(Breadcrumb.objects, "bulk_create", connection_lost)
+        with pytest.raises(OperationalError):
+            flush_breadcrumbs()
+    clock.shift(10)
+    factories.ping(rider, 38.7180, -9.14)
+
+    assert _trail(delivery) == [(38.7150, -9.14), (38.7160, -9.14), (38.7170, -9.14), (38.7180, -9.14)]

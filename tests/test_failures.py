@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.db import DatabaseError
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
@@ -143,6 +144,64 @@ def test_drivers_who_kept_pinging_through_a_redis_outage_stay_online_when_it_com
     driver.refresh_from_db()
     assert driver.state == DriverState.AVAILABLE  # not taken offline, nor its deliveries taken away
     assert driver.last_seen_at == timezone.now()
+
+
+@pytest.mark.redis
+def test_a_position_the_database_could_not_take_is_written_by_the_next_flush(zones, clock, monkeypatch):
+    """The flush takes the drivers to write out of Redis' set, then writes them: the database failing in between
+    left a driver who sent no ping since with the position and time from before, and the stale sweep set a driver
+    seen 35 s ago offline (taking away what they carried) for silence."""
+    from deliveries.services.availability import mark_stale_drivers
+    from drivers.models import Driver, DriverState
+
+    driver = factories.online_driver(*factories.CENTRO)
+    assert locations.flush_positions() == 1
+    clock.shift(60)
+    factories.ping(driver, *factories.east(0.2))  # then a tunnel: the next ping is 40 s away
+
+    def connection_lost(*args, **kwargs):
+        raise DatabaseError("server closed the connection unexpectedly")
+
+    with monkeypatch.context() as database_down:
+        database_down.setattr(Driver.objects, "bulk_update", connection_lost)
+        with pytest.raises(DatabaseError):
+            locations.flush_positions()
+    clock.shift(35)
+
+    assert mark_stale_drivers() == 0
+    driver.refresh_from_db()
+    assert driver.state == DriverState.AVAILABLE
+    assert driver.last_seen_at == timezone.now() - timedelta(seconds=35)
+
+
+@pytest.mark.redis
+def test_drivers_who_went_offline_while_redis_was_unreachable_do_not_hide_the_others_from_dispatch(
+    zones, settings, clock, monkeypatch
+):
+    """Going offline takes a driver out of the index; with Redis unreachable at that moment, the driver stayed in it
+    for as long as Redis kept its data. A search takes a zone's nearest CANDIDATE_POOL before it drops those not seen
+    lately: that many drivers who ended their shift at the pickup while Redis was away hid the one waiting beside
+    them, and every delivery there went unoffered. The flush takes drivers silent for 10 minutes out."""
+    from deliveries.services import dispatch
+
+    monkeypatch.setattr(dispatch, "CANDIDATE_POOL", 3)  # 50 in production: as many drivers, at 3 the time
+    gone = [factories.online_driver(*factories.CENTRO) for _ in range(dispatch.CANDIDATE_POOL)]
+    reachable = settings.RELAY_LOCATION_REDIS_URL
+    settings.RELAY_LOCATION_REDIS_URL = "redis://127.0.0.1:1/0"  # ------------------------------- Redis is down
+    locations.reset_redis()
+    for driver in gone:
+        went = api_client_for(driver.user).post("/api/v1/driver/availability", {"state": "offline"})
+        assert went.json()["state"] == "offline"
+    settings.RELAY_LOCATION_REDIS_URL = reachable  # ------------------------- Redis is back, with what it held
+    locations.reset_redis()
+    clock.shift(10 * 60 + 1)
+    waiting = factories.online_driver(*factories.east(0.5))
+    locations.flush_positions()
+
+    merchant = factories.MerchantFactory()
+    created = api_client_for(merchant.user).post("/api/v1/deliveries", factories.delivery_payload(), format="json")
+    assert created.json()["status"] == "offered"
+    assert Offer.objects.get(status=OfferStatus.PENDING).driver == waiting
 
 
 def _lose_the_index(settings) -> None:

@@ -309,3 +309,26 @@ def test_an_offer_made_while_the_driver_leaves_is_withdrawn_not_left_pending(zon
     assert offer.status == OfferStatus.WITHDRAWN
     told = DriverMessage.objects.filter(driver=driver, type__startswith="offer.").values_list("type", flat=True)
     assert list(told) == ["offer.created", "offer.withdrawn"]
+
+
+def test_the_same_delivery_sent_twice_at_once_is_one_delivery_with_one_offer(zones):
+    """A merchant's retry crossing its first request (no Idempotency-Key, the same external_id): both are answered
+    with the one delivery, created once (201, then 200), and one driver is offered it once."""
+    merchant = factories.MerchantFactory()
+    factories.online_driver(*factories.CENTRO)
+    factories.online_driver(*factories.east(0.5))
+    for round_ in range(max(ROUNDS // 6, 5)):
+        payload = factories.delivery_payload(external_id=f"twice-{round_}")
+
+        def send(payload=payload):
+            return api_client_for(merchant.user).post("/api/v1/deliveries", payload, format="json")
+
+        answers = run_together(send, send)
+
+        assert sorted(answer.status_code for answer in answers) == [200, 201], answers
+        assert answers[0].json()["id"] == answers[1].json()["id"]
+        delivery = Delivery.objects.get(merchant=merchant, external_id=f"twice-{round_}")
+        assert Offer.objects.filter(delivery=delivery).count() == 1
+        assert AuditEvent.objects.filter(delivery_id=delivery.pk, type="delivery.created").count() == 1
+        cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="round done")
+    assert invariants.all_problems() == []

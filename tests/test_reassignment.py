@@ -365,6 +365,41 @@ def test_a_picked_up_delivery_15_minutes_past_its_eta_is_escalated(merchant_api,
     assert escalation.status == "resolved"  # delivered: the cause is gone
 
 
+def test_a_driver_gone_stale_with_an_overdue_delivery_ops_acknowledged_is_told_to_ops(
+    merchant_api, ops_api, clock, settings
+):
+    """Overdue (escalated, and acknowledged by ops: they called the driver), then the driver vanishes with the
+    order: the one unresolved escalation already stood at the alert level, so the driver going stale was dropped
+    without a word, and ops went on waiting for a driver nobody could reach any more. It is added to the
+    escalation they have, once however often the sweeps see it."""
+    from deliveries import eta
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    accept_pending(delivery)
+    api_client_for(driver.user).post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    due_s = eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
+    clock.shift(due_s + 15 * 60 + 1)
+    factories.ping(driver, *factories.east(0.2))
+    run_ladder()
+    overdue = delivery.escalations.get()
+    assert ops_api.post(f"/api/v1/ops/escalations/{overdue.pk}/acknowledge").status_code == 200
+
+    clock.shift(90)  # the driver's pings stop
+    assert mark_stale_drivers() == 1
+    for _ in range(2):  # the sweeps after it see the same driver offline with it, and the same overdue delivery
+        clock.shift(60)
+        mark_stale_drivers()
+        run_ladder()
+
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["reason"], e["level"]) for e in listed] == [("overdue", EscalationLevel.ALERT)]
+    assert listed[0]["detail"].startswith("Driver stale while carrying it; Dropoff was due at")
+    added = AuditEvent.objects.filter(subject_id=overdue.pk, type="escalation.cause_added")
+    assert [e.payload["cause"] for e in added] == ["driver_stale"]
+
+
 def test_overdue_counts_from_the_eta_at_the_speed_learned_in_the_zone(merchant_api, zones, clock):
     """Where bicycles are learned to be slow at this hour, the trip from pickup is expected to take longer: the
     delivery is overdue 15 minutes after that ETA, not after one at the default speed."""

@@ -65,6 +65,8 @@ def raise_escalation_locked(
         return None
     escalation = delivery.escalations.exclude(status=EscalationStatus.RESOLVED).first()
     if escalation is not None and escalation.level >= level:
+        if reason != escalation.reason:
+            _add_cause(escalation, reason=reason, detail=detail, actor=actor)
         return escalation
     if escalation is None:
         escalation = Escalation.objects.create(delivery=delivery, reason=reason, level=level, detail=detail)
@@ -86,6 +88,25 @@ def raise_escalation_locked(
     if level >= EscalationLevel.CRITICAL:
         enqueue_webhook(delivery, "delivery.escalated", messages.delivery_escalated(escalation, detail=detail))
     return escalation
+
+
+def _add_cause(escalation: Escalation, *, reason: str, detail: str, actor: Actor) -> None:
+    """Another cause of a delivery whose one unresolved escalation is already at the level it calls for (the driver
+    went stale with an order already overdue): put first in what ops read of it, audited and pushed, once (the
+    sweeps see the same cause again every pass)."""
+    detail = detail or Escalation.Reason(reason).label
+    if detail in escalation.detail:
+        return
+    escalation.detail = f"{detail}; {escalation.detail}"[: Escalation._meta.get_field("detail").max_length]
+    escalation.save(update_fields=["detail"])
+    _record(
+        escalation,
+        "escalation.cause_added",
+        actor=actor,
+        from_state=escalation.status,
+        payload={"cause": reason, "detail": detail},
+    )
+    push_ops("escalation.updated", messages.escalation(escalation))
 
 
 def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:

@@ -114,12 +114,17 @@ def refresh_etas() -> int:
 
 def flush_breadcrumbs(batch: int = 5000) -> int:
     """Write the buffered breadcrumbs in bulk, after restoring what the drivers carry (`restore_carried`).
-    Returns how many were written."""
+    Returns how many were written. A batch the database fails goes back to the buffer for the next flush: taken
+    out and not written, that stretch of every trail was lost for good."""
     restore_carried()
     written = 0
     while crumbs := trail.drain(batch):
-        rows = [Breadcrumb(**asdict(crumb)) for crumb in _while_carried(crumbs)]  # a Crumb has a Breadcrumb's fields
-        Breadcrumb.objects.bulk_create(rows, batch_size=1000)
+        try:
+            rows = [Breadcrumb(**asdict(crumb)) for crumb in _while_carried(crumbs)]  # a Crumb has its fields
+            Breadcrumb.objects.bulk_create(rows, batch_size=1000)
+        except BaseException:
+            trail.put_back(crumbs)
+            raise
         written += len(rows)
     return written
 
