@@ -61,11 +61,16 @@ lint: $(STAMP)
 # The bench runs the server as production installs it (pip install -c requirements.lock .), in a virtualenv of
 # its own without the test tools: libraries import some of those merely because they are there (cryptography
 # through channels-redis, requests through DRF), ~15 MB per server process that production does not have.
+# BENCH_BASE_PYTHON: the interpreter it is made from, production's. Its build moves every CPU figure: Debian's
+# python3.11 (libpython linked into the executable) took ~14 % less CPU per create + dispatch + accept than pyenv's
+# default build (libpython shared, no --enable-optimizations) here (BENCHMARKS.md, round 21). To switch, remove
+# .venv-bench first.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_BASE_PYTHON ?= $(PYTHON)
 
 $(BENCH_STAMP): pyproject.toml requirements.lock
-	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	test -x $(BENCH_VENV)/bin/python || $(BENCH_BASE_PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet -c requirements.lock '.[bench]'
 	touch $(BENCH_STAMP)

@@ -15,6 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = os.environ.get("BENCH_PYTHON", sys.executable)
+# What the server processes run on. The interpreter's build moves every CPU figure: a plain source build (pyenv's
+# default: libpython as a shared library, no --enable-optimizations) took ~14 % more CPU per create + dispatch +
+# accept than Debian's python3.11 on the same machine (BENCHMARKS.md, round 21).
+INTERPRETER_PROBE = (
+    "import json, platform, sys; maps = open('/proc/self/maps').read(); "
+    "print(json.dumps({'executable': sys.executable, 'version': platform.python_version(), "
+    "'libpython_shared': 'libpython' in maps}))"
+)
 # The bench's own database and Redis db (both wiped); a check run beside a real one sets others.
 DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "relay_bench")
 DB_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -141,6 +149,11 @@ def rss_by_process_mb(pid: int) -> dict[int, float]:
             if row.startswith("VmRSS:"):
                 sizes[member] = round(int(row.split()[1]) / 1024, 1)
     return sizes
+
+
+def interpreter() -> dict:
+    """The server's interpreter: its path, version and whether it calls into libpython as a shared library."""
+    return json.loads(subprocess.run([PYTHON, "-c", INTERPRETER_PROBE], capture_output=True, check=True).stdout)
 
 
 def rss_mb(pid: int) -> float:

@@ -33,6 +33,7 @@ from bench.common import (
     app_env,
     cpu_seconds,
     free_port,
+    interpreter,
     main_thread_cpu_seconds,
     rss_mb,
     run_checked,
@@ -557,10 +558,14 @@ def main() -> int:
         "wall_s": round(time.perf_counter() - started, 1),
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
+        "server_interpreter": interpreter(),
         "loadavg_at_end": os.getloadavg(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2))
+    built = results["meta"]["server_interpreter"]
+    linked = "a shared library" if built["libpython_shared"] else "linked in"
+    rows.insert(2, f"  server on {built['executable']}, Python {built['version']}, libpython {linked}")
     print("\n".join(rows))
     print(f"\nwall time {results['meta']['wall_s']} s; all figures in {(RESULTS / 'latest.json').relative_to(ROOT)}")
     return 0
