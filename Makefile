@@ -62,7 +62,7 @@ lint: $(STAMP)
 # its own without the test tools: libraries import some of those merely because they are there (cryptography
 # through channels-redis, requests through DRF), ~15 MB per server process that production does not have.
 # BENCH_BASE_PYTHON: the interpreter it is made from, production's. Its build moves every CPU figure: Debian's
-# python3.11 (libpython linked into the executable) took ~14 % less CPU per create + dispatch + accept than pyenv's
+# python3.11 (libpython linked into the executable) took 12-14 % less CPU per create + dispatch + accept than pyenv's
 # default build (libpython shared, no --enable-optimizations) here (BENCHMARKS.md, round 21). To switch, remove
 # .venv-bench first.
 BENCH_VENV := .venv-bench

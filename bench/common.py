@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 PYTHON = os.environ.get("BENCH_PYTHON", sys.executable)
 # What the server processes run on. The interpreter's build moves every CPU figure: a plain source build (pyenv's
-# default: libpython as a shared library, no --enable-optimizations) took ~14 % more CPU per create + dispatch +
+# default: libpython as a shared library, no --enable-optimizations) took 12-14 % more CPU per create + dispatch +
 # accept than Debian's python3.11 on the same machine (BENCHMARKS.md, round 21).
 INTERPRETER_PROBE = (
     "import json, platform, sys; maps = open('/proc/self/maps').read(); "
