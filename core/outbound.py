@@ -43,7 +43,8 @@ def _public(address: str) -> bool:
             ip = ip.ipv4_mapped or ip.sixtofour
         elif any(ip in prefix for prefix in _CARRYING_IPV4):
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.is_global and not ip.is_multicast
+    # Site-local IPv6 (fec0::/10, deprecated but still routed inside some networks) is global to Python 3.11.
+    return ip.is_global and not ip.is_multicast and not (ip.version == 6 and ip.is_site_local)
 
 
 async def _checked_address(host: str, port: int, *, allow_private: bool) -> str:

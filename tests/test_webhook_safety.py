@@ -61,6 +61,7 @@ def test_a_redirect_is_not_followed(zones, receivers, clock):
         "http://[64:ff9b:1::a9fe:a9fe]/latest/meta-data/",
         "http://[2002:a9fe:a9fe::1]/latest/meta-data/",
         "http://[2002:c0a8:a::1]:8080/hook",
+        "http://[fec0::1]/hook",  # site-local: an inside network's, though Python 3.11 calls it global
     ],
 )
 def test_private_addresses_are_refused_unless_allowed(zones, receivers, settings, target):
