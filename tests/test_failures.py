@@ -316,3 +316,30 @@ def test_a_webhook_whose_worker_died_mid_attempt_is_sent_again_once_and_only_aft
     webhook.refresh_from_db()
     assert (webhook.status, webhook.attempts) == (WebhookDelivery.Status.SENT, 1)
     assert [request.body for request in endpoint.requests] == [webhook.body.encode()] * 2  # one `id`: deduped
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("Queue.declare: (404) NOT_FOUND - vhost 'relay' not found"), ValueError("bad broker URL")],
+    ids=["misconfigured-broker", "bad-url"],
+)
+def test_any_failure_to_queue_after_the_commit_answers_the_created_delivery_once(zones, monkeypatch, error):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(expire_offer_task, "apply_async", failing)
+    monkeypatch.setattr(send_webhook, "apply_async", failing)
+    before = metrics.value(ENQUEUE_FAILURES)
+    factories.online_driver(*factories.CENTRO)
+    merchant = factories.MerchantFactory(webhook_url="http://127.0.0.1:9/hook")
+    client = api_client_for(merchant.user)
+    payload = factories.delivery_payload()
+
+    response = client.post("/api/v1/deliveries", payload, format="json", HTTP_IDEMPOTENCY_KEY="create-1")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["status"] == "offered"
+    assert metrics.value(ENQUEUE_FAILURES) >= before + 2  # counted as the broker outage is: its sweep is behind it
+    again = client.post("/api/v1/deliveries", payload, format="json", HTTP_IDEMPOTENCY_KEY="create-1")
+    assert (again.status_code, again.json()["id"]) == (201, response.json()["id"])
+    assert Offer.objects.count() == 1
