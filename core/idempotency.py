@@ -106,7 +106,12 @@ def _release_lock(lock_id: int) -> None:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s)", [lock_id])
     except DATABASE_DOWN:
-        connection.close()  # the lock went with the connection
+        # The lock goes with the session. A connection that lives on (the statement cancelled by a timeout) would
+        # go back to the pool still holding it, and every retry of the key answered by another process would be a
+        # conflict until the pool recycled it: closed first, the pool drops it instead of keeping it.
+        if connection.connection is not None:
+            connection.connection.close()
+        connection.close()
 
 
 def _write_claim(write) -> bool:

@@ -15,7 +15,8 @@ from core import metrics
 
 log = logging.getLogger(__name__)
 ENQUEUE_FAILURES = metrics.counter(
-    "relay_task_enqueue_failures_total", "Tasks that could not be queued (broker down or misconfigured); their sweep picks the work up"
+    "relay_task_enqueue_failures_total",
+    "Tasks that could not be queued (broker down or misconfigured); their sweep picks the work up",
 )
 
 

@@ -233,3 +233,56 @@ def test_a_claim_whose_process_died_mid_request_is_taken_over_by_the_retry_at_on
         first.join(10)
     assert post(api_client_for(merchant.user), "key-1").content == retry.content
     assert Delivery.objects.count() == 1
+
+
+@pytest.fixture
+def pooled_connection(monkeypatch):
+    """This thread's connection taken from a psycopg pool of one, as a server process's are with DB_POOL_SIZE."""
+    from django.db import connection
+
+    connection.close()
+    monkeypatch.setitem(
+        connection.settings_dict,
+        "OPTIONS",
+        connection.settings_dict["OPTIONS"] | {"pool": {"min_size": 1, "max_size": 1}},
+    )
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 0)
+    yield connection
+    connection.close()
+    connection.close_pool()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_key_whose_release_failed_is_not_left_held_by_a_pooled_connection(merchant, pooled_connection):
+    """Releasing a key's lock can fail on a connection that lives on (the statement cancelled by a timeout). Back
+    in the pool, that connection kept the lock: the app's retry, answered by another process, got 409
+    `request_in_progress` until the connection was recycled. The connection is closed instead, and the database
+    drops the lock with it."""
+    from django.db import OperationalError
+
+    from tests.conftest import api_client_for
+
+    def cancelled_unlock(execute, sql, params, many, context):
+        if "pg_advisory_unlock" in sql:
+            raise OperationalError("canceling statement due to statement timeout")
+        return execute(sql, params, many, context)
+
+    with pooled_connection.execute_wrapper(cancelled_unlock):
+        first = post(api_client_for(merchant.user), "key-1")
+    assert first.status_code == 201, first.content
+
+    with psycopg_connection(pooled_connection) as elsewhere:  # another server process's connection
+        held = elsewhere.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+    assert held == 0
+    retry = post(api_client_for(merchant.user), "key-1")
+    assert (retry.status_code, retry.content) == (201, first.content)
+
+
+def psycopg_connection(connection):
+    import psycopg
+
+    params = connection.get_connection_params()
+    return psycopg.connect(
+        dbname=params["dbname"], host=params.get("host"), port=params.get("port"), user=params.get("user")
+    )
