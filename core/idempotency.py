@@ -21,6 +21,7 @@ from datetime import timedelta
 from django.db import IntegrityError, connection, transaction
 from django.http import HttpResponse
 from django.utils import timezone
+from rest_framework.throttling import BaseThrottle
 
 from core.errors import DATABASE_DOWN, database_unavailable, json_error
 from core.models import IdempotencyRecord
@@ -39,9 +40,11 @@ log = logging.getLogger(__name__)
 
 
 def _caller(request) -> str:
+    """The credential; for a login, which has none, the client's address as the limits tell it (NUM_PROXIES):
+    behind a proxy, REMOTE_ADDR is the proxy's, shared by every client."""
     credential = request.META.get("HTTP_AUTHORIZATION", "")
     if not credential:
-        credential = "anonymous:" + request.META.get("REMOTE_ADDR", "")
+        credential = "anonymous:" + (BaseThrottle().get_ident(request) or "")
     return hashlib.sha256(credential.encode()).hexdigest()
 
 

@@ -210,3 +210,25 @@ def test_the_schema_documents_expiry_and_logout():
     assert token_output["properties"]["expires_at"]["format"] == "date-time"
     logout = schema["paths"]["/api/v1/auth/logout"]["post"]
     assert {code for code in logout["responses"] if code.startswith("2")} == {"204"}  # and the errors
+
+
+def test_behind_a_trusted_proxy_two_clients_logging_in_with_the_same_key_get_their_own_answers(zones, settings):
+    """A login has no credential to tell its caller by, so its Idempotency-Key is the client address's: the
+    address the trusted proxy saw, as for the limits, not the proxy's own, which every client behind it shares."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    client, proxy = APIClient(), _address()
+
+    answers = [
+        _login(
+            client,
+            factories.DriverFactory().user.username,
+            factories.PASSWORD,
+            REMOTE_ADDR=proxy,
+            HTTP_X_FORWARDED_FOR=_address(),
+            HTTP_IDEMPOTENCY_KEY="login",
+        )
+        for _ in range(2)
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200], answers[1].content
+    assert answers[0].json()["token"] != answers[1].json()["token"]
