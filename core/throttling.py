@@ -201,6 +201,29 @@ def login_attempt(request) -> tuple[float | None, list]:
     return (max(waits) if waits else None), throttles
 
 
+def tracking_visit(request) -> float | None:
+    """The tracking page and its socket, outside DRF, draw on the tracking JSON's per-address budget (one customer's
+    page: a load, a socket, polls while the socket is down): the seconds to wait, or None when it may go ahead.
+    `request`: anything with the request's META (a socket's: `SocketRequest`)."""
+    throttle = TrackAddressThrottle()
+    if throttle.allow_request(request, None):
+        return None
+    return throttle.wait() or throttle.duration
+
+
+class SocketRequest:
+    """What `get_ident` reads of a request, from a websocket's handshake: the peer's address and X-Forwarded-For."""
+
+    def __init__(self, scope: dict):
+        client = scope.get("client") or ("", 0)
+        self.META = {"REMOTE_ADDR": client[0]}
+        self.headers = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in scope.get("headers", ())
+            if name == b"x-forwarded-for"
+        }
+
+
 def logged_in(throttles: list) -> None:
     """The login these throttles recorded succeeded: it does not count against the limits."""
     for throttle in throttles:

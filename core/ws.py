@@ -48,6 +48,7 @@ def user_for_token(key: str | None):
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_THROTTLED = 4429
 # The server can no longer push to the socket (its channel layer lost Redis): the app reconnects and resumes.
 CLOSE_SERVICE_RESTART = 1012
 UNAVAILABLE_RETRY_AFTER_S = 5
@@ -81,7 +82,7 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
             log.warning("%s socket: channel layer unavailable (%s)", self.kind, exc)
             if getattr(self, "channel_name", None) is None:
                 self.left = True  # refused before it had a channel: there is nothing to clean up
-            await self._unavailable(send)
+            await self.refuse(send, 503, UNAVAILABLE_RETRY_AFTER_S, CLOSE_SERVICE_RESTART)
         finally:
             if not self.left:
                 # Ended without the server's disconnect (a send to a client already gone, a cancellation at
@@ -126,12 +127,16 @@ class JsonSocket(AsyncJsonWebsocketConsumer):
                 waiting.cancel()
             await layer.close_inbox(self.channel_name)
 
-    async def _unavailable(self, send) -> None:
+    async def refuse(self, send, status: int, retry_after_s: int, code: int) -> None:
+        """Refuse the handshake with an HTTP answer the client can act on (`status` and `Retry-After`) where the
+        server can send one (uvicorn's websocket.http.response extension); otherwise, or once accepted, close with
+        `code`."""
+        self.closing = True
         if self.counted or "websocket.http.response" not in self.scope.get("extensions", {}):
-            await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})
+            await send({"type": "websocket.close", "code": code})
             return
-        headers = [(b"retry-after", str(UNAVAILABLE_RETRY_AFTER_S).encode()), (b"content-length", b"0")]
-        await send({"type": "websocket.http.response.start", "status": 503, "headers": headers})
+        headers = [(b"retry-after", str(retry_after_s).encode()), (b"content-length", b"0")]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": b""})
 
     async def channel_layer_lost(self, event):

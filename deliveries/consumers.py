@@ -1,11 +1,14 @@
 """`/ws/ops/`: live escalations (and zone pressure) for staff, by session or token. `/ws/track/<token>/`: a
 delivery's tracking link, live, for anyone holding the token."""
 
+import math
+
 from channels.db import database_sync_to_async
 
 from core.errors import DomainError
 from core.inputs import NUL
-from core.ws import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, AuthenticatedConsumer, JsonSocket
+from core.throttling import SocketRequest, tracking_visit
+from core.ws import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_THROTTLED, AuthenticatedConsumer, JsonSocket
 from deliveries import messages
 from deliveries.services.ops_feed import OPS_GROUP
 from deliveries.services.tracking import delivery_for_link
@@ -46,11 +49,15 @@ class OpsConsumer(AuthenticatedConsumer):
 
 
 @database_sync_to_async
-def _delivery_id_for_link(token: str):
+def _delivery_id_for_link(token: str, peer: SocketRequest) -> tuple[object, float | None]:
+    """The link's delivery (None: unknown or expired) and, when the address is over the tracking budget (its socket
+    opens count as its page loads and polls do), the seconds it has to wait."""
+    if (wait := tracking_visit(peer)) is not None:
+        return None, wait
     try:
-        return delivery_for_link(token).pk
+        return delivery_for_link(token).pk, None
     except DomainError:
-        return None
+        return None, None
 
 
 @database_sync_to_async
@@ -65,7 +72,8 @@ class TrackConsumer(JsonSocket):
     """Sends the link's state on connect (`status`), then what the delivery's group is told: `status`, `eta` and
     `location`. Messages are built once per delivery (deliveries/services/tracking.py, drivers/trail.py); this
     socket only numbers them and holds back a `location` outside the pickup-to-delivery window (one that raced
-    the delivery's last `status`). An unknown or expired token is refused at the handshake."""
+    the delivery's last `status`). An unknown or expired token is refused at the handshake, as is an address over
+    the tracking budget."""
 
     kind = "track"
     group = None
@@ -74,7 +82,12 @@ class TrackConsumer(JsonSocket):
     async def connect(self):
         token = self.scope["url_route"]["kwargs"]["token"]
         # No link holds a NUL, and the database refuses to look one up (core.inputs.NUL): refused as unknown.
-        delivery_id = None if NUL in token else await _delivery_id_for_link(token)
+        delivery_id, wait = (
+            (None, None) if NUL in token else await _delivery_id_for_link(token, SocketRequest(self.scope))
+        )
+        if wait is not None:
+            await self.refuse(self.base_send, 429, math.ceil(wait), CLOSE_THROTTLED)
+            return
         if delivery_id is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return

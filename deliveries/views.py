@@ -5,6 +5,8 @@
 the socket fails, polls `GET /api/v1/track/<token>` every 10 s. It speaks the customer's language
 (Accept-Language: English or Portuguese)."""
 
+import math
+
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -15,6 +17,7 @@ from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 
 from core.errors import NotFound
+from core.throttling import tracking_visit
 from deliveries import messages
 from deliveries.consumers import OPS_FEED_PERMISSION
 from deliveries.models import Escalation, EscalationStatus
@@ -94,38 +97,46 @@ DROPOFF_DECIMALS = 3
 def tracking_page(request, token: str):
     language = translation.get_language_from_request(request)
     with translation.override(language):
-        try:
-            delivery = delivery_for_link(token)
-        except LinkExpired:
-            response = render(request, "tracking/expired.html", status=410)
-        except NotFound:
-            response = render(request, "tracking/expired.html", {"unknown": True}, status=404)
+        if (wait := tracking_visit(request)) is not None:
+            retry_after = math.ceil(wait)
+            response = render(request, "tracking/notice.html", {"busy": True, "retry_after": retry_after}, status=429)
+            response.headers["Retry-After"] = str(retry_after)
         else:
-            config = {
-                "api": f"/api/v1/track/{token}",
-                "socket": f"/ws/track/{token}/",
-                "poll_every_s": POLL_EVERY_S,
-                "tiles": settings.RELAY_MAP_TILES_URL,
-                "language": translation.get_language(),
-                "time_zone": delivery.zone.time_zone,
-                "pickup": [delivery.pickup_lat, delivery.pickup_lng],
-                "dropoff": [
-                    round(delivery.dropoff_lat, DROPOFF_DECIMALS),
-                    round(delivery.dropoff_lng, DROPOFF_DECIMALS),
-                ],
-            }
-            state = messages.tracking(delivery)
-            labels = _labels()
-            context = {
-                "state": state,
-                # The heading in words from the start: the script only keeps it current.
-                "status_label": labels["status"].get(state["status"], state["status"]),
-                "config": config,
-                "labels": labels,
-                "merchant": delivery.merchant.name,
-                "street": _street_line(delivery.dropoff_address),
-            }
-            response = render(request, "tracking/page.html", context)
+            response = _tracking_page(request, token)
         response.headers["Content-Language"] = translation.get_language()
     patch_vary_headers(response, ["Accept-Language"])
     return response
+
+
+def _tracking_page(request, token: str):
+    try:
+        delivery = delivery_for_link(token)
+    except LinkExpired:
+        return render(request, "tracking/notice.html", status=410)
+    except NotFound:
+        return render(request, "tracking/notice.html", {"unknown": True}, status=404)
+    config = {
+        "api": f"/api/v1/track/{token}",
+        "socket": f"/ws/track/{token}/",
+        "poll_every_s": POLL_EVERY_S,
+        "tiles": settings.RELAY_MAP_TILES_URL,
+        "language": translation.get_language(),
+        "time_zone": delivery.zone.time_zone,
+        "pickup": [delivery.pickup_lat, delivery.pickup_lng],
+        "dropoff": [
+            round(delivery.dropoff_lat, DROPOFF_DECIMALS),
+            round(delivery.dropoff_lng, DROPOFF_DECIMALS),
+        ],
+    }
+    state = messages.tracking(delivery)
+    labels = _labels()
+    context = {
+        "state": state,
+        # The heading in words from the start: the script only keeps it current.
+        "status_label": labels["status"].get(state["status"], state["status"]),
+        "config": config,
+        "labels": labels,
+        "merchant": delivery.merchant.name,
+        "street": _street_line(delivery.dropoff_address),
+    }
+    return render(request, "tracking/page.html", context)

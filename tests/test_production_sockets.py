@@ -4,6 +4,7 @@ is pushed to it afterwards."""
 
 import io
 import json
+import secrets
 from datetime import UTC, datetime
 
 import httpx
@@ -149,4 +150,27 @@ def test_a_socket_refused_while_redis_is_down_gets_a_503_and_logs_no_error(zones
         redis_server.stop()
     output = log.read_text()
     assert "channel layer unavailable" in output
+    assert "ERROR" not in output and "Traceback" not in output
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_tracking_socket_over_its_addresss_budget_is_told_when_to_come_back(zones, settings, tmp_path):
+    """Through uvicorn, the refusal is an HTTP 429 with Retry-After, as the page's and the JSON's are, not the
+    bare 403 of a handshake closed before it was accepted."""
+    delivery = factories.new_delivery(factories.MerchantFactory())
+    env = production_env(settings) | {"TRACK_THROTTLE_RATE": "2/min", "NUM_PROXIES": "1"}
+    customer = {"X-Forwarded-For": f"2001:db8::{secrets.token_hex(2)}"}  # a budget of this test's own
+    log = tmp_path / "server.log"
+    with running_server(env, log) as url:
+        socket_url = f"{url.replace('http', 'ws', 1)}/ws/track/{delivery.tracking_token}/"
+        assert httpx.get(f"{url}/t/{delivery.tracking_token}", headers=customer).status_code == 200
+        with connect(socket_url, additional_headers=customer) as socket:
+            assert json.loads(socket.recv(timeout=10))["type"] == "status"
+        with pytest.raises(InvalidStatus) as refused:
+            connect(socket_url, additional_headers=customer, open_timeout=10)
+        assert refused.value.response.status_code == 429
+        assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
+    output = log.read_text()
     assert "ERROR" not in output and "Traceback" not in output

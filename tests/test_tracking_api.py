@@ -176,3 +176,19 @@ def test_the_page_states_the_status_in_words_before_its_script_runs(merchant, ri
     assert heading.search(page)[1] == "On the way to you"
     page = _customer().get(f"/t/{delivery.tracking_token}", HTTP_ACCEPT_LANGUAGE="pt").content.decode()
     assert heading.search(page)[1] == _data(page, "labels")["status"]["picked_up"] != "On the way to you"
+
+
+def test_the_page_shares_the_jsons_budget_per_address_and_says_when_to_come_back(merchant, monkeypatch, zones):
+    monkeypatch.setattr(TrackAddressThrottle, "THROTTLE_RATES", {"track": "3/min"})
+    delivery = factories.new_delivery(merchant)
+    customer, other = _customer(), _customer()
+    page = f"/t/{delivery.tracking_token}"
+    assert [customer.get(page).status_code, _track(delivery, customer).status_code] == [200, 200]
+    assert customer.get(page).status_code == 200
+
+    refused = customer.get(page, HTTP_ACCEPT_LANGUAGE="pt-PT")
+    assert refused.status_code == 429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert "Demasiados pedidos" in refused.content.decode()
+    assert _track(delivery, customer).status_code == 429
+    assert other.get(page).status_code == 200

@@ -104,3 +104,27 @@ def test_nothing_is_pushed_to_a_tracking_link_before_it_is_given_out(zones, monk
     offer = delivery.offers.get()
     accept_offer(offer.pk, actor=Actor.driver(offer.driver))
     assert pushed == [("status", "assigned")]
+
+
+async def test_an_address_over_the_tracking_budget_is_refused_and_another_behind_the_same_proxy_is_not(
+    zones, monkeypatch, settings
+):
+    from core.throttling import TrackAddressThrottle
+
+    monkeypatch.setattr(TrackAddressThrottle, "THROTTLE_RATES", {"track": "2/min"})
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    _, delivery, _ = await _sync(_two_deliveries)()
+
+    async def open_from(address):
+        forwarded = [(b"x-forwarded-for", f"203.0.113.9, {address}".encode())]  # the proxy appends the peer it saw
+        socket = WebsocketCommunicator(application, f"/ws/track/{delivery.tracking_token}/", headers=forwarded)
+        socket.scope["client"] = ("10.0.0.2", 50000)  # the proxy
+        connected, code = await socket.connect()
+        if connected:
+            await socket.receive_json_from()  # the state on connect
+            await socket.disconnect()
+        return connected, code
+
+    assert [(await open_from("2001:db8::1:1"))[0] for _ in range(2)] == [True, True]
+    assert await open_from("2001:db8::1:1") == (False, 4429)
+    assert (await open_from("2001:db8::1:2"))[0]
