@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics.kpis import KpiReport, kpi_report
+from core.export import csv_cell
 from core.permissions import IsOps
 from zones.models import Zone
 
@@ -151,7 +152,9 @@ class _Echo:
 def stream_csv(rows: list[dict], filename: str) -> StreamingHttpResponse:
     columns = list(dict.fromkeys(key for row in rows for key in row))
     writer = csv.DictWriter(_Echo(), fieldnames=columns)
-    lines = (writer.writerow({key: "" if value is None else value for key, value in row.items()}) for row in rows)
+    lines = (
+        writer.writerow({key: "" if value is None else csv_cell(value) for key, value in row.items()}) for row in rows
+    )
     response = StreamingHttpResponse(
         (line for part in ([writer.writeheader()], lines) for line in part), content_type="text/csv; charset=utf-8"
     )

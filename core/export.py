@@ -1,14 +1,30 @@
 """One shape for exported audit events, shared by the `export_events` command and the admin's download
-action, so a CSV from the console and one from a cron job can be read by the same tooling."""
+action, so a CSV from the console and one from a cron job can be read by the same tooling (an event's cells are
+ids, names of types and states, and its payload as JSON); and how a CSV holds text that people typed (the KPI
+exports' names)."""
 
 import csv
 import json
+import re
 from collections.abc import Iterable
 from typing import IO
 
 from core.models import AuditEvent
 
 FORMATS = ("csv", "jsonl")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's "CSV injection"): text that people
+# type (a zone's or a driver's name) is written with an apostrophe before it, which shows it as typed.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")  # money and figures serialized as text ("-4.13"): a spreadsheet's numbers
+
+
+def csv_cell(value):
+    """A value as a CSV for spreadsheets holds it: text that would start a formula gets the apostrophe."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
 COLUMNS = [
     "id",
     "uuid",

