@@ -3,6 +3,7 @@ checked, and the zone page's map."""
 
 import io
 import json
+from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -119,6 +120,33 @@ def test_the_admin_saves_thresholds_only_in_order(admin_client, zones):
     assert saved.status_code == 302
     norte.refresh_from_db()
     assert (norte.busy_pressure, norte.critical_pressure, str(norte.surge_busy)) == (1.5, 3.0, "1.30")
+
+
+def test_the_ladders_steps_and_the_surges_are_saved_only_in_order(admin_client, zones, tmp_path):
+    """Saved out of order, a warning came after the alert (the delivery already at level 2), and a critical zone
+    paid its drivers less than a busy one."""
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    refused = {
+        "escalation_warn_s": 600,
+        "escalation_alert_s": 300,
+        "escalation_critical_s": 300,
+        "surge_busy": "1.60",
+        "surge_critical": "1.40",
+    }
+    form = admin_client.post(url, _admin_form(norte, **refused)).context["adminform"].form
+    assert {name: errors[0] for name, errors in form.errors.items()} == {
+        "escalation_alert_s": "The alert must come after the warning.",
+        "escalation_critical_s": "The critical step must come after the alert.",
+        "surge_critical": "The critical surge cannot be below the busy one.",
+    }
+    norte.refresh_from_db()
+    assert (norte.escalation_warn_s, norte.surge_critical) == (120, Decimal("1.50"))
+    with pytest.raises(CommandError, match=r"surge_busy.*cannot be below the normal one"):
+        _load_with(tmp_path, "oeste", WEST_OF_CENTRO, surge_normal="1.30", surge_busy="1.10")
+
+    equal_surges = {"surge_busy": "1.50", "surge_critical": "1.50"}  # a busy zone paid as a critical one: allowed
+    assert admin_client.post(url, _admin_form(norte, **equal_surges)).status_code == 302
 
 
 def test_the_admin_refuses_a_policy_under_which_dispatch_stops(admin_client, zones):

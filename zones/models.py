@@ -27,6 +27,14 @@ def validate_time_zone(name: str) -> None:
         raise ValidationError(f"{name!r} is not an IANA time zone (e.g. Europe/Lisbon)") from exc
 
 
+def _out_of_order(lower, higher, *, may_equal: bool = False) -> bool:
+    """Whether `higher` is not above `lower` (with `may_equal`: is below it). Not when either is missing: the
+    form has refused that field already."""
+    if lower is None or higher is None:
+        return False
+    return higher < lower if may_equal else higher <= lower
+
+
 class Zone(models.Model):
     """A service area and its dispatch policy. Every number here is editable per zone in the admin."""
 
@@ -92,15 +100,31 @@ class Zone(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
-        thresholds = (self.busy_pressure, self.critical_pressure)
-        if None not in thresholds and thresholds[1] <= thresholds[0]:
-            raise ValidationError({"critical_pressure": "The critical threshold must be above the busy one."})
+        self._refuse_out_of_order()
         try:
             shape = geometry.validate_geometry(self.polygon or {})
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise ValidationError({"polygon": str(exc)}) from exc
         if self.active:
             self._refuse_overlap(shape)
+
+    def _refuse_out_of_order(self) -> None:
+        """Thresholds that climb: the busy band before the critical one, the ladder's steps one after the other (a
+        warning after the alert would come once the delivery is already at level 2), and a surge that does not
+        pay less as the zone gets busier."""
+        errors = {}
+        if _out_of_order(self.busy_pressure, self.critical_pressure):
+            errors["critical_pressure"] = "The critical threshold must be above the busy one."
+        if _out_of_order(self.escalation_warn_s, self.escalation_alert_s):
+            errors["escalation_alert_s"] = "The alert must come after the warning."
+        if _out_of_order(self.escalation_alert_s, self.escalation_critical_s):
+            errors["escalation_critical_s"] = "The critical step must come after the alert."
+        if _out_of_order(self.surge_normal, self.surge_busy, may_equal=True):
+            errors["surge_busy"] = "The busy surge cannot be below the normal one."
+        if _out_of_order(self.surge_busy, self.surge_critical, may_equal=True):
+            errors["surge_critical"] = "The critical surge cannot be below the busy one."
+        if errors:
+            raise ValidationError(errors)
 
     def _refuse_overlap(self, shape) -> None:
         for other in Zone.objects.filter(active=True).exclude(pk=self.pk):
