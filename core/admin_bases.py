@@ -3,7 +3,11 @@ give accounts their API roles."""
 
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.forms import SetPasswordMixin
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -33,13 +37,55 @@ class ReadOnlyAdmin(RecordAdmin):
         return False
 
 
+class NewAccountForm(SetPasswordMixin, forms.ModelForm):
+    """A driver's or a merchant's add form: the profile and the account it logs in with, made together (in the
+    admin's transaction: one is not saved without the other). Ops staff make no accounts otherwise: the users'
+    pages are superusers' alone, since whoever may change an account may make it a superuser."""
+
+    username = get_user_model()._meta.get_field("username").formfield()
+    password1, password2 = SetPasswordMixin.create_password_fields()
+
+    def clean_username(self) -> str:
+        username = self.cleaned_data["username"]
+        if get_user_model()._default_manager.filter(username__iexact=username).exists():
+            raise ValidationError(f"{username} is taken: a driver or a merchant gets an account of its own.")
+        return username
+
+    def clean(self):
+        self.validate_passwords()
+        self.validate_password_for_user(get_user_model()(username=self.cleaned_data.get("username", "")))
+        return super().clean()
+
+    def save(self, commit=True):
+        account = get_user_model()(username=self.cleaned_data["username"])
+        self.instance.user = self.set_password_and_save(account)
+        return super().save(commit)
+
+
+ACCOUNT_FIELDS = ["username", "password1", "password2"]
+
+
 class RoleProfileAdmin(admin.ModelAdmin):
     """A driver's or a merchant's page: the profile that gives an account its API role (`core.permissions.role_of`).
-    It stays with the account it was made for. Any staffer who may change the page could otherwise move it to
-    another account, their own included, and log in to the API as that driver or merchant with their own password
-    (accepting and delivering, creating and cancelling in its name) while its owner was locked out; moved to a
-    superuser's account, it turned their API role into a driver's. A profile added here goes to an account with no
-    role yet: the model's `clean` asks `core.permissions.role_conflict` and says why another is refused."""
+    Adding one makes its account (`NewAccountForm`). It stays with that account: any staffer who may change the page
+    could otherwise move it to another account, their own included, and log in to the API as that driver or
+    merchant with their own password (accepting and delivering, creating and cancelling in its name) while its
+    owner was locked out; moved to a superuser's account, it turned their API role into a driver's."""
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = NewAccountForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_exclude(self, request, obj=None):
+        excluded = list(super().get_exclude(request, obj) or [])
+        return excluded if obj is not None else [*excluded, "user"]
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if obj is not None:
+            return fields
+        return ACCOUNT_FIELDS + [name for name in fields if name not in ACCOUNT_FIELDS]
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)

@@ -225,7 +225,9 @@ def test_a_merchants_webhook_secret_is_shown_once_to_whoever_makes_it(client, me
     # Added in the console: shown once, on the page the save leads to.
     ops.user_permissions.add(Permission.objects.get(codename="add_merchant"))
     added = client.post(
-        reverse("admin:deliveries_merchant_add"), {"user": factories.UserFactory().pk, "name": "New Shop"}, follow=True
+        reverse("admin:deliveries_merchant_add"),
+        {"username": "new-shop", "password1": "sells-things-1", "password2": "sells-things-1", "name": "New Shop"},
+        follow=True,
     ).content.decode()
     assert Merchant.objects.get(name="New Shop").webhook_secret in added
 
@@ -263,32 +265,46 @@ def test_no_console_page_shows_an_api_token_and_a_superuser_can_still_revoke_one
     assert api_client_for(merchant.user).get("/api/v1/deliveries").status_code == 200  # a new login works
 
 
-def test_an_account_keeps_its_one_role_in_the_console(client, zones, merchant):
-    """Ops adding a driver by user id could name a merchant's account: its logins then answered role `driver`, and
-    its token could go online and accept offers. A staff account made a driver lost the ops API."""
+def test_ops_add_a_driver_and_a_merchant_with_the_accounts_they_log_in_with(client, zones, merchant):
+    """Ops staff (not superusers) could not add a driver: the form asked for an existing account, which only a
+    superuser can make, and looking one up answered 403. The add form now makes the account; a taken username (a
+    merchant's, say: an account has one role) and a password the validators refuse are said on their fields."""
     client.force_login(factories.OpsUserFactory())
-    rider, desk = factories.DriverFactory(), factories.OpsUserFactory(username="desk")
-    driver_form = {"name": "Shop Rider", "phone": "", "vehicle": "bicycle", "home_zone": zones["centro"].pk}
+    account = {"username": "rita", "password1": "rides-a-bicycle-9", "password2": "rides-a-bicycle-9"}
+    driver_form = {"name": "Rita Rodrigues", "phone": "", "vehicle": "bicycle", "home_zone": zones["centro"].pk}
     driver_form |= {"capacity": 1}
-    for user, role in ((merchant.user, "merchant"), (desk, "ops")):
-        page = client.post(reverse("admin:drivers_driver_add"), driver_form | {"user": user.pk})
+    add = reverse("admin:drivers_driver_add")
+    assert 'name="username"' in client.get(add).content.decode()
+
+    refusals = [
+        (account | {"username": merchant.user.username.upper()}, "username", "is taken"),
+        (account | {"password2": "rides-a-bicycle-8"}, "password2", "didn’t match"),
+        (account | {"password1": "short", "password2": "short"}, "password2", "too short"),
+    ]
+    for typed, field, words in refusals:
+        page = client.post(add, driver_form | typed)
         assert page.status_code == 200  # the form again, holding what was typed
         form = page.context["adminform"].form
-        assert form.errors["user"] == [
-            f"{user.username} already holds the {role} role: a driver needs an account of its own."
-        ]
-        assert form.data["name"] == "Shop Rider"
-    assert not Driver.objects.filter(name="Shop Rider").exists()
+        assert words in form.errors[field][0]
+        assert form.data["name"] == "Rita Rodrigues"
+    assert not Driver.objects.filter(name="Rita Rodrigues").exists()
+    assert Driver.objects.model.user.field.related_model.objects.filter(username="rita").count() == 0
 
-    page = client.post(reverse("admin:deliveries_merchant_add"), {"user": rider.user_id, "name": "Rider's Shop"})
-    assert page.context["adminform"].form.errors["user"] == [
-        f"{rider.user.username} already holds the driver role: a merchant needs an account of its own."
-    ]
-    assert not Merchant.objects.filter(name="Rider's Shop").exists()
+    assert client.post(add, driver_form | account).status_code == 302
+    login = APIClient().post(
+        reverse("auth-token"), {"username": "rita", "password": "rides-a-bicycle-9"}, format="json"
+    )
+    assert (login.status_code, login.json()["role"]) == (200, "driver")
+    assert Driver.objects.get(user__username="rita").name == "Rita Rodrigues"
+
+    shop = {"username": "bakery", "password1": "bakes-bread-77", "password2": "bakes-bread-77", "name": "Bakery"}
+    assert client.post(reverse("admin:deliveries_merchant_add"), shop | {"webhook_url": ""}).status_code == 302
+    login = APIClient().post(reverse("auth-token"), {"username": "bakery", "password": "bakes-bread-77"}, format="json")
+    assert login.json()["role"] == "merchant"
     login = APIClient().post(
         reverse("auth-token"), {"username": merchant.user.username, "password": factories.PASSWORD}, format="json"
     )
-    assert login.json()["role"] == "merchant"
+    assert login.json()["role"] == "merchant"  # the merchant's account, refused as "taken", is as it was
 
 
 def test_the_create_commands_refuse_an_account_of_another_role(zones, merchant):
