@@ -158,7 +158,7 @@ def test_a_socket_refused_while_redis_is_down_gets_a_503_and_logs_no_error(zones
 @pytest.mark.django_db(transaction=True)
 def test_a_tracking_socket_over_its_addresss_budget_is_told_when_to_come_back(zones, settings, tmp_path):
     """Through uvicorn, the refusal is an HTTP 429 with Retry-After, as the page's and the JSON's are, not the
-    bare 403 of a handshake closed before it was accepted."""
+    bare 403 of a handshake closed before it was accepted. The server's log does not give the link away."""
     delivery = factories.new_delivery(factories.MerchantFactory())
     env = production_env(settings) | {"TRACK_THROTTLE_RATE": "2/min", "NUM_PROXIES": "1"}
     customer = {"X-Forwarded-For": f"2001:db8::{secrets.token_hex(2)}"}  # a budget of this test's own
@@ -172,5 +172,8 @@ def test_a_tracking_socket_over_its_addresss_budget_is_told_when_to_come_back(zo
             connect(socket_url, additional_headers=customer, open_timeout=10)
         assert refused.value.response.status_code == 429
         assert 1 <= int(refused.value.response.headers["Retry-After"]) <= 60
+        assert httpx.get(f"{url}/t/{delivery.tracking_token}", headers=customer).status_code == 429
     output = log.read_text()
     assert "ERROR" not in output and "Traceback" not in output
+    # Django logs every 4xx with its path: the link's token, its only credential, is not written.
+    assert "Too Many Requests: /t/…" in output and delivery.tracking_token not in output
