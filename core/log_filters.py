@@ -10,8 +10,12 @@ TRACKING_PATH = re.compile(r"(/t/|/api/v1/track/|/ws/track/)[^/?\s]+")
 
 class RedactTrackingTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and any(
-            isinstance(arg, str) and TRACKING_PATH.search(arg) for arg in record.args
-        ):
-            record.args = tuple(TRACKING_PATH.sub(r"\1…", arg) if isinstance(arg, str) else arg for arg in record.args)
+        if isinstance(record.msg, str):
+            record.msg = _redacted(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redacted(arg) if isinstance(arg, str) else arg for arg in record.args)
         return True
+
+
+def _redacted(text: str) -> str:
+    return TRACKING_PATH.sub(r"\1…", text)
