@@ -70,7 +70,8 @@ def _count_per_zone(queryset: QuerySet, zone_field: str = "zone"):
 
 
 def measure_zones(*, now: datetime) -> list[ZoneReading]:
-    """Every active zone's demand and supply now, in one query, as unsaved snapshots."""
+    """Every active zone's demand and supply now, in one query, as unsaved snapshots. The band is the pressure's,
+    or the one in force while the pressure has not fallen clear of it (`Zone.band_for`)."""
     zones = Zone.objects.filter(active=True).annotate(
         demand_open=_count_per_zone(Delivery.objects.open()),
         demand_recent=_count_per_zone(Delivery.objects.filter(created_at__gte=now - RECENT_DEMAND)),
@@ -84,10 +85,13 @@ def measure_zones(*, now: datetime) -> list[ZoneReading]:
         hints_entered=_count_per_zone(
             ZoneHint.objects.filter(sent_at__gte=now - HINT_STATS_OVER, outcome=HintOutcome.ENTERED)
         ),
+        band_in_force=Subquery(ZoneSnapshot.objects.in_force(now=now).filter(zone=OuterRef("pk")).values("band")),
     )
     readings = []
     for zone in zones:
-        pressure, band = zone.band_for(open_deliveries=zone.demand_open, available_drivers=zone.supply_available)
+        pressure, band = zone.band_for(
+            open_deliveries=zone.demand_open, available_drivers=zone.supply_available, held=zone.band_in_force or ""
+        )
         snapshot = ZoneSnapshot(
             zone=zone,
             taken_at=now,

@@ -51,6 +51,19 @@ def test_pressure_and_band_from_a_constructed_zone():
     assert [zone.surge_for(band) for band in Band] == [Decimal("1.00"), Decimal("1.20"), Decimal("1.50")]
 
 
+def test_a_higher_band_holds_until_the_pressure_falls_clear_of_its_threshold():
+    """Drivers' pay would otherwise flip each minute for a zone whose pressure hovers at a threshold."""
+    zone = Zone(busy_pressure=1.0, critical_pressure=2.0)
+    band = ""
+    bands = []
+    for open_deliveries in (20, 17, 15, 9, 7, 10, 25, 7):  # for 10 available drivers: pressure 2.0, 1.7, ...
+        _, band = zone.band_for(open_deliveries=open_deliveries, available_drivers=10, held=band)
+        bands.append(band)
+    # Critical holds down to 1.6 (2.0 less 20 %), busy down to 0.8; a rise is followed at once.
+    assert bands == ["critical", "critical", "busy", "busy", "normal", "busy", "critical", "normal"]
+    assert zone.band_for(open_deliveries=9, available_drivers=10, held="") == (0.9, Band.NORMAL)
+
+
 def test_a_snapshot_per_zone_counts_demand_and_supply_in_one_query(zones, merchant, clock, django_assert_num_queries):
     ana = _driver_in(*factories.CENTRO)
     resting = _driver_in(*factories.east(0.3))
@@ -82,6 +95,25 @@ def test_thresholds_and_surge_are_the_zones_own(zones, merchant, clock):
     balancing.take_zone_snapshots()
     snapshot = ZoneSnapshot.objects.get(zone=centro)
     assert (snapshot.pressure, snapshot.band, snapshot.surge_multiplier) == (3.0, "busy", Decimal("1.20"))
+
+
+def test_the_minutes_snapshot_holds_the_band_in_force_until_the_pressure_falls_clear(zones, merchant, clock):
+    centro = zones["centro"]
+    centro.critical_pressure = 2.4  # held down to 1.92
+    centro.save()
+    _driver_in(*factories.CENTRO)
+    for n in range(2):
+        factories.new_delivery(merchant, f"order-{n}")  # pressure 2.0: busy by itself
+    _critical(centro)
+
+    clock.shift(60)
+    balancing.take_zone_snapshots()
+    held = ZoneSnapshot.objects.filter(zone=centro).latest("taken_at")
+    assert (held.pressure, held.band, held.surge_multiplier) == (2.0, "critical", Decimal("1.50"))
+
+    clock.shift(timedelta(minutes=6))  # nobody took a snapshot since: no band is in force any more
+    balancing.take_zone_snapshots()
+    assert ZoneSnapshot.objects.filter(zone=centro).latest("taken_at").band == "busy"
 
 
 def test_surge_appears_in_a_new_offers_pay_and_not_in_older_ones(zones, merchant, clock):

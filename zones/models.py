@@ -20,6 +20,13 @@ class Band(models.TextChoices):
     CRITICAL = "critical"
 
 
+BANDS_UP = [Band.NORMAL, Band.BUSY, Band.CRITICAL]
+# A band steps down only once the pressure is this share below the threshold that raised it: a zone whose pressure
+# hovers at a threshold (2 open deliveries for 2 drivers, then 3, then 2 again) would otherwise change its surge,
+# what its drivers' offers pay, and whether its neighbours' drivers are sent hints, from one minute to the next.
+BAND_STEP_DOWN_MARGIN = 0.2
+
+
 def validate_time_zone(name: str) -> None:
     try:
         zoneinfo.ZoneInfo(name)
@@ -152,12 +159,20 @@ class Zone(models.Model):
     def local_time(self, moment: datetime) -> datetime:
         return moment.astimezone(zoneinfo.ZoneInfo(self.time_zone))
 
-    def band_for(self, *, open_deliveries: int, available_drivers: int) -> tuple[float, Band]:
-        """Pressure and band. Open deliveries with nobody available is critical whatever the ratio."""
+    def band_for(self, *, open_deliveries: int, available_drivers: int, held: str = "") -> tuple[float, Band]:
+        """Pressure and band. Open deliveries with nobody available is critical whatever the ratio. `held`: the band
+        in force (the last snapshot's); a higher band than the pressure's holds until the pressure is
+        BAND_STEP_DOWN_MARGIN below the threshold that raised it."""
         pressure = open_deliveries / max(available_drivers, 1)
         if pressure >= self.critical_pressure or (open_deliveries and not available_drivers):
             return pressure, Band.CRITICAL
-        return pressure, Band.BUSY if pressure >= self.busy_pressure else Band.NORMAL
+        band = Band.BUSY if pressure >= self.busy_pressure else Band.NORMAL
+        thresholds = {Band.BUSY: self.busy_pressure, Band.CRITICAL: self.critical_pressure}
+        for higher in BANDS_UP[BANDS_UP.index(band) + 1 : BANDS_UP.index(held) + 1 if held in BANDS_UP else 0]:
+            if pressure < thresholds[higher] * (1 - BAND_STEP_DOWN_MARGIN):
+                break
+            band = higher
+        return pressure, band
 
     def surge_for(self, band: str) -> Decimal:
         return {Band.NORMAL: self.surge_normal, Band.BUSY: self.surge_busy, Band.CRITICAL: self.surge_critical}[band]
