@@ -1,6 +1,8 @@
 """The escalation queue and the driver page of the ops console: what ops see first, and the actions that
 acknowledge, resolve, or take a driver offline, each recorded as done by ops."""
 
+import re
+
 import pytest
 from django.contrib.messages import get_messages
 from django.db import transaction
@@ -130,6 +132,16 @@ def test_the_driver_page_shows_state_and_current_and_recent_deliveries(admin_cli
     html = page.content.decode()
     assert '<div class="readonly">Busy</div>' in html
     assert html.index(">now</a></td><td>assigned") < html.index(">earlier</a></td><td>delivered")
+
+    # From the page to everything the driver did: their events, and no one else's.
+    trail = admin_client.get(_link(html, "Every event of this driver"))
+    events = trail.context["cl"].result_list
+    assert {event.type for event in events} >= {"driver.state_changed", "delivery.delivered"}
+    assert all(ana.pk in (event.driver_id, event.subject_id) for event in events)
+
+
+def _link(html: str, text: str) -> str:
+    return re.search(rf'<a href="([^"]+)">{text}</a>', html).group(1).replace("&amp;", "&")
 
 
 def test_force_offline_hands_back_what_the_driver_holds_and_says_so(admin_client, admin_user, merchant, clock):

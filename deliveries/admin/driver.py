@@ -1,6 +1,8 @@
 """A driver's console page: state, last seen, what they carry now and did recently, and "Force offline"
 (which hands back what they hold before pickup, through the same action as a stale driver)."""
 
+from urllib.parse import urlencode
+
 from django.contrib import admin, messages
 from django.db import transaction
 from django.urls import reverse
@@ -33,6 +35,7 @@ class DriverAdmin(RoleProfileAdmin):
         "current_zone",
         "message_seq",
         "deliveries",
+        "audit_trail",
     ]
     raw_id_fields = ["user"]
     actions = ["force_offline"]
@@ -66,6 +69,15 @@ class DriverAdmin(RoleProfileAdmin):
             ),
         )
         return format_html("<table><tr><th>Delivery</th><th>Status</th><th>Since</th></tr>{}</table>", rows)
+
+    @admin.display(description="audit trail")
+    def audit_trail(self, driver: Driver) -> str:
+        """ "History" lists the console's edits of this page; what the driver did and what was done to them (states,
+        shifts, breaks, offers, deliveries) is in the audit trail."""
+        if driver.pk is None:
+            return "-"
+        url = f"{reverse('admin:core_auditevent_changelist')}?{urlencode({'q': driver.pk})}"
+        return format_html('<a href="{}">Every event of this driver</a>', url)
 
     def save_model(self, request, obj, form, change):
         if not change:
