@@ -91,10 +91,12 @@ def test_a_worker_that_dies_is_replaced_with_a_warning_naming_it(zones, settings
         def replaced() -> bool:
             return len([pid for pid in _children(supervisor) if b"spawn_main" in _cmdline(pid)]) == len(workers)
 
-        faults.wait_for(
-            lambda: f"server process [{workers[0]}] ended" in log.read_text(), timeout_s=30, what="the warning"
-        )
+        # The supervisor writes the warning once its round of health checks is over: each live process may take
+        # up to HEALTHCHECK_TIMEOUT_S (30 s) to answer on a loaded machine, as the replacement may to start.
         faults.wait_for(replaced, timeout_s=60, what="the replacement worker")
+        faults.wait_for(
+            lambda: f"server process [{workers[0]}] ended" in log.read_text(), timeout_s=60, what="the warning"
+        )
         answer = httpx.get(f"{url}/api/v1/driver/me", headers={"Authorization": f"Token {token.key}"}, timeout=30)
         assert answer.status_code == 200
     warning = next(line for line in log.read_text().splitlines() if f"[{workers[0]}] ended" in line)
