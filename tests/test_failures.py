@@ -11,14 +11,18 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from core import metrics
+from core.audit import Actor
 from core.queue import ENQUEUE_FAILURES
+from deliveries import eta
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
 from deliveries.services import offers
+from deliveries.services.progress import pick_up_delivery
 from deliveries.tasks import (
     dispatch_waiting_deliveries,
     expire_offer_task,
     expire_overdue_offers,
     mark_stale_drivers,
+    refresh_etas,
     send_unsent_webhooks,
     send_webhook,
 )
@@ -414,3 +418,33 @@ def test_a_capacity_change_whose_follow_up_failed_is_saved_and_the_driver_follow
     second = factories.new_delivery(merchant, "second")
     assert factories.pending_offer(second).driver == rider
 
+
+def test_etas_a_failed_refresh_did_not_get_to_are_refreshed_by_the_next_run(merchant, clock, monkeypatch):
+    """The refresh takes the deliveries whose drivers pinged out of Redis' set, then fails on the first: those it
+    took kept the ETA shown until their driver's next points (for good, if none came), though they were at the door."""
+    riders, deliveries = [], []
+    for n, name in enumerate(["Rui Rocha", "Ana Silva"]):
+        rider = factories.online_driver(*factories.CENTRO, name=name)  # the one free driver: offered the next
+        riders.append(rider)
+        delivery = factories.assigned_delivery(merchant, rider, external_id=f"order-{n}", dropoff=factories.east(2))
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+        delivery.refresh_from_db()
+        deliveries.append(delivery)
+    clock.shift(15)
+    for rider in riders:
+        factories.ping(rider, *factories.east(2))  # at the door already: minutes earlier than shown
+
+    def fails_once(delivery, **kwargs):
+        monkeypatch.setattr(eta, "estimate", real_estimate)
+        raise DatabaseError("server closed the connection unexpectedly")
+
+    real_estimate = eta.estimate
+    monkeypatch.setattr(eta, "estimate", fails_once)
+    with pytest.raises(DatabaseError):
+        refresh_etas()
+
+    assert refresh_etas() == 2  # no ping since
+    for delivery in deliveries:
+        shown = delivery.eta_dropoff
+        delivery.refresh_from_db()
+        assert delivery.eta_dropoff < shown - eta.PUSH_WHEN_MOVED
