@@ -307,7 +307,9 @@ def _follow_capacity() -> None:
     (`apply_capacity`): one that failed between them left a driver busy under a capacity they no longer fill (never
     offered a job) or available at one they fill (offered more than they may carry). Bring those in line now."""
     carried = Delivery.objects.carried_by(OuterRef("pk")).order_by().values("driver").annotate(n=Count("pk"))
-    out_of_line = Driver.objects.annotate(carried=Coalesce(Subquery(carried.values("n")), 0)).filter(
+    # Only busy and available follow capacity: the deliveries of drivers offline or on a break are not counted.
+    working = Driver.objects.filter(state__in=[DriverState.BUSY, DriverState.AVAILABLE])
+    out_of_line = working.annotate(carried=Coalesce(Subquery(carried.values("n")), 0)).filter(
         Q(state=DriverState.BUSY, carried__lt=F("capacity"))
         | Q(state=DriverState.AVAILABLE, carried__gte=F("capacity"))
     )
