@@ -275,6 +275,17 @@ def due_for_eta(batch: int = 5000) -> list[str]:
     return [_text(member) for member in due or []]
 
 
+def due_for_eta_again(delivery_ids) -> None:
+    """Return to the set deliveries `due_for_eta` gave that were not refreshed (the refresh failed first)."""
+    store = _store()
+    if store is None or not delivery_ids:
+        return
+    try:
+        store.sadd(_key("eta-due"), *delivery_ids)
+    except _REDIS_ERRORS as exc:
+        log.warning("tracking: Redis unavailable (%s); %d ETAs wait for their next ping", exc, len(delivery_ids))
+
+
 def _store():
     """Redis (sync client), the in-memory store of the embedded mode, or None while Redis is failing."""
     if not settings.RELAY_LOCATION_REDIS_URL:

@@ -12,10 +12,11 @@ from django.utils import timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
-from deliveries.models import Delivery, DeliveryStatus, EscalationLevel
+from deliveries.models import Delivery, DeliveryStatus, EscalationLevel, Offer
 from deliveries.services.availability import start_break
 from deliveries.services.progress import pick_up_delivery
 from deliveries.services.reassignment import force_assign
+from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
 
@@ -376,3 +377,51 @@ def test_ops_find_a_deliverys_webhooks_and_offers_by_its_order_number(admin_clie
     assert found("admin:deliveries_offer_changelist", "order-41") == {"order-41"}
     assert found("admin:deliveries_offer_changelist", "Ana") == {"order-41"}
     assert wanted.offers.get().driver == ana
+
+
+def _reassign_form(admin_client, delivery) -> tuple[str, dict]:
+    """The console's reassign page as ops open it: its URL and the hidden fields it was shown with."""
+    url = reverse("admin:deliveries_delivery_reassign", args=[delivery.pk])
+    return url, {field.name: field.value() for field in admin_client.get(url).context["form"].hidden_fields()}
+
+
+def test_a_direct_offer_submitted_twice_is_made_once_and_the_second_says_nothing_was_done(
+    admin_client, merchant, clock
+):
+    """A double click on "Reassign" to a named driver once withdrew the offer the first click made and made it
+    again: the driver's app saw the offer, its withdrawal and a second offer with a new deadline."""
+    delivery = factories.new_delivery(merchant, "order-1")  # nobody online: it waits, pending
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    url, shown = _reassign_form(admin_client, delivery)
+
+    first = admin_client.post(url, shown | {"driver": ana.pk}, follow=True)
+    second = admin_client.post(url, shown | {"driver": ana.pk}, follow=True)
+
+    assert messages_of(first) == ["order-1 is now offered."]
+    assert second.redirect_chain == [(reverse("admin:deliveries_delivery_change", args=[delivery.pk]), 302)]
+    assert messages_of(second) == [
+        "order-1 changed since this form was shown: it is now offered to Ana Silva. Nothing was done."
+    ]
+    told = DriverMessage.objects.filter(driver=ana).values_list("type", flat=True)
+    assert [t for t in told if t.startswith("offer.")] == ["offer.created"]
+    assert not AuditEvent.objects.filter(delivery_id=delivery.pk, type="offer.withdrawn").exists()
+    assert Offer.objects.filter(delivery=delivery).count() == 1
+
+
+def test_back_to_dispatch_submitted_twice_leaves_the_offer_dispatch_made(admin_client, admin_user, merchant, clock):
+    """The second "Reassign" with no driver named once withdrew the offer the first made to Ben, and Ben, as one
+    ops took the delivery away from, was never offered it again."""
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    delivery = forced(factories.new_delivery(merchant, "order-1"), ana, admin_user)
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    url, shown = _reassign_form(admin_client, delivery)
+
+    first = admin_client.post(url, shown | {"driver": ""}, follow=True)
+    second = admin_client.post(url, shown | {"driver": ""}, follow=True)
+
+    assert messages_of(first) == ["order-1 is now offered."]
+    assert messages_of(second) == [
+        "order-1 changed since this form was shown: it is now offered to Ben Costa. Nothing was done."
+    ]
+    assert factories.pending_offer(delivery).driver == ben
+    assert not DriverMessage.objects.filter(driver=ben, type="offer.withdrawn").exists()

@@ -4,17 +4,25 @@ from datetime import timedelta
 
 import pytest
 import redis
+from django.contrib.messages import get_messages
 from django.db import DatabaseError
+from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from core import metrics
+from core.audit import Actor
 from core.queue import ENQUEUE_FAILURES
+from deliveries import eta
 from deliveries.models import Offer, OfferStatus, WebhookDelivery
+from deliveries.services import offers
+from deliveries.services.progress import pick_up_delivery
 from deliveries.tasks import (
     dispatch_waiting_deliveries,
     expire_offer_task,
     expire_overdue_offers,
+    mark_stale_drivers,
+    refresh_etas,
     send_unsent_webhooks,
     send_webhook,
 )
@@ -343,3 +351,100 @@ def test_any_failure_to_queue_after_the_commit_answers_the_created_delivery_once
     again = client.post("/api/v1/deliveries", payload, format="json", HTTP_IDEMPOTENCY_KEY="create-1")
     assert (again.status_code, again.json()["id"]) == (201, response.json()["id"])
     assert Offer.objects.count() == 1
+
+
+def test_a_driver_the_missed_offers_rule_failed_to_take_offline_is_taken_offline_by_the_stale_sweep(
+    merchant_api, monkeypatch, clock
+):
+    """The third offer in a row expires, and taking the driver offline (its own transaction, after the expiry's)
+    fails: the expiry and the count stand, and the stale sweep takes them offline, where they stayed online and
+    were offered the next job they would not answer."""
+    from deliveries.services import availability
+
+    sleepy = factories.online_driver(*factories.east(0.3))
+    for n in range(3):
+        offer = factories.pending_offer(factories.delivery_via_api(merchant_api, external_id=f"missed-{n}"))
+        clock.shift(31)
+        factories.ping(sleepy, *factories.east(0.3))  # still there, just not answering
+        if n == 2:
+            monkeypatch.setattr(availability, "take_offline", broken_database)
+            with pytest.raises(DatabaseError):
+                offers.expire_offer(offer.pk)
+            monkeypatch.undo()
+        else:
+            assert offers.expire_offer(offer.pk)
+    offer.refresh_from_db()
+    sleepy.refresh_from_db()
+    assert (offer.status, sleepy.missed_offers_in_row, sleepy.state) == ("expired", 3, "available")
+
+    mark_stale_drivers()
+    sleepy.refresh_from_db()
+    assert sleepy.state == "offline"
+    told = DriverMessage.objects.filter(driver=sleepy, type="driver.state").last()
+    assert (told.data["reason"], told.data["detail"]) == (
+        "missed_offers",
+        "You were set offline after 3 offers in a row expired without an answer.",
+    )
+
+
+def broken_database(*args, **kwargs):
+    raise DatabaseError("server closed the connection unexpectedly")
+
+
+def test_a_capacity_change_whose_follow_up_failed_is_saved_and_the_driver_follows_it_at_the_stale_sweep(
+    admin_client, merchant, monkeypatch, clock
+):
+    """Ops raise a busy driver's capacity and the state change after the form's commit fails: ops got an error
+    page for a change that was made, and the driver stayed busy, never offered a job, until their delivery ended."""
+    rider = factories.online_driver(*factories.CENTRO, name="Rita Rodrigues")
+    factories.assigned_delivery(merchant, rider, "first")
+    form = {"user": rider.user_id, "name": rider.name, "phone": "", "vehicle": "bicycle"}
+    form |= {"home_zone": rider.home_zone_id, "capacity": 2}
+    monkeypatch.setattr("deliveries.admin.driver.apply_capacity", broken_database)
+
+    response = admin_client.post(reverse("admin:drivers_driver_change", args=[rider.pk]), form, follow=True)
+
+    assert response.status_code == 200
+    assert (
+        "Rita Rodrigues can now carry 2; whether they are busy or available is brought in line within 15 seconds."
+        in [str(m) for m in get_messages(response.wsgi_request)]
+    )
+    rider.refresh_from_db()
+    assert (rider.state, rider.capacity) == ("busy", 2)
+    monkeypatch.undo()
+    mark_stale_drivers()
+    rider.refresh_from_db()
+    assert rider.state == "available"
+    second = factories.new_delivery(merchant, "second")
+    assert factories.pending_offer(second).driver == rider
+
+
+def test_etas_a_failed_refresh_did_not_get_to_are_refreshed_by_the_next_run(merchant, clock, monkeypatch):
+    """The refresh takes the deliveries whose drivers pinged out of Redis' set, then fails on the first: those it
+    took kept the ETA shown until their driver's next points (for good, if none came), though they were at the door."""
+    riders, deliveries = [], []
+    for n, name in enumerate(["Rui Rocha", "Ana Silva"]):
+        rider = factories.online_driver(*factories.CENTRO, name=name)  # the one free driver: offered the next
+        riders.append(rider)
+        delivery = factories.assigned_delivery(merchant, rider, external_id=f"order-{n}", dropoff=factories.east(2))
+        pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+        delivery.refresh_from_db()
+        deliveries.append(delivery)
+    clock.shift(15)
+    for rider in riders:
+        factories.ping(rider, *factories.east(2))  # at the door already: minutes earlier than shown
+
+    def fails_once(delivery, **kwargs):
+        monkeypatch.setattr(eta, "estimate", real_estimate)
+        raise DatabaseError("server closed the connection unexpectedly")
+
+    real_estimate = eta.estimate
+    monkeypatch.setattr(eta, "estimate", fails_once)
+    with pytest.raises(DatabaseError):
+        refresh_etas()
+
+    assert refresh_etas() == 2  # no ping since
+    for delivery in deliveries:
+        shown = delivery.eta_dropoff
+        delivery.refresh_from_db()
+        assert delivery.eta_dropoff < shown - eta.PUSH_WHEN_MOVED

@@ -12,7 +12,9 @@ from core.models import AuditEvent
 from deliveries import eta
 from deliveries.models import Offer, TravelSpeed
 from deliveries.services import offers
+from deliveries.services.availability import mark_stale_drivers
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
+from deliveries.services.reassignment import send_back_to_dispatch
 from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
@@ -368,3 +370,25 @@ def test_the_customer_hears_a_status_once_when_the_offer_passes_to_the_next_driv
             offers.decline_offer(offer.pk, actor=Actor.driver(first), reason="busy")
     assert factories.pending_offer(delivery).driver == second
     assert [(message["type"], message["data"]["status"]) for message in heard] == [("status", "offered")]
+
+
+def test_a_third_miss_expired_on_its_way_to_being_withdrawn_sets_the_driver_offline_at_the_stale_sweep(
+    merchant_api, clock, ops_user
+):
+    """Ops reassign the delivery after the third offer's deadline, before the expiry job ran: the offer is expired and
+    counted as a miss, but the rule was applied only by the expiry job, and the driver stayed online."""
+    driver = factories.online_driver(*factories.east(0.3))
+    _missed_two(merchant_api, clock, driver)
+    third = factories.pending_offer(factories.delivery_via_api(merchant_api, external_id="third"))
+    clock.shift(31)
+    factories.ping(driver, *factories.east(0.3))
+    send_back_to_dispatch(third.delivery_id, actor=Actor.ops(ops_user))
+    third.refresh_from_db()
+    driver.refresh_from_db()
+    assert (third.status, driver.missed_offers_in_row) == ("expired", 3)
+
+    mark_stale_drivers()
+    driver.refresh_from_db()
+    assert driver.state == "offline"
+    told = DriverMessage.objects.filter(driver=driver, type="driver.state").last()
+    assert (told.data["state"], told.data["reason"]) == ("offline", "missed_offers")

@@ -82,6 +82,9 @@ class ReassignForm(forms.Form):
         help_text="Leave empty to send it back to dispatch. A named driver gets a direct offer.",
     )
     force = forms.BooleanField(required=False, help_text="Assign to the named driver at once, without an offer.")
+    # Who had the delivery when the form was shown: a second submission of it (a double click, a page sent again)
+    # changes nothing, rather than undoing what the first did.
+    seen = forms.CharField(widget=forms.HiddenInput, required=False)
 
 
 # The driver's trail drawn on the page: at one breadcrumb per 10 s, over 5 hours of riding.
@@ -169,7 +172,9 @@ class DeliveryAdmin(RecordAdmin):
         delivery = get_object_or_404(Delivery.objects.select_related("driver"), pk=object_id)
         if not self.has_change_permission(request, delivery):
             raise PermissionDenied
-        form = ReassignForm(request.POST or None) if delivery.status in reassignment.REASSIGNABLE else None
+        form = None
+        if delivery.status in reassignment.REASSIGNABLE:
+            form = ReassignForm(request.POST or None, initial={"seen": reassignment.current_holder(delivery)})
         if form is not None and form.is_valid():
             driver = form.cleaned_data["driver"]
             try:
@@ -178,7 +183,11 @@ class DeliveryAdmin(RecordAdmin):
                     driver_id=driver.pk if driver else None,
                     force=form.cleaned_data["force"],
                     actor=Actor.ops(request.user),
+                    seen=form.cleaned_data["seen"] or None,
                 )
+            except reassignment.ChangedSinceSeen as exc:
+                self.message_user(request, exc.detail, messages.WARNING)
+                return redirect("admin:deliveries_delivery_change", delivery.pk)
             except DomainError as exc:
                 form.add_error("driver" if exc.fields and "driver_id" in exc.fields else None, exc.detail)
             else:

@@ -1,6 +1,7 @@
 """A driver's console page: state, last seen, what they carry now and did recently, and "Force offline"
 (which hands back what they hold before pickup, through the same action as a stale driver)."""
 
+import logging
 from urllib.parse import urlencode
 
 from django.contrib import admin, messages
@@ -14,6 +15,8 @@ from core.audit import Actor
 from deliveries.models import ACTIVE_STATUSES, Delivery, DeliveryStatus
 from deliveries.services.availability import apply_capacity, take_offline
 from drivers.models import Driver, DriverState
+
+log = logging.getLogger(__name__)
 
 RECENT = 10
 
@@ -87,7 +90,21 @@ class DriverAdmin(RoleProfileAdmin):
         obj.save(update_fields=form.changed_data)
         if "capacity" in form.changed_data:
             # The state follows the new capacity through its action, once this form's transaction is in.
-            transaction.on_commit(lambda: apply_capacity(obj.pk, actor=Actor.ops(request.user)))
+            transaction.on_commit(lambda: self._follow_capacity(request, obj))
+
+    def _follow_capacity(self, request, driver: Driver) -> None:
+        """The capacity is saved: a failure now is no error page (it once was, for a change that was made), and the
+        stale sweep brings the driver's state in line with it (`mark_stale_drivers`)."""
+        try:
+            apply_capacity(driver.pk, actor=Actor.ops(request.user))
+        except Exception:
+            log.exception("the state of driver %s did not follow the new capacity", driver.pk)
+            self.message_user(
+                request,
+                f"{driver.name} can now carry {driver.capacity}; whether they are busy or available is brought in "
+                "line within 15 seconds.",
+                messages.WARNING,
+            )
 
     @admin.action(description="Force offline", permissions=["change"])
     def force_offline(self, request, queryset):

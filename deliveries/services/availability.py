@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 from functools import partial, wraps
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -14,7 +15,7 @@ from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, InvalidTransition
 from core.models import AuditEvent
 from deliveries import messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer
+from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
@@ -224,6 +225,12 @@ def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> N
         reassign_after_driver_loss(delivery_id, driver_id=driver_id, actor=actor, reason=reason)
 
 
+def take_offline_for_missed_offers(driver_id, *, limit: int, actor: Actor) -> None:
+    """The zone's rule (`missed_offers_before_offline`): `limit` offers in a row expired without an answer."""
+    detail = f"You were set offline after {limit} offers in a row expired without an answer."
+    take_offline(driver_id, actor=actor, reason="missed_offers", detail=detail)
+
+
 def mark_stale_drivers(*, now: datetime | None = None) -> int:
     """Drivers whose pings stopped for the zone's stale limit (default 90 s) go offline. Returns how many."""
     locations.flush_positions()
@@ -244,6 +251,8 @@ def mark_stale_drivers(*, now: datetime | None = None) -> int:
             detail="No location received for too long: you were set offline.",
         )
     _hand_back_from_offline_drivers()
+    _take_offline_after_missed_offers()
+    _follow_capacity()
     return len(stale)
 
 
@@ -273,6 +282,39 @@ def _escalate_carried_by_offline_drivers() -> None:
         reassign_after_driver_loss(
             delivery_id, driver_id=driver_id, actor=Actor.system("stale-sweep"), reason=_offline_cause(driver_id)
         )
+
+
+def _take_offline_after_missed_offers() -> None:
+    """An expiry takes the driver offline in a transaction after its own (`expire_offer`), and an offer expired on
+    its way to being withdrawn counts the miss without doing so (`withdraw_offer_locked`): a driver whose row of
+    misses reached the limit of the last missed offer's zone, and is still online, is taken offline now. Left so,
+    they went on being offered jobs they did not answer until one more expired."""
+    last_missed = Offer.objects.filter(driver=OuterRef("pk"), status=OfferStatus.EXPIRED, unheard=False).order_by(
+        "-sent_at"
+    )
+    over = (
+        Driver.objects.exclude(state=DriverState.OFFLINE)
+        .filter(missed_offers_in_row__gt=0)
+        .annotate(limit=Subquery(last_missed.values("delivery__zone__missed_offers_before_offline")[:1]))
+        .filter(missed_offers_in_row__gte=F("limit"))
+    )
+    for driver_id, limit in over.values_list("pk", "limit"):
+        take_offline_for_missed_offers(driver_id, limit=limit, actor=Actor.system("stale-sweep"))
+
+
+def _follow_capacity() -> None:
+    """A console's capacity change is saved in the form's transaction and the driver's state follows it in the next
+    (`apply_capacity`): one that failed between them left a driver busy under a capacity they no longer fill (never
+    offered a job) or available at one they fill (offered more than they may carry). Bring those in line now."""
+    carried = Delivery.objects.carried_by(OuterRef("pk")).order_by().values("driver").annotate(n=Count("pk"))
+    # Only busy and available follow capacity: the deliveries of drivers offline or on a break are not counted.
+    working = Driver.objects.filter(state__in=[DriverState.BUSY, DriverState.AVAILABLE])
+    out_of_line = working.annotate(carried=Coalesce(Subquery(carried.values("n")), 0)).filter(
+        Q(state=DriverState.BUSY, carried__lt=F("capacity"))
+        | Q(state=DriverState.AVAILABLE, carried__gte=F("capacity"))
+    )
+    for driver_id in out_of_line.values_list("pk", flat=True):
+        apply_capacity(driver_id, actor=Actor.system("stale-sweep"))
 
 
 def _offline_cause(driver_id) -> str:

@@ -116,14 +116,11 @@ def expire_offer(offer_id) -> bool:
                 took_offline = driver.pk
         _pass_on(delivery, actor=OFFER_EXPIRY)
     if took_offline is not None:
-        from deliveries.services.availability import take_offline
+        # After the expiry's commit (the driver's pending offers lock before them): if this fails, the stale sweep
+        # takes the driver offline (`mark_stale_drivers`).
+        from deliveries.services.availability import take_offline_for_missed_offers
 
-        take_offline(
-            took_offline,
-            actor=OFFER_EXPIRY,
-            reason="missed_offers",
-            detail=f"You were set offline after {limit} offers in a row expired without an answer.",
-        )
+        take_offline_for_missed_offers(took_offline, limit=limit, actor=OFFER_EXPIRY)
     return True
 
 

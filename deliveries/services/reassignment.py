@@ -5,7 +5,7 @@ keeps its history; the previous driver is not offered it again."""
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action
-from core.errors import BadInput, InvalidTransition, NotFound
+from core.errors import BadInput, DomainError, InvalidTransition, NotFound
 from core.fsm import run_transition, saving_changes
 from deliveries import eta, messages
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
@@ -94,19 +94,19 @@ class DriverRequired(BadInput):
         super().__init__(fields={"driver_id": [self.default_detail]})
 
 
-def send_back_to_dispatch(delivery_id, *, actor: Actor) -> DispatchResult:
+def send_back_to_dispatch(delivery_id, *, actor: Actor, seen: str | None = None) -> DispatchResult:
     """Ops press "reassign" naming no driver: the delivery goes back to dispatch, which offers it at once if
     anyone can take it. Ops' explicit reassign overrides the automatic limit on reassignments (`dispatch_locked`
     lets an ops actor past it). Returns what dispatch did, so ops can be told whether it was offered."""
     with atomic_action():
-        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        delivery = _take_back_for_ops(delivery_id, actor=actor, seen=seen)
         return dispatch_locked(delivery, actor=actor)
 
 
-def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
+def offer_directly(delivery_id, *, driver_id, actor: Actor, seen: str | None = None) -> Delivery:
     """Ops reassign to a named driver: a direct offer, which the driver may decline or let expire."""
     with atomic_action():
-        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        delivery = _take_back_for_ops(delivery_id, actor=actor, seen=seen)
         driver = _lock_named_driver(driver_id)
         _require_offerable(driver)
         offer = _offer_to_named(delivery, driver, kind=Offer.Kind.DIRECT)
@@ -114,12 +114,12 @@ def offer_directly(delivery_id, *, driver_id, actor: Actor) -> Delivery:
     return delivery
 
 
-def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
+def force_assign(delivery_id, *, driver_id, actor: Actor, seen: str | None = None) -> Delivery:
     """Ops assign a named driver at once, without asking: recorded as an offer of kind `forced`, accepted."""
     if driver_id is None:
         raise DriverRequired()
     with atomic_action():
-        delivery = _take_back_for_ops(delivery_id, actor=actor)
+        delivery = _take_back_for_ops(delivery_id, actor=actor, seen=seen)
         driver = _lock_named_driver(driver_id)
         # The forced offer is inserted as pending: a driver answering another offer would break the
         # one-pending-offer-per-driver index (an IntegrityError, not an answer ops can act on).
@@ -135,28 +135,61 @@ def force_assign(delivery_id, *, driver_id, actor: Actor) -> Delivery:
 REASSIGNABLE = (DeliveryStatus.PENDING, DeliveryStatus.OFFERED, DeliveryStatus.ASSIGNED)
 
 
-def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor) -> Delivery:
-    """The reassign form of the API and the console, read as the one action it asks for."""
+def reassign_as_ops_ask(delivery_id, *, driver_id, force: bool, actor: Actor, seen: str | None = None) -> Delivery:
+    """The reassign form of the API and the console, read as the one action it asks for. `seen`: who had the
+    delivery when the console's form was shown (`current_holder`), to act only if they still have it."""
     if force:
-        return force_assign(delivery_id, driver_id=driver_id, actor=actor)
+        return force_assign(delivery_id, driver_id=driver_id, actor=actor, seen=seen)
     if driver_id is not None:
-        return offer_directly(delivery_id, driver_id=driver_id, actor=actor)
-    return send_back_to_dispatch(delivery_id, actor=actor).delivery
+        return offer_directly(delivery_id, driver_id=driver_id, actor=actor, seen=seen)
+    return send_back_to_dispatch(delivery_id, actor=actor, seen=seen).delivery
 
 
-def _take_back_for_ops(delivery_id, *, actor: Actor) -> Delivery:
+class ChangedSinceSeen(DomainError):
+    """The console's reassign form was filled in for a delivery that has changed hands since: a second submission
+    of the same form (a double click, a resubmitted page) or a decision taken on what is no longer so. Acting would
+    withdraw the offer the first one made (its driver told so, and left out of this delivery's dispatch for good)
+    or take the delivery away from the driver it just went to."""
+
+    code = "changed_since_seen"
+    default_detail = "The delivery changed since this form was shown: nothing was done."
+
+
+def _holder(delivery: Delivery, offer: Offer | None) -> str:
+    """Who has a delivery now, as a reassign decides on it: its status, its driver, its pending offer."""
+    return f"{delivery.status}:{delivery.driver_id or ''}:{offer.pk if offer else ''}"
+
+
+def current_holder(delivery: Delivery) -> str:
+    """Who has the delivery, read unlocked: what the console's reassign form is shown for."""
+    return _holder(delivery, Offer.objects.pending().filter(delivery=delivery).first())
+
+
+def _take_back_for_ops(delivery_id, *, actor: Actor, seen: str | None = None) -> Delivery:
     """Lock a delivery ops reassign and free it: its pending offer withdrawn, its driver (before pickup) relieved."""
     delivery = lock_delivery(delivery_id)
+    offer = pending_offer_of(delivery)
+    if seen is not None and seen != _holder(delivery, offer):
+        raise ChangedSinceSeen(
+            f"{delivery.external_id} changed since this form was shown: {_held(delivery, offer)}. Nothing was done."
+        )
     if delivery.status not in REASSIGNABLE:
         if delivery.status == DeliveryStatus.PICKED_UP:
             raise AlreadyPickedUp()
         raise InvalidTransition(f"A delivery that is {delivery.status} cannot be reassigned.")
-    offer = pending_offer_of(delivery)
     if offer is not None:
         withdraw_offer_locked(delivery, offer, reason=REASSIGNED_BY_OPS, actor=actor)
     if delivery.status == DeliveryStatus.ASSIGNED:
         _hand_back(delivery, actor=actor, reason="reassigned by ops")
     return delivery
+
+
+def _held(delivery: Delivery, offer: Offer | None) -> str:
+    if offer is not None:
+        return f"it is now offered to {offer.driver.name}"
+    if delivery.driver_id is not None:
+        return f"it is now {delivery.get_status_display().lower()}, with {delivery.driver.name}"
+    return f"it is now {delivery.get_status_display().lower()}"
 
 
 def _lock_named_driver(driver_id) -> Driver:

@@ -88,28 +88,39 @@ def refresh_etas() -> int:
     past while the customer still waited): a new ETA is shown, pushed to the customer and sent to the merchant
     only when it moved by more than a minute. Returns how many moved."""
     moved = 0
-    pinged = Q(pk__in=trail.due_for_eta())
+    pinged = trail.due_for_eta()
     overdue = Q(eta_dropoff__lt=timezone.now())
-    due = Delivery.objects.active().filter(pinged | overdue).select_related("driver", "zone", "merchant")
-    for delivery in due:
-        estimate = eta.estimate(delivery)
-        if estimate is None or not estimate.moved_from(delivery):
-            continue
-        with atomic_action():
-            # Only if nothing changed meanwhile: a transition computes its own ETA.
-            changed = Delivery.objects.filter(pk=delivery.pk, status=delivery.status, driver=delivery.driver_id)
-            eta.show_locked(delivery, estimate)
-            if not changed.update(**{field: getattr(delivery, field) for field in ETA_FIELDS}):
-                continue
-            data = messages.eta(delivery)
-            # A change of the delivery, audited as every change is (SPEC 3.2), in the words the merchant is told.
-            record_event(
-                "delivery.eta_updated", actor=ETA_REFRESH, subject=delivery, delivery_id=delivery.pk, payload=data
-            )
-            enqueue_webhook(delivery, "delivery.eta_updated", data)
-            transaction.on_commit(lambda delivery_id=delivery.pk, data=data: push_tracking(delivery_id, "eta", data))
-        moved += 1
+    due = Delivery.objects.active().filter(Q(pk__in=pinged) | overdue).select_related("driver", "zone", "merchant")
+    # Taken from the set of those pinged: a run that fails puts back the ones it did not get to, or they kept the
+    # ETA shown until their driver's next batch of points, or for good when there was none.
+    left = set(pinged)
+    try:
+        for delivery in due:
+            moved += _refresh_eta(delivery)
+            left.discard(str(delivery.pk))
+    except BaseException:
+        trail.due_for_eta_again(left)
+        raise
     return moved
+
+
+def _refresh_eta(delivery: Delivery) -> bool:
+    """Show a delivery a new ETA if it moved by more than a minute. Whether it did."""
+    estimate = eta.estimate(delivery)
+    if estimate is None or not estimate.moved_from(delivery):
+        return False
+    with atomic_action():
+        # Only if nothing changed meanwhile: a transition computes its own ETA.
+        changed = Delivery.objects.filter(pk=delivery.pk, status=delivery.status, driver=delivery.driver_id)
+        eta.show_locked(delivery, estimate)
+        if not changed.update(**{field: getattr(delivery, field) for field in ETA_FIELDS}):
+            return False
+        data = messages.eta(delivery)
+        # A change of the delivery, audited as every change is (SPEC 3.2), in the words the merchant is told.
+        record_event("delivery.eta_updated", actor=ETA_REFRESH, subject=delivery, delivery_id=delivery.pk, payload=data)
+        enqueue_webhook(delivery, "delivery.eta_updated", data)
+        transaction.on_commit(lambda: push_tracking(delivery.pk, "eta", data))
+    return True
 
 
 def flush_breadcrumbs(batch: int = 5000) -> int:
