@@ -52,6 +52,13 @@ def test_ops_open_the_dashboard_on_seeded_history_and_see_charts(zones, live_ser
             assert by_title[title]["points"] > 0 and by_title[title]["marks"] > 0 and by_title[title]["width"] > 100
         assert by_title["Deliveries by zone"]["marks"] == 3
         assert page.locator("#drivers-table tbody tr").count() == 3
+        # Every column of each table in sight at 1300 px: the zones table ran 76 px past the page's right edge.
+        widths = page.evaluate(
+            """() => [document.documentElement.scrollWidth, document.documentElement.clientWidth,
+                ...['#zones-table', '#drivers-table'].map(
+                    table => document.querySelector(table).getBoundingClientRect().right)]"""
+        )
+        assert widths[0] == widths[1] and max(widths[2:]) <= widths[1], widths
         page.screenshot(path=ARTIFACTS / "kpi-dashboard.png", full_page=True)
 
         page.select_option("select[name=zone]", "norte")
