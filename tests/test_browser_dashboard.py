@@ -59,6 +59,18 @@ def test_ops_open_the_dashboard_on_seeded_history_and_see_charts(zones, live_ser
                     table => document.querySelector(table).getBoundingClientRect().right)]"""
         )
         assert widths[0] == widths[1] and max(widths[2:]) <= widths[1], widths
+        # Every label inside its chart: the last day's ran past the right edge, cut to "11-2".
+        cut = page.eval_on_selector_all(
+            "svg.chart",
+            """charts => charts.flatMap(chart => {
+                const box = chart.getBoundingClientRect();
+                return [...chart.querySelectorAll('text')].filter(text => {
+                    const own = text.getBoundingClientRect();
+                    return own.left < box.left || own.right > box.right;
+                }).map(text => text.textContent);
+            })""",
+        )
+        assert cut == []
         page.screenshot(path=ARTIFACTS / "kpi-dashboard.png", full_page=True)
 
         page.select_option("select[name=zone]", "norte")
