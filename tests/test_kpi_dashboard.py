@@ -65,6 +65,14 @@ def test_a_wrong_date_stays_as_typed_with_what_is_wrong_beside_it(client, ops_us
     assert not download.streaming and words in download.content.decode()  # no CSV of other dates
 
 
+def test_a_zone_code_that_names_no_zone_is_said_beside_the_zone(client, ops_user, zones, clock):
+    client.force_login(ops_user)
+    html = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25", "zone": "nowhere"}).content.decode()
+    assert 'name="from" value="2026-11-20"' in html and 'name="to" value="2026-11-25"' in html
+    field_html = re.search(r'<div class="kpi-field">\s*<label for="kpi-zone">.*?</div>', html, re.S).group()
+    assert "No zone has the code “nowhere”." in field_html
+
+
 def test_by_default_it_shows_the_day_a_zone_east_of_utc_is_already_in(client, ops_user, merchant, clock):
     """At 12:00 UTC on the 25th it is 01:00 on the 26th in Auckland: that zone's orders of tonight count on the
     26th, which the default range (to UTC's today) left out."""
