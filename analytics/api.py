@@ -22,7 +22,13 @@ FORMATS = ("json", "csv")
 class KpiQuery(serializers.Serializer):
     # `from` is a Python keyword: the field is declared under its API name below.
     to = serializers.DateField()
-    zone = serializers.SlugRelatedField(slug_field="code", queryset=Zone.objects.all(), required=False)
+    zone = serializers.SlugRelatedField(
+        slug_field="code",
+        queryset=Zone.objects.all(),
+        required=False,
+        # DRF's "Object with code=… does not exist." spoke of objects to ops whose bookmarked zone had been renamed.
+        error_messages={"does_not_exist": "No zone has the code “{value}”."},
+    )
     format = serializers.ChoiceField(choices=FORMATS, required=False)
 
     def get_fields(self):

@@ -58,8 +58,10 @@ def line_chart(title: str, labels: list[str], series: list[Series]) -> SafeStrin
     body = []
     for index in (0, len(labels) - 1) if labels else ():
         x = LEFT + index * step
+        # The last day's label ends at its point: centred there, it ran past the chart's right edge ("11-2").
+        anchor = "end" if index and index == len(labels) - 1 else "middle"
         body.append(
-            f'<text x="{x:.1f}" y="{HEIGHT - 16}" text-anchor="middle" class="tick">{escape(labels[index])}</text>'
+            f'<text x="{x:.1f}" y="{HEIGHT - 16}" text-anchor="{anchor}" class="tick">{escape(labels[index])}</text>'
         )
     for colour, one in zip(COLOURS, series, strict=False):
         points = [

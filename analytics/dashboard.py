@@ -16,6 +16,7 @@ from zones.models import Zone
 
 DEFAULT_DAYS = 14
 PERMISSION = "analytics.view_zoneday"
+FIELDS = (("from", "From"), ("to", "To"), ("zone", "Zone"))
 
 
 def _today():
@@ -24,15 +25,17 @@ def _today():
     return max((local_today(zone) for zone in Zone.objects.all()), default=timezone.localdate())
 
 
-def _query(request) -> tuple[dict, dict]:
-    """The filters asked for (or the last 14 days, every zone) and any errors in them."""
+def _query(request) -> tuple[dict, dict, dict]:
+    """The filters as typed (the last 14 days, every zone, for those left empty), what they mean if they are
+    right, and the errors in them by field. The form shows what was typed with its errors beside it: a bad date
+    put back to the default range had the ops staffer retype it without seeing what was wrong."""
     today = _today()
     asked = {"from": (today - timedelta(days=DEFAULT_DAYS - 1)).isoformat(), "to": today.isoformat()}
-    asked |= {key: request.GET[key] for key in ("from", "to", "zone") if request.GET.get(key)}
+    asked |= {key: request.GET[key] for key, _label in FIELDS if request.GET.get(key)}
     query = KpiQuery(data=asked)
     if query.is_valid():
-        return query.validated_data, {}
-    return {"from": today - timedelta(days=DEFAULT_DAYS - 1), "to": today}, query.errors
+        return asked, query.validated_data, {}
+    return asked, {}, query.errors
 
 
 def _charts(report: KpiReport) -> list:
@@ -69,15 +72,24 @@ def _charts(report: KpiReport) -> list:
 def kpi_dashboard(request, admin_site):
     if not request.user.has_perm(PERMISSION):
         raise PermissionDenied
-    filters, errors = _query(request)
+    asked, filters, errors = _query(request)
+    context = admin_site.each_context(request) | {
+        "title": "KPI dashboard",
+        "fields": [
+            {"name": name, "label": label, "value": asked.get(name, ""), "errors": errors.get(name, [])}
+            for name, label in FIELDS
+        ],
+        "errors": errors,
+        "zones": Zone.objects.all(),
+    }
+    if errors:
+        # No figures (nor a CSV) for filters that are wrong: the default range's, under the dates typed, read as
+        # the figures of those dates.
+        return TemplateResponse(request, "admin/analytics/dashboard.html", context)
     report = kpi_report(filters["from"], filters["to"], zone=filters.get("zone"))
     if (table := request.GET.get("download")) in TABLES:
         return stream_csv(kpi_rows(report, (table,)), f"kpis-{table}-{filters['from']}-{filters['to']}.csv")
-    context = admin_site.each_context(request) | {
-        "title": "KPI dashboard",
-        "filters": filters,
-        "errors": errors,
-        "zones": Zone.objects.all(),
+    context |= {
         "report": report,
         "charts": _charts(report),
         "query": request.GET.urlencode(),

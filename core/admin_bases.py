@@ -48,7 +48,9 @@ class NewAccountForm(SetPasswordMixin, forms.ModelForm):
     def clean_username(self) -> str:
         username = self.cleaned_data["username"]
         if get_user_model()._default_manager.filter(username__iexact=username).exists():
-            raise ValidationError(f"{username} is taken: a driver or a merchant gets an account of its own.")
+            raise ValidationError(
+                f"“{username}” is taken: choose another (each driver and merchant logs in with an account of its own)."
+            )
         return username
 
     def clean(self):
@@ -72,6 +74,9 @@ class RoleProfileAdmin(admin.ModelAdmin):
     merchant with their own password (accepting and delivering, creating and cancelling in its name) while its
     owner was locked out; moved to a superuser's account, it turned their API role into a driver's."""
 
+    # Under the add form's login fields: whose login it is (the fields alone read like the staffer's own).
+    login_description = ""
+
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
             kwargs["form"] = NewAccountForm
@@ -81,11 +86,17 @@ class RoleProfileAdmin(admin.ModelAdmin):
         excluded = list(super().get_exclude(request, obj) or [])
         return excluded if obj is not None else [*excluded, "user"]
 
-    def get_fields(self, request, obj=None):
-        fields = super().get_fields(request, obj)
+    def get_fieldsets(self, request, obj=None):
+        """Adding: who the driver or merchant is, then the login made for them. What their actions write later
+        (a driver's state, position, deliveries; a merchant's secret, made on saving) is not shown before there
+        is any: a row of dashes and an "Offline since" of now read as the record of someone already there."""
         if obj is not None:
-            return fields
-        return ACCOUNT_FIELDS + [name for name in fields if name not in ACCOUNT_FIELDS]
+            return super().get_fieldsets(request, obj)
+        shown = [name for name in self.get_fields(request, obj) if name not in self.get_readonly_fields(request, obj)]
+        return [
+            (None, {"fields": [name for name in shown if name not in ACCOUNT_FIELDS]}),
+            ("Login", {"fields": ACCOUNT_FIELDS, "description": self.login_description}),
+        ]
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)

@@ -18,9 +18,9 @@ def role_of(user) -> str | None:
 
 def role_conflict(user, role: str) -> str | None:
     """Why `user` cannot be given a `role` (a driver or merchant profile, or staff), if it already holds another
-        role; None if it may. An account has one role: a driver profile added to a merchant's account made its token a
-        driver's too (its logins answered role `driver`, and it could go online and accept offers), and one added to a
-        staff account took the ops API away from it. Asked by the profiles' `clean` and the create_* commands alike
+    role; None if it may. An account has one role: a driver profile added to a merchant's account made its token a
+    driver's too (its logins answered role `driver`, and it could go online and accept offers), and one added to a
+    staff account took the ops API away from it. Asked by the profiles' `clean` and the create_* commands alike
     (the console's add forms make a new account: `core.admin_bases.NewAccountForm`)."""
     held = [name for name in ("driver", "merchant") if _has_profile(user, name)] + (["ops"] if user.is_staff else [])
     other = next((name for name in held if name != role), None)

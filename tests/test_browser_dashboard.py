@@ -52,6 +52,25 @@ def test_ops_open_the_dashboard_on_seeded_history_and_see_charts(zones, live_ser
             assert by_title[title]["points"] > 0 and by_title[title]["marks"] > 0 and by_title[title]["width"] > 100
         assert by_title["Deliveries by zone"]["marks"] == 3
         assert page.locator("#drivers-table tbody tr").count() == 3
+        # Every column of each table in sight at 1300 px: the zones table ran 76 px past the page's right edge.
+        widths = page.evaluate(
+            """() => [document.documentElement.scrollWidth, document.documentElement.clientWidth,
+                ...['#zones-table', '#drivers-table'].map(
+                    table => document.querySelector(table).getBoundingClientRect().right)]"""
+        )
+        assert widths[0] == widths[1] and max(widths[2:]) <= widths[1], widths
+        # Every label inside its chart: the last day's ran past the right edge, cut to "11-2".
+        cut = page.eval_on_selector_all(
+            "svg.chart",
+            """charts => charts.flatMap(chart => {
+                const box = chart.getBoundingClientRect();
+                return [...chart.querySelectorAll('text')].filter(text => {
+                    const own = text.getBoundingClientRect();
+                    return own.left < box.left || own.right > box.right;
+                }).map(text => text.textContent);
+            })""",
+        )
+        assert cut == []
         page.screenshot(path=ARTIFACTS / "kpi-dashboard.png", full_page=True)
 
         page.select_option("select[name=zone]", "norte")

@@ -125,3 +125,15 @@ def test_without_its_socket_the_page_polls_the_json_every_ten_seconds(zones, liv
         assert page.evaluate("window.sameDocument") is True
         assert len(polls) == 2
         page.close()
+
+
+def test_a_notice_reads_top_to_bottom_on_a_wide_screen(zones, live_server):
+    """From 900 px the tracking page puts its map beside the details, and a notice, having no map, got the same
+    two columns: "Unknown tracking link" on the left, what to do about it far off on the right."""
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        assert page.goto(f"{live_server.url}/t/no-such-link").status == 404
+        heading, text = (page.locator(selector).bounding_box() for selector in ("h1", "main p"))
+        assert heading["y"] + heading["height"] <= text["y"]
+        assert abs((heading["x"] + heading["width"] / 2) - (text["x"] + text["width"] / 2)) < 2  # both centred
+        page.close()

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import re
 from datetime import date
 
 import pytest
@@ -37,6 +38,39 @@ def test_a_zone_filter_and_bad_dates_are_shown_not_crashed(client, ops_user, zon
     assert "Must be on or after" in page
     one_zone = client.get(DASHBOARD, {"zone": "norte"}).content.decode()
     assert 'data-kind="bar" data-points="1"' in one_zone
+
+
+@pytest.mark.parametrize(
+    ("typed", "field", "words"),
+    [
+        ({"from": "2026-11-25", "to": "2026-11-20"}, "to", "Must be on or after"),
+        ({"from": "2026-13-45", "to": "2026-11-20"}, "from", "wrong format"),
+        ({"from": "2024-01-01", "to": "2026-11-20"}, "to", "at most 366 days"),
+    ],
+)
+def test_a_wrong_date_stays_as_typed_with_what_is_wrong_beside_it(client, ops_user, zones, clock, typed, field, words):
+    """A wrong date put the inputs back to the last 14 days, said what was wrong above the form, and showed the
+    figures of those 14 days under it: the ops staffer retyped the dates without seeing which one was wrong, or
+    read the default range's figures as the dates' they had typed."""
+    client.force_login(ops_user)
+    html = client.get(DASHBOARD, typed | {"zone": "norte"}).content.decode()
+    for name, value in typed.items():
+        assert f'name="{name}" value="{value}"' in html
+    assert '<option value="norte" selected>' in html
+    field_html = re.search(rf'<div class="kpi-field">\s*<label for="kpi-{field}">.*?</div>', html, re.S).group()
+    assert 'aria-invalid="true"' in field_html and words in field_html
+    assert '<svg class="chart"' not in html and "Deliveries<strong>" not in html
+    assert "Correct the filters marked" in html
+    download = client.get(DASHBOARD, typed | {"download": "zones"})
+    assert not download.streaming and words in download.content.decode()  # no CSV of other dates
+
+
+def test_a_zone_code_that_names_no_zone_is_said_beside_the_zone(client, ops_user, zones, clock):
+    client.force_login(ops_user)
+    html = client.get(DASHBOARD, {"from": "2026-11-20", "to": "2026-11-25", "zone": "nowhere"}).content.decode()
+    assert 'name="from" value="2026-11-20"' in html and 'name="to" value="2026-11-25"' in html
+    field_html = re.search(r'<div class="kpi-field">\s*<label for="kpi-zone">.*?</div>', html, re.S).group()
+    assert "No zone has the code “nowhere”." in field_html
 
 
 def test_by_default_it_shows_the_day_a_zone_east_of_utc_is_already_in(client, ops_user, merchant, clock):

@@ -307,6 +307,31 @@ def test_ops_add_a_driver_and_a_merchant_with_the_accounts_they_log_in_with(clie
     assert login.json()["role"] == "merchant"  # the merchant's account, refused as "taken", is as it was
 
 
+def test_the_add_forms_ask_who_then_their_login_and_show_nothing_not_yet_made(client, zones, merchant):
+    """The add forms opened on the login fields with Django's "Your password must…" under them, read as the
+    staffer's own; they listed a driver's state "Offline" since now, dashes for a position and "Message seq: 0"
+    as if the driver already existed; and the merchant's showed the end of a signing secret ("…94f1") that was
+    never saved (the saved merchant's is another)."""
+    client.force_login(factories.OpsUserFactory())
+    pages = {
+        "driver": client.get(reverse("admin:drivers_driver_add")).content.decode(),
+        "merchant": client.get(reverse("admin:deliveries_merchant_add")).content.decode(),
+    }
+    for role, html in pages.items():
+        assert html.index('name="name"') < html.index("<h2", html.index('name="name"')) < html.index('name="username"')
+        assert f"What the {role}" in html  # whose login the fields make
+    for made_later in ("State changed at", "Message seq", "Last seen at", "None yet."):
+        assert made_later not in pages["driver"]
+    assert "How many deliveries the driver carries at once." in pages["driver"]
+    assert "signing secret:" not in pages["merchant"] and "Webhook URL" in pages["merchant"]
+
+    taken = client.post(reverse("admin:deliveries_merchant_add"), {"username": merchant.user.username, "name": "Shop"})
+    assert taken.context["adminform"].form.errors["username"] == [
+        f"“{merchant.user.username}” is taken: choose another (each driver and merchant logs in with an account of its "
+        "own)."
+    ]
+
+
 def test_the_create_commands_refuse_an_account_of_another_role(zones, merchant):
     """`create_driver` with a merchant's username made it a driver too, and set a new password on it: the
     merchant's servers were locked out."""

@@ -189,6 +189,27 @@ def test_the_page_shares_the_jsons_budget_per_address_and_says_when_to_come_back
     refused = customer.get(page, HTTP_ACCEPT_LANGUAGE="pt-PT")
     assert refused.status_code == 429
     assert 1 <= int(refused["Retry-After"]) <= 60
-    assert "Demasiados pedidos" in refused.content.decode()
+    assert "Aguarde um momento" in refused.content.decode()
     assert _track(delivery, customer).status_code == 429
     assert other.get(page).status_code == 200
+
+
+def test_the_wait_notice_speaks_of_the_network_not_of_orders_or_addresses(merchant, monkeypatch, zones):
+    """The notice said "Demasiados pedidos" and "Este endereço fez pedidos…": to a customer waiting for a delivery,
+    "too many orders" and "this (street) address placed orders too often"."""
+    monkeypatch.setattr(TrackAddressThrottle, "THROTTLE_RATES", {"track": "1/min"})
+    page = f"/t/{factories.new_delivery(merchant).tracking_token}"
+    customer = _customer()
+    assert customer.get(page).status_code == 200
+    said = {}
+    for language in ("en", "pt-PT"):
+        refused = customer.get(page, HTTP_ACCEPT_LANGUAGE=language)
+        assert refused.status_code == 429
+        notice = re.search(r"<main.*?</main>", refused.content.decode(), re.S).group()
+        said[language] = (re.sub(r"\s+", " ", notice), refused["Retry-After"])
+    (english, seconds), (portuguese, segundos) = said["en"], said["pt-PT"]
+    assert "<h1>Please wait a moment</h1>" in english
+    assert f"opened too many times from your network. Reload this page in {seconds} seconds." in english
+    assert "<h1>Aguarde um momento</h1>" in portuguese
+    assert f"a partir da sua rede. Recarregue esta página dentro de {segundos} segundos." in portuguese
+    assert "pedido" not in portuguese and "endereço" not in portuguese

@@ -42,14 +42,17 @@ class DriverAdmin(RoleProfileAdmin):
     ]
     raw_id_fields = ["user"]
     actions = ["force_offline"]
+    login_description = "What the driver logs in to the driver app with."
+
+    def get_form(self, request, obj=None, **kwargs):
+        kwargs["help_texts"] = {"capacity": "How many deliveries the driver carries at once."}
+        return super().get_form(request, obj, **kwargs)
 
     def has_delete_permission(self, request, obj=None):
         return False  # "Force offline", then deactivate the user account: deliveries and offers point here
 
     @admin.display(description="current and recent deliveries")
     def deliveries(self, driver: Driver) -> str:
-        if driver.pk is None:
-            return "-"
         current = list(Delivery.objects.carried_by(driver).order_by("-assigned_at"))
         recent = list(
             Delivery.objects.filter(driver=driver)

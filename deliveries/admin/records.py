@@ -22,14 +22,21 @@ class MerchantAdmin(RoleProfileAdmin):
     exclude = ["webhook_secret"]
     readonly_fields = ["signing_secret"]
     actions = ["rotate_webhook_secret"]
+    login_description = "What the merchant's systems log in to Relay's API with, to create and cancel deliveries."
+
+    def get_form(self, request, obj=None, **kwargs):
+        kwargs["labels"] = {"webhook_url": "Webhook URL"}
+        kwargs["help_texts"] = {
+            "webhook_url": "Where Relay sends the merchant's delivery events (https://…); empty for none. They are "
+            "signed with a secret made when the merchant is saved, shown once then."
+        }
+        return super().get_form(request, obj, **kwargs)
 
     def has_delete_permission(self, request, obj=None):
         return False  # deactivate the merchant's user account instead: its deliveries and webhooks stay
 
     @admin.display(description="webhook signing secret")
     def signing_secret(self, merchant: Merchant) -> str:
-        if merchant.pk is None:
-            return "Made when the merchant is saved, and shown once then."
         return f"…{merchant.webhook_secret[-4:]} (shown in full only when made: rotate it for a new one)"
 
     def save_model(self, request, obj, form, change):
