@@ -80,8 +80,6 @@ class DriverAdmin(RoleProfileAdmin):
     def audit_trail(self, driver: Driver) -> str:
         """ "History" lists the console's edits of this page; what the driver did and what was done to them (states,
         shifts, breaks, offers, deliveries) is in the audit trail."""
-        if driver.pk is None:
-            return "-"
         url = f"{reverse('admin:core_auditevent_changelist')}?{urlencode({'q': driver.pk})}"
         return format_html('<a href="{}">Every event of this driver</a>', url)
 
