@@ -273,7 +273,10 @@ def test_a_key_whose_release_failed_is_not_left_held_by_a_pooled_connection(merc
     assert first.status_code == 201, first.content
 
     with psycopg_connection(pooled_connection) as elsewhere:  # another server process's connection
-        held = elsewhere.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+        held = elsewhere.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()[0]
     assert held == 0
     retry = post(api_client_for(merchant.user), "key-1")
     assert (retry.status_code, retry.content) == (201, first.content)

@@ -124,7 +124,9 @@ def test_a_socket_message_far_larger_than_any_client_sends_closes_the_socket(zon
                 # The server may close while the 2 MB are still being written: then the send raises.
                 socket.send("[NaN" + ",1" * 1_000_000 + "]")
                 socket.recv(timeout=10)
-            assert closed.value.rcvd.code == 1009  # message too big
+            # Message too big. The close frame can be lost to the TCP reset that the server's close sends while the
+            # client is still writing (seen on a loaded machine): then the connection ended without one.
+            assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
 
 
 @pytest.mark.postgres
