@@ -15,7 +15,18 @@
 import asyncio
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+
+def redacted(url: str) -> str:
+    """The URL without what may be a credential: its user part (`user:password@`, or a token alone) and the query's
+    values (`?token=…`). For whoever may read a merchant's settings but not change them: such a credential opens the
+    merchant's own systems."""
+    parts = urlsplit(url)
+    _, at, host = parts.netloc.rpartition("@")
+    netloc = f"…@{host}" if at else host
+    query = "&".join(f"{pair.partition('=')[0]}=…" if "=" in pair else "…" for pair in parts.query.split("&") if pair)
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 class Refused(Exception):

@@ -344,3 +344,21 @@ def test_the_create_commands_refuse_an_account_of_another_role(zones, merchant):
     rider.user.refresh_from_db()
     assert merchant.user.check_password(factories.PASSWORD) and not hasattr(merchant.user, "driver")
     assert not rider.user.is_staff and rider.user.check_password(factories.PASSWORD)
+
+
+def test_staff_who_may_only_read_merchants_see_webhook_urls_without_their_credential(client):
+    """A merchant's webhook URL may hold the credential of its own systems (`user:password@`, `?token=`): every
+    staffer given the view permission read it whole. Those who change it (ops) see it whole, as they edit it."""
+    shop = factories.MerchantFactory(webhook_url="https://shop:s3cret@hooks.shop.example/relay?token=t0ken&v=2")
+    pages = [
+        reverse("admin:deliveries_merchant_changelist"),
+        reverse("admin:deliveries_merchant_change", args=[shop.pk]),
+    ]
+    client.force_login(staff_with("view_merchant"))
+    for page in pages:
+        html = client.get(page).content.decode()
+        assert "https://…@hooks.shop.example/relay?token=…&amp;v=…" in html
+        assert "s3cret" not in html and "t0ken" not in html
+
+    client.force_login(staff_with("view_merchant", "change_merchant"))
+    assert all("s3cret" in client.get(page).content.decode() for page in pages)

@@ -7,6 +7,7 @@ from django.db import models
 from core.admin_actions import apply_each
 from core.admin_bases import RecordAdmin, RoleProfileAdmin
 from core.audit import Actor
+from core.outbound import redacted
 from deliveries import webhooks
 from deliveries.models import Merchant, Offer, TravelSpeed, WebhookDelivery
 
@@ -34,6 +35,27 @@ class MerchantAdmin(RoleProfileAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # deactivate the merchant's user account instead: its deliveries and webhooks stay
+
+    # Staff who may read merchants but not change them see the webhook URL without its credential
+    # (`core.outbound.redacted`); those who change it see it whole, as they must to edit it.
+    def get_list_display(self, request):
+        return self._webhook_url_for(request, None, super().get_list_display(request))
+
+    def get_fields(self, request, obj=None):
+        return self._webhook_url_for(request, obj, super().get_fields(request, obj))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        return fields if self.has_change_permission(request, obj) else [*fields, "webhook_target"]
+
+    def _webhook_url_for(self, request, obj, names):
+        if self.has_change_permission(request, obj):
+            return names
+        return ["webhook_target" if name == "webhook_url" else name for name in names]
+
+    @admin.display(description="webhook URL")
+    def webhook_target(self, merchant: Merchant) -> str:
+        return redacted(merchant.webhook_url)
 
     @admin.display(description="webhook signing secret")
     def signing_secret(self, merchant: Merchant) -> str:
