@@ -1,6 +1,7 @@
 """The delivery console: a list that stays cheap with thousands of rows, filters ops rely on, the timeline
 with readable dispatch reasoning, and bulk actions that go through the domain actions one delivery at a time."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -425,3 +426,27 @@ def test_back_to_dispatch_submitted_twice_leaves_the_offer_dispatch_made(admin_c
     ]
     assert factories.pending_offer(delivery).driver == ben
     assert not DriverMessage.objects.filter(driver=ben, type="offer.withdrawn").exists()
+
+
+def test_the_bulk_reassign_submitted_twice_leaves_the_offers_the_first_made(admin_client, admin_user, merchant, clock):
+    """The changelist's "Reassign (back to dispatch)" sent twice (a double click on Go) withdrew the offers the first
+    had made, and their drivers were left out of those deliveries for good."""
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    delivery = forced(factories.new_delivery(merchant, "order-1"), ana, admin_user)
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    listed = admin_client.get(reverse(CHANGELIST)).content.decode()
+    listed_at = re.search(r'name="listed_at" value="([^"]+)"', listed).group(1)
+    clock.shift(5)
+    go = {"action": "send_back_to_dispatch", "_selected_action": [delivery.pk], "listed_at": listed_at}
+
+    first = admin_client.post(reverse(CHANGELIST), go, follow=True)
+    clock.shift(1)
+    second = admin_client.post(reverse(CHANGELIST), go, follow=True)
+
+    assert messages_of(first) == ["Sent back to dispatch and offered to a driver: 1 of 1."]
+    assert messages_of(second) == ["order-1: changed since the list was shown: nothing was done."]
+    assert factories.pending_offer(delivery).driver == ben
+    assert not DriverMessage.objects.filter(driver=ben, type="offer.withdrawn").exists()
+    again = admin_client.post(reverse(CHANGELIST), go | {"listed_at": timezone.now().isoformat()}, follow=True)
+    # A list shown after the change acts on it: Ben's offer withdrawn, and nobody left (Ana and Ben had it).
+    assert messages_of(again) == ["order-1: sent back to dispatch, not offered: nobody to offer it to now."]

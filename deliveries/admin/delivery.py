@@ -7,8 +7,9 @@ from datetime import timedelta
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -117,6 +118,21 @@ def _not_offered(result: DispatchResult) -> str:
     return timeline.words(result.outcome)
 
 
+class ListedAtActionForm(helpers.ActionForm):
+    """The changelist's action form, carrying when the list was shown: a bulk action submitted twice (a double
+    click, a page sent again) or on a list out of date can leave alone what changed since."""
+
+    listed_at = forms.DateTimeField(widget=forms.HiddenInput, required=False, initial=timezone.now)
+
+
+def _changed_since_listed(request, delivery: Delivery) -> bool:
+    try:
+        listed_at = ListedAtActionForm.base_fields["listed_at"].clean(request.POST.get("listed_at"))
+    except ValidationError:
+        listed_at = None  # not sent (a client of its own) or not a time: nothing to tell by
+    return listed_at is not None and delivery.status_changed_at > listed_at
+
+
 @admin.register(Delivery)
 class DeliveryAdmin(RecordAdmin):
     list_display = ["external_id", "merchant", "status", "zone", "driver", "escalation_level", "age", "created_at"]
@@ -129,6 +145,7 @@ class DeliveryAdmin(RecordAdmin):
     show_full_result_count = False
     readonly_fields = [f.name for f in Delivery._meta.fields]
     actions = ["send_back_to_dispatch", "dispatch_again", "cancel_deliveries"]
+    action_form = ListedAtActionForm
     change_form_template = "admin/deliveries/delivery/change_form.html"
 
     @admin.display(description="age", ordering="created_at")
@@ -209,6 +226,10 @@ class DeliveryAdmin(RecordAdmin):
         actor = Actor.ops(request.user)
 
         def send_back(delivery: Delivery) -> None:
+            if _changed_since_listed(request, delivery):
+                # Sent back again, it would withdraw the offer made since (its driver told so, and left out of
+                # this delivery's dispatch for good).
+                raise Skipped("changed since the list was shown: nothing was done.")
             result = reassignment.send_back_to_dispatch(delivery.pk, actor=actor)
             if not result.offered:
                 raise Skipped(f"sent back to dispatch, not offered: {_not_offered(result)}.")
