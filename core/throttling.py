@@ -9,6 +9,7 @@ times. The location ingest route (drivers/ingest.py) runs the same command on th
 rest of the API share one budget. Embedded mode (no Redis) keeps DRF's own code on the local-memory cache."""
 
 import logging
+import math
 import time
 
 from django.core.cache import cache as django_cache
@@ -201,14 +202,14 @@ def login_attempt(request) -> tuple[float | None, list]:
     return (max(waits) if waits else None), throttles
 
 
-def tracking_visit(request) -> float | None:
+def tracking_visit(request) -> int | None:
     """The tracking page and its socket, outside DRF, draw on the tracking JSON's per-address budget (one customer's
-    page: a load, a socket, polls while the socket is down): the seconds to wait, or None when it may go ahead.
-    `request`: anything with the request's META (a socket's: `SocketRequest`)."""
+    page: a load, a socket, polls while the socket is down): the whole seconds to wait (a `Retry-After`), or None
+    when it may go ahead. `request`: anything with the request's META (a socket's: `SocketRequest`)."""
     throttle = TrackAddressThrottle()
     if throttle.allow_request(request, None):
         return None
-    return throttle.wait() or throttle.duration
+    return math.ceil(throttle.wait() or throttle.duration)
 
 
 class SocketRequest:

@@ -1,8 +1,6 @@
 """`/ws/ops/`: live escalations (and zone pressure) for staff, by session or token. `/ws/track/<token>/`: a
 delivery's tracking link, live, for anyone holding the token."""
 
-import math
-
 from channels.db import database_sync_to_async
 
 from core.errors import DomainError
@@ -49,7 +47,7 @@ class OpsConsumer(AuthenticatedConsumer):
 
 
 @database_sync_to_async
-def _delivery_id_for_link(token: str, peer: SocketRequest) -> tuple[object, float | None]:
+def _delivery_id_for_link(token: str, peer: SocketRequest) -> tuple[object, int | None]:
     """The link's delivery (None: unknown or expired) and, when the address is over the tracking budget (its socket
     opens count as its page loads and polls do), the seconds it has to wait."""
     if (wait := tracking_visit(peer)) is not None:
@@ -86,7 +84,7 @@ class TrackConsumer(JsonSocket):
             (None, None) if NUL in token else await _delivery_id_for_link(token, SocketRequest(self.scope))
         )
         if wait is not None:
-            await self.refuse(self.base_send, 429, math.ceil(wait), CLOSE_THROTTLED)
+            await self.refuse(self.base_send, 429, wait, CLOSE_THROTTLED)
             return
         if delivery_id is None:
             await self.close(code=CLOSE_NOT_FOUND)

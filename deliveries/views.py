@@ -5,8 +5,6 @@
 the socket fails, polls `GET /api/v1/track/<token>` every 10 s. It speaks the customer's language
 (Accept-Language: English or Portuguese)."""
 
-import math
-
 from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
@@ -97,8 +95,7 @@ DROPOFF_DECIMALS = 3
 def tracking_page(request, token: str):
     language = translation.get_language_from_request(request)
     with translation.override(language):
-        if (wait := tracking_visit(request)) is not None:
-            retry_after = math.ceil(wait)
+        if (retry_after := tracking_visit(request)) is not None:
             response = render(request, "tracking/notice.html", {"busy": True, "retry_after": retry_after}, status=429)
             response.headers["Retry-After"] = str(retry_after)
         else:

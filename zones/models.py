@@ -20,7 +20,7 @@ class Band(models.TextChoices):
     CRITICAL = "critical"
 
 
-BANDS_UP = [Band.NORMAL, Band.BUSY, Band.CRITICAL]
+BANDS_UP = list(Band)  # declared in rising order
 # A band steps down only once the pressure is this share below the threshold that raised it: a zone whose pressure
 # hovers at a threshold (2 open deliveries for 2 drivers, then 3, then 2 again) would otherwise change its surge,
 # what its drivers' offers pay, and whether its neighbours' drivers are sent hints, from one minute to the next.
