@@ -148,20 +148,34 @@ def test_a_picked_up_delivery_left_with_a_stale_driver_by_a_crash_is_escalated_b
     assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0  # resolved stays resolved
 
 
-def test_the_fourth_reassignment_escalates_instead_of_dispatching(merchant_api):
+def test_the_third_reassignment_alerts_ops_and_one_past_it_is_left_to_them(merchant_api, ops_api):
+    """SPEC 3.1, the zone's default limit of 3: the third hand-back opens a level-2 escalation at once and the
+    delivery is still offered to a new driver; a fourth is not dispatched automatically (ops decide)."""
     drivers = [factories.online_driver(*factories.east(0.2 + 0.1 * n)) for n in range(5)]
     delivery = factories.delivery_via_api(merchant_api)
-    for n in range(4):
+
+    def release(n):
         holder = accept_pending(delivery)
-        api_client_for(holder.user).post(
+        answer = api_client_for(holder.user).post(
             f"/api/v1/deliveries/{delivery.pk}/release", {"reason": f"release {n}"}, format="json"
         )
-        delivery.refresh_from_db()
-    assert delivery.reassignment_count == 4
-    assert delivery.status == "pending"
+        assert answer.status_code == 200, answer.content
+
+    for n in range(2):
+        release(n)
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
+
+    release(2)
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "reassignments", 2)]
+    assert Offer.objects.filter(delivery=delivery, status=OfferStatus.PENDING).exists()  # still dispatched
+
+    release(3)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.reassignment_count) == ("pending", 4)
     assert not Offer.objects.filter(delivery=delivery, status=OfferStatus.PENDING).exists()
-    escalation = delivery.escalations.get()
-    assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "reassignments")
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "reassignments", 2)]
     assert len({o.driver_id for o in Offer.objects.filter(delivery=delivery)}) == 4
     assert drivers
 
@@ -187,7 +201,8 @@ def test_ops_reassign_past_the_limit_offers_it_to_a_new_driver(merchant_api, ops
     assert offer.driver == drivers[4]  # the only one who never had it
     assert offer.driver != holder
     assert DriverMessage.objects.filter(driver=drivers[4], type="offer.created").exists()
-    assert not delivery.escalations.exists()  # ops acted; nothing to escalate
+    # The third release's escalation closed when the fourth driver took it; ops acting opens none.
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
 
 
 def test_ops_reassign_with_a_named_driver_is_a_direct_offer(merchant_api, ops_api):

@@ -41,7 +41,10 @@ def _hand_back(delivery: Delivery, *, actor: Actor, reason: str) -> None:
 
 
 def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
-    if delivery.reassignment_count > delivery.zone.max_reassignments:
+    """Back to dispatch after a hand-back. The hand-back that reaches the zone's limit (3) alerts ops (SPEC 3.1:
+    after 3 reassignments the delivery escalates) and dispatch still offers it; one past the limit is left to
+    ops (`dispatch_locked` no longer offers it automatically)."""
+    if delivery.reassignment_count >= delivery.zone.max_reassignments:
         raise_escalation_locked(
             delivery,
             level=EscalationLevel.ALERT,
@@ -49,7 +52,6 @@ def _redispatch(delivery: Delivery, *, actor: Actor) -> None:
             detail=f"Reassigned {delivery.reassignment_count} times",
             actor=actor,
         )
-        return
     dispatch_locked(delivery)
 
 
