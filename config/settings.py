@@ -163,9 +163,11 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_CLASSES": ["core.throttling.UserThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": env_str("API_THROTTLE_RATE", "6000/min"),
-        # Logins (API token and admin) per client address, and per username whatever the address.
+        # Failed logins (API token and admin) per client address, per username from one address, and per username
+        # whatever the address.
         "login": env_str("LOGIN_THROTTLE_RATE", "30/min"),
         "login_username": env_str("LOGIN_USERNAME_THROTTLE_RATE", "10/min"),
+        "login_account": env_str("LOGIN_ACCOUNT_THROTTLE_RATE", "50/min"),
         "track": env_str("TRACK_THROTTLE_RATE", "120/min"),
     },
     # The client address is the peer's unless NUM_PROXIES trusted proxies in front add X-Forwarded-For: then it

@@ -164,8 +164,9 @@ class TrackAddressThrottle(AddressThrottle):
 
 
 class LoginUsernameThrottle(_SlidingLog, SimpleRateThrottle):
-    """Login attempts per username, from any number of addresses: guessing one account's password from many
-    machines is limited too."""
+    """Failed logins for one username from one client address. Counting them per username alone let anyone who
+    knew a driver's username hold the driver's own logins back from one machine; from one address, it holds back
+    only that address."""
 
     scope = "login_username"
     username = ""
@@ -178,7 +179,20 @@ class LoginUsernameThrottle(_SlidingLog, SimpleRateThrottle):
     def get_cache_key(self, request, view) -> str | None:
         if not self.username:
             return None  # the serializer or the form refuses it
-        return self.cache_format % {"scope": self.scope, "ident": self.username.strip().lower()[:150]}
+        return self.cache_format % {"scope": self.scope, "ident": self.ident(request)}
+
+    def ident(self, request) -> str:
+        return f"{self.username.strip().lower()[:150]}@{self.get_ident(request)}"
+
+
+class LoginAccountThrottle(LoginUsernameThrottle):
+    """Failed logins for one username from any number of addresses: guessing one account's password from many
+    machines is limited too, at a rate several addresses' worth above the per-address one."""
+
+    scope = "login_account"
+
+    def ident(self, request) -> str:
+        return self.username.strip().lower()[:150]
 
 
 def _username(request) -> str:
@@ -191,7 +205,7 @@ def _username(request) -> str:
 # Only failed logins count against these: every attempt is recorded as it arrives (so guesses sent in parallel
 # are all counted), and one that succeeds is taken back out (`logged_in`). A fleet logging in at the start of a
 # shift behind one address (a depot's Wi-Fi, a carrier's NAT) is not held up, nor a driver on two phones.
-LOGIN_THROTTLES = [LoginAddressThrottle, LoginUsernameThrottle]
+LOGIN_THROTTLES = [LoginAddressThrottle, LoginUsernameThrottle, LoginAccountThrottle]
 
 
 def login_attempt(request) -> tuple[float | None, list]:

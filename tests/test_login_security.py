@@ -1,5 +1,6 @@
-"""Logging in: limited per client address (which a client cannot choose by sending X-Forwarded-For) and per
-username, on the API and the admin alike; tokens expire, and logout revokes them."""
+"""Logging in: failures limited per client address (which a client cannot choose by sending X-Forwarded-For), per
+username from one address and per username from all, on the API and the admin alike; tokens expire, and logout
+revokes them."""
 
 import secrets
 from datetime import timedelta
@@ -62,14 +63,22 @@ def test_behind_a_trusted_proxy_the_address_it_saw_is_the_one_limited(settings):
     assert other.status_code == 401  # another client behind the same proxy has a budget of its own
 
 
-def test_one_username_is_limited_whatever_the_address():
+def test_one_address_guessing_a_username_is_held_back_and_the_accounts_owner_is_not():
     user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True)
-    client = APIClient()
-    statuses = [_login(client, user.username, "guess", REMOTE_ADDR=_address()).status_code for _ in range(12)]
-    assert statuses[:10] == [401] * 10
-    assert statuses[10:] == [429, 429]
-    # The right password is refused too while the limit holds: guessing gains nothing.
-    assert _login(client, user.username, REMOTE_ADDR=_address()).status_code == 429
+    guesser = _address()
+    statuses = [_login(APIClient(), user.username, "guess", REMOTE_ADDR=guesser).status_code for _ in range(12)]
+    assert statuses == [401] * 10 + [429, 429]
+    # The right password is refused too from there while the limit holds: guessing gains nothing.
+    assert _login(APIClient(), user.username, REMOTE_ADDR=guesser).status_code == 429
+    assert _login(APIClient(), user.username, REMOTE_ADDR=_address()).status_code == 200
+
+
+def test_one_username_is_limited_whatever_the_address():
+    """Guesses spread over many addresses, a few from each, count against the username's own budget (50/min)."""
+    user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True)
+    statuses = [_login(APIClient(), user.username, "guess", REMOTE_ADDR=_address()).status_code for _ in range(51)]
+    assert statuses == [401] * 50 + [429]
+    assert _login(APIClient(), user.username, REMOTE_ADDR=_address()).status_code == 429
 
 
 def test_a_fleet_logging_in_behind_one_address_is_not_held_up_but_failures_still_count(client, zones):
@@ -116,11 +125,12 @@ def test_the_admin_login_form_is_limited_too(client):
 
 def test_the_admin_and_the_api_share_a_usernames_budget(client):
     user = factories.OpsUserFactory(username=f"ops-{secrets.token_hex(4)}")
+    guesser = _address()
     for _ in range(5):
-        client.post("/admin/login/", {"username": user.username, "password": "guess"}, REMOTE_ADDR=_address())
+        client.post("/admin/login/", {"username": user.username, "password": "guess"}, REMOTE_ADDR=guesser)
     for _ in range(5):
-        _login(APIClient(), user.username, "guess", REMOTE_ADDR=_address())
-    assert _login(APIClient(), user.username, REMOTE_ADDR=_address()).status_code == 429
+        _login(APIClient(), user.username, "guess", REMOTE_ADDR=guesser)
+    assert _login(APIClient(), user.username, REMOTE_ADDR=guesser).status_code == 429
 
 
 def test_a_token_carries_its_expiry_and_is_refused_after_it(zones, clock):
