@@ -190,3 +190,17 @@ def test_snapshots_are_listed_in_the_zones_local_time(admin_client, zones):
     url = reverse("admin:zones_zonesnapshot_changelist")
     page = admin_client.get(url, {"zone__id__exact": zones["centro"].pk})
     assert " JST" in page.content.decode()
+
+
+def test_a_zones_history_says_who_changed_its_policy_and_from_what(admin_client, zones):
+    norte = zones["norte"]
+    url = reverse("admin:zones_zone_change", args=[norte.pk])
+    before = ", ".join(sorted(norte.neighbours.values_list("code", flat=True)))
+    changes = {"offer_timeout_s": 15, "surge_busy": "1.30", "neighbours": []}
+    assert admin_client.post(url, _admin_form(norte, **changes)).status_code == 302
+
+    history = admin_client.get(reverse("admin:zones_zone_history", args=[norte.pk])).content.decode()
+    assert "Offer timeout s: 30 → 15" in history
+    assert "Surge busy: 1.20 → 1.30" in history
+    assert before
+    assert f"Neighbours: {before} → none" in history

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
+from django.db.models import QuerySet
 
 from core.admin_bases import ReadOnlyAdmin
 from zones.models import Zone, ZoneHint, ZoneSnapshot
@@ -86,9 +87,29 @@ class ZoneAdmin(admin.ModelAdmin):
             form.base_fields["neighbours"].queryset = Zone.objects.exclude(pk=obj.pk)
         return form
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        """A zone's history says what each changed field was and became (Django's names the fields only): ops
+        asking why offers now expire sooner find who changed the timeout, when, and from what."""
+        if add:
+            return super().construct_change_message(request, form, formsets, add)
+        changes = [
+            f"{form.fields[name].label}: {_shown(form.initial.get(name))} → {_shown(form.cleaned_data.get(name))}"
+            if name != "polygon"
+            else "Polygon redrawn"
+            for name in form.changed_data
+        ]
+        return f"Changed {'; '.join(changes)}." if changes else ""
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["zone_map"] = zone_map_data(obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def _shown(value) -> str:
+    """A zone field's value as its history shows it (neighbours by code)."""
+    if isinstance(value, (list, tuple, QuerySet)):
+        return ", ".join(sorted(zone.code for zone in value)) or "none"
+    return str(value)
 
 
 @admin.register(ZoneSnapshot)
