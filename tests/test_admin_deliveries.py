@@ -14,7 +14,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries.models import Delivery, DeliveryStatus, EscalationLevel, Offer
-from deliveries.services.availability import start_break
+from deliveries.services.availability import mark_stale_drivers, start_break
 from deliveries.services.progress import pick_up_delivery
 from deliveries.services.reassignment import force_assign
 from drivers.models import DriverMessage
@@ -450,3 +450,41 @@ def test_the_bulk_reassign_submitted_twice_leaves_the_offers_the_first_made(admi
     again = admin_client.post(reverse(CHANGELIST), go | {"listed_at": timezone.now().isoformat()}, follow=True)
     # A list shown after the change acts on it: Ben's offer withdrawn, and nobody left (Ana and Ben had it).
     assert messages_of(again) == ["order-1: sent back to dispatch, not offered: nobody to offer it to now."]
+
+
+def test_ops_record_what_became_of_a_picked_up_delivery_whose_driver_vanished(
+    admin_client, admin_user, merchant, clock, settings
+):
+    """Never reassigned after pickup, such a delivery stayed picked up for good once its escalation was resolved:
+    ops now record its outcome (failed, or delivered once confirmed), on the driver's behalf."""
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    lost = forced(factories.new_delivery(merchant, "lost"), ana, admin_user)
+    pick_up_delivery(lost.pk, actor=Actor.driver(ana))
+    waiting = factories.new_delivery(merchant, "waiting")
+    clock.shift(120)
+    mark_stale_drivers()  # Ana's phone went silent with the order in her bag
+    assert lost.escalations.get().reason == "driver_stale"
+    url = reverse(CHANGELIST)
+    selection = {"action": "mark_failed", "_selected_action": [lost.pk, waiting.pk]}
+
+    done = admin_client.post(url, selection | {"apply": "1", "note": "driver unreachable, order lost"}, follow=True)
+
+    assert messages_of(done) == [
+        "waiting: You cannot fail a delivery that is pending.",
+        "Marked failed: 1 of 2.",
+    ]
+    lost.refresh_from_db()
+    assert (lost.status, lost.outcome_reason) == (DeliveryStatus.FAILED, "driver unreachable, order lost")
+    assert lost.escalations.get().status == "resolved"
+    failed = AuditEvent.objects.get(delivery_id=lost.pk, type="delivery.failed")
+    assert (failed.actor_kind, failed.actor_id) == ("ops", str(admin_user.pk))
+    assert Delivery.objects.get(pk=waiting.pk).status == DeliveryStatus.PENDING
+    assert api_client_for(ana.user).get("/api/v1/driver/me").json()["active_deliveries"] == []
+
+    found = forced(factories.new_delivery(merchant, "found"), factories.online_driver(*factories.CENTRO), admin_user)
+    pick_up_delivery(found.pk, actor=Actor.driver(found.driver))
+    confirmed = {"action": "mark_delivered", "_selected_action": [found.pk], "apply": "1", "note": "customer called"}
+    assert messages_of(admin_client.post(url, confirmed, follow=True)) == ["Marked delivered: 1 of 1."]
+    found.refresh_from_db()
+    assert (found.status, found.proof) == (DeliveryStatus.DELIVERED, {"confirmed_by_ops": "customer called"})

@@ -24,7 +24,7 @@ from deliveries import timeline
 from deliveries.models import Delivery, EscalationLevel, Merchant
 from deliveries.services import reassignment
 from deliveries.services.dispatch import DispatchResult, Outcome, dispatch
-from deliveries.services.progress import cancel_delivery
+from deliveries.services.progress import cancel_delivery, deliver_delivery, fail_delivery
 from drivers.models import Driver, DriverState
 
 
@@ -144,7 +144,7 @@ class DeliveryAdmin(RecordAdmin):
     # The exact total costs a second COUNT over all deliveries on every page; the filtered count is enough.
     show_full_result_count = False
     readonly_fields = [f.name for f in Delivery._meta.fields]
-    actions = ["send_back_to_dispatch", "dispatch_again", "cancel_deliveries"]
+    actions = ["send_back_to_dispatch", "dispatch_again", "cancel_deliveries", "mark_delivered", "mark_failed"]
     action_form = ListedAtActionForm
     change_form_template = "admin/deliveries/delivery/change_form.html"
 
@@ -265,5 +265,38 @@ class DeliveryAdmin(RecordAdmin):
             note_label="Reason",
             submit="Cancel these deliveries",
             done="Cancelled",
+            label=_external_id,
+        )
+
+    # A picked-up delivery is never reassigned (the order is in the driver's bag): when its driver cannot finish it
+    # (gone stale or offline with it, a phone lost), ops find out what became of it and record that, on the
+    # driver's behalf. Its escalations close and the driver's capacity is freed, as when the driver records it.
+    @admin.action(description="Mark delivered (picked up only)…", permissions=["change"])
+    def mark_delivered(self, request, queryset):
+        actor = Actor.ops(request.user)
+        return apply_each_with_note(
+            self,
+            request,
+            queryset,
+            lambda delivery, note: deliver_delivery(delivery.pk, actor=actor, proof={"confirmed_by_ops": note}),
+            title="Mark deliveries delivered",
+            note_label="How the delivery was confirmed",
+            submit="Mark these delivered",
+            done="Marked delivered",
+            label=_external_id,
+        )
+
+    @admin.action(description="Mark failed (picked up only)…", permissions=["change"])
+    def mark_failed(self, request, queryset):
+        actor = Actor.ops(request.user)
+        return apply_each_with_note(
+            self,
+            request,
+            queryset,
+            lambda delivery, reason: fail_delivery(delivery.pk, actor=actor, reason=reason),
+            title="Mark deliveries failed",
+            note_label="Reason",
+            submit="Mark these failed",
+            done="Marked failed",
             label=_external_id,
         )
