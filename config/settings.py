@@ -125,8 +125,16 @@ if DB_POOL_SIZE and DATABASES["default"]["ENGINE"] == "core.postgresql":
 RELAY_REQUEST_THREADS = env_int("RELAY_REQUEST_THREADS", DB_POOL_SIZE or 10)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's four (startproject's): the passwords ops set in the console for drivers and merchants, and staff's own.
+# A password like its username, a common one or digits alone falls to the few guesses the login limits allow.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"django.contrib.auth.password_validation.{name}"}
+    for name in (
+        "UserAttributeSimilarityValidator",
+        "MinimumLengthValidator",
+        "CommonPasswordValidator",
+        "NumericPasswordValidator",
+    )
 ]
 
 LANGUAGE_CODE = "en-us"

@@ -280,6 +280,13 @@ def test_ops_add_a_driver_and_a_merchant_with_the_accounts_they_log_in_with(clie
         (account | {"username": merchant.user.username.upper()}, "username", "is taken"),
         (account | {"password2": "rides-a-bicycle-8"}, "password2", "didn’t match"),
         (account | {"password1": "short", "password2": "short"}, "password2", "too short"),
+        (account | {"password1": "password123", "password2": "password123"}, "password2", "too common"),
+        (account | {"password1": "3141592653", "password2": "3141592653"}, "password2", "entirely numeric"),
+        (
+            {"username": "rrodrigues", "password1": "rrodrigues1", "password2": "rrodrigues1"},
+            "password2",
+            "too similar to the username",
+        ),
     ]
     for typed, field, words in refusals:
         page = client.post(add, driver_form | typed)
