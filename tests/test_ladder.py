@@ -156,3 +156,20 @@ def test_a_delivery_handed_back_after_a_not_moving_escalation_climbs_the_ladder_
     assert ladder_at(delivery, clock, handed_back + timedelta(minutes=5))[0] == 2
     listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
     assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "unassigned", 2)]
+
+
+def test_five_offers_without_acceptance_alert_ops_before_the_five_minutes(merchant_api, ops_api):
+    """SPEC 2.3: 5 offer rounds without acceptance is level 2, whatever the clock says; the delivery goes on being
+    offered."""
+    drivers = [factories.online_driver(*factories.east(0.2 * n)) for n in range(1, 7)]
+    delivery = factories.delivery_via_api(merchant_api)
+    for driver in drivers[:5]:
+        offer = factories.pending_offer(delivery)
+        assert offer.driver == driver
+        assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
+        offers.decline_offer(offer.pk, actor=Actor.driver(driver), reason="busy")
+
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "offer_rounds", 2)]
+    assert listed[0]["detail"] == "5 offers without acceptance"
+    assert factories.pending_offer(delivery).driver == drivers[5]  # still offered, to the next one

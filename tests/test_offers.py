@@ -1,6 +1,7 @@
 """ADR-024: offers, one driver at a time, with deadlines; declines and expiry pass the job on."""
 
 import base64
+import math
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries import eta
-from deliveries.models import Offer, TravelSpeed
+from deliveries.models import EscalationLevel, Offer, TravelSpeed
 from deliveries.services import offers
 from deliveries.services.availability import mark_stale_drivers
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
@@ -19,8 +20,15 @@ from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
+from zones.geometry import EARTH_RADIUS_KM
+from zones.models import Zone
 
 pytestmark = pytest.mark.django_db
+# A zone of the default policy around Porto, about 25 by 22 km, far from the demo zones.
+WIDE_ZONE = {
+    "type": "Polygon",
+    "coordinates": [[[-8.75, 41.05], [-8.45, 41.05], [-8.45, 41.25], [-8.75, 41.25], [-8.75, 41.05]]],
+}
 
 
 def test_offered_to_the_nearest_driver_with_the_offer_details(merchant_api, clock):
@@ -167,6 +175,22 @@ def test_a_candidate_location_may_be_60_seconds_old_and_no_older(merchant_api, c
     """SPEC 2.1: candidates have a fresh location (<= 60 s old)."""
     driver = factories.online_driver(*factories.east(0.5), seen_at=timezone.now() - timedelta(seconds=age_s))
     delivery = factories.delivery_via_api(merchant_api)
+    assert (factories.pending_offer(delivery).driver == driver) if offered else delivery.status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("km", "level", "offered"),
+    [(4.9, EscalationLevel.NONE, True), (5.1, EscalationLevel.WARN, True), (7.6, EscalationLevel.ALERT, False)],
+)
+def test_the_search_reaches_5_km_and_half_as_far_again_once_widened(merchant_api, km, level, offered):
+    """SPEC 2.1 and 2.3: candidates within the zone's search radius (default 5 km) of pickup; with nobody there the
+    search widens x1.5 at once (level 1), and with nobody within 7.5 km either ops are alerted (level 2). In a zone
+    of the default policy larger than the demo's (whose zones are under 5 km across)."""
+    Zone.objects.create(code="wide", name="Wide", polygon=WIDE_ZONE)
+    pickup = (41.15, -8.6)
+    driver = factories.online_driver(pickup[0] + math.degrees(km / EARTH_RADIUS_KM), pickup[1])  # km due north
+    delivery = factories.delivery_via_api(merchant_api, pickup=pickup, dropoff=(41.16, -8.6))
+    assert (delivery.zone.code, delivery.escalation_level) == ("wide", level)
     assert (factories.pending_offer(delivery).driver == driver) if offered else delivery.status == "pending"
 
 
