@@ -153,6 +153,15 @@ def test_pickup_outside_every_zone_is_refused(merchant_api):
     assert "pickup" in response.json()["fields"]
 
 
+def test_a_pickup_in_a_zone_taken_out_of_service_is_refused(merchant_api, zones):
+    """SPEC 1: a pickup outside every *active* zone is refused."""
+    zones["centro"].active = False
+    zones["centro"].save()
+    response = create(merchant_api, pickup=factories.CENTRO)
+    assert (response.status_code, response.json()["code"]) == (400, "outside_service_area")
+    assert not Delivery.objects.exists()
+
+
 @pytest.mark.parametrize("path", ["/api/v1/deliveries/", "/api/v1/deliveries/order-1"])
 def test_a_path_off_the_contract_says_what_paths_look_like(merchant_api, path):
     create(merchant_api)  # order-1 exists: its external_id is not its id

@@ -113,6 +113,18 @@ def test_a_clearly_nearer_driver_wins_over_idle_time(merchant_api, clock):
     assert factories.pending_offer(factories.delivery_via_api(merchant_api)).driver == nearer
 
 
+@pytest.mark.parametrize(("seconds_farther", "idle_longest_wins"), [(55, True), (65, False)])
+def test_a_near_tie_is_within_60_seconds_of_the_best_eta(merchant_api, clock, seconds_farther, idle_longest_wins):
+    """SPEC 2.1: among near-ties (within 60 s) the driver idle longest; beyond, the lowest ETA."""
+    farther_km = 0.5 + seconds_farther / (1.3 / 15 * 3600)  # by bicycle at the default 15 km/h
+    idle_longer = factories.online_driver(*factories.east(farther_km))
+    clock.shift(600)
+    factories.ping(idle_longer, *factories.east(farther_km))
+    nearer = factories.online_driver(*factories.east(0.5))
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
+    assert offer.driver == (idle_longer if idle_longest_wins else nearer)
+
+
 def test_a_driver_already_carrying_a_delivery_is_not_the_one_idle_longest(merchant, merchant_api, clock):
     """A driver with room for a second delivery stays available, but carrying one they are not idle: a near-tie
     goes to the driver who has waited for work, however long the carrier has been online."""
@@ -168,6 +180,18 @@ def test_the_eta_to_pickup_uses_the_speed_learned_in_the_zone(merchant_api, zone
     assert car_kmh < 8
     car_eta = {c["driver_id"]: c["eta_to_pickup_s"] for c in decided["candidates"]}[str(car.pk)]
     assert car_eta == pytest.approx(0.5 * 1.3 / car_kmh * 3600, abs=3)
+
+
+@pytest.mark.parametrize(("vehicle", "kmh"), [("bicycle", 15), ("scooter", 20), ("car", 25)])
+def test_the_eta_to_pickup_shown_in_an_offer_is_the_road_distance_at_the_vehicles_default_speed(
+    merchant_api, vehicle, kmh
+):
+    """SPEC 4.1: distance x road factor 1.3 over 15 km/h by bicycle, 20 by scooter, 25 by car (nothing learned)."""
+    driver = factories.online_driver(*factories.east(2.0), vehicle=vehicle)
+    factories.delivery_via_api(merchant_api)
+    (shown,) = api_client_for(driver.user).get("/api/v1/driver/offers?status=pending").json()["results"]
+    assert shown["distance_km"] == pytest.approx(2.0, abs=0.02)
+    assert shown["eta_to_pickup_s"] == pytest.approx(shown["distance_km"] * 1.3 / kmh * 3600, abs=1)
 
 
 @pytest.mark.parametrize(("age_s", "offered"), [(59, True), (61, False)])
