@@ -305,6 +305,15 @@ def test_same_external_id_returns_the_existing_delivery(merchant_api):
     assert len(merchant_api.get("/api/v1/deliveries").json()["results"]) == 1
 
 
+def test_an_external_id_is_unique_per_merchant_not_across_merchants(merchant_api):
+    """SPEC 1: `external_id` is unique per merchant: another merchant's order of the same number is its own."""
+    other = api_client_for(factories.MerchantFactory().user)
+    first, second = create(merchant_api), create(other)
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["id"] != second.json()["id"]
+    assert [d["id"] for d in other.get("/api/v1/deliveries").json()["results"]] == [second.json()["id"]]
+
+
 def test_list_filters_by_status_and_external_id(merchant_api):
     create(merchant_api, external_id="a")
     create(merchant_api, external_id="b")
