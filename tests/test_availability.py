@@ -277,6 +277,21 @@ def test_drivers_silent_for_90_seconds_go_offline_and_are_told(zones, clock, set
     assert told.data["reason"] == "stale"
 
 
+def test_a_change_the_driver_did_not_make_does_not_reset_the_stale_limit(merchant_api, clock, settings):
+    """SPEC 2.2: offline when pings stop for 90 s. The merchant cancelling the driver's delivery frees the driver
+    (busy -> available) but is no sign of life from them: they went on counting as alive 90 s from then."""
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    api_client_for(driver.user).post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept")
+    clock.shift(80)  # the driver's pings stopped at 0
+    assert merchant_api.post(f"/api/v1/deliveries/{delivery.pk}/cancel", {"reason": "x"}).status_code == 200
+    clock.shift(10)
+    assert mark_stale_drivers() == 1
+    driver.refresh_from_db()
+    assert driver.state == "offline"
+
+
 def test_a_driver_who_just_came_online_gets_the_full_stale_limit(zones, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     driver = factories.online_driver(*factories.east(0.3), seen_at=timezone.now() - timedelta(minutes=9))

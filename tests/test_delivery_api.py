@@ -153,6 +153,15 @@ def test_pickup_outside_every_zone_is_refused(merchant_api):
     assert "pickup" in response.json()["fields"]
 
 
+def test_a_pickup_in_a_zone_taken_out_of_service_is_refused(merchant_api, zones):
+    """SPEC 1: a pickup outside every *active* zone is refused."""
+    zones["centro"].active = False
+    zones["centro"].save()
+    response = create(merchant_api, pickup=factories.CENTRO)
+    assert (response.status_code, response.json()["code"]) == (400, "outside_service_area")
+    assert not Delivery.objects.exists()
+
+
 @pytest.mark.parametrize("path", ["/api/v1/deliveries/", "/api/v1/deliveries/order-1"])
 def test_a_path_off_the_contract_says_what_paths_look_like(merchant_api, path):
     create(merchant_api)  # order-1 exists: its external_id is not its id
@@ -294,6 +303,15 @@ def test_same_external_id_returns_the_existing_delivery(merchant_api):
     assert different.status_code == 409
     assert different.json()["code"] == "duplicate_external_id"
     assert len(merchant_api.get("/api/v1/deliveries").json()["results"]) == 1
+
+
+def test_an_external_id_is_unique_per_merchant_not_across_merchants(merchant_api):
+    """SPEC 1: `external_id` is unique per merchant: another merchant's order of the same number is its own."""
+    other = api_client_for(factories.MerchantFactory().user)
+    first, second = create(merchant_api), create(other)
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert first.json()["id"] != second.json()["id"]
+    assert [d["id"] for d in other.get("/api/v1/deliveries").json()["results"]] == [second.json()["id"]]
 
 
 def test_list_filters_by_status_and_external_id(merchant_api):

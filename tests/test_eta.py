@@ -143,3 +143,11 @@ def test_an_eta_that_has_passed_moves_on_when_the_pings_stop(
     assert delivery.eta_dropoff > timezone.now() and delivery.eta_window_end > timezone.now()
     assert pushed[-1]["type"] == "eta"
     assert pushed[-1]["data"]["window_end"] == delivery.eta_window_end.isoformat().replace("+00:00", "Z")
+
+
+def test_etas_are_recomputed_from_pings_every_15_seconds_by_an_editable_schedule():
+    """SPEC 4.1: recomputed at most every 15 s from pings (beat's schedule, editable in the admin)."""
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = PeriodicTask.objects.get(task="deliveries.tasks.refresh_etas")
+    assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (15, "seconds", True)

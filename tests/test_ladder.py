@@ -111,6 +111,22 @@ def test_nobody_in_the_zone_but_a_neighbour_in_the_widened_search_gets_the_offer
     assert AuditEvent.objects.filter(delivery_id=delivery.pk, type="escalation.warned").exists()
 
 
+def test_at_two_minutes_the_search_widens_to_neighbouring_zones(merchant_api, clock):
+    """SPEC 2.3 level 1: unassigned for 2 min, the search takes in the neighbouring zones (here Norte's driver,
+    whom the zone's own search never finds), at once."""
+    declining = factories.online_driver(*factories.east(0.5))  # the only driver in Centro says no
+    neighbour = factories.online_driver(*factories.NORTE)
+    delivery = factories.delivery_via_api(merchant_api)
+    offers.decline_offer(factories.pending_offer(delivery).pk, actor=Actor.driver(declining), reason="busy")
+    created = timezone.now()
+
+    clock.move_to(created + timedelta(seconds=119))
+    factories.ping(neighbour, *factories.NORTE)
+    assert (dispatch_waiting(), run_ladder()) == (0, 0)
+    assert ladder_at(delivery, clock, created + timedelta(minutes=2)) == (1, [])
+    assert (delivery.status, factories.pending_offer(delivery).driver) == ("offered", neighbour)
+
+
 def test_a_delivery_still_waiting_after_ops_resolve_its_escalation_climbs_again(merchant, clock):
     """Ops resolving the escalation of a delivery that still has no driver is "handled for now": the ladder
     counts again from the resolution (warn, then a new escalation), it does not fall silent at the level it had
@@ -156,3 +172,39 @@ def test_a_delivery_handed_back_after_a_not_moving_escalation_climbs_the_ladder_
     assert ladder_at(delivery, clock, handed_back + timedelta(minutes=5))[0] == 2
     listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
     assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "unassigned", 2)]
+
+
+def test_five_offers_without_acceptance_alert_ops_before_the_five_minutes(merchant_api, ops_api):
+    """SPEC 2.3: 5 offer rounds without acceptance is level 2, whatever the clock says; the delivery goes on being
+    offered."""
+    drivers = [factories.online_driver(*factories.east(0.2 * n)) for n in range(1, 7)]
+    delivery = factories.delivery_via_api(merchant_api)
+    for driver in drivers[:5]:
+        offer = factories.pending_offer(delivery)
+        assert offer.driver == driver
+        assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
+        offers.decline_offer(offer.pk, actor=Actor.driver(driver), reason="busy")
+
+    listed = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert [(e["delivery_id"], e["reason"], e["level"]) for e in listed] == [(str(delivery.pk), "offer_rounds", 2)]
+    assert listed[0]["detail"] == "5 offers without acceptance"
+    assert factories.pending_offer(delivery).driver == drivers[5]  # still offered, to the next one
+
+
+def test_an_escalation_closes_itself_when_the_delivery_is_cancelled_and_records_how_long_it_was_open(
+    merchant_api, ops_api, clock
+):
+    """SPEC 2.3: escalations close themselves when their cause goes away (here: cancelled) and record how long
+    they were open."""
+    delivery = factories.delivery_via_api(merchant_api)  # nobody online: ops are alerted at once
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 1
+    clock.shift(240)
+
+    cancelled = merchant_api.post(f"/api/v1/deliveries/{delivery.pk}/cancel", {"reason": "shop closed"})
+
+    assert cancelled.status_code == 200
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["count"] == 0
+    (closed,) = ops_api.get("/api/v1/ops/escalations").json()["results"]
+    assert (closed["status"], closed["delivery_status"]) == ("resolved", "cancelled")
+    resolved = AuditEvent.objects.get(subject_id=closed["id"], type="escalation.resolved")
+    assert (resolved.actor_kind, resolved.payload["open_seconds"]) == ("merchant", 240)

@@ -1,6 +1,7 @@
 """ADR-024: offers, one driver at a time, with deadlines; declines and expiry pass the job on."""
 
 import base64
+import math
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.models import AuditEvent
 from deliveries import eta
-from deliveries.models import Offer, TravelSpeed
+from deliveries.models import EscalationLevel, Offer, TravelSpeed
 from deliveries.services import offers
 from deliveries.services.availability import mark_stale_drivers
 from deliveries.services.progress import deliver_delivery, pick_up_delivery
@@ -19,8 +20,15 @@ from drivers import locations
 from drivers.models import DriverMessage
 from tests import factories
 from tests.conftest import api_client_for
+from zones.geometry import EARTH_RADIUS_KM
+from zones.models import Zone
 
 pytestmark = pytest.mark.django_db
+# A zone of the default policy around Porto, about 25 by 22 km, far from the demo zones.
+WIDE_ZONE = {
+    "type": "Polygon",
+    "coordinates": [[[-8.75, 41.05], [-8.45, 41.05], [-8.45, 41.25], [-8.75, 41.25], [-8.75, 41.05]]],
+}
 
 
 def test_offered_to_the_nearest_driver_with_the_offer_details(merchant_api, clock):
@@ -105,6 +113,18 @@ def test_a_clearly_nearer_driver_wins_over_idle_time(merchant_api, clock):
     assert factories.pending_offer(factories.delivery_via_api(merchant_api)).driver == nearer
 
 
+@pytest.mark.parametrize(("seconds_farther", "idle_longest_wins"), [(55, True), (65, False)])
+def test_a_near_tie_is_within_60_seconds_of_the_best_eta(merchant_api, clock, seconds_farther, idle_longest_wins):
+    """SPEC 2.1: among near-ties (within 60 s) the driver idle longest; beyond, the lowest ETA."""
+    farther_km = 0.5 + seconds_farther / (1.3 / 15 * 3600)  # by bicycle at the default 15 km/h
+    idle_longer = factories.online_driver(*factories.east(farther_km))
+    clock.shift(600)
+    factories.ping(idle_longer, *factories.east(farther_km))
+    nearer = factories.online_driver(*factories.east(0.5))
+    offer = factories.pending_offer(factories.delivery_via_api(merchant_api))
+    assert offer.driver == (idle_longer if idle_longest_wins else nearer)
+
+
 def test_a_driver_already_carrying_a_delivery_is_not_the_one_idle_longest(merchant, merchant_api, clock):
     """A driver with room for a second delivery stays available, but carrying one they are not idle: a near-tie
     goes to the driver who has waited for work, however long the carrier has been online."""
@@ -162,11 +182,39 @@ def test_the_eta_to_pickup_uses_the_speed_learned_in_the_zone(merchant_api, zone
     assert car_eta == pytest.approx(0.5 * 1.3 / car_kmh * 3600, abs=3)
 
 
+@pytest.mark.parametrize(("vehicle", "kmh"), [("bicycle", 15), ("scooter", 20), ("car", 25)])
+def test_the_eta_to_pickup_shown_in_an_offer_is_the_road_distance_at_the_vehicles_default_speed(
+    merchant_api, vehicle, kmh
+):
+    """SPEC 4.1: distance x road factor 1.3 over 15 km/h by bicycle, 20 by scooter, 25 by car (nothing learned)."""
+    driver = factories.online_driver(*factories.east(2.0), vehicle=vehicle)
+    factories.delivery_via_api(merchant_api)
+    (shown,) = api_client_for(driver.user).get("/api/v1/driver/offers?status=pending").json()["results"]
+    assert shown["distance_km"] == pytest.approx(2.0, abs=0.02)
+    assert shown["eta_to_pickup_s"] == pytest.approx(shown["distance_km"] * 1.3 / kmh * 3600, abs=1)
+
+
 @pytest.mark.parametrize(("age_s", "offered"), [(59, True), (61, False)])
 def test_a_candidate_location_may_be_60_seconds_old_and_no_older(merchant_api, clock, age_s, offered):
     """SPEC 2.1: candidates have a fresh location (<= 60 s old)."""
     driver = factories.online_driver(*factories.east(0.5), seen_at=timezone.now() - timedelta(seconds=age_s))
     delivery = factories.delivery_via_api(merchant_api)
+    assert (factories.pending_offer(delivery).driver == driver) if offered else delivery.status == "pending"
+
+
+@pytest.mark.parametrize(
+    ("km", "level", "offered"),
+    [(4.9, EscalationLevel.NONE, True), (5.1, EscalationLevel.WARN, True), (7.6, EscalationLevel.ALERT, False)],
+)
+def test_the_search_reaches_5_km_and_half_as_far_again_once_widened(merchant_api, km, level, offered):
+    """SPEC 2.1 and 2.3: candidates within the zone's search radius (default 5 km) of pickup; with nobody there the
+    search widens x1.5 at once (level 1), and with nobody within 7.5 km either ops are alerted (level 2). In a zone
+    of the default policy larger than the demo's (whose zones are under 5 km across)."""
+    Zone.objects.create(code="wide", name="Wide", polygon=WIDE_ZONE)
+    pickup = (41.15, -8.6)
+    driver = factories.online_driver(pickup[0] + math.degrees(km / EARTH_RADIUS_KM), pickup[1])  # km due north
+    delivery = factories.delivery_via_api(merchant_api, pickup=pickup, dropoff=(41.16, -8.6))
+    assert (delivery.zone.code, delivery.escalation_level) == ("wide", level)
     assert (factories.pending_offer(delivery).driver == driver) if offered else delivery.status == "pending"
 
 

@@ -94,6 +94,22 @@ def test_a_driver_gone_stale_before_pickup_loses_the_delivery_to_another(merchan
     assert DriverMessage.objects.filter(driver=quiet, type="delivery.reassigned").exists()
 
 
+def test_a_driver_going_offline_before_pickup_hands_the_delivery_back_to_another(merchant_api):
+    """SPEC 2.2 and 3.1: going offline, an accepted delivery not picked up yet goes back for reassignment."""
+    leaving = factories.online_driver(*factories.east(0.3))
+    other = factories.online_driver(*factories.east(0.9))
+    delivery = factories.delivery_via_api(merchant_api)
+    assert accept_pending(delivery) == leaving
+
+    went = api_client_for(leaving.user).post("/api/v1/driver/availability", {"state": "offline"}, format="json")
+
+    assert went.json()["state"] == "offline"
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.reassignment_count) == ("offered", 1)
+    assert Offer.objects.get(delivery=delivery, status=OfferStatus.PENDING).driver == other
+    assert DriverMessage.objects.filter(driver=leaving, type="delivery.reassigned").exists()
+
+
 def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_api, clock, settings):
     settings.RELAY_LOCATION_REDIS_URL = ""
     quiet = factories.online_driver(*factories.east(0.3))

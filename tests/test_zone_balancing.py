@@ -85,6 +85,20 @@ def test_a_snapshot_per_zone_counts_demand_and_supply_in_one_query(zones, mercha
     assert len(result.readings) == 3 and ana.current_zone.code == "centro"
 
 
+def test_recent_demand_counts_the_last_15_minutes_and_supply_counts_busy_drivers(zones, merchant, clock):
+    """SPEC 4.2: demand is the open deliveries and those created in the last 15 min; supply the available and
+    busy drivers."""
+    carrier = _driver_in(*factories.east(0.3))
+    factories.assigned_delivery(merchant, carrier, "carried")  # 16 min old when the snapshot is taken
+    clock.shift(60)
+    factories.new_delivery(merchant, "waiting")  # 15 min old then: nobody free, it waits
+    clock.shift(15 * 60)
+    balancing.take_zone_snapshots()
+    centro = ZoneSnapshot.objects.get(zone__code="centro")
+    assert (centro.demand_open, centro.demand_recent) == (1, 1)
+    assert (centro.supply_available, centro.supply_busy) == (0, 1)
+
+
 def test_thresholds_and_surge_are_the_zones_own(zones, merchant, clock):
     centro = zones["centro"]
     centro.critical_pressure, centro.surge_critical = 10, Decimal("2.00")

@@ -23,7 +23,7 @@ from deliveries.services.offers import withdraw_offer_locked
 from deliveries.services.ops_feed import push_ops
 from deliveries.services.reassignment import reassign_after_driver_loss
 from drivers import locations
-from drivers.models import Break, Driver, DriverState
+from drivers.models import Break, Driver, DriverState, Shift
 from drivers.notifications import notify_driver
 from drivers.selectors import current_shift
 from drivers.services import end_shift, lock_driver, start_shift, transition_driver
@@ -235,12 +235,19 @@ def mark_stale_drivers(*, now: datetime | None = None) -> int:
     """Drivers whose pings stopped for the zone's stale limit (default 90 s) go offline. Returns how many."""
     locations.flush_positions()
     now = now or timezone.now()
-    online = Driver.objects.exclude(state=DriverState.OFFLINE).select_related("home_zone")
+    # Going online (the open shift's start) counts as a sign of life: a driver gets the full limit to send its first
+    # ping. No other change of state does: a delivery cancelled or a capacity changed is nothing the driver sent.
+    # (Every online driver has an open shift; the state's change stands in, so one that had not is still swept.)
+    came_online = Shift.objects.open().filter(driver=OuterRef("pk")).values("started_at")[:1]
+    online = (
+        Driver.objects.exclude(state=DriverState.OFFLINE)
+        .select_related("home_zone")
+        .annotate(came_online_at=Coalesce(Subquery(came_online), F("state_changed_at")))
+    )
     stale = [
         driver.pk
-        for driver in online.only("pk", "last_seen_at", "state_changed_at", "home_zone__stale_after_s")
-        # Going online counts as a sign of life: a driver gets the full limit to send its first ping.
-        if max(filter(None, [driver.last_seen_at, driver.state_changed_at]))
+        for driver in online.only("pk", "last_seen_at", "home_zone__stale_after_s")
+        if max(filter(None, [driver.last_seen_at, driver.came_online_at]))
         <= now - timedelta(seconds=driver.home_zone.stale_after_s)
     ]
     for driver_id in stale:
