@@ -2,6 +2,7 @@
 
 from django.core.exceptions import BadRequest
 from django.http import Http404
+from django.urls.converters import UUIDConverter
 from rest_framework import serializers
 
 from core.errors import SEE_FIELDS, json_error
@@ -63,6 +64,14 @@ def query_choice(request, name: str, choices: list[str]) -> str | None:
     if value not in choices:
         raise serializers.ValidationError({name: [f"Must be one of: {', '.join(choices)}."]})
     return value
+
+
+class AnyCaseUUIDConverter(UUIDConverter):
+    """An id in a path (`/api/v1/deliveries/<id>`), in either case: a UUID's letters are read whatever their case
+    (RFC 9562), as bodies read them (`driver_id`). Django's own converter takes lower case only, and an app that
+    wrote ids in upper case (Swift's `uuidString` does) was told there is no endpoint at the path."""
+
+    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 class NullCharacterMiddleware:

@@ -19,3 +19,14 @@ class PageNumbers(PageNumberPagination):
         if not (value.isascii() and value.isdigit()) or int(value) < 1:
             raise serializers.ValidationError({self.page_query_param: ["Must be a whole number from 1, or last."]})
         return value
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        """DRF's page in the schema's OpenAPI 3.1 (JSON Schema 2020-12): `next` and `previous` are null on the last
+        and first pages, said as a type that may be null. DRF writes OpenAPI 3.0's `nullable`, which 3.1 dropped
+        (drf-spectacular#1360), so clients generated from the schema refused every last page."""
+        page = super().get_paginated_response_schema(schema)
+        for link in ("next", "previous"):
+            described = page["properties"][link]
+            del described["nullable"]
+            described["type"] = [described["type"], "null"]
+        return page

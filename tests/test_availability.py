@@ -172,7 +172,7 @@ def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_a
     assert driver.state == "busy"
 
 
-@pytest.mark.parametrize("requested", ["on_break", "available"])
+@pytest.mark.parametrize("requested", ["on_break", "available", "offline"])
 def test_a_refusal_lists_only_states_the_driver_could_go_to_now(merchant_api, requested):
     """Carrying a picked-up delivery, a busy driver cannot go offline either: the 409 must not offer it."""
     driver = factories.online_driver(*factories.east(0.3))
@@ -191,6 +191,23 @@ def test_a_refusal_lists_only_states_the_driver_could_go_to_now(merchant_api, re
     )
     driver.refresh_from_db()
     assert driver.state == "busy"
+
+
+def test_going_offline_with_a_picked_up_delivery_and_room_for_more_names_what_the_driver_can_do(merchant_api):
+    """API.md: a refused availability change is a 409 `invalid_transition` with the allowed transitions in `detail`.
+    With room for another job, a driver carrying a picked-up delivery is available and may still take a break."""
+    driver = factories.online_driver(*factories.east(0.3), capacity=2)
+    delivery = factories.delivery_via_api(merchant_api)
+    api = api_client_for(driver.user)
+    api.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept")
+    api.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+
+    response = set_state(driver, "offline")
+
+    assert (response.status_code, response.json()["code"]) == (409, "invalid_transition")
+    assert response.json()["detail"] == "A driver who is available can go to: on_break."
+    driver.refresh_from_db()
+    assert driver.state == "available"
 
 
 def test_a_driver_back_online_with_a_picked_up_delivery_is_busy_not_free(merchant_api, clock, settings):

@@ -170,6 +170,19 @@ def test_a_path_off_the_contract_says_what_paths_look_like(merchant_api, path):
     assert "end without a slash" in response.json()["detail"] and "UUIDs" in response.json()["detail"]
 
 
+def test_an_id_in_upper_case_names_the_same_object(merchant_api):
+    """A UUID is read whatever the case of its letters (RFC 9562), as bodies already read `driver_id`: in a path
+    one in upper case (Swift's `uuidString` writes them so) answered 404 "There is no API endpoint at this path"."""
+    driver = factories.online_driver(*factories.CENTRO)
+    delivery_id = create(merchant_api).json()["id"]
+    offer_id = str(factories.pending_offer(Delivery.objects.get(pk=delivery_id)).pk)
+    driver_api = api_client_for(driver.user)
+
+    assert merchant_api.get(f"/api/v1/deliveries/{delivery_id.upper()}").json()["id"] == delivery_id
+    assert driver_api.post(f"/api/v1/offers/{offer_id.upper()}/accept").json()["status"] == "assigned"
+    assert driver_api.post(f"/api/v1/deliveries/{delivery_id.upper()}/pickup").json()["status"] == "picked_up"
+
+
 def test_a_dropoff_beyond_reach_of_the_pickup_is_refused_and_nothing_is_created(merchant_api, settings):
     """A dropoff in another country (or with lat and lng swapped) was priced at thousands and offered to a bicycle."""
     settings.RELAY_MAX_DELIVERY_KM = 30

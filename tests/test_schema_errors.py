@@ -1,8 +1,14 @@
 """The schema documents what an operation can answer besides success (core/schema.py) and the Idempotency-Key
 header of every POST; `manage.py spectacular --validate --fail-on-warn` also runs in CI (.ci/run)."""
 
+import json
+
+import jsonschema
+import pytest
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
+
+from tests import factories
 
 
 def _schema() -> dict:
@@ -78,3 +84,18 @@ def test_the_schema_is_built_once_per_language_and_format_whoever_asks(monkeypat
     assert {answer.content for answer in json_answers} == {json_answers[0].content}
     assert json_answers[0]["Content-Type"] == "application/vnd.oai.openapi+json"
     assert json_answers[0].json()["info"]["version"] == "1.0.0"
+
+
+@pytest.mark.django_db
+def test_a_last_page_matches_the_schema_as_openapi_3_1_reads_it(merchant_api):
+    """An OpenAPI 3.1 schema is JSON Schema 2020-12, which has no `nullable` (OpenAPI 3.0's word): DRF's page said
+    `next` and `previous` were strings, so a client generated from /api/schema/ refused every last page of every
+    list (`"next": null`)."""
+    factories.delivery_via_api(merchant_api)
+    page = merchant_api.get("/api/v1/deliveries").json()
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+
+    assert schema["openapi"].startswith("3.1") and page["next"] is None
+    described = {"$ref": "#/components/schemas/PaginatedMerchantDeliveryList", "components": schema["components"]}
+    assert list(jsonschema.Draft202012Validator(described).iter_errors(page)) == []
+    assert '"nullable"' not in json.dumps(schema)

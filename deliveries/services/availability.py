@@ -35,10 +35,9 @@ def set_availability(requested: str, *, actor: Actor) -> Driver:
     driver = Driver.objects.get(pk=actor.id)
     if requested == driver.state:
         return driver
-    requestable = [t for t in driver.get_available_state_transitions() if t.custom.get("requested")]
-    chosen = next((t for t in requestable if t.target == requested), None)
+    chosen = next((t for t in _requestable(driver) if t.target == requested), None)
     if chosen is None:
-        raise InvalidTransition(_allowed_now(driver, requestable))
+        raise InvalidTransition(_allowed_now(driver))
     action = {
         "go_online": go_online,
         "start_break": start_break,
@@ -50,9 +49,14 @@ def set_availability(requested: str, *, actor: Actor) -> Driver:
     return driver
 
 
-def _allowed_now(driver: Driver, requestable: list) -> str:
+def _requestable(driver: Driver) -> list:
+    return [t for t in driver.get_available_state_transitions() if t.custom.get("requested")]
+
+
+def _allowed_now(driver: Driver) -> str:
     """The 409's detail: the states the driver could ask for now and be granted (API.md), so the state machine's
     transitions less those the actions refuse (going offline with a picked-up delivery, in `take_offline`)."""
+    requestable = _requestable(driver)
     if _carries_picked_up(driver):
         requestable = [t for t in requestable if t.target != DriverState.OFFLINE]
         if not requestable:
@@ -210,7 +214,7 @@ def take_offline(driver_id, *, actor: Actor, reason: str, detail: str = "") -> N
             return
         held = dict(Delivery.objects.carried_by(driver).values_list("pk", "status"))
         if actor.is_driver and DeliveryStatus.PICKED_UP in held.values():
-            raise InvalidTransition("You cannot go offline while carrying a picked-up delivery: deliver it first.")
+            raise InvalidTransition(_allowed_now(driver))
         transition_driver(driver.go_offline, actor=actor, reason=reason, detail=detail)
         if driver.breaks.filter(ended_at__isnull=True).exists():
             _close_break(driver, actor=actor)
