@@ -55,7 +55,7 @@ class Account:
             response = await self.http.request(method, path, json=json, params=params, headers=headers)
         except httpx.HTTPError as exc:
             self.stats["request_errors"] += 1
-            log.warning("%s: %s %s failed: %s", self.username, method, path, exc or type(exc).__name__)
+            log.warning("%s: %s %s failed: %s", self.username, method, path, str(exc) or type(exc).__name__)
             return None
         try:
             body = response.json() if response.content else {}

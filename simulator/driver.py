@@ -342,7 +342,7 @@ class SimDriver:
                 raise
             except Exception as exc:  # closed, refused, reset: reconnect and resume
                 self.stats["ws_disconnects"] += 1
-                log.warning("%s: websocket: %s; reconnecting", self.name, exc or type(exc).__name__)
+                log.warning("%s: websocket: %s; reconnecting", self.name, str(exc) or type(exc).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 15.0)
 

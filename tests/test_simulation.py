@@ -7,9 +7,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from simulator.behaviour import Habits, Mix, seeded
+from simulator.client import Account
 from simulator.driver import DriverSettings, Job, SimDriver
 from simulator.geo import Position, ServiceArea, speed_kmh, step_toward
 
@@ -173,3 +175,16 @@ def test_socket_messages_are_taken_once_in_seq_order():
         driver._received(f'{{"type": "zone.hint", "seq": {seq}, "data": {{}}}}')
     assert driver.last_seq == 3
     assert driver.inbox.qsize() == 3
+
+
+async def test_a_request_that_failed_without_a_message_is_logged_with_the_errors_kind(caplog):
+    """httpx's timeouts carry no message: the fleet's log said "…/driver/locations failed: " and nothing more."""
+
+    def time_out(request):
+        raise httpx.ReadTimeout("", request=request)
+
+    stats = Counter()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(time_out), base_url="http://relay.test") as http:
+        reply = await Account(http, "demo-driver-01", stats).request("POST", "/api/v1/driver/locations", json={})
+    assert reply is None and stats["request_errors"] == 1
+    assert "demo-driver-01: POST /api/v1/driver/locations failed: ReadTimeout" in caplog.text
