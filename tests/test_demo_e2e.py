@@ -3,6 +3,7 @@ through the public API only, until a delivery is delivered. Runs everywhere, CI 
 service, whatever DATABASE_URL and REDIS_URL the rest of the suite uses."""
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -88,3 +89,34 @@ def test_a_simulated_fleet_delivers_through_the_public_api(tmp_path):
     assert delivered, f"nothing delivered in {DEADLINE_S} s\n{fleet_output[-3000:]}\n{server_output[-3000:]}"
     assert fleet.returncode == 0 and "Traceback" not in fleet_output, fleet_output[-3000:]
     assert server.returncode == 0 and "Traceback" not in server_output, server_output[-3000:]
+
+
+def _server_on(port: int) -> int:
+    """The pid of the `manage.py serve --port PORT` process (the demo's server, in a session of its own)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in command and str(port).encode() in command:
+            return int(entry.name)
+    raise AssertionError(f"no server on port {port}")
+
+
+def test_the_demo_stops_and_says_so_when_its_server_dies(tmp_path):
+    """A server that died left `make demo` printing "?" and a growing error count, as if the system still ran."""
+    port = free_port()
+    env = _embedded_env(tmp_path / "demo.sqlite3", f"http://127.0.0.1:{port}")
+    subprocess.run(manage("migrate", "--noinput", "-v0"), env=env, check=True, cwd=ROOT)
+    output = tmp_path / "demo.out"
+    command = manage("demo", "--port", str(port), "--drivers", "2", "--status-every", "0.5")
+    with open(output, "wb") as out:
+        log = ["--log", str(tmp_path / "demo.log")]
+        demo = subprocess.Popen([*command, *log], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert eventually(lambda: b"pending" in output.read_bytes(), timeout_s=DEADLINE_S, interval_s=0.3)
+        os.kill(_server_on(port), signal.SIGKILL)
+        assert demo.wait(timeout=30) != 0
+    finally:
+        stop_process(demo)
+    assert f"the server stopped (-9); see {tmp_path / 'demo.log'}" in output.read_text()

@@ -62,7 +62,8 @@ class Command(BaseCommand):
         server = self.start_server(options, url)
         try:
             self.banner(url, options, fleet_log, usernames)
-            asyncio.run(until_stopped(self.watch(fleet, url, every=options["status_every"])))
+            watching = self.watch(fleet, url, every=options["status_every"], server=server, log=options["log"])
+            asyncio.run(until_stopped(watching))
         except (KeyboardInterrupt, asyncio.CancelledError):
             self.stdout.write("\nstopping…")
         finally:
@@ -141,7 +142,9 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines))
 
     # --- the live status ------------------------------------------------------------------------------
-    async def watch(self, fleet: Fleet, url: str, *, every: float) -> None:
+    async def watch(self, fleet: Fleet, url: str, *, every: float, server: subprocess.Popen, log: Path) -> None:
+        """The fleet runs, a status line every `every` seconds, until Ctrl-C or the server stops: a server that died
+        left the demo printing "?" and a growing error count, as if it were still running."""
         task = asyncio.create_task(fleet.run())
         shown_links = 0
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
@@ -152,6 +155,8 @@ class Command(BaseCommand):
             try:
                 while not task.done():
                     await asyncio.wait([task], timeout=every)
+                    if server.poll() is not None:
+                        raise CommandError(f"the server stopped ({server.returncode}); see {log}")
                     if shown_links < TRACKING_LINKS and fleet.created:
                         links = [d["tracking_url"] for d in fleet.created[shown_links:TRACKING_LINKS]]
                         for link in links:
