@@ -31,6 +31,11 @@ def _address() -> str:
     return f"2001:db8::{secrets.token_hex(2)}:{secrets.token_hex(2)}"
 
 
+def _quick_hash() -> str:
+    """PASSWORD hashed with the first (quick) hasher: for the tests that check a password dozens of times."""
+    return make_password(PASSWORD, hasher="md5")
+
+
 def _login(client, username: str, password: str = PASSWORD, **meta):
     return client.post("/api/v1/auth/token", {"username": username, "password": password}, format="json", **meta)
 
@@ -64,7 +69,7 @@ def test_behind_a_trusted_proxy_the_address_it_saw_is_the_one_limited(settings):
 
 
 def test_one_address_guessing_a_username_is_held_back_and_the_accounts_owner_is_not(clock):
-    user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True)
+    user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True, password=_quick_hash())
     guesser = _address()
     statuses = [_login(APIClient(), user.username, "guess", REMOTE_ADDR=guesser).status_code for _ in range(12)]
     assert statuses == [401] * 10 + [429, 429]
@@ -76,7 +81,7 @@ def test_one_address_guessing_a_username_is_held_back_and_the_accounts_owner_is_
 def test_one_username_is_limited_whatever_the_address(clock):
     """Guesses spread over many addresses, a few from each, count against the username's own budget (50/min).
     (The clock stands still: on a loaded machine 51 logins can take longer than the limit's minute.)"""
-    user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True)
+    user = factories.UserFactory(username=f"target-{secrets.token_hex(4)}", is_staff=True, password=_quick_hash())
     statuses = [_login(APIClient(), user.username, "guess", REMOTE_ADDR=_address()).status_code for _ in range(51)]
     assert statuses == [401] * 50 + [429]
     assert _login(APIClient(), user.username, REMOTE_ADDR=_address()).status_code == 429
@@ -85,7 +90,7 @@ def test_one_username_is_limited_whatever_the_address(clock):
 def test_a_fleet_logging_in_behind_one_address_is_not_held_up_but_failures_still_count(client, zones):
     """Only failed logins count against the limits: forty drivers starting a shift on a depot's Wi-Fi all get in,
     on the API and the admin's form, and a driver on two phones too; the failures from that address still do."""
-    depot, quick_hash = _address(), make_password(PASSWORD, hasher="md5")  # the first hasher here (see above)
+    depot, quick_hash = _address(), _quick_hash()
     drivers = [factories.DriverFactory(user__password=quick_hash).user for _ in range(40)]
     assert {_login(APIClient(), user.username, REMOTE_ADDR=depot).status_code for user in drivers} == {200}
     assert {_login(APIClient(), drivers[0].username, REMOTE_ADDR=_address()).status_code for _ in range(12)} == {200}
@@ -125,7 +130,7 @@ def test_the_admin_login_form_is_limited_too(client):
 
 
 def test_the_admin_and_the_api_share_a_usernames_budget(client):
-    user = factories.OpsUserFactory(username=f"ops-{secrets.token_hex(4)}")
+    user = factories.OpsUserFactory(username=f"ops-{secrets.token_hex(4)}", password=_quick_hash())
     guesser = _address()
     for _ in range(5):
         client.post("/admin/login/", {"username": user.username, "password": "guess"}, REMOTE_ADDR=guesser)
