@@ -90,7 +90,7 @@ class ZoneAdmin(admin.ModelAdmin):
     def construct_change_message(self, request, form, formsets, add=False):
         """A zone's history says what each changed field was and became (Django's names the fields only): ops
         asking why offers now expire sooner find who changed the timeout, when, and from what."""
-        if add:
+        if add or not form.changed_data:  # Django's own: "Added." / "No fields changed."
             return super().construct_change_message(request, form, formsets, add)
         changes = [
             f"{form.fields[name].label}: {_shown(form.initial.get(name))} → {_shown(form.cleaned_data.get(name))}"
@@ -98,7 +98,7 @@ class ZoneAdmin(admin.ModelAdmin):
             else "Polygon redrawn"
             for name in form.changed_data
         ]
-        return f"Changed {'; '.join(changes)}." if changes else ""
+        return f"Changed {'; '.join(changes)}."
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["zone_map"] = zone_map_data(obj)
