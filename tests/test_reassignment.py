@@ -125,6 +125,76 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_
     assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "driver_stale")
 
 
+def test_a_driver_gone_stale_holding_a_picked_up_delivery_who_comes_back_closes_its_escalation(
+    merchant_api, ops_api, clock, settings
+):
+    """SPEC 2.3: escalations close themselves when their cause goes away. The driver's phone lost its signal and
+    came back: the driver is online again with the order, and ops no longer need to chase them."""
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    accept_pending(delivery)
+    app = api_client_for(driver.user)
+    app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    clock.shift(90)
+    assert mark_stale_drivers() == 1
+    [listed] = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert (listed["reason"], listed["level"]) == ("driver_stale", EscalationLevel.ALERT)
+
+    clock.shift(120)
+    back = app.post("/api/v1/driver/availability", {"state": "available"}, format="json")
+
+    assert back.status_code == 200 and back.json()["state"] == "busy"  # their capacity of 1 is the order they carry
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["results"] == []
+    escalation = delivery.escalations.get()
+    assert (escalation.status, escalation.resolution_note) == (
+        "resolved",
+        "Closed automatically: the driver is back online.",
+    )
+    closed = AuditEvent.objects.get(subject_id=escalation.pk, type="escalation.resolved")
+    assert (closed.actor_kind, closed.payload["open_seconds"]) == ("driver", 120)
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.driver) == ("picked_up", driver)
+    assert app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json").status_code == 200
+
+
+def test_a_driver_back_online_leaves_an_overdue_orders_escalation_open_for_that_cause_alone(
+    merchant_api, ops_api, clock, settings
+):
+    """The driver went stale with the order, which then ran past its ETA: their return takes the first cause away,
+    not the second. Ops still see the escalation, now for the overdue order and saying nothing of a lost driver."""
+    from deliveries import eta
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    accept_pending(delivery)
+    app = api_client_for(driver.user)
+    app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    clock.shift(90)
+    mark_stale_drivers()
+    due_s = eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
+    clock.shift(due_s + 15 * 60)
+    run_ladder()
+    [both] = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert both["reason"] == "driver_stale"
+    assert both["detail"].startswith("Dropoff was due at") and both["detail"].endswith("Driver stale while carrying it")
+
+    app.post("/api/v1/driver/availability", {"state": "available"}, format="json")
+
+    [left] = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert left["id"] == both["id"] and left["reason"] == "overdue"
+    assert left["detail"].startswith("Dropoff was due at") and "Driver" not in left["detail"]
+    gone = AuditEvent.objects.get(subject_id=both["id"], type="escalation.cause_gone")
+    assert (gone.actor_kind, gone.payload["causes"]) == ("driver", ["driver_stale"])
+    for _ in range(2):  # the sweeps after it see an overdue order, already escalated, and its driver pinging
+        clock.shift(60)
+        factories.ping(driver, *factories.east(0.2))
+        mark_stale_drivers()
+        run_ladder()
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["results"] == [left]
+
+
 def test_a_picked_up_delivery_left_with_a_stale_driver_by_a_crash_is_escalated_by_the_next_sweep(
     merchant_api, ops_api, clock, settings, monkeypatch
 ):

@@ -8,6 +8,7 @@ from core.audit import Actor, atomic_action, record_event
 from core.compiled import CompiledRead
 from core.errors import DomainError, NotFound
 from core.fsm import run_transition
+from core.models import AuditEvent
 from deliveries import messages
 from deliveries.models import OPEN_STATUSES, Delivery, DeliveryStatus, Escalation, EscalationLevel, EscalationStatus
 from deliveries.services.ops_feed import push_ops
@@ -107,6 +108,50 @@ def _add_cause(escalation: Escalation, *, reason: str, detail: str, actor: Actor
         payload={"cause": reason, "detail": detail},
     )
     push_ops("escalation.updated", messages.escalation(escalation))
+
+
+# A driver who vanished holding a picked-up delivery (SPEC 2.3): their return online takes these causes away.
+_DRIVER_LOSS = {Escalation.Reason.DRIVER_STALE, Escalation.Reason.DRIVER_OFFLINE}
+
+
+def driver_back_locked(delivery: Delivery, *, actor: Actor) -> None:
+    """The driver of this picked-up delivery, gone stale or offline with it, is online again: the escalation their
+    loss opened closes itself; one with another cause besides (the order is overdue) stays open for that cause
+    alone, which becomes its reason. Must run inside the caller's transaction, the delivery locked."""
+    escalation = delivery.escalations.exclude(status=EscalationStatus.RESOLVED).first()
+    if escalation is None:
+        return
+    causes = _causes(escalation)
+    remaining = [(cause, detail) for cause, detail in causes if cause not in _DRIVER_LOSS]
+    if len(remaining) == len(causes):
+        return
+    if not remaining:
+        _close(escalation, actor=actor, note="Closed automatically: the driver is back online.")
+        return
+    gone = [cause for cause, _ in causes if cause in _DRIVER_LOSS]
+    escalation.reason = remaining[0][0]
+    escalation.detail = "; ".join(detail for _, detail in reversed(remaining) if detail)
+    escalation.save(update_fields=["reason", "detail"])
+    _record(escalation, "escalation.cause_gone", actor=actor, from_state=escalation.status, payload={"causes": gone})
+    push_ops("escalation.updated", messages.escalation(escalation))
+
+
+_CAUSE_EVENTS = ["escalation.opened", "escalation.cause_added", "escalation.cause_gone"]
+
+
+def _causes(escalation: Escalation) -> list[tuple[str, str]]:
+    """The escalation's causes with what ops were told of each, first to last, from its audit trail: the one it
+    was opened for, then each added (`_add_cause`) and not gone since."""
+    causes = []
+    trail = AuditEvent.objects.filter(subject_kind="escalation", subject_id=escalation.pk)
+    for event in trail.filter(type__in=_CAUSE_EVENTS).order_by("id"):
+        if event.type == "escalation.opened":
+            causes.append((event.payload["reason"], event.payload.get("detail", "")))
+        elif event.type == "escalation.cause_added":
+            causes.append((event.payload["cause"], event.payload["detail"]))
+        else:
+            causes = [(cause, detail) for cause, detail in causes if cause not in event.payload["causes"]]
+    return causes
 
 
 def resolve_gone_causes(delivery: Delivery, *, actor: Actor) -> None:
