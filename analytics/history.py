@@ -3,22 +3,17 @@ merchants send deliveries, drivers accept, decline, let offers expire, release, 
 acknowledge escalations; all through Relay's own actions, on a clock moved through the day (time-machine), so
 the audit trail, costs and rollups are exactly what real days leave behind."""
 
-import contextlib
-import heapq
-import itertools
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
-import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.utils import timezone
 
 from analytics.rollup import roll_up_day
+from analytics.simclock import TimedActions
 from core.audit import Actor
-from core.errors import DomainError
 from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus, Merchant, Offer, OfferStatus
 from deliveries.serializers import DeclineInput, DeliveryCreateInput
 from deliveries.services import availability, balancing, dispatch, escalations, offers, progress, reassignment
@@ -33,29 +28,18 @@ SNAPSHOT_EVERY_MIN = 5
 DECLINE_REASONS = [choice for choice, _ in DeclineInput().fields["reason"].choices.items()]
 
 
-@dataclass(order=True)
-class _Event:
-    at: datetime
-    seq: int
-    action: Callable = field(compare=False)
-
-
-class HistoryDay:
+class HistoryDay(TimedActions):
     """One simulated day: a queue of timed events, each running one action at its moment."""
 
     def __init__(self, day: date, *, merchant: Merchant, ops_user, drivers: list[Driver], per_day: int, rng):
+        super().__init__()
         self.day, self.merchant, self.ops, self.drivers, self.rng = day, merchant, ops_user, drivers, rng
         self.per_day = per_day
-        self.queue: list[_Event] = []
-        self.seq = itertools.count()
         self.positions: dict = {}
         self.answered: set = set()
         self.acknowledging: set = set()
         self.deliveries = 0
         self.ends = datetime.combine(day, CLOSE_AT, tzinfo=UTC) + timedelta(hours=2)  # closing time, and the day's end
-
-    def at(self, when: datetime, action: Callable) -> None:
-        heapq.heappush(self.queue, _Event(when, next(self.seq), action))
 
     def later(self, action: Callable) -> None:
         """Try `action` again in 10 minutes, while the day lasts: a break for a driver who is never available, or
@@ -82,16 +66,7 @@ class HistoryDay:
             hour = self.rng.choice([9, 10, 11, 12, 12, 13, 13, 14, 15, 16, 17, 18, 18, 19, 19])
             when = datetime.combine(self.day, time(hour), tzinfo=UTC) + timedelta(minutes=self.rng.uniform(0, 59))
             self.at(when, lambda n=n: self.create(n))
-        with time_machine.travel(opens, tick=False) as clock:
-            while self.queue:
-                event = heapq.heappop(self.queue)
-                clock.move_to(event.at)
-                # DomainError: the world moved on (an offer already withdrawn, a delivery cancelled), as in real life.
-                with contextlib.suppress(DomainError):
-                    event.action()
-                self.follow_up()
-            clock.move_to(self.ends)
-            self.close_the_day()
+        self.play(opens, until=self.ends, after_each=self.follow_up, finish=self.close_the_day)
         return self.deliveries
 
     # --- actions --------------------------------------------------------------------------------------------
