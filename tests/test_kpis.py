@@ -417,6 +417,26 @@ def test_the_nightly_task_rolls_up_the_last_two_days_of_every_zone(zones, clock)
     assert roll_up_kpis_task.delay().get() == 6 and ZoneDay.objects.count() == 6  # again: the same rows
 
 
+def test_the_nightly_rollup_writes_only_days_already_over_in_each_zones_time_zone(zones, clock):
+    """02:30 UTC on the 26th is 18:30 on the 25th in Los Angeles, 11:30 on the 26th in Tokyo and 15:30 on the
+    26th in Auckland: each zone's last two days that are over, none still going on there."""
+    from analytics.facts import day_window
+    from analytics.tasks import roll_up_kpis_task
+
+    for code, time_zone in [("centro", "America/Los_Angeles"), ("norte", "Asia/Tokyo"), ("este", "Pacific/Auckland")]:
+        zones[code].time_zone = time_zone
+        zones[code].save()
+    clock.move_to(datetime(2026, 11, 26, 2, 30, tzinfo=UTC))
+    roll_up_kpis_task.delay().get()
+    rows = ZoneDay.objects.select_related("zone")
+    assert {(row.zone.code, row.day.isoformat()) for row in rows} == {
+        ("centro", "2026-11-23"), ("centro", "2026-11-24"),
+        ("norte", "2026-11-24"), ("norte", "2026-11-25"),
+        ("este", "2026-11-24"), ("este", "2026-11-25"),
+    }  # fmt: skip
+    assert all(day_window(row.zone, row.day)[1] <= _now() for row in rows)
+
+
 def test_a_range_of_days_can_be_rolled_up_by_hand(three_deliveries, zones, clock):
     from django.core.management import CommandError, call_command
 
