@@ -151,3 +151,25 @@ def test_etas_are_recomputed_from_pings_every_15_seconds_by_an_editable_schedule
 
     schedule = PeriodicTask.objects.get(task="deliveries.tasks.refresh_etas")
     assert (schedule.interval.every, schedule.interval.period, schedule.enabled) == (15, "seconds", True)
+
+
+def test_speeds_are_learned_by_the_zones_wall_clock_hour_whatever_its_offset(merchant, zones, clock):
+    """18:00 in Lisbon is 17:00 UTC in July (summer time) and 18:00 UTC in November: one hour of the week for
+    riders and traffic, so a trip ridden at six in July teaches what a dispatch at six in November reads. On the
+    autumn change, both 01:30s of the Sunday are the same hour."""
+    centro = zones["centro"]
+    centro.time_zone = "Europe/Lisbon"
+    centro.save()
+    rider = factories.online_driver(*factories.CENTRO, name="Rui Rocha")
+    clock.move_to(datetime(2026, 7, 15, 17, 0, tzinfo=UTC))  # a Wednesday, 18:00 in Lisbon
+    factories.ping(rider, *factories.CENTRO)
+    delivery = factories.assigned_delivery(merchant, rider, external_id="july", dropoff=DROPOFF)
+    pick_up_delivery(delivery.pk, actor=Actor.driver(rider))
+    clock.shift(_trip_seconds(delivery, 20))
+    deliver_delivery(delivery.pk, actor=Actor.driver(rider))
+
+    wednesday_six_pm = 2 * 24 + 18
+    assert TravelSpeed.objects.get(zone=centro, vehicle="bicycle").hour_of_week == wednesday_six_pm
+    assert eta.hour_of_week(datetime(2026, 11, 25, 18, 0, tzinfo=UTC), centro) == wednesday_six_pm
+    sunday_half_past_one = [datetime(2026, 10, 25, hour, 30, tzinfo=UTC) for hour in (0, 1)]  # summer, then winter
+    assert [eta.hour_of_week(at, centro) for at in sunday_half_past_one] == [6 * 24 + 1] * 2

@@ -417,17 +417,56 @@ def test_the_nightly_task_rolls_up_the_last_two_days_of_every_zone(zones, clock)
     assert roll_up_kpis_task.delay().get() == 6 and ZoneDay.objects.count() == 6  # again: the same rows
 
 
-def test_a_range_of_days_can_be_rolled_up_by_hand(three_deliveries, zones):
+def test_the_nightly_rollup_writes_only_days_already_over_in_each_zones_time_zone(zones, clock):
+    """02:30 UTC on the 26th is 18:30 on the 25th in Los Angeles, 11:30 on the 26th in Tokyo and 15:30 on the
+    26th in Auckland: each zone's last two days that are over, none still going on there."""
+    from analytics.facts import day_window
+    from analytics.tasks import roll_up_kpis_task
+
+    for code, time_zone in [("centro", "America/Los_Angeles"), ("norte", "Asia/Tokyo"), ("este", "Pacific/Auckland")]:
+        zones[code].time_zone = time_zone
+        zones[code].save()
+    clock.move_to(datetime(2026, 11, 26, 2, 30, tzinfo=UTC))
+    roll_up_kpis_task.delay().get()
+    rows = ZoneDay.objects.select_related("zone")
+    assert {(row.zone.code, row.day.isoformat()) for row in rows} == {
+        ("centro", "2026-11-23"), ("centro", "2026-11-24"),
+        ("norte", "2026-11-24"), ("norte", "2026-11-25"),
+        ("este", "2026-11-24"), ("este", "2026-11-25"),
+    }  # fmt: skip
+    assert all(day_window(row.zone, row.day)[1] <= _now() for row in rows)
+
+
+def test_a_range_of_days_can_be_rolled_up_by_hand(three_deliveries, zones, clock):
     from django.core.management import CommandError, call_command
 
+    clock.move_to(datetime.combine(DAY + timedelta(days=1), time(1), tzinfo=UTC))
     out = io.StringIO()
     call_command("roll_up_kpis", "--from", "2026-11-24", "--to", "2026-11-25", "--zone", "centro", stdout=out)
-    assert "rolled up 2 days of 1 zones" in out.getvalue()
+    assert out.getvalue() == "rolled up 2 zone-days\n"
     assert ZoneDay.objects.get(zone=zones["centro"], day=DAY).facts["deliveries"] == 3
     with pytest.raises(CommandError, match="on or after"):
         call_command("roll_up_kpis", "--from", "2026-11-25", "--to", "2026-11-24")
     with pytest.raises(CommandError, match="no zone"):
         call_command("roll_up_kpis", "--from", "2026-11-25", "--to", "2026-11-25", "--zone", "atlantis")
+
+
+def test_a_day_not_over_in_its_zone_is_not_rolled_up_by_hand(merchant, clock, zones, ops_api):
+    """At 02:00 UTC on the 26th it is 18:00 on the 25th in Los Angeles. Rolled up by hand then, that zone's 25th
+    stood at its afternoon's orders until the nightly rollup of the 27th: its evening's orders never showed."""
+    from django.core.management import call_command
+
+    zones["centro"].time_zone = "America/Los_Angeles"
+    zones["centro"].save()
+    clock.move_to(datetime(2026, 11, 26, 2, 0, tzinfo=UTC))
+    factories.new_delivery(merchant, "afternoon")
+    out = io.StringIO()
+    call_command("roll_up_kpis", "--from", "2026-11-24", "--to", "2026-11-25", "--zone", "centro", stdout=out)
+    clock.shift(3600)
+    factories.new_delivery(merchant, "evening")
+    answer = ops_api.get("/api/v1/ops/kpis", {"from": "2026-11-25", "to": "2026-11-25", "zone": "centro"})
+    assert answer.json()["deliveries"]["deliveries"] == 2
+    assert out.getvalue() == "rolled up 1 zone-days\nleft out 1 zone-days not over yet in their zone's time zone\n"
 
 
 def test_zone_balancing_snapshots_give_band_shares_pressure_and_surge(zones, clock):

@@ -2,6 +2,7 @@ from datetime import date
 
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics.facts import local_today
 from analytics.kpis import days_between
 from analytics.rollup import roll_up_day
 from zones.models import Zone
@@ -10,7 +11,8 @@ from zones.models import Zone
 class Command(BaseCommand):
     help = (
         "Roll up the KPIs of a range of local days now (the nightly task does the last two): a backfill after "
-        "installing, or a day corrected later. Running it again writes the same rows."
+        "installing, or a day corrected later. Running it again writes the same rows. A day not over yet in a "
+        "zone's time zone is left out: its row would stand for the whole day, and the KPIs compute it live."
     )
 
     def add_arguments(self, parser):
@@ -24,8 +26,15 @@ class Command(BaseCommand):
         zones = Zone.objects.filter(code=zone) if zone else Zone.objects.all()
         if zone and not zones.exists():
             raise CommandError(f"no zone {zone!r}")
-        days = days_between(first, last)
+        written = not_over = 0
         for one in zones:
-            for day in days:
+            today = local_today(one)
+            for day in days_between(first, last):
+                if day >= today:
+                    not_over += 1
+                    continue
                 roll_up_day(one, day)
-        self.stdout.write(f"rolled up {len(days)} days of {len(zones)} zones")
+                written += 1
+        self.stdout.write(f"rolled up {written} zone-days")
+        if not_over:
+            self.stdout.write(f"left out {not_over} zone-days not over yet in their zone's time zone")
