@@ -1,0 +1,30 @@
+import json
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from analytics.replay.world import ReplayDay, ScratchOnly
+
+
+class Command(BaseCommand):
+    help = (
+        "Play a recorded day in this (empty, scratch) database and write its KPIs as JSON. "
+        "Run by `manage.py replay`, in a database of its own; refuses a database that holds any zone or delivery."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("recording", type=Path)
+        parser.add_argument("result", type=Path)
+        parser.add_argument("--changes", default="{}", help='policy per zone code ("*" for all), as JSON')
+        parser.add_argument("--seed", type=int, default=1)
+
+    def handle(self, *args, recording, result, changes, seed, **options):
+        call_command("migrate", verbosity=0, interactive=False)
+        try:
+            day = ReplayDay(json.loads(recording.read_text()), changes=json.loads(changes), seed=seed)
+            figures = day.run()
+        except (ScratchOnly, ValidationError) as exc:
+            raise CommandError(str(exc)) from exc
+        result.write_text(json.dumps(figures))

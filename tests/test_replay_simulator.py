@@ -1,0 +1,114 @@
+"""The replay simulator (SPEC 6): a recorded day played again against the real dispatch code, in a scratch database,
+under the zones' policy as it is and as changed, compared by KPIs before the change is made in production."""
+
+import io
+import json
+from datetime import date
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from core.models import AuditEvent
+from deliveries.models import Delivery
+from drivers.models import Driver
+from tests import factories
+from tests.conftest import api_client_for
+
+pytestmark = pytest.mark.django_db
+
+DAY = date(2026, 11, 25)  # the clock fixture's day; the demo zones keep UTC
+
+
+def a_recorded_day(merchant_api, clock) -> Driver:
+    """One rider in centro takes the day's three orders, answering each offer in 8 s, and goes home later."""
+    rider = factories.online_driver(*factories.east(0.3))
+    app = api_client_for(rider.user)
+    for n in range(1, 4):
+        factories.ping(rider, *factories.east(0.3))
+        delivery = factories.delivery_via_api(merchant_api, f"order-{n}")
+        clock.shift(8)
+        offer = factories.pending_offer(delivery)
+        assert app.post(f"/api/v1/offers/{offer.pk}/accept").status_code == 200
+        clock.shift(300)
+        app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+        clock.shift(600)
+        app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+        clock.shift(900)
+    clock.shift(2 * 3600)
+    assert app.post("/api/v1/driver/availability", {"state": "offline"}, format="json").status_code == 200
+    return rider
+
+
+def replay(*args) -> str:
+    out = io.StringIO()
+    call_command("replay", "--day", DAY.isoformat(), *args, stdout=out)
+    return out.getvalue()
+
+
+def test_a_timeout_shorter_than_riders_take_to_answer_shows_the_day_lost_before_it_is_set(merchant_api, clock):
+    a_recorded_day(merchant_api, clock)
+    before = (Delivery.objects.count(), AuditEvent.objects.count(), Driver.objects.count())
+
+    runs = json.loads(replay("--zone", "centro", "--set", "offer_timeout_s=5", "--json"))
+
+    recorded, replayed, changed = runs["recorded"], runs["replayed"], runs["changed"]
+    assert (recorded["delivered"], recorded["first_offer_success_rate"]) == (3, 1.0)
+    # The same orders and rider under today's policy: the day as it was.
+    assert (replayed["deliveries"], replayed["delivered"], replayed["still_open"]) == (3, 3, 0)
+    assert (replayed["first_offer_success_rate"], replayed["time_to_assign_p50_s"]) == (1.0, 8.0)
+    # Offers that expire in 5 s, to a rider who answers in 8: each one expires, and after three the rider is set
+    # offline (SPEC 2.1); nobody delivers anything.
+    assert (changed["deliveries"], changed["delivered"], changed["acceptance_rate"]) == (3, 0, 0.0)
+    assert changed["escalations_by_level"]["2"] >= 1
+    # The replay ran elsewhere: nothing here was written.
+    assert (Delivery.objects.count(), AuditEvent.objects.count(), Driver.objects.count()) == before
+
+
+def test_the_replay_prints_the_runs_side_by_side(merchant_api, clock):
+    a_recorded_day(merchant_api, clock)
+
+    printed = replay("--set", "centro.offer_timeout_s=5")
+
+    lines = printed.splitlines()
+    assert (
+        lines[0]
+        == "Replay of 2026-11-25 (centro, este, norte): 3 deliveries, 1 drivers; changed: offer_timeout_s=5 (centro)"
+    )
+    assert lines[2].split() == ["recorded", "replayed", "changed"]
+    assert ["delivered", "3", "3", "0"] in [line.split() for line in lines]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--set", "offer_timeout"], "--set 'offer_timeout': expected [ZONE.]FIELD=VALUE"),
+        (
+            ["--set", "polygon=[]"],
+            "'polygon' is not a zone policy field; one of: break_limit_s, busy_pressure, critical_pressure",
+        ),
+        (
+            ["--set", "offer_timeout_s=2"],
+            "zone centro: offer_timeout_s: Ensure this value is greater than or equal to 5.",
+        ),
+        (["--set", "offer_timeout_s=soon"], "offer_timeout_s: “soon” value must be an integer."),
+        (["--set", "escalation_alert_s=60"], "escalation_alert_s: The alert must come after the warning."),
+        (["--set", "sul.offer_timeout_s=20"], "--set: no zone 'sul'"),
+        (["--zone", "sul"], "no zone sul"),
+    ],
+)
+def test_a_change_the_console_would_refuse_is_refused_before_anything_runs(merchant_api, clock, args, said):
+    a_recorded_day(merchant_api, clock)
+    with pytest.raises(CommandError) as refused:
+        replay(*args)
+    assert said in str(refused.value)
+
+
+def test_a_day_without_deliveries_says_so(zones):
+    with pytest.raises(CommandError, match="no deliveries on 2026-11-25 in centro, este, norte"):
+        replay()
+
+
+def test_the_scratch_run_refuses_a_database_that_holds_zones(zones, tmp_path):
+    (tmp_path / "recording.json").write_text("{}")
+    with pytest.raises(CommandError, match="the replay runs only in an empty database"):
+        call_command("replay_run", str(tmp_path / "recording.json"), str(tmp_path / "result.json"))
