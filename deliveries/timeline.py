@@ -1,7 +1,7 @@
 """A delivery's audit events as sentences ops can read at a glance on its admin page (SPEC 3.2: the dispatch
 reasoning must be readable, not a JSON blob). Pure functions of the event's fields: no queries."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 # Event types whose payload carries a dispatch decision (see deliveries.services.dispatch.Decision).
 DISPATCH_TYPES = {"dispatch.decided", "dispatch.no_candidate", "dispatch.held"}
@@ -41,7 +41,7 @@ def describe_dispatch(event_type: str, payload: dict) -> str:
     chosen = payload.get("chosen")
     if event_type == "dispatch.held":
         until = datetime.fromisoformat(payload["until"])
-        parts = [f"held until {until:%H:%M:%S} so the driver does not wait for the food"]
+        parts = [f"held until {until.astimezone(UTC):%H:%M:%S} UTC so the driver does not wait for the food"]
     elif chosen:
         parts = [f"offered to {_ranked(chosen)}"]
     else:

@@ -41,7 +41,7 @@ def test_a_dispatch_without_candidates_says_so():
 def test_a_held_dispatch_says_until_when():
     payload = {"until": "2026-11-25T12:14:00+00:00", "chosen": None, "candidates": [ANA], "excluded": []}
     assert describe("dispatch.held", "", "", payload) == (
-        "held until 12:14:00 so the driver does not wait for the food; also ranked Ana, 1.2 km, 4 min"
+        "held until 12:14:00 UTC so the driver does not wait for the food; also ranked Ana, 1.2 km, 4 min"
     )
 
 
