@@ -125,12 +125,8 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_
     assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "driver_stale")
 
 
-def test_a_driver_gone_stale_holding_a_picked_up_delivery_who_comes_back_closes_its_escalation(
-    merchant_api, ops_api, clock, settings
-):
-    """SPEC 2.3: escalations close themselves when their cause goes away. The driver's phone lost its signal and
-    came back: the driver is online again with the order, and ops no longer need to chase them."""
-    settings.RELAY_LOCATION_REDIS_URL = ""
+def picked_up_by_a_driver_gone_stale(merchant_api, clock):
+    """A delivery its driver picked up, then went quiet with for the stale limit (90 s): escalated by the sweep."""
     driver = factories.online_driver(*factories.east(0.3))
     delivery = factories.delivery_via_api(merchant_api)
     accept_pending(delivery)
@@ -138,6 +134,16 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_who_comes_back_closes_
     app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
     clock.shift(90)
     assert mark_stale_drivers() == 1
+    return driver, delivery, app
+
+
+def test_a_driver_gone_stale_holding_a_picked_up_delivery_who_comes_back_closes_its_escalation(
+    merchant_api, ops_api, clock, settings
+):
+    """SPEC 2.3: escalations close themselves when their cause goes away. The driver's phone lost its signal and
+    came back: the driver is online again with the order, and ops no longer need to chase them."""
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver, delivery, app = picked_up_by_a_driver_gone_stale(merchant_api, clock)
     [listed] = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
     assert (listed["reason"], listed["level"]) == ("driver_stale", EscalationLevel.ALERT)
 
@@ -166,13 +172,7 @@ def test_a_driver_back_online_leaves_an_overdue_orders_escalation_open_for_that_
     from deliveries import eta
 
     settings.RELAY_LOCATION_REDIS_URL = ""
-    driver = factories.online_driver(*factories.east(0.3))
-    delivery = factories.delivery_via_api(merchant_api)
-    accept_pending(delivery)
-    app = api_client_for(driver.user)
-    app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
-    clock.shift(90)
-    mark_stale_drivers()
+    driver, delivery, app = picked_up_by_a_driver_gone_stale(merchant_api, clock)
     due_s = eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
     clock.shift(due_s + 15 * 60)
     run_ladder()
