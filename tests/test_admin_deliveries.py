@@ -255,7 +255,8 @@ def test_rerun_dispatch_on_a_delivery_held_for_the_food_says_until_when(admin_cl
     url = reverse(CHANGELIST)
     response = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [soup.pk]}, follow=True)
     until = f"{soup.dispatch_not_before:%H:%M:%S}"
-    assert messages_of(response) == [f"soup: not offered: held until {until} UTC so the driver does not wait for the food."]
+    said = f"soup: not offered: held until {until} UTC so the driver does not wait for the food."
+    assert messages_of(response) == [said]
 
 
 def test_cancel_asks_for_a_reason_then_cancels_each_delivery(admin_client, admin_user, merchant, clock):
