@@ -6,6 +6,7 @@ import os
 import secrets
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,5 @@ def test_the_demo_names_its_accounts_once_beside_its_links(db):
     text = banner.getvalue()
     assert "admin console  http://127.0.0.1:8750/admin/" in text
     assert "API accounts   merchant" in text and "drivers d1…d3" in text
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    assert f"policy replay  .venv/bin/python manage.py replay --day {yesterday} --set offer_timeout_s=15" in text

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -125,6 +126,7 @@ class Command(BaseCommand):
         raise CommandError(f"the server did not answer on {url} within 60 s; see {log_path}")
 
     def banner(self, url: str, options, fleet_log: Path, usernames: list[str]) -> None:
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)  # the seeded history's last day
         lines = [
             "",
             f"Relay demo on {url}  (logs: server {options['log']}, simulated fleet {fleet_log})",
@@ -135,6 +137,8 @@ class Command(BaseCommand):
             f"  KPI dashboard  {url}{reverse('admin:analytics_dashboard')}  (charts of the seeded history)",
             f"  metrics        {url}/metrics  (Prometheus; as a logged-in ops user)   health: {url}/readyz",
             f"  API docs       {url}/api/docs/  (reference: {url}/api/redoc/)",
+            f"  policy replay  .venv/bin/python manage.py replay --day {yesterday} --set offer_timeout_s=15"
+            "  (a seeded day again, under a shorter offer timeout)",
             f"  drivers ride {options['speedup']:g}× faster than real; the merchant orders {options['rate']:g}/min.",
             "  Ctrl-C stops everything.",
             "",
