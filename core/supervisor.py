@@ -3,13 +3,15 @@
 `serve --workers N` starts this module as a process of its own (`python -m core.supervisor HOST PORT N`): it loads
 no Django (~20 MB instead of ~85 MB), only uvicorn, and each worker imports the application itself.
 
-It is uvicorn's supervisor with one addition: a worker that died, or hung past its health check and was killed,
-is replaced with a warning in the log, naming both processes. uvicorn says it at info, below the warning level
-Relay serves at, so a worker replaced (and every socket it held dropped) left no trace."""
+It is uvicorn's supervisor with two additions: a worker that died, or hung past its health check and was killed,
+is replaced with a warning in the log, naming both processes (uvicorn says it at info, below the warning level
+Relay serves at, so a worker replaced, and every socket it held dropped, left no trace), and its live metrics are
+dropped."""
 
 import logging
 import sys
 
+from prometheus_client import multiprocess
 from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
 
@@ -47,6 +49,11 @@ class Supervisor(Multiprocess):
         super().keep_subprocess_alive()
         for old, new in zip(watched, self.processes, strict=True):
             if new is not old:
+                # Killed or crashed, the worker ran no exit handler (core.metrics): the sockets it counted
+                # (relay_websocket_connections, a live gauge) stayed in every scrape of the host until its metric
+                # directory was cleared. The directory is `serve`'s, which set PROMETHEUS_MULTIPROC_DIR before
+                # starting this process.
+                multiprocess.mark_process_dead(old.pid)
                 log.warning(
                     "server process [%s] ended (exit code %s) and was replaced by [%s]; the sockets it held were "
                     "dropped and their clients reconnect",
