@@ -1,9 +1,10 @@
 """Scheduled housekeeping: driver stream messages are kept as long as `resume` needs them, idempotency records
-their 24 h (API.md), then each is purged in short batches."""
+their 24 h (API.md), then each is purged in short batches; console sessions go once expired."""
 
 from datetime import timedelta
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -83,12 +84,25 @@ def test_the_idempotency_purge_deletes_in_short_batches(db, clock, monkeypatch):
     assert not IdempotencyRecord.objects.exists()
 
 
+def test_expired_console_sessions_are_cleared(client, ops_user, clock):
+    from core.tasks import clear_expired_sessions
+
+    client.force_login(ops_user)
+    clock.shift(24 * 3600 - 1)  # a console session lasts a day (SESSION_COOKIE_AGE, as an ops token)
+    clear_expired_sessions()
+    assert Session.objects.count() == 1
+    clock.shift(2)
+    clear_expired_sessions()
+    assert Session.objects.count() == 0
+
+
 @pytest.mark.parametrize(
     "task",
     [
         "deliveries.tasks.flag_long_breaks",
         "deliveries.tasks.purge_driver_messages",
         "deliveries.tasks.purge_idempotency_records",
+        "core.tasks.clear_expired_sessions",
     ],
 )
 def test_the_sweeps_are_beat_schedules(task):
