@@ -110,7 +110,8 @@ def test_a_worker_that_dies_is_replaced_with_a_warning_naming_it(zones, settings
 @pytest.mark.django_db(transaction=True)
 def test_a_killed_workers_sockets_leave_the_socket_count(zones, settings, tmp_path):
     """A worker killed (or crashed) runs no exit handler: the sockets it held were counted in every scrape of
-    `relay_websocket_connections` for as long as the host's metric directory was kept, weeks of restarts adding up."""
+    `relay_websocket_connections` for as long as the host's metric directory was kept, and its files stayed there,
+    as did those of every worker stopped, weeks of restarts adding up."""
     driver = factories.online_driver(*factories.CENTRO)
     token, _ = Token.objects.get_or_create(user=driver.user)
     metrics_dir, scrape_token = tmp_path / "metrics", "scrape-secret-0123456789"
@@ -131,3 +132,5 @@ def test_a_killed_workers_sockets_leave_the_socket_count(zones, settings, tmp_pa
                 lambda: f"server process [{holder}] ended" in log.read_text(), timeout_s=60, what="replaced"
             )
         assert drivers_connected(url) == 0
+    # Stopped, the workers left no file either (they die of the SIGTERM that uvicorn raises again once done).
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
