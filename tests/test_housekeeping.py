@@ -102,6 +102,7 @@ def test_expired_console_sessions_are_cleared(client, ops_user, clock):
         "deliveries.tasks.flag_long_breaks",
         "deliveries.tasks.purge_driver_messages",
         "deliveries.tasks.purge_idempotency_records",
+        "deliveries.tasks.purge_old_breadcrumbs",
         "core.tasks.clear_expired_sessions",
     ],
 )
