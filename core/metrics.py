@@ -67,10 +67,15 @@ SUMMED_KINDS = ("counter", "histogram")
 
 @contextlib.contextmanager
 def _directory_locked(mode: int):
-    """The metric directory's lock: scrapes share it, `retire_process` takes it alone."""
-    with open(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "archive.lock"), "a") as lock:
+    """The metric directory's lock: scrapes share it, `retire_process` takes it alone. Opened for reading, which is
+    all a lock needs: a lock file made by another user (a `manage.py migrate` run as root) must not fail scrapes."""
+    path = os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "archive.lock")
+    lock = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
         fcntl.flock(lock, mode)
-        yield  # released as the file closes
+        yield
+    finally:
+        os.close(lock)  # and the lock with it
 
 
 def retire_process(pid: int) -> None:
@@ -99,5 +104,7 @@ def retire_process(pid: int) -> None:
 
 @atexit.register
 def _process_exited() -> None:
-    with contextlib.suppress(FileNotFoundError):  # the directory was cleared meanwhile: nothing is left to fold
+    # The directory cleared meanwhile (nothing is left to fold), or its archive another user's (the files stay, and
+    # are counted, as prometheus_client leaves them).
+    with contextlib.suppress(OSError):
         retire_process(os.getpid())
