@@ -3,15 +3,18 @@
 `serve --workers N` starts this module as a process of its own (`python -m core.supervisor HOST PORT N`): it loads
 no Django (~20 MB instead of ~85 MB), only uvicorn, and each worker imports the application itself.
 
-It is uvicorn's supervisor with one addition: a worker that died, or hung past its health check and was killed,
-is replaced with a warning in the log, naming both processes. uvicorn says it at info, below the warning level
-Relay serves at, so a worker replaced (and every socket it held dropped) left no trace."""
+It is uvicorn's supervisor with two additions: a worker that died, or hung past its health check and was killed,
+is replaced with a warning in the log, naming both processes (uvicorn says it at info, below the warning level
+Relay serves at, so a worker replaced, and every socket it held dropped, left no trace), and its metric samples
+folded into the archive of ended processes (core.metrics)."""
 
 import logging
 import sys
 
 from uvicorn import Config
 from uvicorn.supervisors import Multiprocess
+
+from core.metrics import retire_process
 
 UVICORN_OPTIONS = {
     "log_level": "warning",
@@ -47,6 +50,11 @@ class Supervisor(Multiprocess):
         super().keep_subprocess_alive()
         for old, new in zip(watched, self.processes, strict=True):
             if new is not old:
+                # Killed or crashed, the worker ran no exit handler (core.metrics): its samples are folded here, or
+                # the sockets it counted (relay_websocket_connections, a live gauge) stayed in every scrape of the
+                # host, and its files in the metric directory, until the directory was cleared. The directory is
+                # `serve`'s, which set PROMETHEUS_MULTIPROC_DIR before starting this process.
+                retire_process(old.pid)
                 log.warning(
                     "server process [%s] ended (exit code %s) and was replaced by [%s]; the sockets it held were "
                     "dropped and their clients reconnect",
@@ -54,6 +62,20 @@ class Supervisor(Multiprocess):
                     old.exitcode,
                     new.pid,
                 )
+
+    def restart_all(self) -> None:
+        serving = list(self.processes)
+        super().restart_all()
+        for old in serving:
+            if old not in self.processes:
+                retire_process(old.pid)
+
+    def join_all(self) -> None:
+        # A worker stopped by SIGTERM shuts down, then raises the signal again (uvicorn) and dies of it without
+        # running its exit handler: its samples are folded here, or each restart left its files for good.
+        super().join_all()
+        for process in self.processes:
+            retire_process(process.pid)
 
 
 def supervise(host: str, port: int, workers: int) -> None:

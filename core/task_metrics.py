@@ -1,5 +1,6 @@
 """Celery task durations and failures (SPEC 5 system metrics), from Celery's signals, in every worker."""
 
+import os
 import time
 
 from celery import signals
@@ -26,3 +27,10 @@ def _task_finished(task_id=None, task=None, **kwargs) -> None:
 @signals.task_failure.connect(weak=False)
 def _task_failed(task_id=None, sender=None, **kwargs) -> None:
     TASK_FAILURES.labels(task=sender.name).inc()
+
+
+@signals.worker_process_shutdown.connect(weak=False)
+def _pool_process_ended(**kwargs) -> None:
+    """A prefork pool's process ends with `os._exit`, which runs no exit handler: its samples are folded into the
+    archive here instead (core.metrics), or its files stayed in the metric directory for good."""
+    metrics.retire_process(os.getpid())

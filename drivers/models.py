@@ -198,6 +198,15 @@ class Break(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        # The minute's sweep for breaks running past the limit (`flag_long_breaks`), over a table that keeps every
+        # break ever taken: it reads only the running ones not flagged yet.
+        indexes = [
+            models.Index(
+                fields=["started_at"],
+                condition=models.Q(ended_at__isnull=True, over_limit=False),
+                name="break_running_unflagged_idx",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.driver} break {self.started_at:%Y-%m-%d %H:%M}"

@@ -13,6 +13,7 @@ from deliveries.services.availability import mark_stale_drivers
 from drivers.models import Break, DriverMessage, Shift
 from tests import factories
 from tests.conftest import api_client_for
+from tests.plans import whole_table_reads
 
 pytestmark = pytest.mark.django_db
 
@@ -157,6 +158,22 @@ def test_a_break_running_past_the_limit_is_flagged_when_the_limit_passes(zones, 
     set_state(driver, "available")
     assert AuditEvent.objects.filter(driver_id=driver.pk, type="driver.break_over_limit").count() == 1
     assert Break.objects.get(driver=driver).over_limit
+
+
+@pytest.mark.postgres
+def test_the_minutes_break_sweep_reads_only_the_breaks_still_running(zones, clock):
+    """Every break ever taken is kept (1-3 a driver a day): the sweep for breaks past the limit, every minute, reads
+    the ones still running, not the whole table."""
+    from deliveries.tasks import flag_long_breaks
+
+    driver = factories.online_driver(*factories.east(0.3))
+    set_state(driver, "on_break")
+    set_state(driver, "available")
+    set_state(driver, "on_break")
+    clock.shift(31 * 60)
+    flagged = []
+    assert whole_table_reads(lambda: flagged.append(flag_long_breaks()), {"drivers_break"}) == []
+    assert flagged == [1]
 
 
 def test_going_offline_while_carrying_a_picked_up_delivery_is_refused(merchant_api):

@@ -14,10 +14,11 @@ from analytics.rollup import roll_up_day
 from core.audit import Actor
 from deliveries.models import Delivery, DeliveryCost
 from deliveries.pricing import money
-from deliveries.services import escalations, offers, progress, reassignment
+from deliveries.services import balancing, escalations, offers, progress, reassignment
 from deliveries.services.availability import go_online, set_availability
 from deliveries.services.ladder import dispatch_waiting
 from tests import factories
+from tests.plans import whole_table_reads
 
 pytestmark = pytest.mark.django_db
 DAY = date(2026, 11, 25)  # the clock fixture's day (12:00 UTC); the demo zones keep UTC
@@ -541,3 +542,14 @@ def test_names_that_a_spreadsheet_would_run_as_formulas_are_exported_as_text(thr
     rows = list(csv.DictReader(io.StringIO(b"".join(streamed.streaming_content).decode())))
     assert {row["name"] for row in rows if row["table"] == "drivers"} == {"'" + formula, "Bruno B"}
     assert all(not value.startswith(("=", "+", "@")) for row in rows for value in row.values())
+
+
+@pytest.mark.postgres
+def test_a_kpi_report_reads_no_zone_snapshot_that_its_days_do_not_need(zones, clock):
+    """Zone snapshots are taken every minute in every zone and all kept (1440 a zone each day): a report must not
+    read every snapshot ever taken (learning where the history starts read and sorted the whole table, twice per
+    report)."""
+    for _ in range(3):
+        clock.shift(60)
+        balancing.take_zone_snapshots()
+    assert whole_table_reads(lambda: kpis.kpi_report(DAY, DAY), {"zones_zonesnapshot"}) == []

@@ -2,6 +2,7 @@
 reads, summed over every process of a deployment, for ops and scrapers only; /healthz and /readyz."""
 
 import io
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 from celery import shared_task
 from django.core.management import call_command
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 from websockets.sync.client import connect
@@ -193,6 +195,34 @@ def test_a_celery_workers_task_metrics_show_in_the_servers_scrape(zones, setting
     finally:
         app.conf.task_always_eager = True
         stop_process(worker)
+    # Ended, the server and the worker's processes (its pool's included) left their counts, not their files.
+    assert _archived_only(tmp_path / "metrics")[key] == 3
+
+
+RECORD_A_FAILURE = (
+    "import django; django.setup(); "
+    "from core.task_metrics import TASK_FAILURES; TASK_FAILURES.labels(task='tests.ended').inc()"
+)
+
+
+def test_ended_processes_keep_their_counts_in_one_archive_not_a_file_each(tmp_path):
+    """Every process that imports Relay (server and Celery worker processes, beat, each `manage.py` command) writes
+    its samples to files of its own in the host's metric directory. Kept once it ended, they piled up, a pair per
+    restart, deploy and command, and every scrape read them all."""
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(directory), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", RECORD_A_FAILURE], env=env, cwd=ROOT, check=True)
+    assert _archived_only(directory)[("relay_celery_task_failures_total", (("task", "tests.ended"),))] == 3
+
+
+def _archived_only(directory) -> dict[tuple, float]:
+    """The samples of a metric directory that holds nothing but the archive of ended processes."""
+    assert sorted(path.name for path in directory.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    return samples(generate_latest(registry).decode())
 
 
 @shared_task(name="tests.failing_task")

@@ -12,6 +12,7 @@ from websockets.sync.client import connect
 
 from tests import factories, faults
 from tests.servers import production_env, running_server
+from tests.test_metrics import samples
 
 
 def _rss_kb(pid: int) -> int:
@@ -102,3 +103,34 @@ def test_a_worker_that_dies_is_replaced_with_a_warning_naming_it(zones, settings
     warning = next(line for line in log.read_text().splitlines() if f"[{workers[0]}] ended" in line)
     assert warning.startswith("WARNING:")
     assert "exit code -9" in warning and "replaced by [" in warning
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_workers_sockets_leave_the_socket_count(zones, settings, tmp_path):
+    """A worker killed (or crashed) runs no exit handler: the sockets it held were counted in every scrape of
+    `relay_websocket_connections` for as long as the host's metric directory was kept, and its files stayed there,
+    as did those of every worker stopped, weeks of restarts adding up."""
+    driver = factories.online_driver(*factories.CENTRO)
+    token, _ = Token.objects.get_or_create(user=driver.user)
+    metrics_dir, scrape_token = tmp_path / "metrics", "scrape-secret-0123456789"
+    metrics_dir.mkdir()
+    env = production_env(settings) | {"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "METRICS_TOKEN": scrape_token}
+    log = tmp_path / "server.log"
+
+    def drivers_connected(url: str) -> float:
+        scrape = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {scrape_token}"}, timeout=30)
+        return samples(scrape.text).get(("relay_websocket_connections", (("kind", "driver"),)), 0)
+
+    with running_server(env, log, workers=2, deadline_s=180) as url:
+        with connect(f"{url.replace('http', 'ws', 1)}/ws/driver/?token={token.key}"):
+            assert drivers_connected(url) == 1
+            (holder,) = [int(path.stem.rsplit("_", 1)[1]) for path in metrics_dir.glob("gauge_livesum_*.db")]
+            os.kill(holder, signal.SIGKILL)
+            faults.wait_for(
+                lambda: f"server process [{holder}] ended" in log.read_text(), timeout_s=60, what="replaced"
+            )
+        assert drivers_connected(url) == 0
+    # Stopped, the workers left no file either (they die of the SIGTERM that uvicorn raises again once done).
+    assert sorted(path.name for path in metrics_dir.glob("*.db")) == ["counter_archive.db", "histogram_archive.db"]
