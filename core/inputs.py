@@ -3,6 +3,7 @@
 from django.core.exceptions import BadRequest
 from django.http import Http404
 from django.urls.converters import UUIDConverter
+from django.utils import timezone
 from rest_framework import serializers
 
 from core.errors import SEE_FIELDS, json_error
@@ -21,6 +22,19 @@ class Number(serializers.FloatField):
         if isinstance(data, bool):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class TimeWithOffset(serializers.DateTimeField):
+    """A time as API.md gives it: ISO 8601 with its offset. DRF read one without an offset as UTC, so a merchant in
+    Tokyo sending its local `ready_at` had the delivery held nine hours, and a phone sending local time had its
+    summer pings dropped as an hour ahead: refused instead, naming the field."""
+
+    default_error_messages = {"offset": "Give the time with its offset from UTC, e.g. 2026-11-25T12:00:00Z or +09:00."}
+
+    def enforce_timezone(self, value):
+        if timezone.is_naive(value):
+            self.fail("offset")
+        return super().enforce_timezone(value)
 
 
 def read_input(serializer_class: type[serializers.Serializer], request) -> dict:

@@ -3,7 +3,7 @@ from collections.abc import Callable
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from core.inputs import Number
+from core.inputs import Number, TimeWithOffset
 from core.models import AuditEvent
 from deliveries import eta, selectors
 from deliveries.models import ACTIVE_STATUSES, DeclineReason, Delivery, Escalation, Offer
@@ -22,8 +22,8 @@ class DeliveryCreateInput(serializers.Serializer):
     external_id = serializers.CharField(max_length=100)
     pickup = PlaceInput()
     dropoff = PlaceInput()
-    ready_at = serializers.DateTimeField(required=False, allow_null=True)
-    promised_by = serializers.DateTimeField(required=False, allow_null=True)
+    ready_at = TimeWithOffset(required=False, allow_null=True)
+    promised_by = TimeWithOffset(required=False, allow_null=True)
     value = serializers.DecimalField(max_digits=10, decimal_places=2, min_value=0, required=False, allow_null=True)
     notes = serializers.CharField(max_length=2000, required=False, allow_blank=True)
 

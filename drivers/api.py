@@ -3,7 +3,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.inputs import Number, read_input
+from core.inputs import Number, TimeWithOffset, read_input
 from core.permissions import IsDriver
 from drivers import locations
 from drivers.models import DriverState
@@ -12,7 +12,7 @@ from drivers.models import DriverState
 class PointInput(serializers.Serializer):
     lat = Number(min_value=-90, max_value=90)
     lng = Number(min_value=-180, max_value=180)
-    recorded_at = serializers.DateTimeField()
+    recorded_at = TimeWithOffset()
     accuracy = Number(min_value=0, required=False, allow_null=True)
     speed = Number(min_value=0, required=False, allow_null=True)
     heading = Number(min_value=0, max_value=360, required=False, allow_null=True)

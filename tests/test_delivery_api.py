@@ -232,6 +232,19 @@ def test_times_beyond_a_week_either_way_are_refused(merchant_api, clock, field, 
     assert not Delivery.objects.exists()
 
 
+@pytest.mark.parametrize("field", ["ready_at", "promised_by"])
+def test_a_time_without_its_offset_is_refused_naming_the_field(merchant_api, clock, field):
+    """API.md's times carry their offset. One without was read as UTC: a Tokyo merchant's local 21:20 `ready_at`
+    held the delivery until 21:20 UTC, nine hours on, with no escalation (a held delivery is not waiting)."""
+    response = create(merchant_api, **{field: "2026-11-25T21:20:00"})
+    assert response.status_code == 400, response.content
+    assert response.json()["fields"] == {
+        field: ["Give the time with its offset from UTC, e.g. 2026-11-25T12:00:00Z or +09:00."]
+    }
+    assert not Delivery.objects.exists()
+    assert create(merchant_api, **{field: "2026-11-25T21:20:00+09:00"}).status_code == 201
+
+
 def test_times_within_a_week_are_taken(merchant_api, clock):
     response = create(merchant_api, ready_at="2026-12-02T11:00:00Z", promised_by="2026-12-02T11:59:59Z")
     assert response.status_code == 201, response.content

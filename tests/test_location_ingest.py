@@ -156,6 +156,7 @@ BAD_BODIES = [
     {"points": [_point(lat=91)]},
     {"points": [_point(lng="east")]},
     {"points": [_point(recorded_at="yesterday")]},
+    {"points": [_point(recorded_at="2026-11-25T12:00:00")]},  # no offset: which zone's noon?
     {"points": [_point(heading=400)]},
     {"points": [_point(accuracy=-1)]},
     {"points": [{"lat": 38.7}]},
@@ -173,6 +174,19 @@ async def test_bad_input_gets_exactly_the_answer_of_the_api(zones, django_app, b
     assert answer.status_code == expected.status_code == 400
     assert answer.json() == expected.json()
     assert answer.json()["code"] == "invalid"
+
+
+async def test_a_time_without_its_offset_is_refused_not_read_as_utc(zones, django_app):
+    """A phone sending its local time without the offset had every point read as UTC: in Lisbon's summer each one
+    an hour ahead, dropped as from the future, and the driver went stale while pinging."""
+    driver, auth = await _sync(_online_driver)()
+    local = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    async with _client(django_app) as client:
+        answer = await client.post(URL, json={"points": [_point(recorded_at=local)]}, headers=auth)
+    assert answer.status_code == 400
+    offset = "Give the time with its offset from UTC, e.g. 2026-11-25T12:00:00Z or +09:00."
+    assert answer.json()["fields"] == {"points": {"0": {"recorded_at": [offset]}}}
+    assert not await _sync(_indexed)(driver)
 
 
 _PING = orjson.dumps({"points": [_point()]})
@@ -219,9 +233,8 @@ async def test_a_nul_in_the_query_string_gets_the_apis_400(zones, django_app):
 
 async def test_forms_the_lean_validator_leaves_to_the_serializer_still_work(zones, django_app):
     _, auth = await _sync(_online_driver)()
-    naive = datetime.now(UTC).replace(tzinfo=None).isoformat()
     async with _client(django_app) as client:
-        answer = await client.post(URL, json={"points": [_point(lat="38.715", recorded_at=naive)]}, headers=auth)
+        answer = await client.post(URL, json={"points": [_point(lat="38.715")]}, headers=auth)
         broken = await client.post(URL, content=b'{"points": [', headers=auth | {"Content-Type": "application/json"})
     assert (answer.status_code, answer.json()) == (202, {"accepted": 1, "dropped": 0})
     assert (broken.status_code, broken.json()["code"]) == (400, "parse_error")
