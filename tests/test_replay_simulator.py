@@ -8,6 +8,8 @@ from datetime import date
 import pytest
 from django.core.management import CommandError, call_command
 
+from analytics.management.commands.replay import table
+from analytics.replay.recording import record_day
 from core.models import AuditEvent
 from deliveries.models import Delivery
 from drivers.models import Driver
@@ -62,20 +64,12 @@ def test_a_timeout_shorter_than_riders_take_to_answer_shows_the_day_lost_before_
     assert changed["escalations_by_level"]["2"] >= 1
     # The replay ran elsewhere: nothing here was written.
     assert (Delivery.objects.count(), AuditEvent.objects.count(), Driver.objects.count()) == before
-
-
-def test_the_replay_prints_the_runs_side_by_side(merchant_api, clock):
-    a_recorded_day(merchant_api, clock)
-
-    printed = replay("--set", "centro.offer_timeout_s=5")
-
-    lines = printed.splitlines()
-    assert (
-        lines[0]
-        == "Replay of 2026-11-25 (centro, este, norte): 3 deliveries, 1 drivers; changed: offer_timeout_s=5 (centro)"
-    )
+    # What the command prints without --json: the same runs side by side.
+    lines = table(record_day(DAY, ["centro"]), {"*": {"offer_timeout_s": "5"}}, runs).splitlines()
+    assert lines[0] == "Replay of 2026-11-25 (centro): 3 deliveries, 1 drivers; changed: offer_timeout_s=5"
     assert lines[2].split() == ["recorded", "replayed", "changed"]
     assert ["delivered", "3", "3", "0"] in [line.split() for line in lines]
+    assert ["first", "offer", "accepted", "1.0", "1.0", "0.0"] in [line.split() for line in lines]
 
 
 @pytest.mark.parametrize(
