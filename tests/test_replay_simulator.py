@@ -3,11 +3,13 @@ under the zones' policy as it is and as changed, compared by KPIs before the cha
 
 import io
 import json
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from analytics.management.commands.replay import run_in_scratch
+from analytics.replay.recording import record_day
 from core.models import AuditEvent
 from deliveries.models import Delivery
 from drivers.models import Driver
@@ -62,6 +64,27 @@ def test_a_timeout_shorter_than_riders_take_to_answer_shows_the_day_lost_before_
     assert changed["escalations_by_level"]["2"] >= 1
     # The replay ran elsewhere: nothing here was written.
     assert (Delivery.objects.count(), AuditEvent.objects.count(), Driver.objects.count()) == before
+
+
+def test_a_break_the_replay_puts_off_while_the_rider_carries_an_order_is_not_taken_after_its_recorded_end(
+    merchant_api, clock
+):
+    """The replay may give a rider an order when the recording had them free: a break recorded then waits until
+    they are free, but not past the break's recorded end, or they would sit on that break for the rest of the day
+    (its end refused: they were not on a break then) and the day's later orders would find nobody."""
+    a_recorded_day(merchant_api, clock)
+    recording = record_day(DAY, ["centro"])
+    [rider] = recording["drivers"]
+    first_order = datetime.fromisoformat(recording["deliveries"][0]["at"])
+    # A minute's break while the first order is in the bag (its ride alone is longer).
+    rider["moves"][1:1] = [
+        [(first_order + timedelta(minutes=1)).isoformat(), "on_break"],
+        [(first_order + timedelta(minutes=2)).isoformat(), "end_break"],
+    ]
+
+    replayed = run_in_scratch(recording, {}, seed=1)
+
+    assert (replayed["delivered"], replayed["still_open"]) == (3, 0)
 
 
 def test_the_replay_prints_the_runs_side_by_side(merchant_api, clock):
