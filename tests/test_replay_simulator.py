@@ -3,7 +3,7 @@ under the zones' policy as it is and as changed, compared by KPIs before the cha
 
 import io
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -21,9 +21,9 @@ pytestmark = pytest.mark.django_db
 DAY = date(2026, 11, 25)  # the clock fixture's day; the demo zones keep UTC
 
 
-def a_recorded_day(merchant_api, clock) -> Driver:
+def a_recorded_day(merchant_api, clock, rider: Driver | None = None) -> Driver:
     """One rider in centro takes the day's three orders, answering each offer in 8 s, and goes home later."""
-    rider = factories.online_driver(*factories.east(0.3))
+    rider = rider or factories.online_driver(*factories.east(0.3))
     app = api_client_for(rider.user)
     for n in range(1, 4):
         factories.ping(rider, *factories.east(0.3))
@@ -85,6 +85,24 @@ def test_a_break_the_replay_puts_off_while_the_rider_carries_an_order_is_not_tak
     replayed = run_in_scratch(recording, {}, seed=1)
 
     assert (replayed["delivered"], replayed["still_open"]) == (3, 0)
+
+
+def test_a_rider_on_a_break_at_midnight_is_online_in_the_replay_from_the_end_of_their_break(merchant_api, clock):
+    """The day starts with the rider on a break they took the evening before: in the replay they are on that break
+    (online, on a shift) and end it when they did, and take the day's orders."""
+    clock.move_to(datetime(2026, 11, 24, 23, 0, tzinfo=UTC))
+    rider = factories.online_driver(*factories.east(0.3))
+    app = api_client_for(rider.user)
+    clock.shift(30 * 60)
+    assert app.post("/api/v1/driver/availability", {"state": "on_break"}, format="json").status_code == 200
+    clock.move_to(datetime(2026, 11, 25, 11, 55, tzinfo=UTC))
+    assert app.post("/api/v1/driver/availability", {"state": "available"}, format="json").status_code == 200
+    clock.shift(5 * 60)
+    a_recorded_day(merchant_api, clock, rider)
+
+    runs = json.loads(replay("--zone", "centro", "--json"))
+
+    assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (3, 3)
 
 
 def test_the_replay_prints_the_runs_side_by_side(merchant_api, clock):
