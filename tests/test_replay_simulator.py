@@ -4,8 +4,10 @@ under the zones' policy as it is and as changed, compared by KPIs before the cha
 import io
 import json
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
 from analytics.management.commands.replay import run_in_scratch
@@ -103,6 +105,18 @@ def test_a_rider_on_a_break_at_midnight_is_online_in_the_replay_from_the_end_of_
     runs = json.loads(replay("--zone", "centro", "--json"))
 
     assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (3, 3)
+
+
+def test_the_replay_counts_nothing_in_the_metrics_of_the_deployment(merchant_api, clock):
+    """/metrics sums the files every process leaves in the metrics folder (its own, or the default one): the
+    replay's offers and assignments never happened and must not show there."""
+    a_recorded_day(merchant_api, clock)
+    folders = {Path(settings.RELAY_METRICS_DIR), settings.BASE_DIR / "var" / "metrics"}
+    before = {folder: set(folder.glob("*")) for folder in folders}  # none there yet: none after
+
+    replay("--zone", "centro")
+
+    assert {folder: set(folder.glob("*")) for folder in folders} == before
 
 
 def test_the_replay_prints_the_runs_side_by_side(merchant_api, clock):
