@@ -17,6 +17,7 @@ from deliveries.models import Delivery
 from drivers.models import Driver
 from tests import factories
 from tests.conftest import api_client_for
+from zones.selectors import zone_for_point
 
 pytestmark = pytest.mark.django_db
 
@@ -117,6 +118,29 @@ def test_the_replay_counts_nothing_in_the_metrics_of_the_deployment(merchant_api
     replay("--zone", "centro")
 
     assert {folder: set(folder.glob("*")) for folder in folders} == before
+
+
+def test_a_rider_who_drops_an_order_off_outside_every_zone_rides_back_for_the_next(merchant_api, clock):
+    """An order is dropped off outside every zone (and beyond the search radius): in the replay as in life the
+    rider comes back and takes the next order, instead of staying where they left the first one all day."""
+    outside = (38.65, -9.14)
+    assert zone_for_point(*outside) is None
+    rider = factories.online_driver(*factories.east(0.3))
+    app = api_client_for(rider.user)
+    for n, dropoff in ((1, outside), (2, (38.72, -9.13))):
+        factories.ping(rider, *factories.east(0.3))
+        delivery = factories.delivery_via_api(merchant_api, f"order-{n}", dropoff=dropoff)
+        clock.shift(8)
+        assert app.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept").status_code == 200
+        clock.shift(300)
+        app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+        clock.shift(1500)
+        app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+        clock.shift(3600)
+
+    runs = json.loads(replay("--zone", "centro", "--json"))
+
+    assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (2, 2)
 
 
 def test_the_replay_prints_the_runs_side_by_side(merchant_api, clock):

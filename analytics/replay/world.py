@@ -64,6 +64,7 @@ class ReplayDay(TimedActions):
         self.recording, self.changes, self.rng = recording, changes, random.Random(seed)
         self.start = datetime.fromisoformat(recording["start"])
         self.legs: dict = {}
+        self.homes: dict = {}  # where each driver starts the day, and rides back to when they have no job
         self.free_at: dict = {}
         self.habits: dict = {}
         self.answered: set = set()
@@ -121,6 +122,7 @@ class ReplayDay(TimedActions):
         self.habits[driver.pk] = shape if answered else self.fleet
         here = tuple(shape["position"]) if shape["position"] else random_point(zones[shape["zone"]], self.rng)
         self.legs[driver.pk] = _Leg(here, here, self.start, self.start)
+        self.homes[driver.pk] = here
         moments = [datetime.fromisoformat(at) for at, _ in shape["moves"]]
         for (at, move), until in zip(shape["moves"], [*moments[1:], self.last_order + LAST_ORDER_GRACE], strict=True):
             self.at(datetime.fromisoformat(at), lambda d=driver, m=move, u=until: self.move(d, m, until=u))
@@ -235,7 +237,15 @@ class ReplayDay(TimedActions):
         self.free_at[driver.pk] = done
         self.legs[driver.pk] = _Leg(here, pickup, leaves, there)
         self.at(picked, lambda: self.pick_up(delivery, driver, pickup, dropoff, picked, arrives))
-        self.at(done, lambda: progress.deliver_delivery(delivery.pk, actor=Actor.driver(driver), proof={}))
+        self.at(done, lambda: self.deliver(delivery, driver, dropoff, done))
+
+    def deliver(self, delivery, driver, dropoff, done) -> None:
+        """Dropped off; with no job after it the driver rides back to where their day started. Left at the dropoff,
+        often outside every zone, they would be in no zone's search for the rest of the day."""
+        if self.free_at[driver.pk] == done:
+            home = self.homes[driver.pk]
+            self.legs[driver.pk] = _Leg(dropoff, home, done, done + _ride(dropoff, home, driver.vehicle))
+        progress.deliver_delivery(delivery.pk, actor=Actor.driver(driver), proof={})
 
     def pick_up(self, delivery, driver, pickup, dropoff, leaves, arrives) -> None:
         self.legs[driver.pk] = _Leg(pickup, dropoff, leaves, arrives)
