@@ -3,6 +3,10 @@ under the zones' policy as it is and as changed, compared by KPIs before the cha
 
 import io
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -185,6 +189,25 @@ def test_a_change_the_console_would_refuse_is_refused_before_anything_runs(merch
 def test_a_day_without_deliveries_says_so(zones):
     with pytest.raises(CommandError, match="no deliveries on 2026-11-25 in centro, este, norte"):
         replay()
+
+
+def test_the_scratch_run_leaves_a_database_with_anything_in_it_as_it_was(tmp_path):
+    """`replay_run` pointed at a database that is not a fresh scratch one (by hand, with the environment of a
+    deployment) refuses it before migrating it or writing to it."""
+    database = tmp_path / "theirs.sqlite3"
+    with sqlite3.connect(database) as theirs:
+        theirs.execute("CREATE TABLE invoices (id integer)")
+    (tmp_path / "recording.json").write_text("{}")
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{database}", "REDIS_URL": "", "DEBUG": "1"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "replay_run"]
+    command += [str(tmp_path / "recording.json"), str(tmp_path / "result.json")]
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    assert done.returncode == 1 and "the replay runs only in an empty database" in done.stderr
+    with sqlite3.connect(database) as theirs:
+        assert theirs.execute("SELECT name FROM sqlite_master").fetchall() == [("invoices",)]
 
 
 def test_the_scratch_run_refuses_a_database_that_holds_zones(zones, tmp_path):
