@@ -332,3 +332,41 @@ def test_the_same_delivery_sent_twice_at_once_is_one_delivery_with_one_offer(zon
         assert AuditEvent.objects.filter(delivery_id=delivery.pk, type="delivery.created").count() == 1
         cancel_delivery(delivery.pk, actor=Actor.system("test"), reason="round done")
     assert invariants.all_problems() == []
+
+
+def test_a_driver_back_online_while_the_stale_sweep_escalates_their_order_is_left_no_escalation(zones, monkeypatch):
+    """The sweep set the driver offline; its next step escalates the picked-up delivery they carry. The driver's
+    return online runs meanwhile: whichever comes first, no 'driver stale' escalation is left open on a driver who
+    is back online with the order. Here the sweep's step runs while the return has read what to close and not yet
+    locked the driver (the return waits up to a second for it)."""
+    from deliveries.services.reassignment import reassign_after_driver_loss
+
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.new_delivery(factories.MerchantFactory())
+    app = api_client_for(driver.user)
+    assert app.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept").status_code == 200
+    assert app.post(f"/api/v1/deliveries/{delivery.pk}/pickup").status_code == 200
+    with monkeypatch.context() as crash:  # the sweep's first step alone: offline, nothing escalated yet
+        crash.setattr(availability, "reassign_after_driver_loss", lambda *args, **kwargs: None)
+        take_offline(driver.pk, actor=Actor.system("stale-sweep"), reason="stale")
+
+    def escalate():
+        reassign_after_driver_loss(delivery.pk, driver_id=driver.pk, actor=Actor.system("stale-sweep"), reason="stale")
+        connection.close()
+
+    lock = availability.lock_driver
+    sweep = threading.Thread(target=escalate)
+
+    def sweep_step_first(driver_id):
+        sweep.start()
+        sweep.join(timeout=1)  # done, or waiting for a lock this return holds
+        return lock(driver_id)
+
+    monkeypatch.setattr(availability, "lock_driver", sweep_step_first)
+
+    availability.go_online(driver.pk, actor=Actor.driver(driver))
+
+    sweep.join(timeout=10)
+    driver.refresh_from_db()
+    assert driver.state == "busy"
+    assert not Escalation.objects.filter(delivery=delivery).exclude(status="resolved").exists()

@@ -164,6 +164,35 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_who_comes_back_closes_
     assert app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json").status_code == 200
 
 
+def test_a_driver_back_online_before_the_stale_sweep_escalates_their_order_gets_no_escalation(
+    merchant_api, ops_api, clock, settings, monkeypatch
+):
+    """The stale sweep sets the driver offline, then escalates each picked-up delivery in a transaction of its own.
+    A driver whose app came back online in between has the order and is online: an escalation opened then would
+    say they were lost, and stay open, since their return (which closes such escalations) has already run."""
+    from deliveries.services import availability
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    driver = factories.online_driver(*factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api)
+    accept_pending(delivery)
+    app = api_client_for(driver.user)
+    app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    clock.shift(90)
+    escalate = availability.reassign_after_driver_loss
+
+    def back_online_first(*args, **kwargs):
+        assert app.post("/api/v1/driver/availability", {"state": "available"}, format="json").status_code == 200
+        escalate(*args, **kwargs)
+
+    monkeypatch.setattr(availability, "reassign_after_driver_loss", back_online_first)
+
+    assert mark_stale_drivers() == 1
+
+    assert app.get("/api/v1/driver/me").json()["state"] == "busy"
+    assert ops_api.get("/api/v1/ops/escalations?open=true").json()["results"] == []
+
+
 def test_a_driver_back_online_leaves_an_overdue_orders_escalation_open_for_that_cause_alone(
     merchant_api, ops_api, clock, settings
 ):

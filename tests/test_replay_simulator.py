@@ -3,27 +3,34 @@ under the zones' policy as it is and as changed, compared by KPIs before the cha
 
 import io
 import json
-from datetime import date
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from analytics.management.commands.replay import table
+from analytics.management.commands.replay import run_in_scratch, table
 from analytics.replay.recording import record_day
 from core.models import AuditEvent
 from deliveries.models import Delivery
 from drivers.models import Driver
 from tests import factories
 from tests.conftest import api_client_for
+from zones.selectors import zone_for_point
 
 pytestmark = pytest.mark.django_db
 
 DAY = date(2026, 11, 25)  # the clock fixture's day; the demo zones keep UTC
 
 
-def a_recorded_day(merchant_api, clock) -> Driver:
+def a_recorded_day(merchant_api, clock, rider: Driver | None = None) -> Driver:
     """One rider in centro takes the day's three orders, answering each offer in 8 s, and goes home later."""
-    rider = factories.online_driver(*factories.east(0.3))
+    rider = rider or factories.online_driver(*factories.east(0.3))
     app = api_client_for(rider.user)
     for n in range(1, 4):
         factories.ping(rider, *factories.east(0.3))
@@ -72,6 +79,80 @@ def test_a_timeout_shorter_than_riders_take_to_answer_shows_the_day_lost_before_
     assert ["first", "offer", "accepted", "1.0", "1.0", "0.0"] in [line.split() for line in lines]
 
 
+def test_a_break_the_replay_puts_off_while_the_rider_carries_an_order_is_not_taken_after_its_recorded_end(
+    merchant_api, clock
+):
+    """The replay may give a rider an order when the recording had them free: a break recorded then waits until
+    they are free, but not past the break's recorded end, or they would sit on that break for the rest of the day
+    (its end refused: they were not on a break then) and the day's later orders would find nobody."""
+    a_recorded_day(merchant_api, clock)
+    recording = record_day(DAY, ["centro"])
+    [rider] = recording["drivers"]
+    first_order = datetime.fromisoformat(recording["deliveries"][0]["at"])
+    # A minute's break while the first order is in the bag (its ride alone is longer).
+    rider["moves"][1:1] = [
+        [(first_order + timedelta(minutes=1)).isoformat(), "on_break"],
+        [(first_order + timedelta(minutes=2)).isoformat(), "end_break"],
+    ]
+
+    replayed = run_in_scratch(recording, {}, seed=1)
+
+    assert (replayed["delivered"], replayed["still_open"]) == (3, 0)
+
+
+def test_a_rider_on_a_break_at_midnight_is_online_in_the_replay_from_the_end_of_their_break(merchant_api, clock):
+    """The day starts with the rider on a break they took the evening before: in the replay they are on that break
+    (online, on a shift) and end it when they did, and take the day's orders."""
+    clock.move_to(datetime(2026, 11, 24, 23, 0, tzinfo=UTC))
+    rider = factories.online_driver(*factories.east(0.3))
+    app = api_client_for(rider.user)
+    clock.shift(30 * 60)
+    assert app.post("/api/v1/driver/availability", {"state": "on_break"}, format="json").status_code == 200
+    clock.move_to(datetime(2026, 11, 25, 11, 55, tzinfo=UTC))
+    assert app.post("/api/v1/driver/availability", {"state": "available"}, format="json").status_code == 200
+    clock.shift(5 * 60)
+    a_recorded_day(merchant_api, clock, rider)
+
+    runs = json.loads(replay("--zone", "centro", "--json"))
+
+    assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (3, 3)
+
+
+def test_the_replay_counts_nothing_in_the_metrics_of_the_deployment(merchant_api, clock):
+    """/metrics sums the files every process leaves in the metrics folder (its own, or the default one): the
+    replay's offers and assignments never happened and must not show there."""
+    a_recorded_day(merchant_api, clock)
+    folders = {Path(settings.RELAY_METRICS_DIR), settings.BASE_DIR / "var" / "metrics"}
+    before = {folder: set(folder.glob("*")) for folder in folders}  # none there yet: none after
+
+    replay("--zone", "centro")
+
+    assert {folder: set(folder.glob("*")) for folder in folders} == before
+
+
+def test_a_rider_who_drops_an_order_off_outside_every_zone_rides_back_for_the_next(merchant_api, clock):
+    """An order is dropped off outside every zone (and beyond the search radius): in the replay as in life the
+    rider comes back and takes the next order, instead of staying where they left the first one all day."""
+    outside = (38.65, -9.14)
+    assert zone_for_point(*outside) is None
+    rider = factories.online_driver(*factories.east(0.3))
+    app = api_client_for(rider.user)
+    for n, dropoff in ((1, outside), (2, (38.72, -9.13))):
+        factories.ping(rider, *factories.east(0.3))
+        delivery = factories.delivery_via_api(merchant_api, f"order-{n}", dropoff=dropoff)
+        clock.shift(8)
+        assert app.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept").status_code == 200
+        clock.shift(300)
+        app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+        clock.shift(1500)
+        app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+        clock.shift(3600)
+
+    runs = json.loads(replay("--zone", "centro", "--json"))
+
+    assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (2, 2)
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -100,6 +181,25 @@ def test_a_change_the_console_would_refuse_is_refused_before_anything_runs(merch
 def test_a_day_without_deliveries_says_so(zones):
     with pytest.raises(CommandError, match="no deliveries on 2026-11-25 in centro, este, norte"):
         replay()
+
+
+def test_the_scratch_run_leaves_a_database_with_anything_in_it_as_it_was(tmp_path):
+    """`replay_run` pointed at a database that is not a fresh scratch one (by hand, with the environment of a
+    deployment) refuses it before migrating it or writing to it."""
+    database = tmp_path / "theirs.sqlite3"
+    with sqlite3.connect(database) as theirs:
+        theirs.execute("CREATE TABLE invoices (id integer)")
+    (tmp_path / "recording.json").write_text("{}")
+    env = {"PATH": os.environ["PATH"], "DATABASE_URL": f"sqlite:///{database}", "REDIS_URL": "", "DEBUG": "1"}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "replay_run"]
+    command += [str(tmp_path / "recording.json"), str(tmp_path / "result.json")]
+
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+    assert done.returncode == 1 and "the replay runs only in an empty database" in done.stderr
+    with sqlite3.connect(database) as theirs:
+        assert theirs.execute("SELECT name FROM sqlite_master").fetchall() == [("invoices",)]
 
 
 def test_the_scratch_run_refuses_a_database_that_holds_zones(zones, tmp_path):

@@ -103,7 +103,9 @@ def _driver(driver: Driver, start: datetime, end: datetime) -> dict | None:
     )
     moves = []
     if before not in (None, DriverState.OFFLINE):
-        moves.append([start.isoformat(), "on_break" if before == DriverState.ON_BREAK else "online"])
+        moves.append([start.isoformat(), "online"])  # the replay's drivers start the day offline
+    if before == DriverState.ON_BREAK:
+        moves.append([start.isoformat(), "on_break"])  # a break only starts from online: after going online
     for event in changes:
         own = event.actor_kind in _DRIVERS_OWN or event.payload.get("reason") == _PHONE_LOST
         move = _move(event.from_state, event.to_state) if own else None

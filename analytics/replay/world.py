@@ -64,6 +64,7 @@ class ReplayDay(TimedActions):
         self.recording, self.changes, self.rng = recording, changes, random.Random(seed)
         self.start = datetime.fromisoformat(recording["start"])
         self.legs: dict = {}
+        self.homes: dict = {}  # where each driver starts the day, and rides back to when they have no job
         self.free_at: dict = {}
         self.habits: dict = {}
         self.answered: set = set()
@@ -74,11 +75,11 @@ class ReplayDay(TimedActions):
     def run(self) -> dict:
         zones = self._load_zones()
         merchant = self._merchant()
+        self.last_order = datetime.fromisoformat(self.recording["deliveries"][-1]["at"])
         for index, shape in enumerate(self.recording["drivers"], start=1):
             self._driver(index, shape, zones)
         for index, row in enumerate(self.recording["deliveries"], start=1):
             self.at(datetime.fromisoformat(row["at"]), lambda i=index, r=row: self.create(merchant, i, r))
-        self.last_order = datetime.fromisoformat(self.recording["deliveries"][-1]["at"])
         until = max(datetime.fromisoformat(self.recording["end"]), self.last_order + LAST_ORDER_GRACE)
         self.play(self.start, until=until, after_each=self.follow_up, finish=lambda: None)
         day = datetime.fromisoformat(self.recording["day"]).date()
@@ -121,8 +122,10 @@ class ReplayDay(TimedActions):
         self.habits[driver.pk] = shape if answered else self.fleet
         here = tuple(shape["position"]) if shape["position"] else random_point(zones[shape["zone"]], self.rng)
         self.legs[driver.pk] = _Leg(here, here, self.start, self.start)
-        for at, move in shape["moves"]:
-            self.at(datetime.fromisoformat(at), lambda d=driver, m=move: self.move(d, m))
+        self.homes[driver.pk] = here
+        moments = [datetime.fromisoformat(at) for at, _ in shape["moves"]]
+        for (at, move), until in zip(shape["moves"], [*moments[1:], self.last_order + LAST_ORDER_GRACE], strict=True):
+            self.at(datetime.fromisoformat(at), lambda d=driver, m=move, u=until: self.move(d, m, until=u))
 
     # --- actions ------------------------------------------------------------------------------------------
     def create(self, merchant: Merchant, index: int, row: dict) -> None:
@@ -147,7 +150,10 @@ class ReplayDay(TimedActions):
     def cancel(self, delivery: Delivery, merchant: Merchant) -> None:
         progress.cancel_delivery(delivery.pk, actor=Actor.merchant(merchant), reason="cancelled, as recorded")
 
-    def move(self, driver: Driver, move: str) -> None:
+    def move(self, driver: Driver, move: str, *, until: datetime) -> None:
+        """The driver's recorded `move`. A break or going home refused (the driver carries an order) is tried again,
+        but only until the driver's next recorded move: a break put off past its recorded end would otherwise start
+        once the order is delivered and never end, its end having been refused already (not on a break then)."""
         now = timezone.now()
         try:
             if move == "online":
@@ -159,8 +165,9 @@ class ReplayDay(TimedActions):
             elif Driver.objects.get(pk=driver.pk).state != DriverState.OFFLINE:
                 availability.take_offline(driver.pk, actor=Actor.driver(driver), reason="driver")
         except DomainError:
-            if move in ("on_break", "offline") and now + RETRY_IN <= self.last_order + LAST_ORDER_GRACE:
-                self.at(now + RETRY_IN, lambda: self.move(driver, move))  # busy with an order: after it
+            again = now + RETRY_IN
+            if move in ("on_break", "offline") and again < until:
+                self.at(again, lambda: self.move(driver, move, until=until))  # busy with an order: after it
             return
         self.ping_all()
         if move in ("online", "end_break"):
@@ -230,7 +237,15 @@ class ReplayDay(TimedActions):
         self.free_at[driver.pk] = done
         self.legs[driver.pk] = _Leg(here, pickup, leaves, there)
         self.at(picked, lambda: self.pick_up(delivery, driver, pickup, dropoff, picked, arrives))
-        self.at(done, lambda: progress.deliver_delivery(delivery.pk, actor=Actor.driver(driver), proof={}))
+        self.at(done, lambda: self.deliver(delivery, driver, dropoff, done))
+
+    def deliver(self, delivery, driver, dropoff, done) -> None:
+        """Dropped off; with no job after it the driver rides back to where their day started. Left at the dropoff,
+        often outside every zone, they would be in no zone's search for the rest of the day."""
+        if self.free_at[driver.pk] == done:
+            home = self.homes[driver.pk]
+            self.legs[driver.pk] = _Leg(dropoff, home, done, done + _ride(dropoff, home, driver.vehicle))
+        progress.deliver_delivery(delivery.pk, actor=Actor.driver(driver), proof={})
 
     def pick_up(self, delivery, driver, pickup, dropoff, leaves, arrives) -> None:
         self.legs[driver.pk] = _Leg(pickup, dropoff, leaves, arrives)

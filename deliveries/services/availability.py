@@ -15,7 +15,7 @@ from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, InvalidTransition
 from core.models import AuditEvent
 from deliveries import messages
-from deliveries.models import Delivery, DeliveryStatus, Escalation, EscalationStatus, Offer, OfferStatus
+from deliveries.models import Delivery, DeliveryStatus, Escalation, Offer, OfferStatus
 from deliveries.services.assignment import active_delivery_count
 from deliveries.services.common import lock_delivery
 from deliveries.services.dispatch import dispatch_locked
@@ -78,24 +78,24 @@ def go_online(driver_id, *, actor: Actor) -> None:
     the system (stale) keeps a picked-up delivery, and coming back with it they are not free supply."""
     with atomic_action():
         # The fixed lock order: what the driver carries before the driver (ids in order, so two never cross).
-        escalated = [lock_delivery(pk) for pk in _picked_up_with_escalation(driver_id)]
+        carried = [lock_delivery(pk) for pk in _picked_up_by(driver_id)]
         driver = lock_driver(driver_id)
         transition_driver(driver.go_online, actor=actor, reason="shift started")
         if active_delivery_count(driver) >= driver.capacity:
             transition_driver(driver.fill_capacity, actor=actor, reason="at capacity")
         start_shift(driver, actor=actor)
         announce_state(driver, reason="online")
-        for delivery in escalated:
+        for delivery in carried:
             if delivery.driver_id == driver.pk and delivery.status == DeliveryStatus.PICKED_UP:
                 driver_back_locked(delivery, actor=actor)
 
 
-def _picked_up_with_escalation(driver_id) -> list:
-    """The driver's picked-up deliveries with an unresolved escalation: the driver going stale or offline with them
-    may be its cause (SPEC 2.3), which the driver's return takes away."""
-    unresolved = Escalation.objects.filter(delivery=OuterRef("pk")).exclude(status=EscalationStatus.RESOLVED)
+def _picked_up_by(driver_id) -> list:
+    """The driver's picked-up deliveries: the driver going stale or offline with them may have escalated them
+    (SPEC 2.3), a cause the driver's return takes away. All of them, not only those escalated already: the sweep
+    escalates each after the driver went offline, and one it escalates after this read must wait for the lock."""
     carried = Delivery.objects.filter(driver_id=driver_id, status=DeliveryStatus.PICKED_UP)
-    return list(carried.filter(Exists(unresolved)).order_by("pk").values_list("pk", flat=True))
+    return list(carried.order_by("pk").values_list("pk", flat=True))
 
 
 class _OfferArrived(DomainError):

@@ -79,6 +79,11 @@ def reassign_after_driver_loss(delivery_id, *, driver_id, actor: Actor, reason: 
             _hand_back(delivery, actor=actor, reason=reason)
             _redispatch(delivery, actor=actor)
         elif delivery.status == DeliveryStatus.PICKED_UP:
+            # The driver locked (after the delivery: the fixed order), so a return online under way is waited for:
+            # a driver back already has the order in hand, and their return, which closes the escalations their
+            # loss opened (`go_online`), has run; one opened now would stay open.
+            if lock_driver(driver_id).state != DriverState.OFFLINE:
+                return
             cause = Escalation.Reason.DRIVER_STALE if reason == "stale" else Escalation.Reason.DRIVER_OFFLINE
             raise_escalation_locked(
                 delivery,

@@ -118,6 +118,8 @@ def run_in_scratch(recording: dict, changes: dict, seed: int) -> dict:
         (where / "recording.json").write_text(json.dumps(recording))
         env = {key: os.environ[key] for key in KEPT_ENV if key in os.environ}
         env |= {"DATABASE_URL": f"sqlite:///{where / 'replay.sqlite3'}", "REDIS_URL": "", "DEBUG": "0"}
+        # Its own metrics folder: by default the deployment's, whose /metrics would count the replay's offers.
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(where / "metrics")
         env["SECRET_KEY"] = settings.SECRET_KEY
         command = [sys.executable, str(settings.BASE_DIR / "manage.py"), "replay_run"]
         command += [str(where / "recording.json"), str(where / "result.json")]

@@ -4,6 +4,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from analytics.replay.world import ReplayDay, ScratchOnly
 
@@ -11,7 +12,7 @@ from analytics.replay.world import ReplayDay, ScratchOnly
 class Command(BaseCommand):
     help = (
         "Play a recorded day in this (empty, scratch) database and write its KPIs as JSON. "
-        "Run by `manage.py replay`, in a database of its own; refuses a database that holds any zone or delivery."
+        "Run by `manage.py replay`, in a database of its own; refuses a database that holds any table."
     )
 
     def add_arguments(self, parser):
@@ -21,6 +22,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=1)
 
     def handle(self, *args, recording, result, changes, seed, **options):
+        # Before migrating: a database with anything in it is someone's, whose schema a migration would change.
+        if connection.introspection.table_names():
+            raise CommandError("the replay runs only in an empty database (`manage.py replay` makes one)")
         call_command("migrate", verbosity=0, interactive=False)
         try:
             day = ReplayDay(json.loads(recording.read_text()), changes=json.loads(changes), seed=seed)
