@@ -36,6 +36,7 @@ class HistoryDay(TimedActions):
         self.day, self.merchant, self.ops, self.drivers, self.rng = day, merchant, ops_user, drivers, rng
         self.per_day = per_day
         self.positions: dict = {}
+        self.homes: dict = {}
         self.answered: set = set()
         self.acknowledging: set = set()
         self.deliveries = 0
@@ -52,7 +53,7 @@ class HistoryDay(TimedActions):
         opens = datetime.combine(self.day, OPEN_AT, tzinfo=UTC)
         closes = datetime.combine(self.day, CLOSE_AT, tzinfo=UTC)
         for driver in self.drivers:
-            self.positions[driver.pk] = random_point(driver.home_zone, self.rng)
+            self.positions[driver.pk] = self.homes[driver.pk] = random_point(driver.home_zone, self.rng)
             self.at(opens + timedelta(minutes=self.rng.uniform(0, 45)), lambda d=driver: self.online(d))
             lunch = opens + timedelta(hours=self.rng.uniform(4, 6))
             self.at(lunch, lambda d=driver: self.take_break(d))
@@ -161,6 +162,17 @@ class HistoryDay(TimedActions):
         else:
             progress.deliver_delivery(delivery.pk, actor=actor, proof={"photo": "door.jpg"})
         self.positions[driver.pk] = (delivery.dropoff_lat, delivery.dropoff_lng)
+        self.ping_all()
+        self.redispatch()
+        self.at(_now() + timedelta(minutes=self.rng.uniform(5, 15)), lambda: self.ride_back(driver))
+
+    def ride_back(self, driver: Driver) -> None:
+        """With no job in the bag, back to where the day started: left at a dropoff outside every zone, the driver
+        was in no zone's search for the rest of the day (the replay's drivers ride back too, so a replayed day of
+        this history is compared with a day its drivers could have worked)."""
+        if Delivery.objects.carried_by(driver).exists():
+            return
+        self.positions[driver.pk] = self.homes[driver.pk]
         self.ping_all()
         self.redispatch()
 

@@ -21,7 +21,7 @@ class _Event:
 
 
 class TimedActions:
-    """A queue of actions by time; `run` plays them in order, calling `after_each` after every one."""
+    """A queue of actions by time; `play` runs them in order, calling `after_each` after every one."""
 
     def __init__(self):
         self.queue: list[_Event] = []

@@ -73,7 +73,7 @@ def test_a_timeout_shorter_than_riders_take_to_answer_shows_the_day_lost_before_
     assert (Delivery.objects.count(), AuditEvent.objects.count(), Driver.objects.count()) == before
     # What the command prints without --json: the same runs side by side.
     lines = table(record_day(DAY, ["centro"]), {"*": {"offer_timeout_s": "5"}}, runs).splitlines()
-    assert lines[0] == "Replay of 2026-11-25 (centro): 3 deliveries, 1 drivers; changed: offer_timeout_s=5"
+    assert lines[0] == "Replay of 2026-11-25 (centro): 3 deliveries, 1 driver; changed: offer_timeout_s=5"
     assert lines[2].split() == ["recorded", "replayed", "changed"]
     assert ["delivered", "3", "3", "0"] in [line.split() for line in lines]
     assert ["first", "offer", "accepted", "1.0", "1.0", "0.0"] in [line.split() for line in lines]

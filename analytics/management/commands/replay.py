@@ -136,9 +136,10 @@ def table(recording: dict, changes: dict, runs: dict) -> str:
         for code, fields in changes.items()
         for name, value in fields.items()
     )
+    sizes = f"{_count(recording['deliveries'], 'delivery', 'deliveries')}, {_count(recording['drivers'], 'driver')}"
+    what = f"Replay of {recording['day']} ({', '.join(recording['zones'])}): {sizes}"
     lines = [
-        f"Replay of {recording['day']} ({', '.join(recording['zones'])}): {len(recording['deliveries'])} deliveries, "
-        f"{len(recording['drivers'])} drivers" + (f"; changed: {said}" if said else ""),
+        what + (f"; changed: {said}" if said else ""),
         "",
         f"{'':<26}" + "".join(f"{name:>12}" for name in runs),
     ]
@@ -154,3 +155,7 @@ def table(recording: dict, changes: dict, runs: dict) -> str:
         "its distance from 'recorded' is the replay's own error. changed: as replayed, with the changes above.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _count(items: list, one: str, many: str = "") -> str:
+    return f"{len(items)} {one if len(items) == 1 else many or one + 's'}"
