@@ -153,6 +153,26 @@ def test_a_rider_who_drops_an_order_off_outside_every_zone_rides_back_for_the_ne
     assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (2, 2)
 
 
+def test_a_neighbours_rider_who_took_the_zones_orders_is_replayed_with_it(merchant_api, clock, zones):
+    """Replaying one zone keeps the riders who served it that day, wherever their home zone is."""
+    rider = factories.online_driver(*factories.east(0.3), home_zone=zones["norte"])
+    a_recorded_day(merchant_api, clock, rider)
+
+    runs = json.loads(replay("--zone", "centro", "--json"))
+
+    assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (3, 3)
+
+
+def test_orders_a_zone_no_longer_takes_are_counted_as_refused_not_lost(merchant_api, clock, zones):
+    """The zone was made inactive after the day: its orders cannot be sent in again, and the replay says how many."""
+    a_recorded_day(merchant_api, clock)
+    type(zones["centro"]).objects.filter(code="centro").update(active=False)
+
+    runs = json.loads(replay("--zone", "centro", "--json"))
+
+    assert (runs["replayed"]["deliveries"], runs["replayed"]["refused"]) == (0, 3)
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [

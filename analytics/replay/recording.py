@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import date, datetime
 
 from django.core import serializers
-from django.db.models import Min
+from django.db.models import Min, Q
 
 from analytics.facts import day_window
 from core.models import AuditEvent
@@ -40,7 +40,10 @@ def record_day(day: date, zone_codes: list[str] | None = None) -> dict:
     if not deliveries:
         raise NothingRecorded(f"no deliveries on {day} in {', '.join(zone.code for zone in zones)}")
     deliveries.sort(key=lambda row: row["at"])
-    drivers = Driver.objects.filter(home_zone__in=zones).select_related("home_zone").order_by("pk")
+    # The zones' own drivers, and any other who was offered one of their deliveries that day (a neighbour's).
+    offered_here = Q(offers__delivery__zone__in=zones, offers__sent_at__gte=start, offers__sent_at__lt=end)
+    drivers = Driver.objects.filter(Q(home_zone__in=zones) | offered_here).distinct()
+    drivers = drivers.select_related("home_zone").order_by("pk")
     everything = Zone.objects.all()  # neighbours too: a widened search reaches them
     return {
         "day": day.isoformat(),

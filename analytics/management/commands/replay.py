@@ -24,6 +24,7 @@ ROWS = [
     ("deliveries", "deliveries"),
     ("delivered", "delivered"),
     ("cancelled", "cancelled"),
+    ("refused when sent again", "refused"),
     ("still open at the end", "still_open"),
     ("offers per delivery", "offers_per_delivery"),
     ("acceptance rate", "acceptance_rate"),
