@@ -29,6 +29,10 @@ UVICORN_OPTIONS = {
     # compressor and decompressor for its life (measured: 83 KB per driver socket with it, 43 KB without, 300
     # sockets on one process); the messages are small JSON, so compression saves little bandwidth.
     "ws_per_message_deflate": False,
+    # A connection idle this long is closed. uvicorn's 5 s is about a driver app's ping interval (~4 s, more when the
+    # phone is busy): a ping sent just as the server closed its connection was reset unanswered (seen in a soak).
+    # Longer than any ping gap, and than a load balancer's usual 60 s, which then closes first, as it should.
+    "timeout_keep_alive": 75,
     # uvicorn's websockets-sansio protocol (what it picks by default), holding less per socket.
     "ws": "core.ws_server:WebSocketProtocol",
     # What a client may send in one websocket message (API.md: a location or a resume, well under 1 KB; the

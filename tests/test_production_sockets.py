@@ -2,6 +2,7 @@
 through the public API only. A socket that hears nothing for longer than any library timeout still receives what
 is pushed to it afterwards."""
 
+import http.client
 import io
 import json
 import secrets
@@ -25,6 +26,17 @@ def _login(url: str, username: str) -> str:
     answer = httpx.post(f"{url}/api/v1/auth/token", json={"username": username, "password": "secret-pass-123"})
     assert answer.status_code == 200, answer.text
     return answer.json()["token"]
+
+
+def _ping_over(app: http.client.HTTPConnection, auth: dict) -> int:
+    """POST one location over the app's open HTTP/1.1 connection; the status. A connection the server closed
+    meanwhile fails here (RemoteDisconnected): http.client opens no new one behind the caller's back."""
+    point = {"lat": factories.CENTRO[0], "lng": factories.CENTRO[1], "recorded_at": datetime.now(UTC).isoformat()}
+    headers = auth | {"Content-Type": "application/json"}
+    app.request("POST", "/api/v1/driver/locations", json.dumps({"points": [point]}), headers)
+    answer = app.getresponse()
+    answer.read()
+    return answer.status
 
 
 def _create_accounts() -> None:
@@ -54,8 +66,15 @@ def test_quiet_driver_and_ops_sockets_still_receive_what_is_pushed_later(zones, 
             # The client offered permessage-deflate (the websockets default, as browsers do); the server declines:
             # a compressor pair per socket would double its memory.
             assert driver_socket.protocol.extensions == []
+            # The app's HTTP connection, kept alive between its pings (every ~4 s, later when the phone is busy).
+            app = http.client.HTTPConnection(httpx.URL(url).netloc.decode(), timeout=10)
+            assert _ping_over(app, driver) == 202
             with pytest.raises(TimeoutError):  # nothing to say for a while: the socket must simply stay open
                 driver_socket.recv(timeout=QUIET_S)
+            # uvicorn closed a connection idle for 5 s: a ping sent just then was reset, never answered, and the
+            # app could not tell whether it was taken. The connection is kept open past any ping interval.
+            assert _ping_over(app, driver) == 202
+            app.close()
 
             merchant = {"Authorization": f"Token {_login(url, 'shop')}"}
             created = httpx.post(f"{url}/api/v1/deliveries", json=factories.delivery_payload(), headers=merchant)
