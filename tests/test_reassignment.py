@@ -125,13 +125,19 @@ def test_a_driver_gone_stale_holding_a_picked_up_delivery_escalates_it(merchant_
     assert (escalation.level, escalation.reason) == (EscalationLevel.ALERT, "driver_stale")
 
 
-def picked_up_by_a_driver_gone_stale(merchant_api, clock):
-    """A delivery its driver picked up, then went quiet with for the stale limit (90 s): escalated by the sweep."""
+def picked_up(merchant_api):
+    """A delivery its one nearby driver accepted and picked up: (driver, delivery, the driver's app)."""
     driver = factories.online_driver(*factories.east(0.3))
     delivery = factories.delivery_via_api(merchant_api)
     accept_pending(delivery)
     app = api_client_for(driver.user)
     app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    return driver, delivery, app
+
+
+def picked_up_by_a_driver_gone_stale(merchant_api, clock):
+    """A delivery its driver picked up, then went quiet with for the stale limit (90 s): escalated by the sweep."""
+    driver, delivery, app = picked_up(merchant_api)
     clock.shift(90)
     assert mark_stale_drivers() == 1
     return driver, delivery, app
@@ -173,11 +179,7 @@ def test_a_driver_back_online_before_the_stale_sweep_escalates_their_order_gets_
     from deliveries.services import availability
 
     settings.RELAY_LOCATION_REDIS_URL = ""
-    driver = factories.online_driver(*factories.east(0.3))
-    delivery = factories.delivery_via_api(merchant_api)
-    accept_pending(delivery)
-    app = api_client_for(driver.user)
-    app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    _, _, app = picked_up(merchant_api)
     clock.shift(90)
     escalate = availability.reassign_after_driver_loss
 

@@ -33,19 +33,24 @@ def a_recorded_day(merchant_api, clock, rider: Driver | None = None) -> Driver:
     rider = rider or factories.online_driver(*factories.east(0.3))
     app = api_client_for(rider.user)
     for n in range(1, 4):
-        factories.ping(rider, *factories.east(0.3))
-        delivery = factories.delivery_via_api(merchant_api, f"order-{n}")
-        clock.shift(8)
-        offer = factories.pending_offer(delivery)
-        assert app.post(f"/api/v1/offers/{offer.pk}/accept").status_code == 200
-        clock.shift(300)
-        app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
-        clock.shift(600)
-        app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+        an_order_taken(merchant_api, clock, rider, app, f"order-{n}", riding_s=600)
         clock.shift(900)
     clock.shift(2 * 3600)
     assert app.post("/api/v1/driver/availability", {"state": "offline"}, format="json").status_code == 200
     return rider
+
+
+def an_order_taken(merchant_api, clock, rider: Driver, app, external_id: str, *, riding_s: int, **payload) -> None:
+    """The merchant sends an order near the rider, who accepts it in 8 s, picks it up 5 minutes later and delivers
+    it `riding_s` after that."""
+    factories.ping(rider, *factories.east(0.3))
+    delivery = factories.delivery_via_api(merchant_api, external_id, **payload)
+    clock.shift(8)
+    assert app.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept").status_code == 200
+    clock.shift(300)
+    app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
+    clock.shift(riding_s)
+    app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
 
 
 def replay(*args) -> str:
@@ -138,14 +143,7 @@ def test_a_rider_who_drops_an_order_off_outside_every_zone_rides_back_for_the_ne
     rider = factories.online_driver(*factories.east(0.3))
     app = api_client_for(rider.user)
     for n, dropoff in ((1, outside), (2, (38.72, -9.13))):
-        factories.ping(rider, *factories.east(0.3))
-        delivery = factories.delivery_via_api(merchant_api, f"order-{n}", dropoff=dropoff)
-        clock.shift(8)
-        assert app.post(f"/api/v1/offers/{factories.pending_offer(delivery).pk}/accept").status_code == 200
-        clock.shift(300)
-        app.post(f"/api/v1/deliveries/{delivery.pk}/pickup")
-        clock.shift(1500)
-        app.post(f"/api/v1/deliveries/{delivery.pk}/deliver", {}, format="json")
+        an_order_taken(merchant_api, clock, rider, app, f"order-{n}", riding_s=1500, dropoff=dropoff)
         clock.shift(3600)
 
     runs = json.loads(replay("--zone", "centro", "--json"))
