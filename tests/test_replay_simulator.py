@@ -151,6 +151,23 @@ def test_a_rider_who_drops_an_order_off_outside_every_zone_rides_back_for_the_ne
     assert (runs["recorded"]["delivered"], runs["replayed"]["delivered"]) == (2, 2)
 
 
+def test_a_rider_set_offline_for_missed_offers_comes_back_while_their_day_lasts(merchant_api, clock):
+    """Under a 5 s timeout the rider, who answers in 8, misses three offers and is set offline (SPEC 2.1); still on
+    shift in their recorded day, they come back five minutes later and are offered the next orders. Left offline
+    for good, the replay made any change that lets offers expire look as if it sent the fleet home."""
+    rider = factories.online_driver(*factories.east(0.3))
+    app = api_client_for(rider.user)
+    for n in range(1, 6):
+        an_order_taken(merchant_api, clock, rider, app, f"order-{n}", riding_s=600)
+        clock.shift(900)
+    clock.shift(2 * 3600)
+    app.post("/api/v1/driver/availability", {"state": "offline"}, format="json")
+
+    changed = json.loads(replay("--zone", "centro", "--set", "offer_timeout_s=5", "--json"))["changed"]
+
+    assert (changed["deliveries"], changed["offers"], changed["delivered"]) == (5, 5, 0)
+
+
 def test_a_neighbours_rider_who_took_the_zones_orders_is_replayed_with_it(merchant_api, clock, zones):
     """Replaying one zone keeps the riders who served it that day, wherever their home zone is."""
     rider = factories.online_driver(*factories.east(0.3), home_zone=zones["norte"])

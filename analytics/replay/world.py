@@ -31,7 +31,11 @@ from zones.models import Zone
 SWEEP_EVERY = timedelta(seconds=30)  # beat runs dispatch and the ladder every 30 s; snapshots every minute
 SWEEP_WHEN_NOBODY_IS_ONLINE = timedelta(minutes=1)
 SNAPSHOT_EVERY = timedelta(minutes=1)
-RETRY_IN = timedelta(minutes=5)  # a break or going home refused (carrying an order) is tried again
+RETRY_IN = timedelta(minutes=5)
+# A driver the system set offline (missed offers) while their recorded day has them working goes back online after
+# this: the app has told them why, and a driver still on shift reconnects. Left offline, every policy that makes
+# offers expire more often would look as if it sent whole fleets home for the day.
+COMES_BACK_AFTER = timedelta(minutes=5)  # a break or going home refused (carrying an order) is tried again
 LAST_ORDER_GRACE = timedelta(hours=3)  # how long after the last delivery came in the day may run on
 # How a driver with no offers that day answers, where the fleet had none either.
 DEFAULT_ANSWERS = {"accepted": 8, "declined": 1, "expired": 1, "response_s": [12.0], "decline_reasons": ["too_far"]}
@@ -66,6 +70,8 @@ class ReplayDay(TimedActions):
         self.start = datetime.fromisoformat(recording["start"])
         self.legs: dict = {}
         self.homes: dict = {}  # where each driver starts the day, and rides back to when they have no job
+        self.schedules: dict = {}  # each driver's recorded moves, (when, move), in order
+        self.returning: set = set()
         self.free_at: dict = {}
         self.habits: dict = {}
         self.answered: set = set()
@@ -125,6 +131,7 @@ class ReplayDay(TimedActions):
         here = tuple(shape["position"]) if shape["position"] else random_point(zones[shape["zone"]], self.rng)
         self.legs[driver.pk] = _Leg(here, here, self.start, self.start)
         self.homes[driver.pk] = here
+        self.schedules[driver.pk] = [(datetime.fromisoformat(at), move) for at, move in shape["moves"]]
         moments = [datetime.fromisoformat(at) for at, _ in shape["moves"]]
         for (at, move), until in zip(shape["moves"], [*moments[1:], self.last_order + LAST_ORDER_GRACE], strict=True):
             self.at(datetime.fromisoformat(at), lambda d=driver, m=move, u=until: self.move(d, m, until=u))
@@ -183,6 +190,7 @@ class ReplayDay(TimedActions):
         """What beat does: dispatch what waits, climb the ladder, and each minute measure the zones."""
         now = timezone.now()
         self.ping_all()
+        self.bring_back_the_sent_home(now)
         ladder.dispatch_waiting()
         ladder.run_ladder()
         if now - self.measured >= SNAPSHOT_EVERY:
@@ -196,6 +204,25 @@ class ReplayDay(TimedActions):
         if self.sweeping:
             # With nobody online only the ladder's steps (minutes apart) are left to see: no need to look as often.
             self.at(now + (SWEEP_EVERY if anyone else SWEEP_WHEN_NOBODY_IS_ONLINE), self.sweep)
+
+    def bring_back_the_sent_home(self, now: datetime) -> None:
+        """Drivers offline though their recorded day has them working (set offline for missed offers) come back
+        online COMES_BACK_AFTER later, unless their day has ended by then."""
+        for driver_id in Driver.objects.filter(state=DriverState.OFFLINE).values_list("pk", flat=True):
+            if driver_id not in self.returning and self._working(driver_id, now):
+                self.returning.add(driver_id)
+                self.at(now + COMES_BACK_AFTER, lambda d=driver_id: self.come_back(d))
+
+    def come_back(self, driver_id) -> None:
+        self.returning.discard(driver_id)
+        driver = Driver.objects.get(pk=driver_id)
+        if driver.state == DriverState.OFFLINE and self._working(driver_id, timezone.now()):
+            self.move(driver, "online", until=timezone.now())
+
+    def _working(self, driver_id, now: datetime) -> bool:
+        """Whether the driver's last recorded move by `now` left them on shift (online, or on a break)."""
+        done = [move for at, move in self.schedules[driver_id] if at <= now]
+        return bool(done) and done[-1] != "offline"
 
     def ping_all(self) -> None:
         now = timezone.now()
