@@ -4,6 +4,7 @@ breaks and home when they did and answering offers as they used to, all through 
 clock; then the day's KPIs, as the dashboard computes them."""
 
 import random
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -120,6 +121,8 @@ class ReplayDay(TimedActions):
     def _driver(self, index: int, shape: dict, zones: dict[str, Zone]) -> None:
         user = get_user_model().objects.create_user(f"replay-driver-{index:03d}")
         driver = Driver.objects.create(
+            # Ids the same in every run (not uuid4's): rows read in id order come in the same order each time.
+            id=uuid.uuid5(uuid.NAMESPACE_URL, f"relay-replay-driver-{index}"),
             user=user,
             name=f"Replay driver {index:03d}",
             vehicle=shape["vehicle"],
@@ -234,7 +237,9 @@ class ReplayDay(TimedActions):
     def follow_up(self) -> None:
         """Each new offer gets its driver's answer, in their time, and its deadline."""
         fresh = Offer.objects.filter(status=OfferStatus.PENDING).exclude(pk__in=self.answered).select_related("driver")
-        for offer in fresh:
+        # Answered in an order that is the same in every run, so a seed draws the same answers: offers made at one
+        # instant (the clock stands still between actions) would otherwise come in their random ids' order.
+        for offer in fresh.order_by("sent_at", "driver_id", "delivery__external_id"):
             self.answered.add(offer.pk)
             self.answer(offer)
 
