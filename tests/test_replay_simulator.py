@@ -5,6 +5,7 @@ import io
 import json
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
 
-from analytics.management.commands.replay import run_in_scratch, table
+from analytics.management.commands.replay import mean_of, run_in_scratch, table
 from analytics.replay.recording import record_day
 from core.models import AuditEvent
 from deliveries.models import Delivery
@@ -241,3 +242,51 @@ def test_the_scratch_run_refuses_a_database_that_holds_zones(zones, tmp_path):
     (tmp_path / "recording.json").write_text("{}")
     with pytest.raises(CommandError, match="the replay runs only in an empty database"):
         call_command("replay_run", str(tmp_path / "recording.json"), str(tmp_path / "result.json"))
+
+
+def test_several_seeds_give_each_run_the_mean_of_the_same_seeds(merchant_api, clock):
+    a_recorded_day(merchant_api, clock)
+
+    runs = json.loads(replay("--zone", "centro", "--set", "offer_timeout_s=5", "--seeds", "2", "--seed", "7", "--json"))
+
+    # Both policies drawn with the same seeds, so they differ by the policy, not by the draws.
+    assert sorted(runs["by_seed"]["replayed"]) == sorted(runs["by_seed"]["changed"]) == ["7", "8"]
+    for name in ("replayed", "changed"):
+        seeds = runs["by_seed"][name].values()
+        assert runs[name]["delivered"] == statistics.fmean(one["delivered"] for one in seeds)
+    assert (runs["replayed"]["delivered"], runs["changed"]["delivered"]) == (3, 0)
+
+
+def test_a_replays_figures_over_several_seeds_are_their_mean_with_their_range():
+    recorded = {"delivered": 3, "cost_per_delivery": "4.00", "escalations_by_level": {"1": 0, "2": 0, "3": 0}}
+    seed_1 = {
+        "delivered": 3,
+        "cost_per_delivery": "4.00",
+        "escalations_by_level": {"2": 1},
+        "time_to_assign_p50_s": None,
+    }
+    seed_2 = {"delivered": 2, "cost_per_delivery": "4.25", "escalations_by_level": {"2": 2, "3": 1}}
+    seed_2["time_to_assign_p50_s"] = 12.5
+    seed_1["acceptance_rate"], seed_2["acceptance_rate"] = 0.8, 0.8668
+    seed_1["time_to_assign_p90_s"], seed_2["time_to_assign_p90_s"] = 14.5, 17.0
+    by_seed = {"replayed": {1: seed_1, 2: seed_2}}
+    runs = {"recorded": recorded, "replayed": mean_of([seed_1, seed_2])}
+
+    assert runs["replayed"] == {
+        "delivered": 2.5,  # a count's mean to one place
+        "cost_per_delivery": "4.12",  # money to the cent, rounded as the KPIs round it (half to even)
+        "escalations_by_level": {"2": 1.5, "3": 0.5},  # a level a seed never reached is its 0
+        "time_to_assign_p50_s": 12.5,  # a seed with no figure adds none
+        "acceptance_rate": 0.8334,  # to the places of its figures
+        "time_to_assign_p90_s": 15.8,
+    }
+    recording = {"day": "2026-11-25", "zones": ["centro"], "deliveries": [{}] * 3, "drivers": [{}]}
+
+    lines = table(recording, {}, runs, by_seed).splitlines()
+
+    assert lines[0] == "Replay of 2026-11-25 (centro): 3 deliveries, 1 driver; 2 seeds each"
+    rows = [line.split() for line in lines]
+    assert ["delivered", "3", "2.5", "(2–3)"] in rows
+    assert ["cost", "per", "delivery", "4.00", "4.12", "(4.00–4.25)"] in rows
+    assert ["escalations", "level", "3", "0", "0.5", "(0–1)"] in rows
+    assert ["time", "to", "assign", "p50", "(s)", "-", "12.5"] in rows

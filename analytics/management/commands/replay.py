@@ -1,10 +1,12 @@
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +21,7 @@ from zones.models import Zone
 # Zone fields a replay may change: the policy numbers the console edits, not the zone's identity or shape.
 NOT_POLICY = {"id", "code", "name", "polygon", "neighbours", "time_zone", "active"}
 # Environment a replay's scratch run keeps: nothing that points at the real database, Redis, broker or metrics.
+MAX_SEEDS = 10
 KEPT_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
 ROWS = [
     ("deliveries", "deliveries"),
@@ -60,9 +63,17 @@ class Command(BaseCommand):
             help="a policy change for the replay: offer_timeout_s=20, centro.search_radius_km=3, ...",
         )
         parser.add_argument("--seed", type=int, default=1, help="drivers' answers are drawn from this seed")
+        parser.add_argument(
+            "--seeds",
+            type=int,
+            default=1,
+            choices=range(1, MAX_SEEDS + 1),
+            metavar=f"1..{MAX_SEEDS}",
+            help="play each run with this many seeds (--seed, --seed+1, ...) and show their mean and range",
+        )
         parser.add_argument("--json", dest="as_json", action="store_true", help="print every KPI of each run as JSON")
 
-    def handle(self, *args, day, zone, set, seed, as_json, **options):
+    def handle(self, *args, day, zone, set, seed, seeds, as_json, **options):
         changes = parse_changes(set)
         try:
             recording = record_day(day, zone)
@@ -71,13 +82,18 @@ class Command(BaseCommand):
         zones = list(Zone.objects.filter(code__in=recording["zones"]))
         runs = {"recorded": summarise_deliveries(merge(zone_day_facts(z, day) for z in zones))}
         variants = {"replayed": {}} | ({"changed": changes} if changes else {})
-        with ThreadPoolExecutor() as pool:  # each run is a process of its own: both cores at once
-            played = pool.map(lambda policy: run_in_scratch(recording, policy, seed), variants.values())
-            runs |= dict(zip(variants, played, strict=True))
+        # Each variant with the same seeds, so the two differ by the policy alone, not by the draws.
+        jobs = [(name, s) for name in variants for s in range(seed, seed + seeds)]
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:  # each run is a process of its own
+            played = list(pool.map(lambda job: run_in_scratch(recording, variants[job[0]], job[1]), jobs))
+        by_seed = {
+            name: {s: figures for (n, s), figures in zip(jobs, played, strict=True) if n == name} for name in variants
+        }
+        runs |= {name: mean_of(list(figures.values())) for name, figures in by_seed.items()}
         if as_json:
-            self.stdout.write(json.dumps(runs, indent=2))
+            self.stdout.write(json.dumps(runs | ({"by_seed": by_seed} if seeds > 1 else {}), indent=2))
             return
-        self.stdout.write(table(recording, changes, runs))
+        self.stdout.write(table(recording, changes, runs, by_seed if seeds > 1 else {}))
 
 
 def parse_changes(items: list[str]) -> dict[str, dict]:
@@ -131,7 +147,34 @@ def run_in_scratch(recording: dict, changes: dict, seed: int) -> dict:
         return json.loads((where / "result.json").read_text())
 
 
-def table(recording: dict, changes: dict, runs: dict) -> str:
+def mean_of(runs: list[dict]) -> dict:
+    """Several seeds' figures as one run's: each number their mean (money to the cent); a count missing from one
+    run's breakdown (decline reasons, escalation levels) is that run's 0; a figure no run has stays None."""
+    if len(runs) == 1:
+        return runs[0]
+    combined = {}
+    for key in dict.fromkeys(k for figures in runs for k in figures):
+        values = [figures.get(key, 0) for figures in runs]
+        if any(isinstance(value, dict) for value in values):
+            combined[key] = mean_of([value if isinstance(value, dict) else {} for value in values])
+            continue
+        known = [value for value in values if value is not None]
+        if not known:
+            combined[key] = None
+        elif isinstance(known[0], str):  # money, a decimal string with 2 places (API.md)
+            combined[key] = str((sum(map(Decimal, known)) / len(known)).quantize(Decimal("0.01")))
+        else:  # to the places of its figures (a count's mean to one)
+            mean = statistics.fmean(known)
+            whole = mean.is_integer() and all(isinstance(value, int) for value in known)
+            combined[key] = int(mean) if whole else round(mean, max(map(_places, known)) or 1)
+    return combined
+
+
+def _places(number: int | float) -> int:
+    return 0 if isinstance(number, int) else len(repr(number).partition(".")[2])
+
+
+def table(recording: dict, changes: dict, runs: dict, by_seed: dict | None = None) -> str:
     said = ", ".join(
         f"{name}={value}" + ("" if code == "*" else f" ({code})")
         for code, fields in changes.items()
@@ -139,23 +182,42 @@ def table(recording: dict, changes: dict, runs: dict) -> str:
     )
     sizes = f"{_count(recording['deliveries'], 'delivery', 'deliveries')}, {_count(recording['drivers'], 'driver')}"
     what = f"Replay of {recording['day']} ({', '.join(recording['zones'])}): {sizes}"
+    seeds = len(next(iter(by_seed.values()))) if by_seed else 1
+    if seeds > 1:
+        what += f"; {seeds} seeds each"
+    rows = [
+        [label] + [_cell(figures, key, (by_seed or {}).get(name)) for name, figures in runs.items()]
+        for label, key in ROWS
+    ]
+    width = max(12, *(len(cell) + 2 for row in rows for cell in row[1:]))
     lines = [
         what + (f"; changed: {said}" if said else ""),
         "",
-        f"{'':<26}" + "".join(f"{name:>12}" for name in runs),
+        f"{'':<26}" + "".join(f"{name:>{width}}" for name in runs),
     ]
-    for label, key in ROWS:
-        cells = []
-        for figures in runs.values():
-            value = figures.get(key[0], {}).get(key[1]) if isinstance(key, tuple) else figures.get(key)
-            cells.append(f"{'-' if value is None else value:>12}")
-        lines.append(f"{label:<26}" + "".join(cells))
+    lines += [f"{label:<26}" + "".join(f"{cell:>{width}}" for cell in cells) for label, *cells in rows]
     lines += [
         "",
         "recorded: the day as it happened. replayed: the same deliveries and drivers under the policy as it is now;",
         "its distance from 'recorded' is the replay's own error. changed: as replayed, with the changes above.",
     ]
+    if seeds > 1:
+        lines.append(
+            "A replay's figure is the mean of its seeds, their lowest and highest in brackets where they differ."
+        )
     return "\n".join(lines) + "\n"
+
+
+def _cell(figures: dict, key: str | tuple[str, str], by_seed: dict | None) -> str:
+    def value_in(one: dict):
+        return one.get(key[0], {}).get(key[1], 0) if isinstance(key, tuple) else one.get(key)
+
+    shown = "-" if value_in(figures) is None else str(value_in(figures))
+    seen = [value_in(one) for one in (by_seed or {}).values()]
+    seen = sorted((v for v in seen if v is not None), key=float)
+    if seen and seen[0] != seen[-1]:
+        shown += f" ({seen[0]}–{seen[-1]})"
+    return shown
 
 
 def _count(items: list, one: str, many: str = "") -> str:
