@@ -10,7 +10,9 @@ driver's socket delivers its stream by `seq` and drops a message older than the 
 A thread that serves no request of a running server (Celery's workers, management commands, the tests' sync
 client) hands nothing off: its caller sends in place, as before. The channel layer is at most once either way
 (a driver's stream is stored and `resume` replays it); a send that fails is logged, its `unsent` hook runs (in a
-thread: it may write to the database), and the next ones go on."""
+thread: it may write to the database), and the next ones go on. When the server stops, its loop cancels the
+sending task: the sends already handed off still go out, for up to `STOP_GRACE_S`, and the hooks of those that
+cannot run, as for a failed send (an offer the driver's app never heard is not counted as their miss)."""
 
 import asyncio
 import logging
@@ -26,6 +28,7 @@ from core.channel_layer import unreachable
 
 log = logging.getLogger(__name__)
 _thread = threading.local()
+STOP_GRACE_S = 2.0  # how long a stopping server goes on sending what its requests handed off
 
 
 @contextmanager
@@ -48,6 +51,8 @@ def hand_off(layer, group: str, message: dict, *, unsent: Callable[[], None] | N
         loop.call_soon_threadsafe(_Sender.of(loop).add, layer, group, message, unsent)
     except RuntimeError:  # the loop has closed: the server stopped while this request finished
         log.warning("push to %s not sent: the server is stopping; the client will resume", group)
+        if unsent is not None:
+            run_unsent(unsent)
     return True
 
 
@@ -77,22 +82,36 @@ class _Sender:
     async def _send_all(self) -> None:
         try:
             while self.queue:
-                layer, group, message, unsent = self.queue[0]
-                try:
-                    await layer.group_send(group, message)
-                except Exception as exc:  # a down channel layer must not stop the sends behind it
-                    log.warning(
-                        "push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc)
-                    )
-                    if unsent is not None:
-                        await database_sync_to_async(run_unsent)(unsent)
-                self.queue.popleft()
-        except asyncio.CancelledError:
-            log.warning("%d pushes not sent: the server is stopping; the clients will resume", len(self.queue))
-            self.queue.clear()
+                await self._send_first()
+        except asyncio.CancelledError:  # the server is stopping: what was handed off still goes, for a while
+            await self._finish()
             raise
         finally:
             self.task = None
+
+    async def _send_first(self) -> None:
+        layer, group, message, unsent = self.queue[0]
+        try:
+            await layer.group_send(group, message)
+        except Exception as exc:  # a down channel layer must not stop the sends behind it
+            log.warning("push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc))
+            if unsent is not None:
+                await database_sync_to_async(run_unsent)(unsent)
+        self.queue.popleft()
+
+    async def _finish(self) -> None:
+        """Send what is left within `STOP_GRACE_S` (the one cancelled mid-send again: a driver's socket drops a
+        message it already delivered, by `seq`); then run the hooks of the sends that did not go."""
+        try:
+            async with asyncio.timeout(STOP_GRACE_S):
+                while self.queue:
+                    await self._send_first()
+        except TimeoutError:
+            log.warning("%d pushes not sent: the server is stopping; the clients will resume", len(self.queue))
+        left, self.queue = list(self.queue), deque()
+        for *_, unsent in left:
+            if unsent is not None:
+                await database_sync_to_async(run_unsent)(unsent)
 
 
 def run_unsent(unsent: Callable[[], None]) -> None:

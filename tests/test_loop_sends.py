@@ -132,12 +132,76 @@ async def test_a_failed_push_runs_its_hook_and_a_failing_hook_stops_nothing(monk
     assert "the hook of a push that could not be sent failed" in caplog.text
 
 
-def test_a_push_from_a_request_that_outlives_its_server_is_logged_not_raised(caplog):
+def test_a_push_from_a_request_that_outlives_its_server_is_logged_and_its_hook_run(caplog):
     loop = asyncio.new_event_loop()
     loop.close()
+    hooked = []
     with caplog.at_level(logging.WARNING, logger="core.loop_sends"), loop_sends.serving(loop):
-        push_to_group("driver.gone", {"seq": 1})
+        push_to_group("driver.gone", {"seq": 1}, unsent=lambda: hooked.append(1))
     assert "push to driver.gone not sent: the server is stopping" in caplog.text
+    assert hooked == [1]  # e.g. the offer marked unheard: its expiry is not the driver's miss
+
+
+async def _until(condition) -> None:
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0)
+
+
+async def _stop_the_server(loop) -> None:
+    """What a stopping server's loop does to the task still sending (asyncio.run cancels what is left)."""
+    task = loop_sends._Sender.of(loop).task
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_pushes_handed_off_as_the_server_stops_still_go_out(monkeypatch):
+    """A rolling restart stops the server a merchant's request ran in: the offers it handed off go out to the
+    drivers' sockets on the other servers, in order, before it exits."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("stopping", channel)
+    held = HeldLayer(layer)
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: held)
+    loop = asyncio.get_running_loop()
+
+    def request_work():
+        with loop_sends.serving(loop):
+            for seq in range(1, 6):
+                push_to_group("stopping", {"seq": seq})
+
+    await asyncio.to_thread(request_work)
+    await _until(lambda: held.waiting)  # the first send is out, held by a slow layer
+    stopping = asyncio.create_task(_stop_the_server(loop))
+    await asyncio.sleep(0)  # the cancel lands in the held send
+    held.release.set()
+    await stopping
+
+    async with asyncio.timeout(5):
+        received = [(await layer.receive(channel))["message"]["seq"] for _ in range(5)]
+    assert received == [1, 2, 3, 4, 5]
+
+
+async def test_pushes_a_stopping_server_cannot_send_in_its_grace_run_their_hooks(monkeypatch, caplog):
+    held = HeldLayer(get_channel_layer())  # never released: the layer hangs
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: held)
+    monkeypatch.setattr(loop_sends, "STOP_GRACE_S", 0.05)
+    loop = asyncio.get_running_loop()
+    hooked = []
+
+    def request_work():
+        with loop_sends.serving(loop):
+            for seq in range(1, 4):
+                push_to_group("hung", {"seq": seq}, unsent=lambda seq=seq: hooked.append(seq))
+
+    await asyncio.to_thread(request_work)
+    await _until(lambda: held.waiting)
+    with caplog.at_level(logging.WARNING, logger="core.loop_sends"):
+        await _stop_the_server(loop)
+
+    assert hooked == [1, 2, 3]  # three offers marked unheard: their expiries are not their drivers' misses
+    assert "3 pushes not sent: the server is stopping; the clients will resume" in caplog.text
 
 
 def test_outside_a_request_the_push_is_sent_in_place(monkeypatch):
