@@ -11,6 +11,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import path, re_path  # noqa: E402
 
 from core.asgi_http import ASGIHandler  # noqa: E402
+from core.lifespan import lifespan  # noqa: E402
 from core.ws import BrowserOriginValidator, UnknownPath  # noqa: E402
 from deliveries.consumers import OpsConsumer, TrackConsumer  # noqa: E402
 from drivers.consumers import DriverConsumer  # noqa: E402
@@ -41,6 +42,7 @@ application = ProtocolTypeRouter(
         # Location pings, the hottest route, are answered ahead of Django when they are plain (drivers/ingest.py).
         "http": LocationIngest(django_asgi_app),
         "websocket": BrowserOriginValidator(URLRouter(websocket_urls)),
+        "lifespan": lifespan,
     }
 )
 

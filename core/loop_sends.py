@@ -10,17 +10,18 @@ driver's socket delivers its stream by `seq` and drops a message older than the 
 A thread that serves no request of a running server (Celery's workers, management commands, the tests' sync
 client) hands nothing off: its caller sends in place, as before. The channel layer is at most once either way
 (a driver's stream is stored and `resume` replays it); a send that fails is logged, its `unsent` hook runs (in a
-thread: it may write to the database), and the next ones go on. When the server stops, its loop cancels the
-sending task: the sends already handed off still go out, for up to `STOP_GRACE_S`, and the hooks of those that
-cannot run, as for a failed send (an offer the driver's app never heard is not counted as their miss)."""
+thread: it may write to the database), and the next ones go on. When the server stops (`drain`, from the ASGI
+lifespan's shutdown, after its last request and socket; or its loop cancelling the task as it closes), the sends
+already handed off still go out, for up to `STOP_GRACE_S`, and the hooks of those that cannot run, as for a failed
+send (an offer the driver's app never heard is not counted as their miss)."""
 
 import asyncio
+import contextlib
 import logging
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from contextlib import contextmanager
 
 from channels.db import database_sync_to_async
 
@@ -31,7 +32,7 @@ _thread = threading.local()
 STOP_GRACE_S = 2.0  # how long a stopping server goes on sending what its requests handed off
 
 
-@contextmanager
+@contextlib.contextmanager
 def serving(loop: asyncio.AbstractEventLoop):
     """Within it, the calling thread does a request's work for the server running on `loop`."""
     _thread.loop = loop
@@ -54,6 +55,17 @@ def hand_off(layer, group: str, message: dict, *, unsent: Callable[[], None] | N
         if unsent is not None:
             run_unsent(unsent)
     return True
+
+
+async def drain() -> None:
+    """Send what this loop's requests handed off, before the server exits: uvicorn kills its process as soon as
+    it has served its last request, with no time for a task still sending."""
+    sender = _Sender._by_loop.get(asyncio.get_running_loop())
+    task = sender.task if sender is not None else None
+    if task is not None:
+        task.cancel()  # the task's own way out: it sends the rest, within the grace
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class _Sender:

@@ -21,7 +21,8 @@ UVICORN_OPTIONS = {
     # At that level uvicorn logs no request, yet with the access log on it builds each line's arguments (client
     # address, quoted path) before the logger drops it: per request, on the location pings' hot path.
     "access_log": False,
-    "lifespan": "off",
+    # core/lifespan.py: a stopping process sends the pushes its last requests handed off before it exits.
+    "lifespan": "on",
     # uvicorn would take the client address from X-Forwarded-For on any connection from 127.0.0.1, so a
     # local client could pick a new address per request. Django decides instead, from NUM_PROXIES.
     "proxy_headers": False,
