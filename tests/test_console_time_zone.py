@@ -1,0 +1,69 @@
+"""The console in its viewer's time zone (core/time_zones.py): the browser names it in a cookie, every console
+page shows its times in it and says which, and a time typed there is read in it. The API keeps UTC."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.urls import reverse
+
+from core.time_zones import COOKIE
+from drivers.models import Shift
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+LOS_ANGELES = "America/Los_Angeles"  # 2026-11-25 12:00 UTC (the clock fixture) is 04:00 there
+
+
+def _change_page(delivery) -> str:
+    return reverse("admin:deliveries_delivery_change", args=[delivery.pk])
+
+
+def test_the_console_shows_times_in_the_viewers_zone_and_names_it_while_the_api_keeps_utc(
+    admin_client, merchant, merchant_api, clock
+):
+    delivery = factories.new_delivery(merchant, "soup")
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+
+    page = admin_client.get(_change_page(delivery)).content.decode()
+    assert "Times in America/Los_Angeles" in page
+    assert "Nov. 25, 2026, 4 a.m." in page  # created at
+    assert "<td>2026-11-25 04:00:00</td>" in page  # the timeline
+    listed = admin_client.get(reverse("admin:deliveries_delivery_changelist")).content.decode()
+    assert "Times in America/Los_Angeles" in listed
+    assert "Nov. 25, 2026, 4 a.m." in listed
+
+    # DRF writes a time in the active zone: the console's must not reach the API, even with the cookie.
+    merchant_api.cookies[COOKIE] = LOS_ANGELES
+    assert merchant_api.get(f"/api/v1/deliveries/{delivery.pk}").json()["created_at"] == "2026-11-25T12:00:00Z"
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "localtime", "../../../etc/passwd", "", "America/Los Angeles"])
+def test_a_zone_the_server_does_not_know_falls_back_to_utc(admin_client, merchant, clock, name):
+    delivery = factories.new_delivery(merchant, "soup")
+    admin_client.cookies[COOKIE] = name
+    page = admin_client.get(_change_page(delivery))
+    assert page.status_code == 200
+    assert "Times in UTC" in page.content.decode()
+    assert "Nov. 25, 2026, noon" in page.content.decode()
+
+
+def test_a_shift_typed_in_the_viewers_zone_is_stored_as_that_instant(admin_client, zones, clock):
+    driver = factories.DriverFactory()
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+    answer = admin_client.post(
+        reverse("admin:drivers_shift_add"),
+        {
+            "driver": driver.pk,
+            "planned_start_0": "2026-11-26",
+            "planned_start_1": "09:00:00",
+            "planned_end_0": "2026-11-26",
+            "planned_end_1": "17:00:00",
+        },
+    )
+    assert answer.status_code == 302
+    shift = Shift.objects.get(driver=driver)
+    assert (shift.planned_start, shift.planned_end) == (
+        datetime(2026, 11, 26, 17, tzinfo=UTC),
+        datetime(2026, 11, 27, 1, tzinfo=UTC),
+    )
