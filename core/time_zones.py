@@ -6,6 +6,7 @@ typed time in it. Only the console's: DRF writes a DateTimeField in the *current
 page shows its delivery's zone."""
 
 import zoneinfo
+from datetime import datetime
 from functools import cache
 
 from django.utils import timezone
@@ -41,3 +42,9 @@ class ConsoleTimeZoneMiddleware:
             return self.get_response(request)
         finally:
             timezone.deactivate()  # a request thread serves the next request too (core/asgi_http.py)
+
+
+def clock(moment: datetime, time_format: str = "%H:%M") -> str:
+    """A time of day as the console writes it in a sentence, in the active zone and naming it, so it is never read
+    in another one: "06:07 America/Los_Angeles" (outside the console: "14:07 UTC")."""
+    return f"{timezone.localtime(moment):{time_format}} {timezone.get_current_timezone_name()}"

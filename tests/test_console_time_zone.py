@@ -1,18 +1,22 @@
 """The console in its viewer's time zone (core/time_zones.py): the browser names it in a cookie, every console
 page shows its times in it and says which, and a time typed there is read in it. The API keeps UTC."""
 
+import zoneinfo
 from datetime import UTC, datetime
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from core.time_zones import COOKIE
 from drivers.models import Shift
 from tests import factories
+from tests.test_admin_deliveries import messages_of
 
 pytestmark = pytest.mark.django_db
 
 LOS_ANGELES = "America/Los_Angeles"  # 2026-11-25 12:00 UTC (the clock fixture) is 04:00 there
+LA = zoneinfo.ZoneInfo(LOS_ANGELES)
 
 
 def _change_page(delivery) -> str:
@@ -67,3 +71,29 @@ def test_a_shift_typed_in_the_viewers_zone_is_stored_as_that_instant(admin_clien
         datetime(2026, 11, 26, 17, tzinfo=UTC),
         datetime(2026, 11, 27, 1, tzinfo=UTC),
     )
+
+
+def test_a_delivery_held_for_the_food_says_until_when_in_the_viewers_zone(admin_client, merchant, clock):
+    factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    soup = factories.new_delivery(merchant, "soup", ready_at="2026-11-25T13:00:00+00:00")
+    soup.refresh_from_db()
+    until = f"{timezone.localtime(soup.dispatch_not_before, LA):%H:%M:%S}"
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+    url = reverse("admin:deliveries_delivery_changelist")
+    response = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [soup.pk]}, follow=True)
+    said = f"soup: not offered: held until {until} America/Los_Angeles so the driver does not wait for the food."
+    assert messages_of(response) == [said]
+    assert f"held until {until} America/Los_Angeles" in admin_client.get(_change_page(soup)).content.decode()
+
+
+def test_times_the_console_writes_itself_are_in_the_viewers_zone(admin_client, merchant, clock):
+    """The driver page's deliveries and a shift's name were formatted in Python, in UTC, whatever the page said."""
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")  # her shift starts now
+    factories.assigned_delivery(merchant, ana, "soup")
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+
+    driver_page = admin_client.get(reverse("admin:drivers_driver_change", args=[ana.pk])).content.decode()
+    assert "<td>2026-11-25 04:00</td>" in driver_page  # "Since", of the delivery she carries
+    shift = Shift.objects.get(driver=ana)
+    shift_page = admin_client.get(reverse("admin:drivers_shift_change", args=[shift.pk])).content.decode()
+    assert "Ana Silva 2026-11-25 04:00" in shift_page

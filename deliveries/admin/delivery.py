@@ -2,7 +2,7 @@
 dispatch reasoning, and send them back to dispatch, dispatch them again, cancel or reassign them. Every change
 goes through the same actions as the API, so it is locked, audited and announced the same way."""
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 
 from django import forms
 from django.conf import settings
@@ -114,7 +114,7 @@ def _not_offered(result: DispatchResult) -> str:
     if result.outcome == Outcome.NO_CANDIDATE:
         return "nobody to offer it to now"
     if result.outcome == Outcome.HELD:
-        return f"held until {result.hold_until.astimezone(UTC):%H:%M:%S} UTC so the driver does not wait for the food"
+        return timeline.held_until(result.hold_until)
     return timeline.words(result.outcome)
 
 
