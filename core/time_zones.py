@@ -6,7 +6,7 @@ typed time in it. Only the console's: DRF writes a DateTimeField in the *current
 page shows its delivery's zone."""
 
 import zoneinfo
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 
 from django.utils import timezone
@@ -48,3 +48,14 @@ def clock(moment: datetime, time_format: str = "%H:%M") -> str:
     """A time of day as the console writes it in a sentence, in the active zone and naming it, so it is never read
     in another one: "06:07 America/Los_Angeles" (outside the console: "14:07 UTC")."""
     return f"{timezone.localtime(moment):{time_format}} {timezone.get_current_timezone_name()}"
+
+
+def utc_clock(moment: datetime) -> str:
+    """A time of day as stored text writes it (an escalation's detail: the API, webhooks and the audit trail keep
+    UTC): "14:07 UTC"."""
+    return f"{moment.astimezone(UTC):%H:%M} UTC"
+
+
+def in_viewer_zone(text: str, moment: datetime) -> str:
+    """Stored text that names `moment` as `utc_clock` wrote it, with that time as the console writes it."""
+    return text.replace(utc_clock(moment), clock(moment))

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from core.time_zones import clock
+from core.time_zones import clock, in_viewer_zone
 
 # Event types whose payload carries a dispatch decision (see deliveries.services.dispatch.Decision).
 DISPATCH_TYPES = {"dispatch.decided", "dispatch.no_candidate", "dispatch.held"}
@@ -73,6 +73,13 @@ def _hours_minutes(iso: str) -> str:
     return f"{timezone.localtime(_instant(iso)):%H:%M}"
 
 
+def shown_detail(payload: dict) -> str:
+    """What an escalation event said, a time of day in it in the viewer's zone (`detail_at`: core/time_zones.py)."""
+    if payload.get("detail_at"):
+        return in_viewer_zone(payload["detail"], _instant(payload["detail_at"]))
+    return payload["detail"]
+
+
 def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> str:
     """One line for one event: what changed and why, from the fields the event recorded."""
     if event_type in DISPATCH_TYPES:
@@ -86,7 +93,7 @@ def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> 
     if payload.get("note"):
         details.append(f"“{payload['note']}”")
     if payload.get("detail"):
-        details.append(payload["detail"])
+        details.append(shown_detail(payload))
     if event_type == "offer.created":
         details.append(
             f"{words(payload['kind'])}, {distance(payload['distance_km'])}, "

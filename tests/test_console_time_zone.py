@@ -2,7 +2,7 @@
 page shows its times in it and says which, and a time typed there is read in it. The API keeps UTC."""
 
 import zoneinfo
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -12,6 +12,7 @@ from core.time_zones import COOKIE
 from drivers.models import Shift
 from tests import factories
 from tests.test_admin_deliveries import messages_of
+from tests.test_reassignment import picked_up
 
 pytestmark = pytest.mark.django_db
 
@@ -97,3 +98,28 @@ def test_times_the_console_writes_itself_are_in_the_viewers_zone(admin_client, m
     shift = Shift.objects.get(driver=ana)
     shift_page = admin_client.get(reverse("admin:drivers_shift_change", args=[shift.pk])).content.decode()
     assert "Ana Silva 2026-11-25 04:00" in shift_page
+
+
+def test_an_overdue_dropoff_is_said_in_the_viewers_zone_and_stays_utc_in_the_api(
+    admin_client, merchant_api, ops_api, clock, settings
+):
+    """The ladder's "Dropoff was due at 12:21 UTC" is the API's and the webhooks' text; the console says it in its
+    viewer's zone, on the escalation's page and in the delivery's timeline."""
+    from deliveries import eta
+    from deliveries.services.ladder import run_ladder
+
+    settings.RELAY_LOCATION_REDIS_URL = ""
+    _, delivery, _ = picked_up(merchant_api)
+    due = timezone.now() + timedelta(
+        seconds=eta.travel_seconds(delivery.distance_km, "bicycle") + eta.DROPOFF_SERVICE_S
+    )
+    clock.shift((due - timezone.now()).total_seconds() + 16 * 60)
+    run_ladder()
+
+    [escalation] = ops_api.get("/api/v1/ops/escalations?open=true").json()["results"]
+    assert escalation["detail"] == f"Dropoff was due at {due:%H:%M} UTC"
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+    said = f"Dropoff was due at {timezone.localtime(due, LA):%H:%M} America/Los_Angeles"
+    page = admin_client.get(reverse("admin:deliveries_escalation_change", args=[escalation["id"]])).content.decode()
+    assert said in page and "UTC" not in page
+    assert said in admin_client.get(_change_page(delivery)).content.decode()
