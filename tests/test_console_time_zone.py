@@ -1,6 +1,7 @@
 """The console in its viewer's time zone (core/time_zones.py): the browser names it in a cookie, every console
 page shows its times in it and says which, and a time typed there is read in it. The API keeps UTC."""
 
+import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +9,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from core.audit import Actor
 from core.time_zones import COOKIE
+from deliveries.services.reassignment import force_assign
 from drivers.models import Shift
 from tests import factories
 from tests.test_admin_deliveries import messages_of
@@ -123,3 +126,40 @@ def test_an_overdue_dropoff_is_said_in_the_viewers_zone_and_stays_utc_in_the_api
     page = admin_client.get(reverse("admin:deliveries_escalation_change", args=[escalation["id"]])).content.decode()
     assert said in page and "UTC" not in page
     assert said in admin_client.get(_change_page(delivery)).content.decode()
+
+
+def test_a_bulk_action_from_a_list_shown_in_the_hour_a_clock_change_repeats_still_sees_what_changed(
+    admin_client, admin_user, merchant, clock
+):
+    """The list carries when it was shown, for a second "Go" to leave alone what the first changed. Written as a
+    wall-clock time, 01:30 on the night Los Angeles leaves summer time was read back as ambiguous, so not at all, and
+    the second "Reassign" withdrew the offer the first had made."""
+    clock.move_to("2026-11-01 08:30:00+00:00")  # 01:30 PDT; an hour later it is 01:30 PST
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    delivery = factories.new_delivery(merchant, "order-1")
+    force_assign(delivery.pk, driver_id=ana.pk, actor=Actor.ops(admin_user))
+    ben = factories.online_driver(*factories.CENTRO, name="Ben Costa")
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+    listed = admin_client.get(reverse("admin:deliveries_delivery_changelist")).content.decode()
+    listed_at = re.search(r'name="listed_at" value="([^"]+)"', listed).group(1)
+    clock.shift(5)
+    go = {"action": "send_back_to_dispatch", "_selected_action": [delivery.pk], "listed_at": listed_at}
+
+    first = admin_client.post(reverse("admin:deliveries_delivery_changelist"), go, follow=True)
+    clock.shift(1)
+    second = admin_client.post(reverse("admin:deliveries_delivery_changelist"), go, follow=True)
+
+    assert messages_of(first) == ["Sent back to dispatch and offered to a driver: 1 of 1."]
+    assert messages_of(second) == ["order-1: changed since the list was shown: nothing was done."]
+    assert factories.pending_offer(delivery).driver == ben
+
+
+def test_a_shift_typed_in_the_hour_a_clock_change_repeats_is_refused_saying_why(admin_client, zones, clock):
+    """01:30 happens twice on the night Los Angeles leaves summer time: which one is asked, nothing saved."""
+    driver = factories.DriverFactory()
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+    typed = {"planned_start_0": "2026-11-01", "planned_start_1": "01:30:00"}
+    answer = admin_client.post(reverse("admin:drivers_shift_add"), {"driver": driver.pk} | typed)
+    assert answer.status_code == 200
+    assert "couldn’t be interpreted in time zone America/Los_Angeles" in answer.content.decode()
+    assert not Shift.objects.filter(driver=driver).exists()
