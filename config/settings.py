@@ -64,6 +64,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "core.time_zones.ConsoleTimeZoneMiddleware",  # the console's pages in the viewer's time zone, nothing else
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.idempotency.IdempotencyMiddleware",
 ]
@@ -141,6 +142,8 @@ LANGUAGE_CODE = "en-us"
 # The customer's tracking page speaks the customer's language (Accept-Language); the console stays in English.
 LANGUAGES = [("en", "English"), ("pt", "Português")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# What the API, the audit trail, the tasks and the logs write times in. The console shows and reads times in its
+# viewer's own zone, which their browser names (core/time_zones.py); this one when it names none.
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

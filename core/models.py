@@ -55,7 +55,7 @@ class AuditEvent(models.Model):
         base_manager_name = "objects"  # Django's own lookups refuse changes too, not only ours
 
     def __str__(self) -> str:
-        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.type}"
+        return f"{timezone.localtime(self.occurred_at):%Y-%m-%d %H:%M:%S} {self.type}"
 
     def save(self, *args, **kwargs):
         if not self._state.adding:

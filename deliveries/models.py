@@ -493,7 +493,7 @@ class Breadcrumb(models.Model):
         indexes = [models.Index(fields=["delivery", "recorded_at"], name="breadcrumb_delivery_idx")]
 
     def __str__(self) -> str:
-        return f"{self.lat:.5f},{self.lng:.5f} at {self.recorded_at:%H:%M:%S}"
+        return f"{self.lat:.5f},{self.lng:.5f} at {timezone.localtime(self.recorded_at):%H:%M:%S}"
 
 
 class DeliveryCost(models.Model):

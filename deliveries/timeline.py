@@ -1,7 +1,12 @@
 """A delivery's audit events as sentences ops can read at a glance on its admin page (SPEC 3.2: the dispatch
-reasoning must be readable, not a JSON blob). Pure functions of the event's fields: no queries."""
+reasoning must be readable, not a JSON blob). Pure functions of the event's fields: no queries. Times of day are
+in the active time zone (the console viewer's: core/time_zones.py) and say which."""
 
-from datetime import UTC, datetime
+from datetime import datetime
+
+from django.utils import timezone
+
+from core.time_zones import clock, in_viewer_zone
 
 # Event types whose payload carries a dispatch decision (see deliveries.services.dispatch.Decision).
 DISPATCH_TYPES = {"dispatch.decided", "dispatch.no_candidate", "dispatch.held"}
@@ -36,12 +41,15 @@ def _skipped(excluded: dict) -> str:
     return f"{excluded['name']}{where}: {words(excluded['reason'])}"
 
 
+def held_until(until: datetime) -> str:
+    return f"held until {clock(until, '%H:%M:%S')} so the driver does not wait for the food"
+
+
 def describe_dispatch(event_type: str, payload: dict) -> str:
     """e.g. "offered to Ana, 1.2 km, 4 min; also ranked Carl, 2.0 km, 6 min; skipped Ben: declined"."""
     chosen = payload.get("chosen")
     if event_type == "dispatch.held":
-        until = datetime.fromisoformat(payload["until"])
-        parts = [f"held until {until.astimezone(UTC):%H:%M:%S} UTC so the driver does not wait for the food"]
+        parts = [held_until(datetime.fromisoformat(payload["until"]))]
     elif chosen:
         parts = [f"offered to {_ranked(chosen)}"]
     else:
@@ -57,8 +65,19 @@ def describe_dispatch(event_type: str, payload: dict) -> str:
     return "; ".join(parts)
 
 
-def _clock(iso: str) -> str:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%H:%M")
+def _instant(iso: str) -> datetime:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _hours_minutes(iso: str) -> str:
+    return f"{timezone.localtime(_instant(iso)):%H:%M}"
+
+
+def shown_detail(payload: dict) -> str:
+    """What an escalation event said, a time of day in it in the viewer's zone (`detail_at`: core/time_zones.py)."""
+    if payload.get("detail_at"):
+        return in_viewer_zone(payload["detail"], _instant(payload["detail_at"]))
+    return payload["detail"]
 
 
 def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> str:
@@ -74,7 +93,7 @@ def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> 
     if payload.get("note"):
         details.append(f"“{payload['note']}”")
     if payload.get("detail"):
-        details.append(payload["detail"])
+        details.append(shown_detail(payload))
     if event_type == "offer.created":
         details.append(
             f"{words(payload['kind'])}, {distance(payload['distance_km'])}, "
@@ -83,8 +102,8 @@ def describe(event_type: str, from_state: str, to_state: str, payload: dict) -> 
         )
     if event_type == "delivery.eta_updated" and payload.get("dropoff"):
         details.append(
-            f"dropoff {_clock(payload['dropoff'])} UTC, window {_clock(payload['window_start'])}–"
-            f"{_clock(payload['window_end'])}"
+            f"dropoff {clock(_instant(payload['dropoff']))}, window {_hours_minutes(payload['window_start'])}–"
+            f"{_hours_minutes(payload['window_end'])}"
         )
     if event_type.startswith("escalation.") and "level" in payload:
         details.insert(0, f"level {payload['level']}")

@@ -147,7 +147,9 @@ class Shift(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.driver} {self.started_at:%Y-%m-%d %H:%M}" if self.started_at else f"{self.driver} (planned)"
+        if self.started_at is None:
+            return f"{self.driver} (planned)"
+        return f"{self.driver} {timezone.localtime(self.started_at):%Y-%m-%d %H:%M}"
 
     def clean(self) -> None:
         if self.planned_start and self.planned_end and self.planned_end <= self.planned_start:
@@ -209,7 +211,7 @@ class Break(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.driver} break {self.started_at:%Y-%m-%d %H:%M}"
+        return f"{self.driver} break {timezone.localtime(self.started_at):%Y-%m-%d %H:%M}"
 
     @property
     def seconds(self) -> float | None:

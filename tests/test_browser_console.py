@@ -2,10 +2,12 @@
 stuck delivery, reads why it was offered to whom, and forces it onto a named driver."""
 
 import re
+import zoneinfo
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
+from django.utils import dateformat, timezone
 
 from core.audit import Actor
 from core.models import AuditEvent
@@ -20,9 +22,10 @@ ESCALATION_PAGE = re.compile(r"/admin/deliveries/escalation/[0-9a-f-]+/change/")
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _logged_in(browser, live_server, username: str, *, then: str = ""):
-    """A page of the console, logged in through its form as `username` (password ops-pass-123)."""
-    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+def _logged_in(browser, live_server, username: str, *, then: str = "", **context):
+    """A page of the console, logged in through its form as `username` (password ops-pass-123); `context`: the
+    browser context's options (its `timezone_id`, ...)."""
+    page = browser.new_page(viewport={"width": 1300, "height": 1000}, **context)
     page.goto(f"{live_server.url}/admin/login/" + (f"?next={then}" if then else ""))
     page.fill("#id_username", username)
     page.fill("#id_password", "ops-pass-123")
@@ -106,4 +109,22 @@ def test_the_board_fits_a_phone_and_its_tables_scroll_in_their_column(zones, liv
         side = page.locator(".board-side")
         assert side.bounding_box()["width"] <= 390
         assert side.evaluate("side => side.scrollWidth > side.clientWidth")  # the tables scroll inside it
+        page.close()
+
+
+def test_a_fresh_login_lands_on_pages_in_the_browsers_time_zone(zones, live_server):
+    """The login page names the browser's zone to the server (a cookie), so the first page after it already shows
+    times as the ops user's clock does, and says in which zone."""
+    get_user_model().objects.create_superuser("olga", "olga@example.com", "ops-pass-123")
+    delivery = factories.new_delivery(factories.MerchantFactory(), external_id="soup")
+    created = dateformat.format(
+        timezone.localtime(delivery.created_at, zoneinfo.ZoneInfo("America/Los_Angeles")), "N j, Y, P"
+    )
+
+    with chromium() as browser:
+        page = _logged_in(browser, live_server, "olga", timezone_id="America/Los_Angeles")
+        page.wait_for_url(f"{live_server.url}/admin/")
+        assert page.locator("#time-zone").inner_text() == "Times in America/Los_Angeles"
+        page.goto(f"{live_server.url}/admin/deliveries/delivery/{delivery.pk}/change/")
+        assert page.locator(".field-created_at .readonly").inner_text() == created
         page.close()

@@ -1,5 +1,9 @@
 """The delivery timeline turns recorded dispatch reasoning and changes into readable sentences."""
 
+import zoneinfo
+
+from django.utils import timezone
+
 from deliveries.models import EscalationLevel
 from deliveries.timeline import describe, duration
 
@@ -77,3 +81,21 @@ def test_a_moved_eta_shows_the_new_dropoff_and_window():
         "window_end": "2026-11-25T12:26:10Z",
     }
     assert describe("delivery.eta_updated", "", "", payload) == "dropoff 12:21 UTC, window 12:21–12:26"
+
+
+def test_times_of_day_are_in_the_console_viewers_zone_and_name_it():
+    """In the console the active zone is the viewer's (core/time_zones.py): a sentence saying "UTC" there made ops
+    in Lisbon or Los Angeles work out the time themselves."""
+    eta = {
+        "dropoff": "2026-11-25T12:21:40Z",
+        "window_start": "2026-11-25T12:21:40Z",
+        "window_end": "2026-11-25T12:26:10Z",
+    }
+    held = {"until": "2026-11-25T12:14:00+00:00", "chosen": None, "candidates": [], "excluded": []}
+    with timezone.override(zoneinfo.ZoneInfo("America/Los_Angeles")):
+        assert describe("delivery.eta_updated", "", "", eta) == (
+            "dropoff 04:21 America/Los_Angeles, window 04:21–04:26"
+        )
+        assert describe("dispatch.held", "", "", held) == (
+            "held until 04:14:00 America/Los_Angeles so the driver does not wait for the food"
+        )

@@ -213,7 +213,7 @@ class ZoneSnapshot(models.Model):
         indexes = [models.Index(fields=["zone", "-taken_at"], name="zone_snapshot_latest_idx")]
 
     def __str__(self) -> str:
-        return f"{self.zone_id} {self.taken_at:%Y-%m-%d %H:%M} {self.band}"
+        return f"{self.zone_id} {timezone.localtime(self.taken_at):%Y-%m-%d %H:%M} {self.band}"
 
 
 class HintOutcome(models.TextChoices):
@@ -250,4 +250,4 @@ class ZoneHint(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"hint {self.zone_id} → {self.driver_id} {self.sent_at:%H:%M}"
+        return f"hint {self.zone_id} → {self.driver_id} {timezone.localtime(self.sent_at):%H:%M}"

@@ -2,7 +2,7 @@
 dispatch reasoning, and send them back to dispatch, dispatch them again, cancel or reassign them. Every change
 goes through the same actions as the API, so it is locked, audited and announced the same way."""
 
-from datetime import UTC, timedelta
+from datetime import datetime, timedelta
 
 from django import forms
 from django.conf import settings
@@ -114,15 +114,23 @@ def _not_offered(result: DispatchResult) -> str:
     if result.outcome == Outcome.NO_CANDIDATE:
         return "nobody to offer it to now"
     if result.outcome == Outcome.HELD:
-        return f"held until {result.hold_until.astimezone(UTC):%H:%M:%S} UTC so the driver does not wait for the food"
+        return timeline.held_until(result.hold_until)
     return timeline.words(result.outcome)
+
+
+class _InstantField(forms.DateTimeField):
+    """An instant a page carries and sends back, written with its offset: as Django writes a time for a person (the
+    wall clock of the console's zone) it was ambiguous in the hour a clock change repeats, and the form refused."""
+
+    def prepare_value(self, value):
+        return value.isoformat() if isinstance(value, datetime) else value
 
 
 class ListedAtActionForm(helpers.ActionForm):
     """The changelist's action form, carrying when the list was shown: a bulk action submitted twice (a double
     click, a page sent again) or on a list out of date can leave alone what changed since."""
 
-    listed_at = forms.DateTimeField(widget=forms.HiddenInput, required=False, initial=timezone.now)
+    listed_at = _InstantField(widget=forms.HiddenInput, required=False, initial=timezone.now)
 
 
 def _changed_since_listed(request, delivery: Delivery) -> bool:

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.db import transaction
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from core.admin_actions import Skipped, apply_each
@@ -69,7 +70,7 @@ class DriverAdmin(RoleProfileAdmin):
                     reverse("admin:deliveries_delivery_change", args=[d.pk]),
                     d.external_id,
                     d.status,
-                    f"{d.status_changed_at:%Y-%m-%d %H:%M}",
+                    f"{timezone.localtime(d.status_changed_at):%Y-%m-%d %H:%M}",
                 )
                 for d in current + recent
             ),

@@ -10,6 +10,7 @@ from django.utils import timezone
 from core.admin_actions import apply_each, apply_each_with_note
 from core.admin_bases import RecordAdmin
 from core.audit import Actor
+from core.models import AuditEvent
 from deliveries import timeline
 from deliveries.models import Escalation, EscalationStatus
 from deliveries.services.escalations import acknowledge_escalation, resolve_escalation
@@ -30,7 +31,9 @@ class EscalationAdmin(RecordAdmin):
     list_select_related = ["delivery__zone"]
     ordering = [RESOLVED_LAST, "-level", "opened_at"]
     search_fields = ["delivery__external_id"]
-    readonly_fields = [f.name for f in Escalation._meta.fields]
+    # The detail as stored says its times of day in UTC (the API's and webhooks' text): shown in the viewer's zone.
+    readonly_fields = [f.name if f.name != "detail" else "shown_detail" for f in Escalation._meta.fields]
+    exclude = ["detail"]
     actions = ["acknowledge", "resolve"]
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
@@ -51,6 +54,14 @@ class EscalationAdmin(RecordAdmin):
     @admin.display(description="zone", ordering="delivery__zone__code")
     def zone(self, escalation: Escalation) -> str:
         return escalation.delivery.zone.code
+
+    @admin.display(description="detail")
+    def shown_detail(self, escalation: Escalation) -> str:
+        detail = escalation.detail
+        trail = AuditEvent.objects.filter(subject_kind="escalation", subject_id=escalation.pk)
+        for payload in trail.filter(payload__has_key="detail_at").values_list("payload", flat=True):
+            detail = detail.replace(payload["detail"], timeline.shown_detail(payload))
+        return detail
 
     @admin.display(description="open for")
     def age(self, escalation: Escalation) -> str:

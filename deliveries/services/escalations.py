@@ -1,5 +1,7 @@
 """Escalations (SPEC 2.3): opening or raising one, closing it when its cause goes away, and ops' hand on it."""
 
+from datetime import datetime
+
 from django.utils import timezone
 from django_fsm import can_proceed
 
@@ -46,12 +48,21 @@ def _record(escalation: Escalation, type: str, *, actor: Actor, from_state: str,
 
 
 def raise_escalation_locked(
-    delivery: Delivery, *, level: EscalationLevel, reason: str, detail: str = "", actor: Actor | None = None
+    delivery: Delivery,
+    *,
+    level: EscalationLevel,
+    reason: str,
+    detail: str = "",
+    detail_at: datetime | None = None,
+    actor: Actor | None = None,
 ) -> Escalation | None:
     """Raise a locked delivery to `level`: the delivery's own level (never lowered) and, from ALERT, its one
     unresolved Escalation (opened, or raised; never lowered). WARN only records that the search widens.
-    Returns the unresolved escalation, if any. Must run inside the caller's transaction."""
+    `detail_at`: the instant the detail names in UTC (`core.time_zones.utc_clock`), recorded beside it so the
+    console writes it in its viewer's zone. Returns the unresolved escalation, if any. Must run inside the caller's
+    transaction."""
     actor = actor or Actor.system("escalation")
+    said = {"detail": detail} | ({"detail_at": detail_at.isoformat()} if detail_at else {})
     if level > delivery.escalation_level:
         delivery.escalation_level = level
         delivery.save(update_fields=["escalation_level"])
@@ -61,17 +72,17 @@ def raise_escalation_locked(
             actor=actor,
             subject=delivery,
             delivery_id=delivery.pk,
-            payload={"level": level, "detail": detail},
+            payload={"level": level} | said,
         )
         return None
     escalation = delivery.escalations.exclude(status=EscalationStatus.RESOLVED).first()
     if escalation is not None and escalation.level >= level:
         if reason != escalation.reason:
-            _add_cause(escalation, reason=reason, detail=detail, actor=actor)
+            _add_cause(escalation, reason=reason, said=said, actor=actor)
         return escalation
     if escalation is None:
         escalation = Escalation.objects.create(delivery=delivery, reason=reason, level=level, detail=detail)
-        _record(escalation, "escalation.opened", actor=actor, from_state="", payload={"detail": detail})
+        _record(escalation, "escalation.opened", actor=actor, from_state="", payload=said)
         push_ops("escalation.opened", messages.escalation(escalation))
     else:
         previous = escalation.level
@@ -91,11 +102,11 @@ def raise_escalation_locked(
     return escalation
 
 
-def _add_cause(escalation: Escalation, *, reason: str, detail: str, actor: Actor) -> None:
+def _add_cause(escalation: Escalation, *, reason: str, said: dict, actor: Actor) -> None:
     """Another cause of a delivery whose one unresolved escalation is already at the level it calls for (the driver
     went stale with an order already overdue): put first in what ops read of it, audited and pushed, once (the
-    sweeps see the same cause again every pass)."""
-    detail = detail or Escalation.Reason(reason).label
+    sweeps see the same cause again every pass). `said`: its detail (and `detail_at`), as recorded."""
+    detail = said["detail"] or Escalation.Reason(reason).label
     if detail in escalation.detail:
         return
     escalation.detail = f"{detail}; {escalation.detail}"[: Escalation._meta.get_field("detail").max_length]
@@ -105,7 +116,7 @@ def _add_cause(escalation: Escalation, *, reason: str, detail: str, actor: Actor
         "escalation.cause_added",
         actor=actor,
         from_state=escalation.status,
-        payload={"cause": reason, "detail": detail},
+        payload={"cause": reason} | said | {"detail": detail},
     )
     push_ops("escalation.updated", messages.escalation(escalation))
 

@@ -7,6 +7,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action
+from core.time_zones import utc_clock
 from deliveries import eta
 from deliveries.models import OPEN_STATUSES, Breadcrumb, Delivery, DeliveryStatus, Escalation, EscalationLevel, Offer
 from deliveries.services.common import lock_delivery
@@ -38,8 +39,8 @@ def run_ladder(*, now: datetime | None = None) -> int:
     for delivery in Delivery.objects.filter(status=DeliveryStatus.PICKED_UP).select_related("zone", "driver"):
         due = _due_at_dropoff(delivery)
         if now > due + timedelta(seconds=delivery.zone.dropoff_overdue_alert_s):
-            detail = f"Dropoff was due at {due:%H:%M} UTC"
-            changed += _escalate(delivery, Escalation.Reason.OVERDUE, detail, since=delivery.picked_up_at)
+            detail = f"Dropoff was due at {utc_clock(due)}"
+            changed += _escalate(delivery, Escalation.Reason.OVERDUE, detail, since=delivery.picked_up_at, at=due)
     return changed
 
 
@@ -80,7 +81,7 @@ def _climb_unassigned(delivery_id, *, now: datetime) -> int:
         return 1
 
 
-def _escalate(seen: Delivery, reason: str, detail: str, *, since: datetime) -> int:
+def _escalate(seen: Delivery, reason: str, detail: str, *, since: datetime, at: datetime | None = None) -> int:
     """Escalate for `reason` once per assignment (or pickup) that began at `since`: a delivery reassigned to a
     second driver who does not move either is escalated again, though its first driver's escalation exists. Only
     if the delivery is still as the ladder saw it before locking it: picked up meanwhile, a "not moving toward
@@ -91,7 +92,9 @@ def _escalate(seen: Delivery, reason: str, detail: str, *, since: datetime) -> i
             return 0
         if delivery.escalations.filter(reason=reason, opened_at__gte=since).exists():
             return 0  # escalated for this once already
-        raise_escalation_locked(delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, actor=LADDER)
+        raise_escalation_locked(
+            delivery, level=EscalationLevel.ALERT, reason=reason, detail=detail, detail_at=at, actor=LADDER
+        )
         return 1
 
 
