@@ -84,6 +84,11 @@ def purge_driver_messages() -> int:
 
 
 @shared_task
+def purge_old_webhooks() -> int:
+    return webhooks.purge_old_webhooks()
+
+
+@shared_task
 def send_unsent_webhooks() -> int:
     """Every minute: queue each pending webhook whose attempt is due (`deliveries.webhooks`): the retries after
     failed attempts, and any attempt whose task was never queued or was lost (a broker restarted without its data
