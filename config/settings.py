@@ -297,6 +297,9 @@ RELAY_BREADCRUMB_RETENTION = timedelta(days=env_int("RELAY_BREADCRUMB_RETENTION_
 # support looks up what was sent for an order within weeks (a dispute, a month's invoice), and the delivery's
 # audit trail, kept for good, still tells every status change and when. Pending ones are never deleted.
 RELAY_WEBHOOK_RETENTION = timedelta(days=env_int("RELAY_WEBHOOK_RETENTION_DAYS", 90))
+# Rebalancing hints are deleted this long after they were sent (a daily beat job): nothing but the admin reads one
+# older than an hour (the ops board counts the last hour's), and a quarter of them shows whether hints work.
+RELAY_ZONE_HINT_RETENTION = timedelta(days=env_int("RELAY_ZONE_HINT_RETENTION_DAYS", 90))
 # API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
 # merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
 # console and their token covers a working day.

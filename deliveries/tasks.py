@@ -54,6 +54,11 @@ def take_zone_snapshots() -> int:
 
 
 @shared_task
+def purge_old_zone_hints() -> int:
+    return balancing.purge_old_zone_hints()
+
+
+@shared_task
 def flush_driver_positions() -> int:
     return locations.flush_positions()
 

@@ -12,6 +12,7 @@ from config.celery import app
 from core import purge
 from deliveries.models import WebhookDelivery
 from tests import factories
+from zones.models import ZoneHint
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +46,7 @@ class FailingDelete:
 
 @pytest.mark.parametrize(
     "task",
-    ["deliveries.tasks.purge_old_webhooks"],
+    ["deliveries.tasks.purge_old_webhooks", "deliveries.tasks.purge_old_zone_hints"],
 )
 def test_each_retention_is_a_daily_beat_schedule(task):
     schedule = PeriodicTask.objects.get(task=task)
@@ -108,3 +109,34 @@ def test_a_purge_that_fails_part_way_keeps_its_batches_and_the_next_run_finishes
     assert WebhookDelivery.objects.filter(status="sent").count() == 3  # the first batch's deletion stands
     assert purge_old_webhooks() == 3
     assert list(WebhookDelivery.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def _hint(zones, driver) -> ZoneHint:
+    """A hint sent now to `driver` in Norte toward a critical Centro."""
+    return ZoneHint.objects.create(
+        driver=driver, zone=zones["centro"], from_zone=zones["norte"], sent_at=timezone.now(),
+        surge_multiplier="1.50", message="High demand in Centro, +50%",
+    )  # fmt: skip
+
+
+def test_zone_hints_are_kept_90_days_then_purged(zones, clock):
+    from deliveries.tasks import purge_old_zone_hints
+
+    driver = factories.DriverFactory()
+    _hint(zones, driver)
+    clock.shift(DAY)
+    newer = _hint(zones, driver)
+    clock.shift(89 * DAY)
+    assert purge_old_zone_hints() == 0  # exactly 90 days old: still kept
+    clock.shift(1)
+    assert purge_old_zone_hints() == 1
+    assert list(ZoneHint.objects.values_list("pk", flat=True)) == [newer.pk]
+
+
+def test_the_zone_hint_retention_is_a_setting(zones, clock, settings):
+    from deliveries.tasks import purge_old_zone_hints
+
+    settings.RELAY_ZONE_HINT_RETENTION = timedelta(days=7)
+    _hint(zones, factories.DriverFactory())
+    clock.shift(7 * DAY + 1)
+    assert purge_old_zone_hints() == 1

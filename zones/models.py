@@ -229,7 +229,7 @@ HINT_EFFECT_WINDOW = timedelta(minutes=15)
 
 class ZoneHint(models.Model):
     """A rebalancing hint (`zone.hint`) sent to an available driver in a calm zone next to a critical one, and
-    whether it worked."""
+    whether it worked. Deleted RELAY_ZONE_HINT_RETENTION after it was sent."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # By name: drivers import zones, not the other way round.
@@ -247,6 +247,7 @@ class ZoneHint(models.Model):
         indexes = [
             models.Index(fields=["driver", "-sent_at"], name="zone_hint_driver_idx"),
             models.Index(fields=["outcome", "sent_at"], name="zone_hint_outcome_idx"),
+            models.Index(fields=["sent_at"], name="zone_hint_sent_at_idx"),  # the daily purge, the admin's list
         ]
 
     def __str__(self) -> str:
