@@ -300,6 +300,9 @@ RELAY_WEBHOOK_RETENTION = timedelta(days=env_int("RELAY_WEBHOOK_RETENTION_DAYS",
 # Rebalancing hints are deleted this long after they were sent (a daily beat job): nothing but the admin reads one
 # older than an hour (the ops board counts the last hour's), and a quarter of them shows whether hints work.
 RELAY_ZONE_HINT_RETENTION = timedelta(days=env_int("RELAY_ZONE_HINT_RETENTION_DAYS", 90))
+# A zone's minute snapshots of a local day are deleted once the whole day is older than this and rolled up into its
+# ZoneDay row, which keeps the figures they give for good (a daily beat job, analytics/retention.py).
+RELAY_ZONE_SNAPSHOT_RETENTION = timedelta(days=env_int("RELAY_ZONE_SNAPSHOT_RETENTION_DAYS", 90))
 # API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
 # merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
 # console and their token covers a working day.

@@ -193,7 +193,8 @@ class ZoneSnapshotQuerySet(models.QuerySet):
 
 class ZoneSnapshot(models.Model):
     """A zone's demand and supply, taken every minute (SPEC 4.2). The latest one sets the band in force (surge,
-    dispatch across zones, hints); all of them are kept for analytics."""
+    dispatch across zones, hints); they are kept for analytics, a local day's until it is past
+    RELAY_ZONE_SNAPSHOT_RETENTION and rolled up into its ZoneDay row (analytics/retention.py)."""
 
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="snapshots")
     taken_at = models.DateTimeField()
