@@ -94,6 +94,25 @@ def test_a_pending_webhook_is_never_purged_however_old(merchant, clock):
     assert set(WebhookDelivery.objects.values_list("pk", flat=True)) == {waiting.pk, retrying.pk}
 
 
+def test_a_failed_webhook_sent_again_while_the_purge_runs_is_kept(merchant, clock):
+    """Ops press "Send failed webhooks again" (in another process) between the purge reading a batch and deleting
+    it: the webhook is pending again, and stays."""
+    from deliveries.tasks import purge_old_webhooks
+
+    failed = _webhook(factories.new_delivery(merchant), "failed")
+    clock.shift(91 * DAY)
+
+    def sent_again_first(execute, sql, params, many, context):
+        if sql.startswith("DELETE"):  # what resend_failed_webhook writes
+            WebhookDelivery.objects.filter(pk=failed.pk).update(status="pending", next_attempt_at=timezone.now())
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(sent_again_first):
+        assert purge_old_webhooks() == 0
+    failed.refresh_from_db()
+    assert failed.status == "pending"
+
+
 def test_the_webhook_retention_is_a_setting(merchant, clock, settings):
     from deliveries.tasks import purge_old_webhooks
 
