@@ -21,6 +21,8 @@ ONLINE_STATES = (DriverState.AVAILABLE, DriverState.BUSY, DriverState.ON_BREAK)
 ANSWERED = (OfferStatus.ACCEPTED, OfferStatus.DECLINED, OfferStatus.EXPIRED)
 # A state held longer than this past the end of a day is not looked for (bounds the scan of later events).
 LONGEST_STATE = timedelta(days=1)
+# The facts a zone-day takes from its minute snapshots: its rollup row keeps them once the snapshots are purged.
+SNAPSHOT_FACTS = ("snapshots", "snapshots_by_band", "pressure_sum", "surge_sum")
 
 
 def day_window(zone: Zone, day: date) -> tuple[datetime, datetime]:

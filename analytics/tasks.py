@@ -2,9 +2,15 @@
 
 from celery import shared_task
 
+from analytics.retention import purge_rolled_up_snapshots
 from analytics.rollup import roll_up_recent_days
 
 
 @shared_task
 def roll_up_kpis_task() -> int:
     return roll_up_recent_days()
+
+
+@shared_task
+def purge_old_zone_snapshots() -> int:
+    return purge_rolled_up_snapshots()

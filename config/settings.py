@@ -296,6 +296,17 @@ RELAY_DRIVER_MESSAGE_RETENTION = timedelta(hours=env_int("RELAY_DRIVER_MESSAGE_R
 # are deleted after RELAY_BREADCRUMB_RETENTION (a daily beat job).
 RELAY_TRACKING_LINK_TTL = timedelta(hours=env_int("RELAY_TRACKING_LINK_HOURS", 24))
 RELAY_BREADCRUMB_RETENTION = timedelta(days=env_int("RELAY_BREADCRUMB_RETENTION_DAYS", 30))
+# The retentions below are whole days, at least one: less would delete what balancing and the board still read.
+# Merchants' webhooks, once sent or failed for good, are deleted this long after their event (a daily beat job):
+# support looks up what was sent for an order within weeks (a dispute, a month's invoice), and the delivery's
+# audit trail, kept for good, still tells every status change and when. Pending ones are never deleted.
+RELAY_WEBHOOK_RETENTION = timedelta(days=env_int("RELAY_WEBHOOK_RETENTION_DAYS", 90, minimum=1))
+# Rebalancing hints are deleted this long after they were sent (a daily beat job): nothing but the admin reads one
+# older than an hour (the ops board counts the last hour's), and a quarter of them shows whether hints work.
+RELAY_ZONE_HINT_RETENTION = timedelta(days=env_int("RELAY_ZONE_HINT_RETENTION_DAYS", 90, minimum=1))
+# A zone's minute snapshots of a local day are deleted once the whole day is older than this and rolled up into its
+# ZoneDay row, which keeps the figures they give for good (a daily beat job, analytics/retention.py).
+RELAY_ZONE_SNAPSHOT_RETENTION = timedelta(days=env_int("RELAY_ZONE_SNAPSHOT_RETENTION_DAYS", 90, minimum=1))
 # API tokens expire this many days after they were issued, by role. Drivers log in on a phone they carry;
 # merchants' servers hold a token in their configuration, so theirs lasts a year; ops work a shift in the
 # console and their token covers a working day.

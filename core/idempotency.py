@@ -25,6 +25,7 @@ from rest_framework.throttling import BaseThrottle
 
 from core.errors import DATABASE_DOWN, database_unavailable, json_error
 from core.models import IdempotencyRecord
+from core.purge import delete_in_batches
 from core.tokens import valid_token
 
 HEADER_NAME = "Idempotency-Key"
@@ -32,7 +33,6 @@ HEADER = "HTTP_IDEMPOTENCY_KEY"
 MAX_KEY_LENGTH = 255
 RETENTION = timedelta(hours=24)
 CLAIM_TIMEOUT = timedelta(seconds=60)
-PURGE_BATCH = 5000
 # Answers about the caller, its headers (Accept, Content-Type) or the moment, not the body: the same retry may well
 # succeed.
 NOT_FINAL = {401, 403, 406, 408, 415, 429}
@@ -246,8 +246,4 @@ def purge_expired_idempotency_records() -> int:
     """Delete the records past their 24 h, in short batches (the hourly beat job). An hour's records are every POST
     sent with a key, a driver app's location batches included: one DELETE of them all held its row locks and wrote
     its WAL in one long transaction. Returns how many were deleted."""
-    expired = IdempotencyRecord.objects.filter(expires_at__lte=timezone.now())
-    deleted = 0
-    while batch := list(expired.values_list("pk", flat=True)[:PURGE_BATCH]):
-        deleted += IdempotencyRecord.objects.filter(pk__in=batch).delete()[0]
-    return deleted
+    return delete_in_batches(IdempotencyRecord.objects.filter(expires_at__lte=timezone.now()))

@@ -425,7 +425,7 @@ class Escalation(FSMModelMixin, models.Model):
 
 class WebhookDelivery(models.Model):
     """One webhook to a merchant: written with the change it reports, sent after commit, retried over hours
-    (deliveries/webhooks.py)."""
+    (deliveries/webhooks.py); deleted RELAY_WEBHOOK_RETENTION after it was created once sent or failed."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -448,11 +448,13 @@ class WebhookDelivery(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "webhook deliveries"
-        # The sweep's question every minute, over a table that keeps every webhook ever sent.
         indexes = [
+            # The sweep's question every minute, over a table that keeps every webhook of the retention.
             models.Index(
                 fields=["next_attempt_at"], condition=models.Q(status="pending"), name="webhook_pending_due_idx"
-            )
+            ),
+            # The daily purge's (and the admin list's, newest first).
+            models.Index(fields=["created_at"], name="webhook_created_at_idx"),
         ]
 
     def __str__(self) -> str:

@@ -54,6 +54,11 @@ def take_zone_snapshots() -> int:
 
 
 @shared_task
+def purge_old_zone_hints() -> int:
+    return balancing.purge_old_zone_hints()
+
+
+@shared_task
 def flush_driver_positions() -> int:
     return locations.flush_positions()
 
@@ -81,6 +86,11 @@ def purge_idempotency_records() -> int:
 @shared_task
 def purge_driver_messages() -> int:
     return notifications.purge_old_messages()
+
+
+@shared_task
+def purge_old_webhooks() -> int:
+    return webhooks.purge_old_webhooks()
 
 
 @shared_task

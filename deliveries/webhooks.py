@@ -19,6 +19,7 @@ from django.utils import timezone
 from core import outbound
 from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError
+from core.purge import delete_in_batches
 from core.queue import enqueue_on_commit
 from deliveries import messages
 from deliveries.models import Delivery, Merchant, WebhookDelivery, new_secret
@@ -152,3 +153,12 @@ def resend_failed_webhook(webhook_id, *, actor: Actor) -> WebhookDelivery:
 
         enqueue_on_commit(send_webhook, str(webhook.pk))
     return webhook
+
+
+def purge_old_webhooks() -> int:
+    """Delete the webhooks created over RELAY_WEBHOOK_RETENTION ago that are finished (sent, or failed every
+    attempt), in short batches (the daily beat job). A pending one, retries still to come, is kept however old: it
+    would be lost unsent. Returns how many were deleted."""
+    finished = (WebhookDelivery.Status.SENT, WebhookDelivery.Status.FAILED)
+    old = WebhookDelivery.objects.filter(created_at__lt=timezone.now() - settings.RELAY_WEBHOOK_RETENTION)
+    return delete_in_batches(old.filter(status__in=finished))

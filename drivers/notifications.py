@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from core import loop_sends
 from core.channel_layer import unreachable
+from core.purge import delete_in_batches
 from drivers.models import Driver, DriverMessage
 
 log = logging.getLogger(__name__)
-PURGE_BATCH = 5000
 
 
 def driver_group(driver_id) -> str:
@@ -82,8 +82,6 @@ def push_to_group(group: str, envelope: dict, *, unsent: Callable[[], None] | No
 def purge_old_messages() -> int:
     """Delete stream messages older than RELAY_DRIVER_MESSAGE_RETENTION, in short batches. `resume` replays
     only what is kept: an app away for longer reloads its state over REST. Returns how many were deleted."""
-    old = DriverMessage.objects.filter(sent_at__lt=timezone.now() - settings.RELAY_DRIVER_MESSAGE_RETENTION)
-    deleted = 0
-    while batch := list(old.values_list("pk", flat=True)[:PURGE_BATCH]):
-        deleted += DriverMessage.objects.filter(pk__in=batch).delete()[0]
-    return deleted
+    return delete_in_batches(
+        DriverMessage.objects.filter(sent_at__lt=timezone.now() - settings.RELAY_DRIVER_MESSAGE_RETENTION)
+    )

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from config.celery import app
-from core import idempotency
+from core import idempotency, purge
 from core.models import IdempotencyRecord
 from drivers.models import DriverMessage
 from drivers.notifications import notify_driver
@@ -72,7 +72,7 @@ def test_an_idempotency_record_is_replayed_for_24_hours_then_purged(merchant_api
 def test_the_idempotency_purge_deletes_in_short_batches(db, clock, monkeypatch):
     """An hour's records (every POST with a key, location batches included) are not deleted in one statement: one
     long transaction holding their locks and writing their WAL at once."""
-    monkeypatch.setattr(idempotency, "PURGE_BATCH", 2)
+    monkeypatch.setattr(purge, "PURGE_BATCH", 2)
     for n in range(5):
         IdempotencyRecord.objects.create(
             caller="caller", key=f"key-{n}", fingerprint="body", expires_at=timezone.now() + idempotency.RETENTION

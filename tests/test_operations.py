@@ -59,6 +59,7 @@ def test_the_deploy_check_warns_of_tracking_links_to_this_machine():
         ({"DEBUG": "maybe"}, "DEBUG must be a boolean"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL must start with"),
         ({"DB_CONN_MAX_AGE": "ten"}, "DB_CONN_MAX_AGE must be an integer"),
+        ({"RELAY_WEBHOOK_RETENTION_DAYS": "0"}, "RELAY_WEBHOOK_RETENTION_DAYS must be at least 1, got '0'"),
         (
             {
                 "DB_PREPARE_THRESHOLD": "soon",

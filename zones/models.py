@@ -193,7 +193,8 @@ class ZoneSnapshotQuerySet(models.QuerySet):
 
 class ZoneSnapshot(models.Model):
     """A zone's demand and supply, taken every minute (SPEC 4.2). The latest one sets the band in force (surge,
-    dispatch across zones, hints); all of them are kept for analytics."""
+    dispatch across zones, hints); they are kept for analytics, a local day's until it is past
+    RELAY_ZONE_SNAPSHOT_RETENTION and rolled up into its ZoneDay row (analytics/retention.py)."""
 
     zone = models.ForeignKey(Zone, on_delete=models.PROTECT, related_name="snapshots")
     taken_at = models.DateTimeField()
@@ -229,7 +230,7 @@ HINT_EFFECT_WINDOW = timedelta(minutes=15)
 
 class ZoneHint(models.Model):
     """A rebalancing hint (`zone.hint`) sent to an available driver in a calm zone next to a critical one, and
-    whether it worked."""
+    whether it worked. Deleted RELAY_ZONE_HINT_RETENTION after it was sent."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # By name: drivers import zones, not the other way round.
@@ -247,6 +248,7 @@ class ZoneHint(models.Model):
         indexes = [
             models.Index(fields=["driver", "-sent_at"], name="zone_hint_driver_idx"),
             models.Index(fields=["outcome", "sent_at"], name="zone_hint_outcome_idx"),
+            models.Index(fields=["sent_at"], name="zone_hint_sent_at_idx"),  # the daily purge, the admin's list
         ]
 
     def __str__(self) -> str:

@@ -6,10 +6,12 @@ and whether those hints worked. Surge and dispatch across zones read the snapsho
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
+from core.purge import delete_in_batches
 from deliveries import messages
 from deliveries.models import Delivery, Offer
 from deliveries.selectors import ZoneReading, measure_zones
@@ -40,6 +42,13 @@ def take_zone_snapshots(*, now: datetime | None = None) -> BalancingResult:
         hints = _send_hints(readings, now=now)
         push_ops("zone.pressure", messages.zone_pressure(readings))
     return BalancingResult(readings, hints, entered, not_entered)
+
+
+def purge_old_zone_hints() -> int:
+    """Delete the hints sent over RELAY_ZONE_HINT_RETENTION ago, in short batches (the daily beat job). Balancing
+    reads only the last quarter hour's (the rate limit, the outcome) and the ops board the last hour's; no KPI
+    counts them. Returns how many were deleted."""
+    return delete_in_batches(ZoneHint.objects.filter(sent_at__lt=timezone.now() - settings.RELAY_ZONE_HINT_RETENTION))
 
 
 def _measure_hints(now: datetime) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from core.audit import Actor, atomic_action, record_event
 from core.errors import DomainError, NotFound
+from core.purge import delete_in_batches
 from deliveries import eta, messages
 from deliveries.models import ACTIVE_STATUSES, Breadcrumb, Delivery, DeliveryStatus
 from deliveries.webhooks import enqueue_webhook
@@ -178,8 +179,6 @@ def restore_carried() -> None:
 
 def purge_old_breadcrumbs() -> int:
     """Raw breadcrumbs older than RELAY_BREADCRUMB_RETENTION are deleted (privacy, SPEC 6)."""
-    old = Breadcrumb.objects.filter(recorded_at__lt=timezone.now() - settings.RELAY_BREADCRUMB_RETENTION)
-    deleted = 0
-    while batch := list(old.values_list("pk", flat=True)[:5000]):
-        deleted += Breadcrumb.objects.filter(pk__in=batch).delete()[0]
-    return deleted
+    return delete_in_batches(
+        Breadcrumb.objects.filter(recorded_at__lt=timezone.now() - settings.RELAY_BREADCRUMB_RETENTION)
+    )
