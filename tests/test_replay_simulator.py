@@ -14,11 +14,15 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from analytics.management.commands.replay import mean_of, run_in_scratch, table
+from analytics.management.commands.replay import mean_of, recorded, run_in_scratch, table
 from analytics.replay.recording import record_day
+from analytics.retention import purge_rolled_up_snapshots
+from analytics.rollup import roll_up_day
 from core.models import AuditEvent
 from deliveries.models import Delivery
+from deliveries.services.balancing import take_zone_snapshots
 from drivers.models import Driver
 from tests import factories
 from tests.conftest import api_client_for
@@ -290,3 +294,17 @@ def test_a_replays_figures_over_several_seeds_are_their_mean_with_their_range():
     assert ["cost", "per", "delivery", "4.00", "4.12", "(4.00–4.25)"] in rows
     assert ["escalations", "level", "3", "0", "0.5", "(0–1)"] in rows
     assert ["time", "to", "assign", "p50", "(s)", "-", "12.5"] in rows
+
+
+def test_a_day_past_the_snapshots_retention_is_recorded_as_its_rollup_kept_it(merchant_api, clock, zones):
+    a_recorded_day(merchant_api, clock)
+    centro = zones["centro"]
+    take_zone_snapshots(now=timezone.now())
+    roll_up_day(centro, DAY)
+    before = recorded([centro], DAY)
+    assert before["delivered"] == 3 and before["mean_surge_multiplier"] is not None
+
+    clock.shift(100 * 24 * 3600)
+    assert purge_rolled_up_snapshots() >= 1
+
+    assert recorded([centro], DAY) == before

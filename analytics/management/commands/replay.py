@@ -13,8 +13,7 @@ from django.conf import settings
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from analytics.facts import zone_day_facts
-from analytics.kpis import merge, summarise_deliveries
+from analytics.kpis import merge, stored_or_live_zone_facts, summarise_deliveries
 from analytics.replay.recording import NothingRecorded, record_day
 from zones.models import Zone
 
@@ -79,8 +78,7 @@ class Command(BaseCommand):
             recording = record_day(day, zone)
         except NothingRecorded as exc:
             raise CommandError(str(exc)) from exc
-        zones = list(Zone.objects.filter(code__in=recording["zones"]))
-        runs = {"recorded": summarise_deliveries(merge(zone_day_facts(z, day) for z in zones))}
+        runs = {"recorded": recorded(list(Zone.objects.filter(code__in=recording["zones"])), day)}
         variants = {"replayed": {}} | ({"changed": changes} if changes else {})
         # Each variant with the same seeds, so the two differ by the policy alone, not by the draws.
         jobs = [(name, s) for name in variants for s in range(seed, seed + seeds)]
@@ -94,6 +92,12 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(runs | ({"by_seed": by_seed} if seeds > 1 else {}), indent=2))
             return
         self.stdout.write(table(recording, changes, runs, by_seed if seeds > 1 else {}))
+
+
+def recorded(zones: list[Zone], day: date) -> dict:
+    """The day's KPIs as the dashboard shows them: from its rollup where it has one (a day past the snapshots'
+    retention keeps their figures only there), else from the raw data."""
+    return summarise_deliveries(merge(stored_or_live_zone_facts(zones, [day]).values()))
 
 
 def parse_changes(items: list[str]) -> dict[str, dict]:
