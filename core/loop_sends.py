@@ -11,9 +11,9 @@ A thread that serves no request of a running server (Celery's workers, managemen
 client) hands nothing off: its caller sends in place, as before. The channel layer is at most once either way
 (a driver's stream is stored and `resume` replays it); a send that fails is logged, its `unsent` hook runs (in a
 thread: it may write to the database), and the next ones go on. When the server stops (`drain`, from the ASGI
-lifespan's shutdown, after its last request and socket; or its loop cancelling the task as it closes), the sends
-already handed off still go out, for up to `STOP_GRACE_S`, and the hooks of those that cannot run, as for a failed
-send (an offer the driver's app never heard is not counted as their miss)."""
+lifespan's shutdown, after its last request and socket), the sends already handed off still go out, for up to
+`STOP_GRACE_S`; the hooks of those that did not run, as for a failed send (an offer the driver's app never heard
+is not counted as their miss), as do those of the sends left when the loop cancels the task as it closes."""
 
 import asyncio
 import contextlib
@@ -59,11 +59,15 @@ def hand_off(layer, group: str, message: dict, *, unsent: Callable[[], None] | N
 
 async def drain() -> None:
     """Send what this loop's requests handed off, before the server exits: uvicorn kills its process as soon as
-    it has served its last request, with no time for a task still sending."""
+    it has served its last request, with no time for a task still sending. The sends go on as they were for up to
+    `STOP_GRACE_S`, none cut short: one cut while the layer answers may have gone, and is not sent again."""
     sender = _Sender._by_loop.get(asyncio.get_running_loop())
     task = sender.task if sender is not None else None
-    if task is not None:
-        task.cancel()  # the task's own way out: it sends the rest, within the grace
+    if task is None:
+        return
+    _, sending = await asyncio.wait({task}, timeout=STOP_GRACE_S)
+    if sending:  # the layer hangs: what is left is not sent
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
@@ -95,8 +99,8 @@ class _Sender:
         try:
             while self.queue:
                 await self._send_first()
-        except asyncio.CancelledError:  # the server is stopping: what was handed off still goes, for a while
-            await self._finish()
+        except asyncio.CancelledError:  # the server is stopping: what is left is not sent, the clients resume
+            await self._unsent_all()
             raise
         finally:
             self.task = None
@@ -107,18 +111,15 @@ class _Sender:
             await layer.group_send(group, message)
         except Exception as exc:  # a down channel layer must not stop the sends behind it
             log.warning("push to %s failed (%s); the client will resume", group, exc, exc_info=not unreachable(exc))
-            if unsent is not None:
-                await database_sync_to_async(run_unsent)(unsent)
-        self.queue.popleft()
+        else:
+            unsent = None
+        self.queue.popleft()  # before its hook runs: a stop cutting the hook short does not run it again
+        if unsent is not None:
+            await database_sync_to_async(run_unsent)(unsent)
 
-    async def _finish(self) -> None:
-        """Send what is left within `STOP_GRACE_S` (the one cancelled mid-send again: a driver's socket drops a
-        message it already delivered, by `seq`); then run the hooks of the sends that did not go."""
-        try:
-            async with asyncio.timeout(STOP_GRACE_S):
-                while self.queue:
-                    await self._send_first()
-        except TimeoutError:
+    async def _unsent_all(self) -> None:
+        """The hooks of the sends left (the one cut short included: it may not have gone)."""
+        if self.queue:
             log.warning("%d pushes not sent: the server is stopping; the clients will resume", len(self.queue))
         left, self.queue = list(self.queue), deque()
         for *_, unsent in left:

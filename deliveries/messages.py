@@ -8,7 +8,7 @@ as they are.
 
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
@@ -31,12 +31,19 @@ def _jsonable(data) -> dict:
     return json.loads(json.dumps(data, cls=JSONEncoder))
 
 
+def _represented(serializer) -> dict:
+    """A record's REST representation, its times in UTC as the API writes them (API.md). DRF writes a time in the
+    active zone, and a console action (core/time_zones.py) runs in its viewer's."""
+    with timezone.override(UTC):
+        return _jsonable(serializer.data)
+
+
 # --- to a driver (`/ws/driver/`) --------------------------------------------------------------------------------
 
 
 def driver_delivery(delivery: Delivery) -> dict:
     """`delivery.assigned`, `delivery.updated`: the delivery as its driver sees it."""
-    return _jsonable(DriverDeliverySerializer(delivery).data)
+    return _represented(DriverDeliverySerializer(delivery))
 
 
 def delivery_taken(delivery: Delivery, *, reason: str) -> dict:
@@ -46,7 +53,7 @@ def delivery_taken(delivery: Delivery, *, reason: str) -> dict:
 
 def offer_created(offer: Offer) -> dict:
     """`offer.created`: the offer as the driver app lists it."""
-    return _jsonable(OfferSerializer(offer).data)
+    return _represented(OfferSerializer(offer))
 
 
 # API.md names three reasons an offer is withdrawn; anything else that takes the offer away (ops reassigned the
@@ -82,7 +89,7 @@ def driver_state(driver: Driver, *, reason: str, detail: str = "") -> dict:
 
 def escalation(escalation: Escalation) -> dict:
     """`escalation.opened`, `escalation.updated`: the escalation as `GET /api/v1/ops/escalations` shows it."""
-    return _jsonable(EscalationSerializer(escalation).data)
+    return _represented(EscalationSerializer(escalation))
 
 
 def zone_reading(reading) -> dict:
@@ -135,7 +142,7 @@ def tracking(delivery: Delivery) -> dict:
     """The tracking link's state (the JSON, and `status` on the socket), with the driver's last position while
     the delivery is on its way (picked up)."""
     position = locations.last_position(delivery.driver) if delivery.status == "picked_up" else None
-    return _jsonable(TrackingSerializer(delivery, context={"location": position}).data)
+    return _represented(TrackingSerializer(delivery, context={"location": position}))
 
 
 def eta(delivery: Delivery) -> dict | None:

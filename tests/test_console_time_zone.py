@@ -12,7 +12,7 @@ from django.utils import timezone
 from core.audit import Actor
 from core.time_zones import COOKIE
 from deliveries.services.reassignment import force_assign
-from drivers.models import Shift
+from drivers.models import DriverMessage, Shift
 from tests import factories
 from tests.test_admin_deliveries import messages_of
 from tests.test_reassignment import picked_up
@@ -163,3 +163,18 @@ def test_a_shift_typed_in_the_hour_a_clock_change_repeats_is_refused_saying_why(
     assert answer.status_code == 200
     assert "couldn’t be interpreted in time zone America/Los_Angeles" in answer.content.decode()
     assert not Shift.objects.filter(driver=driver).exists()
+
+
+def test_what_a_console_action_sends_a_drivers_app_keeps_utc(admin_client, merchant, clock):
+    """A console action sends what the API does (an offer to the driver's app, stored for `resume`): DRF wrote its
+    times in the console viewer's zone ("...-08:00") where API.md says UTC, and the app's stream kept them so."""
+    delivery = factories.new_delivery(merchant, "lonely")
+    ana = factories.online_driver(*factories.CENTRO, name="Ana Silva")
+    admin_client.cookies[COOKIE] = LOS_ANGELES
+    url = reverse("admin:deliveries_delivery_changelist")
+    answer = admin_client.post(url, {"action": "dispatch_again", "_selected_action": [delivery.pk]}, follow=True)
+    assert messages_of(answer) == ["Offered to a driver: 1 of 1."]
+
+    offer = factories.pending_offer(delivery)
+    stored = DriverMessage.objects.get(driver=ana, type="offer.created")
+    assert stored.data["expires_at"] == offer.expires_at.isoformat().replace("+00:00", "Z")

@@ -3,6 +3,7 @@ for them, they arrive in the order they were made, and one that fails is logged 
 
 import asyncio
 import logging
+import threading
 
 import httpx
 import pytest
@@ -180,13 +181,81 @@ async def test_pushes_handed_off_as_the_server_stops_still_go_out(monkeypatch):
     await asyncio.to_thread(request_work)
     await _until(lambda: held.waiting)  # the first send is out, held by a slow layer
     stopping = asyncio.create_task(_stop_the_server())
-    await asyncio.sleep(0)  # the cancel lands in the held send
+    await asyncio.sleep(0)  # the server waits for the held send
     held.release.set()
     await stopping
 
     async with asyncio.timeout(5):
         received = [(await layer.receive(channel))["message"]["seq"] for _ in range(5)]
     assert received == [1, 2, 3, 4, 5]
+
+
+async def test_a_push_under_way_as_the_server_stops_is_not_sent_twice(monkeypatch):
+    """A layer that took the message and is slow to answer (Redis ran the send; its reply is on the way): the
+    stopping server cut the send short and sent it again, and the ops board's and tracking page's sockets, which
+    number what they receive, passed it on twice."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add("stopping", channel)
+
+    class SlowToAnswer(HeldLayer):
+        async def group_send(self, group, message):
+            await self.layer.group_send(group, message)
+            self.waiting += 1
+            await self.release.wait()
+
+    slow = SlowToAnswer(layer)
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: slow)
+    loop = asyncio.get_running_loop()
+
+    def request_work():
+        with loop_sends.serving(loop):
+            for seq in range(1, 4):
+                push_to_group("stopping", {"seq": seq})
+
+    await asyncio.to_thread(request_work)
+    await _until(lambda: slow.waiting)  # the first is delivered, its answer not yet back
+    stopping = asyncio.create_task(_stop_the_server())
+    await asyncio.sleep(0)
+    slow.release.set()
+    await stopping
+
+    async with asyncio.timeout(5):
+        received = [(await layer.receive(channel))["message"]["seq"] for _ in range(3)]
+    assert received == [1, 2, 3]
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):
+            await layer.receive(channel)
+
+
+async def test_a_hook_under_way_as_the_server_stops_runs_once(monkeypatch):
+    """The layer is down and the first push's hook is still writing when the grace runs out: cut short, that
+    push was counted as not sent yet, and its hook ran a second time (the offer marked unheard twice, logged twice)."""
+
+    class Down:
+        async def group_send(self, group, message):
+            raise ConnectionError("Redis is down")
+
+    monkeypatch.setattr("drivers.notifications.get_channel_layer", lambda: Down())
+    monkeypatch.setattr(loop_sends, "STOP_GRACE_S", 0.05)
+    loop = asyncio.get_running_loop()
+    writing, hooked = threading.Event(), []
+
+    def slow_hook():
+        writing.wait(5)
+        hooked.append(1)
+
+    def request_work():
+        with loop_sends.serving(loop):
+            push_to_group("down", {"seq": 1}, unsent=slow_hook)
+
+    await asyncio.to_thread(request_work)
+    loop.call_later(0.3, writing.set)  # the database answers, after the grace
+    await _stop_the_server()
+    await _until(lambda: writing.is_set())
+    await db(lambda: None)()  # the hooks' thread is done with what it had
+
+    assert hooked == [1]
 
 
 async def test_pushes_a_stopping_server_cannot_send_in_its_grace_run_their_hooks(monkeypatch, caplog):
