@@ -48,6 +48,11 @@ class NotFailed(DomainError):
     default_detail = "Only a failed webhook is sent again (a pending one is still being tried, a sent one arrived)."
 
 
+class Purged(DomainError):
+    code = "webhook_purged"
+    default_detail = "Deleted meanwhile: finished webhooks are kept RELAY_WEBHOOK_RETENTION_DAYS after their event."
+
+
 def rotate_secret(merchant_id, *, actor: Actor) -> str:
     """A new signing secret for the merchant's webhooks (the next attempt of every pending one signs with it),
     audited without its value. Returns it, to be shown once to the person who asked."""
@@ -134,7 +139,9 @@ def resend_failed_webhook(webhook_id, *, actor: Actor) -> WebhookDelivery:
     """Ops send a failed webhook again (its receiver is back): the same event (`id`, body), due at once and retried
     on the same schedule as a new one. Audited with the attempts and the last error it had."""
     with atomic_action():
-        webhook = WebhookDelivery.objects.select_for_update().get(pk=webhook_id)
+        webhook = WebhookDelivery.objects.select_for_update().filter(pk=webhook_id).first()
+        if webhook is None:  # the daily purge took it since the page was read
+            raise Purged()
         if webhook.status != WebhookDelivery.Status.FAILED:
             raise NotFailed()
         record_event(

@@ -113,6 +113,33 @@ def test_a_failed_webhook_sent_again_while_the_purge_runs_is_kept(merchant, cloc
     assert failed.status == "pending"
 
 
+def test_ops_sending_again_a_webhook_the_purge_just_took_are_told_so(merchant, clock, client, ops_user):
+    """Ops select a failed webhook past its retention and press "Send failed webhooks again" just as the daily purge
+    (another process) deletes it: they are told what became of it, and the other selected webhook goes."""
+    purged, kept = (_webhook(factories.new_delivery(merchant), "failed") for _ in range(2))
+    clock.shift(91 * DAY)
+    kept.created_at = timezone.now()
+    kept.save(update_fields=["created_at"])
+
+    def purged_first(execute, sql, params, many, context):
+        if "FOR UPDATE" in sql and str(purged.pk).replace("-", "") in str(params).replace("-", ""):
+            WebhookDelivery.objects.filter(pk=purged.pk).delete()
+        return execute(sql, params, many, context)
+
+    client.force_login(ops_user)
+    changelist = "/admin/deliveries/webhookdelivery/"
+    with connection.execute_wrapper(purged_first):
+        answer = client.post(
+            changelist, {"action": "resend_failed", "_selected_action": [purged.pk, kept.pk]}, follow=True
+        )
+    assert answer.status_code == 200
+    page = answer.content.decode()
+    assert "Deleted meanwhile: finished webhooks are kept RELAY_WEBHOOK_RETENTION_DAYS" in page
+    assert "Queued to be sent again: 1 of 2." in page
+    kept.refresh_from_db()
+    assert kept.status == "pending"
+
+
 def test_the_webhook_retention_is_a_setting(merchant, clock, settings):
     from deliveries.tasks import purge_old_webhooks
 
