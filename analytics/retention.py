@@ -4,8 +4,10 @@ surge multiplier) are then read from the day's ZoneDay row, which the nightly ro
 (`analytics.rollup`). A day the rollup missed keeps its snapshots until it is rolled up (`roll_up_kpis`)."""
 
 from datetime import date
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from analytics.facts import day_window
@@ -26,10 +28,11 @@ def purge_rolled_up_snapshots() -> int:
 
 
 def _purgeable_days(zone: Zone) -> list[date]:
-    """The zone's local days from its first snapshot kept that ended before the retention began and are rolled up."""
-    first = ZoneSnapshot.objects.filter(zone=zone).order_by("taken_at").values_list("taken_at", flat=True).first()
-    if first is None:
-        return []
+    """The zone's local days that still have snapshots, ended before the retention began and are rolled up. Read
+    from the old snapshots themselves, which past the first run are one day's and those of days never rolled up:
+    counted from the first snapshot kept, a day the rollup missed would have every day purged since asked again,
+    one more each run, for good."""
     kept_from = zone.local_time(timezone.now() - settings.RELAY_ZONE_SNAPSHOT_RETENTION).date()
-    rolled_up = ZoneDay.objects.filter(zone=zone, day__gte=zone.local_time(first).date(), day__lt=kept_from)
-    return list(rolled_up.order_by("day").values_list("day", flat=True))
+    old = ZoneSnapshot.objects.filter(zone=zone, taken_at__lt=day_window(zone, kept_from)[0])
+    days = old.annotate(day=TruncDate("taken_at", tzinfo=ZoneInfo(zone.time_zone))).values("day").distinct()
+    return list(ZoneDay.objects.filter(zone=zone, day__in=days).order_by("day").values_list("day", flat=True))
